@@ -1,0 +1,3 @@
+export * from './definitions.js';
+export * from './submission.js';
+export * from './state.js';

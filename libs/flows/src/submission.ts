@@ -1,0 +1,147 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { invalid, type FieldIssue } from '../../errors/src/index.js';
+import type { FlowRegistry } from './definitions.js';
+
+/** The submission as all three doors accept it (API.md). */
+const RecordSchema = z
+  .object({
+    id: z.string().min(1).max(200),
+    text: z.string().max(20_000),
+    fields: z.record(z.string(), z.union([z.number(), z.string().max(2_000), z.boolean(), z.null()])).optional(),
+  })
+  .strict();
+
+const InsightsInputSchema = z
+  .object({
+    records: z
+      .array(RecordSchema)
+      .min(1)
+      .max(10_000)
+      .superRefine((recs, ctx) => {
+        const seen = new Set<string>();
+        recs.forEach((r, i) => {
+          if (seen.has(r.id)) ctx.addIssue({ code: 'custom', path: [i, 'id'], message: `duplicate record id "${r.id}"` });
+          seen.add(r.id);
+        });
+      }),
+  })
+  .strict();
+
+/** Input schema per flow; flows without one accept any JSON object. */
+const INPUT_SCHEMAS: Record<string, z.ZodType> = { insights: InsightsInputSchema };
+
+export const SubmissionSchema = z
+  .object({
+    flow: z.string().min(1).max(64),
+    input: z.record(z.string(), z.unknown()),
+    callbackUrl: z.string().max(2_048).optional(),
+    idempotencyKey: z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+    deadlineMs: z.number().int().min(100).max(3_600_000).optional(),
+    metadata: z
+      .record(z.string().max(128), z.string().max(1_024))
+      .refine((m) => Object.keys(m).length <= 32, 'at most 32 entries')
+      .optional(),
+  })
+  .strict();
+
+export type Submission = z.infer<typeof SubmissionSchema>;
+
+function issuesOf(err: z.ZodError, prefix = ''): FieldIssue[] {
+  return err.issues.map((i) => {
+    const path = [prefix, ...i.path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p)))].filter(Boolean).join('.').replace(/\.\[/g, '[');
+    let message = i.message;
+    if (i.code === 'unrecognized_keys') message = `unknown field(s): ${(i as { keys?: string[] }).keys?.join(', ')}`;
+    return { path, message };
+  });
+}
+
+export interface ValidateOptions {
+  registry: FlowRegistry;
+  /** Called for callbackUrl; returns an error message or undefined. */
+  checkCallbackUrl?: (url: string) => string | undefined;
+}
+
+/** Validates a parsed body; throws invalid_argument naming every bad field. */
+export function validateSubmission(body: unknown, opts: ValidateOptions): Submission {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw invalid([{ path: '', message: 'body must be a JSON object' }]);
+  const parsed = SubmissionSchema.safeParse(body);
+  if (!parsed.success) throw invalid(issuesOf(parsed.error));
+  const sub = parsed.data;
+  const details: FieldIssue[] = [];
+  const def = opts.registry.get(sub.flow);
+  if (!def) details.push({ path: 'flow', message: `unknown flow "${sub.flow}"; known: ${opts.registry.names().join(', ')}` });
+  const schema = INPUT_SCHEMAS[sub.flow];
+  if (def && schema) {
+    const r = schema.safeParse(sub.input);
+    if (!r.success) details.push(...issuesOf(r.error, 'input'));
+  }
+  if (sub.callbackUrl !== undefined) {
+    let u: URL | undefined;
+    try {
+      u = new URL(sub.callbackUrl);
+    } catch {
+      details.push({ path: 'callbackUrl', message: 'not a valid URL' });
+    }
+    if (u && u.protocol !== 'http:' && u.protocol !== 'https:') details.push({ path: 'callbackUrl', message: 'must be http or https' });
+    else if (u && opts.checkCallbackUrl) {
+      const why = opts.checkCallbackUrl(sub.callbackUrl);
+      if (why) details.push({ path: 'callbackUrl', message: why });
+    }
+  }
+  if (details.length) throw invalid(details);
+  return sub;
+}
+
+/** Canonical hash of a submission (for "same idempotency key, different body" → 409). */
+export function submissionHash(sub: Submission): string {
+  return createHash('sha256').update(canonicalJson(sub)).digest('hex');
+}
+
+function canonicalJson(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  const o = v as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .filter((k) => o[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+    .join(',')}}`;
+}
+
+const B32 = '0123456789abcdefghijklmnopqrstuv';
+function base32(buf: Uint8Array, chars: number): string {
+  let out = '';
+  let bits = 0;
+  let value = 0;
+  for (const b of buf) {
+    value = (value << 8) | b;
+    bits += 8;
+    while (bits >= 5 && out.length < chars) {
+      out += B32[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    if (out.length >= chars) break;
+  }
+  return out;
+}
+
+/**
+ * Flow ids. With an idempotency key (HTTP/gRPC idempotencyKey, or the NATS door's Nats-Msg-Id) the id
+ * is derived, so every door and every retry gives the same one, and a publisher can compute it:
+ *   "f" + first 25 base32hex chars (0-9a-v) of sha256("<tenant>\n<key>").
+ * Without a key: HTTP/gRPC use a random "r…" id; the NATS door uses "n<ingest stream sequence>" (from the PubAck).
+ */
+export function deriveFlowId(tenant: string, idempotencyKey: string): string {
+  return `f${base32(createHash('sha256').update(`${tenant}\n${idempotencyKey}`).digest(), 25)}`;
+}
+
+export function randomFlowId(): string {
+  return `r${base32(randomBytes(16), 25)}`;
+}
+
+export function flowIdForSequence(seq: number): string {
+  return `n${seq}`;
+}
+
+export const FLOW_ID_RE = /^[a-z0-9]{2,64}$/;

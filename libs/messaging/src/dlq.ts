@@ -1,0 +1,45 @@
+import { headers as natsHeaders, type JsMsg, type MsgHdrs } from 'nats';
+import { dlqSubject } from './topology.js';
+import type { JetStreamPublisher } from './publisher.js';
+
+export const DLQ_HEADERS = {
+  reason: 'Jetflow-Dlq-Reason',
+  code: 'Jetflow-Dlq-Code',
+  attempts: 'Jetflow-Dlq-Attempts',
+  source: 'Jetflow-Dlq-Source',
+  originalSubject: 'Jetflow-Original-Subject',
+  originalStream: 'Jetflow-Original-Stream',
+  originalSeq: 'Jetflow-Original-Seq',
+  at: 'Jetflow-Dlq-At',
+  flowId: 'Jetflow-Flow-Id',
+} as const;
+
+/**
+ * Dead-letters a JetStream message: the original body and headers, plus the reason, the attempts and
+ * where it came from, so it can be read and redriven. Deduplicated on the original stream sequence.
+ */
+export async function deadLetter(
+  pub: JetStreamPublisher,
+  m: JsMsg,
+  source: string,
+  reason: { code: string; message: string; flowId?: string; attempts?: number },
+): Promise<void> {
+  const h: MsgHdrs = natsHeaders();
+  if (m.headers) for (const [k, vs] of m.headers) if (k !== 'Nats-Msg-Id') for (const v of vs) h.append(k, v);
+  h.set(DLQ_HEADERS.reason, reason.message.slice(0, 1_000).replace(/[\r\n]+/g, ' '));
+  h.set(DLQ_HEADERS.code, reason.code);
+  h.set(DLQ_HEADERS.attempts, String(reason.attempts ?? m.info.deliveryCount));
+  h.set(DLQ_HEADERS.source, source);
+  h.set(DLQ_HEADERS.originalSubject, m.subject);
+  h.set(DLQ_HEADERS.originalStream, m.info.stream);
+  h.set(DLQ_HEADERS.originalSeq, String(m.info.streamSequence));
+  h.set(DLQ_HEADERS.at, new Date().toISOString());
+  if (reason.flowId) h.set(DLQ_HEADERS.flowId, reason.flowId);
+  await pub.publish(dlqSubject(source, m.subject), m.data, { headers: h, msgId: `dlq:${m.info.stream}:${m.info.streamSequence}` });
+}
+
+/** Exponential backoff with full jitter in [base/2, base]. */
+export function backoffDelay(attempt: number, initialMs: number, maxMs: number, multiplier = 2): number {
+  const base = Math.min(maxMs, initialMs * multiplier ** Math.max(0, attempt - 1));
+  return Math.round(base / 2 + (Math.random() * base) / 2);
+}

@@ -1,0 +1,106 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { JetStreamClient, JsMsg } from 'nats';
+import type { Logger } from '../../logging/src/index.js';
+
+export interface PullLoopOptions {
+  js: JetStreamClient;
+  stream: string;
+  consumer: string;
+  /** Most messages held (being handled) at once by this loop. */
+  concurrency: number;
+  /** 'fetch' pulls only as many as there are free slots (workers); 'consume' keeps a buffer full (orchestrator). */
+  mode: 'fetch' | 'consume';
+  expiresMs?: number;
+  handle: (m: JsMsg) => Promise<void>;
+  log: Logger;
+}
+
+export interface PullLoop {
+  /** Stop pulling; resolves when every message being handled is done. */
+  stop(): Promise<void>;
+  readonly inFlight: number;
+  readonly done: Promise<void>;
+}
+
+/**
+ * A durable pull consumer loop with bounded concurrency. The handler decides ack/nak/term; the loop
+ * only pulls, bounds, and survives broker restarts (it keeps re-pulling with backoff).
+ */
+export function startPullLoop(o: PullLoopOptions): PullLoop {
+  let stopped = false;
+  let inFlight = 0;
+  let wake: (() => void) | undefined;
+  let idle: (() => void) | undefined;
+  let stopIter: (() => void) | undefined;
+  const expires = o.expiresMs ?? 2_000;
+
+  const slotFree = () => (inFlight < o.concurrency || stopped ? Promise.resolve() : new Promise<void>((r) => (wake = r)));
+  const run = (m: JsMsg) => {
+    inFlight++;
+    o.handle(m)
+      .catch((err) => o.log.error({ err, consumer: o.consumer }, 'handler failed'))
+      .finally(() => {
+        inFlight--;
+        const w = wake;
+        wake = undefined;
+        w?.();
+        if (inFlight === 0) idle?.();
+      });
+  };
+
+  const done = (async () => {
+    let failures = 0;
+    while (!stopped) {
+      try {
+        const c = await o.js.consumers.get(o.stream, o.consumer);
+        if (o.mode === 'fetch') {
+          while (!stopped) {
+            await slotFree();
+            if (stopped) break;
+            const iter = await c.fetch({ max_messages: o.concurrency - inFlight, expires });
+            stopIter = () => iter.stop();
+            for await (const m of iter) {
+              if (stopped) {
+                m.nak();
+                continue;
+              }
+              run(m);
+            }
+            failures = 0;
+          }
+        } else {
+          const iter = await c.consume({ max_messages: Math.max(16, o.concurrency), expires });
+          stopIter = () => iter.stop();
+          for await (const m of iter) {
+            if (stopped) {
+              m.nak();
+              continue;
+            }
+            run(m);
+            failures = 0;
+            await slotFree();
+          }
+        }
+      } catch (err) {
+        if (stopped) break;
+        failures++;
+        if (failures === 1 || failures % 20 === 0) o.log.warn({ err: (err as Error).message, consumer: o.consumer }, 'pull failed; retrying');
+        await sleep(Math.min(2_000, 50 * 2 ** Math.min(failures, 6)));
+      }
+    }
+  })();
+
+  return {
+    get inFlight() {
+      return inFlight;
+    },
+    done,
+    async stop() {
+      stopped = true;
+      stopIter?.();
+      wake?.();
+      if (inFlight > 0) await new Promise<void>((r) => (idle = r));
+      await Promise.race([done, sleep(expires + 500)]);
+    },
+  };
+}
