@@ -1,3 +1,4 @@
 export * from './definitions.js';
 export * from './submission.js';
 export * from './state.js';
+export * from './callback-policy.js';

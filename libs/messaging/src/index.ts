@@ -5,3 +5,4 @@ export * from './loop.js';
 export * from './dlq.js';
 export * from './worker.js';
 export * from './events.js';
+export * from './worker-main.js';

@@ -159,3 +159,6 @@ export async function provisionTopology(nc: NatsConnection, o: TopologyOptions):
   const js = nc.jetstream();
   for (const b of bucketConfigs(o)) await js.views.kv(b.name, { ttl: b.ttl, history: b.history, replicas: b.replicas });
 }
+
+/** Content type of a FlowRequest published by the ingest service (already validated). */
+export const INGEST_CONTENT_TYPE = 'application/x-jetflow-flow-request';

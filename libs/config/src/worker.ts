@@ -1,0 +1,37 @@
+import { hostname } from 'node:os';
+import { availableParallelism } from 'node:os';
+import { int, natsServers, oneOf, optStr, str, type Env } from './index.js';
+
+/** Settings shared by the two task-worker services (each has its own config.ts calling this). */
+export interface WorkerConfig {
+  natsServers: string[];
+  instanceId: string;
+  partitions: number;
+  logLevel: string;
+  /** Which task subjects this process serves (NATS wildcard pattern). */
+  subjects: string;
+  /** Messages in flight per task consumer. */
+  concurrency: number;
+  /** Worker threads for CPU-heavy work. */
+  threads: number;
+  /** "noop" answers every task at once (to measure orchestration cost alone). */
+  mode: 'real' | 'noop';
+  graceMs: number;
+  metricsPort: number;
+}
+
+export function loadWorkerConfig(env: Env, defaults: { subjects: string; service: string; metricsPort: number }): Readonly<WorkerConfig> {
+  const threads = int(env, 'JETFLOW_WORKER_THREADS', Math.max(1, availableParallelism()), { min: 1, max: 256 });
+  return Object.freeze({
+    natsServers: natsServers(env),
+    instanceId: optStr(env, 'JETFLOW_INSTANCE_ID') ?? `${defaults.service}-${hostname()}-${process.pid}`,
+    partitions: int(env, 'JETFLOW_PARTITIONS', 8, { min: 1, max: 256 }),
+    logLevel: str(env, 'LOG_LEVEL', 'info'),
+    subjects: str(env, 'JETFLOW_TASK_SUBJECTS', defaults.subjects),
+    concurrency: int(env, 'JETFLOW_WORKER_CONCURRENCY', threads * 2, { min: 1, max: 10_000 }),
+    threads,
+    mode: oneOf(env, 'JETFLOW_TASK_MODE', ['real', 'noop'] as const, 'real'),
+    graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),
+    metricsPort: int(env, 'JETFLOW_METRICS_PORT', defaults.metricsPort, { min: 0, max: 65_535 }),
+  });
+}

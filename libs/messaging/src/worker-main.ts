@@ -1,0 +1,38 @@
+import { BUILTIN_FLOWS, subjectMatches, taskSubjects, validateDefinitions } from '../../flows/src/index.js';
+import type { WorkerConfig } from '../../config/src/worker.js';
+import { createLogger, reportError, type Logger } from '../../logging/src/index.js';
+import { connectNats } from './connect.js';
+import { provisionTopology } from './topology.js';
+import { startTaskWorker, type TaskHandler } from './worker.js';
+
+/**
+ * The composition of a task-worker process: connect, provision, serve the task subjects that match
+ * this service's pattern, drain on SIGTERM and exit 0. Each worker service's main.ts is this plus its
+ * own handler.
+ */
+export async function runWorkerService(service: string, cfg: WorkerConfig, makeHandler: (log: Logger) => Promise<{ handler: TaskHandler; close?: () => Promise<void> }>) {
+  const log = createLogger(service, cfg.logLevel);
+  process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
+  const defs = validateDefinitions(BUILTIN_FLOWS);
+  const all = taskSubjects(defs);
+  const subjects = all.filter((s) => subjectMatches(cfg.subjects, s));
+  if (!subjects.length) throw new Error(`JETFLOW_TASK_SUBJECTS=${cfg.subjects} matches no task subject; known: ${all.join(', ')}`);
+  const { handler, close } = await makeHandler(log);
+  const nc = await connectNats({ servers: cfg.natsServers, name: cfg.instanceId, log });
+  await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: all });
+  const worker = await startTaskWorker({ nc, subjects, concurrency: cfg.concurrency, partitions: cfg.partitions, handler, log, workerId: cfg.instanceId });
+  log.info({ subjects, concurrency: cfg.concurrency, threads: cfg.threads, mode: cfg.mode }, `${service} started`);
+  let stopping = false;
+  const shutdown = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ sig, inFlight: worker.inFlight }, 'stopping: no new fetches, finishing in-flight work');
+    await worker.stop(cfg.graceMs);
+    await close?.();
+    await nc.drain().catch(() => undefined);
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}

@@ -1,0 +1,109 @@
+import { create, toBinary } from '@bufbuild/protobuf';
+import { createHash } from 'node:crypto';
+import { headers as natsHeaders, type KV, type NatsConnection } from 'nats';
+import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
+import { msgIds, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
+import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
+import { INGEST_CONTENT_TYPE, ingestSubject, resultSubject, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
+import type { Gateway } from '../handlers/flows.js';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export class JetStreamGateway implements Gateway {
+  private isConnected = true;
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly pub: JetStreamPublisher,
+    private readonly kv: { flows: KV; idempotency: KV; cancel: KV },
+    private readonly partitions: number,
+    private readonly publishTimeoutMs: number,
+  ) {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') this.isConnected = false;
+        if (s.type === 'reconnect') this.isConnected = true;
+      }
+    })();
+  }
+
+  connected() {
+    return this.isConnected && !this.nc.isClosed();
+  }
+
+  pending() {
+    return this.pub.inFlight;
+  }
+
+  async claimIdempotency(tenant: string, key: string, rec: { flowId: string; hash: string }) {
+    const k = `${tenant}.${createHash('sha256').update(key).digest('hex').slice(0, 40)}`;
+    try {
+      await this.kv.idempotency.create(k, enc.encode(JSON.stringify(rec)));
+      return null;
+    } catch (err) {
+      if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw unavailable(err);
+      const e = await this.kv.idempotency.get(k);
+      if (!e || e.operation !== 'PUT') return null;
+      return JSON.parse(dec.decode(e.value)) as { flowId: string; hash: string };
+    }
+  }
+
+  async publishSubmission(tenant: string, flowId: string, sub: Submission, msgId: string, traceparent?: string) {
+    const req = create(FlowRequestSchema, {
+      flowId,
+      tenant,
+      flow: sub.flow,
+      inputJson: enc.encode(JSON.stringify(sub.input)),
+      callbackUrl: sub.callbackUrl ?? '',
+      idempotencyKey: sub.idempotencyKey ?? '',
+      deadlineMs: sub.deadlineMs ?? 0,
+      metadata: sub.metadata ?? {},
+      submittedAtMs: BigInt(Date.now()),
+    });
+    const h = natsHeaders();
+    h.set('Content-Type', INGEST_CONTENT_TYPE);
+    h.set('Jetflow-Flow-Id', flowId);
+    if (traceparent) h.set('traceparent', traceparent);
+    try {
+      await this.pub.publish(ingestSubject(tenant, sub.flow), toBinary(FlowRequestSchema, req), { msgId, headers: h, timeoutMs: this.publishTimeoutMs });
+    } catch (err) {
+      if (/maximum (bytes|messages)|resource limits/i.test((err as Error).message)) {
+        throw new JetflowError(ErrorCodes.OVERLOADED, 'the ingest stream is full; retry later', { retryAfterMs: 5_000, cause: err });
+      }
+      throw unavailable(err);
+    }
+  }
+
+  async getState(flowId: string): Promise<FlowState | null> {
+    const e = await this.kv.flows.get(flowId).catch((err: unknown) => {
+      throw unavailable(err);
+    });
+    if (!e || e.operation !== 'PUT' || !e.value.length) return null;
+    return JSON.parse(dec.decode(e.value)) as FlowState;
+  }
+
+  async getCallbackStatus(flowId: string) {
+    const e = await this.kv.flows.get(`${flowId}.callback`).catch(() => null);
+    if (!e || e.operation !== 'PUT' || !e.value.length) return { status: 'pending' };
+    return JSON.parse(dec.decode(e.value)) as unknown;
+  }
+
+  async requestCancel(s: FlowState, reason: string) {
+    try {
+      // Workers watch this bucket and skip the flow's tasks before starting them.
+      await this.kv.cancel.put(s.flowId, enc.encode(reason || 'cancelled'));
+      const ctl = create(FlowControlSchema, { flowId: s.flowId, kind: 'cancel', reason });
+      const h = natsHeaders();
+      h.set('Jetflow-Kind', 'control');
+      h.set('Jetflow-Flow-Id', s.flowId);
+      await this.pub.publish(resultSubject(this.partitions, s.flowId), toBinary(FlowControlSchema, ctl), { msgId: msgIds.cancel(s.flowId), headers: h, timeoutMs: this.publishTimeoutMs });
+    } catch (err) {
+      throw unavailable(err);
+    }
+  }
+}
+
+function unavailable(err: unknown) {
+  if (err instanceof JetflowError) return err;
+  return new JetflowError(ErrorCodes.UNAVAILABLE, `the broker is unavailable: ${(err as Error).message}`, { retryAfterMs: 1_000, cause: err });
+}

@@ -1,0 +1,132 @@
+import * as grpc from '@grpc/grpc-js';
+import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
+import type { NatsConnection } from 'nats';
+import {
+  IngestService,
+  SubmitFlowResponseSchema,
+  GetFlowResponseSchema,
+  CancelFlowResponseSchema,
+  FlowEventSchema,
+  type SubmitFlowRequest,
+  type GetFlowRequest,
+  type CancelFlowRequest,
+  type WatchFlowRequest,
+  type FlowEvent,
+} from '../../../../libs/proto/src/index.js';
+import { JetflowError, STATUS, codeOf } from '../../../../libs/errors/src/index.js';
+import { eventSubject } from '../../../../libs/messaging/src/index.js';
+import type { Logger } from '../../../../libs/logging/src/index.js';
+import type { FlowHandlers } from '../handlers/flows.js';
+import type { Authenticator } from './auth.js';
+
+/** Maps an error to a gRPC status with the field details in the message and trailers. */
+function toStatus(err: unknown): Partial<grpc.StatusObject> {
+  const code = codeOf(err);
+  const md = new grpc.Metadata();
+  const je = err instanceof JetflowError ? err : undefined;
+  if (je?.details.length) md.set('jetflow-error-details', JSON.stringify(je.details));
+  md.set('jetflow-error-code', code);
+  if (je?.retryAfterMs !== undefined) md.set('retry-after', String(Math.ceil(je.retryAfterMs / 1000)));
+  return { code: STATUS[code].grpc, details: (err as Error)?.message ?? 'internal error', metadata: md };
+}
+
+function codec<D extends DescMessage>(schema: D) {
+  return {
+    serialize: (m: MessageShape<D>) => Buffer.from(toBinary(schema, m)),
+    deserialize: (b: Buffer) => fromBinary(schema, b),
+  };
+}
+
+/** A grpc-js service definition built from the protobuf-es generated descriptors. */
+export function ingestServiceDefinition(): grpc.ServiceDefinition {
+  const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const m of IngestService.methods) {
+    const i = codec(m.input);
+    const o = codec(m.output);
+    def[m.localName] = {
+      path: `/${IngestService.typeName}/${m.name}`,
+      requestStream: m.methodKind === 'client_streaming' || m.methodKind === 'bidi_streaming',
+      responseStream: m.methodKind === 'server_streaming' || m.methodKind === 'bidi_streaming',
+      requestSerialize: i.serialize as (v: unknown) => Buffer,
+      requestDeserialize: i.deserialize,
+      responseSerialize: o.serialize as (v: unknown) => Buffer,
+      responseDeserialize: o.deserialize,
+      originalName: m.name,
+    };
+  }
+  return def;
+}
+
+export interface GrpcDeps {
+  flows: FlowHandlers;
+  auth: Authenticator;
+  nc: NatsConnection;
+  log: Logger;
+  maxBodyBytes: number;
+}
+
+export function buildGrpcServer(d: GrpcDeps): grpc.Server {
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': d.maxBodyBytes });
+  const tenantOf = (call: { metadata: grpc.Metadata }) => {
+    const v = call.metadata.get('authorization')[0];
+    return d.auth.tenantOf(typeof v === 'string' ? v : v?.toString());
+  };
+  const unary =
+    <Req, Res>(fn: (tenant: string, req: Req, md: grpc.Metadata) => Promise<Res>) =>
+    (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
+      (async () => fn(tenantOf(call), call.request, call.metadata))().then(
+        (res) => cb(null, res),
+        (err: unknown) => {
+          if (codeOf(err) === 'internal') d.log.error({ err }, 'grpc call failed');
+          cb(toStatus(err) as grpc.ServiceError);
+        },
+      );
+    };
+
+  server.addService(ingestServiceDefinition(), {
+    submitFlow: unary<SubmitFlowRequest, unknown>(async (tenant, req, md) => {
+      const body: Record<string, unknown> = { flow: req.flow, input: req.input ?? null };
+      if (req.callbackUrl) body.callbackUrl = req.callbackUrl;
+      if (req.idempotencyKey) body.idempotencyKey = req.idempotencyKey;
+      if (req.deadlineMs) body.deadlineMs = req.deadlineMs;
+      if (Object.keys(req.metadata).length) body.metadata = req.metadata;
+      const tp = md.get('traceparent')[0];
+      const r = await d.flows.submit(tenant, body, typeof tp === 'string' ? tp : undefined);
+      return create(SubmitFlowResponseSchema, { flowId: r.flowId, status: r.status });
+    }),
+    getFlow: unary<GetFlowRequest, unknown>(async (tenant, req) => {
+      const view = await d.flows.get(tenant, req.flowId);
+      return create(GetFlowResponseSchema, { flow: JSON.parse(JSON.stringify(view)) as Record<string, never> });
+    }),
+    cancelFlow: unary<CancelFlowRequest, unknown>(async (tenant, req) => create(CancelFlowResponseSchema, await d.flows.cancel(tenant, req.flowId, req.reason))),
+    watchFlow: (call: grpc.ServerWritableStream<WatchFlowRequest, FlowEvent>) => {
+      void (async () => {
+        try {
+          const tenant = tenantOf(call);
+          const flowId = call.request.flowId;
+          await d.flows.state(tenant, flowId);
+          const sub = d.nc.subscribe(eventSubject(tenant, flowId));
+          call.on('cancelled', () => sub.unsubscribe());
+          const snap = await d.flows.get(tenant, flowId);
+          const terminal = ['succeeded', 'partial', 'failed', 'cancelled'].includes(String(snap.status));
+          call.write(create(FlowEventSchema, { flowId, tenant, flow: String(snap.flow), type: 'snapshot', status: String(snap.status), atMs: BigInt(Date.now()) }));
+          if (terminal) {
+            sub.unsubscribe();
+            call.end();
+            return;
+          }
+          for await (const m of sub) {
+            const ev = fromBinary(FlowEventSchema, m.data);
+            call.write(ev);
+            if (ev.type === 'flow.completed') break;
+          }
+          sub.unsubscribe();
+          call.end();
+        } catch (err) {
+          call.destroy(Object.assign(new Error((err as Error).message), toStatus(err)));
+        }
+      })();
+    },
+  });
+  return server;
+}

@@ -1,0 +1,118 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { fromBinary, toJson } from '@bufbuild/protobuf';
+import type { NatsConnection } from 'nats';
+import { FlowEventSchema } from '../../../../libs/proto/src/index.js';
+import { JetflowError, ErrorCodes, STATUS, codeOf } from '../../../../libs/errors/src/index.js';
+import { eventSubject } from '../../../../libs/messaging/src/index.js';
+import type { Logger } from '../../../../libs/logging/src/index.js';
+import type { FlowHandlers } from '../handlers/flows.js';
+import type { Authenticator } from './auth.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    tenant: string;
+  }
+}
+
+export interface HttpDeps {
+  flows: FlowHandlers;
+  auth: Authenticator;
+  nc: NatsConnection;
+  log: Logger;
+  maxBodyBytes: number;
+  ready: () => boolean;
+  /** Extra routes (metrics, dashboard, docs) registered by main. */
+  extend?: (app: FastifyInstance) => Promise<void> | void;
+}
+
+/** Maps any error to the documented body {"error":{code,message,details}} and status. */
+export function toHttpError(err: unknown): { status: number; body: { error: { code: string; message: string; details: Array<{ path: string; message: string }> } }; retryAfterMs?: number } {
+  const fe = err as FastifyError;
+  let je: JetflowError;
+  if (err instanceof JetflowError) je = err;
+  else if (fe?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') je = new JetflowError(ErrorCodes.PAYLOAD_TOO_LARGE, fe.message);
+  else if (fe?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') je = new JetflowError(ErrorCodes.UNSUPPORTED_MEDIA_TYPE, 'Content-Type must be application/json');
+  else if (fe?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') je = new JetflowError(ErrorCodes.INVALID_ARGUMENT, 'body is empty', { details: [{ path: '', message: 'a JSON object is required' }] });
+  else if (fe?.statusCode === 400 && fe instanceof SyntaxError) je = new JetflowError(ErrorCodes.INVALID_ARGUMENT, `body is not valid JSON: ${fe.message}`, { details: [{ path: '', message: fe.message }] });
+  else if (fe?.statusCode && fe.statusCode < 500 && fe.statusCode >= 400) je = new JetflowError(fe.statusCode === 404 ? ErrorCodes.NOT_FOUND : ErrorCodes.INVALID_ARGUMENT, fe.message);
+  else je = new JetflowError(codeOf(err), (err as Error)?.message ?? 'internal error');
+  const out: ReturnType<typeof toHttpError> = { status: STATUS[je.code].http, body: { error: { code: je.code, message: je.message, details: je.details } } };
+  if (je.retryAfterMs !== undefined) out.retryAfterMs = je.retryAfterMs;
+  return out;
+}
+
+export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
+  const app = Fastify({ loggerInstance: d.log.child({ adapter: "http" }) as unknown as FastifyBaseLogger, bodyLimit: d.maxBodyBytes, disableRequestLogging: true, trustProxy: true });
+  app.decorateRequest('tenant', '');
+
+  app.setErrorHandler((err, req, reply) => {
+    const e = toHttpError(err);
+    if (e.status >= 500 && e.status !== 503) req.log.error({ err }, 'request failed');
+    if (e.retryAfterMs !== undefined) void reply.header('retry-after', String(Math.max(1, Math.ceil(e.retryAfterMs / 1000))));
+    void reply.code(e.status).send(e.body);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url}`, details: [] } });
+  });
+
+  const authenticate = async (req: FastifyRequest) => {
+    req.tenant = d.auth.tenantOf(req.headers.authorization);
+  };
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    if (!d.ready()) return reply.code(503).send({ status: 'unavailable' });
+    return { status: 'ready' };
+  });
+
+  app.post('/v1/flows', { preHandler: authenticate }, async (req, reply) => {
+    const traceparent = typeof req.headers.traceparent === 'string' ? req.headers.traceparent : undefined;
+    const r = await d.flows.submit(req.tenant, req.body, traceparent);
+    return reply.code(202).send({ flowId: r.flowId, status: r.status });
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/flows/:id', { preHandler: authenticate }, async (req) => d.flows.get(req.tenant, req.params.id));
+
+  app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>('/v1/flows/:id/cancel', { preHandler: authenticate }, async (req, reply) => {
+    const reason = typeof req.body?.reason === 'string' ? req.body.reason : '';
+    return reply.code(202).send(await d.flows.cancel(req.tenant, req.params.id, reason));
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/flows/:id/events', { preHandler: authenticate }, async (req, reply) => {
+    await d.flows.state(req.tenant, req.params.id);
+    // Subscribe before the snapshot so no event falls between the two.
+    const sub = d.nc.subscribe(eventSubject(req.tenant, req.params.id));
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const snap = await d.flows.get(req.tenant, req.params.id);
+    send('snapshot', snap);
+    if (['succeeded', 'partial', 'failed', 'cancelled'].includes(String(snap.status))) {
+      sub.unsubscribe();
+      res.end();
+      return;
+    }
+    const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+    const close = () => {
+      clearInterval(ping);
+      sub.unsubscribe();
+      res.end();
+    };
+    req.raw.on('close', close);
+    for await (const m of sub) {
+      const ev = toJson(FlowEventSchema, fromBinary(FlowEventSchema, m.data));
+      send('event', ev);
+      if ((ev as { type?: string }).type === 'flow.completed') {
+        send('snapshot', await d.flows.get(req.tenant, req.params.id));
+        break;
+      }
+    }
+    close();
+  });
+
+  await d.extend?.(app);
+  return app;
+}
+
+export type { FastifyReply };

@@ -1,0 +1,54 @@
+import { createHash } from 'node:crypto';
+import { CallbackPolicy } from '../../../libs/flows/src/index.js';
+import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
+import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
+
+export interface IngestConfig {
+  natsServers: string[];
+  httpPort: number;
+  grpcPort: number;
+  host: string;
+  partitions: number;
+  logLevel: string;
+  authDisabled: boolean;
+  /** sha256(hex) of each API key → tenant. */
+  apiKeys: ReadonlyMap<string, string>;
+  callbackAllowlist: string[];
+  maxBodyBytes: number;
+  /** Most submissions waiting for their PubAck before new ones get 429. */
+  maxPending: number;
+  publishTimeoutMs: number;
+  jaegerUrl: string | undefined;
+}
+
+export const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
+  const auth = str(env, 'JETFLOW_AUTH', 'enabled');
+  if (auth !== 'enabled' && auth !== 'disabled') throw new ConfigError('JETFLOW_AUTH', `expected "enabled" or "disabled", got "${auth}"`);
+  const keys = new Map<string, string>();
+  for (const [tenant, key] of pairs(env, 'JETFLOW_API_KEYS')) {
+    const m = /^sha256:([0-9a-f]{64})$/i.exec(key);
+    if (!m && key.length < 16) throw new ConfigError('JETFLOW_API_KEYS', `the key for tenant "${tenant}" is shorter than 16 characters`);
+    keys.set(m ? m[1]!.toLowerCase() : sha256hex(key), tenant);
+  }
+  if (auth === 'enabled' && keys.size === 0) throw new ConfigError('JETFLOW_API_KEYS', 'no API keys configured; set tenant:key pairs, or JETFLOW_AUTH=disabled for a trusted network');
+  const allow = list(env, 'JETFLOW_CALLBACK_ALLOWLIST');
+  const bad = CallbackPolicy.validateEntries(allow);
+  if (bad) throw new ConfigError('JETFLOW_CALLBACK_ALLOWLIST', bad);
+  return Object.freeze({
+    natsServers: natsServers(env),
+    httpPort: int(env, 'JETFLOW_HTTP_PORT', 8080, { min: 0, max: 65_535 }),
+    grpcPort: int(env, 'JETFLOW_GRPC_PORT', 50051, { min: 0, max: 65_535 }),
+    host: str(env, 'JETFLOW_HOST', '0.0.0.0'),
+    partitions: int(env, 'JETFLOW_PARTITIONS', DEFAULT_PARTITIONS, { min: 1, max: 256 }),
+    logLevel: str(env, 'LOG_LEVEL', 'info'),
+    authDisabled: auth === 'disabled',
+    apiKeys: keys,
+    callbackAllowlist: allow,
+    maxBodyBytes: int(env, 'JETFLOW_MAX_BODY_BYTES', 4 * 1024 * 1024, { min: 1024, max: 64 * 1024 * 1024 }),
+    maxPending: int(env, 'JETFLOW_MAX_PENDING', 5_000, { min: 1, max: 1_000_000 }),
+    publishTimeoutMs: int(env, 'JETFLOW_PUBLISH_TIMEOUT_MS', 5_000, { min: 100, max: 120_000 }),
+    jaegerUrl: optStr(env, 'JETFLOW_JAEGER_UI_URL'),
+  });
+}

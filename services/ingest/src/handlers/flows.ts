@@ -1,0 +1,111 @@
+import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
+import {
+  deriveFlowId,
+  isTerminal,
+  publicView,
+  randomFlowId,
+  submissionHash,
+  validateSubmission,
+  FLOW_ID_RE,
+  type CallbackPolicy,
+  type FlowRegistry,
+  type FlowState,
+  type Submission,
+} from '../../../../libs/flows/src/index.js';
+
+/** What the flow handlers need from the broker (implemented over JetStream in adapters/gateway.ts). */
+export interface Gateway {
+  /** Claims an idempotency key; returns the record already there if any. */
+  claimIdempotency(tenant: string, key: string, rec: { flowId: string; hash: string }): Promise<{ flowId: string; hash: string } | null>;
+  publishSubmission(tenant: string, flowId: string, sub: Submission, msgId: string, traceparent?: string): Promise<void>;
+  getState(flowId: string): Promise<FlowState | null>;
+  getCallbackStatus(flowId: string): Promise<unknown>;
+  requestCancel(state: FlowState, reason: string): Promise<void>;
+  /** Submissions waiting for their PubAck (backpressure). */
+  pending(): number;
+  connected(): boolean;
+}
+
+export interface FlowHandlersDeps {
+  gateway: Gateway;
+  registry: FlowRegistry;
+  policy: CallbackPolicy;
+  maxPending: number;
+}
+
+export interface SubmitResult {
+  flowId: string;
+  status: 'accepted';
+  /** True when an earlier request with the same idempotency key already created it. */
+  existing: boolean;
+}
+
+/** Remembers recently accepted flows so GET right after 202 answers "accepted" before the saga writes state. */
+class RecentlyAccepted {
+  private readonly map = new Map<string, { tenant: string; flow: string; at: number }>();
+  add(flowId: string, tenant: string, flow: string) {
+    this.map.set(flowId, { tenant, flow, at: Date.now() });
+    if (this.map.size > 10_000) this.map.delete(this.map.keys().next().value!);
+  }
+  get(flowId: string) {
+    return this.map.get(flowId);
+  }
+}
+
+export class FlowHandlers {
+  private readonly recent = new RecentlyAccepted();
+  constructor(private readonly d: FlowHandlersDeps) {}
+
+  /** Validates and durably accepts a submission; the same idempotency key and body give the same flowId. */
+  async submit(tenant: string, body: unknown, traceparent?: string): Promise<SubmitResult> {
+    const sub = validateSubmission(body, { registry: this.d.registry, checkCallbackUrl: (u) => this.d.policy.checkUrl(u) });
+    if (!this.d.gateway.connected()) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'the broker is unreachable; nothing was accepted', { retryAfterMs: 1_000 });
+    if (this.d.gateway.pending() >= this.d.maxPending) throw new JetflowError(ErrorCodes.OVERLOADED, 'too many submissions in flight; retry later', { retryAfterMs: 1_000 });
+    let flowId: string;
+    let existing = false;
+    let msgId: string;
+    if (sub.idempotencyKey) {
+      flowId = deriveFlowId(tenant, sub.idempotencyKey);
+      const hash = submissionHash(sub);
+      const prev = await this.d.gateway.claimIdempotency(tenant, sub.idempotencyKey, { flowId, hash });
+      if (prev) {
+        if (prev.hash !== hash) throw new JetflowError(ErrorCodes.CONFLICT, `idempotency key "${sub.idempotencyKey}" was already used with a different body (flow ${prev.flowId})`);
+        existing = true;
+      }
+      msgId = `${tenant}:${sub.idempotencyKey}`;
+    } else {
+      flowId = randomFlowId();
+      msgId = flowId;
+    }
+    // Published even when the key existed: the first request may have died before its publish.
+    // The ingest stream's duplicate window and the saga's create-once state collapse repeats.
+    await this.d.gateway.publishSubmission(tenant, flowId, sub, msgId, traceparent);
+    this.recent.add(flowId, tenant, sub.flow);
+    return { flowId, status: 'accepted', existing };
+  }
+
+  async get(tenant: string, flowId: string) {
+    if (!FLOW_ID_RE.test(flowId)) throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
+    const s = await this.d.gateway.getState(flowId);
+    if (!s || s.tenant !== tenant) {
+      const r = this.recent.get(flowId);
+      if (r && r.tenant === tenant) return { flowId, flow: r.flow, tenant, status: 'accepted', submittedAt: new Date(r.at).toISOString(), stages: [] };
+      throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
+    }
+    const cb = isTerminal(s) && s.callbackUrl ? await this.d.gateway.getCallbackStatus(flowId) : undefined;
+    return publicView(s, this.d.registry.get(s.flow), cb);
+  }
+
+  async state(tenant: string, flowId: string): Promise<FlowState> {
+    const s = FLOW_ID_RE.test(flowId) ? await this.d.gateway.getState(flowId) : null;
+    if (!s || s.tenant !== tenant) throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
+    return s;
+  }
+
+  async cancel(tenant: string, flowId: string, reason = '') {
+    const s = await this.state(tenant, flowId);
+    if (isTerminal(s)) throw new JetflowError(ErrorCodes.CONFLICT, `flow ${flowId} already ended as ${s.status}`);
+    await this.d.gateway.requestCancel(s, reason.slice(0, 500));
+    return { flowId, status: 'cancelling' };
+  }
+}

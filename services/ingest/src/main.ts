@@ -1,0 +1,54 @@
+import * as grpc from '@grpc/grpc-js';
+import { BUILTIN_FLOWS, CallbackPolicy, FlowRegistry, taskSubjects, validateDefinitions } from '../../../libs/flows/src/index.js';
+import { createLogger, reportError } from '../../../libs/logging/src/index.js';
+import { BUCKETS, JetStreamPublisher, connectNats, provisionTopology } from '../../../libs/messaging/src/index.js';
+import { loadConfig } from './config.js';
+import { FlowHandlers } from './handlers/flows.js';
+import { JetStreamGateway } from './adapters/gateway.js';
+import { Authenticator } from './adapters/auth.js';
+import { buildHttpServer } from './adapters/http.js';
+import { buildGrpcServer } from './adapters/grpc.js';
+
+const cfg = loadConfig();
+const log = createLogger('ingest', cfg.logLevel);
+process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
+
+const defs = validateDefinitions(BUILTIN_FLOWS);
+const registry = new FlowRegistry(defs);
+const nc = await connectNats({ servers: cfg.natsServers, name: 'ingest', log });
+await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs) });
+const js = nc.jetstream();
+const [flowsKv, idemKv, cancelKv] = await Promise.all([js.views.kv(BUCKETS.flows), js.views.kv(BUCKETS.idempotency), js.views.kv(BUCKETS.cancel)]);
+const pub = new JetStreamPublisher(nc);
+const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv }, cfg.partitions, cfg.publishTimeoutMs);
+const policy = new CallbackPolicy(cfg.callbackAllowlist);
+const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending });
+const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);
+
+const app = await buildHttpServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, ready: () => gateway.connected() });
+await app.listen({ port: cfg.httpPort, host: cfg.host });
+const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes });
+const grpcPort = await new Promise<number>((resolve, reject) =>
+  grpcServer.bindAsync(`${cfg.host}:${cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+);
+const httpAddr = app.server.address();
+const httpPort = typeof httpAddr === 'object' && httpAddr ? httpAddr.port : cfg.httpPort;
+log.info({ httpPort, grpcPort, auth: cfg.authDisabled ? 'disabled' : 'api keys' }, 'ingest listening');
+// One machine-readable line for launchers and tests that bind port 0.
+if (process.env.JETFLOW_PRINT_PORTS === '1') process.stdout.write(`JETFLOW_PORTS ${JSON.stringify({ http: httpPort, grpc: grpcPort })}\n`);
+
+let stopping = false;
+const shutdown = async (sig: string) => {
+  if (stopping) return;
+  stopping = true;
+  log.info({ sig }, 'draining');
+  const t = setTimeout(() => process.exit(1), 10_000);
+  await new Promise<void>((r) => grpcServer.tryShutdown(() => r()));
+  await app.close();
+  pub.close();
+  await nc.drain();
+  clearTimeout(t);
+  process.exit(0);
+};
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -1,0 +1,132 @@
+import { createHmac } from 'node:crypto';
+import { fromBinary } from '@bufbuild/protobuf';
+import type { JsMsg, KV, NatsConnection } from 'nats';
+import { CallbackJobSchema, type CallbackJob } from '../../../libs/proto/src/index.js';
+import type { CallbackPolicy } from '../../../libs/flows/src/index.js';
+import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher } from '../../../libs/messaging/src/index.js';
+import type { Logger } from '../../../libs/logging/src/index.js';
+
+export interface CallbackSenderDeps {
+  nc: NatsConnection;
+  kv: KV;
+  pub: JetStreamPublisher;
+  policy: CallbackPolicy;
+  secrets: ReadonlyMap<string, string>;
+  timeoutMs: number;
+  maxAttempts: number;
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+  log: Logger;
+  onAttempt?: (outcome: 'delivered' | 'retry' | 'dead_lettered') => void;
+}
+
+/** Jetflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>"> */
+export function signBody(secret: string, body: string, t = Math.floor(Date.now() / 1000)): string {
+  const v1 = createHmac('sha256', secret).update(`${t}.${body}`).digest('hex');
+  return `t=${t},v1=${v1}`;
+}
+
+export interface CallbackStatus {
+  deliveryId: string;
+  status: 'delivered' | 'retrying' | 'dead_lettered';
+  attempts: number;
+  lastStatusCode?: number;
+  lastError?: string;
+  deliveredAt?: string;
+}
+
+export const callbackKey = (flowId: string) => `${flowId}.callback`;
+
+/**
+ * Sends callback jobs. The job was published once per flow (deterministic message id), so this
+ * consumer is the only sender; a retry keeps the same Jetflow-Delivery-Id. Retries use delayed naks
+ * (durable across restarts), then the dead-letter subject, from where an operator can redrive.
+ */
+export class CallbackSender {
+  private warnedNoSecret = new Set<string>();
+  constructor(private readonly d: CallbackSenderDeps) {}
+
+  async handle(m: JsMsg): Promise<void> {
+    let job: CallbackJob;
+    try {
+      job = fromBinary(CallbackJobSchema, m.data);
+    } catch (err) {
+      await deadLetter(this.d.pub, m, 'callback', { code: 'decode_error', message: `cannot decode callback job: ${(err as Error).message}` });
+      m.term();
+      return;
+    }
+    const attempt = m.info.deliveryCount;
+    const log = this.d.log.child({ flowId: job.flowId, deliveryId: job.deliveryId, attempt });
+    // Already delivered (a crash after the POST and before the ack): do not send again.
+    const prev = await this.d.kv.get(callbackKey(job.flowId)).catch(() => null);
+    if (prev?.operation === 'PUT' && prev.value.length) {
+      const st = JSON.parse(new TextDecoder().decode(prev.value)) as CallbackStatus;
+      if (st.status === 'delivered') {
+        m.ack();
+        return;
+      }
+    }
+    const body = new TextDecoder().decode(job.bodyJson);
+    let statusCode: number | undefined;
+    let error: string | undefined;
+    const blocked = await this.d.policy.checkResolved(job.url).catch((e: Error) => `cannot resolve callback host: ${e.message}`);
+    if (blocked) {
+      error = blocked;
+    } else {
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        'user-agent': 'jetflow-callback/1',
+        'jetflow-delivery-id': job.deliveryId,
+        'jetflow-attempt': String(attempt),
+      };
+      const secret = this.d.secrets.get(job.tenant);
+      if (secret) headers['jetflow-signature'] = signBody(secret, body);
+      else if (!this.warnedNoSecret.has(job.tenant)) {
+        this.warnedNoSecret.add(job.tenant);
+        log.warn({ tenant: job.tenant }, 'no callback secret for tenant; sending unsigned (set JETFLOW_CALLBACK_SECRETS)');
+      }
+      const hb = setInterval(() => m.working(), Math.max(1_000, this.d.timeoutMs / 3));
+      try {
+        const res = await fetch(job.url, { method: 'POST', body, headers, signal: AbortSignal.timeout(this.d.timeoutMs), redirect: 'manual' });
+        statusCode = res.status;
+        await res.body?.cancel().catch(() => undefined);
+        if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}`;
+      } catch (err) {
+        error = (err as Error).name === 'TimeoutError' ? `timeout after ${this.d.timeoutMs} ms` : (err as Error).message;
+      } finally {
+        clearInterval(hb);
+      }
+    }
+    const tokens = { flowId: job.flowId, flow: '' };
+    if (!error) {
+      await this.record(job, { deliveryId: job.deliveryId, status: 'delivered', attempts: attempt, lastStatusCode: statusCode!, deliveredAt: new Date().toISOString() });
+      publishEvent(this.d.nc, job.tenant, { ...tokens, type: 'callback.delivered', attempt, message: `HTTP ${statusCode}` });
+      m.ack();
+      this.d.onAttempt?.('delivered');
+      return;
+    }
+    if (attempt < this.d.maxAttempts && !blocked) {
+      const delay = backoffDelay(attempt, this.d.backoffInitialMs, this.d.backoffMaxMs);
+      log.warn({ err: error, retryInMs: delay }, 'callback failed; retrying');
+      await this.record(job, { deliveryId: job.deliveryId, status: 'retrying', attempts: attempt, ...(statusCode ? { lastStatusCode: statusCode } : {}), lastError: error });
+      publishEvent(this.d.nc, job.tenant, { ...tokens, type: 'callback.retrying', attempt, message: error });
+      m.nak(delay);
+      this.d.onAttempt?.('retry');
+      return;
+    }
+    log.error({ err: error }, 'callback failed for good; dead-lettered');
+    await deadLetter(this.d.pub, m, 'callback', { code: blocked ? 'callback_blocked' : 'callback_failed', message: error, flowId: job.flowId, attempts: attempt });
+    await this.record(job, { deliveryId: job.deliveryId, status: 'dead_lettered', attempts: attempt, ...(statusCode ? { lastStatusCode: statusCode } : {}), lastError: error });
+    publishEvent(this.d.nc, job.tenant, { ...tokens, type: 'callback.failed', attempt, message: error });
+    m.term();
+    this.d.onAttempt?.('dead_lettered');
+  }
+
+  private async record(job: CallbackJob, st: CallbackStatus) {
+    try {
+      await this.d.kv.put(callbackKey(job.flowId), new TextEncoder().encode(JSON.stringify(st)));
+    } catch (err) {
+      this.d.log.warn({ err: (err as Error).message, flowId: job.flowId }, 'could not record callback status');
+    }
+  }
+}

@@ -1,0 +1,41 @@
+import { hostname } from 'node:os';
+import { CallbackPolicy } from '../../../libs/flows/src/index.js';
+import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
+import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
+
+export interface OrchestratorConfig {
+  natsServers: string[];
+  instanceId: string;
+  partitions: number;
+  logLevel: string;
+  callbackSecrets: ReadonlyMap<string, string>;
+  callbackAllowlist: string[];
+  callbackTimeoutMs: number;
+  callbackMaxAttempts: number;
+  callbackBackoffInitialMs: number;
+  callbackBackoffMaxMs: number;
+  concurrency: number;
+  metricsPort: number;
+  graceMs: number;
+}
+
+export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig> {
+  const allow = list(env, 'JETFLOW_CALLBACK_ALLOWLIST');
+  const bad = CallbackPolicy.validateEntries(allow);
+  if (bad) throw new ConfigError('JETFLOW_CALLBACK_ALLOWLIST', bad);
+  return Object.freeze({
+    natsServers: natsServers(env),
+    instanceId: optStr(env, 'JETFLOW_INSTANCE_ID') ?? `${hostname()}-${process.pid}`,
+    partitions: int(env, 'JETFLOW_PARTITIONS', DEFAULT_PARTITIONS, { min: 1, max: 256 }),
+    logLevel: str(env, 'LOG_LEVEL', 'info'),
+    callbackSecrets: new Map(pairs(env, 'JETFLOW_CALLBACK_SECRETS')),
+    callbackAllowlist: allow,
+    callbackTimeoutMs: int(env, 'JETFLOW_CALLBACK_TIMEOUT_MS', 5_000, { min: 100, max: 120_000 }),
+    callbackMaxAttempts: int(env, 'JETFLOW_CALLBACK_MAX_ATTEMPTS', 8, { min: 1, max: 100 }),
+    callbackBackoffInitialMs: int(env, 'JETFLOW_CALLBACK_BACKOFF_MS', 500, { min: 1, max: 600_000 }),
+    callbackBackoffMaxMs: int(env, 'JETFLOW_CALLBACK_BACKOFF_MAX_MS', 30_000, { min: 1, max: 3_600_000 }),
+    concurrency: int(env, 'JETFLOW_ORCHESTRATOR_CONCURRENCY', 512, { min: 1, max: 100_000 }),
+    metricsPort: int(env, 'JETFLOW_METRICS_PORT', 9464, { min: 0, max: 65_535 }),
+    graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),
+  });
+}

@@ -1,0 +1,58 @@
+import { CallbackPolicy, FlowRegistry, BUILTIN_FLOWS, taskSubjects, validateDefinitions } from '../../../libs/flows/src/index.js';
+import { createLogger, reportError } from '../../../libs/logging/src/index.js';
+import { BUCKETS, CONSUMERS, JetStreamPublisher, STREAMS, connectNats, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
+import { loadConfig } from './config.js';
+import { SagaEngine } from './engine.js';
+import { CallbackSender } from './callback.js';
+
+const cfg = loadConfig();
+const log = createLogger('orchestrator', cfg.logLevel);
+process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
+
+const defs = validateDefinitions(BUILTIN_FLOWS);
+const registry = new FlowRegistry(defs);
+const nc = await connectNats({ servers: cfg.natsServers, name: `orchestrator-${cfg.instanceId}`, log });
+await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs) });
+const js = nc.jetstream();
+const kv = await js.views.kv(BUCKETS.flows);
+const pub = new JetStreamPublisher(nc);
+const policy = new CallbackPolicy(cfg.callbackAllowlist);
+
+const engine = new SagaEngine({ nc, kv, pub, registry, partitions: cfg.partitions, policy, log });
+const sender = new CallbackSender({
+  nc,
+  kv,
+  pub,
+  policy,
+  secrets: cfg.callbackSecrets,
+  timeoutMs: cfg.callbackTimeoutMs,
+  maxAttempts: cfg.callbackMaxAttempts,
+  backoffInitialMs: cfg.callbackBackoffInitialMs,
+  backoffMaxMs: cfg.callbackBackoffMaxMs,
+  log,
+});
+
+const loops: PullLoop[] = [
+  startPullLoop({ js, stream: STREAMS.ingest, consumer: CONSUMERS.ingest, concurrency: cfg.concurrency, mode: 'consume', handle: (m) => engine.handleIngest(m), log }),
+  startPullLoop({ js, stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks, concurrency: 64, mode: 'consume', handle: (m) => sender.handle(m), log }),
+];
+for (let p = 0; p < cfg.partitions; p++) {
+  loops.push(startPullLoop({ js, stream: STREAMS.results, consumer: CONSUMERS.results(p), concurrency: cfg.concurrency, mode: 'consume', handle: (m) => engine.handlePartition(m), log }));
+}
+log.info({ partitions: cfg.partitions, instance: cfg.instanceId }, 'orchestrator started');
+
+let stopping = false;
+const shutdown = async (sig: string) => {
+  if (stopping) return;
+  stopping = true;
+  log.info({ sig }, 'draining');
+  const t = setTimeout(() => process.exit(1), cfg.graceMs + 2_000);
+  await Promise.all(loops.map((l) => l.stop()));
+  pub.close();
+  await nc.drain();
+  clearTimeout(t);
+  log.info('stopped');
+  process.exit(0);
+};
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));
