@@ -1,0 +1,3 @@
+export * from './nats-server.js';
+export * from './callback-receiver.js';
+export * from './harness.js';
