@@ -86,9 +86,18 @@ export function createKvCache(opts: KvCacheOptions): KvCache {
   let kvPromise: Promise<KV> | undefined;
   let skipUntil = 0;
 
-  const hit = () => (stats.hits++, hitCounter.inc());
-  const miss = () => (stats.misses++, missCounter.inc());
-  const error = () => (stats.errors++, errorCounter.inc());
+  const hit = () => {
+    stats.hits++;
+    hitCounter.inc();
+  };
+  const miss = () => {
+    stats.misses++;
+    missCounter.inc();
+  };
+  const error = () => {
+    stats.errors++;
+    errorCounter.inc();
+  };
 
   const failed = (op: string, err: unknown) => {
     error();

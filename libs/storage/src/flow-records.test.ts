@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { DescribeTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createDynamoClient, createS3Client } from './clients.js';
 import { isStorageError } from './errors.js';
 import { FlowRecords, type FlowStart } from './flow-records.js';
 import { startLocalAws, type LocalAws } from './local-aws.js';
 import { ObjectStore } from './object-store.js';
+import { parseS3Ref } from './refs.js';
 
 const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
 
@@ -165,6 +166,12 @@ describe('FlowRecords against dynalite and s3rver', () => {
     const huge = { blob: 'q'.repeat(600_000) };
     assert.equal(await flows.recordFinished('f-huge', { status: 'succeeded', finishedAt: new Date(), durationMs: 1, results: huge }), true);
     assert.deepEqual((await flows.get('f-huge'))?.results, huge);
+
+    // A lost blob is reported as such, not as an unknown flow; the record itself stays readable.
+    const { bucket, key } = parseS3Ref((await flows.get('f-huge', { resolve: false }))?.resultsRef ?? '');
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+    await assert.rejects(flows.get('f-huge'), (err: unknown) => isStorageError(err, 'invalid_data') && /f-huge/.test(err.message));
+    assert.equal((await flows.get('f-huge', { resolve: false }))?.status, 'succeeded');
   });
 
   test('list: newest first, by status, paged with a cursor', async () => {

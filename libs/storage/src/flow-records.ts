@@ -3,7 +3,7 @@ import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocum
 import { createDocumentClient } from './clients.js';
 import { DEFAULT_FLOWS_TABLE } from './config.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
-import { awsErrorName, StorageError } from './errors.js';
+import { awsErrorName, isStorageError, StorageError } from './errors.js';
 import {
   ensureFlowTable,
   flowPk,
@@ -284,7 +284,7 @@ export class FlowRecords {
           setBlob(record, field, parseJson(json, `${field} of flow ${flowId}`));
         } else if (typeof ref === 'string') {
           record[`${field}Ref`] = ref;
-          if (opts.resolve !== false) setBlob(record, field, await this.objects.getJson(ref));
+          if (opts.resolve !== false) setBlob(record, field, await this.fetchBlob(flowId, field, ref));
         }
       }),
     );
@@ -345,6 +345,18 @@ export class FlowRecords {
       items: page.map(toSummary),
       ...(more ? { cursor: encodeCursor({ index, indexPk, indexSk: String(last[skName]), pk: String(last.pk) }) } : {}),
     };
+  }
+
+  // A missing blob must not read as "unknown flow" (not_found would become a 404 for a flow that exists).
+  private async fetchBlob(flowId: string, field: BlobField, ref: string): Promise<unknown> {
+    try {
+      return await this.objects.getJson(ref);
+    } catch (err) {
+      if (isStorageError(err, 'not_found')) {
+        throw new StorageError('invalid_data', `${field} of flow ${flowId} are missing from ${ref}`, { cause: err });
+      }
+      throw err;
+    }
   }
 
   private async pack(flowId: string, field: BlobField, value: unknown): Promise<{ attribute: string; value: string }> {

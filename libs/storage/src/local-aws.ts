@@ -70,7 +70,12 @@ export async function startLocalAws(opts: LocalAwsOptions = {}): Promise<LocalAw
       dynamoListening = false;
       // Keep-alive sockets of SDK clients would hold close() open.
       dynamo.closeAllConnections();
-      await new Promise<void>((resolve) => dynamo.close((e) => (e ? errors.push(e) : undefined, resolve())));
+      await new Promise<void>((resolve) =>
+        dynamo.close((err) => {
+          if (err) errors.push(err);
+          resolve();
+        }),
+      );
     }
     if (tempDir) await rm(tempDir, { recursive: true, force: true });
     if (errors.length > 0) throw new AggregateError(errors, 'stopping local AWS failed');
