@@ -66,16 +66,19 @@ export interface ValidateOptions {
 export function validateSubmission(body: unknown, opts: ValidateOptions): Submission {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw invalid([{ path: '', message: 'body must be a JSON object' }]);
   const parsed = SubmissionSchema.safeParse(body);
-  if (!parsed.success) throw invalid(issuesOf(parsed.error));
-  const sub = parsed.data;
-  const details: FieldIssue[] = [];
-  const def = opts.registry.get(sub.flow);
-  if (!def) details.push({ path: 'flow', message: `unknown flow "${sub.flow}"; known: ${opts.registry.names().join(', ')}` });
-  const schema = INPUT_SCHEMAS[sub.flow];
-  if (def && schema) {
-    const r = schema.safeParse(sub.input);
+  const raw = body as { flow?: unknown; input?: unknown };
+  const details: FieldIssue[] = parsed.success ? [] : issuesOf(parsed.error);
+  const flowName = typeof raw.flow === 'string' ? raw.flow : undefined;
+  const def = flowName ? opts.registry.get(flowName) : undefined;
+  if (flowName !== undefined && !def) details.push({ path: 'flow', message: `unknown flow "${flowName}"; known: ${opts.registry.names().join(', ')}` });
+  // Validate the input against its flow even when other fields are wrong, so one answer names every problem.
+  const schema = flowName ? INPUT_SCHEMAS[flowName] : undefined;
+  if (def && schema && raw.input !== null && typeof raw.input === 'object' && !Array.isArray(raw.input)) {
+    const r = schema.safeParse(raw.input);
     if (!r.success) details.push(...issuesOf(r.error, 'input'));
   }
+  if (!parsed.success || details.length) throw invalid(details);
+  const sub = parsed.data;
   if (sub.callbackUrl !== undefined) {
     let u: URL | undefined;
     try {

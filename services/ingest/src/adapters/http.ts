@@ -33,7 +33,7 @@ export function toHttpError(err: unknown): { status: number; body: { error: { co
   else if (fe?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') je = new JetflowError(ErrorCodes.PAYLOAD_TOO_LARGE, fe.message);
   else if (fe?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') je = new JetflowError(ErrorCodes.UNSUPPORTED_MEDIA_TYPE, 'Content-Type must be application/json');
   else if (fe?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') je = new JetflowError(ErrorCodes.INVALID_ARGUMENT, 'body is empty', { details: [{ path: '', message: 'a JSON object is required' }] });
-  else if (fe?.statusCode === 400 && fe instanceof SyntaxError) je = new JetflowError(ErrorCodes.INVALID_ARGUMENT, `body is not valid JSON: ${fe.message}`, { details: [{ path: '', message: fe.message }] });
+  else if (fe?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (fe?.statusCode === 400 && fe instanceof SyntaxError)) je = new JetflowError(ErrorCodes.INVALID_ARGUMENT, 'body is not valid JSON', { details: [{ path: '', message: fe.message }] });
   else if (fe?.statusCode && fe.statusCode < 500 && fe.statusCode >= 400) je = new JetflowError(fe.statusCode === 404 ? ErrorCodes.NOT_FOUND : ErrorCodes.INVALID_ARGUMENT, fe.message);
   else je = new JetflowError(codeOf(err), (err as Error)?.message ?? 'internal error');
   const out: ReturnType<typeof toHttpError> = { status: STATUS[je.code].http, body: { error: { code: je.code, message: je.message, details: je.details } } };
@@ -44,6 +44,8 @@ export function toHttpError(err: unknown): { status: number; body: { error: { co
 export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
   const app = Fastify({ loggerInstance: d.log.child({ adapter: "http" }) as unknown as FastifyBaseLogger, bodyLimit: d.maxBodyBytes, disableRequestLogging: true, trustProxy: true });
   app.decorateRequest('tenant', '');
+  // The API speaks JSON only: anything else is 415, not a string body.
+  app.removeContentTypeParser('text/plain');
 
   app.setErrorHandler((err, req, reply) => {
     const e = toHttpError(err);

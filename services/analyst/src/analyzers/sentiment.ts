@@ -1,0 +1,88 @@
+/**
+ * Sentiment per record from the project's ONNX classifier (negative / neutral / positive), the
+ * batch's distribution, the records to read first, and how the text agrees with numeric fields.
+ */
+import { sampleCorrelation } from 'simple-statistics';
+import { SENTIMENT_LABELS, loadSentimentModel, type SentimentLabel } from '../../../../libs/models/src/index.js';
+import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer } from './types.js';
+
+// The model was trained on English only; a verdict on other languages is mostly "neutral" noise.
+const MODEL_LANGUAGES = new Set(['eng', 'und']);
+const TOP = 5;
+
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+export const analyzer: Analyzer = {
+  name: 'sentiment',
+  description: 'Sentiment per record (ONNX classifier), distribution, most negative and most positive records, correlation with numeric fields.',
+  async analyze({ records, datasets }, ctx) {
+    const model = await loadSentimentModel();
+    const text = byId(datasets.text);
+    const perRecord: Array<{ id: string; label: SentimentLabel; score: number; confidence: number; reliable: boolean }> = [];
+    for (let start = 0; start < records.length; start += CHUNK_SIZE) {
+      await checkpoint(ctx.signal);
+      const chunk = records.slice(start, start + CHUNK_SIZE);
+      const preds = await model.predict(chunk.map((r) => r.text ?? ''));
+      chunk.forEach((r, i) => {
+        const p = preds[i];
+        if (!p) return;
+        const lang = text.get(r.id)?.language ?? 'und';
+        perRecord.push({
+          id: r.id,
+          label: p.label,
+          score: r3(p.score),
+          confidence: r3(Math.max(p.probabilities.negative, p.probabilities.neutral, p.probabilities.positive)),
+          reliable: MODEL_LANGUAGES.has(lang),
+        });
+      });
+    }
+
+    const n = perRecord.length;
+    const distribution = Object.fromEntries(SENTIMENT_LABELS.map((l) => [l, 0])) as Record<SentimentLabel, number>;
+    for (const p of perRecord) distribution[p.label]++;
+    const share = (k: number) => (n ? r3(k / n) : 0);
+    const textOf = new Map(records.map((r) => [r.id, r.text ?? '']));
+    const ranked = [...perRecord].sort((a, b) => a.score - b.score || a.id.localeCompare(b.id));
+    const brief = (p: (typeof perRecord)[number]) => ({ id: p.id, score: p.score, text: snippet(textOf.get(p.id) ?? '') });
+
+    // Does the text agree with the numbers? (e.g. a rating: a strong positive correlation is expected;
+    // a weak one means ratings and words tell different stories.)
+    const scoreOf = new Map(perRecord.map((p) => [p.id, p.score]));
+    const fieldNames = new Set(records.flatMap((r) => Object.keys(r.fields ?? {})));
+    const correlations: Record<string, number> = {};
+    for (const f of fieldNames) {
+      const xs: number[] = [];
+      const ys: number[] = [];
+      for (const r of records) {
+        const v = r.fields?.[f];
+        const s = scoreOf.get(r.id);
+        if (typeof v === 'number' && Number.isFinite(v) && s !== undefined) {
+          xs.push(s);
+          ys.push(v);
+        }
+      }
+      if (xs.length >= 5) {
+        const c = sampleCorrelation(xs, ys);
+        if (Number.isFinite(c)) correlations[`fields.${f}`] = r3(c);
+      }
+    }
+
+    const unreliable = perRecord.filter((p) => !p.reliable).map((p) => p.id);
+    return {
+      model: { name: model.name, version: model.version, languages: ['eng'] },
+      headline: n
+        ? `${Math.round((distribution.negative / n) * 100)} % negative, ${Math.round((distribution.positive / n) * 100)} % positive of ${n} records`
+        : 'no records',
+      count: n,
+      distribution,
+      shares: { negative: share(distribution.negative), neutral: share(distribution.neutral), positive: share(distribution.positive) },
+      negativeShare: share(distribution.negative),
+      averageScore: n ? r3(perRecord.reduce((s, p) => s + p.score, 0) / n) : null,
+      mostNegative: ranked.filter((p) => p.label === 'negative').slice(0, TOP).map(brief),
+      mostPositive: ranked.filter((p) => p.label === 'positive').reverse().slice(0, TOP).map(brief),
+      correlations,
+      notEnglish: { count: unreliable.length, ids: unreliable.slice(0, 20) },
+      perRecord,
+    };
+  },
+};

@@ -1,0 +1,47 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { findUp } from './find-up.js';
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.json': 'application/json',
+};
+
+/**
+ * The dashboard: a few static files (services/ingest/ui, no build step) read once at start and
+ * served from memory under /ui. The page asks for the API key and calls the API like any client.
+ */
+export function registerDashboard(app: FastifyInstance, o: { jaegerUrl: string | undefined }): void {
+  const dir = findUp('services/ingest/ui');
+  const files = new Map<string, { body: Buffer; type: string; etag: string }>();
+  for (const name of readdirSync(dir)) {
+    const type = TYPES[extname(name)];
+    if (!type) continue;
+    const body = readFileSync(join(dir, name));
+    files.set(name, { body, type, etag: `"${createHash('sha1').update(body).digest('hex').slice(0, 16)}"` });
+  }
+  const config = Buffer.from(JSON.stringify({ jaegerUrl: o.jaegerUrl ?? null }));
+  files.set('config.json', { body: config, type: TYPES['.json']!, etag: `"${createHash('sha1').update(config).digest('hex').slice(0, 16)}"` });
+
+  const hide = { schema: { hide: true } };
+  app.get('/ui', hide, async (_req, reply) => reply.redirect('/ui/'));
+  app.get<{ Params: { '*': string } }>('/ui/*', hide, async (req, reply) => {
+    const name = req.params['*'] || 'index.html';
+    // Hash routes (#/flows/…) keep every page on index.html; anything unknown is a 404.
+    const f = files.get(name);
+    if (!f) return reply.code(404).send({ error: { code: 'not_found', message: `no dashboard file ${name}`, details: [] } });
+    if (req.headers['if-none-match'] === f.etag) return reply.code(304).send();
+    return reply
+      .header('content-type', f.type)
+      .header('etag', f.etag)
+      .header('cache-control', 'no-cache')
+      .header('x-content-type-options', 'nosniff')
+      .header('content-security-policy', "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+      .send(f.body);
+  });
+}

@@ -1,0 +1,71 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { fromBinary, toJson } from '@bufbuild/protobuf';
+import type { NatsConnection } from 'nats';
+import { FlowEventSchema } from '../../../../libs/proto/src/index.js';
+import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
+import { FLOW_ID_RE, type FlowRegistry } from '../../../../libs/flows/src/index.js';
+import { eventSubject } from '../../../../libs/messaging/src/index.js';
+import type { Logger } from '../../../../libs/logging/src/index.js';
+import type { FlowHandlers } from '../handlers/flows.js';
+import { parseListQuery, type FlowLister } from '../handlers/flow-lister.js';
+import type { DeadLetterHandlers } from '../handlers/deadletters.js';
+import type { ConsumerStats } from '../handlers/consumers.js';
+import { timelineOf } from '../handlers/timeline.js';
+import type { Authenticator } from './auth.js';
+import { SSE_PATHS, openSse } from './sse.js';
+
+export interface OpsDeps {
+  auth: Authenticator;
+  flows: FlowHandlers;
+  registry: FlowRegistry;
+  lister: FlowLister;
+  deadLetters: DeadLetterHandlers;
+  consumers: ConsumerStats;
+  nc: NatsConnection;
+  log: Logger;
+  jaegerUrl: string | undefined;
+}
+
+/** The operations API: listings, dead letters and redrive, consumers, the tenant's live events. */
+export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
+  const authenticate = async (req: FastifyRequest) => {
+    req.tenant = d.auth.tenantOf(req.headers.authorization);
+  };
+
+  // EventSource cannot set headers: on the SSE routes only, ?access_token=<key> stands for the header.
+  app.addHook('onRequest', async (req) => {
+    if (req.method !== 'GET' || req.headers.authorization) return;
+    const path = req.url.split('?')[0] ?? '';
+    const token = (req.query as { access_token?: unknown } | undefined)?.access_token;
+    if (typeof token === 'string' && token && SSE_PATHS.some((re) => re.test(path))) req.headers.authorization = `Bearer ${token}`;
+  });
+
+  app.get('/v1/flows', { preHandler: authenticate }, async (req) => d.lister.list(parseListQuery(req.tenant, req.query)));
+
+  app.get<{ Params: { id: string } }>('/v1/flows/:id/timeline', { preHandler: authenticate }, async (req) => {
+    const s = await d.flows.state(req.tenant, req.params.id);
+    return timelineOf(s, d.registry.get(s.flow), d.jaegerUrl);
+  });
+
+  app.get('/v1/deadletters', { preHandler: authenticate }, async (req) => d.deadLetters.list(req.tenant, req.query));
+  app.get<{ Params: { seq: string } }>('/v1/deadletters/:seq', { preHandler: authenticate }, async (req) => d.deadLetters.get(req.tenant, req.params.seq));
+  app.post<{ Params: { seq: string } }>('/v1/deadletters/:seq/redrive', { preHandler: authenticate }, async (req) => d.deadLetters.redrive(req.tenant, req.params.seq));
+
+  app.get('/v1/consumers', { preHandler: authenticate }, async () => d.consumers.list());
+
+  app.get<{ Querystring: { flowId?: string } }>('/v1/stream/events', { preHandler: authenticate }, async (req, reply) => {
+    const flowId = req.query.flowId;
+    if (flowId !== undefined && !FLOW_ID_RE.test(flowId)) throw new JetflowError(ErrorCodes.INVALID_ARGUMENT, `flowId "${flowId}" is not a flow id`, { details: [{ path: 'flowId', message: 'lowercase letters and digits' }] });
+    const sub = d.nc.subscribe(eventSubject(req.tenant, flowId ?? '>'));
+    const sse = openSse(req, reply);
+    void sse.closed.then(() => sub.unsubscribe());
+    for await (const m of sub) {
+      try {
+        sse.send('event', toJson(FlowEventSchema, fromBinary(FlowEventSchema, m.data)));
+      } catch (err) {
+        req.log.warn({ err: (err as Error).message, subject: m.subject }, 'undecodable flow event skipped');
+      }
+    }
+    sse.close();
+  });
+}

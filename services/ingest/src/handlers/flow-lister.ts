@@ -1,0 +1,96 @@
+import { z } from 'zod';
+import { invalid } from '../../../../libs/errors/src/index.js';
+import { TERMINAL_FLOW, type FlowState, type FlowStatus } from '../../../../libs/flows/src/index.js';
+
+/**
+ * Listing of a tenant's recent flows. Implemented over the flows KV bucket for now
+ * (adapters/kv-flow-lister.ts); a history store (DynamoDB) can implement the same interface.
+ * The cursor is opaque to callers: each implementation encodes its own position in it.
+ */
+export interface FlowLister {
+  list(q: ListFlowsQuery): Promise<FlowPage>;
+}
+
+export interface ListFlowsQuery {
+  tenant: string;
+  /** Only flows in one of these states; all when empty. */
+  status: FlowStatus[];
+  limit: number;
+  cursor?: string;
+}
+
+export interface FlowPage {
+  flows: FlowSummary[];
+  /** Pass back as `cursor` for older flows; null when there are none. A page may hold fewer than `limit`. */
+  nextCursor: string | null;
+}
+
+export interface FlowSummary {
+  flowId: string;
+  flow: string;
+  status: FlowStatus;
+  stage: number;
+  submittedAt: string;
+  finishedAt: string | null;
+  durationMs: number | null;
+  /** When the flow's state last changed (the listing's order). */
+  updatedAt: string | null;
+  tasks: { total: number; succeeded: number; failed: number; running: number };
+  errors: number;
+  endReason: string | null;
+  idempotencyKey: string | null;
+  metadata: Record<string, string>;
+}
+
+const STATUSES = ['running', 'succeeded', 'partial', 'failed', 'cancelled'] as const;
+export const MAX_LIST_LIMIT = 200;
+
+const QuerySchema = z.object({
+  status: z
+    .string()
+    .optional()
+    .transform((s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : []))
+    .pipe(z.array(z.enum(STATUSES, { message: `expected one or more of ${STATUSES.join(', ')} (comma-separated)` }))),
+  limit: z.coerce.number().int().min(1).max(MAX_LIST_LIMIT).default(50),
+  cursor: z.string().max(200).optional(),
+});
+
+function issues(err: z.ZodError) {
+  return err.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+}
+
+/** Validates the query string of GET /v1/flows; errors name the bad parameter. */
+export function parseListQuery(tenant: string, raw: unknown): ListFlowsQuery {
+  const r = QuerySchema.safeParse(raw ?? {});
+  if (!r.success) throw invalid(issues(r.error));
+  const q: ListFlowsQuery = { tenant, status: r.data.status, limit: r.data.limit };
+  if (r.data.cursor) q.cursor = r.data.cursor;
+  return q;
+}
+
+export function summarize(s: FlowState, updatedAtMs?: number): FlowSummary {
+  const tasks = { total: 0, succeeded: 0, failed: 0, running: 0 };
+  for (const t of Object.values(s.tasks)) {
+    tasks.total++;
+    if (t.status === 'succeeded') tasks.succeeded++;
+    else if (t.status === 'failed' || t.status === 'timed_out') tasks.failed++;
+    else if (t.status === 'dispatched') tasks.running++;
+  }
+  return {
+    flowId: s.flowId,
+    flow: s.flow,
+    status: s.status,
+    stage: s.stage,
+    submittedAt: new Date(s.submittedAt).toISOString(),
+    finishedAt: s.finishedAt ? new Date(s.finishedAt).toISOString() : null,
+    durationMs: s.finishedAt ? s.finishedAt - s.submittedAt : null,
+    updatedAt: updatedAtMs ? new Date(updatedAtMs).toISOString() : null,
+    tasks,
+    errors: s.errors.length,
+    endReason: s.endReason ?? null,
+    idempotencyKey: s.idempotencyKey ?? null,
+    metadata: s.metadata,
+  };
+}
+
+export const isTerminalStatus = (s: string) => TERMINAL_FLOW.has(s as FlowStatus);
