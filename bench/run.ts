@@ -244,7 +244,9 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       if (o.cpuProfDir) {
         const dir = resolve(o.cpuProfDir, mode);
         mkdirSync(dir, { recursive: true });
-        env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${dir}`.trim();
+        // node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
+        env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${pathToFileURL(join(repoRoot(), 'bench', 'cpu-prof-preload.mjs')).href}`.trim();
+        env.JETFLOW_CPU_PROF_DIR = dir;
       }
       const logDir = o.logDir ? resolve(o.logDir, mode) : mkdtempSync(join(tmpdir(), `jetflow-bench-${mode}-`));
       let crashed: string | undefined;
@@ -270,6 +272,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         const p = stack.find(name);
         if (p?.proc.pid) tracked.push({ name, pid: p.proc.pid, peakRss: 0 });
       }
+      if (o.cpuProfDir) writeFileSync(resolve(o.cpuProfDir, mode, 'pids.json'), `${JSON.stringify(Object.fromEntries(tracked.map((t) => [t.pid, t.name])))}\n`);
       const sampler = new RssSampler(tracked);
       sampler.start(200);
       log(`bench: ${mode} mode: services up (${tracked.map((t) => `${t.name}=${t.pid}`).join(' ')}), logs in ${logDir}`);
