@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
@@ -31,6 +32,31 @@ export function normalizeText(text: string): string {
 /** Word tokens of normalised text (letters and digits; contractions such as "don't" stay whole). */
 export function tokenize(text: string): string[] {
   return normalizeText(text).match(WORD_RE) ?? [];
+}
+
+// franc speaks ISO 639-3, stopwords-iso ISO 639-1. These are the languages both know (and franc
+// tells apart reliably enough on short texts when limited to them).
+const ISO639_3_TO_1: Readonly<Record<string, string>> = {
+  eng: 'en', spa: 'es', fra: 'fr', deu: 'de', ita: 'it', por: 'pt', nld: 'nl', rus: 'ru', pol: 'pl', tur: 'tr',
+  swe: 'sv', dan: 'da', nob: 'no', fin: 'fi', ces: 'cs', ron: 'ro', hun: 'hu', ukr: 'uk', ind: 'id', vie: 'vi',
+  arb: 'ar', pes: 'fa', hin: 'hi', jpn: 'ja', kor: 'ko', cmn: 'zh', ell: 'el', bul: 'bg', hrv: 'hr', slk: 'sk',
+  slv: 'sl', cat: 'ca', heb: 'he', tha: 'th', lit: 'lt', lav: 'lv', ekk: 'et', zlm: 'ms', tgl: 'tl', swh: 'sw',
+};
+/** ISO 639-3 codes of the languages with stopword lists (the language detector's candidates). */
+export const TEXT_LANGUAGES: readonly string[] = Object.keys(ISO639_3_TO_1);
+
+const stopwordLists = createRequire(import.meta.url)('stopwords-iso') as Record<string, string[]>;
+const stopwordCache = new Map<string, ReadonlySet<string>>();
+/** Stopwords of a language given as ISO 639-3 ("eng") or 639-1 ("en"); empty for an unknown one. */
+export function stopwordsFor(lang: string): ReadonlySet<string> {
+  const code = ISO639_3_TO_1[lang] ?? lang;
+  let s = stopwordCache.get(code);
+  if (!s) {
+    // Lists hold "don't" with a straight apostrophe, as normalizeText produces.
+    s = new Set((stopwordLists[code] ?? []).map((w) => normalizeText(w)));
+    stopwordCache.set(code, s);
+  }
+  return s;
 }
 
 // Negation: "not good" must not look like "good". Contractions are expanded first so that

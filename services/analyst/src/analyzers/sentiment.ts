@@ -12,6 +12,19 @@ const TOP = 5;
 
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
+/** Ranks with ties averaged, for Spearman's correlation (robust to the odd absurd value). */
+function ranks(xs: readonly number[]): number[] {
+  const order = xs.map((x, i) => [x, i] as const).sort((a, b) => a[0] - b[0]);
+  const out = new Array<number>(xs.length);
+  for (let i = 0; i < order.length; ) {
+    let j = i;
+    while (j + 1 < order.length && order[j + 1]![0] === order[i]![0]) j++;
+    for (let k = i; k <= j; k++) out[order[k]![1]] = (i + j) / 2 + 1;
+    i = j + 1;
+  }
+  return out;
+}
+
 export const analyzer: Analyzer = {
   name: 'sentiment',
   description: 'Sentiment per record (ONNX classifier), distribution, most negative and most positive records, correlation with numeric fields.',
@@ -45,8 +58,8 @@ export const analyzer: Analyzer = {
     const ranked = [...perRecord].sort((a, b) => a.score - b.score || a.id.localeCompare(b.id));
     const brief = (p: (typeof perRecord)[number]) => ({ id: p.id, score: p.score, text: snippet(textOf.get(p.id) ?? '') });
 
-    // Does the text agree with the numbers? (e.g. a rating: a strong positive correlation is expected;
-    // a weak one means ratings and words tell different stories.)
+    // Does the text agree with the numbers? For a rating a strong positive (Spearman) correlation is
+    // expected; a weak one means ratings and words tell different stories.
     const scoreOf = new Map(perRecord.map((p) => [p.id, p.score]));
     const fieldNames = new Set(records.flatMap((r) => Object.keys(r.fields ?? {})));
     const correlations: Record<string, number> = {};
@@ -62,7 +75,7 @@ export const analyzer: Analyzer = {
         }
       }
       if (xs.length >= 5) {
-        const c = sampleCorrelation(xs, ys);
+        const c = sampleCorrelation(ranks(xs), ranks(ys));
         if (Number.isFinite(c)) correlations[`fields.${f}`] = r3(c);
       }
     }
@@ -80,6 +93,7 @@ export const analyzer: Analyzer = {
       averageScore: n ? r3(perRecord.reduce((s, p) => s + p.score, 0) / n) : null,
       mostNegative: ranked.filter((p) => p.label === 'negative').slice(0, TOP).map(brief),
       mostPositive: ranked.filter((p) => p.label === 'positive').reverse().slice(0, TOP).map(brief),
+      // Spearman correlation of the sentiment score with each numeric field.
       correlations,
       notEnglish: { count: unreliable.length, ids: unreliable.slice(0, 20) },
       perRecord,

@@ -1,0 +1,293 @@
+/**
+ * Outliers in the batch, each with the reason a person can check.
+ *
+ * Two views: per feature, a robust z-score (distance from the median in units of the median absolute
+ * deviation, so the outliers themselves cannot hide by inflating the spread; Iglewicz and Hoaglin's
+ * 3.5 cut-off); and over all features together, an isolation forest, which also catches unusual
+ * combinations. Features: the numeric fields and text statistics of the `features` dataset, and, from
+ * the `embeddings` dataset, how far a text is from its nearest neighbours (a text unlike any other).
+ */
+import { tokenize } from '../../../../libs/models/src/index.js';
+import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer, type InputRecord } from './types.js';
+
+const Z_THRESHOLD = 3.5;
+const ISOLATION_THRESHOLD = 0.7;
+const NEIGHBOURS = 5;
+const MAX_LISTED = 50;
+const EMBEDDING_FEATURE = 'embedding.neighbourDistance';
+// Text statistics worth flagging on their own; the rest of the features dataset is fine-grained
+// style (exclamation marks, capitals) that makes noise as a reason.
+const TEXT_FEATURES = ['text.length', 'text.tokens'];
+
+export interface Reason {
+  feature: string;
+  value: number;
+  median: number;
+  robustZ: number;
+  direction: 'high' | 'low';
+  logScale: boolean;
+}
+
+interface Scale {
+  median: number;
+  scale: number;
+  logScale: boolean;
+}
+
+function quantile(sorted: readonly number[], q: number): number {
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const a = sorted[lo] ?? 0;
+  const b = sorted[Math.min(lo + 1, sorted.length - 1)] ?? a;
+  return a + (b - a) * (pos - lo);
+}
+
+/**
+ * Median and a robust spread: 1.4826 MAD (= sigma for normal data), falling back to IQR / 1.349 and
+ * then to the mean absolute deviation when over half the values are equal (ratings often are).
+ * Strictly positive, right-skewed features (amounts, lengths) are scaled on a log axis, where their
+ * long tail is ordinary.
+ */
+function robustScale(values: readonly number[]): Scale | null {
+  if (values.length < 5) return null;
+  let sorted = [...values].sort((a, b) => a - b);
+  const p25 = quantile(sorted, 0.25);
+  const p50 = quantile(sorted, 0.5);
+  const p75 = quantile(sorted, 0.75);
+  const logScale = (sorted[0] ?? 0) > 0 && p50 > p25 && (p75 - p50) / (p50 - p25) > 2;
+  if (logScale) sorted = sorted.map(Math.log);
+  const median = quantile(sorted, 0.5);
+  const dev = sorted.map((v) => Math.abs(v - median)).sort((a, b) => a - b);
+  const mad = quantile(dev, 0.5) * 1.4826;
+  const iqr = (quantile(sorted, 0.75) - quantile(sorted, 0.25)) / 1.349;
+  const meanAbs = (dev.reduce((s, d) => s + d, 0) / dev.length) * 1.2533;
+  const scale = mad > 0 ? mad : iqr > 0 ? iqr : meanAbs;
+  return scale > 0 ? { median, scale, logScale } : null;
+}
+
+function zOf(v: number, s: Scale): number {
+  if (s.logScale) return v > 0 ? (Math.log(v) - s.median) / s.scale : -Infinity;
+  return (v - s.median) / s.scale;
+}
+
+// ---- a small seeded isolation forest (Liu, Ting and Zhou 2008): deterministic, so one batch gives one report
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Average path length of an unsuccessful search in a binary search tree of n points. */
+function c(n: number): number {
+  return n > 2 ? 2 * (Math.log(n - 1) + 0.5772156649) - (2 * (n - 1)) / n : n === 2 ? 1 : 0;
+}
+
+type Tree = { size: number } | { feature: number; split: number; left: Tree; right: Tree };
+
+function grow(rows: number[][], depth: number, maxDepth: number, rng: () => number): Tree {
+  if (depth >= maxDepth || rows.length <= 1) return { size: rows.length };
+  const dims = rows[0]?.length ?? 0;
+  // Pick a feature that is not constant among these rows (give up after a few tries).
+  for (let attempt = 0; attempt < dims * 2; attempt++) {
+    const f = Math.floor(rng() * dims);
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const r of rows) {
+      const v = r[f] ?? 0;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    if (hi <= lo) continue;
+    const split = lo + rng() * (hi - lo);
+    const left = rows.filter((r) => (r[f] ?? 0) < split);
+    const right = rows.filter((r) => (r[f] ?? 0) >= split);
+    return { feature: f, split, left: grow(left, depth + 1, maxDepth, rng), right: grow(right, depth + 1, maxDepth, rng) };
+  }
+  return { size: rows.length };
+}
+
+function pathLength(t: Tree, x: number[], depth = 0): number {
+  if ('size' in t) return depth + c(t.size);
+  return pathLength((x[t.feature] ?? 0) < t.split ? t.left : t.right, x, depth + 1);
+}
+
+function isolationScores(data: number[][], trees = 100, seed = 42): number[] {
+  const rng = mulberry32(seed);
+  const psi = Math.min(256, data.length);
+  const maxDepth = Math.ceil(Math.log2(Math.max(psi, 2)));
+  const forest: Tree[] = [];
+  for (let t = 0; t < trees; t++) {
+    const sample: number[][] = [];
+    const idx = data.map((_, i) => i);
+    for (let i = 0; i < psi; i++) {
+      const j = i + Math.floor(rng() * (idx.length - i));
+      [idx[i], idx[j]] = [idx[j] as number, idx[i] as number];
+      sample.push(data[idx[i] as number] as number[]);
+    }
+    forest.push(grow(sample, 0, maxDepth, rng));
+  }
+  const cn = c(psi);
+  return data.map((x) => 2 ** (-(forest.reduce((s, t) => s + pathLength(t, x), 0) / trees) / (cn || 1)));
+}
+
+// ----
+
+/** Numeric features per record: from the features dataset when there is one, else the basics from the records. */
+function featureTable(records: readonly InputRecord[], rows: Map<string, { values: Record<string, number | null> }>): Map<string, Array<number | null>> {
+  const table = new Map<string, Array<number | null>>();
+  const put = (name: string, i: number, v: number | null | undefined) => {
+    let col = table.get(name);
+    if (!col) table.set(name, (col = new Array<number | null>(records.length).fill(null)));
+    col[i] = typeof v === 'number' && Number.isFinite(v) ? v : null;
+  };
+  records.forEach((r, i) => {
+    const row = rows.get(r.id);
+    if (row) {
+      for (const [name, v] of Object.entries(row.values)) if (name.startsWith('fields.') || TEXT_FEATURES.includes(name)) put(name, i, v);
+    } else {
+      put('text.length', i, (r.text ?? '').trim().length);
+      put('text.tokens', i, tokenize(r.text ?? '').length);
+      for (const [k, v] of Object.entries(r.fields ?? {})) if (typeof v === 'number' || v === null) put(`fields.${k}`, i, v);
+    }
+  });
+  return table;
+}
+
+/** 1 - mean cosine similarity to the k nearest other records; 1 for an empty vector. */
+function neighbourDistances(vectors: Array<number[] | undefined>, k: number): Array<number | null> {
+  const norms = vectors.map((v) => (v ? Math.sqrt(v.reduce((s, x) => s + x * x, 0)) : 0));
+  return vectors.map((v, i) => {
+    if (!v) return null;
+    if ((norms[i] ?? 0) === 0) return 1;
+    const sims: number[] = [];
+    vectors.forEach((w, j) => {
+      if (j === i || !w || (norms[j] ?? 0) === 0) return;
+      let dot = 0;
+      for (let d = 0; d < v.length; d++) dot += (v[d] ?? 0) * (w[d] ?? 0);
+      sims.push(dot / ((norms[i] ?? 1) * (norms[j] ?? 1)));
+    });
+    if (sims.length === 0) return null;
+    sims.sort((a, b) => b - a);
+    const top = sims.slice(0, k);
+    return 1 - top.reduce((s, x) => s + x, 0) / top.length;
+  });
+}
+
+const r2 = (x: number) => Math.round(x * 100) / 100;
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+export const analyzer: Analyzer = {
+  name: 'anomaly',
+  description: 'Outlying records by robust z-score per feature (numeric fields, text length, distance to similar texts) and isolation forest, with the reason.',
+  async analyze({ records, datasets }, ctx) {
+    const featureRows = byId(datasets.features);
+    const table = featureTable(records, featureRows);
+    await checkpoint(ctx.signal);
+
+    if (datasets.embeddings?.length) {
+      const emb = byId(datasets.embeddings);
+      const vectors = records.map((r) => emb.get(r.id)?.vector);
+      table.set(EMBEDDING_FEATURE, neighbourDistances(vectors, NEIGHBOURS));
+      await checkpoint(ctx.signal);
+    }
+
+    const names = [...table.keys()];
+    const scales = new Map<string, Scale>();
+    for (const name of names) {
+      const s = robustScale((table.get(name) ?? []).filter((v): v is number => v !== null));
+      if (s) scales.set(name, s);
+    }
+    const used = names.filter((n) => scales.has(n));
+
+    // Robust z per record and feature; the embedding distance only counts when large.
+    const zs: number[][] = records.map(() => []);
+    const reasons: Reason[][] = records.map(() => []);
+    for (let start = 0; start < records.length; start += CHUNK_SIZE) {
+      await checkpoint(ctx.signal);
+      for (let i = start; i < Math.min(records.length, start + CHUNK_SIZE); i++) {
+        for (const name of used) {
+          const s = scales.get(name) as Scale;
+          const v = table.get(name)?.[i] ?? null;
+          let z = v === null ? 0 : zOf(v, s);
+          if (!Number.isFinite(z)) z = -1e6; // a non-positive value on a log-scaled feature
+          if (name === EMBEDDING_FEATURE) z = Math.max(0, z);
+          zs[i]!.push(z);
+          if (v !== null && Math.abs(z) >= Z_THRESHOLD) {
+            reasons[i]!.push({
+              feature: name,
+              value: v,
+              median: r3(s.logScale ? Math.exp(s.median) : s.median),
+              robustZ: r2(z),
+              direction: z > 0 ? 'high' : 'low',
+              logScale: s.logScale,
+            });
+          }
+        }
+        reasons[i]!.sort((a, b) => Math.abs(b.robustZ) - Math.abs(a.robustZ));
+      }
+    }
+
+    await checkpoint(ctx.signal);
+    // The forest sees clipped z-scores: scale-free, and one absurd value cannot squeeze the rest together.
+    const iso = used.length && records.length >= 8 ? isolationScores(zs.map((row) => row.map((z) => Math.max(-50, Math.min(50, z))))) : records.map(() => 0);
+
+    const perRecord = records.map((r, i) => {
+      const maxZ = Math.max(0, ...(zs[i] ?? []).map(Math.abs));
+      const isolationScore = r3(iso[i] ?? 0);
+      return {
+        id: r.id,
+        score: r2(Math.min(maxZ, 1e6)),
+        isolationScore,
+        outlier: maxZ >= Z_THRESHOLD || isolationScore >= ISOLATION_THRESHOLD,
+      };
+    });
+    const textOf = new Map(records.map((r) => [r.id, r.text ?? '']));
+    const outliers = perRecord
+      .map((p, i) => ({ ...p, i }))
+      .filter((p) => p.outlier)
+      .sort((a, b) => b.score - a.score || b.isolationScore - a.isolationScore || a.id.localeCompare(b.id))
+      .map(({ i, outlier: _o, ...p }) => {
+        const rs = reasons[i] ?? [];
+        return {
+          ...p,
+          reasons: rs,
+          explanation: rs.length
+            ? rs.map((x) => `${x.feature} = ${x.value} is ${x.direction === 'high' ? 'far above' : 'far below'} the typical ${x.median} (robust z ${x.robustZ}${x.logScale ? ', log scale' : ''})`).join('; ')
+            : 'an unusual combination of values (isolation forest)',
+          text: snippet(textOf.get(p.id) ?? ''),
+        };
+      });
+
+    const first = outliers[0];
+    return {
+      method: {
+        perFeature: `robust z-score |x - median| / (1.4826 MAD) >= ${Z_THRESHOLD}`,
+        combined: `isolation forest (100 trees, seeded) score >= ${ISOLATION_THRESHOLD}`,
+      },
+      inputs: { features: featureRows.size ? 'dataset' : 'records', embeddings: table.has(EMBEDDING_FEATURE) },
+      headline: first
+        ? `${outliers.length} of ${records.length} records look anomalous; the strongest is ${first.id}: ${first.explanation}`
+        : `no anomalies among ${records.length} records`,
+      count: records.length,
+      outlierCount: outliers.length,
+      outlierShare: records.length ? r3(outliers.length / records.length) : 0,
+      features: used.map((name) => {
+        const s = scales.get(name) as Scale;
+        return {
+          name,
+          median: r3(s.logScale ? Math.exp(s.median) : s.median),
+          logScale: s.logScale,
+          outliers: reasons.filter((rs) => rs.some((x) => x.feature === name)).length,
+        };
+      }),
+      outliers: outliers.slice(0, MAX_LISTED),
+      perRecord,
+    };
+  },
+};

@@ -1,0 +1,53 @@
+/**
+ * Piscina worker thread entry: runs one analyzer job per call. The sentiment model is loaded once
+ * per thread, here at module load (piscina waits for it before the thread takes work).
+ */
+import { threadId, type MessagePort } from 'node:worker_threads';
+import { loadSentimentModel, modelLoadCount } from '../../../libs/models/src/index.js';
+import { analyzers } from './analyzers/index.js';
+import type { Datasets, InputRecord, Report } from './analyzers/types.js';
+
+await loadSentimentModel();
+
+export interface AnalyzerJob {
+  plugin: string;
+  records: InputRecord[];
+  datasets?: Datasets;
+  /** Set by pool.ts: a message on it aborts ctx.signal (the soft limit). */
+  abortPort?: MessagePort;
+}
+
+export interface TaskMeta {
+  plugin: string;
+  threadId: number;
+  durationMs: number;
+  /** ONNX sessions this thread has created so far: stays at 1 however many tasks ran. */
+  modelLoads: number;
+}
+
+/** Errors cross the thread boundary as data: piscina keeps only name and message, and callers match on code. */
+export type WorkerReply<R> =
+  | { ok: true; result: R; meta: TaskMeta }
+  | { ok: false; error: { name: string; code: string; message: string }; meta: TaskMeta };
+
+export default async function runJob(job: AnalyzerJob): Promise<WorkerReply<Report>> {
+  const started = performance.now();
+  const controller = new AbortController();
+  job.abortPort?.once('message', (m: { timeout?: boolean }) =>
+    controller.abort(m.timeout ? new DOMException('soft time limit reached', 'TimeoutError') : new DOMException('aborted', 'AbortError')),
+  );
+  const meta = (): TaskMeta => ({ plugin: job.plugin, threadId, durationMs: performance.now() - started, modelLoads: modelLoadCount() });
+  try {
+    const plugin = analyzers.get(job.plugin);
+    if (!plugin) throw Object.assign(new Error(`no analyzer named "${job.plugin}" (have: ${[...analyzers.keys()].join(', ')})`), { code: 'terminal' });
+    if (!Array.isArray(job.records)) throw Object.assign(new Error('job.records must be an array'), { code: 'terminal' });
+    const result = await plugin.analyze({ records: job.records, datasets: job.datasets ?? {} }, { signal: controller.signal });
+    return { ok: true, result, meta: meta() };
+  } catch (err) {
+    const e = err instanceof Error ? err : new Error(String(err));
+    const c: unknown = (e as Error & { code?: unknown }).code;
+    return { ok: false, error: { name: e.name, code: typeof c === 'string' ? c : 'internal', message: e.message }, meta: meta() };
+  } finally {
+    job.abortPort?.close();
+  }
+}
