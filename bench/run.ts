@@ -18,7 +18,7 @@ import { Stack, SERVICES, repoRoot, waitForHttp, type ServiceName } from '../lib
 import { freePort, startNatsServer, type NatsServerHandle } from '../libs/testing/src/nats-server.js';
 import { waitForConsumers } from '../libs/testing/src/harness.js';
 import { measureCeiling, type CeilingResult } from './ceiling.js';
-import { RssSampler, cpuMs, cpuSnapshot, findPid, selfCpuMs, type Tracked } from './proc.js';
+import { RssSampler, cpuMs, cpuSnapshot, findPid, memMb, selfCpuMs, type Tracked } from './proc.js';
 import { BenchReceiver, type Arrival } from './receiver.js';
 import { fmt, percentiles, table, type Percentiles } from './stats.js';
 
@@ -42,6 +42,8 @@ export interface BenchOptions {
   maxSeconds: number;
   /** Longest wait after a step for its flows' callbacks (s). */
   drainSeconds: number;
+  /** Longest extra wait before the next step while earlier flows are still in flight (s), so steps do not overlap. */
+  settleSeconds: number;
   warmupSeconds: number;
   ceiling: boolean;
   ceilingSeconds: number;
@@ -56,7 +58,7 @@ export interface BenchOptions {
   logDir: string | undefined;
 }
 
-const QUICK: Partial<BenchOptions> = { duration: 3, ceilingSeconds: 1, warmupSeconds: 0.5, drainSeconds: 4, window: 300 };
+const QUICK: Partial<BenchOptions> = { duration: 3, ceilingSeconds: 1, warmupSeconds: 0.5, drainSeconds: 4, settleSeconds: 5, window: 300 };
 export const DEFAULTS: BenchOptions = {
   mode: 'both',
   rates: [100, 300],
@@ -69,6 +71,7 @@ export const DEFAULTS: BenchOptions = {
   quick: false,
   maxSeconds: 300,
   drainSeconds: 5,
+  settleSeconds: 20,
   warmupSeconds: 2,
   ceiling: true,
   ceilingSeconds: 3,
@@ -87,6 +90,8 @@ export interface StepResult {
   offered: number | null;
   window: number | null;
   durationS: number;
+  /** Flows of earlier steps still in flight when this step started (their work skews this step). */
+  backlogAtStart: number;
   /** Submissions sent / accepted by JetStream (PubAck or HTTP 202) / refused. */
   submitted: number;
   accepted: number;
@@ -110,6 +115,8 @@ export interface StepResult {
   cpuCores: Record<string, number>;
   peakRssMb: Record<string, number>;
   servicesPeakRssMb: number;
+  /** RSS of each process right after start, before any flow (MB). */
+  idleRssMb: Record<string, number>;
   utilisation: { js: number; kv: number; combined: number } | null;
   elapsedS: number;
 }
@@ -273,6 +280,9 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         if (p?.proc.pid) tracked.push({ name, pid: p.proc.pid, peakRss: 0 });
       }
       if (o.cpuProfDir) writeFileSync(resolve(o.cpuProfDir, mode, 'pids.json'), `${JSON.stringify(Object.fromEntries(tracked.map((t) => [t.pid, t.name])))}\n`);
+      await sleep(500);
+      const idleRss: Record<string, number> = {};
+      for (const t of tracked) idleRss[t.name] = round(memMb(t.pid)?.rss ?? Number.NaN, 1);
       const sampler = new RssSampler(tracked);
       sampler.start(200);
       log(`bench: ${mode} mode: services up (${tracked.map((t) => `${t.name}=${t.pid}`).join(' ')}), logs in ${logDir}`);
@@ -295,6 +305,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         stopped: () => aborted ?? abortCtl.reason ?? crashed ?? (timeLeft() <= 0 ? 'time limit' : undefined),
         timeLeft,
         ceiling: result.ceiling,
+        idleRss,
       };
 
       // Warm-up (JIT, connections, consumers), not recorded.
@@ -377,6 +388,7 @@ interface StepCtx {
   stopped: () => string | undefined;
   timeLeft: () => number;
   ceiling: CeilingResult | null;
+  idleRss: Record<string, number>;
 }
 
 interface StepSpec {
@@ -453,6 +465,19 @@ async function runStep(ctx: StepCtx, spec: StepSpec): Promise<StepResult | undef
     refill?.();
   });
 
+  // Do not start while earlier steps' flows are still being processed (bounded).
+  const pendingEarlier = () => {
+    let n = 0;
+    for (const r of ctx.flows.values()) if (r.accepted && r.count === 0 && r.step !== spec.step) n++;
+    return n;
+  };
+  const settleUntil = performance.now() + Math.min(o.settleSeconds * 1000, Math.max(0, ctx.timeLeft() - spec.durationS * 1000 - o.drainSeconds * 1000 - 15_000));
+  let backlog = pendingEarlier();
+  if (backlog > 0) ctx.log(`[${spec.label}] waiting up to ${Math.round((settleUntil - performance.now()) / 1000)} s for ${backlog} flows of earlier steps`);
+  while (backlog > 0 && performance.now() < settleUntil) {
+    await sleep(100);
+    backlog = pendingEarlier();
+  }
   const before = await snapshot(ctx);
   ctx.sampler.reset();
   const start = performance.now() + 20;
@@ -580,6 +605,7 @@ async function runStep(ctx: StepCtx, spec: StepSpec): Promise<StepResult | undef
     offered: spec.kind === 'open' ? spec.rate! : null,
     window: spec.kind === 'saturation' ? o.window : null,
     durationS: round(spec.durationS, 2),
+    backlogAtStart: backlog,
     submitted: recs.length,
     accepted: accepted.length,
     refused: recs.filter((r) => r.refused !== undefined).length,
@@ -596,6 +622,7 @@ async function runStep(ctx: StepCtx, spec: StepSpec): Promise<StepResult | undef
     cpuCores,
     peakRssMb,
     servicesPeakRssMb,
+    idleRssMb: ctx.idleRss,
     utilisation,
     elapsedS: round((after.at - before.at) / 1000, 2),
   };
@@ -728,17 +755,18 @@ export function formatReport(r: BenchResult): string {
   lines.push('');
   lines.push(
     table(
-      ['mode', 'step', 'done/s', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'flows', 'once', 'js msg/flow', 'kv w/flow', 'kv r/flow', 'util %'],
+      ['mode', 'step', 'backlog', 'done/s', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'flows', 'once', 'js msg/flow', 'kv w/flow', 'kv r/flow', 'util %'],
       r.steps.map((s) => [
         s.mode,
         step(s),
+        String(s.backlogAtStart),
         fmt(s.completedPerSec),
         fmt(s.latencyMs.p50),
         fmt(s.latencyMs.p95),
         fmt(s.latencyMs.p99),
         fmt(s.latencyMs.max),
         `${s.completed}/${s.submitted}`,
-        s.exactlyOnce.ok ? '✓' : `✗ (${s.exactlyOnce.missing} miss, ${s.exactlyOnce.duplicates} dup)`,
+        s.exactlyOnce.ok ? '✓' : `✗ (${s.exactlyOnce.missing} not done, ${s.exactlyOnce.duplicates} dup)`,
         fmt(s.jsMsgsPerFlow, 2),
         fmt(s.kvWritesPerFlow, 2),
         fmt(s.kvReadsPerFlow, 2),
@@ -750,7 +778,7 @@ export function formatReport(r: BenchResult): string {
   const procs = ['nats-server', ...SERVICES];
   lines.push(
     table(
-      ['mode', 'step', 'cpu ms/flow', ...procs.map((p) => short(p)), 'driver', 'cores used', ...SERVICES.map((p) => `${short(p)} MB`), 'svc MB', 'nats MB'],
+      ['mode', 'step', 'cpu ms/flow', ...procs.map((p) => short(p)), 'driver', 'cores used', ...SERVICES.map((p) => `${short(p)} MB`), 'svc MB', 'svc idle MB', 'nats MB'],
       r.steps.map((s) => [
         s.mode,
         step(s),
@@ -760,6 +788,7 @@ export function formatReport(r: BenchResult): string {
         fmt(Object.entries(s.cpuCores).reduce((a, [k, v]) => a + (k === 'driver' ? 0 : v), 0), 2),
         ...SERVICES.map((p) => fmt(s.peakRssMb[p], 0)),
         fmt(s.servicesPeakRssMb, 0),
+        fmt(SERVICES.reduce((a, p) => a + (s.idleRssMb[p] ?? 0), 0), 0),
         fmt(s.peakRssMb['nats-server'], 0),
       ]),
     ),
@@ -835,6 +864,7 @@ export function parseCli(argv: string[]): Partial<BenchOptions> {
       quick: { type: 'boolean' },
       'max-seconds': { type: 'string' },
       drain: { type: 'string' },
+      settle: { type: 'string' },
       warmup: { type: 'string' },
       'no-ceiling': { type: 'boolean' },
       'ceiling-seconds': { type: 'string' },
@@ -860,6 +890,7 @@ export function parseCli(argv: string[]): Partial<BenchOptions> {
   --quick                   short run (3 s steps, 1 s ceiling)
   --max-seconds 300         hard limit for the whole run
   --drain 5                 longest wait for callbacks after a step (s)
+  --settle 20               longest wait for earlier steps' flows before a step starts (s)
   --warmup 2                unrecorded warm-up per mode (s)
   --no-ceiling              skip the JetStream ceiling measurement
   --ceiling-seconds 3       seconds per ceiling measurement
@@ -894,6 +925,7 @@ export function parseCli(argv: string[]): Partial<BenchOptions> {
     quick: values.quick,
     maxSeconds: num(values['max-seconds'], 'max-seconds'),
     drainSeconds: num(values.drain, 'drain'),
+    settleSeconds: values.settle === '0' ? 0 : num(values.settle, 'settle'),
     warmupSeconds: values.warmup === '0' ? 0 : num(values.warmup, 'warmup'),
     ceiling: values['no-ceiling'] ? false : undefined,
     ceilingSeconds: num(values['ceiling-seconds'], 'ceiling-seconds'),
