@@ -19,6 +19,8 @@ export interface IngestConfig {
   maxPending: number;
   publishTimeoutMs: number;
   jaegerUrl: string | undefined;
+  /** Tenants whose keys also see dead letters that belong to no tenant (poison without a flow). */
+  operatorTenants: string[];
 }
 
 export const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -50,5 +52,6 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     maxPending: int(env, 'JETFLOW_MAX_PENDING', 5_000, { min: 1, max: 1_000_000 }),
     publishTimeoutMs: int(env, 'JETFLOW_PUBLISH_TIMEOUT_MS', 5_000, { min: 100, max: 120_000 }),
     jaegerUrl: optStr(env, 'JETFLOW_JAEGER_UI_URL'),
+    operatorTenants: list(env, 'JETFLOW_OPERATOR_TENANTS'),
   });
 }

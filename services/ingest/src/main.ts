@@ -8,6 +8,8 @@ import { JetStreamGateway } from './adapters/gateway.js';
 import { Authenticator } from './adapters/auth.js';
 import { buildHttpServer } from './adapters/http.js';
 import { buildGrpcServer } from './adapters/grpc.js';
+import { addReflection } from './adapters/grpc-reflection.js';
+import { operations } from './adapters/ops.js';
 
 const cfg = loadConfig();
 const log = createLogger('ingest', cfg.logLevel);
@@ -25,9 +27,11 @@ const policy = new CallbackPolicy(cfg.callbackAllowlist);
 const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending });
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);
 
-const app = await buildHttpServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, ready: () => gateway.connected() });
+const ops = operations({ nc, pub, gateway, flows, registry, auth, log, jaegerUrl: cfg.jaegerUrl, operatorTenants: cfg.operatorTenants, publishTimeoutMs: cfg.publishTimeoutMs });
+const app = await buildHttpServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, ready: () => gateway.connected(), before: ops.before, extend: ops.extend });
 await app.listen({ port: cfg.httpPort, host: cfg.host });
 const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes });
+addReflection(grpcServer);
 const grpcPort = await new Promise<number>((resolve, reject) =>
   grpcServer.bindAsync(`${cfg.host}:${cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
 );

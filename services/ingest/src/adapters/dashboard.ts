@@ -9,14 +9,13 @@ const TYPES: Record<string, string> = {
   '.css': 'text/css; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
   '.svg': 'image/svg+xml',
-  '.json': 'application/json',
 };
 
 /**
  * The dashboard: a few static files (services/ingest/ui, no build step) read once at start and
  * served from memory under /ui. The page asks for the API key and calls the API like any client.
  */
-export function registerDashboard(app: FastifyInstance, o: { jaegerUrl: string | undefined }): void {
+export function registerDashboard(app: FastifyInstance): void {
   const dir = findUp('services/ingest/ui');
   const files = new Map<string, { body: Buffer; type: string; etag: string }>();
   for (const name of readdirSync(dir)) {
@@ -25,8 +24,6 @@ export function registerDashboard(app: FastifyInstance, o: { jaegerUrl: string |
     const body = readFileSync(join(dir, name));
     files.set(name, { body, type, etag: `"${createHash('sha1').update(body).digest('hex').slice(0, 16)}"` });
   }
-  const config = Buffer.from(JSON.stringify({ jaegerUrl: o.jaegerUrl ?? null }));
-  files.set('config.json', { body: config, type: TYPES['.json']!, etag: `"${createHash('sha1').update(config).digest('hex').slice(0, 16)}"` });
 
   const hide = { schema: { hide: true } };
   app.get('/ui', hide, async (_req, reply) => reply.redirect('/ui/'));

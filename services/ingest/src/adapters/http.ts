@@ -23,6 +23,8 @@ export interface HttpDeps {
   ready: () => boolean;
   /** Extra routes (metrics, dashboard, docs) registered by main. */
   extend?: (app: FastifyInstance) => Promise<void> | void;
+  /** Plugins that must see every route as it is added (OpenAPI), registered before any route. */
+  before?: (app: FastifyInstance) => Promise<void> | void;
 }
 
 /** Maps any error to the documented body {"error":{code,message,details}} and status. */
@@ -46,6 +48,7 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
   app.decorateRequest('tenant', '');
   // The API speaks JSON only: anything else is 415, not a string body.
   app.removeContentTypeParser('text/plain');
+  await d.before?.(app);
 
   app.setErrorHandler((err, req, reply) => {
     const e = toHttpError(err);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { invalid } from '../../../../libs/errors/src/index.js';
-import { TERMINAL_FLOW, type FlowState, type FlowStatus } from '../../../../libs/flows/src/index.js';
+import type { FlowState, FlowStatus } from '../../../../libs/flows/src/index.js';
 
 /**
  * Listing of a tenant's recent flows. Implemented over the flows KV bucket for now
@@ -56,7 +56,8 @@ const QuerySchema = z.object({
 });
 
 function issues(err: z.ZodError) {
-  return err.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+  // status.0 -> status: the parameter is what the caller can fix.
+  return err.issues.map((i) => ({ path: String(i.path[0] ?? ''), message: i.message }));
 }
 
 /** Validates the query string of GET /v1/flows; errors name the bad parameter. */
@@ -92,5 +93,3 @@ export function summarize(s: FlowState, updatedAtMs?: number): FlowSummary {
     metadata: s.metadata,
   };
 }
-
-export const isTerminalStatus = (s: string) => TERMINAL_FLOW.has(s as FlowStatus);

@@ -1,0 +1,62 @@
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import type { NatsConnection } from 'nats';
+import type { FlowRegistry } from '../../../../libs/flows/src/index.js';
+import type { JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
+import type { Logger } from '../../../../libs/logging/src/index.js';
+import type { FlowHandlers, Gateway } from '../handlers/flows.js';
+import type { FlowLister } from '../handlers/flow-lister.js';
+import { DeadLetterHandlers } from '../handlers/deadletters.js';
+import { ConsumerStats } from '../handlers/consumers.js';
+import type { Authenticator } from './auth.js';
+import { KvFlowLister } from './kv-flow-lister.js';
+import { JetStreamDeadLetterStore } from './dlq-store.js';
+import { JetStreamConsumerSource } from './consumer-source.js';
+import { registerOpsRoutes } from './ops-routes.js';
+import { registerDocs } from './openapi.js';
+import { registerDashboard } from './dashboard.js';
+import { findUp } from './find-up.js';
+
+export interface OperationsDeps {
+  nc: NatsConnection;
+  pub: JetStreamPublisher;
+  gateway: Gateway;
+  flows: FlowHandlers;
+  registry: FlowRegistry;
+  auth: Authenticator;
+  log: Logger;
+  jaegerUrl: string | undefined;
+  operatorTenants: readonly string[];
+  publishTimeoutMs: number;
+  /** Another history (e.g. DynamoDB) instead of the flows KV bucket. */
+  lister?: FlowLister;
+}
+
+/**
+ * Wires the operations surface into the HTTP server: `before` (OpenAPI, which must see every
+ * route) and `extend` (ops API, dashboard) for buildHttpServer.
+ */
+export function operations(d: OperationsDeps) {
+  const deadLetters = new DeadLetterHandlers({
+    store: new JetStreamDeadLetterStore(d.nc, d.pub, d.publishTimeoutMs),
+    getState: (id) => d.gateway.getState(id),
+    operatorTenants: new Set(d.operatorTenants),
+  });
+  const consumers = new ConsumerStats(new JetStreamConsumerSource(d.nc));
+  const lister = d.lister ?? new KvFlowLister(d.nc);
+  return {
+    before: (app: FastifyInstance) => registerDocs(app, { version: packageVersion() }),
+    extend: (app: FastifyInstance) => {
+      registerOpsRoutes(app, { auth: d.auth, flows: d.flows, registry: d.registry, lister, deadLetters, consumers, nc: d.nc, log: d.log, jaegerUrl: d.jaegerUrl });
+      registerDashboard(app);
+    },
+  };
+}
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(findUp('package.json'), 'utf8')) as { version?: string }).version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
