@@ -1,18 +1,27 @@
-import { dirname } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { toBinary, type DescFile } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import { ReflectionService } from '@grpc/reflection';
-import { findUp } from './find-up.js';
+import { file_jetflow_v1_ingest } from '../../../../libs/proto/src/index.js';
 
 /**
  * gRPC server reflection (v1 and v1alpha), so generic clients (grpcurl, Postman, grpcui) can list
- * and call IngestService without the .proto. The service itself is served from the protobuf-es
- * descriptors; the .proto is loaded here only to describe it. google/protobuf/struct.proto comes
- * with protobufjs.
+ * and call IngestService without the .proto.
+ *
+ * The descriptors are the ones buf compiled into the generated code, not a .proto loaded with
+ * proto-loader: proto-loader renames files by package ("jetflow_v1.proto") and drops their
+ * `dependency` lists, so a client following imports (as grpcurl does) cannot resolve
+ * google.protobuf.Struct. These keep the real file names and imports, and need no proto/ at runtime.
  */
-export function addReflection(server: Pick<grpc.Server, 'addService'>): void {
-  const proto = findUp('proto/jetflow/v1/ingest.proto');
-  const root = dirname(dirname(dirname(proto)));
-  const pkg = loadSync('jetflow/v1/ingest.proto', { includeDirs: [root], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
-  new ReflectionService(pkg as ConstructorParameters<typeof ReflectionService>[0]).addToServer(server);
+export function addReflection(server: Pick<grpc.Server, 'addService'>, root: DescFile = file_jetflow_v1_ingest): void {
+  const files: DescFile[] = [];
+  const visit = (f: DescFile) => {
+    if (files.includes(f)) return;
+    files.push(f);
+    f.dependencies.forEach(visit);
+  };
+  visit(root);
+  // The shape @grpc/reflection reads from a proto-loader package definition.
+  const pkg = { [root.proto.package]: { fileDescriptorProtos: files.map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto))) } };
+  new ReflectionService(pkg as unknown as ConstructorParameters<typeof ReflectionService>[0]).addToServer(server);
 }
