@@ -6,14 +6,15 @@
  */
 import { createHmac } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { Agent, createServer, request } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { AckPolicy, DiscardPolicy, RetentionPolicy, StorageType, connect, headers as natsHeaders, nanos, type NatsConnection } from 'nats';
 import { FlowRegistry, INSIGHTS, newFlowState, validateSubmission, applyResult } from '../libs/flows/src/index.js';
-import { JetStreamPublisher, publishEvent } from '../libs/messaging/src/index.js';
+import { JetStreamPublisher, publishEvent, startPullLoop } from '../libs/messaging/src/index.js';
+import { createLogger } from '../libs/logging/src/index.js';
 import { TaskSchema, TaskResultSchema, TaskStatus } from '../libs/proto/src/index.js';
 import { startNatsServer } from '../libs/testing/src/nats-server.js';
 import { cpuMs, findPid, selfCpuMs } from './proc.js';
@@ -92,6 +93,7 @@ export async function runMicro(n = 20_000): Promise<MicroResult[]> {
     const taskBytes = toBinary(TaskSchema, task);
     const pub = new JetStreamPublisher(nc);
     let id = 0;
+    const loopCpu = new Map<string, number>();
 
     out.push(await measure(`JetStreamPublisher.publish (libs), ${taskBytes.length} B task, msg id`, n, pid, (k) => pipelined(k, 1_000, () => pub.publish('m.work.a', taskBytes, { msgId: `p${++id}` }))));
     out.push(await measure('js.publish() (nats.js), same message', n, pid, (k) => pipelined(k, 1_000, () => { const h = natsHeaders(); h.set('Nats-Msg-Id', `j${++id}`); return js.publish('m.work.a', taskBytes, { headers: h }); })));
@@ -115,6 +117,32 @@ export async function runMicro(n = 20_000): Promise<MicroResult[]> {
 
     const ev = { flowId: 'f0123456789abcdefghijklmno', flow: 'insights', type: 'task.succeeded', status: 'running', task: 'sentiment' };
     out.push(await measure('publishEvent (plain publish, stored by the events stream)', n, pid, async (k) => { for (let i = 0; i < k; i++) publishEvent(nc, 'default', ev); await nc.flush(); }));
+
+    // The services' pull loop (libs/messaging/src/loop.ts) in both modes, handler = ack: the per-message
+    // cost of 'fetch' (workers: a new pull request per batch of free slots) versus 'consume' (orchestrator).
+    const log = createLogger('micro', 'warn');
+    for (const [mode, concurrency] of [['fetch', 4], ['consume', 4], ['consume', 512]] as const) {
+      out.push(
+        await measure(`startPullLoop ${mode}, concurrency ${concurrency}: receive + ack`, n, pid, async (k) => {
+          const name = `l${++id}`;
+          const subject = `m.work.loop.${name}`;
+          await jsm.consumers.add('M_WORK', { durable_name: name, ack_policy: AckPolicy.Explicit, max_ack_pending: 10_000, filter_subject: subject });
+          // Published outside the timed part would be cleaner; the publish cost is known from the first line.
+          await pipelined(k, 1_000, () => pub.publish(subject, taskBytes));
+          const c0 = selfCpuMs();
+          let got = 0;
+          let done!: () => void;
+          const all = new Promise<void>((r) => (done = r));
+          const loop = startPullLoop({ js, stream: 'M_WORK', consumer: name, concurrency, mode, log, handle: async (m) => { m.ack(); if (++got === k) done(); } });
+          await all;
+          await loop.stop();
+          loopCpu.set(`${mode}/${concurrency}`, ((selfCpuMs() - c0) * 1000) / k);
+          await jsm.consumers.delete('M_WORK', name).catch(() => undefined);
+        }),
+      );
+      const last = out[out.length - 1]!;
+      last.op += ` (receive+ack alone: ${Math.round(loopCpu.get(`${mode}/${concurrency}`)! * 10) / 10} µs client)`;
+    }
 
     const kv = await js.views.kv('m_flows', { history: 1, ttl: 3_600_000 });
     const state = newFlowState({ flowId: 'f0123456789abcdefghijklmno', tenant: 'default', flow: 'insights', inputJson: new TextDecoder().decode(task.inputJson), callbackUrl: 'http://127.0.0.1:1/hook', metadata: { source: 'bench' }, submittedAt: Date.now() }, INSIGHTS, Date.now());
@@ -151,6 +179,18 @@ export async function runMicro(n = 20_000): Promise<MicroResult[]> {
     const url = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/hook`;
     const cbBody = JSON.stringify({ flowId: task.flowId, status: 'succeeded', results: { a: 1 }, pad: 'x'.repeat(800) });
     out.push(await measure('fetch POST callback (client + local http server)', Math.min(n, 5_000), undefined, (k) => pipelined(k, 64, async () => { const r = await fetch(url, { method: 'POST', body: cbBody, headers: { 'content-type': 'application/json' } }); await r.body?.cancel(); })));
+    const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+    const post = () =>
+      new Promise<void>((resolve, reject) => {
+        const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(cbBody) } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve());
+        });
+        req.on('error', reject);
+        req.end(cbBody);
+      });
+    out.push(await measure('node:http request POST, keep-alive agent (same server)', Math.min(n, 5_000), undefined, (k) => pipelined(k, 64, post)));
+    agent.destroy();
     srv.closeAllConnections();
     srv.close();
     pub.close();

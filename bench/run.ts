@@ -880,7 +880,7 @@ export function parseCli(argv: string[]): Partial<BenchOptions> {
   if (values.help) {
     process.stdout.write(`Usage: npm run bench -- [options]
   --mode noop|real|both     task mode (default both)
-  --rates 100,300           open-loop offered rates, flows/s (noop; real too unless --real-rates)
+  --rates 100,300           open-loop offered rates, flows/s (noop; real too unless --real-rates); none = no open-loop step
   --real-rates N,...        open-loop rates of real mode (default: half its saturation)
   --duration 10             seconds per step
   --no-saturation           skip the closed-loop saturation step
@@ -908,7 +908,7 @@ export function parseCli(argv: string[]): Partial<BenchOptions> {
     if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: expected a positive number, got "${v}"`);
     return n;
   };
-  const list = (v: string | undefined, name: string) => (v === undefined ? undefined : v.split(',').map((x) => num(x.trim(), name)!));
+  const list = (v: string | undefined, name: string) => (v === undefined ? undefined : v === 'none' ? [] : v.split(',').map((x) => num(x.trim(), name)!));
   const mode = values.mode;
   if (mode !== undefined && mode !== 'noop' && mode !== 'real' && mode !== 'both') throw new Error(`--mode: expected noop, real or both, got "${mode}"`);
   const door = values.door;
