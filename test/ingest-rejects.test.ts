@@ -23,7 +23,7 @@ function rawPost(j: JetflowUnderTest, body: string): Promise<Response> {
     const req = request(`${j.http}/v1/flows`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${j.apiKey}` } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve(new Response(Buffer.concat(chunks), { status: res.statusCode ?? 0 })));
+      res.on('close', () => resolve(new Response(Buffer.concat(chunks), { status: res.statusCode ?? 0 })));
     });
     req.on('error', (e) => (req.writableEnded ? undefined : reject(e)));
     req.end(body);
