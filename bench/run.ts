@@ -36,6 +36,7 @@ export interface BenchOptions {
   /** Flows in flight in the saturation closed loop. */
   window: number;
   door: 'nats' | 'http';
+  /** JSON results file; empty or undefined = none (the CLI defaults to bench-results.json). */
   out: string | undefined;
   quick: boolean;
   /** Hard limit for the whole run (s): remaining steps are skipped, a hung run is torn down. */

@@ -5,7 +5,7 @@ import { runBench } from '../bench/run.js';
 // The benchmark's machinery, not its numbers: a short noop run through the real services must
 // measure something on every axis and see every flow complete exactly once. No timing assertions.
 test('bench: a short noop run measures throughput, latency, messages, CPU and RSS, and checks exactly-once', { timeout: 90_000 }, async () => {
-  const r = await runBench({ quick: true, mode: 'noop', rates: [50], duration: 2, saturation: false, out: undefined, progress: false, maxSeconds: 80, ceilingSeconds: 0.5 });
+  const r = await runBench({ quick: true, mode: 'noop', rates: [50], duration: 2, saturation: false, out: '', progress: false, maxSeconds: 80, ceilingSeconds: 0.5 });
   assert.equal(r.aborted, null, String(r.aborted));
   assert.equal(r.steps.length, 1);
   const s = r.steps[0]!;
