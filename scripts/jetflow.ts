@@ -1,0 +1,227 @@
+#!/usr/bin/env node
+// The jetflow CLI. Kept light on purpose (commander and node builtins only): it starts in
+// milliseconds and talks to ingest over HTTP like any client. `bench` loads its code on demand.
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { Api, ApiError } from './cli/api.js';
+import { resolveSettings } from './cli/config.js';
+import { ago, c, clip, duration, status, table } from './cli/format.js';
+import { exitCodeOf, summary, watchFlow } from './cli/watch.js';
+
+interface Globals {
+  url?: string;
+  apiKey?: string;
+  json?: boolean;
+}
+
+const program = new Command('jetflow')
+  .description('Operate Jetflow: submit and follow flows, list and redrive dead letters, inspect consumers.')
+  .addOption(new Option('--url <url>', 'ingest HTTP API (default: JETFLOW_URL, .jetflow/local.json, http://127.0.0.1:8080)'))
+  .addOption(new Option('--api-key <key>', 'API key (default: JETFLOW_API_KEY, or .jetflow/local.json)'))
+  .option('--json', 'print raw JSON instead of tables')
+  .enablePositionalOptions()
+  .showHelpAfterError('(run jetflow --help for usage)');
+
+const globals = () => program.opts<Globals>();
+const api = () => new Api(resolveSettings(globals()));
+const print = (s: string): void => void process.stdout.write(`${s}\n`);
+const printJson = (v: unknown): void => print(JSON.stringify(v, null, 2));
+
+async function readInput(file: string | undefined): Promise<string> {
+  if (file && file !== '-') {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new Error(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  }
+  if (process.stdin.isTTY) throw new Error('no submission: give a JSON file, or pipe one on stdin (jetflow submit < flow.json)');
+  const chunks: Buffer[] = [];
+  for await (const ch of process.stdin) chunks.push(ch as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+program
+  .command('submit')
+  .description('submit a flow from a JSON file or stdin; prints the flow id')
+  .argument('[file]', 'the submission JSON (API.md), "-" or omitted for stdin')
+  .option('-w, --watch', 'then follow it until it ends (exit code as for watch)')
+  .action(async (file: string | undefined, o: { watch?: boolean }) => {
+    const text = await readInput(file);
+    try {
+      JSON.parse(text);
+    } catch (err) {
+      throw new Error(`the submission is not valid JSON: ${(err as Error).message}`);
+    }
+    const r = await api().json<{ flowId: string; status: string }>('POST', '/v1/flows', text);
+    if (globals().json) printJson(r);
+    else print(r.flowId);
+    if (o.watch) await follow(r.flowId);
+  });
+
+program
+  .command('get')
+  .description('print a flow (status, stages, tasks, results) as JSON')
+  .argument('<flowId>')
+  .action(async (flowId: string) => printJson(await api().json('GET', `/v1/flows/${encodeURIComponent(flowId)}`)));
+
+async function follow(flowId: string) {
+  const v = await watchFlow(api(), flowId, process.stderr);
+  if (globals().json) printJson(v);
+  else process.stderr.write(`${summary(v)}\n`);
+  process.exitCode = exitCodeOf(v.status);
+}
+
+program
+  .command('watch')
+  .description('follow a flow live until it ends; exit 0 succeeded, 2 partial, 1 failed or cancelled')
+  .argument('<flowId>')
+  .action(follow);
+
+program
+  .command('cancel')
+  .description('cancel a running flow')
+  .argument('<flowId>')
+  .option('--reason <text>', 'recorded in the flow')
+  .action(async (flowId: string, o: { reason?: string }) => {
+    const r = await api().json<{ flowId: string; status: string }>('POST', `/v1/flows/${encodeURIComponent(flowId)}/cancel`, o.reason ? { reason: o.reason } : {});
+    if (globals().json) printJson(r);
+    else print(`${r.flowId} ${r.status}`);
+  });
+
+interface FlowSummary {
+  flowId: string;
+  flow: string;
+  status: string;
+  submittedAt: string;
+  durationMs: number | null;
+  tasks: { total: number; succeeded: number; failed: number };
+}
+
+program
+  .command('list')
+  .description('list recent flows of your tenant, most recently changed first')
+  .option('--status <list>', 'only these statuses, comma-separated (running, succeeded, partial, failed, cancelled)')
+  .option('--limit <n>', 'most flows', '20')
+  .action(async (o: { status?: string; limit: string }) => {
+    const q = new URLSearchParams({ limit: o.limit });
+    if (o.status) q.set('status', o.status);
+    const r = await api().json<{ flows: FlowSummary[]; nextCursor: string | null }>('GET', `/v1/flows?${q}`);
+    if (globals().json) return printJson(r);
+    if (!r.flows.length) return print(c.dim('no flows'));
+    print(table(['STATUS', 'FLOW ID', 'FLOW', 'TASKS', 'SUBMITTED', 'DURATION'], r.flows.map((f) => [status(f.status), f.flowId, f.flow, `${f.tasks.succeeded}/${f.tasks.total}${f.tasks.failed ? c.red(` ${f.tasks.failed} failed`) : ''}`, ago(f.submittedAt), duration(f.durationMs)]), [5]));
+  });
+
+interface DeadLetter {
+  seq: number;
+  source: string;
+  code: string;
+  reason: string;
+  attempts: number | null;
+  flowId: string | null;
+  originalSubject: string;
+  time: string;
+}
+
+const dlq = program.command('dlq').description('dead letters: messages that could not be processed');
+dlq
+  .command('list')
+  .description('list your tenant\'s dead letters, newest first')
+  .option('--source <source>', 'only from task, ingest, callback or result')
+  .option('--limit <n>', 'most dead letters', '50')
+  .action(async (o: { source?: string; limit: string }) => {
+    const q = new URLSearchParams({ limit: o.limit });
+    if (o.source) q.set('source', o.source);
+    const r = await api().json<{ deadLetters: DeadLetter[] }>('GET', `/v1/deadletters?${q}`);
+    if (globals().json) return printJson(r);
+    if (!r.deadLetters.length) return print(c.dim('no dead letters'));
+    const width = Math.max(30, (process.stdout.columns || 160) - 110);
+    print(table(['SEQ', 'WHEN', 'SOURCE', 'CODE', 'ORIGINAL SUBJECT', 'ATTEMPTS', 'FLOW', 'REASON'], r.deadLetters.map((d) => [String(d.seq), ago(d.time), d.source, c.red(d.code), d.originalSubject, d.attempts === null ? '-' : String(d.attempts), d.flowId ?? '-', clip(d.reason, width)]), [0, 5]));
+  });
+dlq
+  .command('show')
+  .description('print a dead letter with its headers and body')
+  .argument('<seq>')
+  .action(async (seq: string) => printJson(await api().json('GET', `/v1/deadletters/${encodeURIComponent(seq)}`)));
+dlq
+  .command('redrive')
+  .description('send dead letters back to their original subject (then delete them)')
+  .argument('<seq...>', 'sequence numbers from dlq list')
+  .action(async (seqs: string[]) => {
+    const client = api();
+    let failed = 0;
+    for (const seq of seqs) {
+      try {
+        const r = await client.json<{ seq: number; subject: string; stream: string; streamSeq: number; duplicate: boolean }>('POST', `/v1/deadletters/${encodeURIComponent(seq)}/redrive`);
+        if (globals().json) printJson(r);
+        else print(`${c.green('redriven')} ${r.seq} → ${r.subject} (${r.stream} #${r.streamSeq}${r.duplicate ? ', already redriven' : ''})`);
+      } catch (err) {
+        failed++;
+        reportError(err, `dead letter ${seq}`);
+      }
+    }
+    if (failed) process.exitCode = 1;
+  });
+
+interface Consumers {
+  sampledAt: string;
+  consumers: Array<{ stream: string; name: string; numPending: number; numAckPending: number; numRedelivered: number; numWaiting: number; delivered: number; deliveredPerSec: number | null }>;
+}
+
+program
+  .command('consumers')
+  .description('JetStream consumers of the Jetflow streams: lag, in flight, redeliveries, throughput')
+  .option('-w, --watch [seconds]', 'refresh every few seconds (throughput needs two samples)')
+  .action(async (o: { watch?: string | boolean }) => {
+    const client = api();
+    const every = o.watch === undefined || o.watch === false ? 0 : Math.max(1, Number(o.watch === true ? 2 : o.watch) || 2);
+    for (;;) {
+      const r = await client.json<Consumers>('GET', '/v1/consumers');
+      if (globals().json) printJson(r);
+      else {
+        const n = (x: number) => (x === 0 ? c.dim('0') : x.toLocaleString('en'));
+        const out = table(
+          ['STREAM', 'CONSUMER', 'PENDING', 'ACK PENDING', 'REDELIVERED', 'WAITING', 'DELIVERED', 'RATE'],
+          r.consumers.map((x) => [x.stream, x.name, n(x.numPending), n(x.numAckPending), n(x.numRedelivered), n(x.numWaiting), x.delivered.toLocaleString('en'), x.deliveredPerSec === null ? c.dim('-') : `${x.deliveredPerSec}/s`]),
+          [2, 3, 4, 5, 6, 7],
+        );
+        if (every && process.stdout.isTTY) process.stdout.write('\x1b[H\x1b[2J');
+        print(out);
+        if (every) print(c.dim(`sampled ${new Date(r.sampledAt).toLocaleTimeString()}, every ${every}s; Ctrl-C to stop`));
+      }
+      if (!every) return;
+      await new Promise((res) => setTimeout(res, every * 1000));
+    }
+  });
+
+program
+  .command('bench')
+  .description('run the benchmark (bench/run.ts) against a fresh local stack; options pass through (jetflow bench --help)')
+  .helpOption(false)
+  .passThroughOptions()
+  .allowUnknownOption()
+  .argument('[options...]')
+  .action(async (args: string[]) => {
+    // Loaded only here: the benchmark pulls in the stack supervisor and its own dependencies.
+    const bench = await import('../bench/run.js');
+    const r = await bench.runBench(bench.parseCli(args));
+    print(bench.formatReport(r));
+    if (r.aborted && !r.steps.length) process.exitCode = 1;
+  });
+
+function reportError(err: unknown, where?: string) {
+  const prefix = where ? `${where}: ` : '';
+  if (err instanceof ApiError) {
+    process.stderr.write(`${c.red('error')} ${prefix}${err.code}: ${err.message}\n`);
+    for (const d of err.details) process.stderr.write(`  ${d.path || '(body)'}: ${d.message}\n`);
+  } else {
+    process.stderr.write(`${c.red('error')} ${prefix}${(err as Error)?.message ?? String(err)}\n`);
+  }
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  reportError(err);
+  process.exitCode = 1;
+}
