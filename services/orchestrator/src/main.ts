@@ -4,6 +4,7 @@ import { BUCKETS, CONSUMERS, JetStreamPublisher, STREAMS, connectNats, provision
 import { loadConfig } from './config.js';
 import { SagaEngine } from './engine.js';
 import { CallbackSender } from './callback.js';
+import { PartitionLeases } from './leases.js';
 
 const cfg = loadConfig();
 const log = createLogger('orchestrator', cfg.logLevel);
@@ -36,10 +37,26 @@ const loops: PullLoop[] = [
   startPullLoop({ js, stream: STREAMS.ingest, consumer: CONSUMERS.ingest, concurrency: cfg.concurrency, mode: 'consume', handle: (m) => engine.handleIngest(m), log }),
   startPullLoop({ js, stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks, concurrency: 64, mode: 'consume', handle: (m) => sender.handle(m), log }),
 ];
-for (let p = 0; p < cfg.partitions; p++) {
-  loops.push(startPullLoop({ js, stream: STREAMS.results, consumer: CONSUMERS.results(p), concurrency: cfg.concurrency, mode: 'consume', handle: (m) => engine.handlePartition(m), log }));
-}
-log.info({ partitions: cfg.partitions, instance: cfg.instanceId }, 'orchestrator started');
+// Result partitions are owned through leases, so each flow has one writer across replicas.
+const partitionLoops = new Map<number, PullLoop>();
+const leases = new PartitionLeases({
+  kv: await js.views.kv(BUCKETS.leases),
+  instanceId: cfg.instanceId,
+  partitions: cfg.partitions,
+  log,
+  onAcquire: (p) => {
+    log.info({ partition: p }, 'partition acquired');
+    partitionLoops.set(p, startPullLoop({ js, stream: STREAMS.results, consumer: CONSUMERS.results(p), concurrency: cfg.concurrency, mode: 'consume', handle: (m) => engine.handlePartition(m), log }));
+  },
+  onRelease: async (p) => {
+    const l = partitionLoops.get(p);
+    partitionLoops.delete(p);
+    await l?.stop();
+    log.info({ partition: p }, 'partition released');
+  },
+});
+await leases.start();
+log.info({ partitions: cfg.partitions, owned: leases.owned(), instance: cfg.instanceId }, 'orchestrator started');
 
 let stopping = false;
 const shutdown = async (sig: string) => {
@@ -47,7 +64,7 @@ const shutdown = async (sig: string) => {
   stopping = true;
   log.info({ sig }, 'draining');
   const t = setTimeout(() => process.exit(1), cfg.graceMs + 2_000);
-  await Promise.all(loops.map((l) => l.stop()));
+  await Promise.all([leases.stop(), ...loops.map((l) => l.stop())]);
   pub.close();
   await nc.drain();
   clearTimeout(t);
