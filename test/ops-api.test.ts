@@ -222,7 +222,10 @@ describe('operations API', () => {
     const types = events.filter((e) => e.flowId === mine).map((e) => e.type);
     for (const t of ['flow.started', 'task.dispatched', 'task.succeeded', 'stage.completed', 'flow.completed']) assert.ok(types.includes(t), `${t} in ${types.join(',')}`);
 
-    // The query token works on SSE routes only.
+    // The query token works on SSE routes only: this one and a flow's own events.
+    const own = await fetch(`${j.http}/v1/flows/${mine}/events?access_token=${j.apiKey}`);
+    assert.equal(own.status, 200);
+    assert.match(await own.text(), /"status":"succeeded"/);
     assert.equal((await fetch(`${j.http}/v1/flows?access_token=${j.apiKey}`)).status, 401);
     assert.equal((await fetch(`${j.http}/v1/stream/events?access_token=wrong-key-0123456789`)).status, 401);
   });
@@ -307,5 +310,16 @@ describe('operations API', () => {
     } finally {
       rc.close();
     }
+  });
+
+  // Last: it stops ingest.
+  test('ingest drains and exits 0 on SIGTERM while a live event stream is open', async () => {
+    const res = await fetch(`${j.http}/v1/stream/events?access_token=${j.apiKey}`);
+    assert.equal(res.status, 200);
+    const started = Date.now();
+    const code = await j.stack.kill('ingest', 0, 'SIGTERM');
+    assert.equal(code, 0, 'clean exit, not the forced one');
+    assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started} ms`);
+    await res.body?.cancel().catch(() => undefined);
   });
 });

@@ -277,8 +277,9 @@ function flowsPage(params) {
       if (err.status !== 401) panel.replaceChildren(failure('flows', err));
     }
   }
+  // Under load every flow sends events: reload the page of flows at most every 1.5 s.
   let pending = 0;
-  const refreshSoon = () => { if (!pending) pending = setTimeout(() => { pending = 0; void load(); }, 800); };
+  const refreshSoon = () => { if (!pending) pending = setTimeout(() => { pending = 0; void load(); }, 1_500); };
   const off = onEvent((ev) => {
     const f = flows.find((x) => x.flowId === ev.flowId);
     if (f) {

@@ -12,7 +12,7 @@ import type { DeadLetterHandlers } from '../handlers/deadletters.js';
 import type { ConsumerStats } from '../handlers/consumers.js';
 import { timelineOf } from '../handlers/timeline.js';
 import type { Authenticator } from './auth.js';
-import { SSE_PATHS, openSse } from './sse.js';
+import { SSE_PATHS, openSse, type SseStream } from './sse.js';
 
 export interface OpsDeps {
   auth: Authenticator;
@@ -53,12 +53,22 @@ export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
 
   app.get('/v1/consumers', { preHandler: authenticate }, async () => d.consumers.list());
 
+  // Live streams never end on their own: end them when the server closes, or close() waits for them.
+  const streams = new Set<SseStream>();
+  app.addHook('preClose', async () => {
+    for (const s of streams) s.close();
+  });
+
   app.get<{ Querystring: { flowId?: string } }>('/v1/stream/events', { preHandler: authenticate }, async (req, reply) => {
     const flowId = req.query.flowId;
     if (flowId !== undefined && !FLOW_ID_RE.test(flowId)) throw new JetflowError(ErrorCodes.INVALID_ARGUMENT, `flowId "${flowId}" is not a flow id`, { details: [{ path: 'flowId', message: 'lowercase letters and digits' }] });
     const sub = d.nc.subscribe(eventSubject(req.tenant, flowId ?? '>'));
     const sse = openSse(req, reply);
-    void sse.closed.then(() => sub.unsubscribe());
+    streams.add(sse);
+    void sse.closed.then(() => {
+      streams.delete(sse);
+      sub.unsubscribe();
+    });
     for await (const m of sub) {
       try {
         sse.send('event', toJson(FlowEventSchema, fromBinary(FlowEventSchema, m.data)));
