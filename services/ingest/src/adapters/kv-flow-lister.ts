@@ -27,9 +27,11 @@ export class KvFlowLister implements FlowLister {
     const below = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
     const flows: FlowSummary[] = [];
     const want = new Set(q.status);
-    const r = await scanNewestFirst(this.nc, { stream: this.stream, budget: this.scanBudget, window: Math.max(64, q.limit * 2), ...(below ? { below } : {}) }, (m) => {
+    // Flow ids have no dots: "<bucket>.*" leaves the <flowId>.callback records to the server to skip.
+    const scan = { stream: this.stream, filterSubject: `${this.prefix}*`, budget: this.scanBudget, window: Math.max(64, q.limit * 2), ...(below ? { below } : {}) };
+    const r = await scanNewestFirst(this.nc, scan, (m) => {
       const key = m.subject.slice(this.prefix.length);
-      // Callback delivery records (<flowId>.callback) and deletes are not flows.
+      // Deletes (and any dotted key) are not flows.
       if (key.includes('.') || !m.data.length) return true;
       const op = m.headers?.get('KV-Operation');
       if (op === 'DEL' || op === 'PURGE') return true;
