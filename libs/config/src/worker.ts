@@ -1,6 +1,8 @@
 import { hostname } from 'node:os';
 import { availableParallelism } from 'node:os';
-import { int, natsServers, oneOf, optStr, str, type Env } from './index.js';
+import { int, list, natsServers, oneOf, optStr, str, bool, type Env } from './index.js';
+import { loadFlowRegistry } from '../../flows/src/load.js';
+import type { FlowRegistry } from '../../flows/src/definitions.js';
 
 /** Settings shared by the two task-worker services (each has its own config.ts calling this). */
 export interface WorkerConfig {
@@ -8,8 +10,11 @@ export interface WorkerConfig {
   instanceId: string;
   partitions: number;
   logLevel: string;
-  /** Which task subjects this process serves (NATS wildcard pattern). */
-  subjects: string;
+  /** Which task subjects this process serves (NATS wildcard patterns). */
+  subjects: string[];
+  registry: FlowRegistry;
+  /** Serve the fault-injection plugins (tests only). */
+  testPlugins: boolean;
   /** Messages in flight per task consumer. */
   concurrency: number;
   /** Worker threads for CPU-heavy work. */
@@ -27,7 +32,9 @@ export function loadWorkerConfig(env: Env, defaults: { subjects: string; service
     instanceId: optStr(env, 'JETFLOW_INSTANCE_ID') ?? `${defaults.service}-${hostname()}-${process.pid}`,
     partitions: int(env, 'JETFLOW_PARTITIONS', 8, { min: 1, max: 256 }),
     logLevel: str(env, 'LOG_LEVEL', 'info'),
-    subjects: str(env, 'JETFLOW_TASK_SUBJECTS', defaults.subjects),
+    subjects: list(env, 'JETFLOW_TASK_SUBJECTS').length ? list(env, 'JETFLOW_TASK_SUBJECTS') : [defaults.subjects],
+    registry: loadFlowRegistry(env),
+    testPlugins: bool(env, 'JETFLOW_TEST_PLUGINS', false),
     concurrency: int(env, 'JETFLOW_WORKER_CONCURRENCY', threads * 2, { min: 1, max: 10_000 }),
     threads,
     mode: oneOf(env, 'JETFLOW_TASK_MODE', ['real', 'noop'] as const, 'real'),

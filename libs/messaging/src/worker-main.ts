@@ -1,4 +1,4 @@
-import { BUILTIN_FLOWS, subjectMatches, taskSubjects, validateDefinitions } from '../../flows/src/index.js';
+import { subjectMatches, taskSubjects } from '../../flows/src/index.js';
 import type { WorkerConfig } from '../../config/src/worker.js';
 import { createLogger, reportError, type Logger } from '../../logging/src/index.js';
 import { connectNats } from './connect.js';
@@ -13,10 +13,9 @@ import { startTaskWorker, type TaskHandler } from './worker.js';
 export async function runWorkerService(service: string, cfg: WorkerConfig, makeHandler: (log: Logger) => Promise<{ handler: TaskHandler; close?: () => Promise<void> }>) {
   const log = createLogger(service, cfg.logLevel);
   process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
-  const defs = validateDefinitions(BUILTIN_FLOWS);
-  const all = taskSubjects(defs);
-  const subjects = all.filter((s) => subjectMatches(cfg.subjects, s));
-  if (!subjects.length) throw new Error(`JETFLOW_TASK_SUBJECTS=${cfg.subjects} matches no task subject; known: ${all.join(', ')}`);
+  const all = taskSubjects(cfg.registry.defs);
+  const subjects = all.filter((s) => cfg.subjects.some((p) => subjectMatches(p, s)));
+  if (!subjects.length) throw new Error(`JETFLOW_TASK_SUBJECTS=${cfg.subjects.join(',')} matches no task subject; known: ${all.join(', ')}`);
   const { handler, close } = await makeHandler(log);
   const nc = await connectNats({ servers: cfg.natsServers, name: cfg.instanceId, log });
   await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: all });

@@ -107,6 +107,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     const log = o.log.child({ flowId: task.flowId, task: task.task, subject: m.subject, attempt });
     if (cancelled.has(task.flowId)) {
       await publishResult(task, TaskStatus.CANCELLED, { errorCode: 'cancelled', errorMessage: 'flow cancelled before the task started' }, attempt);
+      publishEvent(o.nc, task.tenant, { flowId: task.flowId, flow: task.flow, type: 'task.skipped', task: task.task, attempt, message: 'flow cancelled before the task started' });
       m.ack();
       o.onOutcome?.(task, 'cancelled', 0);
       return;
@@ -204,11 +205,13 @@ export async function watchCancellations(js: JetStreamClient, log: Logger): Prom
   let kv: KV | undefined;
   let stopped = false;
   let w: { stop(): void } | undefined;
+  let markReady: () => void = () => undefined;
+  const ready = new Promise<void>((r) => (markReady = r));
   const run = async () => {
     while (!stopped) {
       try {
         kv ??= await js.views.kv(BUCKETS.cancel);
-        const iter = await kv.watch({ key: '>' });
+        const iter = await kv.watch({ key: '>', initializedFn: () => markReady() });
         w = iter;
         for await (const e of iter) {
           if (e.operation === 'PUT') set.add(e.key);
@@ -221,6 +224,8 @@ export async function watchCancellations(js: JetStreamClient, log: Logger): Prom
     }
   };
   void run();
+  // Start serving only once the flags already set are known, so a queued task of a cancelled flow is skipped.
+  await Promise.race([ready, new Promise((r) => setTimeout(r, 5_000).unref())]);
   return {
     has: (id) => set.has(id),
     stop() {

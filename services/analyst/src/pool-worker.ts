@@ -1,13 +1,18 @@
 /**
  * Piscina worker thread entry: runs one analyzer job per call. The sentiment model is loaded once
- * per thread, here at module load (piscina waits for it before the thread takes work).
+ * per thread, starting at module load; tasks await that one load.
+ *
+ * No top-level await on purpose: on Node 20, tsx cannot hook ESM imports inside worker threads,
+ * so under tsx piscina loads this file through require(), and require() refuses a module with
+ * top-level await. (Compiled to dist/ it loads either way.)
  */
 import { threadId, type MessagePort } from 'node:worker_threads';
 import { loadSentimentModel, modelLoadCount } from '../../../libs/models/src/index.js';
 import { analyzers } from './analyzers/index.js';
 import type { Datasets, InputRecord, Report } from './analyzers/types.js';
 
-await loadSentimentModel();
+// Preload; a failure surfaces in the first task (which retries the load), not as an unhandled rejection.
+loadSentimentModel().catch(() => undefined);
 
 export interface AnalyzerJob {
   plugin: string;
@@ -38,6 +43,7 @@ export default async function runJob(job: AnalyzerJob): Promise<WorkerReply<Repo
   );
   const meta = (): TaskMeta => ({ plugin: job.plugin, threadId, durationMs: performance.now() - started, modelLoads: modelLoadCount() });
   try {
+    await loadSentimentModel(); // the preloaded session (memoised), or a retry if the preload failed
     const plugin = analyzers.get(job.plugin);
     if (!plugin) throw Object.assign(new Error(`no analyzer named "${job.plugin}" (have: ${[...analyzers.keys()].join(', ')})`), { code: 'terminal' });
     if (!Array.isArray(job.records)) throw Object.assign(new Error('job.records must be an array'), { code: 'terminal' });

@@ -1,13 +1,18 @@
 /**
  * Piscina worker thread entry: runs one generator job per call. The embedding model is loaded once
- * per thread, here at module load (piscina waits for it before the thread takes work).
+ * per thread, starting at module load; tasks await that one load.
+ *
+ * No top-level await on purpose: on Node 20, tsx cannot hook ESM imports inside worker threads,
+ * so under tsx piscina loads this file through require(), and require() refuses a module with
+ * top-level await. (Compiled to dist/ it loads either way.)
  */
 import { threadId, type MessagePort } from 'node:worker_threads';
 import { loadEmbeddingModel, modelLoadCount } from '../../../libs/models/src/index.js';
 import { generators } from './generators/index.js';
 import type { DatasetResult, InputRecord } from './generators/types.js';
 
-await loadEmbeddingModel();
+// Preload; a failure surfaces in the first task (which retries the load), not as an unhandled rejection.
+loadEmbeddingModel().catch(() => undefined);
 
 export interface GeneratorJob {
   plugin: string;
@@ -37,6 +42,7 @@ export default async function runJob(job: GeneratorJob): Promise<WorkerReply<Dat
   );
   const meta = (): TaskMeta => ({ plugin: job.plugin, threadId, durationMs: performance.now() - started, modelLoads: modelLoadCount() });
   try {
+    await loadEmbeddingModel(); // the preloaded session (memoised), or a retry if the preload failed
     const plugin = generators.get(job.plugin);
     if (!plugin) throw Object.assign(new Error(`no dataset generator named "${job.plugin}" (have: ${[...generators.keys()].join(', ')})`), { code: 'terminal' });
     if (!Array.isArray(job.records)) throw Object.assign(new Error('job.records must be an array'), { code: 'terminal' });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CallbackPolicy } from '../../../libs/flows/src/index.js';
+import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
 import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 
@@ -19,6 +19,7 @@ export interface IngestConfig {
   maxPending: number;
   publishTimeoutMs: number;
   jaegerUrl: string | undefined;
+  registry: FlowRegistry;
   /** Tenants whose keys also see dead letters that belong to no tenant (poison without a flow). */
   operatorTenants: string[];
 }
@@ -52,6 +53,7 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     maxPending: int(env, 'JETFLOW_MAX_PENDING', 5_000, { min: 1, max: 1_000_000 }),
     publishTimeoutMs: int(env, 'JETFLOW_PUBLISH_TIMEOUT_MS', 5_000, { min: 100, max: 120_000 }),
     jaegerUrl: optStr(env, 'JETFLOW_JAEGER_UI_URL'),
+    registry: loadFlowRegistry(env),
     operatorTenants: list(env, 'JETFLOW_OPERATOR_TENANTS'),
   });
 }

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { BUILTIN_FLOWS, CallbackPolicy, FlowRegistry, taskSubjects, validateDefinitions } from '../../../libs/flows/src/index.js';
+import { CallbackPolicy, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
 import { BUCKETS, JetStreamPublisher, connectNats, provisionTopology } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
@@ -15,8 +15,8 @@ const cfg = loadConfig();
 const log = createLogger('ingest', cfg.logLevel);
 process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
 
-const defs = validateDefinitions(BUILTIN_FLOWS);
-const registry = new FlowRegistry(defs);
+const registry = cfg.registry;
+const defs = registry.defs;
 const nc = await connectNats({ servers: cfg.natsServers, name: 'ingest', log });
 await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs) });
 const js = nc.jetstream();

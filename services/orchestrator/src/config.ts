@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { CallbackPolicy } from '../../../libs/flows/src/index.js';
+import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
 import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 
@@ -17,6 +17,7 @@ export interface OrchestratorConfig {
   concurrency: number;
   metricsPort: number;
   graceMs: number;
+  registry: FlowRegistry;
 }
 
 export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig> {
@@ -37,5 +38,6 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
     concurrency: int(env, 'JETFLOW_ORCHESTRATOR_CONCURRENCY', 512, { min: 1, max: 100_000 }),
     metricsPort: int(env, 'JETFLOW_METRICS_PORT', 9464, { min: 0, max: 65_535 }),
     graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),
+    registry: loadFlowRegistry(env),
   });
 }

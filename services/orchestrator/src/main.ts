@@ -1,4 +1,4 @@
-import { CallbackPolicy, FlowRegistry, BUILTIN_FLOWS, taskSubjects, validateDefinitions } from '../../../libs/flows/src/index.js';
+import { CallbackPolicy, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
 import { BUCKETS, CONSUMERS, JetStreamPublisher, STREAMS, connectNats, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
@@ -10,8 +10,8 @@ const cfg = loadConfig();
 const log = createLogger('orchestrator', cfg.logLevel);
 process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
 
-const defs = validateDefinitions(BUILTIN_FLOWS);
-const registry = new FlowRegistry(defs);
+const registry = cfg.registry;
+const defs = registry.defs;
 const nc = await connectNats({ servers: cfg.natsServers, name: `orchestrator-${cfg.instanceId}`, log });
 await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs) });
 const js = nc.jetstream();

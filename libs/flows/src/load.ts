@@ -1,0 +1,37 @@
+import { readFileSync } from 'node:fs';
+import { ConfigError, bool, optStr, type Env } from '../../config/src/index.js';
+import { BUILTIN_FLOWS, DefinitionError, FlowRegistry, validateDefinitions } from './definitions.js';
+import { knownSubjects } from './catalogue.js';
+
+/**
+ * The flow definitions every service loads at start: the built-ins plus those in JETFLOW_FLOWS_FILE
+ * (a JSON array of definitions; a file definition with a built-in's name replaces it). Invalid
+ * definitions stop the service with a message that says where.
+ */
+export function loadFlowRegistry(env: Env): FlowRegistry {
+  const file = optStr(env, 'JETFLOW_FLOWS_FILE');
+  const testPlugins = bool(env, 'JETFLOW_TEST_PLUGINS', false);
+  let extra: unknown[] = [];
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('JETFLOW_FLOWS_FILE', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    try {
+      const parsed = JSON.parse(text) as unknown;
+      extra = Array.isArray(parsed) ? parsed : [parsed];
+    } catch (err) {
+      throw new ConfigError('JETFLOW_FLOWS_FILE', `${file} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  const names = new Set(extra.map((d) => (d as { name?: unknown })?.name));
+  const all = [...BUILTIN_FLOWS.filter((d) => !names.has(d.name)), ...extra];
+  try {
+    return new FlowRegistry(validateDefinitions(all, knownSubjects(testPlugins)));
+  } catch (err) {
+    if (err instanceof DefinitionError) throw new ConfigError('JETFLOW_FLOWS_FILE', err.message);
+    throw err;
+  }
+}
