@@ -90,12 +90,12 @@ export function streamConfigs(o: TopologyOptions): Array<Partial<StreamConfig> &
 export function consumerConfigs(o: TopologyOptions): Array<{ stream: string; config: Partial<ConsumerConfig> & { durable_name: string } }> {
   const out: Array<{ stream: string; config: Partial<ConsumerConfig> & { durable_name: string } }> = [];
   const common = { ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All };
-  out.push({ stream: STREAMS.ingest, config: { ...common, durable_name: CONSUMERS.ingest, ack_wait: nanos(10_000), max_ack_pending: 2_000, max_deliver: -1 } });
+  out.push({ stream: STREAMS.ingest, config: { ...common, durable_name: CONSUMERS.ingest, ack_wait: nanos(5_000), max_ack_pending: 2_000, max_deliver: -1 } });
   for (let p = 0; p < o.partitions; p++) {
     // max_deliver -1: deadline timers are redelivered by delayed nak until due; poison is handled by the router.
-    out.push({ stream: STREAMS.results, config: { ...common, durable_name: CONSUMERS.results(p), filter_subject: `${SUBJECTS.result}.${p}.>`, ack_wait: nanos(10_000), max_ack_pending: 50_000, max_deliver: -1 } });
+    out.push({ stream: STREAMS.results, config: { ...common, durable_name: CONSUMERS.results(p), filter_subject: `${SUBJECTS.result}.${p}.>`, ack_wait: nanos(5_000), max_ack_pending: 50_000, max_deliver: -1 } });
   }
-  out.push({ stream: STREAMS.callbacks, config: { ...common, durable_name: CONSUMERS.callbacks, ack_wait: nanos(30_000), max_ack_pending: 1_000, max_deliver: -1 } });
+  out.push({ stream: STREAMS.callbacks, config: { ...common, durable_name: CONSUMERS.callbacks, ack_wait: nanos(10_000), max_ack_pending: 1_000, max_deliver: -1 } });
   for (const s of o.taskSubjects) {
     out.push({
       stream: STREAMS.tasks,

@@ -1,0 +1,90 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { waitForHttp, type ServiceName } from '../libs/stack/src/index.js';
+import { startCallbackReceiver, startJetflow, sampleSubmission, steadyLoad, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+
+/** Every accepted flow ends exactly once: one accepted callback, one delivery id, a terminal state. */
+async function assertExactlyOnce(j: JetflowUnderTest, cb: CallbackReceiver, accepted: string[]) {
+  await cb.waitForFlows(accepted, 90_000);
+  await sleep(3_000); // room for any duplicate to show up
+  const kv = await j.nc.jetstream().views.kv('jetflow_flows');
+  const statuses: Record<string, number> = {};
+  let repeats = 0;
+  for (const id of accepted) {
+    const got = cb.byFlow(id);
+    assert.ok(got.length >= 1, `flow ${id}: no callback`);
+    // HTTP delivery is at-least-once: a sender killed after the receiver's 200 and before its ack
+    // sends again. Such a repeat must be the same delivery (same id, same report) so the receiver
+    // can drop it; a second *different* ending would be a real double completion.
+    const ids = new Set(cb.deliveries.filter((d) => d.body.flowId === id).map((d) => d.headers['jetflow-delivery-id']));
+    assert.deepEqual([...ids], [`dlv_${id}`], `flow ${id}: one delivery id across retries`);
+    assert.equal(new Set(got.map((d) => d.raw)).size, 1, `flow ${id}: every delivery carries the same report`);
+    repeats += got.length - 1;
+    const e = await kv.get(id);
+    assert.ok(e, `state of ${id}`);
+    const st = JSON.parse(new TextDecoder().decode(e.value)) as { status: string };
+    assert.ok(['succeeded', 'partial'].includes(st.status), `flow ${id} ended ${st.status}`);
+    assert.equal(st.status, got[0]!.body.status);
+    statuses[st.status] = (statuses[st.status] ?? 0) + 1;
+  }
+  const known = new Set(accepted);
+  const strays = cb.accepted.filter((d) => !known.has(d.body.flowId));
+  return { statuses, strays: strays.length, repeats };
+}
+
+describe('kill -9 of every service and a broker restart under steady load: every accepted flow ends exactly once', () => {
+  let j: JetflowUnderTest;
+  let cb: CallbackReceiver;
+  before(async () => {
+    cb = await startCallbackReceiver();
+    j = await startJetflow();
+  });
+  after(async () => {
+    await j?.stop();
+    await cb?.close();
+  });
+
+  const bounce = async (s: ServiceName, downMs = 300) => {
+    await j.stack.kill(s, 0, 'SIGKILL');
+    await sleep(downMs);
+    j.stack.restart(s);
+  };
+
+  test('kill -9 the orchestrator three times at different points, and each worker and ingest once', async (t) => {
+    const load = steadyLoad(j, () => sampleSubmission(cb.url), { rate: 20, durationMs: 14_000, prefix: 'kill' });
+    await sleep(1_500);
+    await bounce('orchestrator', 100); // early: flows mid stage 1
+    await sleep(2_000);
+    await bounce('dataset-generator');
+    await sleep(1_200);
+    await bounce('orchestrator', 1_000); // longer outage: results pile up on the partitions
+    await sleep(1_500);
+    await bounce('analyst');
+    await sleep(1_000);
+    await bounce('ingest');
+    await waitForHttp(`${j.http}/readyz`);
+    await sleep(700);
+    await bounce('orchestrator', 0); // immediate restart: takes its leases straight back
+    const res = await load.done;
+    assert.ok(res.accepted.length > 150, `accepted ${res.accepted.length}`);
+    const { statuses, strays, repeats } = await assertExactlyOnce(j, cb, res.accepted);
+    t.diagnostic(`accepted ${res.accepted.length}, ${JSON.stringify(statuses)}, repeated deliveries ${repeats}`);
+    assert.equal(strays, 0, 'no callback for a flow nobody submitted');
+    assert.ok((statuses.succeeded ?? 0) > 0);
+  });
+
+  test('restart nats-server mid-load: no accepted flow is lost', async () => {
+    const before = cb.accepted.length;
+    const load = steadyLoad(j, () => sampleSubmission(cb.url), { rate: 20, durationMs: 8_000, prefix: 'nats' });
+    await sleep(3_000);
+    await j.nats.kill();
+    await sleep(1_000);
+    await j.nats.restart();
+    const res = await load.done;
+    assert.ok(res.accepted.length > 80, `accepted ${res.accepted.length}`);
+    assert.ok(res.retries > 0, 'some submissions were refused while the broker was down and retried');
+    await assertExactlyOnce(j, cb, res.accepted);
+    assert.ok(cb.accepted.length >= before + res.accepted.length);
+  });
+});
