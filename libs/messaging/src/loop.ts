@@ -11,6 +11,8 @@ export interface PullLoopOptions {
   /** 'fetch' pulls only as many as there are free slots (workers); 'consume' keeps a buffer full (orchestrator). */
   mode: 'fetch' | 'consume';
   expiresMs?: number;
+  /** Further limit on how many to fetch now (admission control); fetch mode only. */
+  capacity?: () => number;
   handle: (m: JsMsg) => Promise<void>;
   log: Logger;
 }
@@ -57,7 +59,12 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
           while (!stopped) {
             await slotFree();
             if (stopped) break;
-            const iter = await c.fetch({ max_messages: o.concurrency - inFlight, expires });
+            const n = Math.min(o.concurrency - inFlight, o.capacity ? o.capacity() : Number.POSITIVE_INFINITY);
+            if (n <= 0) {
+              await sleep(5);
+              continue;
+            }
+            const iter = await c.fetch({ max_messages: n, expires });
             stopIter = () => iter.stop();
             for await (const m of iter) {
               if (stopped) {

@@ -1,4 +1,6 @@
 import { createHmac } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
 import { fromBinary } from '@bufbuild/protobuf';
 import type { JsMsg, KV, NatsConnection } from 'nats';
 import { CallbackJobSchema, type CallbackJob } from '../../../libs/proto/src/index.js';
@@ -57,8 +59,9 @@ export class CallbackSender {
     }
     const attempt = m.info.deliveryCount;
     const log = this.d.log.child({ flowId: job.flowId, deliveryId: job.deliveryId, attempt });
-    // Already delivered (a crash after the POST and before the ack): do not send again.
-    const prev = await this.d.kv.get(callbackKey(job.flowId)).catch(() => null);
+    // Already delivered (a crash after the POST and before the ack): do not send again. Only a
+    // redelivery can be in that situation, so first attempts skip the read.
+    const prev = m.info.redelivered ? await this.d.kv.get(callbackKey(job.flowId)).catch(() => null) : null;
     if (prev?.operation === 'PUT' && prev.value.length) {
       const st = JSON.parse(new TextDecoder().decode(prev.value)) as CallbackStatus;
       if (st.status === 'delivered') {
@@ -87,12 +90,10 @@ export class CallbackSender {
       }
       const hb = setInterval(() => m.working(), Math.max(1_000, this.d.timeoutMs / 3));
       try {
-        const res = await fetch(job.url, { method: 'POST', body, headers, signal: AbortSignal.timeout(this.d.timeoutMs), redirect: 'manual' });
-        statusCode = res.status;
-        await res.body?.cancel().catch(() => undefined);
-        if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}`;
+        statusCode = await post(job.url, body, headers, this.d.timeoutMs);
+        if (statusCode < 200 || statusCode >= 300) error = `HTTP ${statusCode}`;
       } catch (err) {
-        error = (err as Error).name === 'TimeoutError' ? `timeout after ${this.d.timeoutMs} ms` : (err as Error).message;
+        error = (err as Error).message;
       } finally {
         clearInterval(hb);
       }
@@ -129,4 +130,30 @@ export class CallbackSender {
       this.d.log.warn({ err: (err as Error).message, flowId: job.flowId }, 'could not record callback status');
     }
   }
+}
+
+// Keep-alive agents: a callback receiver usually gets many deliveries, and a new connection (or the
+// global fetch) per POST costs several times the request itself.
+const agents = { http: new http.Agent({ keepAlive: true, maxSockets: 64 }), https: new https.Agent({ keepAlive: true, maxSockets: 64 }) };
+
+/** POSTs the body; resolves with the status code (redirects are not followed), rejects on network errors and timeouts. */
+export function post(url: string, body: string, headers: Record<string, string>, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const mod = u.protocol === 'https:' ? https : http;
+    const req = mod.request(
+      u,
+      { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) }, agent: u.protocol === 'https:' ? agents.https : agents.http, timeout: timeoutMs },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', reject);
+      },
+    );
+    const timer = setTimeout(() => req.destroy(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
+    req.on('close', () => clearTimeout(timer));
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
 }

@@ -15,6 +15,7 @@ export interface OrchestratorConfig {
   callbackBackoffInitialMs: number;
   callbackBackoffMaxMs: number;
   concurrency: number;
+  maxRunningFlows: number;
   metricsPort: number;
   graceMs: number;
   registry: FlowRegistry;
@@ -36,6 +37,7 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
     callbackBackoffInitialMs: int(env, 'JETFLOW_CALLBACK_BACKOFF_MS', 500, { min: 1, max: 600_000 }),
     callbackBackoffMaxMs: int(env, 'JETFLOW_CALLBACK_BACKOFF_MAX_MS', 30_000, { min: 1, max: 3_600_000 }),
     concurrency: int(env, 'JETFLOW_ORCHESTRATOR_CONCURRENCY', 512, { min: 1, max: 100_000 }),
+    maxRunningFlows: int(env, 'JETFLOW_MAX_RUNNING_FLOWS', 1_000, { min: 1, max: 1_000_000 }),
     metricsPort: int(env, 'JETFLOW_METRICS_PORT', 9464, { min: 0, max: 65_535 }),
     graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),
     registry: loadFlowRegistry(env),

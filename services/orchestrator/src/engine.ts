@@ -48,6 +48,10 @@ export interface EngineDeps {
   log: Logger;
   /** Called once a flow reaches a terminal state (history records, metrics). */
   onTerminal?: (s: FlowState) => Promise<void> | void;
+  /** Longest time a task result waits in memory before its state is written (default 1 s). */
+  holdMs?: number;
+  /** Most flows this replica keeps running at once (default 1000). */
+  maxRunning?: number;
 }
 
 interface Cached {
@@ -76,8 +80,87 @@ export class SagaEngine {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly cache = new Map<string, Cached>();
   private readonly maxCache = 20_000;
+  /**
+   * Results applied to the cached state but not yet written to KV, by flow. Their messages are acked
+   * only after the write that covers them, so a crash replays them. Writes happen at start, at each
+   * stage boundary, at the end, and for a flow whose oldest held result is older than holdMs.
+   */
+  private readonly held = new Map<string, { msgs: JsMsg[]; since: number }>();
+  /** Recently finished flows: a deadline timer or late result for them needs no KV read. */
+  private readonly finished = new Map<string, true>();
+  private readonly maxFinished = 50_000;
+  private readonly holdMs: number;
+  private readonly sweeper: NodeJS.Timeout;
 
-  constructor(private readonly d: EngineDeps) {}
+  constructor(private readonly d: EngineDeps) {
+    this.holdMs = d.holdMs ?? 1_000;
+    this.sweeper = setInterval(() => this.flushOld(), Math.max(100, this.holdMs / 2));
+    this.sweeper.unref();
+  }
+
+  /** Writes every flow whose held results are older than holdMs (ack_wait is far longer). */
+  private flushOld() {
+    const now = Date.now();
+    for (const [flowId, h] of this.held) {
+      if (now - h.since >= this.holdMs) void this.withFlow(flowId, () => this.flush(flowId)).catch((err: Error) => this.d.log.warn({ flowId, err: err.message }, 'flush failed'));
+    }
+  }
+
+  private async flush(flowId: string): Promise<void> {
+    const h = this.held.get(flowId);
+    const c = this.cache.get(flowId);
+    if (!h || !c) return;
+    try {
+      const rev = await this.d.kv.update(flowId, enc.encode(JSON.stringify(c.state)), c.rev);
+      c.rev = rev;
+      this.held.delete(flowId);
+      for (const m of h.msgs) m.ack();
+    } catch (err) {
+      // Someone else wrote (a lease moved): forget our view; the held messages come back to the owner.
+      this.dropFlow(flowId);
+      throw err;
+    }
+  }
+
+  private dropFlow(flowId: string) {
+    const h = this.held.get(flowId);
+    this.held.delete(flowId);
+    this.cache.delete(flowId);
+    for (const m of h?.msgs ?? []) m.nak();
+  }
+
+  /** A partition moved to another replica: forget its flows and hand back unwritten results at once. */
+  releasePartition(p: number, partitionOfFlow: (flowId: string) => number): void {
+    for (const flowId of [...this.cache.keys()]) if (partitionOfFlow(flowId) === p) this.dropFlow(flowId);
+  }
+
+  /** Flows started by this replica and not yet seen ending, with their deadlines (admission control). */
+  private readonly running = new Map<string, number>();
+
+  /** How many more flows this replica may start now; the ingest stream holds the rest. */
+  freeSlots(): number {
+    if (this.running.size >= (this.d.maxRunning ?? 1_000)) {
+      // A flow that ended on another replica is never seen here: let it go at its deadline.
+      const now = Date.now();
+      for (const [id, deadline] of this.running) if (deadline + 2_000 < now) this.running.delete(id);
+    }
+    return (this.d.maxRunning ?? 1_000) - this.running.size;
+  }
+
+  private markFinished(flowId: string) {
+    this.running.delete(flowId);
+    this.finished.set(flowId, true);
+    if (this.finished.size > this.maxFinished) this.finished.delete(this.finished.keys().next().value!);
+  }
+
+  stop(): void {
+    clearInterval(this.sweeper);
+  }
+
+  /** Writes everything held (graceful shutdown). */
+  async flushAll(): Promise<void> {
+    await Promise.all([...this.held.keys()].map((id) => this.withFlow(id, () => this.flush(id)).catch(() => undefined)));
+  }
 
   /** Serialises work per flow id inside this process. */
   private withFlow<T>(flowId: string, fn: () => Promise<T>): Promise<T> {
@@ -94,6 +177,7 @@ export class SagaEngine {
   private remember(state: FlowState, rev: number) {
     if (isTerminal(state)) {
       this.cache.delete(state.flowId);
+      this.markFinished(state.flowId);
       return;
     }
     this.cache.delete(state.flowId);
@@ -103,8 +187,9 @@ export class SagaEngine {
 
   private async load(flowId: string, fresh = false): Promise<Cached | undefined> {
     if (!fresh) {
+      // The cached state is the owner's working copy: mutated in place, written at boundaries.
       const c = this.cache.get(flowId);
-      if (c) return { state: structuredClone(c.state), rev: c.rev };
+      if (c) return c;
     }
     const e = await this.d.kv.get(flowId);
     if (!e || e.operation !== 'PUT' || e.value.length === 0) return undefined;
@@ -221,13 +306,14 @@ export class SagaEngine {
       const rev = await this.d.kv.create(req.flowId, enc.encode(JSON.stringify(state)));
       cur = { state, rev };
       fresh = true;
+      this.running.set(req.flowId, state.deadlineAt);
     } catch (err) {
       if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw err;
       cur = await this.load(req.flowId, true);
       if (!cur) throw new Error(`flow ${req.flowId} exists but cannot be read`);
     }
     // A replayed or repeated submission re-derives the same publishes; JetStream collapses them.
-    await this.publishEffects(cur.state, def, fresh ? [{ type: 'flow.started' }, ...def.stages[0]!.tasks.map((t) => ({ type: 'task.dispatched', task: t.name, stage: def.stages[0]!.name }))] : []);
+    await this.publishEffects(cur.state, def, fresh ? [{ type: 'flow.started', stage: def.stages[0]!.name }] : []);
     if (!isTerminal(cur.state)) {
       const ctl = create(FlowControlSchema, { flowId: req.flowId, kind: 'deadline', dueAtMs: BigInt(cur.state.deadlineAt) });
       await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), { msgId: msgIds.deadline(req.flowId), headers: kindHeaders('control', req.flowId) });
@@ -242,6 +328,10 @@ export class SagaEngine {
     try {
       if (kind === 'result') {
         const r = fromBinary(TaskResultSchema, m.data);
+        if (this.finished.has(r.flowId)) {
+          m.ack();
+          return;
+        }
         await this.withFlow(r.flowId, () =>
           this.transition(r.flowId, m, (s, def, now) =>
             applyResult(
@@ -270,6 +360,10 @@ export class SagaEngine {
         const c = fromBinary(FlowControlSchema, m.data);
         if (c.kind === 'deadline') {
           const wait = Number(c.dueAtMs) - Date.now();
+          if (this.finished.has(c.flowId)) {
+            m.ack();
+            return;
+          }
           if (wait > 0) {
             // A durable timer: the message comes back when due, across restarts.
             m.nak(wait);
@@ -306,26 +400,45 @@ export class SagaEngine {
       }
       const def = this.d.registry.get(cur.state.flow);
       if (!def) throw new Error(`flow ${flowId} uses unknown definition ${cur.state.flow}`);
+      const stageBefore = cur.state.stage;
       const t = apply(cur.state, def, Date.now());
+      const held = this.held.get(flowId);
       if (!t.changed) {
+        if (held) {
+          // Possibly a redelivery of a held result: it must not be acked before the state holding it is written.
+          held.msgs.push(m);
+          await this.flush(flowId);
+          return;
+        }
         // Duplicate or late message. A redelivery may mean a crash after the state write and before
         // the publishes: re-derive them (idempotent thanks to the message ids).
         if (m.info.redelivered) await this.publishEffects(cur.state, def, []);
         m.ack();
         return;
       }
+      const boundary = isTerminal(cur.state) || cur.state.stage !== stageBefore;
+      if (!boundary) {
+        // Within a stage: keep the result in memory and ack it with the next write.
+        if (held) held.msgs.push(m);
+        else this.held.set(flowId, { msgs: [m], since: Date.now() });
+        this.cache.set(flowId, cur);
+        this.emitEvents(cur.state, t.events);
+        return;
+      }
       let rev: number;
       try {
         rev = await this.d.kv.update(flowId, enc.encode(JSON.stringify(cur.state)), cur.rev);
       } catch (err) {
-        if (/wrong last sequence/i.test((err as Error).message) && attempt < 5) {
-          this.cache.delete(flowId);
-          continue;
-        }
+        // Our in-memory state is ahead of what is stored: forget it so the replay starts from KV.
+        this.dropFlow(flowId);
+        if (/wrong last sequence/i.test((err as Error).message) && attempt < 5) continue; // another writer got there first
         throw err;
       }
       this.remember(cur.state, rev);
       await this.publishEffects(cur.state, def, t.events);
+      const h = this.held.get(flowId);
+      this.held.delete(flowId);
+      for (const hm of h?.msgs ?? []) hm.ack();
       m.ack();
       return;
     }
@@ -384,10 +497,25 @@ export class SagaEngine {
       pubs.push(this.d.pub.publish(callbackSubject(s.tenant), toBinary(CallbackJobSchema, job), { msgId: msgIds.callback(s.flowId), headers: h }));
     }
     await Promise.all(pubs);
-    for (const e of events) {
-      publishEvent(this.d.nc, s.tenant, { flowId: s.flowId, flow: s.flow, status: s.status, type: e.type, ...(e.task ? { task: e.task } : {}), ...(e.stage ? { stage: e.stage } : {}), ...(e.message ? { message: e.message } : {}) });
-    }
+    this.emitEvents(s, events);
     if (isTerminal(s) && events.some((e) => e.type === 'flow.completed')) await this.d.onTerminal?.(s);
+  }
+
+  /**
+   * One event message per transition (not one per entry): the most significant entry names the
+   * type; the tasks and stages it touched travel along. Keeps the events stream small per flow.
+   */
+  private emitEvents(s: FlowState, events: Transition['events']) {
+    if (!events.length) return;
+    const rank = (t: string) => (t === 'flow.completed' ? 5 : t === 'flow.started' ? 4 : t === 'stage.completed' ? 3 : t.startsWith('task.') && t !== 'task.dispatched' ? 2 : 1);
+    const top = events.reduce((a, b) => (rank(b.type) > rank(a.type) ? b : a));
+    const tasks = [...new Set(events.filter((e) => e.task && e.type !== 'task.dispatched').map((e) => e.task!))];
+    const stage = events.find((e) => e.stage)?.stage ?? '';
+    const message = events
+      .filter((e) => e.message || e.type === 'stage.completed')
+      .map((e) => (e.type === 'stage.completed' ? `stage ${e.stage} completed` : e.message!))
+      .join('; ');
+    publishEvent(this.d.nc, s.tenant, { flowId: s.flowId, flow: s.flow, status: s.status, type: top.type, ...(tasks.length ? { task: tasks.join(',') } : top.task ? { task: top.task } : {}), ...(stage ? { stage } : {}), ...(message ? { message } : {}) });
   }
 }
 

@@ -1,6 +1,6 @@
 import { CallbackPolicy, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import { BUCKETS, CONSUMERS, JetStreamPublisher, STREAMS, connectNats, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
+import { BUCKETS, CONSUMERS, JetStreamPublisher, STREAMS, connectNats, partitionOf, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
 import { SagaEngine } from './engine.js';
 import { CallbackSender } from './callback.js';
@@ -19,7 +19,7 @@ const kv = await js.views.kv(BUCKETS.flows);
 const pub = new JetStreamPublisher(nc);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
 
-const engine = new SagaEngine({ nc, kv, pub, registry, partitions: cfg.partitions, policy, log });
+const engine = new SagaEngine({ nc, kv, pub, registry, partitions: cfg.partitions, policy, log, maxRunning: cfg.maxRunningFlows });
 const sender = new CallbackSender({
   nc,
   kv,
@@ -34,7 +34,8 @@ const sender = new CallbackSender({
 });
 
 const loops: PullLoop[] = [
-  startPullLoop({ js, stream: STREAMS.ingest, consumer: CONSUMERS.ingest, concurrency: cfg.concurrency, mode: 'consume', handle: (m) => engine.handleIngest(m), log }),
+  // Flows in flight come first: new flows are pulled only while this replica has room for them.
+  startPullLoop({ js, stream: STREAMS.ingest, consumer: CONSUMERS.ingest, concurrency: cfg.concurrency, mode: 'fetch', capacity: () => engine.freeSlots(), handle: (m) => engine.handleIngest(m), log }),
   startPullLoop({ js, stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks, concurrency: 64, mode: 'consume', handle: (m) => sender.handle(m), log }),
 ];
 // Result partitions are owned through leases, so each flow has one writer across replicas.
@@ -52,6 +53,7 @@ const leases = new PartitionLeases({
     const l = partitionLoops.get(p);
     partitionLoops.delete(p);
     await l?.stop();
+    engine.releasePartition(p, (id) => partitionOf(id, cfg.partitions));
     log.info({ partition: p }, 'partition released');
   },
 });
@@ -64,7 +66,11 @@ const shutdown = async (sig: string) => {
   stopping = true;
   log.info({ sig }, 'draining');
   const t = setTimeout(() => process.exit(1), cfg.graceMs + 2_000);
-  await Promise.all([leases.stop(), ...loops.map((l) => l.stop())]);
+  await Promise.all(loops.map((l) => l.stop()));
+  await Promise.all([...partitionLoops.values()].map((l) => l.stop()));
+  await engine.flushAll();
+  engine.stop();
+  await leases.stop();
   pub.close();
   await nc.drain();
   clearTimeout(t);
