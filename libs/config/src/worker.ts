@@ -35,7 +35,8 @@ export function loadWorkerConfig(env: Env, defaults: { subjects: string; service
     subjects: list(env, 'JETFLOW_TASK_SUBJECTS').length ? list(env, 'JETFLOW_TASK_SUBJECTS') : [defaults.subjects],
     registry: loadFlowRegistry(env),
     testPlugins: bool(env, 'JETFLOW_TEST_PLUGINS', false),
-    concurrency: int(env, 'JETFLOW_WORKER_CONCURRENCY', threads * 2, { min: 1, max: 10_000 }),
+    // Noop tasks cost no CPU, so the only useful bound is the broker's; real tasks queue for threads.
+    concurrency: int(env, 'JETFLOW_WORKER_CONCURRENCY', oneOf(env, 'JETFLOW_TASK_MODE', ['real', 'noop'] as const, 'real') === 'noop' ? 256 : threads * 2, { min: 1, max: 10_000 }),
     threads,
     mode: oneOf(env, 'JETFLOW_TASK_MODE', ['real', 'noop'] as const, 'real'),
     graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),

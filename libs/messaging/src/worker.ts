@@ -104,7 +104,9 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       return;
     }
     const attempt = m.info.deliveryCount;
-    const log = o.log.child({ flowId: task.flowId, task: task.task, subject: m.subject, attempt });
+    // A child logger costs more than a noop task: make it only when something is logged.
+    let child: Logger | undefined;
+    const logFor = () => (child ??= o.log.child({ flowId: task.flowId, task: task.task, subject: m.subject, attempt }));
     if (cancelled.has(task.flowId)) {
       await publishResult(task, TaskStatus.CANCELLED, { errorCode: 'cancelled', errorMessage: 'flow cancelled before the task started' }, attempt);
       publishEvent(o.nc, task.tenant, { flowId: task.flowId, flow: task.flow, type: 'task.skipped', task: task.task, attempt, message: 'flow cancelled before the task started' });
@@ -132,7 +134,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       }, task.hardLimitMs || 10_000);
     });
     try {
-      const out = await Promise.race([o.handler(task, { signal: soft.signal, hardSignal: hard.signal, attempt, log, softDeadlineAt: started + (task.softLimitMs || 5_000) }), hardLimit]);
+      const out = await Promise.race([o.handler(task, { signal: soft.signal, hardSignal: hard.signal, attempt, get log() { return logFor(); }, softDeadlineAt: started + (task.softLimitMs || 5_000) }), hardLimit]);
       clearInterval(hb);
       const outputJson = out.outputJson ?? (out.output !== undefined ? enc.encode(JSON.stringify(out.output)) : new Uint8Array());
       await publishResult(task, TaskStatus.SUCCEEDED, { outputJson, outputRef: out.outputRef ?? '', startedAt: started }, attempt);
@@ -149,13 +151,13 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       const maxAttempts = task.maxAttempts || 3;
       if (!isTerminal(err) && attempt < maxAttempts) {
         const delay = backoffDelay(attempt, task.backoffInitialMs || 200, task.backoffMaxMs || 5_000);
-        log.warn({ code, err: message, retryInMs: delay }, 'task failed; retrying');
+        logFor().warn({ code, err: message, retryInMs: delay }, 'task failed; retrying');
         publishEvent(o.nc, task.tenant, { flowId: task.flowId, flow: task.flow, type: 'task.retrying', task: task.task, attempt, message: `${code}: ${message}` });
         m.nak(delay);
         o.onOutcome?.(task, 'retried', Date.now() - started);
         return;
       }
-      log.error({ code, err: message }, 'task failed for good; dead-lettering');
+      logFor().error({ code, err: message }, 'task failed for good; dead-lettering');
       try {
         await deadLetter(pub, m, 'task', { code, message, flowId: task.flowId, attempts: attempt });
         await publishResult(task, TaskStatus.FAILED, { errorCode: code, errorMessage: message, startedAt: started }, attempt);
@@ -163,7 +165,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         o.onOutcome?.(task, 'dead_lettered', Date.now() - started);
       } catch (e) {
         // Could not record the failure durably: let it come back.
-        log.warn({ err: (e as Error).message }, 'could not dead-letter; will be redelivered');
+        logFor().warn({ err: (e as Error).message }, 'could not dead-letter; will be redelivered');
         m.nak(1_000);
       }
     } finally {

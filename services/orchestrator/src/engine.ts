@@ -52,6 +52,8 @@ export interface EngineDeps {
   holdMs?: number;
   /** Most flows this replica keeps running at once (default 1000). */
   maxRunning?: number;
+  /** Whether this replica currently owns the flow's result partition. */
+  ownsFlow?: (flowId: string) => boolean;
 }
 
 interface Cached {
@@ -307,6 +309,8 @@ export class SagaEngine {
       cur = { state, rev };
       fresh = true;
       this.running.set(req.flowId, state.deadlineAt);
+      // The partition owner keeps the working copy; saves a KV read on the first result.
+      if (this.d.ownsFlow?.(req.flowId)) this.remember(state, rev);
     } catch (err) {
       if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw err;
       cur = await this.load(req.flowId, true);

@@ -19,7 +19,8 @@ const kv = await js.views.kv(BUCKETS.flows);
 const pub = new JetStreamPublisher(nc);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
 
-const engine = new SagaEngine({ nc, kv, pub, registry, partitions: cfg.partitions, policy, log, maxRunning: cfg.maxRunningFlows });
+const partitionLoops = new Map<number, PullLoop>();
+const engine = new SagaEngine({ nc, kv, pub, registry, partitions: cfg.partitions, policy, log, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)) });
 const sender = new CallbackSender({
   nc,
   kv,
@@ -39,7 +40,6 @@ const loops: PullLoop[] = [
   startPullLoop({ js, stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks, concurrency: 64, mode: 'consume', handle: (m) => sender.handle(m), log }),
 ];
 // Result partitions are owned through leases, so each flow has one writer across replicas.
-const partitionLoops = new Map<number, PullLoop>();
 const leases = new PartitionLeases({
   kv: await js.views.kv(BUCKETS.leases),
   instanceId: cfg.instanceId,
