@@ -1,23 +1,112 @@
+import { context, trace } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
-/** One root logger per service; children bind flow id, task, subject and trace ids. */
+const NONE: Readonly<Record<string, string>> = Object.freeze({});
+
+/** trace_id and span_id of the active span, so every line logged inside a traced message names its trace. */
+function traceFields(): Readonly<Record<string, string>> {
+  // Without an SDK the context manager is a no-op and this is two cheap calls returning NONE.
+  const sc = trace.getSpanContext(context.active());
+  return sc && sc.traceId !== '00000000000000000000000000000000' ? { trace_id: sc.traceId, span_id: sc.spanId } : NONE;
+}
+
+/**
+ * Paths censored in every line. Payload bodies and credentials never belong in logs: the code logs
+ * ids, codes and reasons only, and these catch a slip.
+ */
+export const REDACT_PATHS = [
+  'authorization',
+  'apiKey',
+  'apiKeys',
+  'secret',
+  'secrets',
+  'callbackSecrets',
+  'signature',
+  'input',
+  'inputJson',
+  'body',
+  'bodyJson',
+  'output',
+  'outputJson',
+  'records',
+  'headers.authorization',
+  'headers["jetflow-signature"]',
+  'req.headers.authorization',
+  'req.headers["x-api-key"]',
+  'metadata.authorization',
+  '*.authorization',
+  '*.apiKey',
+  '*.apiKeys',
+  '*.secret',
+  '*.secrets',
+  '*.callbackSecrets',
+  '*.input',
+  '*.inputJson',
+  '*.body',
+  '*.bodyJson',
+  '*.output',
+  '*.outputJson',
+  '*.records',
+];
+
+/**
+ * One root logger per service, JSON to stdout. Children bind flowId, task, subject and attempt; the
+ * mixin adds trace_id and span_id of the active span to every line.
+ */
 export function createLogger(service: string, level = 'info'): Logger {
   return pino({
     name: service,
     level,
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
-    // Never log credentials or payload bodies.
-    redact: {
-      paths: ['authorization', 'headers.authorization', 'req.headers.authorization', '*.apiKey', '*.secret', 'input', '*.input', 'body', '*.body'],
-      censor: '[redacted]',
-    },
+    mixin: traceFields,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
   });
 }
 
-/** The single place unexpected errors are reported with context (ready for Sentry or similar). */
-export function reportError(log: Logger, err: unknown, context: Record<string, unknown> = {}): void {
-  log.error({ err, ...context }, 'unexpected error');
+export interface ErrorReport {
+  /** The logger's bindings (service, flowId, task… when a child logger reported it). */
+  bindings: Record<string, unknown>;
+  /** What the caller said about where and why. */
+  context: Record<string, unknown>;
+  traceId?: string;
+  spanId?: string;
+}
+
+/** Receives every unexpected error (Sentry's captureException, a counter…). Must not throw. */
+export type ErrorSink = (err: unknown, report: ErrorReport) => void;
+
+const sinks = new Set<ErrorSink>();
+
+/** Adds a sink for unexpected errors; returns its removal. */
+export function addErrorSink(sink: ErrorSink): () => void {
+  sinks.add(sink);
+  return () => sinks.delete(sink);
+}
+
+/**
+ * The one place unexpected errors go: logged with context, recorded on the active span, and handed
+ * to every registered sink. Expected failures (a task that failed, a rejected request) are not
+ * unexpected errors: they are outcomes, logged and counted where they happen.
+ */
+export function reportError(log: Logger, err: unknown, ctx: Record<string, unknown> = {}): void {
+  log.error({ err, ...ctx }, 'unexpected error');
+  const span = trace.getSpan(context.active());
+  if (span) span.recordException(err instanceof Error ? err : String(err));
+  if (!sinks.size) return;
+  const sc = span?.spanContext();
+  const report: ErrorReport = { bindings: log.bindings(), context: ctx };
+  if (sc && sc.traceId !== '00000000000000000000000000000000') {
+    report.traceId = sc.traceId;
+    report.spanId = sc.spanId;
+  }
+  for (const sink of sinks) {
+    try {
+      sink(err, report);
+    } catch {
+      // A broken sink must not take the reporter down with it.
+    }
+  }
 }

@@ -1,5 +1,7 @@
 import { createInbox, headers as natsHeaders, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import { RetryableError } from '../../errors/src/index.js';
+import { tracingEnabled } from '../../telemetry/src/index.js';
+import { endPublishSpan, startPublishSpan } from './tracing.js';
 
 export interface PubAck {
   stream: string;
@@ -83,8 +85,10 @@ export class JetStreamPublisher {
       for (const [k, v] of Object.entries((opts.headers as Record<string, string> | undefined) ?? {})) hdrs.set(k, v);
     }
     if (opts.msgId) hdrs.set('Nats-Msg-Id', opts.msgId);
+    // The PRODUCER span covers retries until the PubAck; its context goes out in the headers.
+    const span = tracingEnabled() ? startPublishSpan(subject, hdrs, opts.msgId, data.length) : undefined;
     const id = ++this.next;
-    return new Promise<PubAck>((resolve, reject) => {
+    const acked = new Promise<PubAck>((resolve, reject) => {
       const p: Pending = {
         resolve,
         reject,
@@ -98,6 +102,7 @@ export class JetStreamPublisher {
       this.pending.set(id, p);
       this.send(id, p);
     });
+    return span ? endPublishSpan(span, acked) : acked;
   }
 
   private send(id: number, p: Pending) {
