@@ -14,6 +14,16 @@ export const DLQ_HEADERS = {
   flowId: 'Jetflow-Flow-Id',
 } as const;
 
+/** Told of every message dead-lettered in this process (metrics). */
+export type DeadLetterObserver = (source: string, code: string, m: JsMsg) => void;
+const observers = new Set<DeadLetterObserver>();
+
+/** Observes dead letters from any part of this process; returns the removal. */
+export function onDeadLetter(observer: DeadLetterObserver): () => void {
+  observers.add(observer);
+  return () => observers.delete(observer);
+}
+
 /**
  * Dead-letters a JetStream message: the original body and headers, plus the reason, the attempts and
  * where it came from, so it can be read and redriven. Deduplicated on the original stream sequence.
@@ -36,6 +46,7 @@ export async function deadLetter(
   h.set(DLQ_HEADERS.at, new Date().toISOString());
   if (reason.flowId) h.set(DLQ_HEADERS.flowId, reason.flowId);
   await pub.publish(dlqSubject(source, m.subject), m.data, { headers: h, msgId: `dlq:${m.info.stream}:${m.info.streamSequence}` });
+  for (const o of observers) o(source, reason.code, m);
 }
 
 /** Exponential backoff with full jitter in [base/2, base]. */

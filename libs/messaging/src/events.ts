@@ -1,6 +1,7 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import type { NatsConnection } from 'nats';
 import { FlowEventSchema } from '../../proto/src/index.js';
+import { addActiveSpanEvent, tracingEnabled } from '../../telemetry/src/index.js';
 import { eventSubject } from './topology.js';
 
 export interface EventIn {
@@ -20,6 +21,8 @@ export interface EventIn {
  * state in KV is the source of truth, so they need no PubAck round trip on the hot path.
  */
 export function publishEvent(nc: NatsConnection, tenant: string, e: EventIn): void {
+  // The transition's span shows what it did (task.succeeded, stage.completed, flow.completed…).
+  if (tracingEnabled()) addActiveSpanEvent(e.type, { ...(e.task ? { 'jetflow.task': e.task } : {}), ...(e.status ? { 'jetflow.status': e.status } : {}), ...(e.stage ? { 'jetflow.stage': e.stage } : {}) });
   const ev = create(FlowEventSchema, {
     flowId: e.flowId,
     tenant,

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JetStreamClient, JsMsg } from 'nats';
-import type { Logger } from '../../logging/src/index.js';
+import { reportError, type Logger } from '../../logging/src/index.js';
+import { traceMessages, type ConsumeTraceOptions } from './tracing.js';
 
 export interface PullLoopOptions {
   js: JetStreamClient;
@@ -15,6 +16,8 @@ export interface PullLoopOptions {
   capacity?: () => number;
   handle: (m: JsMsg) => Promise<void>;
   log: Logger;
+  /** Tracing of each delivery (see traceMessages); default: a span when the message carries a trace. */
+  trace?: Pick<ConsumeTraceOptions, 'root' | 'skip'>;
 }
 
 export interface PullLoop {
@@ -35,12 +38,13 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
   let idle: (() => void) | undefined;
   let stopIter: (() => void) | undefined;
   const expires = o.expiresMs ?? 2_000;
+  const handle = traceMessages(o.handle, { stream: o.stream, consumer: o.consumer, ...o.trace });
 
   const slotFree = () => (inFlight < o.concurrency || stopped ? Promise.resolve() : new Promise<void>((r) => (wake = r)));
   const run = (m: JsMsg) => {
     inFlight++;
-    o.handle(m)
-      .catch((err) => o.log.error({ err, consumer: o.consumer }, 'handler failed'))
+    handle(m)
+      .catch((err: unknown) => reportError(o.log, err, { where: 'message handler', consumer: o.consumer, subject: m.subject }))
       .finally(() => {
         inFlight--;
         const w = wake;
