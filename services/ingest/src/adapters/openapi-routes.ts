@@ -160,6 +160,12 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     auth: false,
     ok: { 200: obj({ status: str('ready') }), 503: obj({ status: str('unavailable') }, { description: 'Not connected to NATS' }) },
   },
+  'GET /metrics': {
+    summary: 'Prometheus metrics',
+    tags: ['probes'],
+    auth: false,
+    ok: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } },
+  },
   'POST /v1/flows': {
     summary: 'Submit a flow',
     description: 'Durably accepted when this answers 202. The same idempotency key and body give the same flowId.',
