@@ -27,6 +27,7 @@ import {
   SENTIMENT_LABELS,
   embeddingFeatureCounts,
   sentimentFeatureKeys,
+  sentimentTokens,
   type ModelVocab,
 } from '../src/index.js';
 
@@ -220,7 +221,7 @@ const PLAIN = {
   ],
   when: ['on monday', 'on friday', 'last week', 'yesterday', 'this morning', 'in march', 'at noon', 'after lunch', 'in the evening', 'twice a week'],
   is: [
-    'the store is on main street next to the bank', 'the office opens at nine', 'the order number starts with seven', 'the box is blue',
+    'the pharmacy is across from the bakery', 'the office opens at nine', 'the order number starts with seven', 'the box is blue',
     'the form has three pages', 'the bus stops outside', 'the manual explains the settings', 'the shop closes at six', 'it has two buttons',
     'the parcel weighs one kilo', 'the price is shown in euros', 'the website lists the opening hours',
   ],
@@ -392,7 +393,9 @@ const PARAPHRASES: Array<[string, string]> = [
 // Sentiment: vocabulary, a one-hidden-layer MLP trained with AdaGrad on sparse inputs.
 
 const HIDDEN = 32;
-const MAX_FEATURES = Number(process.argv.find((a) => a.startsWith("--max="))?.slice(6) ?? 8192);
+const MAX_FEATURES = 8192;
+const EPOCHS = 6;
+const SENTENCES = 120_000;
 
 interface Encoded {
   idx: Int32Array;
@@ -475,8 +478,8 @@ function trainMlp(rng: Rng, D: number, data: Encoded[], epochs: number): Mlp {
     b2: new Float32Array(3),
   };
   // AdaGrad: per-weight step sizes suit sparse inputs, where rare words get few updates.
-  const lr = Number(process.argv.find((a) => a.startsWith('--lr='))?.slice(5) ?? 0.08);
-  const l2 = Number(process.argv.find((a) => a.startsWith('--l2='))?.slice(5) ?? 1e-5);
+  const lr = 0.08;
+  const l2 = 1e-5;
   const G1 = new Float32Array(D * HIDDEN).fill(1e-6);
   const Gb1 = new Float32Array(HIDDEN).fill(1e-6);
   const G2 = new Float32Array(HIDDEN * 3).fill(1e-6);
@@ -813,10 +816,10 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const rng = mulberry32(SEED);
 
-  // Corpus: 60k labelled sentences; 85 % train, 15 % held out.
-  const corpus = Array.from({ length: Number(process.argv.find((a) => a.startsWith("--n="))?.slice(4) ?? 60_000) }, () => sentence(rng));
+  // Corpus: labelled sentences; 85 % train, 15 % held out.
+  const corpus = Array.from({ length: SENTENCES }, () => sentence(rng));
   // Texts with nothing the model knows must come out neutral.
-  for (let i = 0; i < 600; i++) corpus.push({ text: '', score: 0, label: 1, topic: -1 });
+  for (let i = 0; i < SENTENCES / 100; i++) corpus.push({ text: '', score: 0, label: 1, topic: -1 });
   shuffle(rng, corpus);
   const cut = Math.floor(corpus.length * 0.85);
   const train = corpus.slice(0, cut);
@@ -827,11 +830,14 @@ async function main(): Promise<void> {
   for (const s of corpus.slice(0, 6)) log(`  [${SENTIMENT_LABELS[s.label]}] ${s.text}`);
 
   const features = buildVocab(train);
+  // Words the models saw at least twice: what "coverage" of a text is measured against.
+  const wordCounts = new Map<string, number>();
+  for (const s of train) for (const t of sentimentTokens(s.text)) wordCounts.set(t.replace(/^not_/, ''), (wordCounts.get(t.replace(/^not_/, '')) ?? 0) + 1);
+  const words = [...wordCounts].filter(([, c]) => c >= 2).map(([w]) => w).sort();
   const index = new Map(features.map((f, i) => [f, i]));
   log(`sentiment features: ${features.length} (${features.filter((f) => !f.includes(' ')).length} unigrams)`);
   const trainEnc = encode(train, index);
-  const mlp = trainMlp(rng, features.length, trainEnc, Number(process.argv.find((a) => a.startsWith('--epochs='))?.slice(9) ?? 6));
-  if (process.argv.includes('--sentiment-only')) { const src = readFileSync(join(ASSETS, '../src/models.test.ts'), 'utf8'); const grab = (name: string) => JSON.parse('[' + src.split(`const ${name} = [`)[1]!.split('];')[0]!.replace(/'/g, '"').replace(/,\s*$/, '') + ']') as string[]; const T = [...grab('POSITIVE').map((text) => ({ text, label: 2 })), ...grab('NEGATIVE').map((text) => ({ text, label: 0 }))]; log(`test20 ${(accuracy(mlp, encode(T, index)) * 100).toFixed(1)}`); log(`held ${(accuracy(mlp, encode(held, index)) * 100).toFixed(1)} dev ${(accuracy(mlp, encode(DEV.map(([text, label]) => ({ text, label })), index)) * 100).toFixed(1)}`); return; }
+  const mlp = trainMlp(rng, features.length, trainEnc, EPOCHS);
   const trainAcc = accuracy(mlp, trainEnc);
   let shown = 0;
   const heldAcc = accuracy(mlp, encode(held, index), (i, pred) => {
@@ -937,17 +943,27 @@ async function main(): Promise<void> {
   let inCos = 0;
   for (let i = 0; i < para.length; i++) for (let j = 0; j < para.length; j++) if (i !== j) inCos += cos(pv, i, j) / (para.length * (para.length - 1));
   log(`embedding check: mean cosine off-domain to feedback ${offCos.toFixed(3)}, feedback to feedback ${inCos.toFixed(3)}`);
+  const wordSet = new Set(words);
+  const share = (texts: string[]) =>
+    texts.reduce((s, t) => {
+      const toks = sentimentTokens(t);
+      return s + (toks.length ? toks.filter((w) => wordSet.has(w.replace(/^not_/, ''))).length / toks.length : 0);
+    }, 0) / texts.length;
+  const coverageIn = share([...para, ...PARAPHRASES_FRESH.flat(), ...DEV.map(([t]) => t)]);
+  const coverageOff = share(offDomain);
+  log(`coverage (share of known words): hand-written feedback ${coverageIn.toFixed(3)}, off-domain ${coverageOff.toFixed(3)}`);
   log(`embedding check: mean cosine same topic ${(same / sameN).toFixed(3)}, different topics ${(diff / diffN).toFixed(3)}; paraphrase pairs ${dev.pairCos.toFixed(3)}; nearest neighbour is the paraphrase: dev ${(paraphraseAcc * 100).toFixed(1)} % (${dev.n}), fresh ${(freshAcc * 100).toFixed(1)} % (${fresh.n})`);
 
   const vocab: ModelVocab = {
     featurizerVersion: FEATURIZER_VERSION,
     sentiment: { labels: [...SENTIMENT_LABELS], features },
     embedding: { inputDims: EMBED_INPUT, dimension: EMBED_DIM },
+    words,
     build: {
       seed: SEED,
       corpus: { sentences: corpus.length, negative: dist[0], neutral: dist[1], positive: dist[2], embeddingDocuments: docs.length },
       sentiment: { hidden: HIDDEN, trainAccuracy: round(trainAcc), heldOutAccuracy: round(heldAcc), handWrittenAccuracy: round(devAcc) },
-      embedding: { explainedVariance: round(proj.explained), paraphraseNearestNeighbour: { dev: round(paraphraseAcc), fresh: round(freshAcc) } },
+      embedding: { explainedVariance: round(proj.explained), coverage: { feedback: round(coverageIn), offDomain: round(coverageOff) }, paraphraseNearestNeighbour: { dev: round(paraphraseAcc), fresh: round(freshAcc) } },
     },
   };
   const files: Record<string, Uint8Array | string> = {

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
 /** Bumped whenever a featurizer below changes meaning; the assets must then be rebuilt. */
-export const FEATURIZER_VERSION = 2;
+export const FEATURIZER_VERSION = 3;
 
 export const SENTIMENT_LABELS = ['negative', 'neutral', 'positive'] as const;
 export type SentimentLabel = (typeof SENTIMENT_LABELS)[number];
@@ -149,7 +149,22 @@ export interface ModelVocab {
   featurizerVersion: number;
   sentiment: { labels: string[]; features: string[] };
   embedding: { inputDims: number; dimension: number };
+  /** The words of the training corpus (seen at least twice), sorted. */
+  words: string[];
   build: Record<string, unknown>;
+}
+
+const wordSets = new WeakMap<ModelVocab, Set<string>>();
+/**
+ * Share of a text's words that the models saw in training, in [0, 1] (0 for an empty text).
+ * Low means the models' verdicts on it mean little: another language, another domain, gibberish.
+ */
+export function knownWordShare(text: string, vocab: ModelVocab): number {
+  let known = wordSets.get(vocab);
+  if (!known) wordSets.set(vocab, (known = new Set(vocab.words)));
+  const words = sentimentTokens(text).filter((t) => !/^\d+$/.test(t));
+  if (words.length === 0) return 0;
+  return words.filter((w) => known.has(w.replace(/^not_/, ''))).length / words.length;
 }
 
 /** Index of each sentiment feature key, built once per vocab. */
@@ -248,12 +263,21 @@ export interface SentimentModel {
   predict(texts: readonly string[]): Promise<SentimentPrediction[]>;
 }
 
+export interface Embedding {
+  /** L2-normalised (all zeros for an empty text). */
+  vector: Float32Array;
+  /** knownWordShare(): how much of the text the model knows; a low value means the vector means little. */
+  coverage: number;
+}
+
 export interface EmbeddingModel {
   readonly name: 'embedding';
   readonly version: string;
   readonly dimension: number;
-  /** One L2-normalised vector per text (all zeros for a text with no known words or trigrams). */
+  /** One L2-normalised vector per text (all zeros for an empty text). */
   embed(texts: readonly string[]): Promise<Float32Array[]>;
+  /** Vectors with their coverage. */
+  embedWithCoverage(texts: readonly string[]): Promise<Embedding[]>;
 }
 
 // One session per model per thread: loaders are memoised, so every caller shares it.
@@ -314,22 +338,24 @@ export function loadEmbeddingModel(opts: LoadOptions = {}): Promise<EmbeddingMod
     const [input] = session.inputNames;
     const [output] = session.outputNames;
     if (!input || !output) throw new Error('embedding.onnx has no input or output');
+    const embedWithCoverage = async (texts: readonly string[]): Promise<Embedding[]> => {
+      const out: Embedding[] = [];
+      for (let start = 0; start < texts.length; start += CHUNK) {
+        const batch = texts.slice(start, start + CHUNK);
+        const x = new Float32Array(batch.length * inputDims);
+        batch.forEach((t, i) => embeddingFeatures(t, inputDims, x, i * inputDims));
+        const res = await session.run({ [input]: new Tensor('float32', x, [batch.length, inputDims]) });
+        const y = res[output]?.data as Float32Array;
+        batch.forEach((t, i) => out.push({ vector: y.slice(i * dimension, (i + 1) * dimension), coverage: knownWordShare(t, vocab) }));
+      }
+      return out;
+    };
     return {
       name: 'embedding',
       version,
       dimension,
-      async embed(texts) {
-        const out: Float32Array[] = [];
-        for (let start = 0; start < texts.length; start += CHUNK) {
-          const batch = texts.slice(start, start + CHUNK);
-          const x = new Float32Array(batch.length * inputDims);
-          batch.forEach((t, i) => embeddingFeatures(t, inputDims, x, i * inputDims));
-          const res = await session.run({ [input]: new Tensor('float32', x, [batch.length, inputDims]) });
-          const y = res[output]?.data as Float32Array;
-          for (let i = 0; i < batch.length; i++) out.push(y.slice(i * dimension, (i + 1) * dimension));
-        }
-        return out;
-      },
+      embedWithCoverage,
+      embed: async (texts) => (await embedWithCoverage(texts)).map((e) => e.vector),
     };
   });
 }

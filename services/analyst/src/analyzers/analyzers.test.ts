@@ -46,11 +46,15 @@ describe('sentiment', () => {
     assert.ok(((report.correlations as Record<string, number>)['fields.rating'] ?? 0) > 0.5, JSON.stringify(report.correlations));
   });
 
-  it('flags records the English model should not judge', async () => {
-    const mixed = [...records.slice(0, 30), { id: 'fr', text: 'Le colis est arrivé en retard et la boîte était abîmée, très déçu.', fields: {} }];
+  it('marks the verdicts on text the English model does not know', async () => {
+    const mixed = [
+      ...records.slice(0, 30),
+      { id: 'fr', text: 'Le colis est arrivé en retard et la boîte était abîmée, très déçu.', fields: {} },
+      { id: 'jargon', text: 'Quarterly municipal zoning committee minutes regarding sewer bonds and asphalt tenders.', fields: {} },
+    ];
     const text = (await generators.get('text')!.generate(mixed, ctx())).rows as Datasets['text'];
     const report = await sentiment.analyze({ records: mixed, datasets: { text } }, ctx());
-    assert.deepEqual((report.notEnglish as { ids: string[] }).ids, ['fr']);
+    assert.deepEqual((report.unreliable as { ids: string[] }).ids, ['fr', 'jargon']);
   });
 });
 
@@ -76,14 +80,18 @@ describe('anomaly', () => {
     assert.deepEqual(report.inputs, { features: 'records', embeddings: false });
   });
 
-  it('finds a text unlike all the others through the embeddings', async () => {
+  it('finds texts the models do not know through the embeddings', async () => {
     const odd = { id: 'odd', text: 'Quarterly municipal zoning committee minutes regarding sewer bonds and asphalt tenders.', fields: { rating: 4, amount: 40 } };
-    const batch = [...records.slice(0, 120), odd];
+    const german = { id: 'de', text: 'Der Vertrag wurde gestern vom Vorstand in Frankfurt unterschrieben.', fields: { rating: 3, amount: 41 } };
+    const batch = [...records.slice(0, 120), odd, german];
     const ds: Record<string, unknown> = {};
     for (const [name, g] of generators) ds[name] = (await g.generate(batch, ctx())).rows;
     const report = await anomaly.analyze({ records: batch, datasets: ds as Datasets }, ctx());
-    const o = (report.outliers as Array<{ id: string; reasons: Array<{ feature: string }> }>).find((x) => x.id === 'odd');
-    assert.ok(o?.reasons.some((r) => r.feature === 'embedding.neighbourDistance'), JSON.stringify(report.outliers).slice(0, 800));
+    const outliers = report.outliers as Array<{ id: string; reasons: Array<{ feature: string }> }>;
+    for (const id of ['odd', 'de']) {
+      const o = outliers.find((x) => x.id === id);
+      assert.ok(o?.reasons.some((r) => r.feature.startsWith('embedding.')), `${id}: ${JSON.stringify(outliers).slice(0, 800)}`);
+    }
   });
 
   it('gives the same report for the same batch', async () => {

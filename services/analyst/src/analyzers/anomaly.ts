@@ -5,16 +5,28 @@
  * deviation, so the outliers themselves cannot hide by inflating the spread; Iglewicz and Hoaglin's
  * 3.5 cut-off); and over all features together, an isolation forest, which also catches unusual
  * combinations. Features: the numeric fields and text statistics of the `features` dataset, and, from
- * the `embeddings` dataset, how far a text is from its nearest neighbours (a text unlike any other).
+ * the `embeddings` dataset, how far a text is from its nearest neighbours (a text unlike the others)
+ * and the embedding model's coverage of it (low: another language, another domain, gibberish).
  */
 import { tokenize } from '../../../../libs/models/src/index.js';
 import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer, type InputRecord } from './types.js';
 
 const Z_THRESHOLD = 3.5;
-const ISOLATION_THRESHOLD = 0.7;
+const ISOLATION_THRESHOLD = 0.75;
 const NEIGHBOURS = 5;
 const MAX_LISTED = 50;
-const EMBEDDING_FEATURE = 'embedding.neighbourDistance';
+const NEIGHBOUR_FEATURE = 'embedding.neighbourDistance';
+const COVERAGE_FEATURE = 'embedding.coverage';
+// Only one side of these means trouble: far from every neighbour; little of the text known.
+const HIGH_ONLY = new Set([NEIGHBOUR_FEATURE]);
+const LOW_ONLY = new Set([COVERAGE_FEATURE]);
+// A z-score alone is not enough here: coverage clusters tightly near 0.9, so a text with a couple of
+// brand names would stand out; it matters only once most words are unknown.
+const ABSOLUTE: Record<string, (v: number) => boolean> = { [COVERAGE_FEATURE]: (v) => v < 0.5 };
+const HINTS: Record<string, string> = {
+  [NEIGHBOUR_FEATURE]: ': the text is unlike the other records',
+  [COVERAGE_FEATURE]: ': the models know little of this text (another language or domain, or gibberish?)',
+};
 // Text statistics worth flagging on their own; the rest of the features dataset is fine-grained
 // style (exclamation marks, capitals) that makes noise as a reason.
 const TEXT_FEATURES = ['text.length', 'text.tokens'];
@@ -31,7 +43,8 @@ export interface Reason {
 interface Scale {
   median: number;
   scale: number;
-  logScale: boolean;
+  /** Set for a right-skewed, (almost) always positive feature: positive values are judged on a log axis. */
+  log: { median: number; scale: number } | null;
 }
 
 function quantile(sorted: readonly number[], q: number): number {
@@ -42,32 +55,51 @@ function quantile(sorted: readonly number[], q: number): number {
   return a + (b - a) * (pos - lo);
 }
 
+/** Quartile (Bowley) skewness: 0 for symmetric data, robust to the outliers we are looking for. */
+function bowley(sorted: readonly number[]): number {
+  const [p25, p50, p75] = [quantile(sorted, 0.25), quantile(sorted, 0.5), quantile(sorted, 0.75)];
+  return p75 > p25 ? (p75 + p25 - 2 * p50) / (p75 - p25) : 0;
+}
+
 /**
  * Median and a robust spread: 1.4826 MAD (= sigma for normal data), falling back to IQR / 1.349 and
  * then to the mean absolute deviation when over half the values are equal (ratings often are).
- * Strictly positive, right-skewed features (amounts, lengths) are scaled on a log axis, where their
- * long tail is ordinary.
  */
-function robustScale(values: readonly number[]): Scale | null {
-  if (values.length < 5) return null;
-  let sorted = [...values].sort((a, b) => a - b);
-  const p25 = quantile(sorted, 0.25);
-  const p50 = quantile(sorted, 0.5);
-  const p75 = quantile(sorted, 0.75);
-  const logScale = (sorted[0] ?? 0) > 0 && p50 > p25 && (p75 - p50) / (p50 - p25) > 2;
-  if (logScale) sorted = sorted.map(Math.log);
+function medianSpread(sorted: readonly number[]): { median: number; scale: number } | null {
   const median = quantile(sorted, 0.5);
   const dev = sorted.map((v) => Math.abs(v - median)).sort((a, b) => a - b);
   const mad = quantile(dev, 0.5) * 1.4826;
   const iqr = (quantile(sorted, 0.75) - quantile(sorted, 0.25)) / 1.349;
   const meanAbs = (dev.reduce((s, d) => s + d, 0) / dev.length) * 1.2533;
   const scale = mad > 0 ? mad : iqr > 0 ? iqr : meanAbs;
-  return scale > 0 ? { median, scale, logScale } : null;
+  return scale > 0 ? { median, scale } : null;
 }
 
-function zOf(v: number, s: Scale): number {
-  if (s.logScale) return v > 0 ? (Math.log(v) - s.median) / s.scale : -Infinity;
-  return (v - s.median) / s.scale;
+/**
+ * Amounts, prices and lengths are right-skewed: on a linear axis their ordinary long tail looks
+ * like a string of outliers. When nearly all values are positive and the log makes the quartiles
+ * more symmetric, positive values are judged on the log axis (a non-positive one keeps the linear
+ * verdict, which for such a feature is an outlier in itself).
+ */
+function robustScale(values: readonly number[]): Scale | null {
+  if (values.length < 5) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const linear = medianSpread(sorted);
+  if (!linear) return null;
+  const positive = sorted.filter((v) => v > 0);
+  let log: Scale['log'] = null;
+  if (positive.length >= 0.98 * sorted.length) {
+    const logs = positive.map(Math.log);
+    const skewLinear = bowley(sorted);
+    if (skewLinear > 0.02 && Math.abs(bowley(logs)) < skewLinear) log = medianSpread(logs);
+  }
+  return { ...linear, log };
+}
+
+/** Robust z of a value, and whether it was taken on the log axis. */
+function zOf(v: number, s: Scale): { z: number; logScale: boolean } {
+  if (s.log && v > 0) return { z: (Math.log(v) - s.log.median) / s.log.scale, logScale: true };
+  return { z: (v - s.median) / s.scale, logScale: false };
 }
 
 // ---- a small seeded isolation forest (Liu, Ting and Zhou 2008): deterministic, so one batch gives one report
@@ -193,7 +225,9 @@ export const analyzer: Analyzer = {
     if (datasets.embeddings?.length) {
       const emb = byId(datasets.embeddings);
       const vectors = records.map((r) => emb.get(r.id)?.vector);
-      table.set(EMBEDDING_FEATURE, neighbourDistances(vectors, NEIGHBOURS));
+      table.set(NEIGHBOUR_FEATURE, neighbourDistances(vectors, NEIGHBOURS));
+      const coverage = records.map((r) => emb.get(r.id)?.coverage ?? null);
+      if (coverage.some((c) => c !== null)) table.set(COVERAGE_FEATURE, coverage);
       await checkpoint(ctx.signal);
     }
 
@@ -208,25 +242,21 @@ export const analyzer: Analyzer = {
     // Robust z per record and feature; the embedding distance only counts when large.
     const zs: number[][] = records.map(() => []);
     const reasons: Reason[][] = records.map(() => []);
+    // Per record, the largest |z| that could be a reason (a gated feature within its limit cannot).
+    const maxZ = records.map(() => 0);
     for (let start = 0; start < records.length; start += CHUNK_SIZE) {
       await checkpoint(ctx.signal);
       for (let i = start; i < Math.min(records.length, start + CHUNK_SIZE); i++) {
         for (const name of used) {
           const s = scales.get(name) as Scale;
           const v = table.get(name)?.[i] ?? null;
-          let z = v === null ? 0 : zOf(v, s);
-          if (!Number.isFinite(z)) z = -1e6; // a non-positive value on a log-scaled feature
-          if (name === EMBEDDING_FEATURE) z = Math.max(0, z);
+          const zz = v === null ? { z: 0, logScale: false } : zOf(v, s);
+          const z = HIGH_ONLY.has(name) ? Math.max(0, zz.z) : LOW_ONLY.has(name) ? Math.min(0, zz.z) : zz.z;
           zs[i]!.push(z);
-          if (v !== null && Math.abs(z) >= Z_THRESHOLD) {
-            reasons[i]!.push({
-              feature: name,
-              value: v,
-              median: r3(s.logScale ? Math.exp(s.median) : s.median),
-              robustZ: r2(z),
-              direction: z > 0 ? 'high' : 'low',
-              logScale: s.logScale,
-            });
+          const eligible = v !== null && (ABSOLUTE[name]?.(v) ?? true);
+          if (eligible) maxZ[i] = Math.max(maxZ[i] ?? 0, Math.abs(z));
+          if (eligible && Math.abs(z) >= Z_THRESHOLD) {
+            reasons[i]!.push({ feature: name, value: v, median: r3(s.median), robustZ: r2(z), direction: z > 0 ? 'high' : 'low', logScale: zz.logScale });
           }
         }
         reasons[i]!.sort((a, b) => Math.abs(b.robustZ) - Math.abs(a.robustZ));
@@ -238,13 +268,12 @@ export const analyzer: Analyzer = {
     const iso = used.length && records.length >= 8 ? isolationScores(zs.map((row) => row.map((z) => Math.max(-50, Math.min(50, z))))) : records.map(() => 0);
 
     const perRecord = records.map((r, i) => {
-      const maxZ = Math.max(0, ...(zs[i] ?? []).map(Math.abs));
       const isolationScore = r3(iso[i] ?? 0);
       return {
         id: r.id,
-        score: r2(Math.min(maxZ, 1e6)),
+        score: r2(maxZ[i] ?? 0),
         isolationScore,
-        outlier: maxZ >= Z_THRESHOLD || isolationScore >= ISOLATION_THRESHOLD,
+        outlier: (maxZ[i] ?? 0) >= Z_THRESHOLD || isolationScore >= ISOLATION_THRESHOLD,
       };
     });
     const textOf = new Map(records.map((r) => [r.id, r.text ?? '']));
@@ -258,8 +287,15 @@ export const analyzer: Analyzer = {
           ...p,
           reasons: rs,
           explanation: rs.length
-            ? rs.map((x) => `${x.feature} = ${x.value} is ${x.direction === 'high' ? 'far above' : 'far below'} the typical ${x.median} (robust z ${x.robustZ}${x.logScale ? ', log scale' : ''})`).join('; ')
-            : 'an unusual combination of values (isolation forest)',
+            ? rs
+                .map((x) => `${x.feature} = ${r3(x.value)} is ${x.direction === 'high' ? 'far above' : 'far below'} the typical ${x.median} (robust z ${x.robustZ}${x.logScale ? ', log scale' : ''})${HINTS[x.feature] ?? ''}`)
+                .join('; ')
+            : `an unusual combination of values (isolation forest), mostly ${used
+                .map((name, j) => ({ name, z: Math.abs(zs[i]?.[j] ?? 0) }))
+                .sort((a, b) => b.z - a.z)
+                .slice(0, 2)
+                .map((x) => x.name)
+                .join(' and ')}`,
           text: snippet(textOf.get(p.id) ?? ''),
         };
       });
@@ -270,7 +306,7 @@ export const analyzer: Analyzer = {
         perFeature: `robust z-score |x - median| / (1.4826 MAD) >= ${Z_THRESHOLD}`,
         combined: `isolation forest (100 trees, seeded) score >= ${ISOLATION_THRESHOLD}`,
       },
-      inputs: { features: featureRows.size ? 'dataset' : 'records', embeddings: table.has(EMBEDDING_FEATURE) },
+      inputs: { features: featureRows.size ? 'dataset' : 'records', embeddings: table.has(NEIGHBOUR_FEATURE) },
       headline: first
         ? `${outliers.length} of ${records.length} records look anomalous; the strongest is ${first.id}: ${first.explanation}`
         : `no anomalies among ${records.length} records`,
@@ -281,8 +317,8 @@ export const analyzer: Analyzer = {
         const s = scales.get(name) as Scale;
         return {
           name,
-          median: r3(s.logScale ? Math.exp(s.median) : s.median),
-          logScale: s.logScale,
+          median: r3(s.median),
+          logScale: s.log !== null,
           outliers: reasons.filter((rs) => rs.some((x) => x.feature === name)).length,
         };
       }),

@@ -3,11 +3,13 @@
  * batch's distribution, the records to read first, and how the text agrees with numeric fields.
  */
 import { sampleCorrelation } from 'simple-statistics';
-import { SENTIMENT_LABELS, loadSentimentModel, type SentimentLabel } from '../../../../libs/models/src/index.js';
+import { SENTIMENT_LABELS, knownWordShare, loadSentimentModel, loadVocab, type SentimentLabel } from '../../../../libs/models/src/index.js';
 import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer } from './types.js';
 
-// The model was trained on English only; a verdict on other languages is mostly "neutral" noise.
+// The model was trained on English feedback only: a verdict on another language, or on a text
+// whose words it mostly never saw, is closer to a guess, and is marked so.
 const MODEL_LANGUAGES = new Set(['eng', 'und']);
+const MIN_KNOWN_WORDS = 0.5;
 const TOP = 5;
 
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
@@ -30,6 +32,7 @@ export const analyzer: Analyzer = {
   description: 'Sentiment per record (ONNX classifier), distribution, most negative and most positive records, correlation with numeric fields.',
   async analyze({ records, datasets }, ctx) {
     const model = await loadSentimentModel();
+    const vocab = loadVocab();
     const text = byId(datasets.text);
     const perRecord: Array<{ id: string; label: SentimentLabel; score: number; confidence: number; reliable: boolean }> = [];
     for (let start = 0; start < records.length; start += CHUNK_SIZE) {
@@ -45,7 +48,7 @@ export const analyzer: Analyzer = {
           label: p.label,
           score: r3(p.score),
           confidence: r3(Math.max(p.probabilities.negative, p.probabilities.neutral, p.probabilities.positive)),
-          reliable: MODEL_LANGUAGES.has(lang),
+          reliable: MODEL_LANGUAGES.has(lang) && knownWordShare(r.text ?? '', vocab) >= MIN_KNOWN_WORDS,
         });
       });
     }
@@ -95,7 +98,8 @@ export const analyzer: Analyzer = {
       mostPositive: ranked.filter((p) => p.label === 'positive').reverse().slice(0, TOP).map(brief),
       // Spearman correlation of the sentiment score with each numeric field.
       correlations,
-      notEnglish: { count: unreliable.length, ids: unreliable.slice(0, 20) },
+      // Verdicts to take with care: not English, or mostly words the model never saw.
+      unreliable: { count: unreliable.length, ids: unreliable.slice(0, 20) },
       perRecord,
     };
   },

@@ -30,10 +30,12 @@ export interface FeatureRow {
   values: Record<string, number | null>;
 }
 
-/** Row of the `embeddings` dataset: a unit vector (all zeros when the text had nothing known). */
+/** Row of the `embeddings` dataset: a unit vector (all zeros for an empty text). */
 export interface EmbeddingRow {
   id: string;
   vector: number[];
+  /** How much of the text the embedding model knows, 0-1. */
+  coverage?: number;
 }
 
 export interface Datasets {

@@ -5,8 +5,10 @@ import { loadEmbeddingModel } from '../../../../libs/models/src/index.js';
 import { CHUNK_SIZE, checkpoint, type DatasetGenerator, type DatasetRow } from './types.js';
 
 export interface EmbeddingRow extends DatasetRow {
-  /** L2-normalised; all zeros for a text the model knows nothing of. */
+  /** L2-normalised; all zeros for an empty text. */
   vector: number[];
+  /** How much of the text the model knows, 0-1 (low: another language or domain; the vector means little). */
+  coverage: number;
 }
 
 // Six decimals keep cosine similarities exact to ~1e-5 at a third of the JSON size of full doubles.
@@ -21,15 +23,17 @@ export const generator: DatasetGenerator<EmbeddingRow> = {
     const rows: EmbeddingRow[] = [];
     const centroid = new Float64Array(model.dimension);
     let empty = 0;
+    let coverage = 0;
     for (let start = 0; start < records.length; start += CHUNK_SIZE) {
       await checkpoint(ctx.signal);
       const chunk = records.slice(start, start + CHUNK_SIZE);
-      const vectors = await model.embed(chunk.map((r) => r.text ?? ''));
+      const embedded = await model.embedWithCoverage(chunk.map((r) => r.text ?? ''));
       chunk.forEach((r, i) => {
-        const v = vectors[i] ?? new Float32Array(model.dimension);
-        if (v.every((x) => x === 0)) empty++;
-        v.forEach((x, j) => (centroid[j]! += x));
-        rows.push({ id: r.id, vector: Array.from(v, round6) });
+        const e = embedded[i] ?? { vector: new Float32Array(model.dimension), coverage: 0 };
+        if (e.vector.every((x) => x === 0)) empty++;
+        e.vector.forEach((x, j) => (centroid[j]! += x));
+        coverage += e.coverage;
+        rows.push({ id: r.id, vector: Array.from(e.vector, round6), coverage: Math.round(e.coverage * 1000) / 1000 });
       });
     }
     // For unit vectors, |mean|^2 is the mean pairwise cosine (self-pairs included): a cheap
@@ -44,6 +48,7 @@ export const generator: DatasetGenerator<EmbeddingRow> = {
         dimension: model.dimension,
         model: { name: model.name, version: model.version },
         emptyVectors: empty,
+        meanCoverage: rows.length ? Math.round((coverage / rows.length) * 1000) / 1000 : null,
         meanPairwiseSimilarity: n > 0 ? Math.round(sq * 1000) / 1000 : null,
       },
     };
