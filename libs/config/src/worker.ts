@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { int, list, natsServers, oneOf, optStr, str, bool, type Env } from './index.js';
 import { loadFlowRegistry } from '../../flows/src/load.js';
 import type { FlowRegistry } from '../../flows/src/definitions.js';
+import { telemetryConfig, type TelemetryConfig } from '../../telemetry/src/index.js';
 
 /** Settings shared by the two task-worker services (each has its own config.ts calling this). */
 export interface WorkerConfig {
@@ -23,6 +24,8 @@ export interface WorkerConfig {
   mode: 'real' | 'noop';
   graceMs: number;
   metricsPort: number;
+  /** OpenTelemetry: whether to start the SDK (OTEL_* variables). */
+  telemetry: TelemetryConfig;
 }
 
 export function loadWorkerConfig(env: Env, defaults: { subjects: string; service: string; metricsPort: number }): Readonly<WorkerConfig> {
@@ -41,5 +44,6 @@ export function loadWorkerConfig(env: Env, defaults: { subjects: string; service
     mode: oneOf(env, 'JETFLOW_TASK_MODE', ['real', 'noop'] as const, 'real'),
     graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),
     metricsPort: int(env, 'JETFLOW_METRICS_PORT', defaults.metricsPort, { min: 0, max: 65_535 }),
+    telemetry: telemetryConfig(env),
   });
 }

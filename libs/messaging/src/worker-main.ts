@@ -4,6 +4,7 @@ import { createLogger, reportError, type Logger } from '../../logging/src/index.
 import { connectNats } from './connect.js';
 import { provisionTopology } from './topology.js';
 import { startTaskWorker, type TaskHandler } from './worker.js';
+import { startWorkerObservability } from './worker-observability.js';
 
 /**
  * The composition of a task-worker process: connect, provision, serve the task subjects that match
@@ -13,13 +14,15 @@ import { startTaskWorker, type TaskHandler } from './worker.js';
 export async function runWorkerService(service: string, cfg: WorkerConfig, makeHandler: (log: Logger) => Promise<{ handler: TaskHandler; close?: () => Promise<void> }>) {
   const log = createLogger(service, cfg.logLevel);
   process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
+  const obs = await startWorkerObservability(service, cfg, log);
   const all = taskSubjects(cfg.registry.defs);
   const subjects = all.filter((s) => cfg.subjects.some((p) => subjectMatches(p, s)));
   if (!subjects.length) throw new Error(`JETFLOW_TASK_SUBJECTS=${cfg.subjects.join(',')} matches no task subject; known: ${all.join(', ')}`);
   const { handler, close } = await makeHandler(log);
   const nc = await connectNats({ servers: cfg.natsServers, name: cfg.instanceId, log });
   await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: all });
-  const worker = await startTaskWorker({ nc, subjects, concurrency: cfg.concurrency, partitions: cfg.partitions, handler, log, workerId: cfg.instanceId });
+  const worker = await startTaskWorker({ nc, subjects, concurrency: cfg.concurrency, partitions: cfg.partitions, handler, log, workerId: cfg.instanceId, onOutcome: obs.onOutcome });
+  obs.watchConsumers(nc, subjects);
   log.info({ subjects, concurrency: cfg.concurrency, threads: cfg.threads, mode: cfg.mode }, `${service} started`);
   let stopping = false;
   const shutdown = async (sig: string) => {
@@ -29,6 +32,7 @@ export async function runWorkerService(service: string, cfg: WorkerConfig, makeH
     await worker.stop(cfg.graceMs);
     await close?.();
     await nc.drain().catch(() => undefined);
+    await obs.close();
     log.info('stopped');
     process.exit(0);
   };

@@ -1,0 +1,48 @@
+import type { NatsConnection } from 'nats';
+import type { Task } from '../../proto/src/index.js';
+import type { WorkerConfig } from '../../config/src/worker.js';
+import type { Logger } from '../../logging/src/index.js';
+import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry } from '../../telemetry/src/index.js';
+import { deadLettersCounter, initMetrics, registerConsumerGauges, startMetricsServer, taskDurationHistogram, taskRetriesCounter } from '../../metrics/src/index.js';
+import { onDeadLetter } from './dlq.js';
+import { CONSUMERS, STREAMS } from './topology.js';
+import type { TaskWorkerOptions } from './worker.js';
+
+type Outcome = Parameters<NonNullable<TaskWorkerOptions['onOutcome']>>[1];
+
+/**
+ * Tracing, metrics and the /metrics endpoint of a task-worker process. Started first thing, so the
+ * SDK is up before any consumer loop wraps its handler.
+ */
+export async function startWorkerObservability(service: string, cfg: WorkerConfig, log: Logger) {
+  const telemetry = await startTelemetry(service, cfg.telemetry, cfg.instanceId);
+  initMetrics(service);
+  const duration = taskDurationHistogram();
+  const retries = taskRetriesCounter();
+  const deadLetters = deadLettersCounter();
+  const stopObserving = onDeadLetter((source, code) => deadLetters.inc({ source, code }));
+  const server = await startMetricsServer({ port: cfg.metricsPort });
+  if (server.movedFrom) log.warn({ metricsPort: server.port, configured: server.movedFrom }, 'JETFLOW_METRICS_PORT is taken; serving metrics on a free port');
+  log.info({ metricsPort: server.port, tracing: telemetry.tracing }, 'metrics listening');
+
+  return {
+    /** The worker runtime's outcome hook: task duration by task and outcome, retries, and the span's outcome. */
+    onOutcome(task: Task | undefined, outcome: Outcome, durationMs: number) {
+      const name = task?.task ?? 'undecodable';
+      duration.observe({ task: name, outcome }, durationMs / 1000);
+      if (outcome === 'retried') retries.inc({ task: name });
+      if (task) annotateActiveSpan({ [ATTR.task]: task.task, [ATTR.tenant]: task.tenant, [ATTR.flow]: task.flow, [ATTR.outcome]: outcome });
+      if (outcome === 'failed' || outcome === 'dead_lettered') failActiveSpan(`task ${outcome}`);
+    },
+    /** Pending / ack-pending gauges of the task consumers this process serves. */
+    watchConsumers(nc: NatsConnection, subjects: string[]) {
+      const refs = subjects.map((s) => ({ stream: STREAMS.tasks, consumer: CONSUMERS.task(s) }));
+      registerConsumerGauges({ nc, consumers: () => refs });
+    },
+    async close() {
+      stopObserving();
+      await server.close();
+      await telemetry.shutdown();
+    },
+  };
+}
