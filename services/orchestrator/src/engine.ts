@@ -31,6 +31,7 @@ import {
 } from '../../../libs/flows/src/index.js';
 import { callbackSubject, deadLetter, publishEvent, resultSubject, type JetStreamPublisher } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
+import { activeTraceparent } from '../../../libs/telemetry/src/index.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -284,7 +285,9 @@ export class SagaEngine {
   private async start(req: FlowRequest, m: JsMsg): Promise<void> {
     const def = this.d.registry.get(req.flow)!;
     const now = Date.now();
-    const traceparent = m.headers?.get('traceparent') || undefined;
+    // The flow's trace: this start span when tracing (a NATS submission without a traceparent gets its
+    // root here), else the submitter's header. Later spans of the flow fall back to it.
+    const traceparent = activeTraceparent() ?? (m.headers?.get('traceparent') || undefined);
     let cur: Cached | undefined;
     let fresh = false;
     const state = newFlowState(
