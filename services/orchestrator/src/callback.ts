@@ -7,6 +7,7 @@ import { CallbackJobSchema, type CallbackJob } from '../../../libs/proto/src/ind
 import type { CallbackPolicy } from '../../../libs/flows/src/index.js';
 import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
+import { ATTR, annotateActiveSpan, injectRecord } from '../../../libs/telemetry/src/index.js';
 
 export interface CallbackSenderDeps {
   nc: NatsConnection;
@@ -88,9 +89,12 @@ export class CallbackSender {
         this.warnedNoSecret.add(job.tenant);
         log.warn({ tenant: job.tenant }, 'no callback secret for tenant; sending unsigned (set JETFLOW_CALLBACK_SECRETS)');
       }
+      // The receiver can continue the flow's trace (W3C traceparent, as any HTTP client would send).
+      injectRecord(headers);
       const hb = setInterval(() => m.working(), Math.max(1_000, this.d.timeoutMs / 3));
       try {
         statusCode = await post(job.url, body, headers, this.d.timeoutMs);
+        annotateActiveSpan({ [ATTR.httpStatus]: statusCode });
         if (statusCode < 200 || statusCode >= 300) error = `HTTP ${statusCode}`;
       } catch (err) {
         error = (err as Error).message;
