@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
 import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
+import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
 
 export interface OrchestratorConfig {
   natsServers: string[];
@@ -17,6 +18,8 @@ export interface OrchestratorConfig {
   concurrency: number;
   maxRunningFlows: number;
   metricsPort: number;
+  /** OpenTelemetry: whether to start the SDK (OTEL_* variables). */
+  telemetry: TelemetryConfig;
   graceMs: number;
   registry: FlowRegistry;
 }
@@ -39,6 +42,7 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
     concurrency: int(env, 'JETFLOW_ORCHESTRATOR_CONCURRENCY', 512, { min: 1, max: 100_000 }),
     maxRunningFlows: int(env, 'JETFLOW_MAX_RUNNING_FLOWS', 1_000, { min: 1, max: 1_000_000 }),
     metricsPort: int(env, 'JETFLOW_METRICS_PORT', 9464, { min: 0, max: 65_535 }),
+    telemetry: telemetryConfig(env),
     graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),
     registry: loadFlowRegistry(env),
   });

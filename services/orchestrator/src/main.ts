@@ -5,10 +5,13 @@ import { loadConfig } from './config.js';
 import { SagaEngine } from './engine.js';
 import { CallbackSender } from './callback.js';
 import { PartitionLeases } from './leases.js';
+import { startOrchestratorObservability } from './observability.js';
 
 const cfg = loadConfig();
 const log = createLogger('orchestrator', cfg.logLevel);
 process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
+// Tracing and metrics first: loops started later are traced.
+const obs = await startOrchestratorObservability(cfg, log);
 
 const registry = cfg.registry;
 const defs = registry.defs;
@@ -20,7 +23,7 @@ const pub = new JetStreamPublisher(nc);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
 
 const partitionLoops = new Map<number, PullLoop>();
-const engine = new SagaEngine({ nc, kv, pub, registry, partitions: cfg.partitions, policy, log, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)) });
+const engine = new SagaEngine({ nc, kv, pub, registry, partitions: cfg.partitions, policy, log, onTerminal: obs.flowEnded, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)) });
 const sender = new CallbackSender({
   nc,
   kv,
@@ -32,11 +35,12 @@ const sender = new CallbackSender({
   backoffInitialMs: cfg.callbackBackoffInitialMs,
   backoffMaxMs: cfg.callbackBackoffMaxMs,
   log,
+  onAttempt: obs.callbackAttempt,
 });
 
 const loops: PullLoop[] = [
   // Flows in flight come first: new flows are pulled only while this replica has room for them.
-  startPullLoop({ js, stream: STREAMS.ingest, consumer: CONSUMERS.ingest, concurrency: cfg.concurrency, mode: 'fetch', capacity: () => engine.freeSlots(), handle: (m) => engine.handleIngest(m), log }),
+  startPullLoop({ js, stream: STREAMS.ingest, consumer: CONSUMERS.ingest, concurrency: cfg.concurrency, mode: 'fetch', capacity: () => engine.freeSlots(), handle: obs.countIngest((m) => engine.handleIngest(m)), trace: { root: true }, log }),
   startPullLoop({ js, stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks, concurrency: 64, mode: 'consume', handle: (m) => sender.handle(m), log }),
 ];
 // Result partitions are owned through leases, so each flow has one writer across replicas.
@@ -47,7 +51,7 @@ const leases = new PartitionLeases({
   log,
   onAcquire: (p) => {
     log.info({ partition: p }, 'partition acquired');
-    partitionLoops.set(p, startPullLoop({ js, stream: STREAMS.results, consumer: CONSUMERS.results(p), concurrency: cfg.concurrency, mode: 'consume', handle: (m) => engine.handlePartition(m), log }));
+    partitionLoops.set(p, startPullLoop({ js, stream: STREAMS.results, consumer: CONSUMERS.results(p), concurrency: cfg.concurrency, mode: 'consume', handle: (m) => engine.handlePartition(m), trace: { skip: obs.isControl }, log }));
   },
   onRelease: async (p) => {
     const l = partitionLoops.get(p);
@@ -58,6 +62,7 @@ const leases = new PartitionLeases({
   },
 });
 await leases.start();
+obs.watchConsumers(nc, cfg.partitions);
 log.info({ partitions: cfg.partitions, owned: leases.owned(), instance: cfg.instanceId }, 'orchestrator started');
 
 let stopping = false;
@@ -73,6 +78,7 @@ const shutdown = async (sig: string) => {
   await leases.stop();
   pub.close();
   await nc.drain();
+  await obs.close();
   clearTimeout(t);
   log.info('stopped');
   process.exit(0);

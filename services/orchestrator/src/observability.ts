@@ -1,0 +1,77 @@
+import type { JsMsg, NatsConnection } from 'nats';
+import type { FlowState } from '../../../libs/flows/src/index.js';
+import type { Logger } from '../../../libs/logging/src/index.js';
+import { CONSUMERS, INGEST_CONTENT_TYPE, STREAMS, onDeadLetter } from '../../../libs/messaging/src/index.js';
+import {
+  callbackAttemptsCounter,
+  deadLettersCounter,
+  flowDurationHistogram,
+  initMetrics,
+  registerConsumerGauges,
+  startMetricsServer,
+  submissionsCounter,
+} from '../../../libs/metrics/src/index.js';
+import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
+
+/**
+ * The orchestrator's tracing and metrics: flow latency (observed when a flow ends), callback attempts,
+ * dead letters, submissions through the NATS door (the only door the orchestrator sees first-hand), and
+ * the pending / ack-pending gauges of its consumers. Started before any loop, so loops are traced.
+ */
+export async function startOrchestratorObservability(cfg: { telemetry: TelemetryConfig; instanceId: string; metricsPort: number }, log: Logger) {
+  const telemetry = await startTelemetry('orchestrator', cfg.telemetry, cfg.instanceId);
+  initMetrics('orchestrator');
+  const flowDuration = flowDurationHistogram();
+  const callbacks = callbackAttemptsCounter();
+  const deadLetters = deadLettersCounter();
+  const submissions = submissionsCounter();
+  const rejected = new WeakSet<JsMsg>();
+  // Published straight to jetflow.ingest.<tenant>.<flow> by a client, not by the ingest service.
+  const natsDoor = (m: JsMsg) => m.headers?.get('Content-Type') !== INGEST_CONTENT_TYPE;
+  const stopObserving = onDeadLetter((source, code, m) => {
+    deadLetters.inc({ source, code });
+    if (source === 'ingest') {
+      rejected.add(m);
+      if (natsDoor(m)) submissions.inc({ door: 'nats', result: 'rejected' });
+    }
+  });
+  const server = await startMetricsServer({ port: cfg.metricsPort });
+  if (server.movedFrom) log.warn({ metricsPort: server.port, configured: server.movedFrom }, 'JETFLOW_METRICS_PORT is taken; serving metrics on a free port');
+  log.info({ metricsPort: server.port, tracing: telemetry.tracing }, 'metrics listening');
+
+  return {
+    /** EngineDeps.onTerminal: once per flow, on the replica that ended it. */
+    flowEnded(s: FlowState) {
+      const end = s.finishedAt ?? Date.now();
+      flowDuration.observe({ flow: s.flow, status: s.status }, Math.max(0, end - s.submittedAt) / 1000);
+    },
+    /** CallbackSender.onAttempt, called inside the delivery's span. */
+    callbackAttempt(outcome: 'delivered' | 'retry' | 'dead_lettered') {
+      callbacks.inc({ outcome });
+      annotateActiveSpan({ [ATTR.outcome]: outcome });
+      if (outcome !== 'delivered') failActiveSpan(`callback ${outcome}`);
+    },
+    /** Wraps the ingest handler to count NATS-door submissions accepted (first delivery, not dead-lettered). */
+    countIngest(handle: (m: JsMsg) => Promise<void>) {
+      return async (m: JsMsg) => {
+        await handle(m);
+        if (m.info.deliveryCount === 1 && natsDoor(m) && !rejected.has(m)) submissions.inc({ door: 'nats', result: 'accepted' });
+      };
+    },
+    /** Control messages (durable deadline timers come back by delayed nak) get no span of their own. */
+    isControl: (m: JsMsg) => m.headers?.get('Jetflow-Kind') === 'control',
+    watchConsumers(nc: NatsConnection, partitions: number) {
+      const refs = [
+        { stream: STREAMS.ingest, consumer: CONSUMERS.ingest },
+        { stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks },
+        ...Array.from({ length: partitions }, (_, p) => ({ stream: STREAMS.results, consumer: CONSUMERS.results(p) })),
+      ];
+      registerConsumerGauges({ nc, consumers: () => refs });
+    },
+    async close() {
+      stopObserving();
+      await server.close();
+      await telemetry.shutdown();
+    },
+  };
+}
