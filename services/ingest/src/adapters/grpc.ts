@@ -15,7 +15,7 @@ import {
 } from '../../../../libs/proto/src/index.js';
 import { JetflowError, STATUS, codeOf } from '../../../../libs/errors/src/index.js';
 import { eventSubject } from '../../../../libs/messaging/src/index.js';
-import type { Logger } from '../../../../libs/logging/src/index.js';
+import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
 import type { Authenticator } from './auth.js';
 
@@ -63,10 +63,12 @@ export interface GrpcDeps {
   nc: NatsConnection;
   log: Logger;
   maxBodyBytes: number;
+  /** Server interceptors (tracing and metrics of SubmitFlow). */
+  interceptors?: grpc.ServerInterceptor[];
 }
 
 export function buildGrpcServer(d: GrpcDeps): grpc.Server {
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': d.maxBodyBytes });
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': d.maxBodyBytes, interceptors: d.interceptors ?? [] });
   const tenantOf = (call: { metadata: grpc.Metadata }) => {
     const v = call.metadata.get('authorization')[0];
     return d.auth.tenantOf(typeof v === 'string' ? v : v?.toString());
@@ -77,7 +79,7 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
       (async () => fn(tenantOf(call), call.request, call.metadata))().then(
         (res) => cb(null, res),
         (err: unknown) => {
-          if (codeOf(err) === 'internal') d.log.error({ err }, 'grpc call failed');
+          if (codeOf(err) === 'internal') reportError(d.log, err, { where: 'grpc call' });
           cb(toStatus(err) as grpc.ServiceError);
         },
       );

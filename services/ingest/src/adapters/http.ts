@@ -4,7 +4,7 @@ import type { NatsConnection } from 'nats';
 import { FlowEventSchema } from '../../../../libs/proto/src/index.js';
 import { JetflowError, ErrorCodes, STATUS, codeOf } from '../../../../libs/errors/src/index.js';
 import { eventSubject } from '../../../../libs/messaging/src/index.js';
-import type { Logger } from '../../../../libs/logging/src/index.js';
+import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
 import type { Authenticator } from './auth.js';
 
@@ -52,7 +52,7 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
 
   app.setErrorHandler((err, req, reply) => {
     const e = toHttpError(err);
-    if (e.status >= 500 && e.status !== 503) req.log.error({ err }, 'request failed');
+    if (e.status >= 500 && e.status !== 503) reportError(req.log as unknown as Logger, err, { where: 'http request', route: req.routeOptions.url ?? '' });
     if (e.retryAfterMs !== undefined) void reply.header('retry-after', String(Math.max(1, Math.ceil(e.retryAfterMs / 1000))));
     void reply.code(e.status).send(e.body);
   });
