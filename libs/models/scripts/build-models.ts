@@ -250,7 +250,7 @@ type WordClass = 'adj' | 'noun' | 'verb' | 'adv' | 'phrase';
 function wordClass(w: string): WordClass {
   if (w.includes(' ')) return 'phrase';
   if (/ly$/.test(w)) return 'adv';
-  if (/(ful|ous|ive|able|ible|less|ic|ish|al|ant|ent|y|ed|ing|est|ous)$/.test(w)) return 'adj';
+  if (/(ful|ous|ive|able|ible|less|ic|ish|al|ant|ent|y|ed|ing|est)$/.test(w)) return 'adj';
   if (/(tion|sion|ment|ness|ity|ance|ence|ism|ship|age|s)$/.test(w)) return 'noun';
   return 'verb';
 }

@@ -14,6 +14,7 @@ import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer, type InputRecord 
 const Z_THRESHOLD = 3.5;
 const ISOLATION_THRESHOLD = 0.75;
 const NEIGHBOURS = 5;
+const MAX_REFERENCE = 1000;
 const MAX_LISTED = 50;
 const NEIGHBOUR_FEATURE = 'embedding.neighbourDistance';
 const COVERAGE_FEATURE = 'embedding.coverage';
@@ -191,23 +192,33 @@ function featureTable(records: readonly InputRecord[], rows: Map<string, { value
   return table;
 }
 
-/** 1 - mean cosine similarity to the k nearest other records; 1 for an empty vector. */
+/**
+ * 1 - mean cosine similarity to the k nearest other records; 1 for an empty vector. Large batches
+ * compare against an evenly spaced sample of MAX_REFERENCE records, so the cost stays linear.
+ */
 function neighbourDistances(vectors: Array<number[] | undefined>, k: number): Array<number | null> {
-  const norms = vectors.map((v) => (v ? Math.sqrt(v.reduce((s, x) => s + x * x, 0)) : 0));
+  const norms = vectors.map((v) => (v ? Math.hypot(...v) : 0));
+  const candidates = vectors.map((_, j) => j).filter((j) => (norms[j] ?? 0) > 0);
+  const stride = Math.max(1, candidates.length / MAX_REFERENCE);
+  const refs = Array.from({ length: Math.min(candidates.length, MAX_REFERENCE) }, (_, r) => candidates[Math.floor(r * stride)] as number);
   return vectors.map((v, i) => {
     if (!v) return null;
     if ((norms[i] ?? 0) === 0) return 1;
-    const sims: number[] = [];
-    vectors.forEach((w, j) => {
-      if (j === i || !w || (norms[j] ?? 0) === 0) return;
+    const top: number[] = []; // the k largest similarities, descending
+    for (const j of refs) {
+      if (j === i) continue;
+      const w = vectors[j] as number[];
       let dot = 0;
       for (let d = 0; d < v.length; d++) dot += (v[d] ?? 0) * (w[d] ?? 0);
-      sims.push(dot / ((norms[i] ?? 1) * (norms[j] ?? 1)));
-    });
-    if (sims.length === 0) return null;
-    sims.sort((a, b) => b - a);
-    const top = sims.slice(0, k);
-    return 1 - top.reduce((s, x) => s + x, 0) / top.length;
+      const sim = dot / ((norms[i] ?? 1) * (norms[j] ?? 1));
+      if (top.length < k || sim > (top[top.length - 1] ?? -Infinity)) {
+        let at = top.length;
+        while (at > 0 && (top[at - 1] ?? 0) < sim) at--;
+        top.splice(at, 0, sim);
+        if (top.length > k) top.pop();
+      }
+    }
+    return top.length ? 1 - top.reduce((s, x) => s + x, 0) / top.length : null;
   });
 }
 

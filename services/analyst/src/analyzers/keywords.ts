@@ -12,6 +12,7 @@ const PER_RECORD = 3;
 const TOPIC_TERMS = 6;
 const MIN_TOPIC_RECORDS = 20;
 const MAX_TOPICS = 8;
+const MAX_FIT = 1000;
 
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
@@ -179,19 +180,24 @@ async function findTopics(
   // Records with a (non-zero) vector take part; the others get no topic.
   const members = ids.map((id, i) => ({ i, v: emb.get(id)?.vector })).filter((m): m is { i: number; v: number[] } => !!m.v && m.v.some((x) => x !== 0));
   if (members.length < MIN_TOPIC_RECORDS) return { method: 'k-means over embeddings', k: 0, note: `needs the embeddings dataset and at least ${MIN_TOPIC_RECORDS} records`, items: [] };
-  const xs = members.map((m) => m.v);
+  // k is chosen, and the centroids fitted, on an evenly spaced sample: the silhouette needs all
+  // pairwise distances, which a large batch cannot afford. Every member is then assigned.
+  const stride = Math.max(1, members.length / MAX_FIT);
+  const xs = Array.from({ length: Math.min(members.length, MAX_FIT) }, (_, r) => (members[Math.floor(r * stride)] as { v: number[] }).v);
   const m = xs.length;
   const dist = new Float64Array(m * m);
   for (let a = 0; a < m; a++) for (let b = a + 1; b < m; b++) dist[a * m + b] = dist[b * m + a] = Math.sqrt(sqDist(xs[a]!, xs[b]!));
 
-  let best: { k: number; sil: number; assign: number[]; centroids: number[][] } | null = null;
+  let fit: { k: number; sil: number; centroids: number[][] } | null = null;
   for (let k = 2; k <= Math.min(MAX_TOPICS, Math.floor(m / 10)); k++) {
     await checkpoint(signal);
     const { assign, centroids } = kmeans(xs, k, 7 + k);
     const sil = silhouette(dist, m, assign, k);
-    if (!best || sil > best.sil + 1e-9) best = { k, sil, assign, centroids };
+    if (!fit || sil > fit.sil + 1e-9) fit = { k, sil, centroids };
   }
-  if (!best) return { method: 'k-means over embeddings', k: 0, note: 'too few records', items: [] };
+  if (!fit) return { method: 'k-means over embeddings', k: 0, note: 'too few records', items: [] };
+  const nearest = (v: number[]) => fit.centroids.reduce((b, c, j) => (sqDist(v, c) < sqDist(v, fit.centroids[b] ?? c) ? j : b), 0);
+  const best = { ...fit, assign: members.map((mem) => nearest(mem.v)) };
 
   // Class-based TF-IDF: a term names a topic when it is frequent in it and rare in the others.
   const classTf = Array.from({ length: best.k }, () => new Map<string, number>());
