@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
 import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
+import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
 
 export interface IngestConfig {
   natsServers: string[];
@@ -22,6 +23,8 @@ export interface IngestConfig {
   registry: FlowRegistry;
   /** Tenants whose keys also see dead letters that belong to no tenant (poison without a flow). */
   operatorTenants: string[];
+  /** OpenTelemetry: whether to start the SDK (OTEL_* variables). */
+  telemetry: TelemetryConfig;
 }
 
 export const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -55,5 +58,6 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     jaegerUrl: optStr(env, 'JETFLOW_JAEGER_UI_URL'),
     registry: loadFlowRegistry(env),
     operatorTenants: list(env, 'JETFLOW_OPERATOR_TENANTS'),
+    telemetry: telemetryConfig(env),
   });
 }

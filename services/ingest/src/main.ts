@@ -10,16 +10,19 @@ import { buildHttpServer } from './adapters/http.js';
 import { buildGrpcServer } from './adapters/grpc.js';
 import { addReflection } from './adapters/grpc-reflection.js';
 import { operations } from './adapters/ops.js';
+import { startIngestObservability } from './adapters/observability.js';
 
 const cfg = loadConfig();
 const log = createLogger('ingest', cfg.logLevel);
 process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
+const obs = await startIngestObservability(cfg, log);
 
 const registry = cfg.registry;
 const defs = registry.defs;
 const nc = await connectNats({ servers: cfg.natsServers, name: 'ingest', log });
 await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs) });
 const js = nc.jetstream();
+obs.watchConsumers(nc);
 const [flowsKv, idemKv, cancelKv] = await Promise.all([js.views.kv(BUCKETS.flows), js.views.kv(BUCKETS.idempotency), js.views.kv(BUCKETS.cancel)]);
 const pub = new JetStreamPublisher(nc);
 const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv }, cfg.partitions, cfg.publishTimeoutMs);
@@ -28,9 +31,9 @@ const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxP
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);
 
 const ops = operations({ nc, pub, gateway, flows, registry, auth, log, jaegerUrl: cfg.jaegerUrl, operatorTenants: cfg.operatorTenants, publishTimeoutMs: cfg.publishTimeoutMs });
-const app = await buildHttpServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, ready: () => gateway.connected(), before: ops.before, extend: ops.extend });
+const app = await buildHttpServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, ready: () => gateway.connected(), before: obs.before(ops.before), extend: obs.extend(ops.extend) });
 await app.listen({ port: cfg.httpPort, host: cfg.host });
-const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes });
+const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, interceptors: obs.interceptors });
 addReflection(grpcServer);
 const grpcPort = await new Promise<number>((resolve, reject) =>
   grpcServer.bindAsync(`${cfg.host}:${cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
@@ -51,6 +54,7 @@ const shutdown = async (sig: string) => {
   await app.close();
   pub.close();
   await nc.drain();
+  await obs.close();
   clearTimeout(t);
   process.exit(0);
 };
