@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { extname, join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { findUp } from './find-up.js';
 
 const TYPES: Record<string, string> = {
@@ -16,8 +16,18 @@ const TYPES: Record<string, string> = {
  * served from memory under /ui. The page asks for the API key and calls the API like any client.
  */
 export function registerDashboard(app: FastifyInstance): void {
-  const dir = findUp('services/ingest/ui');
   const files = new Map<string, { body: Buffer; type: string; etag: string }>();
+  let dir: string;
+  try {
+    dir = findUp('services/ingest/ui');
+  } catch {
+    // An image built without the ui/ folder: the API works, the dashboard says what is missing.
+    app.log.warn('dashboard files (services/ingest/ui) not found; /ui is disabled');
+    const missing = async (_req: unknown, reply: FastifyReply) => reply.code(404).send({ error: { code: 'not_found', message: 'the dashboard files (services/ingest/ui) are not in this deployment', details: [] } });
+    app.get('/ui', { schema: { hide: true } }, missing);
+    app.get('/ui/*', { schema: { hide: true } }, missing);
+    return;
+  }
   for (const name of readdirSync(dir)) {
     const type = TYPES[extname(name)];
     if (!type) continue;
