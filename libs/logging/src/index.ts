@@ -62,6 +62,8 @@ export function createLogger(service: string, level = 'info'): Logger {
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
     mixin: traceFields,
+    // pino's default merge assigns into the mixin's object; NONE is shared, so leave it alone.
+    mixinMergeStrategy: (mergeObject, mixinObject) => (mixinObject === NONE ? mergeObject : Object.assign(mixinObject, mergeObject)),
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
   });
 }
