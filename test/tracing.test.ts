@@ -1,0 +1,221 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { create } from '@bufbuild/protobuf';
+import { headers as natsHeaders } from 'nats';
+import { deriveFlowId } from '../libs/flows/src/index.js';
+import { SubmitFlowRequestSchema, type SubmitFlowResponse } from '../libs/proto/src/index.js';
+import { ingestServiceDefinition } from '../services/ingest/src/adapters/grpc.js';
+import {
+  SPAN_KIND,
+  sampleSubmission,
+  startCallbackReceiver,
+  startJetflow,
+  startOtlpReceiver,
+  type CallbackReceiver,
+  type JetflowUnderTest,
+  type OtlpReceiver,
+  type ReceivedSpan,
+} from '../libs/testing/src/index.js';
+
+const TASKS = [
+  { name: 'text', subject: 'jetflow.task.dataset.text', stage: 0, service: 'dataset-generator' },
+  { name: 'features', subject: 'jetflow.task.dataset.features', stage: 0, service: 'dataset-generator' },
+  { name: 'embeddings', subject: 'jetflow.task.dataset.embeddings', stage: 0, service: 'dataset-generator' },
+  { name: 'sentiment', subject: 'jetflow.task.analyst.sentiment', stage: 1, service: 'analyst' },
+  { name: 'anomaly', subject: 'jetflow.task.analyst.anomaly', stage: 1, service: 'analyst' },
+  { name: 'keywords', subject: 'jetflow.task.analyst.keywords', stage: 1, service: 'analyst' },
+];
+
+const hex = (bytes: number) => randomBytes(bytes).toString('hex');
+
+/** Waits for the whole trace of a flow: its callback delivery, the six task attempts and their results. */
+async function flowTrace(otlp: OtlpReceiver, flowId: string): Promise<ReceivedSpan[]> {
+  const cbSpan = await otlp.waitFor((r) => r.spans.find((s) => s.name === 'process jetflow.callback' && s.attributes['jetflow.flow_id'] === flowId), 30_000, `the callback span of ${flowId}`);
+  return otlp.waitFor(
+    (r) => {
+      const t = r.trace(cbSpan.traceId);
+      const tasks = t.filter((s) => s.kind === SPAN_KIND.consumer && s.name.startsWith('process jetflow.task.'));
+      const results = t.filter((s) => s.name === 'process jetflow.result');
+      const resultPublishes = t.filter((s) => s.name === 'publish jetflow.result' && s.service !== 'orchestrator');
+      return tasks.length >= 6 && results.length >= 6 && resultPublishes.length >= 6 && t.some((s) => s.name === 'process jetflow.ingest') && t;
+    },
+    15_000,
+    `every span of ${flowId}`,
+  );
+}
+
+/**
+ * The shape every flow's trace must have, whichever door it came through. `door` is the span the
+ * trace starts at in Jetflow; `doorParent` the caller's span id it continues ('' when it is the root).
+ */
+function assertFlowTrace(otlp: OtlpReceiver, trace: ReceivedSpan[], flowId: string, door: ReceivedSpan, doorParent: string) {
+  const traceId = door.traceId;
+  const byId = new Map(trace.map((s) => [s.spanId, s]));
+  const parentOf = (s: ReceivedSpan) => byId.get(s.parentSpanId);
+
+  // One trace per flow: every span about this flow, from any process, is in it.
+  const aboutFlow = otlp.spans.filter((s) => s.attributes['jetflow.flow_id'] === flowId);
+  assert.ok(aboutFlow.length >= 20, `${aboutFlow.length} spans name the flow`);
+  for (const s of aboutFlow) assert.equal(s.traceId, traceId, `${s.service} ${s.name} is in the flow's trace`);
+
+  // A single tree: the door span's parent is the caller's (or none), and everything descends from it.
+  assert.equal(door.parentSpanId, doorParent, 'the door span continues the caller');
+  for (const s of trace) {
+    if (s === door) continue;
+    let cur: ReceivedSpan | undefined = s;
+    for (let i = 0; cur && cur !== door && i < 50; i++) cur = parentOf(cur);
+    assert.equal(cur, door, `${s.service} "${s.name}" descends from the door span`);
+  }
+
+  const services = new Set(trace.map((s) => s.service));
+  for (const svc of ['orchestrator', 'dataset-generator', 'analyst']) assert.ok(services.has(svc), `spans from ${svc} (got ${[...services].join(', ')})`);
+
+  // The orchestrator starts the flow under the door.
+  const start = trace.filter((s) => s.name === 'process jetflow.ingest');
+  assert.equal(start.length, 1, 'one start span');
+  assert.equal(start[0]!.service, 'orchestrator');
+  assert.equal(start[0]!.kind, SPAN_KIND.consumer);
+  assert.ok(start[0]!.events.includes('flow.started'), 'the start span records flow.started');
+
+  // Each task attempt: a CONSUMER span in its worker, child of the orchestrator's PRODUCER span of that task message.
+  for (const t of TASKS) {
+    const spans = trace.filter((s) => s.kind === SPAN_KIND.consumer && s.attributes['jetflow.task'] === t.name);
+    assert.equal(spans.length, 1, `one attempt span of ${t.name}`);
+    const w = spans[0]!;
+    assert.equal(w.service, t.service);
+    assert.equal(w.name, `process ${t.subject}`);
+    assert.equal(w.attributes['messaging.system'], 'nats');
+    assert.equal(w.attributes['messaging.destination.name'], t.subject);
+    assert.equal(w.attributes['messaging.operation.type'], 'process');
+    assert.equal(w.attributes['messaging.message.id'], `${flowId}:${t.stage}:${t.name}`);
+    assert.equal(w.attributes['jetflow.flow_id'], flowId);
+    assert.equal(w.attributes['jetflow.tenant'], 'default');
+    assert.equal(w.attributes['jetflow.attempt'], 1);
+    assert.equal(w.attributes['jetflow.outcome'], 'succeeded');
+    const p = parentOf(w)!;
+    assert.equal(p.service, 'orchestrator');
+    assert.equal(p.kind, SPAN_KIND.producer);
+    assert.equal(p.attributes['messaging.operation.type'], 'publish');
+    assert.equal(p.attributes['messaging.message.id'], `${flowId}:${t.stage}:${t.name}`);
+    // Its result goes back to the orchestrator as a child of the attempt.
+    const resultPub = trace.find((s) => s.parentSpanId === w.spanId && s.name === 'publish jetflow.result');
+    assert.ok(resultPub, `${t.name} publishes its result inside its span`);
+    const resultProc = trace.find((s) => s.parentSpanId === resultPub.spanId);
+    assert.ok(resultProc && resultProc.service === 'orchestrator' && resultProc.name === 'process jetflow.result', `the orchestrator's span for the ${t.name} result`);
+  }
+  assert.ok(
+    trace.some((s) => s.name === 'process jetflow.result' && s.events.includes('flow.completed')),
+    'the transition that ended the flow records flow.completed',
+  );
+
+  // The callback: published by the orchestrator, delivered under it.
+  const cb = trace.filter((s) => s.name === 'process jetflow.callback');
+  assert.equal(cb.length, 1, 'one delivery span');
+  assert.equal(cb[0]!.attributes['jetflow.outcome'], 'delivered');
+  assert.equal(cb[0]!.attributes['http.response.status_code'], 200);
+  assert.equal(parentOf(cb[0]!)?.name, 'publish jetflow.callback');
+  return { callbackSpan: cb[0]!, start: start[0]! };
+}
+
+describe('one trace per flow, through each front door', () => {
+  let j: JetflowUnderTest;
+  let cb: CallbackReceiver;
+  let otlp: OtlpReceiver;
+  before(async () => {
+    otlp = await startOtlpReceiver();
+    cb = await startCallbackReceiver({ secret: 'test-callback-secret' });
+    j = await startJetflow({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100' } });
+  });
+  after(async () => {
+    await j?.stop();
+    await cb?.close();
+    await otlp?.close();
+  });
+
+  test('HTTP with a caller traceparent: the caller → POST /v1/flows → orchestrator → every task → every result → the callback, and the receiver continues it', async () => {
+    const clientTrace = hex(16);
+    const clientSpan = hex(8);
+    const res = await j.api('/v1/flows', { method: 'POST', json: sampleSubmission(cb.url), headers: { traceparent: `00-${clientTrace}-${clientSpan}-01` } });
+    assert.equal(res.status, 202);
+    const { flowId } = (await res.json()) as { flowId: string };
+    await cb.waitForFlows([flowId]);
+    const trace = await flowTrace(otlp, flowId);
+    const door = trace.find((s) => s.name === 'POST /v1/flows')!;
+    assert.ok(door, 'the HTTP request span');
+    assert.equal(door.traceId, clientTrace, "the caller's trace");
+    assert.equal(door.service, 'ingest');
+    assert.equal(door.kind, SPAN_KIND.server);
+    assert.equal(door.attributes['http.response.status_code'], 202);
+    assert.equal(door.attributes['jetflow.flow_id'], flowId);
+    assert.equal(door.attributes['jetflow.tenant'], 'default');
+    const { callbackSpan, start } = assertFlowTrace(otlp, trace, flowId, door, clientSpan);
+    const publish = trace.find((s) => s.spanId === start.parentSpanId)!;
+    assert.equal(publish.name, 'publish jetflow.ingest');
+    assert.equal(publish.service, 'ingest');
+    assert.equal(publish.parentSpanId, door.spanId);
+    assert.equal(cb.byFlow(flowId)[0]!.headers.traceparent, `00-${clientTrace}-${callbackSpan.spanId}-01`, 'the receiver gets the delivery span as parent');
+    const timeline = (await (await j.api(`/v1/flows/${flowId}/timeline`)).json()) as { traceId: string | null };
+    assert.equal(timeline.traceId, clientTrace);
+  });
+
+  test('gRPC SubmitFlow without a traceparent: its SERVER span is the root of the flow', async () => {
+    const Ctor = grpc.makeGenericClientConstructor(ingestServiceDefinition(), 'IngestService');
+    const client = new Ctor(j.grpc, grpc.credentials.createInsecure());
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${j.apiKey}`);
+    const s = sampleSubmission(cb.url);
+    const req = create(SubmitFlowRequestSchema, { flow: 'insights', input: s.input, callbackUrl: cb.url, idempotencyKey: 'trace-grpc-1' });
+    const r = await new Promise<SubmitFlowResponse>((resolve, reject) =>
+      (client as unknown as { submitFlow: (q: unknown, m: grpc.Metadata, f: (e: Error | null, v: SubmitFlowResponse) => void) => void }).submitFlow(req, md, (e, v) => (e ? reject(e) : resolve(v))),
+    );
+    client.close();
+    assert.equal(r.flowId, deriveFlowId('default', 'trace-grpc-1'));
+    await cb.waitForFlows([r.flowId]);
+    const trace = await flowTrace(otlp, r.flowId);
+    const door = trace.find((x) => x.name === 'jetflow.v1.IngestService/SubmitFlow')!;
+    assert.ok(door, 'the gRPC call span');
+    assert.equal(door.service, 'ingest');
+    assert.equal(door.kind, SPAN_KIND.server);
+    assert.equal(door.attributes['rpc.system'], 'grpc');
+    assert.equal(door.attributes['rpc.grpc.status_code'], 0);
+    assert.equal(door.attributes['jetflow.flow_id'], r.flowId);
+    assertFlowTrace(otlp, trace, r.flowId, door, '');
+    assert.equal(trace.filter((x) => !x.parentSpanId).length, 1, 'exactly one root');
+  });
+
+  test('NATS with a traceparent header: the orchestrator start span continues the publisher', async () => {
+    const clientTrace = hex(16);
+    const clientSpan = hex(8);
+    const h = natsHeaders();
+    h.set('Nats-Msg-Id', 'trace-nats-1');
+    h.set('traceparent', `00-${clientTrace}-${clientSpan}-01`);
+    await j.nc.jetstream().publish('jetflow.ingest.default.insights', JSON.stringify(sampleSubmission(cb.url)), { headers: h });
+    const flowId = deriveFlowId('default', 'trace-nats-1');
+    await cb.waitForFlows([flowId]);
+    const trace = await flowTrace(otlp, flowId);
+    const door = trace.find((s) => s.name === 'process jetflow.ingest')!;
+    assert.equal(door.traceId, clientTrace);
+    assert.equal(door.attributes['jetflow.tenant'], 'default');
+    assert.equal(door.attributes['messaging.message.id'], 'trace-nats-1');
+    assertFlowTrace(otlp, trace, flowId, door, clientSpan);
+    assert.ok(!trace.some((s) => s.service === 'ingest'), 'the ingest service never saw it');
+    const timeline = (await (await j.api(`/v1/flows/${flowId}/timeline`)).json()) as { traceId: string | null };
+    assert.equal(timeline.traceId, clientTrace);
+  });
+
+  test('NATS without a traceparent: the start span roots a new trace that the whole flow shares', async () => {
+    const h = natsHeaders();
+    h.set('Nats-Msg-Id', 'trace-nats-2');
+    await j.nc.jetstream().publish('jetflow.ingest.default.insights', JSON.stringify(sampleSubmission(cb.url)), { headers: h });
+    const flowId = deriveFlowId('default', 'trace-nats-2');
+    await cb.waitForFlows([flowId]);
+    const trace = await flowTrace(otlp, flowId);
+    const door = trace.find((s) => s.name === 'process jetflow.ingest')!;
+    assertFlowTrace(otlp, trace, flowId, door, '');
+    const timeline = (await (await j.api(`/v1/flows/${flowId}/timeline`)).json()) as { traceId: string | null };
+    assert.equal(timeline.traceId, door.traceId, 'the flow records the trace it started');
+    assert.equal(otlp.rejected, 0, 'every export was OTLP/JSON');
+  });
+});
