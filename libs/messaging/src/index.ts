@@ -6,3 +6,4 @@ export * from './dlq.js';
 export * from './worker.js';
 export * from './events.js';
 export * from './worker-main.js';
+export * from './kv-writer.js';

@@ -5,13 +5,14 @@ import { fromBinary } from '@bufbuild/protobuf';
 import type { JsMsg, KV, NatsConnection } from 'nats';
 import { CallbackJobSchema, type CallbackJob } from '../../../libs/proto/src/index.js';
 import type { CallbackPolicy } from '../../../libs/flows/src/index.js';
-import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher } from '../../../libs/messaging/src/index.js';
+import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { ATTR, annotateActiveSpan, injectRecord } from '../../../libs/telemetry/src/index.js';
 
 export interface CallbackSenderDeps {
   nc: NatsConnection;
   kv: KV;
+  writer: KvWriter;
   pub: JetStreamPublisher;
   policy: CallbackPolicy;
   secrets: ReadonlyMap<string, string>;
@@ -129,7 +130,7 @@ export class CallbackSender {
 
   private async record(job: CallbackJob, st: CallbackStatus) {
     try {
-      await this.d.kv.put(callbackKey(job.flowId), new TextEncoder().encode(JSON.stringify(st)));
+      await this.d.writer.put(callbackKey(job.flowId), new TextEncoder().encode(JSON.stringify(st)));
     } catch (err) {
       this.d.log.warn({ err: (err as Error).message, flowId: job.flowId }, 'could not record callback status');
     }

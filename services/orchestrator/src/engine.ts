@@ -29,7 +29,7 @@ import {
   type FlowState,
   type Transition,
 } from '../../../libs/flows/src/index.js';
-import { callbackSubject, deadLetter, publishEvent, resultSubject, type JetStreamPublisher } from '../../../libs/messaging/src/index.js';
+import { callbackSubject, deadLetter, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { activeTraceparent } from '../../../libs/telemetry/src/index.js';
 
@@ -41,7 +41,10 @@ import { INGEST_CONTENT_TYPE } from '../../../libs/messaging/src/index.js';
 
 export interface EngineDeps {
   nc: NatsConnection;
+  /** Reads of flow state. */
   kv: KV;
+  /** Writes of flow state (compare-and-set through the fast publisher). */
+  writer: KvWriter;
   pub: JetStreamPublisher;
   registry: FlowRegistry;
   partitions: number;
@@ -114,7 +117,7 @@ export class SagaEngine {
     const c = this.cache.get(flowId);
     if (!h || !c) return;
     try {
-      const rev = await this.d.kv.update(flowId, enc.encode(JSON.stringify(c.state)), c.rev);
+      const rev = await this.d.writer.update(flowId, enc.encode(JSON.stringify(c.state)), c.rev);
       c.rev = rev;
       this.held.delete(flowId);
       for (const m of h.msgs) m.ack();
@@ -308,7 +311,7 @@ export class SagaEngine {
       now,
     );
     try {
-      const rev = await this.d.kv.create(req.flowId, enc.encode(JSON.stringify(state)));
+      const rev = await this.d.writer.create(req.flowId, enc.encode(JSON.stringify(state)));
       cur = { state, rev };
       fresh = true;
       this.running.set(req.flowId, state.deadlineAt);
@@ -434,7 +437,7 @@ export class SagaEngine {
       }
       let rev: number;
       try {
-        rev = await this.d.kv.update(flowId, enc.encode(JSON.stringify(cur.state)), cur.rev);
+        rev = await this.d.writer.update(flowId, enc.encode(JSON.stringify(cur.state)), cur.rev);
       } catch (err) {
         // Our in-memory state is ahead of what is stored: forget it so the replay starts from KV.
         this.dropFlow(flowId);

@@ -1,6 +1,6 @@
 import { CallbackPolicy, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import { BUCKETS, CONSUMERS, JetStreamPublisher, STREAMS, connectNats, partitionOf, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
+import { BUCKETS, CONSUMERS, JetStreamPublisher, KvWriter, STREAMS, connectNats, partitionOf, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
 import { SagaEngine } from './engine.js';
 import { CallbackSender } from './callback.js';
@@ -23,10 +23,12 @@ const pub = new JetStreamPublisher(nc);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
 
 const partitionLoops = new Map<number, PullLoop>();
-const engine = new SagaEngine({ nc, kv, pub, registry, partitions: cfg.partitions, policy, log, onTerminal: obs.flowEnded, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)) });
+const writer = new KvWriter(pub, BUCKETS.flows);
+const engine = new SagaEngine({ nc, kv, writer, pub, registry, partitions: cfg.partitions, policy, log, onTerminal: obs.flowEnded, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)) });
 const sender = new CallbackSender({
   nc,
   kv,
+  writer,
   pub,
   policy,
   secrets: cfg.callbackSecrets,

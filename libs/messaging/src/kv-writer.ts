@@ -1,0 +1,37 @@
+import { headers as natsHeaders } from 'nats';
+import type { JetStreamPublisher } from './publisher.js';
+
+/**
+ * KV writes through the shared-inbox publisher: a KV put is a publish to $KV.<bucket>.<key>, and
+ * compare-and-set is the Nats-Expected-Last-Subject-Sequence header — exactly what the client's
+ * kv.update() sends, at a fraction of its CPU (no request object per write). Each write carries a
+ * message id derived from the key and the expected revision, so a retried write whose PubAck was
+ * lost is recognised as the same write instead of failing its own compare-and-set.
+ */
+export class KvWriter {
+  constructor(
+    private readonly pub: JetStreamPublisher,
+    readonly bucket: string,
+  ) {}
+
+  private async write(key: string, data: Uint8Array, expected: number | undefined): Promise<number> {
+    const h = natsHeaders();
+    if (expected !== undefined) h.set('Nats-Expected-Last-Subject-Sequence', String(expected));
+    const ack = await this.pub.publish(`$KV.${this.bucket}.${key}`, data, { headers: h, ...(expected !== undefined ? { msgId: `${key}@${expected}` } : {}) });
+    return ack.seq;
+  }
+
+  /** Creates the key; fails with "wrong last sequence" when it exists. */
+  create(key: string, data: Uint8Array): Promise<number> {
+    return this.write(key, data, 0);
+  }
+
+  /** Writes only if the key's last revision is `revision`; else fails with "wrong last sequence". */
+  update(key: string, data: Uint8Array, revision: number): Promise<number> {
+    return this.write(key, data, revision);
+  }
+
+  put(key: string, data: Uint8Array): Promise<number> {
+    return this.write(key, data, undefined);
+  }
+}
