@@ -1,3 +1,4 @@
+import type { NatsConnection } from 'nats';
 import { subjectMatches, taskSubjects } from '../../flows/src/index.js';
 import type { WorkerConfig } from '../../config/src/worker.js';
 import { createLogger, reportError, type Logger } from '../../logging/src/index.js';
@@ -11,16 +12,17 @@ import { startWorkerObservability } from './worker-observability.js';
  * this service's pattern, drain on SIGTERM and exit 0. Each worker service's main.ts is this plus its
  * own handler.
  */
-export async function runWorkerService(service: string, cfg: WorkerConfig, makeHandler: (log: Logger) => Promise<{ handler: TaskHandler; close?: () => Promise<void> }>) {
+export async function runWorkerService(service: string, cfg: WorkerConfig, makeHandler: (log: Logger, nc: NatsConnection) => Promise<{ handler: TaskHandler; close?: () => Promise<void> }>) {
   const log = createLogger(service, cfg.logLevel);
   process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
   const obs = await startWorkerObservability(service, cfg, log);
   const all = taskSubjects(cfg.registry.defs);
   const subjects = all.filter((s) => cfg.subjects.some((p) => subjectMatches(p, s)));
   if (!subjects.length) throw new Error(`JETFLOW_TASK_SUBJECTS=${cfg.subjects.join(',')} matches no task subject; known: ${all.join(', ')}`);
-  const { handler, close } = await makeHandler(log);
   const nc = await connectNats({ servers: cfg.natsServers, name: cfg.instanceId, log });
   await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: all });
+  // After connecting: a handler may use the connection's KV buckets (the analyst's dataset cache).
+  const { handler, close } = await makeHandler(log, nc);
   const worker = await startTaskWorker({ nc, subjects, concurrency: cfg.concurrency, partitions: cfg.partitions, handler, log, workerId: cfg.instanceId, onOutcome: obs.onOutcome });
   obs.watchConsumers(nc, subjects);
   log.info({ subjects, concurrency: cfg.concurrency, threads: cfg.threads, mode: cfg.mode }, `${service} started`);
