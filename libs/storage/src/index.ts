@@ -38,3 +38,4 @@ export {
 } from './object-store.js';
 export { formatS3Ref, parseS3Ref, type S3Location } from './refs.js';
 export { createStorage, type Storage } from './storage.js';
+export { storageTaskError } from './task-errors.js';

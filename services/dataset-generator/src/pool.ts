@@ -35,6 +35,8 @@ export interface RunOptions {
 export interface GeneratorPool {
   readonly threads: number;
   run(job: { plugin: string; records: InputRecord[] }, opts?: RunOptions): Promise<DatasetResult>;
+  /** run(), plus where the task ran: the thread, and the ONNX sessions that thread has created so far. */
+  runDetailed(job: { plugin: string; records: InputRecord[] }, opts?: RunOptions): Promise<{ result: DatasetResult; meta: TaskMeta }>;
   destroy(): Promise<void>;
 }
 
@@ -53,9 +55,12 @@ export function createPool(opts: PoolOptions = {}): GeneratorPool {
     idleTimeout: Number.POSITIVE_INFINITY, // a thread holds a loaded model: never let it go idle-reaped
     ...(opts.maxQueue === undefined ? {} : { maxQueue: opts.maxQueue }),
   });
-  return {
+  const pool: GeneratorPool = {
     threads,
     async run(job, runOpts = {}) {
+      return (await pool.runDetailed(job, runOpts)).result;
+    },
+    async runDetailed(job, runOpts = {}) {
       const { port1, port2 } = new MessageChannel();
       const onSoftAbort = () => port1.postMessage({ timeout: isTimeout(runOpts.softSignal?.reason) });
       if (runOpts.softSignal?.aborted) onSoftAbort();
@@ -66,7 +71,7 @@ export function createPool(opts: PoolOptions = {}): GeneratorPool {
           { transferList: [port2], ...(runOpts.signal ? { signal: runOpts.signal } : {}) },
         );
         opts.onTaskDone?.({ ...reply.meta, ok: reply.ok });
-        if (reply.ok) return reply.result;
+        if (reply.ok) return { result: reply.result, meta: reply.meta };
         throw Object.assign(new Error(reply.error.message), { name: reply.error.name, code: reply.error.code });
       } catch (err) {
         if (runOpts.signal?.aborted && (err as Error | undefined)?.name === 'AbortError' && !('code' in (err as object))) {
@@ -84,6 +89,7 @@ export function createPool(opts: PoolOptions = {}): GeneratorPool {
     },
     destroy: () => piscina.destroy(),
   };
+  return pool;
 }
 
 function isTimeout(reason: unknown): boolean {
