@@ -195,6 +195,26 @@ program
   });
 
 program
+  .command('start')
+  .description('start the local stack (NATS, local S3/DynamoDB, the four services); writes .jetflow/local.json for the CLI')
+  .option('--http-port <port>', 'ingest HTTP port (default JETFLOW_HTTP_PORT or 8080)')
+  .option('--grpc-port <port>', 'ingest gRPC port (default JETFLOW_GRPC_PORT or 50051)')
+  .addOption(new Option('--task-mode <mode>', 'real models, or noop tasks').choices(['real', 'noop']))
+  .action(async (o: { httpPort?: string; grpcPort?: string; taskMode?: 'real' | 'noop' }) => {
+    const port = (v: string | undefined, name: string) => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new Error(`--${name}: expected a port number, got "${v}"`);
+      return n;
+    };
+    // Loaded only here: the local stack brings the supervisor and the local AWS servers.
+    const { runLocalStack } = await import('./local-stack.js');
+    const httpPort = port(o.httpPort, 'http-port');
+    const grpcPort = port(o.grpcPort, 'grpc-port');
+    await runLocalStack({ ...(httpPort ? { httpPort } : {}), ...(grpcPort ? { grpcPort } : {}), ...(o.taskMode ? { taskMode: o.taskMode } : {}) });
+  });
+
+program
   .command('bench')
   .description('run the benchmark (bench/run.ts) against a fresh local stack; options pass through (jetflow bench --help)')
   .helpOption(false)
