@@ -1,6 +1,41 @@
+import { createKvCache } from '../../../libs/cache/src/index.js';
 import { runWorkerService } from '../../../libs/messaging/src/index.js';
+import { createStorage } from '../../../libs/storage/src/index.js';
 import { loadConfig } from './config.js';
-import { createAnalystHandler } from './handlers/analyze.js';
+import { NOOP_OUTPUT, analystHandler } from './handlers/analyze.js';
+import { chaosHandler } from './handlers/chaos.js';
+import { createPool } from './pool.js';
 
 const cfg = loadConfig();
-await runWorkerService('analyst', cfg, async (log) => createAnalystHandler(cfg, log));
+// Fault-injection tasks (JETFLOW_TEST_PLUGINS=1) run in any mode.
+const isChaos = (subject: string) => cfg.testPlugins && subject.startsWith('jetflow.task.test.');
+
+await runWorkerService('analyst', cfg, async (log, nc) => {
+  if (cfg.mode === 'noop') return { handler: async (task, ctx) => (isChaos(task.subject) ? chaosHandler(task, ctx) : NOOP_OUTPUT) };
+  const storage = createStorage(cfg.storage);
+  try {
+    await storage.objects.ensureBucket();
+  } catch (err) {
+    storage.close();
+    throw new Error(`analyst: S3 bucket ${storage.objects.bucket} is not usable (AWS_ENDPOINT_URL_S3, AWS_REGION, JETFLOW_S3_BUCKET): ${(err as Error).message}`, { cause: err });
+  }
+  // Every thread starts (and loads its model) now, not on the first task.
+  const pool = createPool({ threads: cfg.threads });
+  const cache = cfg.datasetCacheMaxBytes > 0 ? createKvCache({ nc, ttlMs: cfg.datasetCacheTtlMs, logger: log }) : undefined;
+  log.info({ threads: pool.threads, bucket: storage.objects.bucket, cache: cache ? 'jetflow_cache' : 'off' }, 'analyst pool started');
+  const analyse = analystHandler({
+    pool,
+    objects: storage.objects,
+    ...(cache ? { cache } : {}),
+    cacheMaxBytes: cfg.datasetCacheMaxBytes,
+    resultInlineBytes: cfg.resultInlineBytes,
+    instance: cfg.instanceId,
+  });
+  return {
+    handler: async (task, ctx) => (isChaos(task.subject) ? chaosHandler(task, ctx) : analyse(task, ctx)),
+    close: async () => {
+      await pool.destroy();
+      storage.close();
+    },
+  };
+});

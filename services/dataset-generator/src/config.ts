@@ -1,3 +1,12 @@
-import { loadWorkerConfig } from '../../../libs/config/src/worker.js';
+import { loadWorkerConfig, type WorkerConfig } from '../../../libs/config/src/worker.js';
+import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
 
-export const loadConfig = (env = process.env) => loadWorkerConfig(env, { subjects: 'jetflow.task.dataset.>', service: 'dataset-generator', metricsPort: 9465 });
+export interface DatasetGeneratorConfig extends WorkerConfig {
+  /** S3 (datasets, claim-checked inputs): the standard AWS variables plus JETFLOW_S3_BUCKET. Unused in noop mode. */
+  storage: StorageConfig;
+}
+
+export function loadConfig(env = process.env): Readonly<DatasetGeneratorConfig> {
+  const base = loadWorkerConfig(env, { subjects: 'jetflow.task.dataset.>', service: 'dataset-generator', metricsPort: 9465 });
+  return Object.freeze({ ...base, storage: storageConfigFromEnv(env) });
+}

@@ -1,33 +1,119 @@
-import type { WorkerConfig } from '../../../../libs/config/src/worker.js';
+import type { Task } from '../../../../libs/proto/src/index.js';
 import type { TaskHandler, TaskOutput } from '../../../../libs/messaging/src/worker.js';
-import type { Logger } from '../../../../libs/logging/src/index.js';
+import type { KvCache } from '../../../../libs/cache/src/index.js';
 import { TerminalError } from '../../../../libs/errors/src/index.js';
-import { chaosHandler } from './chaos.js';
+import { storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
+import type { Datasets, InputRecord, Report } from '../analyzers/types.js';
+import type { AnalystPool } from '../pool.js';
 
-const dec = new TextDecoder();
-const NOOP: TaskOutput = { outputJson: new TextEncoder().encode('{"noop":true}') };
-
-/** Simple analysis over the dataset outputs. */
-export async function createAnalystHandler(cfg: WorkerConfig, _log: Logger): Promise<{ handler: TaskHandler }> {
-  if (cfg.mode === 'noop') return { handler: async (task, ctx) => (cfg.testPlugins && task.subject.startsWith('jetflow.task.test.') ? chaosHandler(task, ctx) : NOOP) };
-  const handler: TaskHandler = async (task, ctx) => {
-    if (cfg.testPlugins && task.subject.startsWith('jetflow.task.test.')) return chaosHandler(task, ctx);
-    const deps = Object.fromEntries(task.deps.map((d) => [d.task, d.outputJson.length ? (JSON.parse(dec.decode(d.outputJson)) as { data?: Array<Record<string, unknown>> }) : undefined]));
-    const text = deps.text?.data as Array<{ id: string; tokens: string[] }> | undefined;
-    if (!text) throw new TerminalError('analyst needs the text dataset');
-    switch (task.task) {
-      case 'sentiment':
-        return { output: { records: text.length, datasetsSeen: Object.keys(deps).sort() } };
-      case 'anomaly':
-        return { output: { records: (deps.features?.data ?? []).length, datasetsSeen: Object.keys(deps).sort() } };
-      case 'keywords': {
-        const freq = new Map<string, number>();
-        for (const r of text) for (const t of r.tokens) freq.set(t, (freq.get(t) ?? 0) + 1);
-        return { output: { keywords: [...freq.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10).map(([k]) => k), datasetsSeen: Object.keys(deps).sort() } };
-      }
-      default:
-        throw new TerminalError(`analyst has no plugin "${task.task}"`);
-    }
-  };
-  return { handler };
+export interface AnalystHandlerDeps {
+  pool: Pick<AnalystPool, 'runDetailed'>;
+  objects: Pick<ObjectStore, 'getJsonLines' | 'getJson' | 'putJson' | 'resolveClaimJson'>;
+  /** Cache-aside for datasets and claim-checked inputs, keyed by their S3 reference; none = always read S3. */
+  cache?: Pick<KvCache, 'getOrLoad' | 'stats'>;
+  /** Only datasets up to this many JSON bytes go through the cache (a KV value is one NATS message). */
+  cacheMaxBytes: number;
+  /** Reports larger than this go to S3; the task then returns `{ ref, bytes, headline }`. */
+  resultInlineBytes: number;
+  /** This process (JETFLOW_INSTANCE_ID), named in each output's `_worker`. */
+  instance: string;
 }
+
+/** The part of a dataset task's output an analyst reads (see the dataset-generator's DatasetOutput). */
+interface DatasetRef {
+  ref?: string;
+  rows?: number;
+  rawBytes?: number;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+export const NOOP_OUTPUT: TaskOutput = { outputJson: enc.encode('{"noop":true}') };
+
+/** Where a flow's large report lives in the bucket. */
+export const reportKey = (tenant: string, flowId: string, task: string) => `results/${tenant}/${flowId}/${task}.json`;
+
+/** The plugin a task runs: the last token of its subject (jetflow.task.analyst.<plugin>). */
+export const pluginOf = (task: Task) => task.subject.slice(task.subject.lastIndexOf('.') + 1);
+
+/**
+ * An analyst task: load the datasets its dependencies wrote (through the cache), take the records
+ * from the flow's input (or, without one, from the text dataset), run the analyzer in the
+ * worker-thread pool, and return the report: inline when small, else stored in S3 and referenced.
+ */
+export function analystHandler(d: AnalystHandlerDeps): TaskHandler {
+  return async (task, ctx) => {
+    const [datasets, input] = await Promise.all([loadDatasets(task, d), readInput(task, d)]);
+    const records = input ?? recordsFromText(datasets);
+    if (!records) throw new TerminalError(`flow ${task.flowId} has neither input records nor a text dataset for ${task.task}`);
+    const { result, meta } = await d.pool.runDetailed({ plugin: pluginOf(task), records, datasets }, { signal: ctx.hardSignal, softSignal: ctx.signal });
+    const stats = d.cache?.stats();
+    const _worker = {
+      instance: d.instance,
+      threadId: meta.threadId,
+      modelLoads: meta.modelLoads,
+      ...(stats ? { cache: { hits: stats.hits, misses: stats.misses, coalesced: stats.coalesced } } : {}),
+    };
+    const inline = enc.encode(JSON.stringify({ ...result, _worker }));
+    if (inline.byteLength <= d.resultInlineBytes) return { outputJson: inline };
+    let stored;
+    try {
+      stored = await d.objects.putJson(reportKey(task.tenant, task.flowId, task.task), result);
+    } catch (err) {
+      throw storageTaskError(err, `writing the ${task.task} report`);
+    }
+    return { output: { ref: stored.ref, bytes: stored.bytes, ...(typeof result.headline === 'string' ? { headline: result.headline } : {}), _worker } };
+  };
+}
+
+/** The datasets of the task's succeeded dependencies, by dependency name (text, features, embeddings). */
+async function loadDatasets(task: Task, d: AnalystHandlerDeps): Promise<Datasets> {
+  const out: Record<string, unknown[]> = {};
+  await Promise.all(
+    task.deps.map(async (dep) => {
+      if (dep.status && dep.status !== 'succeeded') return; // failed under a continue policy: analyse without it
+      let meta: DatasetRef = {};
+      if (dep.outputJson.length) {
+        try {
+          meta = JSON.parse(dec.decode(dep.outputJson)) as DatasetRef;
+        } catch (err) {
+          throw new TerminalError(`the output of ${dep.task} is not JSON`, { cause: err });
+        }
+      }
+      const ref = typeof meta.ref === 'string' ? meta.ref : dep.outputRef;
+      if (!ref) return; // a dependency that wrote no dataset
+      const load = () => d.objects.getJsonLines(ref).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading dataset ${dep.task} (${ref})`)));
+      const small = typeof meta.rawBytes === 'number' && meta.rawBytes <= d.cacheMaxBytes;
+      out[dep.task] = d.cache && small ? await d.cache.getOrLoad(ref, load) : await load();
+    }),
+  );
+  return out as Datasets;
+}
+
+/** The flow's input records (inline, or the claim-checked input through the cache), or undefined without input. */
+async function readInput(task: Task, d: AnalystHandlerDeps): Promise<InputRecord[] | undefined> {
+  if (!task.inputRef && !task.inputJson.length) return undefined;
+  let input: unknown;
+  const ref = task.inputRef;
+  if (ref) {
+    const load = () => d.objects.getJson(ref).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading the input ${ref}`)));
+    input = d.cache && d.cacheMaxBytes > 0 ? await d.cache.getOrLoad(ref, load) : await load();
+  } else {
+    try {
+      input = JSON.parse(dec.decode(task.inputJson));
+    } catch (err) {
+      throw new TerminalError(`the input of flow ${task.flowId} is not JSON`, { cause: err });
+    }
+  }
+  const records = (input as { records?: unknown } | null)?.records;
+  if (records === undefined) return undefined;
+  if (!Array.isArray(records)) throw new TerminalError(`input.records of flow ${task.flowId} is not an array`);
+  return records as InputRecord[];
+}
+
+/** Records rebuilt from the text dataset (normalised text) when the flow has no input records. */
+function recordsFromText(datasets: Datasets): InputRecord[] | undefined {
+  return datasets.text?.map((r) => ({ id: r.id, text: (r as { normalized?: string }).normalized ?? r.tokens.join(' ') }));
+}
+
+export type { Report };
