@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import { Stack, waitForHttp, type ServiceName } from '../../stack/src/index.js';
+import { startLocalAws, type LocalAws } from '../../storage/src/index.js';
 import { freePort, startNatsServer, type NatsServerHandle } from './nats-server.js';
 
 export const TEST_API_KEY = 'test-key-0123456789abcdef';
@@ -18,6 +19,8 @@ export interface JetflowUnderTest {
   secret: string;
   logDir: string;
   env: Record<string, string>;
+  /** The local S3 and DynamoDB the services use (unless started with `aws: false`). */
+  aws: LocalAws | undefined;
   /** fetch against the ingest HTTP API with the test key. */
   api(path: string, init?: RequestInit & { json?: unknown }): Promise<Response>;
   stop(): Promise<void>;
@@ -30,11 +33,17 @@ export interface StartOptions {
   restartOnExit?: boolean;
   /** Extra environment to start the local AWS servers with (set by storage-aware tests). */
   awsEnv?: Record<string, string>;
+  /**
+   * Start local S3 and DynamoDB (s3rver + dynalite, in this process, in milliseconds) and point the
+   * services at them. Default true: real task mode keeps datasets in S3 and history in DynamoDB.
+   */
+  aws?: boolean;
 }
 
 /** Starts a real nats-server and the four services as processes, on free ports. */
 export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTest> {
   const nats = await startNatsServer();
+  const aws = o.aws === false ? undefined : await startLocalAws();
   const httpPort = await freePort();
   const grpcPort = await freePort();
   const logDir = mkdtempSync(join(tmpdir(), 'jetflow-logs-'));
@@ -48,6 +57,7 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
     JETFLOW_CALLBACK_ALLOWLIST: '127.0.0.0/8,::1,localhost',
     JETFLOW_METRICS_PORT: '0',
     LOG_LEVEL: 'info',
+    ...(aws?.env ?? {}),
     ...(o.awsEnv ?? {}),
     ...(o.env ?? {}),
   };
@@ -66,6 +76,7 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
     secret: TEST_SECRET,
     logDir,
     env,
+    aws,
     api(path, init = {}) {
       const headers: Record<string, string> = { authorization: `Bearer ${TEST_API_KEY}`, ...((init.headers as Record<string, string>) ?? {}) };
       let body = init.body;
@@ -79,6 +90,7 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
       await nc.close().catch(() => undefined);
       await stack.stop();
       await nats.stop();
+      await aws?.stop();
     },
   };
 }
