@@ -55,8 +55,8 @@ export const REDACT_PATHS = [
  * One root logger per service, JSON to stdout. Children bind flowId, task, subject and attempt; the
  * mixin adds trace_id and span_id of the active span to every line.
  */
-export function createLogger(service: string, level = 'info'): Logger {
-  return pino({
+export function createLogger(service: string, level = 'info', destination?: pino.DestinationStream): Logger {
+  const opts: pino.LoggerOptions = {
     name: service,
     level,
     base: { service },
@@ -65,7 +65,8 @@ export function createLogger(service: string, level = 'info'): Logger {
     // pino's default merge assigns into the mixin's object; NONE is shared, so leave it alone.
     mixinMergeStrategy: (mergeObject, mixinObject) => (mixinObject === NONE ? mergeObject : Object.assign(mixinObject, mergeObject)),
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-  });
+  };
+  return destination ? pino(opts, destination) : pino(opts);
 }
 
 export interface ErrorReport {
