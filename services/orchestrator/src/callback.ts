@@ -8,6 +8,8 @@ import type { CallbackPolicy } from '../../../libs/flows/src/index.js';
 import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { ATTR, annotateActiveSpan, injectRecord } from '../../../libs/telemetry/src/index.js';
+import { isStorageError } from '../../../libs/storage/src/index.js';
+import type { FlowHistory } from './history.js';
 
 export interface CallbackSenderDeps {
   nc: NatsConnection;
@@ -22,6 +24,8 @@ export interface CallbackSenderDeps {
   backoffMaxMs: number;
   log: Logger;
   onAttempt?: (outcome: 'delivered' | 'retry' | 'dead_lettered') => void;
+  /** Records each finished flow in DynamoDB before its callback is sent (JETFLOW_HISTORY=dynamodb). */
+  history?: FlowHistory;
 }
 
 /** Jetflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>"> */
@@ -72,6 +76,26 @@ export class CallbackSender {
       }
     }
     const body = new TextDecoder().decode(job.bodyJson);
+    // History first: it is why a job exists for a flow without a callback, and a failed write is
+    // retried here (redelivery), off the saga's path. Both writes are conditional: a replay is a no-op.
+    if (this.d.history) {
+      try {
+        await this.d.history.record(body, job.url, m.headers?.get('traceparent') || undefined);
+      } catch (err) {
+        if (isStorageError(err, 'invalid_argument') || err instanceof SyntaxError) {
+          log.error({ err: (err as Error).message }, 'flow cannot be recorded in the history; sending the callback anyway');
+        } else {
+          const delay = backoffDelay(attempt, this.d.backoffInitialMs, this.d.backoffMaxMs);
+          log.warn({ err: (err as Error).message, retryInMs: delay }, 'could not record the flow in the history; retrying before the callback');
+          m.nak(delay);
+          return;
+        }
+      }
+    }
+    if (!job.url) {
+      m.ack();
+      return;
+    }
     let statusCode: number | undefined;
     let error: string | undefined;
     const blocked = await this.d.policy.checkResolved(job.url).catch((e: Error) => `cannot resolve callback host: ${e.message}`);
