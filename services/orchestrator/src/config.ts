@@ -3,6 +3,8 @@ import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../li
 import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
+import { claimCheckBytes, historyMode } from '../../../libs/config/src/storage.js';
+import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
 
 export interface OrchestratorConfig {
   natsServers: string[];
@@ -22,6 +24,12 @@ export interface OrchestratorConfig {
   telemetry: TelemetryConfig;
   graceMs: number;
   registry: FlowRegistry;
+  /** S3 and DynamoDB clients, bucket and table (standard AWS variables, JETFLOW_S3_BUCKET, JETFLOW_FLOWS_TABLE). */
+  storage: StorageConfig;
+  /** `dynamodb`: every finished flow is recorded in the flow table by the callback-job consumer (JETFLOW_HISTORY). */
+  history: 'dynamodb' | 'off';
+  /** A NATS-door submission whose input JSON is larger goes to S3 before the flow starts; 0 = off (JETFLOW_CLAIM_CHECK_BYTES). */
+  claimCheckBytes: number;
 }
 
 export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig> {
@@ -45,5 +53,8 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
     telemetry: telemetryConfig(env),
     graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),
     registry: loadFlowRegistry(env),
+    storage: storageConfigFromEnv(env),
+    history: historyMode(env),
+    claimCheckBytes: claimCheckBytes(env),
   });
 }
