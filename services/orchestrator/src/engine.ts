@@ -58,6 +58,13 @@ export interface EngineDeps {
   maxRunning?: number;
   /** Whether this replica currently owns the flow's result partition. */
   ownsFlow?: (flowId: string) => boolean;
+  /**
+   * Publish the callback job for every finished flow (with an empty url when it has no callback):
+   * its consumer records the flow's history, off the saga's path (JETFLOW_HISTORY).
+   */
+  historyJobs?: boolean;
+  /** Claim check of the NATS door: an input JSON over `thresholdBytes` is stored and the flow keeps only the ref. */
+  claimInput?: { thresholdBytes: number; store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string> };
 }
 
 interface Cached {
@@ -219,6 +226,18 @@ export class SagaEngine {
       m.term();
       return;
     }
+    const claim = this.d.claimInput;
+    if (claim && !req.inputRef && req.inputJson.length > claim.thresholdBytes) {
+      // Big inputs stay out of the KV state and the task messages: they travel as a reference.
+      try {
+        req.inputRef = await claim.store(req.tenant, req.flowId, req.inputJson);
+        req.inputJson = new Uint8Array();
+      } catch (err) {
+        this.d.log.warn({ flowId: req.flowId, err: (err as Error).message }, 'cannot store the input in S3; retrying');
+        m.nak(Math.min(10_000, 500 * m.info.deliveryCount));
+        return;
+      }
+    }
     await this.withFlow(req.flowId, () => this.start(req, m));
   }
 
@@ -298,7 +317,7 @@ export class SagaEngine {
         flowId: req.flowId,
         tenant: req.tenant,
         flow: req.flow,
-        inputJson: dec.decode(req.inputJson),
+        ...(req.inputJson.length || !req.inputRef ? { inputJson: dec.decode(req.inputJson) } : {}),
         ...(req.inputRef ? { inputRef: req.inputRef } : {}),
         ...(req.callbackUrl ? { callbackUrl: req.callbackUrl } : {}),
         ...(req.idempotencyKey ? { idempotencyKey: req.idempotencyKey } : {}),
@@ -494,12 +513,12 @@ export class SagaEngine {
         pubs.push(this.d.pub.publish(td.subject, toBinary(TaskSchema, task), { msgId: msgIds.task(s.flowId, s.stage, td.name), headers: h }));
       }
     }
-    if (isTerminal(s) && s.callbackUrl) {
+    if (isTerminal(s) && (s.callbackUrl || this.d.historyJobs)) {
       const job = create(CallbackJobSchema, {
         deliveryId: deliveryIdOf(s.flowId),
         flowId: s.flowId,
         tenant: s.tenant,
-        url: s.callbackUrl,
+        url: s.callbackUrl ?? '',
         bodyJson: enc.encode(JSON.stringify(callbackBody(s, def))),
       });
       const h = kindHeaders('callback', s.flowId);
