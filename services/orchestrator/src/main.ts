@@ -6,6 +6,7 @@ import { SagaEngine } from './engine.js';
 import { CallbackSender } from './callback.js';
 import { PartitionLeases } from './leases.js';
 import { startOrchestratorObservability } from './observability.js';
+import { startOrchestratorStorage } from './storage.js';
 
 const cfg = loadConfig();
 const log = createLogger('orchestrator', cfg.logLevel);
@@ -21,10 +22,12 @@ const js = nc.jetstream();
 const kv = await js.views.kv(BUCKETS.flows);
 const pub = new JetStreamPublisher(nc);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
+// History (DynamoDB) and the NATS door's claim check (S3); neither is on the saga's hot path.
+const storage = await startOrchestratorStorage(cfg, log);
 
 const partitionLoops = new Map<number, PullLoop>();
 const writer = new KvWriter(pub, BUCKETS.flows);
-const engine = new SagaEngine({ nc, kv, writer, pub, registry, partitions: cfg.partitions, policy, log, onTerminal: obs.flowEnded, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)) });
+const engine = new SagaEngine({ nc, kv, writer, pub, registry, partitions: cfg.partitions, policy, log, onTerminal: obs.flowEnded, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
 const sender = new CallbackSender({
   nc,
   kv,
@@ -38,6 +41,7 @@ const sender = new CallbackSender({
   backoffMaxMs: cfg.callbackBackoffMaxMs,
   log,
   onAttempt: obs.callbackAttempt,
+  ...(storage.history ? { history: storage.history } : {}),
 });
 
 const loops: PullLoop[] = [
@@ -80,6 +84,7 @@ const shutdown = async (sig: string) => {
   await leases.stop();
   pub.close();
   await nc.drain();
+  storage.close();
   await obs.close();
   clearTimeout(t);
   log.info('stopped');
