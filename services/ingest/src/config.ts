@@ -3,6 +3,8 @@ import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../li
 import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
+import { claimCheckBytes, historyMode } from '../../../libs/config/src/storage.js';
+import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
 
 export interface IngestConfig {
   natsServers: string[];
@@ -25,6 +27,12 @@ export interface IngestConfig {
   operatorTenants: string[];
   /** OpenTelemetry: whether to start the SDK (OTEL_* variables). */
   telemetry: TelemetryConfig;
+  /** S3 and DynamoDB clients, bucket and table (standard AWS variables, JETFLOW_S3_BUCKET, JETFLOW_FLOWS_TABLE). */
+  storage: StorageConfig;
+  /** An input JSON larger than this goes to S3 and the flow carries its reference; 0 = off (JETFLOW_CLAIM_CHECK_BYTES). */
+  claimCheckBytes: number;
+  /** `dynamodb`: GET /v1/flows?status=<final> and GET /v1/flows/{id} of an expired flow read the DynamoDB history (JETFLOW_HISTORY). */
+  history: 'dynamodb' | 'off';
 }
 
 export const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -59,5 +67,8 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     registry: loadFlowRegistry(env),
     operatorTenants: list(env, 'JETFLOW_OPERATOR_TENANTS'),
     telemetry: telemetryConfig(env),
+    storage: storageConfigFromEnv(env),
+    claimCheckBytes: claimCheckBytes(env),
+    history: historyMode(env),
   });
 }
