@@ -11,6 +11,7 @@ import { buildGrpcServer } from './adapters/grpc.js';
 import { addReflection } from './adapters/grpc-reflection.js';
 import { operations } from './adapters/ops.js';
 import { startIngestObservability } from './adapters/observability.js';
+import { startIngestStorage } from './adapters/storage.js';
 
 const cfg = loadConfig();
 const log = createLogger('ingest', cfg.logLevel);
@@ -25,12 +26,14 @@ const js = nc.jetstream();
 obs.watchConsumers(nc);
 const [flowsKv, idemKv, cancelKv] = await Promise.all([js.views.kv(BUCKETS.flows), js.views.kv(BUCKETS.idempotency), js.views.kv(BUCKETS.cancel)]);
 const pub = new JetStreamPublisher(nc);
-const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv }, cfg.partitions, cfg.publishTimeoutMs);
+// S3 for the input claim check, DynamoDB for the history of finished flows.
+const storage = await startIngestStorage(cfg, { nc, registry: cfg.registry, log });
+const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv }, cfg.partitions, cfg.publishTimeoutMs, storage.claim);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
-const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending });
+const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, ...(storage.history ? { history: storage.history } : {}) });
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);
 
-const ops = operations({ nc, pub, gateway, flows, registry, auth, log, jaegerUrl: cfg.jaegerUrl, operatorTenants: cfg.operatorTenants, publishTimeoutMs: cfg.publishTimeoutMs });
+const ops = operations({ nc, pub, gateway, flows, registry, auth, log, jaegerUrl: cfg.jaegerUrl, operatorTenants: cfg.operatorTenants, publishTimeoutMs: cfg.publishTimeoutMs, lister: storage.lister });
 const app = await buildHttpServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, ready: () => gateway.connected(), before: obs.before(ops.before), extend: obs.extend(ops.extend) });
 await app.listen({ port: cfg.httpPort, host: cfg.host });
 const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, interceptors: obs.interceptors });
@@ -54,6 +57,7 @@ const shutdown = async (sig: string) => {
   await app.close();
   pub.close();
   await nc.drain();
+  storage.close();
   await obs.close();
   clearTimeout(t);
   process.exit(0);

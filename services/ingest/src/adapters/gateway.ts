@@ -10,6 +10,12 @@ import type { Gateway } from '../handlers/flows.js';
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** Stores an input too large to travel in messages (S3) and returns its reference. */
+export interface InputClaimCheck {
+  thresholdBytes: number;
+  store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string>;
+}
+
 export class JetStreamGateway implements Gateway {
   private isConnected = true;
   constructor(
@@ -18,6 +24,7 @@ export class JetStreamGateway implements Gateway {
     private readonly kv: { flows: KV; idempotency: KV; cancel: KV },
     private readonly partitions: number,
     private readonly publishTimeoutMs: number,
+    private readonly claim?: InputClaimCheck,
   ) {
     void (async () => {
       for await (const s of nc.status()) {
@@ -49,11 +56,23 @@ export class JetStreamGateway implements Gateway {
   }
 
   async publishSubmission(tenant: string, flowId: string, sub: Submission, msgId: string, traceparent?: string) {
+    let inputJson = enc.encode(JSON.stringify(sub.input));
+    let inputRef = '';
+    if (this.claim && inputJson.byteLength > this.claim.thresholdBytes) {
+      // Claim check: the flow, its state and its tasks carry only the reference.
+      try {
+        inputRef = await this.claim.store(tenant, flowId, inputJson);
+      } catch (err) {
+        throw new JetflowError(ErrorCodes.UNAVAILABLE, `the object store is unavailable: ${(err as Error).message}`, { retryAfterMs: 1_000, cause: err });
+      }
+      inputJson = new Uint8Array();
+    }
     const req = create(FlowRequestSchema, {
       flowId,
       tenant,
       flow: sub.flow,
-      inputJson: enc.encode(JSON.stringify(sub.input)),
+      inputJson,
+      inputRef,
       callbackUrl: sub.callbackUrl ?? '',
       idempotencyKey: sub.idempotencyKey ?? '',
       deadlineMs: sub.deadlineMs ?? 0,

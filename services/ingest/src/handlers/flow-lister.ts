@@ -52,7 +52,7 @@ const QuerySchema = z.object({
     .transform((s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : []))
     .pipe(z.array(z.enum(STATUSES, { message: `expected one or more of ${STATUSES.join(', ')} (comma-separated)` }))),
   limit: z.coerce.number().int().min(1).max(MAX_LIST_LIMIT).default(50),
-  cursor: z.string().max(200).optional(),
+  cursor: z.string().max(1_024).optional(),
 });
 
 function issues(err: z.ZodError) {

@@ -12,6 +12,7 @@ import {
   type FlowState,
   type Submission,
 } from '../../../../libs/flows/src/index.js';
+import { historyView, type FlowHistoryReader } from './flow-history.js';
 
 /** What the flow handlers need from the broker (implemented over JetStream in adapters/gateway.ts). */
 export interface Gateway {
@@ -31,6 +32,8 @@ export interface FlowHandlersDeps {
   registry: FlowRegistry;
   policy: CallbackPolicy;
   maxPending: number;
+  /** Finished flows after their KV state expired (DynamoDB); GET falls back to it. */
+  history?: FlowHistoryReader;
 }
 
 export interface SubmitResult {
@@ -90,6 +93,12 @@ export class FlowHandlers {
     if (!s || s.tenant !== tenant) {
       const r = this.recent.get(flowId);
       if (r && r.tenant === tenant) return { flowId, flow: r.flow, tenant, status: 'accepted', submittedAt: new Date(r.at).toISOString(), stages: [] };
+      if (!s && this.d.history) {
+        const h = await this.d.history.get(flowId).catch((err: unknown) => {
+          throw new JetflowError(ErrorCodes.UNAVAILABLE, `the flow history is unavailable: ${(err as Error).message}`, { retryAfterMs: 1_000, cause: err });
+        });
+        if (h && h.tenant === tenant) return historyView(h, this.d.registry.get(h.flow));
+      }
       throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     }
     const cb = isTerminal(s) && s.callbackUrl ? await this.d.gateway.getCallbackStatus(flowId) : undefined;
