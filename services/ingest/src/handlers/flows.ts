@@ -91,14 +91,15 @@ export class FlowHandlers {
     if (!FLOW_ID_RE.test(flowId)) throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     const s = await this.d.gateway.getState(flowId);
     if (!s || s.tenant !== tenant) {
-      const r = this.recent.get(flowId);
-      if (r && r.tenant === tenant) return { flowId, flow: r.flow, tenant, status: 'accepted', submittedAt: new Date(r.at).toISOString(), stages: [] };
+      // No state: finished and expired (the history has it), or accepted and not started yet.
+      let historyDown: unknown;
       if (!s && this.d.history) {
-        const h = await this.d.history.get(flowId).catch((err: unknown) => {
-          throw new JetflowError(ErrorCodes.UNAVAILABLE, `the flow history is unavailable: ${(err as Error).message}`, { retryAfterMs: 1_000, cause: err });
-        });
+        const h = await this.d.history.get(flowId).catch((err: unknown) => void (historyDown = err));
         if (h && h.tenant === tenant) return historyView(h, this.d.registry.get(h.flow));
       }
+      const r = this.recent.get(flowId);
+      if (r && r.tenant === tenant) return { flowId, flow: r.flow, tenant, status: 'accepted', submittedAt: new Date(r.at).toISOString(), stages: [] };
+      if (historyDown) throw new JetflowError(ErrorCodes.UNAVAILABLE, `the flow history is unavailable: ${(historyDown as Error).message}`, { retryAfterMs: 1_000, cause: historyDown });
       throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     }
     const cb = isTerminal(s) && s.callbackUrl ? await this.d.gateway.getCallbackStatus(flowId) : undefined;
