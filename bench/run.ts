@@ -18,6 +18,7 @@ import { Stack, SERVICES, repoRoot, waitForHttp, type ServiceName } from '../lib
 import { freePort, startNatsServer, type NatsServerHandle } from '../libs/testing/src/nats-server.js';
 import { waitForConsumers } from '../libs/testing/src/harness.js';
 import { measureCeiling, type CeilingResult } from './ceiling.js';
+import { startAwsProcess } from './local-aws.js';
 import { RssSampler, cpuMs, cpuSnapshot, findPid, memMb, selfCpuMs, type Tracked } from './proc.js';
 import { BenchReceiver, type Arrival } from './receiver.js';
 import { fmt, percentiles, table, type Percentiles } from './stats.js';
@@ -249,6 +250,13 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         JETFLOW_TASK_MODE: mode,
         LOG_LEVEL: o.logLevel,
       };
+      if (mode === 'real') {
+        // Real tasks keep datasets in S3 and the history in DynamoDB: local stand-ins, in their own process.
+        const aws = await startAwsProcess();
+        cleanups.push(() => aws.stop());
+        Object.assign(env, aws.env);
+        log(`bench: local S3 + DynamoDB for real mode (pid ${aws.pid})`);
+      }
       if (o.cpuProfDir) {
         const dir = resolve(o.cpuProfDir, mode);
         mkdirSync(dir, { recursive: true });
