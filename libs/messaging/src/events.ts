@@ -1,6 +1,5 @@
-import { create, toBinary } from '@bufbuild/protobuf';
 import type { NatsConnection } from 'nats';
-import { FlowEventSchema } from '../../proto/src/index.js';
+import { encodeFlowEvent } from './fast-codec.js';
 import { addActiveSpanEvent, tracingEnabled } from '../../telemetry/src/index.js';
 import { eventSubject } from './topology.js';
 
@@ -23,20 +22,8 @@ export interface EventIn {
 export function publishEvent(nc: NatsConnection, tenant: string, e: EventIn): void {
   // The transition's span shows what it did (task.succeeded, stage.completed, flow.completed…).
   if (tracingEnabled()) addActiveSpanEvent(e.type, { ...(e.task ? { 'jetflow.task': e.task } : {}), ...(e.status ? { 'jetflow.status': e.status } : {}), ...(e.stage ? { 'jetflow.stage': e.stage } : {}) });
-  const ev = create(FlowEventSchema, {
-    flowId: e.flowId,
-    tenant,
-    flow: e.flow ?? '',
-    type: e.type,
-    status: e.status ?? '',
-    task: e.task ?? '',
-    stage: e.stage ?? '',
-    atMs: BigInt(Date.now()),
-    message: e.message ?? '',
-    attempt: e.attempt ?? 0,
-  });
   try {
-    nc.publish(eventSubject(tenant, e.flowId), toBinary(FlowEventSchema, ev));
+    nc.publish(eventSubject(tenant, e.flowId), encodeFlowEvent({ ...e, tenant, atMs: Date.now() }));
   } catch {
     // Connection closing: events are best effort.
   }

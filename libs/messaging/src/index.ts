@@ -7,3 +7,4 @@ export * from './worker.js';
 export * from './events.js';
 export * from './worker-main.js';
 export * from './kv-writer.js';
+export * from './fast-codec.js';

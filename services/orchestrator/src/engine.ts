@@ -29,7 +29,7 @@ import {
   type FlowState,
   type Transition,
 } from '../../../libs/flows/src/index.js';
-import { callbackSubject, deadLetter, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
+import { callbackSubject, deadLetter, encodeTask, encodeTaskShared, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { activeTraceparent } from '../../../libs/telemetry/src/index.js';
 
@@ -478,39 +478,41 @@ export class SagaEngine {
     const pubs: Array<Promise<unknown>> = [];
     const dispatch = tasksToDispatch(s, def);
     if (dispatch.length) {
+      // What the tasks of one dispatch share (input, earlier outputs) is encoded once.
       const deps =
         s.stage > 0
           ? def.stages.slice(0, s.stage).flatMap((st) =>
               st.tasks.map((td) => {
                 const ts = s.tasks[td.name]!;
-                return { task: td.name, status: ts.status, outputJson: ts.output === undefined ? new Uint8Array() : enc.encode(JSON.stringify(ts.output)), outputRef: ts.outputRef ?? '' };
+                return { task: td.name, status: ts.status, outputJson: ts.output === undefined ? undefined : enc.encode(JSON.stringify(ts.output)), outputRef: ts.outputRef ?? '' };
               }),
             )
           : [];
-      const inputJson = s.input !== undefined ? enc.encode(s.input) : new Uint8Array();
+      const shared = encodeTaskShared({
+        flowId: s.flowId,
+        tenant: s.tenant,
+        flow: s.flow,
+        flowVersion: s.version,
+        stage: s.stage,
+        ...(s.input !== undefined ? { inputJson: enc.encode(s.input) } : {}),
+        inputRef: s.inputRef ?? '',
+        deps,
+        deadlineAtMs: s.deadlineAt,
+      });
       for (const td of dispatch) {
-        const task = create(TaskSchema, {
-          flowId: s.flowId,
-          tenant: s.tenant,
-          flow: s.flow,
-          flowVersion: s.version,
-          stage: s.stage,
+        const task = encodeTask(shared, {
           task: td.name,
           subject: td.subject,
-          inputJson,
-          inputRef: s.inputRef ?? '',
-          deps,
           softLimitMs: td.softLimitMs,
           hardLimitMs: td.hardLimitMs,
           maxAttempts: td.maxAttempts,
           backoffInitialMs: td.backoff.initialMs,
           backoffMaxMs: td.backoff.maxMs,
-          deadlineAtMs: BigInt(s.deadlineAt),
-          dispatchedAtMs: BigInt(s.tasks[td.name]!.dispatchedAt ?? Date.now()),
+          dispatchedAtMs: s.tasks[td.name]!.dispatchedAt ?? Date.now(),
         });
         const h = kindHeaders('task', s.flowId);
         if (s.traceparent) h.set('traceparent', s.traceparent);
-        pubs.push(this.d.pub.publish(td.subject, toBinary(TaskSchema, task), { msgId: msgIds.task(s.flowId, s.stage, td.name), headers: h }));
+        pubs.push(this.d.pub.publish(td.subject, task, { msgId: msgIds.task(s.flowId, s.stage, td.name), headers: h }));
       }
     }
     if (isTerminal(s) && (s.callbackUrl || this.d.historyJobs)) {
