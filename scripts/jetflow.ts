@@ -169,6 +169,21 @@ interface Consumers {
 }
 
 program
+  .command('route')
+  .description('which consumer gets a task: the stream, durable consumer and service for a subject or pattern')
+  .argument('[subject]', 'a task subject or wildcard pattern', 'jetflow.task.>')
+  .action(async (subject: string) => {
+    const r = await api().json<{ routes: Array<{ subject: string; stream: string; consumer: string; servedBy: string; usedBy: Array<{ flow: string; stage: string; task: string }> }> }>('GET', `/v1/routes?subject=${encodeURIComponent(subject)}`);
+    if (globals().json) return printJson(r);
+    if (!r.routes.length) {
+      print(`no task subject matches ${subject}`);
+      process.exitCode = 1;
+      return;
+    }
+    print(table(['subject', 'stream', 'consumer', 'served by', 'used by'], r.routes.map((x) => [x.subject, x.stream, x.consumer, x.servedBy, x.usedBy.map((u) => `${u.flow}/${u.stage}/${u.task}`).join(', ')])));
+  });
+
+program
   .command('consumers')
   .description('JetStream consumers of the Jetflow streams: lag, in flight, redeliveries, throughput')
   .option('-w, --watch [seconds]', 'refresh every few seconds (throughput needs two samples)')

@@ -109,6 +109,17 @@ describe('a flow through each front door', () => {
     assertReport(cb.byFlow(flowId)[0]!.body, flowId);
   });
 
+  test('GET /v1/routes answers which consumer gets a task, for a subject or a wildcard', async () => {
+    const one = (await (await j.api('/v1/routes?subject=jetflow.task.analyst.keywords')).json()) as { routes: Array<{ consumer: string; stream: string; servedBy: string }> };
+    assert.deepEqual(one.routes.map((r) => [r.stream, r.consumer, r.servedBy]), [['JETFLOW_TASKS', 'task-analyst-keywords', 'analyst']]);
+    const all = (await (await j.api('/v1/routes?subject=jetflow.task.dataset.*')).json()) as { routes: Array<{ consumer: string }> };
+    assert.equal(all.routes.length, 3);
+    // The consumers it names are the ones that exist on the server.
+    const jsm = await j.nc.jetstreamManager();
+    for (const r of all.routes) assert.equal((await jsm.consumers.info('JETFLOW_TASKS', r.consumer)).name, r.consumer);
+    assert.equal((await j.api('/v1/routes?subject=orders.new')).status, 400);
+  });
+
   test('gRPC WatchFlow and SSE stream a flow to its end', async () => {
     const res = await j.api('/v1/flows', { method: 'POST', json: sampleSubmission(cb.url) });
     const { flowId } = (await res.json()) as { flowId: string };

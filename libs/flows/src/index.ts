@@ -4,3 +4,4 @@ export * from './state.js';
 export * from './callback-policy.js';
 export * from './catalogue.js';
 export * from './load.js';
+export * from './routing.js';

@@ -76,6 +76,12 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
     return reply.code(202).send({ flowId: r.flowId, status: r.status });
   });
 
+  app.get<{ Querystring: { subject?: string } }>(
+    '/v1/routes',
+    { preHandler: authenticate, schema: { summary: 'Which consumer gets a task subject (routing by subject hierarchy; wildcards * and > allowed)', querystring: { type: 'object', properties: { subject: { type: 'string' } } } } },
+    async (req) => d.flows.routes(req.query.subject ?? 'jetflow.task.>'),
+  );
+
   app.get<{ Params: { id: string } }>('/v1/flows/:id', { preHandler: authenticate }, async (req) => d.flows.get(req.tenant, req.params.id));
 
   app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>('/v1/flows/:id/cancel', { preHandler: authenticate }, async (req, reply) => {

@@ -1,9 +1,10 @@
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
+import { JetflowError, ErrorCodes, invalid } from '../../../../libs/errors/src/index.js';
 import {
   deriveFlowId,
   isTerminal,
   publicView,
   randomFlowId,
+  routesFor,
   submissionHash,
   validateSubmission,
   FLOW_ID_RE,
@@ -110,6 +111,12 @@ export class FlowHandlers {
     const s = FLOW_ID_RE.test(flowId) ? await this.d.gateway.getState(flowId) : null;
     if (!s || s.tenant !== tenant) throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     return s;
+  }
+
+  /** Which consumer gets a task: the routes matching a subject or wildcard pattern. */
+  routes(query: string) {
+    if (!/^jetflow\.task(\.[a-z0-9_*>-]+)+$/.test(query)) throw invalid([{ path: 'subject', message: 'expected a task subject or pattern under jetflow.task, e.g. jetflow.task.analyst.sentiment or jetflow.task.analyst.>' }]);
+    return { query, routes: routesFor(query, this.d.registry) };
   }
 
   async cancel(tenant: string, flowId: string, reason = '') {
