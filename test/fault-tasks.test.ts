@@ -40,7 +40,7 @@ describe('fault handling of tasks, deadlines, failure policies and cancellation'
     cb = await startCallbackReceiver();
     j = await startJetflow({
       env: { JETFLOW_FLOWS_FILE: resolve('test/fixtures/chaos-flows.json'), JETFLOW_TEST_PLUGINS: '1' },
-      serviceEnv: { analyst: { JETFLOW_TASK_SUBJECTS: 'jetflow.task.analyst.>,jetflow.task.test.>' } },
+      serviceEnv: { analyst: { JETFLOW_TASK_SUBJECTS: 'jetflow.task.analyst.>,jetflow.task.test.>', JETFLOW_SHUTDOWN_GRACE_MS: '1000' } },
     });
   });
   after(async () => {
@@ -155,6 +155,29 @@ describe('fault handling of tasks, deadlines, failure policies and cancellation'
     events.unsubscribe();
     assert.ok(seen.includes('task.skipped'), `worker skipped the cancelled task: ${seen.join(',')}`);
     assert.equal(cb.byFlow(id2)[0]!.body.status, 'cancelled');
+  });
+
+  test('SIGTERM: a worker stops fetching, hands back what it cannot finish within the grace period, and exits 0', async () => {
+    // The analyst runs with a 1 s grace period (serviceEnv below); the slow task needs 4 s.
+    const id = await submit('cancellable', { chaos: { slowMs: 4_000, failTimes: 0 } });
+    const until = Date.now() + 10_000;
+    while (Date.now() < until) {
+      const v = await view(id);
+      if (task(v, 'long').status === 'dispatched') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 800)); // the task is running now
+    const t0 = Date.now();
+    const code = await j.stack.kill('analyst', 0, 'SIGTERM');
+    assert.equal(code, 0, 'exit code 0');
+    assert.ok(Date.now() - t0 < 4_000, 'did not wait for the task beyond the grace period');
+    j.stack.restart('analyst');
+    await waitForConsumers(j.nc);
+    await cb.waitForFlows([id], 30_000);
+    const v = await view(id);
+    assert.equal(task(v, 'long').status, 'succeeded', 'the handed-back task ran again elsewhere');
+    assert.equal(task(v, 'long').attempts, 2, 'second delivery');
+    assert.equal(cb.byFlow(id)[0]!.body.status, 'succeeded');
   });
 
   test('redelivered and duplicate results are never counted twice', async () => {

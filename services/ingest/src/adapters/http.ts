@@ -78,7 +78,7 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
 
   app.get<{ Querystring: { subject?: string } }>(
     '/v1/routes',
-    { preHandler: authenticate, schema: { summary: 'Which consumer gets a task subject (routing by subject hierarchy; wildcards * and > allowed)', querystring: { type: 'object', properties: { subject: { type: 'string' } } } } },
+    { preHandler: authenticate },
     async (req) => d.flows.routes(req.query.subject ?? 'jetflow.task.>'),
   );
 

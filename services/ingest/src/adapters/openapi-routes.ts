@@ -247,6 +247,28 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     ok: { 200: obj({ seq: int('The dead letter'), subject: str('Republished to'), msgId: str('redrive:<seq>'), stream: str('Stream that stored it'), streamSeq: int('Its sequence there'), duplicate: { type: 'boolean', description: 'Already redriven (deduplicated)' } }) },
     errors: ['invalid_argument', 'not_found'],
   },
+  'GET /v1/routes': {
+    summary: 'Which consumer gets a task subject',
+    description: 'Routing is by subject hierarchy: one durable consumer per task subject on stream JETFLOW_TASKS. The subject may be a pattern with * and > wildcards.',
+    tags: ['operations'],
+    querystring: obj({ subject: str('A task subject or pattern under jetflow.task (default jetflow.task.>)') }),
+    ok: {
+      200: obj({
+        query: str('The subject or pattern asked about'),
+        routes: {
+          type: 'array',
+          items: obj({
+            subject: str('Task subject'),
+            stream: str('Stream holding the task messages'),
+            consumer: str('Durable pull consumer (the KEDA scaling unit)'),
+            servedBy: str('Service whose default subscription serves it'),
+            usedBy: { type: 'array', items: obj({ flow: str('Flow'), version: int('Version'), stage: str('Stage'), task: str('Task') }) },
+          }),
+        },
+      }),
+    },
+    errors: ['invalid_argument'],
+  },
   'GET /v1/consumers': {
     summary: 'JetStream consumers of the Jetflow streams',
     description: 'Lag and load per consumer. deliveredPerSec is estimated from the previous call at least a second earlier (null on the first).',
