@@ -36,37 +36,49 @@ const FLOW_ID = /"flowId":"([^"]+)"/;
  * so the hook replaces the caller's traceparent with this span's (the caller's stays its parent).
  */
 export function observeHttpSubmissions(app: FastifyInstance, submissions: Submissions): void {
-  const spans = new WeakMap<FastifyRequest, Span>();
-  app.addHook('onRequest', async (req) => {
-    if (!tracingEnabled() || !isSubmit(req)) return;
-    const parent = propagation.extract(ROOT_CONTEXT, req.headers);
-    const span = tracer.startSpan('POST /v1/flows', { kind: SpanKind.SERVER, attributes: { [ATTR.httpMethod]: 'POST', [ATTR.httpRoute]: '/v1/flows', [ATTR.door]: 'http' } }, parent);
-    propagation.inject(trace.setSpan(parent, span), req.headers);
-    spans.set(req, span);
+  // Callback-style hooks, and the tracing ones only when tracing is on: nothing async per request.
+  app.addHook('onResponse', (req, reply, done) => {
+    if (isSubmit(req)) submissions.inc({ door: 'http', result: httpSubmissionResult(reply.statusCode) });
+    done();
   });
-  app.addHook('onSend', async (req, _reply, payload) => {
+  if (!tracingEnabled()) return;
+  const spans = new WeakMap<FastifyRequest, Span>();
+  app.addHook('onRequest', (req, _reply, done) => {
+    if (isSubmit(req)) {
+      const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+      const span = tracer.startSpan('POST /v1/flows', { kind: SpanKind.SERVER, attributes: { [ATTR.httpMethod]: 'POST', [ATTR.httpRoute]: '/v1/flows', [ATTR.door]: 'http' } }, parent);
+      propagation.inject(trace.setSpan(parent, span), req.headers);
+      spans.set(req, span);
+    }
+    done();
+  });
+  app.addHook('onSend', (req, _reply, payload, done) => {
     const span = spans.get(req);
     if (span && typeof payload === 'string') {
       const m = FLOW_ID.exec(payload);
       if (m) span.setAttribute(ATTR.flowId, m[1]!);
     }
-    return payload;
+    done(null, payload);
   });
-  app.addHook('onResponse', async (req, reply) => {
-    if (!isSubmit(req)) return;
-    submissions.inc({ door: 'http', result: httpSubmissionResult(reply.statusCode) });
+  app.addHook('onResponse', (req, reply, done) => {
     const span = spans.get(req);
-    if (!span) return;
-    span.setAttribute(ATTR.httpStatus, reply.statusCode);
-    if (req.tenant) span.setAttribute(ATTR.tenant, req.tenant);
-    if (reply.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${reply.statusCode}` });
-    span.end();
+    if (span) {
+      spans.delete(req);
+      span.setAttribute(ATTR.httpStatus, reply.statusCode);
+      if (req.tenant) span.setAttribute(ATTR.tenant, req.tenant);
+      if (reply.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${reply.statusCode}` });
+      span.end();
+    }
+    done();
   });
-  app.addHook('onRequestAbort', async (req) => {
+  app.addHook('onRequestAbort', (req, done) => {
     const span = spans.get(req);
-    if (!span) return;
-    recordError(span, new Error('client aborted the request'));
-    span.end();
+    if (span) {
+      spans.delete(req);
+      recordError(span, new Error('client aborted the request'));
+      span.end();
+    }
+    done();
   });
 }
 
