@@ -146,40 +146,35 @@ export class FlowRecords {
 
   /** Records a flow's start. Returns false (and changes nothing) when the flow is already recorded. */
   async recordStarted(start: FlowStart): Promise<boolean> {
-    const flowId = checkId(start.flowId, 'flowId');
-    const tenant = checkTenant(start.tenant);
-    const flow = checkId(start.flow, 'flow');
     const status = start.status ?? 'running';
     if (status !== 'accepted' && status !== 'running') {
       throw new StorageError('invalid_argument', `recordStarted: status must be 'accepted' or 'running', got '${status}'`);
     }
-    const startedAt = toIso(start.startedAt, 'startedAt');
-    const sk = timeSk(startedAt, flowId);
+    return this.putNew(startItem(start, status));
+  }
+
+  /**
+   * Records a flow that has already ended, start and end in one write: what a writer that learns of a
+   * flow only at its end should call (one request instead of three). Returns false when the flow's end
+   * was already recorded; a flow whose start alone was recorded is finished as by recordFinished.
+   */
+  async recordCompleted(start: Omit<FlowStart, 'status'>, finish: FlowFinish): Promise<boolean> {
+    const flowId = checkId(start.flowId, 'flowId');
+    const item = startItem(start, finish.status);
+    Object.assign(item, checkFinish(finish), { errorCount: finish.errors?.length ?? 0 });
+    for (const field of BLOB_FIELDS) {
+      const value = finish[field];
+      if (value === undefined) continue;
+      const packed = await this.pack(flowId, field, value);
+      item[packed.attribute] = packed.value;
+    }
+    if (await this.putNew(item)) return true;
+    return this.recordFinished(flowId, finish);
+  }
+
+  private async putNew(item: Record<string, unknown>): Promise<boolean> {
     try {
-      await this.doc.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: {
-            pk: flowPk(flowId),
-            gsi1pk: tenantPk(tenant),
-            gsi1sk: sk,
-            gsi2pk: tenantStatusPk(tenant, status),
-            gsi2sk: sk,
-            flowId,
-            flow,
-            tenant,
-            status,
-            startedAt,
-            deadlineAt: start.deadlineAt === undefined ? undefined : toIso(start.deadlineAt, 'deadlineAt'),
-            idempotencyKey: start.idempotencyKey,
-            callbackUrl: start.callbackUrl,
-            metadata: start.metadata,
-            version: start.version,
-            traceId: start.traceId,
-          },
-          ConditionExpression: 'attribute_not_exists(pk)',
-        }),
-      );
+      await this.doc.send(new PutCommand({ TableName: this.table, Item: item, ConditionExpression: 'attribute_not_exists(pk)' }));
       return true;
     } catch (err) {
       if (awsErrorName(err) === 'ConditionalCheckFailedException') return false;
@@ -193,16 +188,7 @@ export class FlowRecords {
    */
   async recordFinished(flowId: string, finish: FlowFinish): Promise<boolean> {
     checkId(flowId, 'flowId');
-    if (!FINAL_FLOW_STATUSES.includes(finish.status)) {
-      throw new StorageError(
-        'invalid_argument',
-        `recordFinished: status must be one of ${FINAL_FLOW_STATUSES.join(', ')}, got '${String(finish.status)}'`,
-      );
-    }
-    if (!Number.isFinite(finish.durationMs) || finish.durationMs < 0) {
-      throw new StorageError('invalid_argument', `recordFinished: durationMs must be a non-negative number, got ${finish.durationMs}`);
-    }
-    const finishedAt = toIso(finish.finishedAt, 'finishedAt');
+    const { finishedAt } = checkFinish(finish);
 
     // Read first: the status index key needs the tenant, and a replay should not upload to S3 again.
     const current = await this.doc.send(
@@ -371,6 +357,44 @@ export class FlowRecords {
     });
     return claim.ref !== undefined ? { attribute: `${field}Ref`, value: claim.ref } : { attribute: `${field}Json`, value: json };
   }
+}
+
+/** The item of a flow's start: keys of the table and both indexes, and the start's attributes. */
+function startItem(start: Omit<FlowStart, 'status'>, status: FlowStatus): Record<string, unknown> {
+  const flowId = checkId(start.flowId, 'flowId');
+  const tenant = checkTenant(start.tenant);
+  const flow = checkId(start.flow, 'flow');
+  const startedAt = toIso(start.startedAt, 'startedAt');
+  const sk = timeSk(startedAt, flowId);
+  return {
+    pk: flowPk(flowId),
+    gsi1pk: tenantPk(tenant),
+    gsi1sk: sk,
+    gsi2pk: tenantStatusPk(tenant, status),
+    gsi2sk: sk,
+    flowId,
+    flow,
+    tenant,
+    status,
+    startedAt,
+    deadlineAt: start.deadlineAt === undefined ? undefined : toIso(start.deadlineAt, 'deadlineAt'),
+    idempotencyKey: start.idempotencyKey,
+    callbackUrl: start.callbackUrl,
+    metadata: start.metadata,
+    version: start.version,
+    traceId: start.traceId,
+  };
+}
+
+/** The validated end attributes of a flow. */
+function checkFinish(finish: FlowFinish): { finishedAt: string; durationMs: number } {
+  if (!FINAL_FLOW_STATUSES.includes(finish.status)) {
+    throw new StorageError('invalid_argument', `recordFinished: status must be one of ${FINAL_FLOW_STATUSES.join(', ')}, got '${String(finish.status)}'`);
+  }
+  if (!Number.isFinite(finish.durationMs) || finish.durationMs < 0) {
+    throw new StorageError('invalid_argument', `recordFinished: durationMs must be a non-negative number, got ${finish.durationMs}`);
+  }
+  return { finishedAt: toIso(finish.finishedAt, 'finishedAt'), durationMs: finish.durationMs };
 }
 
 function toSummary(item: Record<string, unknown>): FlowSummary {

@@ -19,34 +19,36 @@ interface FinishedFlow {
 /**
  * Flow history in DynamoDB, written by the callback-job consumer: the orchestrator publishes exactly
  * one callback job per finished flow (deterministic message id), also for flows without a callback
- * URL, so the saga's hot path makes no AWS call and a failed write is retried by redelivery. Both
- * writes are conditional, so a redelivered job changes nothing.
+ * URL, so the saga's hot path makes no AWS call and a failed write is retried by redelivery. The
+ * write is conditional, so a redelivered job changes nothing.
  */
 export class FlowHistory {
-  constructor(private readonly records: Pick<FlowRecords, 'recordStarted' | 'recordFinished'>) {}
+  constructor(private readonly records: Pick<FlowRecords, 'recordCompleted'>) {}
 
   /** Records the flow whose callback body this is. `callbackUrl` is empty when the flow has none. */
   async record(bodyJson: string, callbackUrl: string, traceparent?: string): Promise<void> {
     const f = JSON.parse(bodyJson) as FinishedFlow;
     const traceId = traceparent?.split('-')[1];
-    await this.records.recordStarted({
-      flowId: f.flowId,
-      flow: f.flow,
-      tenant: f.tenant,
-      startedAt: f.startedAt,
-      status: 'running',
-      ...(f.idempotencyKey ? { idempotencyKey: f.idempotencyKey } : {}),
-      ...(callbackUrl ? { callbackUrl } : {}),
-      ...(f.metadata && Object.keys(f.metadata).length ? { metadata: f.metadata } : {}),
-      ...(traceId && /^[0-9a-f]{32}$/.test(traceId) ? { traceId } : {}),
-    });
-    await this.records.recordFinished(f.flowId, {
-      status: f.status,
-      finishedAt: f.finishedAt,
-      durationMs: f.durationMs,
-      ...(f.results !== undefined ? { results: f.results } : {}),
-      ...(f.datasets !== undefined ? { datasets: f.datasets } : {}),
-      ...(f.errors ? { errors: f.errors } : {}),
-    });
+    // Start and end in one conditional write: one DynamoDB request per flow.
+    await this.records.recordCompleted(
+      {
+        flowId: f.flowId,
+        flow: f.flow,
+        tenant: f.tenant,
+        startedAt: f.startedAt,
+        ...(f.idempotencyKey ? { idempotencyKey: f.idempotencyKey } : {}),
+        ...(callbackUrl ? { callbackUrl } : {}),
+        ...(f.metadata && Object.keys(f.metadata).length ? { metadata: f.metadata } : {}),
+        ...(traceId && /^[0-9a-f]{32}$/.test(traceId) ? { traceId } : {}),
+      },
+      {
+        status: f.status,
+        finishedAt: f.finishedAt,
+        durationMs: f.durationMs,
+        ...(f.results !== undefined ? { results: f.results } : {}),
+        ...(f.datasets !== undefined ? { datasets: f.datasets } : {}),
+        ...(f.errors ? { errors: f.errors } : {}),
+      },
+    );
   }
 }
