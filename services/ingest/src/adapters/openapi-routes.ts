@@ -93,6 +93,7 @@ const flowView = obj(
     results: obj({}, { description: 'When finished: one entry per analyst (as in the callback)' }),
     datasets: obj({}, { description: 'When finished: dataset references' }),
     callback: nullable(obj({ deliveryId: str('Jetflow-Delivery-Id'), status: str('delivered, retrying, dead_lettered or pending'), attempts: int('Attempts') })),
+    source: str('"history" when read from the DynamoDB history after the KV state expired (then `stages` is empty); absent for live state', { enum: ['history'] }),
   },
   { description: 'A flow as GET /v1/flows/{flowId} shows it.' },
 );
@@ -176,13 +177,13 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   },
   'GET /v1/flows': {
     summary: 'List recent flows of the tenant',
-    description: 'Most recently changed first. A page may hold fewer than `limit` flows while older ones exist: follow `nextCursor` until it is null.',
+    description: 'Without `status`, or with `running` in it: flows changed in the last 24 h (the KV state), most recently changed first. With final statuses only (succeeded, partial, failed, cancelled) and the DynamoDB history on: every finished flow, however old, newest start first. A page may hold fewer than `limit` flows while older ones exist: follow `nextCursor` until it is null.',
     tags: ['flows'],
     querystring: obj({ status: str('Only these statuses, comma-separated (running, succeeded, partial, failed, cancelled)'), limit: limit(50), cursor }),
     ok: { 200: obj({ flows: { type: 'array', items: flowSummary }, nextCursor: nullable(str('Cursor of the next page')) }) },
     errors: ['invalid_argument'],
   },
-  'GET /v1/flows/:id': { summary: 'Get a flow', tags: ['flows'], params: flowIdParam, ok: { 200: flowView }, errors: ['not_found'] },
+  'GET /v1/flows/:id': { summary: 'Get a flow', description: 'From the live KV state; after it expires, from the DynamoDB history (`source: "history"`, no per-task stages).', tags: ['flows'], params: flowIdParam, ok: { 200: flowView }, errors: ['not_found'] },
   'GET /v1/flows/:id/timeline': {
     summary: 'A flow as a waterfall of stages and tasks',
     description: 'Times are epoch milliseconds. traceUrl links to Jaeger when the flow was traced and JETFLOW_JAEGER_UI_URL is set.',

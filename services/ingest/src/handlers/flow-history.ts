@@ -16,7 +16,7 @@ export function historyView(r: FlowRecord, def: FlowDef | undefined) {
   return {
     flowId: r.flowId,
     flow: r.flow,
-    version: def?.version ?? null,
+    version: def?.version ?? 0,
     tenant: r.tenant,
     status: r.status,
     submittedAt: r.startedAt,
@@ -29,8 +29,8 @@ export function historyView(r: FlowRecord, def: FlowDef | undefined) {
     metadata: r.metadata ?? {},
     stages: [],
     errors: r.errors ?? [],
-    results: r.results ?? null,
-    datasets: r.datasets ?? null,
+    results: r.results ?? {},
+    datasets: r.datasets ?? {},
     callback: null,
     source: 'history' as const,
   };
