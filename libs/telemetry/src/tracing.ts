@@ -16,7 +16,7 @@ import {
 } from '@opentelemetry/api';
 import type { MsgHdrs } from 'nats';
 
-export { SpanKind, SpanStatusCode, ROOT_CONTEXT, context, trace, type Attributes, type Context, type Span };
+export { SpanKind, SpanStatusCode, ROOT_CONTEXT, context, propagation, trace, type Attributes, type Context, type Span };
 
 let enabled = false;
 
