@@ -2,7 +2,7 @@ import type { NatsConnection } from 'nats';
 import type { Task } from '../../proto/src/index.js';
 import type { WorkerConfig } from '../../config/src/worker.js';
 import type { Logger } from '../../logging/src/index.js';
-import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry } from '../../telemetry/src/index.js';
+import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, tracingEnabled } from '../../telemetry/src/index.js';
 import { deadLettersCounter, initMetrics, registerConsumerGauges, startMetricsServer, taskDurationHistogram, taskRetriesCounter } from '../../metrics/src/index.js';
 import { onDeadLetter } from './dlq.js';
 import { CONSUMERS, STREAMS } from './topology.js';
@@ -31,6 +31,7 @@ export async function startWorkerObservability(service: string, cfg: WorkerConfi
       const name = task?.task ?? 'undecodable';
       duration.observe({ task: name, outcome }, durationMs / 1000);
       if (outcome === 'retried') retries.inc({ task: name });
+      if (!tracingEnabled()) return;
       if (task) annotateActiveSpan({ [ATTR.task]: task.task, [ATTR.tenant]: task.tenant, [ATTR.flow]: task.flow, [ATTR.outcome]: outcome });
       if (outcome === 'failed' || outcome === 'dead_lettered') failActiveSpan(`task ${outcome}`);
     },

@@ -7,7 +7,7 @@ import { CallbackJobSchema, type CallbackJob } from '../../../libs/proto/src/ind
 import type { CallbackPolicy } from '../../../libs/flows/src/index.js';
 import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
-import { ATTR, annotateActiveSpan, injectRecord } from '../../../libs/telemetry/src/index.js';
+import { ATTR, annotateActiveSpan, injectRecord, tracingEnabled } from '../../../libs/telemetry/src/index.js';
 import { isStorageError } from '../../../libs/storage/src/index.js';
 import type { FlowHistory } from './history.js';
 
@@ -119,7 +119,7 @@ export class CallbackSender {
       const hb = setInterval(() => m.working(), Math.max(1_000, this.d.timeoutMs / 3));
       try {
         statusCode = await post(job.url, body, headers, this.d.timeoutMs);
-        annotateActiveSpan({ [ATTR.httpStatus]: statusCode });
+        if (tracingEnabled()) annotateActiveSpan({ [ATTR.httpStatus]: statusCode });
         if (statusCode < 200 || statusCode >= 300) error = `HTTP ${statusCode}`;
       } catch (err) {
         error = (err as Error).message;

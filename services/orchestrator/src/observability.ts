@@ -11,7 +11,7 @@ import {
   startMetricsServer,
   submissionsCounter,
 } from '../../../libs/metrics/src/index.js';
-import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
+import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, tracingEnabled, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
 
 /**
  * The orchestrator's tracing and metrics: flow latency (observed when a flow ends), callback attempts,
@@ -48,15 +48,19 @@ export async function startOrchestratorObservability(cfg: { telemetry: Telemetry
     /** CallbackSender.onAttempt, called inside the delivery's span. */
     callbackAttempt(outcome: 'delivered' | 'retry' | 'dead_lettered') {
       callbacks.inc({ outcome });
+      if (!tracingEnabled()) return;
       annotateActiveSpan({ [ATTR.outcome]: outcome });
       if (outcome !== 'delivered') failActiveSpan(`callback ${outcome}`);
     },
-    /** Wraps the ingest handler to count NATS-door submissions accepted (first delivery, not dead-lettered). */
+    /**
+     * Wraps the ingest handler to count NATS-door submissions accepted (first delivery, not
+     * dead-lettered). Submissions from the ingest service pass straight through: no extra promise.
+     */
     countIngest(handle: (m: JsMsg) => Promise<void>) {
-      return async (m: JsMsg) => {
-        await handle(m);
-        if (m.info.deliveryCount === 1 && natsDoor(m) && !rejected.has(m)) submissions.inc({ door: 'nats', result: 'accepted' });
+      const count = (m: JsMsg) => {
+        if (m.info.deliveryCount === 1 && !rejected.has(m)) submissions.inc({ door: 'nats', result: 'accepted' });
       };
+      return (m: JsMsg): Promise<void> => (natsDoor(m) ? handle(m).then(() => count(m)) : handle(m));
     },
     /** Control messages (durable deadline timers come back by delayed nak) get no span of their own. */
     isControl: (m: JsMsg) => m.headers?.get('Jetflow-Kind') === 'control',
