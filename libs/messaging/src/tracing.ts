@@ -90,6 +90,14 @@ export function startPublishSpan(subject: string, hdrs: MsgHdrs, msgId: string |
     const sc = spanContextOf(given);
     if (sc && sc.traceId !== activeSc?.traceId) parent = given;
   } else if (!activeSc) return undefined;
+  if (subject.startsWith('$KV.')) {
+    // A state write through the publisher: worth a span (its latency is part of the flow's), but it is
+    // not a message anyone consumes, so no trace context is stored with the value.
+    const dot = subject.indexOf('.', 4);
+    const bucket = dot < 0 ? subject.slice(4) : subject.slice(4, dot);
+    const key = dot < 0 ? '' : subject.slice(dot + 1);
+    return tracer.startSpan(`kv write ${bucket}`, { kind: SpanKind.CLIENT, attributes: { 'jetflow.kv.bucket': bucket, 'jetflow.kv.key': key } }, parent);
+  }
   const attributes: Attributes = {
     [ATTR.messagingSystem]: MESSAGING_SYSTEM,
     [ATTR.destination]: subject,
