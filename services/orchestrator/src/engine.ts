@@ -92,6 +92,8 @@ class Rejection extends Error {
 export class SagaEngine {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly cache = new Map<string, Cached>();
+  /** The input bytes of flows this replica started, so dispatches do not re-encode the state's copy. */
+  private readonly inputs = new Map<string, Uint8Array>();
   private readonly maxCache = 20_000;
   /**
    * Results applied to the cached state but not yet written to KV, by flow. Their messages are acked
@@ -139,6 +141,7 @@ export class SagaEngine {
     const h = this.held.get(flowId);
     this.held.delete(flowId);
     this.cache.delete(flowId);
+    this.inputs.delete(flowId);
     for (const m of h?.msgs ?? []) m.nak();
   }
 
@@ -190,12 +193,17 @@ export class SagaEngine {
   private remember(state: FlowState, rev: number) {
     if (isTerminal(state)) {
       this.cache.delete(state.flowId);
+      this.inputs.delete(state.flowId);
       this.markFinished(state.flowId);
       return;
     }
     this.cache.delete(state.flowId);
     this.cache.set(state.flowId, { state, rev });
-    if (this.cache.size > this.maxCache) this.cache.delete(this.cache.keys().next().value!);
+    if (this.cache.size > this.maxCache) {
+      const oldest = this.cache.keys().next().value!;
+      this.cache.delete(oldest);
+      this.inputs.delete(oldest);
+    }
   }
 
   private async load(flowId: string, fresh = false): Promise<Cached | undefined> {
@@ -335,7 +343,10 @@ export class SagaEngine {
       fresh = true;
       this.running.set(req.flowId, state.deadlineAt);
       // The partition owner keeps the working copy; saves a KV read on the first result.
-      if (this.d.ownsFlow?.(req.flowId)) this.remember(state, rev);
+      if (this.d.ownsFlow?.(req.flowId)) {
+        this.remember(state, rev);
+        if (req.inputJson.length) this.inputs.set(req.flowId, req.inputJson);
+      }
     } catch (err) {
       if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw err;
       cur = await this.load(req.flowId, true);
@@ -494,7 +505,7 @@ export class SagaEngine {
         flow: s.flow,
         flowVersion: s.version,
         stage: s.stage,
-        ...(s.input !== undefined ? { inputJson: enc.encode(s.input) } : {}),
+        ...(s.input !== undefined ? { inputJson: this.inputs.get(s.flowId) ?? enc.encode(s.input) } : {}),
         inputRef: s.inputRef ?? '',
         deps,
         deadlineAtMs: s.deadlineAt,
