@@ -1,10 +1,9 @@
-import { createKvCache } from '../../../libs/cache/src/index.js';
 import { runWorkerService } from '../../../libs/messaging/src/index.js';
-import { createStorage } from '../../../libs/storage/src/index.js';
 import { loadConfig } from './config.js';
-import { NOOP_OUTPUT, analystHandler } from './handlers/analyze.js';
 import { chaosHandler } from './handlers/chaos.js';
-import { createPool } from './pool.js';
+
+// Noop mode answers at once; it loads neither the AWS SDK nor the model runtime (memory, start time).
+const NOOP_OUTPUT = { outputJson: new TextEncoder().encode('{"noop":true}') };
 
 const cfg = loadConfig();
 // Fault-injection tasks (JETFLOW_TEST_PLUGINS=1) run in any mode.
@@ -12,6 +11,12 @@ const isChaos = (subject: string) => cfg.testPlugins && subject.startsWith('jetf
 
 await runWorkerService('analyst', cfg, async (log, nc) => {
   if (cfg.mode === 'noop') return { handler: async (task, ctx) => (isChaos(task.subject) ? chaosHandler(task, ctx) : NOOP_OUTPUT) };
+  const [{ createStorage }, { analystHandler }, { createPool }, { createKvCache }] = await Promise.all([
+    import('../../../libs/storage/src/index.js'),
+    import('./handlers/analyze.js'),
+    import('./pool.js'),
+    import('../../../libs/cache/src/index.js'),
+  ]);
   const storage = createStorage(cfg.storage);
   try {
     await storage.objects.ensureBucket();

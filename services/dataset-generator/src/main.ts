@@ -1,12 +1,13 @@
 import { runWorkerService } from '../../../libs/messaging/src/index.js';
-import { createStorage } from '../../../libs/storage/src/index.js';
 import { loadConfig } from './config.js';
-import { NOOP_OUTPUT, datasetHandler } from './handlers/dataset.js';
-import { createPool } from './pool.js';
+
+// Noop mode answers at once; it loads neither the AWS SDK nor the model runtime (memory, start time).
+const NOOP_OUTPUT = { outputJson: new TextEncoder().encode('{"noop":true}') };
 
 const cfg = loadConfig();
 await runWorkerService('dataset-generator', cfg, async (log) => {
   if (cfg.mode === 'noop') return { handler: async () => NOOP_OUTPUT };
+  const [{ createStorage }, { datasetHandler }, { createPool }] = await Promise.all([import('../../../libs/storage/src/index.js'), import('./handlers/dataset.js'), import('./pool.js')]);
   const storage = createStorage(cfg.storage);
   try {
     await storage.objects.ensureBucket();
