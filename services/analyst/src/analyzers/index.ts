@@ -5,18 +5,12 @@
 import { analyzer as anomaly } from './anomaly.js';
 import { analyzer as keywords } from './keywords.js';
 import { analyzer as sentiment } from './sentiment.js';
+import { createRegistry } from '../../../../libs/plugins/src/index.js';
 import type { Analyzer } from './types.js';
 
 export type * from './types.js';
 export { CHUNK_SIZE, abortError, checkpoint } from './types.js';
+/** The registry helper (libs/plugins), under the name this module has always exported it by. */
+export { createRegistry as registry };
 
-export function registry<T extends { readonly name: string }>(kind: string, plugins: readonly T[]): ReadonlyMap<string, T> {
-  const m = new Map<string, T>();
-  for (const p of plugins) {
-    if (m.has(p.name)) throw new Error(`duplicate ${kind} name "${p.name}"`);
-    m.set(p.name, p);
-  }
-  return m;
-}
-
-export const analyzers: ReadonlyMap<string, Analyzer> = registry<Analyzer>('analyzer', [sentiment, anomaly, keywords]);
+export const analyzers: ReadonlyMap<string, Analyzer> = createRegistry<Analyzer>('analyzer', [sentiment, anomaly, keywords]);

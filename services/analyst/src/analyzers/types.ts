@@ -7,14 +7,11 @@
  * the dataset-generator service (services do not import each other): any extra fields are ignored.
  * Every dataset is optional, because a generator may have failed under a continue policy.
  */
+import type { InputRecord, PluginContext } from '../../../../libs/plugins/src/index.js';
 
-export type FieldValue = number | string | null;
-
-export interface InputRecord {
-  id: string;
-  text: string;
-  fields?: Record<string, FieldValue>;
-}
+// The record, the plugin context and the checkpoint helpers are shared with the dataset generators.
+export type { FieldValue, InputRecord, PluginContext } from '../../../../libs/plugins/src/index.js';
+export { CHUNK_SIZE, abortError, checkpoint } from '../../../../libs/plugins/src/index.js';
 
 /** Row of the `text` dataset. */
 export interface TextRow {
@@ -49,40 +46,12 @@ export interface AnalyzerInput {
   datasets: Datasets;
 }
 
-export interface PluginContext {
-  /** The soft time limit (or a cancel): plugins check it between chunks of work, see checkpoint(). */
-  signal: AbortSignal;
-}
-
 export type Report = Record<string, unknown>;
 
 export interface Analyzer<R extends Report = Report> {
   readonly name: string;
   readonly description: string;
   analyze(input: AnalyzerInput, ctx: PluginContext): Promise<R>;
-}
-
-/** Records handled between two checkpoints. */
-export const CHUNK_SIZE = 100;
-
-/**
- * Yields to the event loop, then throws if the task was aborted. Yielding matters: in a worker
- * thread busy with synchronous work, the abort message (or an AbortSignal.timeout) is only
- * delivered when the loop turns.
- */
-export async function checkpoint(signal: AbortSignal): Promise<void> {
-  await new Promise<void>((resolve) => setImmediate(resolve));
-  if (signal.aborted) throw abortError(signal);
-}
-
-/** An error that says why: `timeout` for a soft time limit, `cancelled` otherwise (codes of libs/errors). */
-export function abortError(signal: AbortSignal): Error {
-  const reason: unknown = signal.reason;
-  const timedOut = reason instanceof Error && reason.name === 'TimeoutError';
-  return Object.assign(new Error(timedOut ? 'soft time limit reached' : 'task aborted', { cause: reason }), {
-    name: 'AbortError',
-    code: timedOut ? 'timeout' : 'cancelled',
-  });
 }
 
 /** Rows of a dataset by record id (rows whose id is not a record are ignored by the callers). */

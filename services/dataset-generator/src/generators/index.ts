@@ -5,18 +5,12 @@
 import { generator as embeddings } from './embeddings.js';
 import { generator as features } from './features.js';
 import { generator as text } from './text.js';
+import { createRegistry } from '../../../../libs/plugins/src/index.js';
 import type { DatasetGenerator } from './types.js';
 
 export type * from './types.js';
 export { CHUNK_SIZE, abortError, checkpoint } from './types.js';
+/** The registry helper (libs/plugins), under the name this module has always exported it by. */
+export { createRegistry as registry };
 
-export function registry<T extends { readonly name: string }>(kind: string, plugins: readonly T[]): ReadonlyMap<string, T> {
-  const m = new Map<string, T>();
-  for (const p of plugins) {
-    if (m.has(p.name)) throw new Error(`duplicate ${kind} name "${p.name}"`);
-    m.set(p.name, p);
-  }
-  return m;
-}
-
-export const generators: ReadonlyMap<string, DatasetGenerator> = registry<DatasetGenerator>('dataset generator', [text, features, embeddings]);
+export const generators: ReadonlyMap<string, DatasetGenerator> = createRegistry<DatasetGenerator>('dataset generator', [text, features, embeddings]);

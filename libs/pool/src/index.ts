@@ -1,0 +1,179 @@
+/**
+ * The worker-thread pool that runs plugins (dataset generators, analyzers) off the event loop, so
+ * a service keeps acking and heartbeating while the CPU works. Both halves live here: the main
+ * thread's createWorkerPool(), and the worker thread's createJobRunner() that a service's
+ * pool-worker.ts default-exports with its registry plugged in.
+ *
+ * Two limits: `softSignal` aborts the plugin's ctx.signal (it stops at its next checkpoint and the
+ * task fails with code `timeout` or `cancelled`); `signal` is the hard limit: piscina terminates the
+ * thread (and starts a fresh one, which loads the model again) and run() rejects.
+ *
+ * No top-level await in this module on purpose: on Node 20, tsx cannot hook ESM imports inside
+ * worker threads, so under tsx piscina loads a pool-worker.ts (and so this file) through require(),
+ * and require() refuses a module with top-level await. (Compiled to dist/ it loads either way.)
+ */
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { MessageChannel, threadId, type MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+
+/** What every job sent to a worker carries; a service's job type adds its own fields. */
+export interface WorkerJob {
+  plugin: string;
+  records: readonly unknown[];
+  /** Set by the pool: a message on it aborts ctx.signal (the soft limit). */
+  abortPort?: MessagePort;
+}
+
+export interface TaskMeta {
+  plugin: string;
+  threadId: number;
+  durationMs: number;
+  /** ONNX sessions this thread has created so far: stays at 1 however many tasks ran. */
+  modelLoads: number;
+}
+
+/** Errors cross the thread boundary as data: piscina keeps only name and message, and callers match on code. */
+export type WorkerReply<R> =
+  | { ok: true; result: R; meta: TaskMeta }
+  | { ok: false; error: { name: string; code: string; message: string }; meta: TaskMeta };
+
+// ---------------------------------------------------------------------------------------------
+// Main thread
+
+export interface PoolOptions {
+  /** Worker threads, all started (and their model loaded) at once. Default: os.availableParallelism(). */
+  threads?: number;
+  /** Tasks allowed to wait for a thread; beyond it run() rejects (the caller should fetch less). Default: unbounded. */
+  maxQueue?: number;
+  /** Called after every task that reached a thread, for metrics and logs. */
+  onTaskDone?: (meta: TaskMeta & { ok: boolean }) => void;
+}
+
+export interface RunOptions {
+  /** Hard limit / cancel: the thread running the task is terminated. */
+  signal?: AbortSignal;
+  /** Soft limit: seen by the plugin as ctx.signal. */
+  softSignal?: AbortSignal;
+}
+
+export interface WorkerPool<In, R> {
+  readonly threads: number;
+  run(job: In, opts?: RunOptions): Promise<R>;
+  /** run(), plus where the task ran: the thread, and the ONNX sessions that thread has created so far. */
+  runDetailed(job: In, opts?: RunOptions): Promise<{ result: R; meta: TaskMeta }>;
+  destroy(): Promise<void>;
+}
+
+/**
+ * The worker file `name` next to the module at `baseUrl` (pass import.meta.url): `name.js` under
+ * dist, `name.ts` under tsx.
+ */
+export function workerFileNextTo(baseUrl: string | URL, name: string): string {
+  const js = new URL(`./${name}.js`, baseUrl);
+  return existsSync(fileURLToPath(js)) ? js.href : new URL(`./${name}.ts`, baseUrl).href;
+}
+
+export interface WorkerPoolOptions<In, J extends WorkerJob> extends PoolOptions {
+  /** The worker module (see workerFileNextTo); its default export is a createJobRunner() runner. */
+  filename: string;
+  /** The job sent to the thread for a job given to run(); the pool adds the abort port. */
+  toJob: (job: In) => Omit<J, 'abortPort'>;
+}
+
+export function createWorkerPool<In, J extends WorkerJob, R>(opts: WorkerPoolOptions<In, J>): WorkerPool<In, R> {
+  const threads = Math.max(1, opts.threads ?? availableParallelism());
+  const piscina = new Piscina<J, WorkerReply<R>>({
+    filename: opts.filename,
+    minThreads: threads,
+    maxThreads: threads,
+    idleTimeout: Number.POSITIVE_INFINITY, // a thread holds a loaded model: never let it go idle-reaped
+    ...(opts.maxQueue === undefined ? {} : { maxQueue: opts.maxQueue }),
+  });
+  const pool: WorkerPool<In, R> = {
+    threads,
+    async run(job, runOpts = {}) {
+      return (await pool.runDetailed(job, runOpts)).result;
+    },
+    async runDetailed(job, runOpts = {}) {
+      const { port1, port2 } = new MessageChannel();
+      const onSoftAbort = () => port1.postMessage({ timeout: isTimeout(runOpts.softSignal?.reason) });
+      if (runOpts.softSignal?.aborted) onSoftAbort();
+      else runOpts.softSignal?.addEventListener('abort', onSoftAbort, { once: true });
+      try {
+        const reply = await piscina.run(
+          { ...opts.toJob(job), abortPort: port2 } as J,
+          { transferList: [port2], ...(runOpts.signal ? { signal: runOpts.signal } : {}) },
+        );
+        opts.onTaskDone?.({ ...reply.meta, ok: reply.ok });
+        if (reply.ok) return { result: reply.result, meta: reply.meta };
+        throw Object.assign(new Error(reply.error.message), { name: reply.error.name, code: reply.error.code });
+      } catch (err) {
+        if (runOpts.signal?.aborted && (err as Error | undefined)?.name === 'AbortError' && !('code' in (err as object))) {
+          const reason: unknown = runOpts.signal.reason;
+          throw Object.assign(new Error(isTimeout(reason) ? 'hard time limit reached: worker thread terminated' : 'task aborted: worker thread terminated', { cause: reason }), {
+            name: 'AbortError',
+            code: isTimeout(reason) ? 'timeout' : 'cancelled',
+          });
+        }
+        throw err;
+      } finally {
+        runOpts.softSignal?.removeEventListener('abort', onSoftAbort);
+        port1.close();
+      }
+    },
+    destroy: () => piscina.destroy(),
+  };
+  return pool;
+}
+
+function isTimeout(reason: unknown): boolean {
+  return reason instanceof Error && reason.name === 'TimeoutError';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker thread
+
+export interface JobRunnerOptions<J extends WorkerJob, P, R> {
+  /** Names the plugins in the error for an unknown name ("no analyzer named ..."). */
+  kind: string;
+  plugins: ReadonlyMap<string, P>;
+  /** Loads the thread's model (memoised). Called once at createJobRunner() as a preload, then by every task. */
+  loadModel: () => Promise<unknown>;
+  /** ONNX sessions this thread has created so far. */
+  modelLoads: () => number;
+  /** Runs one plugin on a job. */
+  run: (plugin: P, job: J, ctx: { signal: AbortSignal }) => Promise<R>;
+}
+
+/**
+ * The worker's task function (a pool-worker.ts default-exports it): one job per call, the model
+ * loaded once per thread, starting when this is called at module load; tasks await that one load.
+ */
+export function createJobRunner<J extends WorkerJob, P, R>(o: JobRunnerOptions<J, P, R>): (job: J) => Promise<WorkerReply<R>> {
+  // Preload; a failure surfaces in the first task (which retries the load), not as an unhandled rejection.
+  o.loadModel().catch(() => undefined);
+  return async function runJob(job: J): Promise<WorkerReply<R>> {
+    const started = performance.now();
+    const controller = new AbortController();
+    job.abortPort?.once('message', (m: { timeout?: boolean }) =>
+      controller.abort(m.timeout ? new DOMException('soft time limit reached', 'TimeoutError') : new DOMException('aborted', 'AbortError')),
+    );
+    const meta = (): TaskMeta => ({ plugin: job.plugin, threadId, durationMs: performance.now() - started, modelLoads: o.modelLoads() });
+    try {
+      await o.loadModel(); // the preloaded session (memoised), or a retry if the preload failed
+      const plugin = o.plugins.get(job.plugin);
+      if (!plugin) throw Object.assign(new Error(`no ${o.kind} named "${job.plugin}" (have: ${[...o.plugins.keys()].join(', ')})`), { code: 'terminal' });
+      if (!Array.isArray(job.records)) throw Object.assign(new Error('job.records must be an array'), { code: 'terminal' });
+      const result = await o.run(plugin, job, { signal: controller.signal });
+      return { ok: true, result, meta: meta() };
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      const c: unknown = (e as Error & { code?: unknown }).code;
+      return { ok: false, error: { name: e.name, code: typeof c === 'string' ? c : 'internal', message: e.message }, meta: meta() };
+    } finally {
+      job.abortPort?.close();
+    }
+  };
+}
