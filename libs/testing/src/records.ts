@@ -6,6 +6,7 @@
  * The sentences are written here by hand and differ from the templates the models were trained on
  * (libs/models/scripts/build-models.ts), so tests over them say something about generalisation.
  */
+import { mulberry32 } from '../../random/src/index.js';
 
 export type FieldValue = number | string | null;
 
@@ -38,17 +39,6 @@ export interface FeedbackBatchOptions {
   plantedTerm?: string;
   /** Share of positive records; default 0.5. */
   positiveShare?: number;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const PRODUCTS = ['blender', 'headphones', 'rain jacket', 'coffee maker', 'phone case', 'desk lamp', 'backpack', 'kettle', 'vacuum cleaner', 'monitor', 'office chair', 'toaster'];

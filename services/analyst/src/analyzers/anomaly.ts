@@ -9,6 +9,7 @@
  * and the embedding model's coverage of it (low: another language, another domain, gibberish).
  */
 import { tokenize } from '../../../../libs/models/src/index.js';
+import { mulberry32 } from '../../../../libs/random/src/index.js';
 import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer, type InputRecord } from './types.js';
 
 const Z_THRESHOLD = 3.5;
@@ -104,17 +105,6 @@ function zOf(v: number, s: Scale): { z: number; logScale: boolean } {
 }
 
 // ---- a small seeded isolation forest (Liu, Ting and Zhou 2008): deterministic, so one batch gives one report
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Average path length of an unsuccessful search in a binary search tree of n points. */
 function c(n: number): number {

@@ -4,6 +4,7 @@
  * named by its class-based TF-IDF terms (the BERTopic recipe) with representative records.
  */
 import { stopwordsFor, tokenize } from '../../../../libs/models/src/index.js';
+import { mulberry32 } from '../../../../libs/random/src/index.js';
 import { byId, checkpoint, type Analyzer } from './types.js';
 
 const TOP_KEYWORDS = 15;
@@ -43,17 +44,6 @@ function counts(terms: readonly string[]): Map<string, number> {
 }
 
 // ---- k-means on unit vectors, seeded k-means++ start
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function sqDist(a: readonly number[], b: readonly number[]): number {
   let s = 0;
