@@ -1,8 +1,8 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitForHttp, type ServiceName } from '../libs/stack/src/index.js';
-import { startCallbackReceiver, startJetflow, sampleSubmission, steadyLoad, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { jetflowPerSuite, sampleSubmission, steadyLoad, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 
 /** Every accepted flow ends exactly once: one accepted callback, one delivery id, a terminal state. */
 async function assertExactlyOnce(j: JetflowUnderTest, cb: CallbackReceiver, accepted: string[]) {
@@ -36,14 +36,7 @@ async function assertExactlyOnce(j: JetflowUnderTest, cb: CallbackReceiver, acce
 describe('kill -9 of every service and a broker restart under steady load: every accepted flow ends exactly once', () => {
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  before(async () => {
-    cb = await startCallbackReceiver();
-    j = await startJetflow();
-  });
-  after(async () => {
-    await j?.stop();
-    await cb?.close();
-  });
+  jetflowPerSuite((s) => ({ j, cb } = s));
 
   const bounce = async (s: ServiceName, downMs = 300) => {
     await j.stack.kill(s, 0, 'SIGKILL');

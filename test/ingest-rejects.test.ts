@@ -1,10 +1,10 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { request } from 'node:http';
 import { headers as natsHeaders } from 'nats';
 import { deriveFlowId } from '../libs/flows/src/index.js';
-import { startCallbackReceiver, startJetflow, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { ingestClient } from './grpc-client.js';
 
 /** Counts what would betray a created flow: flow states in KV and messages ever accepted by the ingest stream. */
@@ -42,14 +42,7 @@ type ErrBody = { error: { code: string; message: string; details: Array<{ path: 
 describe('bad input is rejected with errors that name the field, and creates no flow', () => {
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  before(async () => {
-    cb = await startCallbackReceiver();
-    j = await startJetflow();
-  });
-  after(async () => {
-    await j?.stop();
-    await cb?.close();
-  });
+  jetflowPerSuite((s) => ({ j, cb } = s));
 
   const post = (body: string | object, headers: Record<string, string> = {}) =>
     j.api('/v1/flows', { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } });

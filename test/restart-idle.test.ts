@@ -1,7 +1,7 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SERVICES } from '../libs/stack/src/index.js';
-import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { jetflowPerSuite, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { waitForHttp } from '../libs/stack/src/index.js';
 
 async function submitN(j: JetflowUnderTest, cb: CallbackReceiver, n: number, prefix: string): Promise<string[]> {
@@ -23,14 +23,7 @@ async function taskAttempts(j: JetflowUnderTest, flowId: string): Promise<number
 describe('services restarted while idle pick up where they were', () => {
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  before(async () => {
-    cb = await startCallbackReceiver();
-    j = await startJetflow();
-  });
-  after(async () => {
-    await j?.stop();
-    await cb?.close();
-  });
+  jetflowPerSuite((s) => ({ j, cb } = s));
 
   for (const how of ['SIGTERM', 'SIGKILL'] as const) {
     test(`after ${how} and restart of every service: new flows complete, nothing is processed twice`, async () => {
