@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, type WriteStream } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export const SERVICES = ['ingest', 'orchestrator', 'dataset-generator', 'analyst'] as const;
@@ -20,8 +20,10 @@ export function repoRoot(): string {
 /** How to run a service: the compiled JS when built, else TypeScript through tsx. */
 export function serviceCommand(name: ServiceName, root = repoRoot()): { cmd: string; args: string[] } {
   const js = join(root, 'dist', 'services', name, 'src', 'main.js');
-  if (existsSync(js) && process.env.JETFLOW_RUN_TS !== '1') return { cmd: process.execPath, args: [js] };
-  return { cmd: process.execPath, args: ['--import', 'tsx', join(root, 'services', name, 'src', 'main.ts')] };
+  // Children stop when the supervisor dies without stopping them (see parent-watch.mjs).
+  const watch = ['--import', pathToFileURL(join(root, 'libs', 'stack', 'parent-watch.mjs')).href];
+  if (existsSync(js) && process.env.JETFLOW_RUN_TS !== '1') return { cmd: process.execPath, args: [...watch, js] };
+  return { cmd: process.execPath, args: [...watch, '--import', 'tsx', join(root, 'services', name, 'src', 'main.ts')] };
 }
 
 export interface ServiceProc {
@@ -67,7 +69,7 @@ export class Stack {
 
   private spawnOne(name: ServiceName, index: number, restarts: number): ServiceProc {
     const { cmd, args } = serviceCommand(name);
-    const env = { ...process.env, ...this.o.env, ...(this.o.serviceEnv?.[name] ?? {}), JETFLOW_INSTANCE_ID: `${name}-${index}` };
+    const env = { ...process.env, ...this.o.env, ...(this.o.serviceEnv?.[name] ?? {}), JETFLOW_INSTANCE_ID: `${name}-${index}`, JETFLOW_PARENT_PID: String(process.pid) };
     const proc = spawn(cmd, args, { env, stdio: this.o.inherit ? 'inherit' : ['ignore', 'pipe', 'pipe'] });
     if (this.o.logDir && !this.o.inherit) {
       mkdirSync(this.o.logDir, { recursive: true });

@@ -24,6 +24,8 @@ export interface NatsServerHandle {
   url: string;
   port: number;
   storeDir: string;
+  /** The running server's process id. */
+  readonly pid: number | undefined;
   /** kill -9 the server (the store stays, so restart() recovers it). */
   kill(): Promise<void>;
   /** Start again on the same port with the same store. */
@@ -85,6 +87,9 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
     url: `nats://127.0.0.1:${port}`,
     port,
     storeDir,
+    get pid() {
+      return proc?.pid;
+    },
     async kill() {
       proc?.kill('SIGKILL');
       await waitExit();
