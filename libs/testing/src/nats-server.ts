@@ -6,8 +6,21 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect } from 'nats';
 
-/** Finds a free TCP port on loopback. */
+// Ports already handed out by this process: the OS may offer a just-released port again before
+// whoever asked for it first has bound it.
+const handedOut = new Set<number>();
+
+/** Finds a free TCP port on loopback, never the same one twice in one process. */
 export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await osFreePort();
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+}
+
+function osFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
