@@ -1,6 +1,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { headers as natsHeaders } from 'nats';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { SubmitFlowRequestSchema } from '../libs/proto/src/index.js';
 import { deriveFlowId } from '../libs/flows/src/index.js';
 import { startCallbackReceiver, startJetflow, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { ingestClient } from './grpc-client.js';
@@ -100,6 +102,19 @@ describe('a flow through each front door', () => {
     await new Promise((res) => setTimeout(res, 300));
     assert.equal(cb.byFlow(flowId).length, 1);
     assertReport(cb.byFlow(flowId)[0]!.body, flowId);
+  });
+
+  test('NATS: a binary SubmitFlowRequest (Content-Type application/protobuf) starts the same flow', async () => {
+    const s = sampleSubmission(cb.url);
+    const req = create(SubmitFlowRequestSchema, { flow: 'insights', input: s.input, callbackUrl: cb.url, metadata: { source: 'protobuf' } });
+    const h = natsHeaders();
+    h.set('Nats-Msg-Id', 'nats-proto-1');
+    h.set('Content-Type', 'application/protobuf');
+    await j.nc.jetstream().publish('jetflow.ingest.default.insights', toBinary(SubmitFlowRequestSchema, req), { headers: h });
+    const flowId = deriveFlowId('default', 'nats-proto-1');
+    await cb.waitForFlows([flowId]);
+    assertReport(cb.byFlow(flowId)[0]!.body, flowId);
+    assert.deepEqual(cb.byFlow(flowId)[0]!.body.metadata, { source: 'protobuf' });
   });
 
   test('NATS: without Nats-Msg-Id the flow id is n<stream sequence> from the PubAck', async () => {

@@ -42,6 +42,11 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
 
   const slotFree = () => (inFlight < o.concurrency || stopped ? Promise.resolve() : new Promise<void>((r) => (wake = r)));
   const run = (m: JsMsg) => {
+    // A message that arrives after stop() is handed back at once for another replica.
+    if (stopped) {
+      m.nak();
+      return;
+    }
     inFlight++;
     handle(m)
       .catch((err: unknown) => reportError(o.log, err, { where: 'message handler', consumer: o.consumer, subject: m.subject }))
@@ -70,23 +75,13 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
             }
             const iter = await c.fetch({ max_messages: n, expires });
             stopIter = () => iter.stop();
-            for await (const m of iter) {
-              if (stopped) {
-                m.nak();
-                continue;
-              }
-              run(m);
-            }
+            for await (const m of iter) run(m);
             failures = 0;
           }
         } else {
           const iter = await c.consume({ max_messages: Math.max(16, o.concurrency), expires });
           stopIter = () => iter.stop();
           for await (const m of iter) {
-            if (stopped) {
-              m.nak();
-              continue;
-            }
             run(m);
             failures = 0;
             await slotFree();

@@ -39,3 +39,4 @@ export {
 export { formatS3Ref, parseS3Ref, type S3Location } from './refs.js';
 export { createStorage, type Storage } from './storage.js';
 export { storageTaskError } from './task-errors.js';
+export { inputClaim, inputKeyPrefix, type InputClaim } from './input-claim.js';

@@ -1,4 +1,4 @@
-import { create, fromBinary, toBinary, fromJson, type JsonValue } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type JsMsg, type KV, type NatsConnection } from 'nats';
 import {
   CallbackJobSchema,
@@ -272,14 +272,13 @@ export class SagaEngine {
         const sub = fromBinary(SubmitFlowRequestSchema, m.data);
         body = {
           flow: sub.flow,
-          input: sub.input ? (JSON.parse(JSON.stringify(sub.input)) as unknown) : undefined,
+          // protobuf-es gives google.protobuf.Struct as a plain JSON object already.
+          input: sub.input,
           ...(sub.callbackUrl ? { callbackUrl: sub.callbackUrl } : {}),
           ...(sub.idempotencyKey ? { idempotencyKey: sub.idempotencyKey } : {}),
           ...(sub.deadlineMs ? { deadlineMs: sub.deadlineMs } : {}),
           ...(Object.keys(sub.metadata).length ? { metadata: sub.metadata } : {}),
         };
-        // google.protobuf.Struct → plain JSON
-        if (sub.input) body = { ...(body as object), input: structToJson(sub.input) };
       } catch (err) {
         throw new Rejection('invalid_argument', `body is not a SubmitFlowRequest: ${(err as Error).message}`);
       }
@@ -567,9 +566,3 @@ export function kindHeaders(kind: string, flowId: string) {
   h.set('Jetflow-Flow-Id', flowId);
   return h;
 }
-
-// google.protobuf.Struct as protobuf-es gives it (JsonObject already) → plain JSON.
-function structToJson(v: unknown): JsonValue {
-  return JSON.parse(JSON.stringify(v)) as JsonValue;
-}
-void fromJson;

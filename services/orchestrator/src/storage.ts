@@ -1,10 +1,9 @@
 import type { Logger } from '../../../libs/logging/src/index.js';
-import { createStorage, type Storage } from '../../../libs/storage/src/index.js';
+import { createStorage, inputClaim, type Storage } from '../../../libs/storage/src/index.js';
 import type { OrchestratorConfig } from './config.js';
 import { FlowHistory } from './history.js';
 
 /** Key prefix of claim-checked inputs: `inputs/<tenant>/<sha256>` (content-addressed: a replay stores the same object). */
-export const inputKeyPrefix = (tenant: string) => `inputs/${tenant}/`;
 
 export interface OrchestratorStorage {
   /** Set when JETFLOW_HISTORY=dynamodb. */
@@ -32,14 +31,7 @@ export async function startOrchestratorStorage(cfg: Pick<OrchestratorConfig, 'st
   const out: OrchestratorStorage = { close: () => storage.close() };
   if (cfg.history === 'dynamodb') out.history = new FlowHistory(storage.flows);
   if (cfg.claimCheckBytes > 0) {
-    out.claimInput = {
-      thresholdBytes: cfg.claimCheckBytes,
-      async store(tenant, _flowId, inputJson) {
-        const claim = await storage.objects.claimCheck(inputJson, { thresholdBytes: 0, keyPrefix: inputKeyPrefix(tenant), contentType: 'application/json' });
-        if (!claim.ref) throw new Error('claim check kept the input inline');
-        return claim.ref;
-      },
-    };
+    out.claimInput = inputClaim(storage.objects, cfg.claimCheckBytes);
   }
   return out;
 }

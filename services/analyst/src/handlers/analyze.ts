@@ -1,5 +1,5 @@
 import type { Task } from '../../../../libs/proto/src/index.js';
-import type { TaskHandler, TaskOutput } from '../../../../libs/messaging/src/worker.js';
+import type { TaskHandler } from '../../../../libs/messaging/src/worker.js';
 import type { KvCache } from '../../../../libs/cache/src/index.js';
 import { TerminalError } from '../../../../libs/errors/src/index.js';
 import { storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
@@ -28,7 +28,6 @@ interface DatasetRef {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-export const NOOP_OUTPUT: TaskOutput = { outputJson: enc.encode('{"noop":true}') };
 
 /** Where a flow's large report lives in the bucket. */
 export const reportKey = (tenant: string, flowId: string, task: string) => `results/${tenant}/${flowId}/${task}.json`;

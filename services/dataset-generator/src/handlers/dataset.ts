@@ -1,5 +1,5 @@
 import type { Task } from '../../../../libs/proto/src/index.js';
-import type { TaskHandler, TaskOutput } from '../../../../libs/messaging/src/worker.js';
+import type { TaskHandler } from '../../../../libs/messaging/src/worker.js';
 import { TerminalError } from '../../../../libs/errors/src/index.js';
 import { storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
 import type { InputRecord } from '../generators/types.js';
@@ -33,8 +33,6 @@ export interface DatasetHandlerDeps {
   instance: string;
 }
 
-const enc = new TextEncoder();
-export const NOOP_OUTPUT: TaskOutput = { outputJson: enc.encode('{"noop":true}') };
 
 /** Where a flow's dataset lives in the bucket. */
 export const datasetKey = (tenant: string, flowId: string, task: string) => `datasets/${tenant}/${flowId}/${task}.jsonl.gz`;

@@ -1,7 +1,7 @@
 import type { NatsConnection } from 'nats';
 import type { FlowRegistry } from '../../../../libs/flows/src/index.js';
 import type { Logger } from '../../../../libs/logging/src/index.js';
-import { createStorage, type FlowRecords, type Storage } from '../../../../libs/storage/src/index.js';
+import { createStorage, inputClaim, type FlowRecords, type Storage } from '../../../../libs/storage/src/index.js';
 import type { IngestConfig } from '../config.js';
 import type { FlowLister } from '../handlers/flow-lister.js';
 import type { InputClaimCheck } from './gateway.js';
@@ -9,7 +9,6 @@ import { HistoryFlowLister } from './history-flow-lister.js';
 import { KvFlowLister } from './kv-flow-lister.js';
 
 /** Key prefix of claim-checked inputs: `inputs/<tenant>/<sha256>` (content-addressed: a retried submission stores the same object). */
-export const inputKeyPrefix = (tenant: string) => `inputs/${tenant}/`;
 
 export interface IngestStorage {
   /** Set when JETFLOW_CLAIM_CHECK_BYTES > 0. */
@@ -38,14 +37,7 @@ export async function startIngestStorage(
   deps.log.info({ claimCheckBytes: cfg.claimCheckBytes, bucket: storage.objects.bucket, history: cfg.history, table: storage.flows.table }, 'storage ready');
   const out: IngestStorage = { lister: kvLister, close: () => storage.close() };
   if (cfg.claimCheckBytes > 0) {
-    out.claim = {
-      thresholdBytes: cfg.claimCheckBytes,
-      async store(tenant, _flowId, inputJson) {
-        const claim = await storage.objects.claimCheck(inputJson, { thresholdBytes: 0, keyPrefix: inputKeyPrefix(tenant), contentType: 'application/json' });
-        if (!claim.ref) throw new Error('claim check kept the input inline');
-        return claim.ref;
-      },
-    };
+    out.claim = inputClaim(storage.objects, cfg.claimCheckBytes);
   }
   if (cfg.history === 'dynamodb') {
     out.history = storage.flows;
