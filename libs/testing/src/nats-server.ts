@@ -6,30 +6,29 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect } from 'nats';
 
-// Ports already handed out by this process: the OS may offer a just-released port again before
-// whoever asked for it first has bound it.
+// Ports already handed out by this process.
 const handedOut = new Set<number>();
 
-/** Finds a free TCP port on loopback, never the same one twice in one process. */
+/**
+ * A free TCP port on loopback for a server to bind later. Picked below the kernel's ephemeral range
+ * (32768+ here), so no outgoing connection or listen(0) elsewhere can take it between this check and
+ * the bind; never the same port twice in one process.
+ */
 export async function freePort(): Promise<number> {
   for (;;) {
-    const port = await osFreePort();
-    if (handedOut.has(port)) continue;
+    const port = 10_000 + Math.floor(Math.random() * 22_000);
+    if (handedOut.has(port) || !(await canBind(port))) continue;
     handedOut.add(port);
     return port;
   }
 }
 
-function osFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
