@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
@@ -63,13 +63,24 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
   };
   const stack = new Stack({ env, replicas: o.replicas ?? {}, serviceEnv: o.serviceEnv ?? {}, restartOnExit: o.restartOnExit ?? false, logDir }).start();
   const http = `http://127.0.0.1:${httpPort}`;
-  await waitForHttp(`${http}/readyz`, 30_000);
-  const nc = await connect({ servers: [nats.url], maxReconnectAttempts: -1, reconnectTimeWait: 200 });
-  await waitForConsumers(nc);
+  let nc: NatsConnection | undefined;
+  try {
+    await waitForHttp(`${http}/readyz`, 60_000);
+    nc = await connect({ servers: [nats.url], maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+    await waitForConsumers(nc, 60_000);
+  } catch (err) {
+    // Say why, with what each service printed, then leave nothing running behind a failed start.
+    const report = startFailureReport(stack, logDir);
+    await nc?.close().catch(() => undefined);
+    await stack.stop().catch(() => undefined);
+    await nats.stop().catch(() => undefined);
+    await aws?.stop().catch(() => undefined);
+    throw new Error(`${(err as Error).message}\n${report}`, { cause: err });
+  }
   return {
     nats,
     stack,
-    nc,
+    nc: nc!,
     http,
     grpc: `127.0.0.1:${grpcPort}`,
     apiKey: TEST_API_KEY,
@@ -95,23 +106,50 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
   };
 }
 
-/** Waits until every service has provisioned and bound its consumers (workers and orchestrator pulling). */
+/**
+ * Waits until every service has provisioned and bound its consumers: each task consumer, each results
+ * partition and the ingest consumer has been seen with a waiting pull request at least once. (Pull loops
+ * renew their requests, so "all of them at the same instant" is a race, not a readiness signal.)
+ */
 export async function waitForConsumers(nc: NatsConnection, timeoutMs = 30_000): Promise<void> {
   const jsm = await nc.jetstreamManager();
   const until = Date.now() + timeoutMs;
+  const seen = new Set<string>();
+  let known: string[] = [];
   for (;;) {
     try {
-      const infos = await jsm.consumers.list('JETFLOW_TASKS').next();
-      const res = await jsm.consumers.list('JETFLOW_RESULTS').next();
-      const ing = await jsm.consumers.info('JETFLOW_INGEST', 'orchestrator-ingest');
-      const pulling = (c: { num_waiting: number }) => c.num_waiting > 0;
-      if (infos.length >= 6 && infos.every(pulling) && res.length > 0 && res.every(pulling) && pulling(ing)) return;
+      const tasks = await jsm.consumers.list('JETFLOW_TASKS').next();
+      const results = await jsm.consumers.list('JETFLOW_RESULTS').next();
+      const ingest = await jsm.consumers.info('JETFLOW_INGEST', 'orchestrator-ingest');
+      const all = [...tasks, ...results, ingest];
+      known = all.map((c) => `${c.stream_name}/${c.name}`);
+      for (const c of all) if (c.num_waiting > 0) seen.add(`${c.stream_name}/${c.name}`);
+      if (tasks.length >= 6 && results.length > 0 && known.every((k) => seen.has(k))) return;
     } catch {
       // not provisioned yet
     }
-    if (Date.now() > until) throw new Error('services did not start pulling in time');
+    if (Date.now() > until) {
+      const missing = known.filter((k) => !seen.has(k));
+      throw new Error(`services did not start pulling within ${timeoutMs} ms; never pulled: ${missing.join(', ') || '(consumers not provisioned)'}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Which services exited, and the last lines each one printed: the message of a failed start. */
+function startFailureReport(stack: Stack, logDir: string): string {
+  const parts: string[] = [];
+  for (const p of stack.procs) {
+    const state = p.proc.exitCode !== null || p.proc.signalCode !== null ? `exited (${p.proc.exitCode ?? p.proc.signalCode})` : 'running';
+    let tail = '';
+    try {
+      tail = readFileSync(join(logDir, `${p.name}-${p.index}.log`), 'utf8').split('\n').slice(-15).join('\n');
+    } catch {
+      tail = '(no log)';
+    }
+    parts.push(`--- ${p.name}#${p.index}: ${state}\n${tail}`);
+  }
+  return parts.join('\n');
 }
 
 /** A small valid insights submission. */
