@@ -151,4 +151,33 @@ describe('a flow through each front door', () => {
     client.close();
     assert.ok(types.includes('snapshot:succeeded'), types.join(','));
   });
+
+  test('a flow accepted while no orchestrator runs: GET says accepted, SSE and WatchFlow open and follow it to its end, cancel says retry', async () => {
+    await j.stack.kill('orchestrator', 0, 'SIGTERM');
+    const res = await j.api('/v1/flows', { method: 'POST', json: sampleSubmission(cb.url) });
+    assert.equal(res.status, 202);
+    const { flowId } = (await res.json()) as { flowId: string };
+    const got = (await (await j.api(`/v1/flows/${flowId}`)).json()) as { status: string };
+    assert.equal(got.status, 'accepted');
+    const cancel = await j.api(`/v1/flows/${flowId}/cancel`, { method: 'POST', json: {} });
+    assert.equal(cancel.status, 503);
+    assert.match(((await cancel.json()) as { error: { message: string } }).error.message, /accepted but not started yet; retry/);
+    const sse = await j.api(`/v1/flows/${flowId}/events`);
+    assert.equal(sse.headers.get('content-type'), 'text/event-stream');
+    const types: string[] = [];
+    const watching = (async () => {
+      for await (const ev of ingestClient(j.grpc, j.apiKey).watch(flowId)) types.push(`${ev.type}:${ev.status}`);
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    j.stack.restart('orchestrator', 0);
+    const text = await sse.text();
+    assert.match(text, /^event: snapshot\ndata: .*"status":"accepted"/);
+    assert.match(text, /"type":"flow.completed"/);
+    assert.match(text, /"status":"succeeded"/);
+    await watching;
+    assert.equal(types[0], 'snapshot:accepted');
+    assert.ok(types.includes('flow.completed:succeeded'), types.join(' '));
+    await cb.waitForFlows([flowId]);
+    assert.equal(cb.byFlow(flowId).length, 1);
+  });
 });

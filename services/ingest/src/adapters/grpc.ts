@@ -106,7 +106,7 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
         try {
           const tenant = tenantOf(call);
           const flowId = call.request.flowId;
-          await d.flows.state(tenant, flowId);
+          await d.flows.get(tenant, flowId);
           const sub = d.nc.subscribe(eventSubject(tenant, flowId));
           call.on('cancelled', () => sub.unsubscribe());
           const snap = await d.flows.get(tenant, flowId);

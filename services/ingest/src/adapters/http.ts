@@ -90,7 +90,8 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
   });
 
   app.get<{ Params: { id: string } }>('/v1/flows/:id/events', { preHandler: authenticate }, async (req, reply) => {
-    await d.flows.state(req.tenant, req.params.id);
+    // A flow accepted a moment ago may not have state yet: get() answers "accepted" for it, 404 for unknown ids.
+    await d.flows.get(req.tenant, req.params.id);
     // Subscribe before the snapshot so no event falls between the two.
     const sub = d.nc.subscribe(eventSubject(req.tenant, req.params.id));
     reply.hijack();

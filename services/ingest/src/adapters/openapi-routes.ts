@@ -208,7 +208,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     params: flowIdParam,
     body: obj({ reason: str('Recorded in the flow', { maxLength: 500 }) }),
     ok: { 202: obj({ flowId: str('Flow id'), status: str('cancelling', { enum: ['cancelling'] }) }) },
-    errors: ['not_found', 'conflict'],
+    errors: ['not_found', 'conflict', 'unavailable'],
   },
   'GET /v1/flows/:id/events': {
     summary: 'Follow one flow until it ends',

@@ -120,7 +120,13 @@ export class FlowHandlers {
   }
 
   async cancel(tenant: string, flowId: string, reason = '') {
-    const s = await this.state(tenant, flowId);
+    const s = FLOW_ID_RE.test(flowId) ? await this.d.gateway.getState(flowId) : null;
+    if (!s || s.tenant !== tenant) {
+      const r = this.recent.get(flowId);
+      // Accepted but not started yet: there is nothing to cancel until the orchestrator has written its state.
+      if (!s && r && r.tenant === tenant) throw new JetflowError(ErrorCodes.UNAVAILABLE, `flow ${flowId} is accepted but not started yet; retry the cancel in a moment`, { retryAfterMs: 200 });
+      throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
+    }
     if (isTerminal(s)) throw new JetflowError(ErrorCodes.CONFLICT, `flow ${flowId} already ended as ${s.status}`);
     await this.d.gateway.requestCancel(s, reason.slice(0, 500));
     return { flowId, status: 'cancelling' };
