@@ -116,3 +116,166 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
     },
   };
 }
+
+export interface NatsClusterNode {
+  /** Server name (`-n`), what stream info's `cluster.leader` reports: n1, n2, n3… */
+  readonly name: string;
+  readonly url: string;
+  readonly port: number;
+  readonly clusterPort: number;
+  readonly monitorPort: number;
+  readonly storeDir: string;
+  readonly pid: number | undefined;
+  readonly running: boolean;
+  /** Kill the node (default SIGKILL); its store stays, so restart() brings it back with its data. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Start again on the same ports with the same store; resolves when it sees a JetStream meta leader. */
+  restart(): Promise<void>;
+}
+
+export interface NatsClusterHandle {
+  nodes: NatsClusterNode[];
+  /** Every node's client URL (what the nats client and NATS_URL take, as an array or comma-joined). */
+  urls: string[];
+  node(name: string): NatsClusterNode;
+  /** The node that leads a stream now (KV buckets are streams too: KV_<bucket>). */
+  streamLeader(stream: string): Promise<NatsClusterNode>;
+  /** Waits until every running node sees a JetStream meta leader. */
+  waitForMetaLeader(timeoutMs?: number): Promise<void>;
+  /** Stop every node and delete the stores. */
+  stop(): Promise<void>;
+}
+
+interface Jsz {
+  meta_cluster?: { leader?: string; cluster_size?: number };
+}
+
+async function jsz(monitorPort: number): Promise<Jsz | undefined> {
+  try {
+    const r = await fetch(`http://127.0.0.1:${monitorPort}/jsz`, { signal: AbortSignal.timeout(1_000) });
+    return r.ok ? ((await r.json()) as Jsz) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Starts a JetStream cluster of `size` nats-servers on loopback (DESIGN.md: a cluster of three for
+ * failover tests): distinct client, route and monitoring ports, one temporary store each, routes to
+ * every other node. Resolves once the cluster has elected its JetStream meta leader.
+ */
+export async function startNatsCluster(opts: { size?: number; args?: string[] } = {}): Promise<NatsClusterHandle> {
+  const size = opts.size ?? 3;
+  const clusterName = `jetflow-test-${process.pid}`;
+  const specs: Array<{ name: string; port: number; clusterPort: number; monitorPort: number; storeDir: string }> = [];
+  for (let i = 1; i <= size; i++) {
+    specs.push({ name: `n${i}`, port: await freePort(), clusterPort: await freePort(), monitorPort: await freePort(), storeDir: await mkdtemp(join(tmpdir(), `jetflow-nats-n${i}-`)) });
+  }
+  const routes = specs.map((s) => `nats://127.0.0.1:${s.clusterPort}`);
+
+  const waitMetaLeader = async (monitorPorts: () => number[], timeoutMs: number, alive: () => string | undefined) => {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const dead = alive();
+      if (dead) throw new Error(dead);
+      const all = await Promise.all(monitorPorts().map(jsz));
+      if (all.length && all.every((j) => j?.meta_cluster?.leader)) return;
+      if (Date.now() > until) throw new Error(`nats cluster: no JetStream meta leader within ${timeoutMs} ms (${JSON.stringify(all.map((j) => j?.meta_cluster ?? null))})`);
+      await sleep(100);
+    }
+  };
+
+  const nodes = specs.map((s) => {
+    let proc: ChildProcess | undefined;
+    let stderr = '';
+    const spawnIt = () => {
+      stderr = '';
+      const args = ['-a', '127.0.0.1', '-p', String(s.port), '-m', String(s.monitorPort), '-n', s.name, '-js', '-sd', s.storeDir];
+      args.push('--cluster_name', clusterName, '--cluster', `nats://127.0.0.1:${s.clusterPort}`, '--routes', routes.filter((r) => !r.endsWith(`:${s.clusterPort}`)).join(','), ...(opts.args ?? []));
+      const p = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      p.stderr?.on('data', (d: Buffer) => {
+        if (stderr.length < 8192) stderr += d.toString();
+      });
+      proc = p;
+    };
+    const exitedWhy = () => (proc && proc.exitCode !== null ? `nats-server ${s.name} exited with ${proc.exitCode}: ${stderr}` : undefined);
+    const waitExit = async () => {
+      const p = proc;
+      if (!p || p.exitCode !== null || p.signalCode !== null) return;
+      await new Promise<void>((resolve) => p.once('exit', () => resolve()));
+    };
+    const node: NatsClusterNode & { spawn(): void; exitedWhy(): string | undefined; stop(): Promise<void> } = {
+      ...s,
+      url: `nats://127.0.0.1:${s.port}`,
+      get pid() {
+        return proc?.pid;
+      },
+      get running() {
+        return !!proc && proc.exitCode === null && proc.signalCode === null;
+      },
+      spawn: spawnIt,
+      exitedWhy,
+      async kill(signal: NodeJS.Signals = 'SIGKILL') {
+        proc?.kill(signal);
+        await waitExit();
+      },
+      async restart() {
+        if (node.running) throw new Error(`nats-server ${s.name} is still running`);
+        spawnIt();
+        await waitMetaLeader(() => [s.monitorPort], 30_000, exitedWhy);
+      },
+      async stop() {
+        proc?.kill('SIGTERM');
+        await waitExit();
+      },
+    };
+    return node;
+  });
+
+  const stop = async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await Promise.all(specs.map((s) => rm(s.storeDir, { recursive: true, force: true })));
+  };
+
+  for (const n of nodes) n.spawn();
+  try {
+    await waitMetaLeader(() => nodes.map((n) => n.monitorPort), 30_000, () => nodes.map((n) => n.exitedWhy()).find(Boolean));
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+
+  const handle: NatsClusterHandle = {
+    nodes,
+    urls: nodes.map((n) => n.url),
+    node(name) {
+      const n = nodes.find((x) => x.name === name);
+      if (!n) throw new Error(`no cluster node named ${name}`);
+      return n;
+    },
+    async streamLeader(stream) {
+      const nc = await connect({ servers: nodes.filter((n) => n.running).map((n) => n.url), timeout: 2_000 });
+      try {
+        const jsm = await nc.jetstreamManager({ timeout: 5_000 });
+        const until = Date.now() + 15_000;
+        for (;;) {
+          try {
+            const leader = (await jsm.streams.info(stream)).cluster?.leader;
+            if (leader) return handle.node(leader);
+          } catch (err) {
+            if (Date.now() > until) throw err;
+          }
+          if (Date.now() > until) throw new Error(`stream ${stream} has no leader`);
+          await sleep(200);
+        }
+      } finally {
+        await nc.close();
+      }
+    },
+    waitForMetaLeader(timeoutMs = 30_000) {
+      return waitMetaLeader(() => nodes.filter((n) => n.running).map((n) => n.monitorPort), timeoutMs, () => undefined);
+    },
+    stop,
+  };
+  return handle;
+}
