@@ -51,6 +51,14 @@ export function oneOf<T extends string>(env: Env, name: string, allowed: readonl
   return raw as T;
 }
 
+/**
+ * JETFLOW_REPLICAS: how many copies JetStream keeps of every stream and KV bucket (1 on a single
+ * server, 3 on a three-node cluster so that losing a node loses nothing). At most 5, JetStream's limit.
+ */
+export function replicas(env: Env): number {
+  return int(env, 'JETFLOW_REPLICAS', 1, { min: 1, max: 5 });
+}
+
 /** NATS_URL is a comma-separated list; the nats client wants an array. */
 export function natsServers(env: Env): string[] {
   const raw = str(env, 'NATS_URL', 'nats://127.0.0.1:4222');

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { availableParallelism } from 'node:os';
-import { int, list, natsServers, oneOf, optStr, str, bool, type Env } from './index.js';
+import { int, list, natsServers, oneOf, optStr, replicas, str, bool, type Env } from './index.js';
 import { loadFlowRegistry } from '../../flows/src/load.js';
 import type { FlowRegistry } from '../../flows/src/definitions.js';
 import { telemetryConfig, type TelemetryConfig } from '../../telemetry/src/index.js';
@@ -10,6 +10,8 @@ export interface WorkerConfig {
   natsServers: string[];
   instanceId: string;
   partitions: number;
+  /** Copies of every stream and KV bucket (JETFLOW_REPLICAS). */
+  replicas: number;
   logLevel: string;
   /** Which task subjects this process serves (NATS wildcard patterns). */
   subjects: string[];
@@ -34,6 +36,7 @@ export function loadWorkerConfig(env: Env, defaults: { subjects: string; service
     natsServers: natsServers(env),
     instanceId: optStr(env, 'JETFLOW_INSTANCE_ID') ?? `${defaults.service}-${hostname()}-${process.pid}`,
     partitions: int(env, 'JETFLOW_PARTITIONS', 8, { min: 1, max: 256 }),
+    replicas: replicas(env),
     logLevel: str(env, 'LOG_LEVEL', 'info'),
     subjects: list(env, 'JETFLOW_TASK_SUBJECTS').length ? list(env, 'JETFLOW_TASK_SUBJECTS') : [defaults.subjects],
     registry: loadFlowRegistry(env),

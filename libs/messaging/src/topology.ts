@@ -1,4 +1,5 @@
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type NatsConnection, type StreamConfig, type ConsumerConfig, nanos } from 'nats';
+import type { Logger } from '../../logging/src/index.js';
 
 /**
  * The JetStream topology: every stream, consumer and KV bucket name in one place.
@@ -44,7 +45,10 @@ export interface TopologyOptions {
   partitions: number;
   /** Task subjects to create consumers for (from the flow definitions). */
   taskSubjects: string[];
+  /** Copies of every stream and KV bucket (JETFLOW_REPLICAS); consumers follow their stream. Default 1. */
   replicas?: number;
+  /** Told when provisioning changes an existing stream or bucket (e.g. its replica count). */
+  log?: Pick<Logger, 'info'>;
   /** Dedupe window of the ingest stream: how long a Nats-Msg-Id / idempotency key is remembered. */
   ingestDuplicateWindowMs?: number;
   /** Dedupe window of internal streams: must cover the longest replay gap after a crash. */
@@ -116,13 +120,16 @@ export function bucketConfigs(o: TopologyOptions) {
   ];
 }
 
-async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string; subjects: string[] }) {
+async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string; subjects: string[] }, log?: Pick<Logger, 'info'>) {
   try {
     const info = await jsm.streams.info(cfg.name);
     // Update only what may change in place; retention and storage cannot.
     const cur = info.config;
     const changed = JSON.stringify(cur.subjects) !== JSON.stringify(cfg.subjects) || (cfg.max_age !== undefined && cur.max_age !== cfg.max_age) || (cfg.duplicate_window !== undefined && cur.duplicate_window !== cfg.duplicate_window);
-    if (changed) await jsm.streams.update(cfg.name, { ...cur, ...cfg } as StreamConfig);
+    if (changed || replicasDiffer(cur, cfg)) {
+      if (replicasDiffer(cur, cfg)) logReplicas(log, cfg.name, cur.num_replicas, cfg.num_replicas!);
+      await jsm.streams.update(cfg.name, { ...cur, ...cfg } as StreamConfig);
+    }
   } catch (err) {
     if ((err as { code?: string }).code !== '404' && !/stream not found/i.test(String((err as Error).message))) throw err;
     try {
@@ -154,10 +161,33 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Partia
 /** Idempotently provisions every stream, consumer and bucket. Any service may call it at start. */
 export async function provisionTopology(nc: NatsConnection, o: TopologyOptions): Promise<void> {
   const jsm = await nc.jetstreamManager();
-  for (const s of streamConfigs(o)) await ensureStream(jsm, s);
-  await Promise.all(consumerConfigs(o).map((c) => ensureConsumer(jsm, c.stream, c.config)));
-  const js = nc.jetstream();
-  for (const b of bucketConfigs(o)) await js.views.kv(b.name, { ttl: b.ttl, history: b.history, replicas: b.replicas });
+  try {
+    for (const s of streamConfigs(o)) await ensureStream(jsm, s, o.log);
+    await Promise.all(consumerConfigs(o).map((c) => ensureConsumer(jsm, c.stream, c.config)));
+    const js = nc.jetstream();
+    for (const b of bucketConfigs(o)) {
+      await js.views.kv(b.name, { ttl: b.ttl, history: b.history, replicas: b.replicas });
+      // Opening an existing bucket leaves its replica count alone: change it on the bucket's stream.
+      const stream = `KV_${b.name}`;
+      const cur = (await jsm.streams.info(stream)).config;
+      if (replicasDiffer(cur, { num_replicas: b.replicas })) {
+        logReplicas(o.log, stream, cur.num_replicas, b.replicas);
+        await jsm.streams.update(stream, { ...cur, num_replicas: b.replicas });
+      }
+    }
+  } catch (err) {
+    if ((o.replicas ?? 1) > 1 && /replicas|insufficient resources|no suitable peers/i.test((err as Error).message)) {
+      throw new Error(`${(err as Error).message} (replicas ${o.replicas}: JETFLOW_REPLICAS needs a JetStream cluster with at least that many servers up)`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+const replicasDiffer = (cur: Partial<StreamConfig>, want: Partial<StreamConfig>) => want.num_replicas !== undefined && (cur.num_replicas || 1) !== want.num_replicas;
+
+function logReplicas(log: Pick<Logger, 'info'> | undefined, stream: string, from: number | undefined, to: number) {
+  // JetStream moves the data itself (new copies catch up from the leader); the stream stays available.
+  log?.info({ stream, from: from || 1, to }, 'changing the replica count of a stream');
 }
 
 /** Content type of a FlowRequest published by the ingest service (already validated). */

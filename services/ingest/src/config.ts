@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
-import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
+import { ConfigError, int, list, natsServers, optStr, pairs, replicas, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
 import { claimCheckBytes, historyMode } from '../../../libs/config/src/storage.js';
@@ -12,6 +12,8 @@ export interface IngestConfig {
   grpcPort: number;
   host: string;
   partitions: number;
+  /** Copies of every stream and KV bucket (JETFLOW_REPLICAS). */
+  replicas: number;
   logLevel: string;
   authDisabled: boolean;
   /** sha256(hex) of each API key → tenant. */
@@ -56,6 +58,7 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     grpcPort: int(env, 'JETFLOW_GRPC_PORT', 50051, { min: 0, max: 65_535 }),
     host: str(env, 'JETFLOW_HOST', '0.0.0.0'),
     partitions: int(env, 'JETFLOW_PARTITIONS', DEFAULT_PARTITIONS, { min: 1, max: 256 }),
+    replicas: replicas(env),
     logLevel: str(env, 'LOG_LEVEL', 'info'),
     authDisabled: auth === 'disabled',
     apiKeys: keys,

@@ -21,7 +21,7 @@ const obs = await startIngestObservability(cfg, log);
 const registry = cfg.registry;
 const defs = registry.defs;
 const nc = await connectNats({ servers: cfg.natsServers, name: 'ingest', log });
-await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs) });
+await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs), replicas: cfg.replicas, log });
 const js = nc.jetstream();
 obs.watchConsumers(nc);
 const [flowsKv, idemKv, cancelKv] = await Promise.all([js.views.kv(BUCKETS.flows), js.views.kv(BUCKETS.idempotency), js.views.kv(BUCKETS.cancel)]);

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
-import { ConfigError, int, list, natsServers, optStr, pairs, str, type Env } from '../../../libs/config/src/index.js';
+import { ConfigError, int, list, natsServers, optStr, pairs, replicas, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
 import { claimCheckBytes, historyMode } from '../../../libs/config/src/storage.js';
@@ -10,6 +10,8 @@ export interface OrchestratorConfig {
   natsServers: string[];
   instanceId: string;
   partitions: number;
+  /** Copies of every stream and KV bucket (JETFLOW_REPLICAS). */
+  replicas: number;
   logLevel: string;
   callbackSecrets: ReadonlyMap<string, string>;
   callbackAllowlist: string[];
@@ -40,6 +42,7 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
     natsServers: natsServers(env),
     instanceId: optStr(env, 'JETFLOW_INSTANCE_ID') ?? `${hostname()}-${process.pid}`,
     partitions: int(env, 'JETFLOW_PARTITIONS', DEFAULT_PARTITIONS, { min: 1, max: 256 }),
+    replicas: replicas(env),
     logLevel: str(env, 'LOG_LEVEL', 'info'),
     callbackSecrets: new Map(pairs(env, 'JETFLOW_CALLBACK_SECRETS')),
     callbackAllowlist: allow,

@@ -17,7 +17,7 @@ const obs = await startOrchestratorObservability(cfg, log);
 const registry = cfg.registry;
 const defs = registry.defs;
 const nc = await connectNats({ servers: cfg.natsServers, name: `orchestrator-${cfg.instanceId}`, log });
-await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs) });
+await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs), replicas: cfg.replicas, log });
 const js = nc.jetstream();
 const kv = await js.views.kv(BUCKETS.flows);
 const pub = new JetStreamPublisher(nc);
