@@ -2,36 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitForHttp, type ServiceName } from '../libs/stack/src/index.js';
-import { jetflowPerSuite, sampleSubmission, steadyLoad, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
-
-/** Every accepted flow ends exactly once: one accepted callback, one delivery id, a terminal state. */
-async function assertExactlyOnce(j: JetflowUnderTest, cb: CallbackReceiver, accepted: string[]) {
-  await cb.waitForFlows(accepted, 90_000);
-  await sleep(3_000); // room for any duplicate to show up
-  const kv = await j.nc.jetstream().views.kv('jetflow_flows');
-  const statuses: Record<string, number> = {};
-  let repeats = 0;
-  for (const id of accepted) {
-    const got = cb.byFlow(id);
-    assert.ok(got.length >= 1, `flow ${id}: no callback`);
-    // HTTP delivery is at-least-once: a sender killed after the receiver's 200 and before its ack
-    // sends again. Such a repeat must be the same delivery (same id, same report) so the receiver
-    // can drop it; a second *different* ending would be a real double completion.
-    const ids = new Set(cb.deliveries.filter((d) => d.body.flowId === id).map((d) => d.headers['jetflow-delivery-id']));
-    assert.deepEqual([...ids], [`dlv_${id}`], `flow ${id}: one delivery id across retries`);
-    assert.equal(new Set(got.map((d) => d.raw)).size, 1, `flow ${id}: every delivery carries the same report`);
-    repeats += got.length - 1;
-    const e = await kv.get(id);
-    assert.ok(e, `state of ${id}`);
-    const st = JSON.parse(new TextDecoder().decode(e.value)) as { status: string };
-    assert.ok(['succeeded', 'partial'].includes(st.status), `flow ${id} ended ${st.status}`);
-    assert.equal(st.status, got[0]!.body.status);
-    statuses[st.status] = (statuses[st.status] ?? 0) + 1;
-  }
-  const known = new Set(accepted);
-  const strays = cb.accepted.filter((d) => !known.has(d.body.flowId));
-  return { statuses, strays: strays.length, repeats };
-}
+import { assertExactlyOnce, jetflowPerSuite, sampleSubmission, steadyLoad, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 
 describe('kill -9 of every service and a broker restart under steady load: every accepted flow ends exactly once', () => {
   let j: JetflowUnderTest;
@@ -71,9 +42,9 @@ describe('kill -9 of every service and a broker restart under steady load: every
     const before = cb.accepted.length;
     const load = steadyLoad(j, () => sampleSubmission(cb.url), { rate: 20, durationMs: 8_000, prefix: 'nats' });
     await sleep(3_000);
-    await j.nats.kill();
+    await j.nats!.kill();
     await sleep(1_000);
-    await j.nats.restart();
+    await j.nats!.restart();
     const res = await load.done;
     assert.ok(res.accepted.length > 80, `accepted ${res.accepted.length}`);
     assert.ok(res.retries > 0, 'some submissions were refused while the broker was down and retried');

@@ -10,7 +10,10 @@ export const TEST_API_KEY = 'test-key-0123456789abcdef';
 export const TEST_SECRET = 'test-callback-secret';
 
 export interface JetflowUnderTest {
-  nats: NatsServerHandle;
+  /** The nats-server the harness started; undefined when the test brought its own (`natsUrls`). */
+  nats: NatsServerHandle | undefined;
+  /** The servers the services and `nc` connect to (NATS_URL, comma-joined). */
+  natsUrls: string[];
   stack: Stack;
   nc: NatsConnection;
   http: string;
@@ -38,17 +41,23 @@ export interface StartOptions {
    * services at them. Default true: real task mode keeps datasets in S3 and history in DynamoDB.
    */
   aws?: boolean;
+  /**
+   * An already-running NATS (e.g. `startNatsCluster().urls`) instead of a nats-server of the stack's
+   * own; the test starts and stops it.
+   */
+  natsUrls?: string[];
 }
 
-/** Starts a real nats-server and the four services as processes, on free ports. */
+/** Starts a real nats-server (unless given `natsUrls`) and the four services as processes, on free ports. */
 export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTest> {
-  const nats = await startNatsServer();
+  const nats = o.natsUrls ? undefined : await startNatsServer();
+  const natsUrls = o.natsUrls ?? [nats!.url];
   const aws = o.aws === false ? undefined : await startLocalAws();
   const httpPort = await freePort();
   const grpcPort = await freePort();
   const logDir = mkdtempSync(join(tmpdir(), 'jetflow-logs-'));
   const env: Record<string, string> = {
-    NATS_URL: nats.url,
+    NATS_URL: natsUrls.join(','),
     JETFLOW_HTTP_PORT: String(httpPort),
     JETFLOW_GRPC_PORT: String(grpcPort),
     JETFLOW_HOST: '127.0.0.1',
@@ -66,19 +75,20 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
   let nc: NatsConnection | undefined;
   try {
     await waitForHttp(`${http}/readyz`, 60_000);
-    nc = await connect({ servers: [nats.url], maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+    nc = await connect({ servers: natsUrls, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
     await waitForConsumers(nc, 60_000);
   } catch (err) {
     // Say why, with what each service printed, then leave nothing running behind a failed start.
     const report = startFailureReport(stack, logDir);
     await nc?.close().catch(() => undefined);
     await stack.stop().catch(() => undefined);
-    await nats.stop().catch(() => undefined);
+    await nats?.stop().catch(() => undefined);
     await aws?.stop().catch(() => undefined);
     throw new Error(`${(err as Error).message}\n${report}`, { cause: err });
   }
   return {
     nats,
+    natsUrls,
     stack,
     nc: nc!,
     http,
@@ -100,7 +110,7 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
     async stop() {
       await nc.close().catch(() => undefined);
       await stack.stop();
-      await nats.stop();
+      await nats?.stop();
       await aws?.stop();
     },
   };

@@ -4,3 +4,4 @@ export * from './harness.js';
 export * from './load.js';
 export * from './otlp-receiver.js';
 export * from './suite.js';
+export * from './outcomes.js';
