@@ -1,6 +1,5 @@
-import { fromBinary, toBinary, create } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type JetStreamClient, type JsMsg, type NatsConnection, type KV } from 'nats';
-import { TaskSchema, TaskResultSchema, TaskStatus, type Task } from '../../proto/src/index.js';
+import { TaskStatus, type Task } from '../../proto/src/index.js';
 import { codeOf, isTerminal, ErrorCodes } from '../../errors/src/index.js';
 import type { Logger } from '../../logging/src/index.js';
 import { BUCKETS, CONSUMERS, STREAMS, resultSubject } from './topology.js';
@@ -8,6 +7,7 @@ import { JetStreamPublisher } from './publisher.js';
 import { startPullLoop, type PullLoop } from './loop.js';
 import { backoffDelay, deadLetter } from './dlq.js';
 import { publishEvent } from './events.js';
+import { decodeTask, encodeTaskResult } from './fast-codec.js';
 
 export interface TaskContext {
   /** Aborted at the task's soft time limit: the handler should wrap up. */
@@ -51,6 +51,42 @@ export interface TaskWorker {
 
 const enc = new TextEncoder();
 
+interface LazyAbort {
+  readonly signal: AbortSignal;
+  readonly aborted: boolean;
+  abort(reason: unknown): void;
+}
+
+/** An AbortController made on first use of its signal (creating one per task was ~4 % of a worker's CPU). */
+function lazyAbort(): LazyAbort {
+  let c: AbortController | undefined;
+  let aborted = false;
+  let reason: unknown;
+  return {
+    get signal() {
+      if (!c) {
+        c = new AbortController();
+        if (aborted) c.abort(reason);
+      }
+      return c.signal;
+    },
+    get aborted() {
+      return aborted;
+    },
+    abort(r: unknown) {
+      if (aborted) return;
+      aborted = true;
+      reason = r;
+      c?.abort(r);
+    },
+  };
+}
+
+interface InFlight {
+  hard: LazyAbort;
+  lastBeat: number;
+}
+
 class HardLimitError extends Error {
   readonly code = ErrorCodes.TIMEOUT;
 }
@@ -66,35 +102,44 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
   const pub = new JetStreamPublisher(o.nc);
   const heartbeatMs = o.heartbeatMs ?? 1_000;
   const cancelled = await watchCancellations(js, o.log);
-  const inflight = new Map<JsMsg, AbortController>();
+  const inflight = new Map<JsMsg, InFlight>();
   let handingBack = false;
+  // In-progress heartbeats for every task running longer than heartbeatMs: one timer for the whole worker.
+  const beat = setInterval(() => {
+    const now = Date.now();
+    for (const [m, f] of inflight) {
+      if (now - f.lastBeat >= heartbeatMs) {
+        f.lastBeat = now;
+        m.working();
+      }
+    }
+  }, Math.max(50, Math.floor(heartbeatMs / 2)));
+  beat.unref();
 
   const publishResult = async (task: Task, status: TaskStatus, extra: Partial<{ outputJson: Uint8Array; outputRef: string; errorCode: string; errorMessage: string; startedAt: number }>, attempts: number) => {
-    const r = create(TaskResultSchema, {
+    const now = Date.now();
+    const body = encodeTaskResult({
       flowId: task.flowId,
       task: task.task,
       stage: task.stage,
       status,
-      outputJson: extra.outputJson ?? new Uint8Array(),
-      outputRef: extra.outputRef ?? '',
-      errorCode: extra.errorCode ?? '',
-      errorMessage: extra.errorMessage ?? '',
+      ...extra,
       attempts,
-      startedAtMs: BigInt(extra.startedAt ?? Date.now()),
-      finishedAtMs: BigInt(Date.now()),
+      startedAtMs: extra.startedAt ?? now,
+      finishedAtMs: now,
       worker: o.workerId,
     });
     const h = natsHeaders();
     h.set('Jetflow-Flow-Id', task.flowId);
     h.set('Jetflow-Kind', 'result');
-    await pub.publish(resultSubject(o.partitions, task.flowId), toBinary(TaskResultSchema, r), { msgId: `${task.flowId}:${task.task}:result`, headers: h });
+    await pub.publish(resultSubject(o.partitions, task.flowId), body, { msgId: `${task.flowId}:${task.task}:result`, headers: h });
   };
 
   const handle = async (m: JsMsg) => {
     const started = Date.now();
     let task: Task;
     try {
-      task = fromBinary(TaskSchema, m.data);
+      task = decodeTask(m.data);
       if (!task.flowId || !task.task) throw new Error('task without flow_id or task name');
     } catch (err) {
       // A message that cannot be decoded can never succeed: dead-letter it at once.
@@ -120,29 +165,48 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       o.onOutcome?.(task, 'failed', 0);
       return;
     }
-    const soft = new AbortController();
-    const hard = new AbortController();
-    inflight.set(m, hard);
-    const hb = setInterval(() => m.working(), heartbeatMs);
-    const softTimer = setTimeout(() => soft.abort(new Error('soft time limit')), task.softLimitMs || 5_000);
-    let hardTimer: NodeJS.Timeout | undefined;
-    const hardLimit = new Promise<never>((_, reject) => {
-      hardTimer = setTimeout(() => {
-        const e = new HardLimitError(`hard time limit of ${task.hardLimitMs} ms exceeded`);
-        hard.abort(e);
-        reject(e);
-      }, task.hardLimitMs || 10_000);
-    });
+    // Signals and the hard-limit rejection are made only when used: a fast task never needs them.
+    const soft = lazyAbort();
+    const hard = lazyAbort();
+    const entry: InFlight = { hard, lastBeat: started };
+    inflight.set(m, entry);
+    const softMs = task.softLimitMs || 5_000;
+    const hardMs = task.hardLimitMs || 10_000;
+    let rejectHard: ((e: Error) => void) | undefined;
+    const onHard = () => {
+      const e = new HardLimitError(`hard time limit of ${task.hardLimitMs} ms exceeded`);
+      hard.abort(e);
+      rejectHard?.(e);
+    };
+    // One timer per task: the soft limit first, which then arms the hard limit.
+    let timer: NodeJS.Timeout = setTimeout(() => {
+      soft.abort(new Error('soft time limit'));
+      timer = setTimeout(onHard, Math.max(0, hardMs - softMs));
+    }, Math.min(softMs, hardMs));
+    const ctx: TaskContext = {
+      get signal() {
+        return soft.signal;
+      },
+      get hardSignal() {
+        return hard.signal;
+      },
+      attempt,
+      get log() {
+        return logFor();
+      },
+      softDeadlineAt: started + softMs,
+    };
     try {
-      const out = await Promise.race([o.handler(task, { signal: soft.signal, hardSignal: hard.signal, attempt, get log() { return logFor(); }, softDeadlineAt: started + (task.softLimitMs || 5_000) }), hardLimit]);
-      clearInterval(hb);
-      const outputJson = out.outputJson ?? (out.output !== undefined ? enc.encode(JSON.stringify(out.output)) : new Uint8Array());
-      await publishResult(task, TaskStatus.SUCCEEDED, { outputJson, outputRef: out.outputRef ?? '', startedAt: started }, attempt);
+      const out = await new Promise<TaskOutput>((resolve, reject) => {
+        rejectHard = reject;
+        o.handler(task, ctx).then(resolve, reject);
+      });
+      const outputJson = out.outputJson ?? (out.output !== undefined ? enc.encode(JSON.stringify(out.output)) : undefined);
+      await publishResult(task, TaskStatus.SUCCEEDED, { ...(outputJson ? { outputJson } : {}), ...(out.outputRef ? { outputRef: out.outputRef } : {}), startedAt: started }, attempt);
       m.ack();
       o.onOutcome?.(task, 'succeeded', Date.now() - started);
     } catch (err) {
-      clearInterval(hb);
-      if (handingBack && hard.signal.aborted) {
+      if (handingBack && hard.aborted) {
         m.nak();
         return;
       }
@@ -169,8 +233,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         m.nak(1_000);
       }
     } finally {
-      clearTimeout(softTimer);
-      clearTimeout(hardTimer);
+      clearTimeout(timer);
       inflight.delete(m);
     }
   };
@@ -189,12 +252,13 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       if ((await Promise.race([all, timeout])) === 'timeout') {
         // Hand the rest back now so another replica picks it up without waiting for ack_wait.
         handingBack = true;
-        for (const [m, hard] of inflight) {
+        for (const [m, f] of inflight) {
           m.nak();
-          hard.abort(new Error('shutting down'));
+          f.hard.abort(new Error('shutting down'));
         }
         await Promise.race([all, new Promise((r) => setTimeout(r, 1_000))]);
       }
+      clearInterval(beat);
       cancelled.stop();
       pub.close();
     },

@@ -5,7 +5,6 @@ import {
   FlowControlSchema,
   FlowRequestSchema,
   SubmitFlowRequestSchema,
-  TaskResultSchema,
   TaskSchema,
   TaskStatus,
   type FlowRequest,
@@ -29,7 +28,7 @@ import {
   type FlowState,
   type Transition,
 } from '../../../libs/flows/src/index.js';
-import { callbackSubject, deadLetter, encodeTask, encodeTaskShared, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
+import { callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { activeTraceparent } from '../../../libs/telemetry/src/index.js';
 
@@ -366,7 +365,7 @@ export class SagaEngine {
     const kind = m.headers?.get('Jetflow-Kind');
     try {
       if (kind === 'result') {
-        const r = fromBinary(TaskResultSchema, m.data);
+        const r = decodeTaskResult(m.data);
         if (this.finished.has(r.flowId)) {
           m.ack();
           return;
