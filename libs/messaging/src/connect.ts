@@ -1,8 +1,10 @@
 import { connect as natsConnect, type NatsConnection } from 'nats';
 import type { Logger } from '../../logging/src/index.js';
+import { encodeUtf8, installFastUtf8 } from './utf8.js';
 
 /** Connects with reconnect-forever semantics: a broker restart must never take a service down. */
 export async function connectNats(opts: { servers: string[]; name: string; log?: Logger; waitOnFirstConnect?: boolean }): Promise<NatsConnection> {
+  installFastUtf8();
   const nc = await natsConnect({
     servers: opts.servers,
     name: opts.name,
@@ -43,7 +45,7 @@ export function coalesceWrites(nc: NatsConnection): void {
     proto.flushPending();
   };
   proto.sendCommand = function sendCommand(cmd: string | Uint8Array, ...payloads: Uint8Array[]) {
-    proto.outbound.fill(typeof cmd === 'string' ? textEncoder.encode(cmd) : cmd, ...payloads);
+    proto.outbound.fill(typeof cmd === 'string' ? encodeUtf8(cmd) : cmd, ...payloads);
     if (proto.outbound.size() >= proto.pendingLimit) proto.flushPending();
     else if (!scheduled) {
       scheduled = true;
@@ -51,8 +53,6 @@ export function coalesceWrites(nc: NatsConnection): void {
     }
   };
 }
-
-const textEncoder = new TextEncoder();
 
 interface ProtocolInternals {
   outbound: { fill(buf: Uint8Array, ...payloads: Uint8Array[]): void; size(): number };

@@ -8,6 +8,7 @@ import { startPullLoop, type PullLoop } from './loop.js';
 import { backoffDelay, deadLetter } from './dlq.js';
 import { publishEvent } from './events.js';
 import { decodeTask, encodeTaskResult } from './fast-codec.js';
+import { encodeUtf8 } from './utf8.js';
 
 export interface TaskContext {
   /** Aborted at the task's soft time limit: the handler should wrap up. */
@@ -49,7 +50,7 @@ export interface TaskWorker {
   readonly inFlight: number;
 }
 
-const enc = new TextEncoder();
+const enc = { encode: encodeUtf8 };
 
 interface LazyAbort {
   readonly signal: AbortSignal;

@@ -7,6 +7,7 @@ import { CallbackJobSchema, type CallbackJob } from '../../../libs/proto/src/ind
 import type { CallbackPolicy } from '../../../libs/flows/src/index.js';
 import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
+import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
 import { ATTR, annotateActiveSpan, injectRecord, tracingEnabled } from '../../../libs/telemetry/src/index.js';
 import { isStorageError } from '../../../libs/storage/src/index.js';
 import type { FlowHistory } from './history.js';
@@ -154,7 +155,7 @@ export class CallbackSender {
 
   private async record(job: CallbackJob, st: CallbackStatus) {
     try {
-      await this.d.writer.put(callbackKey(job.flowId), new TextEncoder().encode(JSON.stringify(st)));
+      await this.d.writer.put(callbackKey(job.flowId), encodeUtf8(JSON.stringify(st)));
     } catch (err) {
       this.d.log.warn({ err: (err as Error).message, flowId: job.flowId }, 'could not record callback status');
     }

@@ -30,9 +30,10 @@ import {
 } from '../../../libs/flows/src/index.js';
 import { callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
+import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
 import { activeTraceparent } from '../../../libs/telemetry/src/index.js';
 
-const enc = new TextEncoder();
+const enc = { encode: encodeUtf8 };
 const dec = new TextDecoder();
 
 export { INGEST_CONTENT_TYPE } from '../../../libs/messaging/src/index.js';
