@@ -28,6 +28,21 @@ export function memMb(pid: number): { rss: number; hwm: number } | undefined {
   }
 }
 
+/**
+ * Proportional set size in MB (/proc/<pid>/smaps_rollup): resident pages, each shared page divided by
+ * the number of processes mapping it. Four Node services share ~43 MB of the node binary's pages, which
+ * plain RSS counts four times; PSS counts them once across the four, so it sums to what they really use.
+ */
+export function pssMb(pid: number): number | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const kb = /^Pss:\s+(\d+) kB/m.exec(s)?.[1];
+    return kb === undefined ? undefined : Number(kb) / 1024;
+  } catch {
+    return undefined;
+  }
+}
+
 /** This process's CPU in ms (higher resolution than /proc ticks). */
 export function selfCpuMs(): number {
   const u = process.cpuUsage();
@@ -53,6 +68,8 @@ export interface Tracked {
   pid: number;
   /** Peak VmRSS seen by the sampler since the last reset, MB. */
   peakRss: number;
+  /** Peak PSS seen by the sampler since the last reset, MB. */
+  peakPss?: number;
 }
 
 /** Samples RSS of the tracked processes on an interval, keeping the peak per process. */
@@ -63,6 +80,8 @@ export class RssSampler {
     for (const p of this.procs) {
       const m = memMb(p.pid);
       if (m && m.rss > p.peakRss) p.peakRss = m.rss;
+      const pss = pssMb(p.pid);
+      if (pss !== undefined && pss > (p.peakPss ?? 0)) p.peakPss = pss;
     }
   }
   start(everyMs = 200) {
@@ -71,7 +90,10 @@ export class RssSampler {
     this.timer.unref();
   }
   reset() {
-    for (const p of this.procs) p.peakRss = 0;
+    for (const p of this.procs) {
+      p.peakRss = 0;
+      p.peakPss = 0;
+    }
     this.sample();
   }
   stop() {
