@@ -8,3 +8,4 @@ export * from './events.js';
 export * from './worker-main.js';
 export * from './kv-writer.js';
 export * from './fast-codec.js';
+export * from './transient.js';

@@ -30,7 +30,7 @@ describe('provisioning on a three-node cluster', () => {
     await kv.put('f1', new TextEncoder().encode('state'));
 
     const changed: string[] = [];
-    await provisionTopology(nc, { ...topology, replicas: 3, log: { info: (o: unknown) => void changed.push((o as { stream: string }).stream) } });
+    await provisionTopology(nc, { ...topology, replicas: 3, log: { info: (o: unknown) => void changed.push((o as { stream: string }).stream), warn: () => undefined } });
     for (const s of allStreams()) {
       const info = await jsm.streams.info(s);
       assert.equal(info.config.num_replicas, 3, s);
@@ -48,7 +48,7 @@ describe('provisioning on a three-node cluster', () => {
 
     // Provisioning again changes nothing.
     changed.length = 0;
-    await provisionTopology(nc, { ...topology, replicas: 3, log: { info: (o: unknown) => void changed.push((o as { stream: string }).stream) } });
+    await provisionTopology(nc, { ...topology, replicas: 3, log: { info: (o: unknown) => void changed.push((o as { stream: string }).stream), warn: () => undefined } });
     assert.deepEqual(changed, []);
   });
 

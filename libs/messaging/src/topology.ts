@@ -1,5 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type NatsConnection, type StreamConfig, type ConsumerConfig, nanos } from 'nats';
 import type { Logger } from '../../logging/src/index.js';
+import { isTransientNatsError } from './transient.js';
 
 /**
  * The JetStream topology: every stream, consumer and KV bucket name in one place.
@@ -47,8 +49,10 @@ export interface TopologyOptions {
   taskSubjects: string[];
   /** Copies of every stream and KV bucket (JETFLOW_REPLICAS); consumers follow their stream. Default 1. */
   replicas?: number;
-  /** Told when provisioning changes an existing stream or bucket (e.g. its replica count). */
-  log?: Pick<Logger, 'info'>;
+  /** Told when provisioning changes an existing stream or bucket (e.g. its replica count) or retries a step. */
+  log?: Pick<Logger, 'info' | 'warn'>;
+  /** How long provisioning keeps retrying steps JetStream did not answer in time (default 60 s). */
+  provisionTimeoutMs?: number;
   /** Dedupe window of the ingest stream: how long a Nats-Msg-Id / idempotency key is remembered. */
   ingestDuplicateWindowMs?: number;
   /** Dedupe window of internal streams: must cover the longest replay gap after a crash. */
@@ -161,25 +165,47 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Partia
 /** Idempotently provisions every stream, consumer and bucket. Any service may call it at start. */
 export async function provisionTopology(nc: NatsConnection, o: TopologyOptions): Promise<void> {
   const jsm = await nc.jetstreamManager();
+  // Each step is idempotent, so a step that failed on a busy or re-electing cluster (creating
+  // replicated consumers while every service starts can take longer than a request's timeout) is
+  // simply tried again, instead of the service dying at start.
+  const until = Date.now() + (o.provisionTimeoutMs ?? 60_000);
+  const step = <T>(what: string, fn: () => Promise<T>) => retryTransient(what, fn, until, o.log);
   try {
-    for (const s of streamConfigs(o)) await ensureStream(jsm, s, o.log);
-    await Promise.all(consumerConfigs(o).map((c) => ensureConsumer(jsm, c.stream, c.config)));
+    for (const s of streamConfigs(o)) await step(`stream ${s.name}`, () => ensureStream(jsm, s, o.log));
+    await Promise.all(consumerConfigs(o).map((c) => step(`consumer ${c.stream}/${c.config.durable_name}`, () => ensureConsumer(jsm, c.stream, c.config))));
     const js = nc.jetstream();
     for (const b of bucketConfigs(o)) {
-      await js.views.kv(b.name, { ttl: b.ttl, history: b.history, replicas: b.replicas });
-      // Opening an existing bucket leaves its replica count alone: change it on the bucket's stream.
-      const stream = `KV_${b.name}`;
-      const cur = (await jsm.streams.info(stream)).config;
-      if (replicasDiffer(cur, { num_replicas: b.replicas })) {
-        logReplicas(o.log, stream, cur.num_replicas, b.replicas);
-        await jsm.streams.update(stream, { ...cur, num_replicas: b.replicas });
-      }
+      await step(`bucket ${b.name}`, async () => {
+        await js.views.kv(b.name, { ttl: b.ttl, history: b.history, replicas: b.replicas });
+        // Opening an existing bucket leaves its replica count alone: change it on the bucket's stream.
+        const stream = `KV_${b.name}`;
+        const cur = (await jsm.streams.info(stream)).config;
+        if (replicasDiffer(cur, { num_replicas: b.replicas })) {
+          logReplicas(o.log, stream, cur.num_replicas, b.replicas);
+          await jsm.streams.update(stream, { ...cur, num_replicas: b.replicas });
+        }
+      });
     }
   } catch (err) {
     if ((o.replicas ?? 1) > 1 && /replicas|insufficient resources|no suitable peers/i.test((err as Error).message)) {
       throw new Error(`${(err as Error).message} (replicas ${o.replicas}: JETFLOW_REPLICAS needs a JetStream cluster with at least that many servers up)`, { cause: err });
     }
     throw err;
+  }
+}
+
+async function retryTransient<T>(what: string, fn: () => Promise<T>, until: number, log?: Pick<Logger, 'info' | 'warn'>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      // Besides timeouts: on a cluster a stream another service has just created is not visible on
+      // every server at once ("stream not found", "already in use"): the next try sees it.
+      const race = /stream not found|already in use/i.test((err as Error).message);
+      if (!(isTransientNatsError(err) || race) || Date.now() > until) throw err;
+      log?.warn({ what, attempt, err: (err as Error).message }, 'provisioning step failed; retrying');
+      await sleep(Math.min(2_000, 100 * 2 ** attempt));
+    }
   }
 }
 
