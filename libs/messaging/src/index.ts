@@ -9,3 +9,4 @@ export * from './worker-main.js';
 export * from './kv-writer.js';
 export * from './fast-codec.js';
 export * from './transient.js';
+export * from './kv-view.js';

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { CallbackPolicy, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import { BUCKETS, JetStreamPublisher, connectNats, provisionTopology } from '../../../libs/messaging/src/index.js';
+import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
 import { FlowHandlers } from './handlers/flows.js';
 import { JetStreamGateway } from './adapters/gateway.js';
@@ -22,9 +22,9 @@ const registry = cfg.registry;
 const defs = registry.defs;
 const nc = await connectNats({ servers: cfg.natsServers, name: 'ingest', log });
 await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs), replicas: cfg.replicas, log });
-const js = nc.jetstream();
 obs.watchConsumers(nc);
-const [flowsKv, idemKv, cancelKv] = await Promise.all([js.views.kv(BUCKETS.flows), js.views.kv(BUCKETS.idempotency), js.views.kv(BUCKETS.cancel)]);
+// The idempotency record is read only after a conflict, to compare bodies: from the leader (see openKv).
+const [flowsKv, idemKv, cancelKv] = await Promise.all([openKv(nc, BUCKETS.flows), openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel)]);
 const pub = new JetStreamPublisher(nc);
 // S3 for the input claim check, DynamoDB for the history of finished flows.
 const storage = await startIngestStorage(cfg, { nc, registry: cfg.registry, log });

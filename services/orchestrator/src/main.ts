@@ -1,6 +1,6 @@
 import { CallbackPolicy, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import { BUCKETS, CONSUMERS, JetStreamPublisher, KvWriter, STREAMS, connectNats, partitionOf, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
+import { BUCKETS, CONSUMERS, JetStreamPublisher, KvWriter, STREAMS, connectNats, openKv, partitionOf, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
 import { SagaEngine } from './engine.js';
 import { CallbackSender } from './callback.js';
@@ -19,7 +19,9 @@ const defs = registry.defs;
 const nc = await connectNats({ servers: cfg.natsServers, name: `orchestrator-${cfg.instanceId}`, log });
 await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs), replicas: cfg.replicas, log });
 const js = nc.jetstream();
-const kv = await js.views.kv(BUCKETS.flows);
+// Saga state (read only on a cache miss) and leases are read from the stream leader: a replica's
+// older revision would fail the compare-and-set that follows, again and again (see openKv).
+const kv = await openKv(nc, BUCKETS.flows, { leader: true });
 const pub = new JetStreamPublisher(nc);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
 // History (DynamoDB) and the NATS door's claim check (S3); neither is on the saga's hot path.
@@ -51,7 +53,7 @@ const loops: PullLoop[] = [
 ];
 // Result partitions are owned through leases, so each flow has one writer across replicas.
 const leases = new PartitionLeases({
-  kv: await js.views.kv(BUCKETS.leases),
+  kv: await openKv(nc, BUCKETS.leases, { leader: true }),
   instanceId: cfg.instanceId,
   partitions: cfg.partitions,
   log,
