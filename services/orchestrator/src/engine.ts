@@ -28,7 +28,7 @@ import {
   type FlowState,
   type Transition,
 } from '../../../libs/flows/src/index.js';
-import { callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
+import { callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, isTransientNatsError, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
 import { activeTraceparent } from '../../../libs/telemetry/src/index.js';
@@ -418,14 +418,17 @@ export class SagaEngine {
       }
       throw new Error(`unknown partition message kind "${kind ?? ''}"`);
     } catch (err) {
-      if (m.info.deliveryCount >= 5 || err instanceof SyntaxError || /unknown partition message|premature|invalid wire/i.test((err as Error).message)) {
+      // The broker not answering (a NATS node died: no stream leader yet) is no sign of poison, however
+      // often it repeats: dead-lettering then would end the flow's only copy of a result or timer.
+      const brokerDown = isTransientNatsError(err);
+      if ((!brokerDown && m.info.deliveryCount >= 5) || err instanceof SyntaxError || /unknown partition message|premature|invalid wire/i.test((err as Error).message)) {
         this.d.log.error({ err: (err as Error).message, subject: m.subject }, 'poison message on result partition; dead-lettered');
         await deadLetter(this.d.pub, m, 'result', { code: 'poison', message: (err as Error).message, flowId: m.headers?.get('Jetflow-Flow-Id') ?? '' });
         m.term();
         return;
       }
       this.d.log.warn({ err: (err as Error).message, subject: m.subject }, 'partition message failed; will retry');
-      m.nak(250 * m.info.deliveryCount);
+      m.nak(Math.min(5_000, 250 * m.info.deliveryCount));
     }
   }
 
