@@ -197,18 +197,27 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       },
       softDeadlineAt: started + softMs,
     };
+    let ran = false;
     try {
       const out = await new Promise<TaskOutput>((resolve, reject) => {
         rejectHard = reject;
         o.handler(task, ctx).then(resolve, reject);
       });
       const outputJson = out.outputJson ?? (out.output !== undefined ? enc.encode(JSON.stringify(out.output)) : undefined);
+      ran = true;
       await publishResult(task, TaskStatus.SUCCEEDED, { ...(outputJson ? { outputJson } : {}), ...(out.outputRef ? { outputRef: out.outputRef } : {}), startedAt: started }, attempt);
       m.ack();
       o.onOutcome?.(task, 'succeeded', Date.now() - started);
     } catch (err) {
       if (handingBack && hard.aborted) {
         m.nak();
+        return;
+      }
+      if (ran) {
+        // The task succeeded but the broker did not take its result (a NATS node died and the results
+        // stream has no leader yet): not a failed attempt, so never a reason to dead-letter. Run it again.
+        logFor().warn({ err: (err as Error)?.message }, 'result not published; the task will run again');
+        m.nak(1_000);
         return;
       }
       const code = err instanceof HardLimitError ? ErrorCodes.TIMEOUT : codeOf(err);
