@@ -1,4 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { KV } from 'nats';
+import { isTransientNatsError } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 
 export interface LeaseOptions {
@@ -39,7 +41,17 @@ export class PartitionLeases {
 
   async start(): Promise<void> {
     this.running = true;
-    await this.tick();
+    // A replicated lease bucket created a moment ago may have no leader yet (writes answer 503): wait for it.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.tick();
+        break;
+      } catch (err) {
+        if (!isTransientNatsError(err) || attempt >= 60) throw err;
+        this.o.log.warn({ err: (err as Error).message, attempt }, 'lease bucket not writable yet; retrying');
+        await sleep(Math.min(1_000, 50 * 2 ** attempt));
+      }
+    }
     const every = this.o.renewMs ?? 1_000;
     this.timer = setInterval(() => {
       this.ticking = this.ticking.then(() => this.tick()).catch((err: Error) => this.o.log.warn({ err: err.message }, 'lease tick failed'));
