@@ -1,10 +1,11 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { headers as natsHeaders, type KV, type NatsConnection } from 'nats';
 import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
 import { msgIds, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { INGEST_CONTENT_TYPE, ingestSubject, resultSubject, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
+import { INGEST_CONTENT_TYPE, ingestSubject, isTransientNatsError, resultSubject, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
 import type { Gateway } from '../handlers/flows.js';
 
 const enc = new TextEncoder();
@@ -44,14 +45,25 @@ export class JetStreamGateway implements Gateway {
 
   async claimIdempotency(tenant: string, key: string, rec: { flowId: string; hash: string }) {
     const k = `${tenant}.${createHash('sha256').update(key).digest('hex').slice(0, 40)}`;
-    try {
-      await this.kv.idempotency.create(k, enc.encode(JSON.stringify(rec)));
-      return null;
-    } catch (err) {
-      if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw unavailable(err);
-      const e = await this.kv.idempotency.get(k);
-      if (!e || e.operation !== 'PUT') return null;
-      return JSON.parse(dec.decode(e.value)) as { flowId: string; hash: string };
+    // While the bucket's stream elects a new leader (a NATS node died) writes fail for a few seconds:
+    // ride that out within the publish timeout, as the submission's publish does, instead of a 503.
+    const until = Date.now() + this.publishTimeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        try {
+          await this.kv.idempotency.create(k, enc.encode(JSON.stringify(rec)));
+          return null;
+        } catch (err) {
+          // Taken, possibly by our own earlier attempt whose answer was lost: same hash, same flow.
+          if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw err;
+          const e = await this.kv.idempotency.get(k);
+          if (!e || e.operation !== 'PUT') return null;
+          return JSON.parse(dec.decode(e.value)) as { flowId: string; hash: string };
+        }
+      } catch (err) {
+        if (!isTransientNatsError(err) || Date.now() + 100 > until) throw unavailable(err);
+        await sleep(Math.min(500, 25 * 2 ** attempt));
+      }
     }
   }
 
