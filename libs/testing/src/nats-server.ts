@@ -129,7 +129,11 @@ export interface NatsClusterNode {
   readonly running: boolean;
   /** Kill the node (default SIGKILL); its store stays, so restart() brings it back with its data. */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** Start again on the same ports with the same store; resolves when it sees a JetStream meta leader. */
+  /**
+   * Start again on the same ports with the same store; resolves when the node is back in service:
+   * it sees a JetStream meta leader and its /healthz says its streams and consumers have caught up
+   * (what a readiness probe waits for before the next node may be disrupted).
+   */
   restart(): Promise<void>;
 }
 
@@ -156,6 +160,25 @@ async function jsz(monitorPort: number): Promise<Jsz | undefined> {
     return r.ok ? ((await r.json()) as Jsz) : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** Waits until a node's /healthz answers 200: JetStream enabled, meta, streams and consumers current. */
+async function waitHealthy(name: string, monitorPort: number, timeoutMs: number, dead: () => string | undefined): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    const why = dead();
+    if (why) throw new Error(why);
+    try {
+      const r = await fetch(`http://127.0.0.1:${monitorPort}/healthz`, { signal: AbortSignal.timeout(2_000) });
+      if (r.ok) return;
+      last = await r.text();
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() > until) throw new Error(`nats-server ${name} not healthy within ${timeoutMs} ms: ${last}`);
+    await sleep(200);
   }
 }
 
@@ -223,6 +246,7 @@ export async function startNatsCluster(opts: { size?: number; args?: string[] } 
         if (node.running) throw new Error(`nats-server ${s.name} is still running`);
         spawnIt();
         await waitMetaLeader(() => [s.monitorPort], 30_000, exitedWhy);
+        await waitHealthy(s.name, s.monitorPort, 60_000, exitedWhy);
       },
       async stop() {
         proc?.kill('SIGTERM');

@@ -19,7 +19,14 @@ export interface Outcomes {
  * the caller asserts on strays and statuses.
  */
 export async function assertExactlyOnce(j: JetflowUnderTest, cb: CallbackReceiver, accepted: string[], o: { timeoutMs?: number; allowed?: string[] } = {}): Promise<Outcomes> {
-  await cb.waitForFlows(accepted, o.timeoutMs ?? 90_000);
+  try {
+    await cb.waitForFlows(accepted, o.timeoutMs ?? 90_000);
+  } catch (err) {
+    // Say which flows never ended and where each one stands.
+    const missing = accepted.filter((id) => cb.byFlow(id).length === 0);
+    const views = await Promise.all(missing.slice(0, 10).map(async (id) => `${id}: ${await describeFlow(j, id)}`));
+    throw new Error(`${(err as Error).message}; ${missing.length} without a callback:\n  ${views.join('\n  ')}`, { cause: err });
+  }
   await sleep(3_000); // room for any duplicate to show up
   const allowed = o.allowed ?? ['succeeded', 'partial'];
   const statuses: Record<string, number> = {};
@@ -55,5 +62,18 @@ async function flowStatus(j: JetflowUnderTest, id: string): Promise<string> {
     if (!(r instanceof Error)) await r.body?.cancel();
     if (i >= 50) assert.fail(`GET /v1/flows/${id}: ${r instanceof Error ? r.message : r.status}`);
     await sleep(200);
+  }
+}
+
+/** One line on where a flow stands: status, stage and each task's status and attempts. */
+async function describeFlow(j: JetflowUnderTest, id: string): Promise<string> {
+  try {
+    const r = await j.api(`/v1/flows/${id}`);
+    if (r.status !== 200) return `GET ${r.status} ${await r.text()}`;
+    const v = (await r.json()) as { status: string; endReason: string | null; callback: unknown; stages: Array<{ name: string; status: string; tasks: Array<{ name: string; status: string; attempts: number }> }> };
+    const stages = v.stages.map((s) => `${s.name}:${s.status}[${s.tasks.map((t) => `${t.name}=${t.status}/${t.attempts}`).join(' ')}]`).join(' ');
+    return `${v.status}${v.endReason ? ` (${v.endReason})` : ''} ${stages} callback=${JSON.stringify(v.callback)}`;
+  } catch (err) {
+    return `GET failed: ${(err as Error).message}`;
   }
 }
