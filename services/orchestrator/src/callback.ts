@@ -44,6 +44,8 @@ export interface CallbackStatus {
   deliveredAt?: string;
 }
 
+const textDecoder = new TextDecoder();
+
 export const callbackKey = (flowId: string) => `${flowId}.callback`;
 
 /**
@@ -65,18 +67,20 @@ export class CallbackSender {
       return;
     }
     const attempt = m.info.deliveryCount;
-    const log = this.d.log.child({ flowId: job.flowId, deliveryId: job.deliveryId, attempt });
+    // A child logger costs more than a delivered callback: make it only when something is logged.
+    let child: Logger | undefined;
+    const log = () => (child ??= this.d.log.child({ flowId: job.flowId, deliveryId: job.deliveryId, attempt }));
     // Already delivered (a crash after the POST and before the ack): do not send again. Only a
     // redelivery can be in that situation, so first attempts skip the read.
     const prev = m.info.redelivered ? await this.d.kv.get(callbackKey(job.flowId)).catch(() => null) : null;
     if (prev?.operation === 'PUT' && prev.value.length) {
-      const st = JSON.parse(new TextDecoder().decode(prev.value)) as CallbackStatus;
+      const st = JSON.parse(textDecoder.decode(prev.value)) as CallbackStatus;
       if (st.status === 'delivered') {
         m.ack();
         return;
       }
     }
-    const body = new TextDecoder().decode(job.bodyJson);
+    const body = textDecoder.decode(job.bodyJson);
     // History first: it is why a job exists for a flow without a callback, and a failed write is
     // retried here (redelivery), off the saga's path. Both writes are conditional: a replay is a no-op.
     if (this.d.history) {
@@ -84,10 +88,10 @@ export class CallbackSender {
         await this.d.history.record(body, job.url, m.headers?.get('traceparent') || undefined);
       } catch (err) {
         if (isStorageError(err, 'invalid_argument') || err instanceof SyntaxError) {
-          log.error({ err: (err as Error).message }, 'flow cannot be recorded in the history; sending the callback anyway');
+          log().error({ err: (err as Error).message }, 'flow cannot be recorded in the history; sending the callback anyway');
         } else {
           const delay = backoffDelay(attempt, this.d.backoffInitialMs, this.d.backoffMaxMs);
-          log.warn({ err: (err as Error).message, retryInMs: delay }, 'could not record the flow in the history; retrying before the callback');
+          log().warn({ err: (err as Error).message, retryInMs: delay }, 'could not record the flow in the history; retrying before the callback');
           m.nak(delay);
           return;
         }
@@ -113,7 +117,7 @@ export class CallbackSender {
       if (secret) headers['jetflow-signature'] = signBody(secret, body);
       else if (!this.warnedNoSecret.has(job.tenant)) {
         this.warnedNoSecret.add(job.tenant);
-        log.warn({ tenant: job.tenant }, 'no callback secret for tenant; sending unsigned (set JETFLOW_CALLBACK_SECRETS)');
+        log().warn({ tenant: job.tenant }, 'no callback secret for tenant; sending unsigned (set JETFLOW_CALLBACK_SECRETS)');
       }
       // The receiver can continue the flow's trace (W3C traceparent, as any HTTP client would send).
       injectRecord(headers);
@@ -138,14 +142,14 @@ export class CallbackSender {
     }
     if (attempt < this.d.maxAttempts && !blocked) {
       const delay = backoffDelay(attempt, this.d.backoffInitialMs, this.d.backoffMaxMs);
-      log.warn({ err: error, retryInMs: delay }, 'callback failed; retrying');
+      log().warn({ err: error, retryInMs: delay }, 'callback failed; retrying');
       await this.record(job, { deliveryId: job.deliveryId, status: 'retrying', attempts: attempt, ...(statusCode ? { lastStatusCode: statusCode } : {}), lastError: error });
       publishEvent(this.d.nc, job.tenant, { ...tokens, type: 'callback.retrying', attempt, message: error });
       m.nak(delay);
       this.d.onAttempt?.('retry');
       return;
     }
-    log.error({ err: error }, 'callback failed for good; dead-lettered');
+    log().error({ err: error }, 'callback failed for good; dead-lettered');
     await deadLetter(this.d.pub, m, 'callback', { code: blocked ? 'callback_blocked' : 'callback_failed', message: error, flowId: job.flowId, attempts: attempt });
     await this.record(job, { deliveryId: job.deliveryId, status: 'dead_lettered', attempts: attempt, ...(statusCode ? { lastStatusCode: statusCode } : {}), lastError: error });
     publishEvent(this.d.nc, job.tenant, { ...tokens, type: 'callback.failed', attempt, message: error });
