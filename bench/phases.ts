@@ -36,7 +36,10 @@ try {
   const kv = await js.views.kv('jetflow_flows');
   type T = { stage: number; dispatchedAt: number; startedAt: number; finishedAt: number };
   const rows: Array<Record<string, number>> = [];
+  const slowest: Array<{ flowId: string; index: number; total: number; atMs: number }> = [];
+  let index = 0;
   for (const [flowId, at] of due) {
+    slowest.push({ flowId, index: index++, total: cb.byFlow(flowId)[0]!.at - at, atMs: at - t0 });
     const d = cb.byFlow(flowId)[0]!;
     const e = await kv.get(flowId);
     const s = JSON.parse(new TextDecoder().decode(e!.value)) as { startedAt: number; finishedAt: number; tasks: Record<string, T> };
@@ -57,6 +60,7 @@ try {
     });
   }
   rows.sort((a, b) => a.total! - b.total!);
+  slowest.sort((a, b) => b.total - a.total);
   const slow = rows.slice(Math.floor(rows.length * 0.99));
   console.log(`${rows.length} flows at ${rate}/s, ${values.mode} mode (ms)`);
   console.log(`${'phase'.padEnd(24)} ${'p50'.padStart(7)} ${'p99'.padStart(7)}  slowest 1 %: mean`);
@@ -65,6 +69,7 @@ try {
     const mean = slow.reduce((a, r) => a + r[k]!, 0) / slow.length;
     console.log(`${k.padEnd(24)} ${v[Math.floor(v.length / 2)]!.toFixed(1).padStart(7)} ${v[Math.floor(v.length * 0.99)]!.toFixed(1).padStart(7)}  ${mean.toFixed(1)}`);
   }
+  console.log('slowest flows:', slowest.slice(0, 3).map((f) => `${f.flowId} (#${f.index}, submitted at +${f.atMs.toFixed(0)} ms): ${f.total.toFixed(0)} ms`).join('; '));
 } finally {
   await j.stop();
   await cb.close();

@@ -11,6 +11,7 @@ export interface PullLoopOptions {
   concurrency: number;
   /** 'fetch' pulls only as many as there are free slots (workers); 'consume' keeps a buffer full (orchestrator). */
   mode: 'fetch' | 'consume';
+  /** How long one pull request waits on the server: fetch mode (default 2 s) and consume mode (default 30 s). */
   expiresMs?: number;
   /** Further limit on how many to fetch now (admission control); fetch mode only. */
   capacity?: () => number;
@@ -37,7 +38,11 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
   let wake: (() => void) | undefined;
   let idle: (() => void) | undefined;
   let stopIter: (() => void) | undefined;
-  const expires = o.expiresMs ?? 2_000;
+  // consume() keeps a pull request open and renews it; with a short expiry, a quiet consumer's request
+  // expired every couple of seconds, and now and then a renewal was lost until the client's missed-heartbeat
+  // check re-pulled: a message then waited ~3 s (seen as 2-3 s stalls of real-mode flows at 19 flows/s,
+  // bench/phases.ts). 30 s is the client's own default; idle heartbeats still detect a dead server.
+  const expires = o.expiresMs ?? (o.mode === 'consume' ? 30_000 : 2_000);
   const handle = traceMessages(o.handle, { stream: o.stream, consumer: o.consumer, ...o.trace });
 
   const slotFree = () => (inFlight < o.concurrency || stopped ? Promise.resolve() : new Promise<void>((r) => (wake = r)));
@@ -106,7 +111,8 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
       stopIter?.();
       wake?.();
       if (inFlight > 0) await new Promise<void>((r) => (idle = r));
-      await Promise.race([done, sleep(expires + 500)]);
+      // stopIter() ends the current pull at once; this only bounds a broken connection.
+      await Promise.race([done, sleep(Math.min(expires, 2_000) + 500)]);
     },
   };
 }
