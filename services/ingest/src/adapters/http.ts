@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { fromBinary, toJson } from '@bufbuild/protobuf';
 import type { NatsConnection } from 'nats';
 import { FlowEventSchema } from '../../../../libs/proto/src/index.js';
@@ -44,7 +44,7 @@ export function toHttpError(err: unknown): { status: number; body: { error: { co
 }
 
 export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: d.log.child({ adapter: "http" }) as unknown as FastifyBaseLogger, bodyLimit: d.maxBodyBytes, disableRequestLogging: true, trustProxy: true });
+  const app = Fastify({ loggerInstance: d.log.child({ adapter: "http" }) as unknown as FastifyBaseLogger, bodyLimit: d.maxBodyBytes, logController: new LogController({ disableRequestLogging: true }), trustProxy: true });
   app.decorateRequest('tenant', '');
   // The API speaks JSON only: anything else is 415, not a string body.
   app.removeContentTypeParser('text/plain');
