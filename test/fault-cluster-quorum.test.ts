@@ -1,4 +1,4 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { STREAMS } from '../libs/messaging/src/topology.js';
@@ -6,9 +6,7 @@ import {
   TEST_SECRET,
   assertExactlyOnce,
   sampleSubmission,
-  startCallbackReceiver,
-  startJetflow,
-  startNatsCluster,
+  jetflowPerSuite,
   steadyLoad,
   type CallbackReceiver,
   type JetflowUnderTest,
@@ -26,16 +24,13 @@ describe('a three-node NATS cluster (R3) loses its quorum for 15 s under load: e
   let cluster: NatsClusterHandle;
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  before(async () => {
-    cluster = await startNatsCluster({ size: 3 });
-    cb = await startCallbackReceiver({ secret: TEST_SECRET });
-    j = await startJetflow({ natsUrls: cluster.urls, env: { JETFLOW_REPLICAS: '3' } });
-  });
-  after(async () => {
-    await j?.stop();
-    await cluster?.stop();
-    await cb?.close();
-  });
+  jetflowPerSuite(
+    (s) => {
+      ({ j, cb } = s);
+      cluster = s.cluster!;
+    },
+    { cluster: { size: 3 }, receiver: { secret: TEST_SECRET } },
+  );
 
   test('kill -9 the node leading JETFLOW_RESULTS and stop another; restart both', async (t) => {
     t.diagnostic(`service logs in ${j.logDir}`);

@@ -1,4 +1,4 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BUCKETS, STREAMS } from '../libs/messaging/src/topology.js';
@@ -6,9 +6,7 @@ import {
   TEST_SECRET,
   assertExactlyOnce,
   sampleSubmission,
-  startCallbackReceiver,
-  startJetflow,
-  startNatsCluster,
+  jetflowPerSuite,
   steadyLoad,
   type CallbackReceiver,
   type JetflowUnderTest,
@@ -19,18 +17,15 @@ describe('a three-node NATS cluster (R3) loses a stream leader twice under stead
   let cluster: NatsClusterHandle;
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  before(async () => {
-    cluster = await startNatsCluster({ size: 3 });
-    cb = await startCallbackReceiver({ secret: TEST_SECRET });
-    // Services keep running through a node's death (they reconnect to the others); no restarts on exit,
-    // so a service that crashes on it fails the test instead of being papered over.
-    j = await startJetflow({ natsUrls: cluster.urls, env: { JETFLOW_REPLICAS: '3' } });
-  });
-  after(async () => {
-    await j?.stop();
-    await cluster?.stop();
-    await cb?.close();
-  });
+  // Services keep running through a node's death (they reconnect to the others); no restarts on exit,
+  // so a service that crashes on it fails the test instead of being papered over.
+  jetflowPerSuite(
+    (s) => {
+      ({ j, cb } = s);
+      cluster = s.cluster!;
+    },
+    { cluster: { size: 3 }, receiver: { secret: TEST_SECRET } },
+  );
 
   test('kill -9 the node leading JETFLOW_RESULTS, restart it, then the node leading JETFLOW_TASKS', async (t) => {
     t.diagnostic(`service logs in ${j.logDir}`);
