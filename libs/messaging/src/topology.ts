@@ -1,7 +1,6 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type NatsConnection, type StreamConfig, type ConsumerConfig, nanos } from 'nats';
 import type { Logger } from '../../logging/src/index.js';
-import { isTransientNatsError } from './transient.js';
+import { retryTransient } from './transient.js';
 
 /**
  * The JetStream topology: every stream, consumer and KV bucket name in one place.
@@ -130,10 +129,9 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
     // Update only what may change in place; retention and storage cannot.
     const cur = info.config;
     const changed = JSON.stringify(cur.subjects) !== JSON.stringify(cfg.subjects) || (cfg.max_age !== undefined && cur.max_age !== cfg.max_age) || (cfg.duplicate_window !== undefined && cur.duplicate_window !== cfg.duplicate_window);
-    if (changed || replicasDiffer(cur, cfg)) {
-      if (replicasDiffer(cur, cfg)) logReplicas(log, cfg.name, cur.num_replicas, cfg.num_replicas!);
-      await jsm.streams.update(cfg.name, { ...cur, ...cfg } as StreamConfig);
-    }
+    const replicas = replicasDiffer(cur, cfg);
+    if (replicas) logReplicas(log, cfg.name, cur.num_replicas, cfg.num_replicas!);
+    if (changed || replicas) await jsm.streams.update(cfg.name, { ...cur, ...cfg } as StreamConfig);
   } catch (err) {
     if ((err as { code?: string }).code !== '404' && !/stream not found/i.test(String((err as Error).message))) throw err;
     try {
@@ -169,7 +167,9 @@ export async function provisionTopology(nc: NatsConnection, o: TopologyOptions):
   // replicated consumers while every service starts can take longer than a request's timeout) is
   // simply tried again, instead of the service dying at start.
   const until = Date.now() + (o.provisionTimeoutMs ?? 60_000);
-  const step = <T>(what: string, fn: () => Promise<T>) => retryTransient(what, fn, until, o.log);
+  // Besides timeouts: on a cluster a stream another service has just created is not visible on every
+  // server at once ("stream not found", "already in use"): the next try sees it.
+  const step = <T>(what: string, fn: () => Promise<T>) => retryTransient(fn, { until, what: `provisioning ${what}`, ...(o.log ? { log: o.log } : {}), also: /stream not found|already in use/i });
   try {
     for (const s of streamConfigs(o)) await step(`stream ${s.name}`, () => ensureStream(jsm, s, o.log));
     await Promise.all(consumerConfigs(o).map((c) => step(`consumer ${c.stream}/${c.config.durable_name}`, () => ensureConsumer(jsm, c.stream, c.config))));
@@ -191,21 +191,6 @@ export async function provisionTopology(nc: NatsConnection, o: TopologyOptions):
       throw new Error(`${(err as Error).message} (replicas ${o.replicas}: JETFLOW_REPLICAS needs a JetStream cluster with at least that many servers up)`, { cause: err });
     }
     throw err;
-  }
-}
-
-async function retryTransient<T>(what: string, fn: () => Promise<T>, until: number, log?: Pick<Logger, 'info' | 'warn'>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      // Besides timeouts: on a cluster a stream another service has just created is not visible on
-      // every server at once ("stream not found", "already in use"): the next try sees it.
-      const race = /stream not found|already in use/i.test((err as Error).message);
-      if (!(isTransientNatsError(err) || race) || Date.now() > until) throw err;
-      log?.warn({ what, attempt, err: (err as Error).message }, 'provisioning step failed; retrying');
-      await sleep(Math.min(2_000, 100 * 2 ** attempt));
-    }
   }
 }
 

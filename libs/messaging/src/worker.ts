@@ -50,7 +50,6 @@ export interface TaskWorker {
   readonly inFlight: number;
 }
 
-const enc = { encode: encodeUtf8 };
 
 interface LazyAbort {
   readonly signal: AbortSignal;
@@ -119,14 +118,15 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
 
   const publishResult = async (task: Task, status: TaskStatus, extra: Partial<{ outputJson: Uint8Array; outputRef: string; errorCode: string; errorMessage: string; startedAt: number }>, attempts: number) => {
     const now = Date.now();
+    const { startedAt, ...fields } = extra;
     const body = encodeTaskResult({
       flowId: task.flowId,
       task: task.task,
       stage: task.stage,
       status,
-      ...extra,
+      ...fields,
       attempts,
-      startedAtMs: extra.startedAt ?? now,
+      startedAtMs: startedAt ?? now,
       finishedAtMs: now,
       worker: o.workerId,
     });
@@ -203,7 +203,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         rejectHard = reject;
         o.handler(task, ctx).then(resolve, reject);
       });
-      const outputJson = out.outputJson ?? (out.output !== undefined ? enc.encode(JSON.stringify(out.output)) : undefined);
+      const outputJson = out.outputJson ?? (out.output !== undefined ? encodeUtf8(JSON.stringify(out.output)) : undefined);
       ran = true;
       await publishResult(task, TaskStatus.SUCCEEDED, { ...(outputJson ? { outputJson } : {}), ...(out.outputRef ? { outputRef: out.outputRef } : {}), startedAt: started }, attempt);
       m.ack();

@@ -1,34 +1,18 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { S3Client } from '@aws-sdk/client-s3';
-import { createDynamoClient, createS3Client } from './clients.js';
-import { FlowRecords } from './flow-records.js';
-import { startLocalAws, type LocalAws } from './local-aws.js';
-import { ObjectStore } from './object-store.js';
-
-const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+import { startFlowRecords, type FlowRecordsFixture } from './flow-records-fixture.js';
+import type { FlowRecords } from './flow-records.js';
 
 describe('FlowRecords.recordCompleted (start and end in one write)', () => {
-  let aws: LocalAws;
-  let s3: S3Client;
-  let dynamo: DynamoDBClient;
+  let fx: FlowRecordsFixture;
   let flows: FlowRecords;
 
   before(async () => {
-    aws = await startLocalAws();
-    const config = { s3Endpoint: aws.s3Endpoint, dynamoEndpoint: aws.dynamoEndpoint, credentials };
-    s3 = createS3Client(config);
-    dynamo = createDynamoClient(config);
-    const objects = new ObjectStore({ s3, bucket: 'jetflow-completed-test' });
-    await objects.ensureBucket();
-    flows = new FlowRecords({ dynamo, objects, table: 'completed-test', inlineLimitBytes: 2048 });
-    await flows.ensureTable();
+    fx = await startFlowRecords({ bucket: 'jetflow-completed-test', table: 'completed-test', inlineLimitBytes: 2048 });
+    ({ flows } = fx);
   });
   after(async () => {
-    s3.destroy();
-    dynamo.destroy();
-    await aws.stop();
+    await fx?.stop();
   });
 
   const start = (flowId: string, startedAt: string) => ({ flowId, flow: 'insights', tenant: 'acme', startedAt, idempotencyKey: `k-${flowId}`, metadata: { source: 'crm' } });

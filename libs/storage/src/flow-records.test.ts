@@ -2,17 +2,14 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { DescribeTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { createDynamoClient, createS3Client } from './clients.js';
 import { isStorageError } from './errors.js';
 import { FlowRecords, type FlowStart } from './flow-records.js';
-import { startLocalAws, type LocalAws } from './local-aws.js';
-import { ObjectStore } from './object-store.js';
+import type { ObjectStore } from './object-store.js';
+import { startFlowRecords, type FlowRecordsFixture } from './flow-records-fixture.js';
 import { parseS3Ref } from './refs.js';
 
-const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
-
 describe('FlowRecords against dynalite and s3rver', () => {
-  let aws: LocalAws;
+  let fx: FlowRecordsFixture;
   let s3: S3Client;
   let dynamo: DynamoDBClient;
   let objects: ObjectStore;
@@ -27,19 +24,11 @@ describe('FlowRecords against dynalite and s3rver', () => {
   });
 
   before(async () => {
-    aws = await startLocalAws();
-    const config = { s3Endpoint: aws.s3Endpoint, dynamoEndpoint: aws.dynamoEndpoint, credentials };
-    s3 = createS3Client(config);
-    dynamo = createDynamoClient(config);
-    objects = new ObjectStore({ s3, bucket: 'jetflow-flows-test' });
-    await objects.ensureBucket();
-    flows = new FlowRecords({ dynamo, objects, table: 'flows-test', inlineLimitBytes: 2048 });
-    await flows.ensureTable();
+    fx = await startFlowRecords({ bucket: 'jetflow-flows-test', table: 'flows-test', inlineLimitBytes: 2048 });
+    ({ s3, dynamo, objects, flows } = fx);
   });
   after(async () => {
-    s3.destroy();
-    dynamo.destroy();
-    await aws.stop();
+    await fx?.stop();
   });
 
   test('ensureTable is idempotent and creates both indexes', async () => {

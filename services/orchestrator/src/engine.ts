@@ -33,7 +33,6 @@ import type { Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
 import { activeTraceparent } from '../../../libs/telemetry/src/index.js';
 
-const enc = { encode: encodeUtf8 };
 const dec = new TextDecoder();
 
 export { INGEST_CONTENT_TYPE } from '../../../libs/messaging/src/index.js';
@@ -126,7 +125,7 @@ export class SagaEngine {
     const c = this.cache.get(flowId);
     if (!h || !c) return;
     try {
-      const rev = await this.d.writer.update(flowId, enc.encode(JSON.stringify(c.state)), c.rev);
+      const rev = await this.d.writer.update(flowId, encodeUtf8(JSON.stringify(c.state)), c.rev);
       c.rev = rev;
       this.held.delete(flowId);
       for (const m of h.msgs) m.ack();
@@ -302,7 +301,7 @@ export class SagaEngine {
       flowId: key ? deriveFlowId(tenant, key) : flowIdForSequence(m.info.streamSequence),
       tenant,
       flow: sub.flow,
-      inputJson: enc.encode(JSON.stringify(sub.input)),
+      inputJson: encodeUtf8(JSON.stringify(sub.input)),
       callbackUrl: sub.callbackUrl ?? '',
       idempotencyKey: key,
       deadlineMs: sub.deadlineMs ?? 0,
@@ -337,7 +336,7 @@ export class SagaEngine {
       now,
     );
     try {
-      const rev = await this.d.writer.create(req.flowId, enc.encode(JSON.stringify(state)));
+      const rev = await this.d.writer.create(req.flowId, encodeUtf8(JSON.stringify(state)));
       cur = { state, rev };
       fresh = true;
       this.running.set(req.flowId, state.deadlineAt);
@@ -469,7 +468,7 @@ export class SagaEngine {
       }
       let rev: number;
       try {
-        rev = await this.d.writer.update(flowId, enc.encode(JSON.stringify(cur.state)), cur.rev);
+        rev = await this.d.writer.update(flowId, encodeUtf8(JSON.stringify(cur.state)), cur.rev);
       } catch (err) {
         // Our in-memory state is ahead of what is stored: forget it so the replay starts from KV.
         this.dropFlow(flowId);
@@ -497,7 +496,7 @@ export class SagaEngine {
           ? def.stages.slice(0, s.stage).flatMap((st) =>
               st.tasks.map((td) => {
                 const ts = s.tasks[td.name]!;
-                return { task: td.name, status: ts.status, outputJson: ts.output === undefined ? undefined : enc.encode(JSON.stringify(ts.output)), outputRef: ts.outputRef ?? '' };
+                return { task: td.name, status: ts.status, outputJson: ts.output === undefined ? undefined : encodeUtf8(JSON.stringify(ts.output)), outputRef: ts.outputRef ?? '' };
               }),
             )
           : [];
@@ -507,7 +506,7 @@ export class SagaEngine {
         flow: s.flow,
         flowVersion: s.version,
         stage: s.stage,
-        ...(s.input !== undefined ? { inputJson: this.inputs.get(s.flowId) ?? enc.encode(s.input) } : {}),
+        ...(s.input !== undefined ? { inputJson: this.inputs.get(s.flowId) ?? encodeUtf8(s.input) } : {}),
         inputRef: s.inputRef ?? '',
         deps,
         deadlineAtMs: s.deadlineAt,
@@ -534,7 +533,7 @@ export class SagaEngine {
         flowId: s.flowId,
         tenant: s.tenant,
         url: s.callbackUrl ?? '',
-        bodyJson: enc.encode(JSON.stringify(callbackBody(s, def))),
+        bodyJson: encodeUtf8(JSON.stringify(callbackBody(s, def))),
       });
       const h = kindHeaders('callback', s.flowId);
       if (s.traceparent) h.set('traceparent', s.traceparent);

@@ -1,6 +1,5 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { KV } from 'nats';
-import { isTransientNatsError } from '../../../libs/messaging/src/index.js';
+import { retryTransient } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 
 export interface LeaseOptions {
@@ -42,16 +41,7 @@ export class PartitionLeases {
   async start(): Promise<void> {
     this.running = true;
     // A replicated lease bucket created a moment ago may have no leader yet (writes answer 503): wait for it.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.tick();
-        break;
-      } catch (err) {
-        if (!isTransientNatsError(err) || attempt >= 60) throw err;
-        this.o.log.warn({ err: (err as Error).message, attempt }, 'lease bucket not writable yet; retrying');
-        await sleep(Math.min(1_000, 50 * 2 ** attempt));
-      }
-    }
+    await retryTransient(() => this.tick(), { until: Date.now() + 60_000, what: 'writing to the lease bucket', log: this.o.log, baseMs: 50, maxMs: 1_000 });
     const every = this.o.renewMs ?? 1_000;
     this.timer = setInterval(() => {
       this.ticking = this.ticking.then(() => this.tick()).catch((err: Error) => this.o.log.warn({ err: err.message }, 'lease tick failed'));

@@ -1,11 +1,10 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { headers as natsHeaders, type KV, type NatsConnection } from 'nats';
 import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
 import { msgIds, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { INGEST_CONTENT_TYPE, ingestSubject, isTransientNatsError, resultSubject, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
+import { INGEST_CONTENT_TYPE, ingestSubject, resultSubject, retryTransient, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
 import type { Gateway } from '../handlers/flows.js';
 
 const enc = new TextEncoder();
@@ -47,23 +46,22 @@ export class JetStreamGateway implements Gateway {
     const k = `${tenant}.${createHash('sha256').update(key).digest('hex').slice(0, 40)}`;
     // While the bucket's stream elects a new leader (a NATS node died) writes fail for a few seconds:
     // ride that out within the publish timeout, as the submission's publish does, instead of a 503.
-    const until = Date.now() + this.publishTimeoutMs;
-    for (let attempt = 1; ; attempt++) {
+    const claim = async () => {
       try {
-        try {
-          await this.kv.idempotency.create(k, enc.encode(JSON.stringify(rec)));
-          return null;
-        } catch (err) {
-          // Taken, possibly by our own earlier attempt whose answer was lost: same hash, same flow.
-          if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw err;
-          const e = await this.kv.idempotency.get(k);
-          if (!e || e.operation !== 'PUT') return null;
-          return JSON.parse(dec.decode(e.value)) as { flowId: string; hash: string };
-        }
+        await this.kv.idempotency.create(k, enc.encode(JSON.stringify(rec)));
+        return null;
       } catch (err) {
-        if (!isTransientNatsError(err) || Date.now() + 100 > until) throw unavailable(err);
-        await sleep(Math.min(500, 25 * 2 ** attempt));
+        // Taken, possibly by our own earlier attempt whose answer was lost: same hash, same flow.
+        if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw err;
+        const e = await this.kv.idempotency.get(k);
+        if (!e || e.operation !== 'PUT') return null;
+        return JSON.parse(dec.decode(e.value)) as { flowId: string; hash: string };
       }
+    };
+    try {
+      return await retryTransient(claim, { until: Date.now() + this.publishTimeoutMs - 100, baseMs: 25, maxMs: 500 });
+    } catch (err) {
+      throw unavailable(err);
     }
   }
 

@@ -108,9 +108,15 @@ export class FlowHandlers {
   }
 
   async state(tenant: string, flowId: string): Promise<FlowState> {
-    const s = FLOW_ID_RE.test(flowId) ? await this.d.gateway.getState(flowId) : null;
-    if (!s || s.tenant !== tenant) throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
+    const s = await this.stateOf(tenant, flowId);
+    if (!s) throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     return s;
+  }
+
+  /** The flow's KV state when it exists and belongs to the tenant. */
+  private async stateOf(tenant: string, flowId: string): Promise<FlowState | null> {
+    const s = FLOW_ID_RE.test(flowId) ? await this.d.gateway.getState(flowId) : null;
+    return s && s.tenant === tenant ? s : null;
   }
 
   /** Which consumer gets a task: the routes matching a subject or wildcard pattern. */
@@ -120,11 +126,10 @@ export class FlowHandlers {
   }
 
   async cancel(tenant: string, flowId: string, reason = '') {
-    const s = FLOW_ID_RE.test(flowId) ? await this.d.gateway.getState(flowId) : null;
-    if (!s || s.tenant !== tenant) {
-      const r = this.recent.get(flowId);
+    const s = await this.stateOf(tenant, flowId);
+    if (!s) {
       // Accepted but not started yet: there is nothing to cancel until the orchestrator has written its state.
-      if (!s && r && r.tenant === tenant) throw new JetflowError(ErrorCodes.UNAVAILABLE, `flow ${flowId} is accepted but not started yet; retry the cancel in a moment`, { retryAfterMs: 200 });
+      if (this.recent.get(flowId)?.tenant === tenant) throw new JetflowError(ErrorCodes.UNAVAILABLE, `flow ${flowId} is accepted but not started yet; retry the cancel in a moment`, { retryAfterMs: 200 });
       throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     }
     if (isTerminal(s)) throw new JetflowError(ErrorCodes.CONFLICT, `flow ${flowId} already ended as ${s.status}`);
