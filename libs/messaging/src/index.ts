@@ -10,3 +10,4 @@ export * from './kv-writer.js';
 export * from './fast-codec.js';
 export * from './transient.js';
 export * from './kv-view.js';
+export * from './js-errors.js';
