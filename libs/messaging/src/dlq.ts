@@ -49,8 +49,15 @@ export async function deadLetter(
   for (const o of observers) o(source, reason.code, m);
 }
 
-/** Exponential backoff with full jitter in [base/2, base]. */
+/**
+ * The delay before retrying after failed attempt `attempt` (1-based): exponential backoff with jitter,
+ *   base = min(maxMs, initialMs × multiplier^(attempt-1)),  delay uniform in [base/2, base].
+ * The jitter spreads retries of tasks that failed together. `multiplier` comes off the wire (a Task's
+ * backoff_multiplier): 0 (a message from before the field), NaN or below 1 mean 2, and it is capped at
+ * 10 like a definition's.
+ */
 export function backoffDelay(attempt: number, initialMs: number, maxMs: number, multiplier = 2): number {
-  const base = Math.min(maxMs, initialMs * multiplier ** Math.max(0, attempt - 1));
+  const m = Number.isFinite(multiplier) && multiplier >= 1 ? Math.min(multiplier, 10) : 2;
+  const base = Math.min(maxMs, initialMs * m ** Math.max(0, attempt - 1));
   return Math.round(base / 2 + (Math.random() * base) / 2);
 }

@@ -10,6 +10,7 @@ import type { Task, TaskInput, TaskResult } from '../../proto/src/index.js';
  */
 const LEN = WireType.LengthDelimited;
 const VARINT = WireType.Varint;
+const BIT32 = WireType.Bit32;
 
 function str(w: BinaryWriter, field: number, v: string | undefined) {
   if (v) w.tag(field, LEN).string(v);
@@ -22,6 +23,9 @@ function u32(w: BinaryWriter, field: number, v: number | undefined) {
 }
 function i64(w: BinaryWriter, field: number, v: number | undefined) {
   if (v) w.tag(field, VARINT).int64(v);
+}
+function f32(w: BinaryWriter, field: number, v: number | undefined) {
+  if (v) w.tag(field, BIT32).float(v);
 }
 
 export interface FlowEventFields {
@@ -80,6 +84,8 @@ export interface TaskOwn {
   maxAttempts: number;
   backoffInitialMs: number;
   backoffMaxMs: number;
+  /** The definition's backoff.multiplier; unset (0) reads as 2. */
+  backoffMultiplier?: number;
   dispatchedAtMs: number;
 }
 
@@ -116,6 +122,7 @@ export function encodeTask(shared: Uint8Array, t: TaskOwn): Uint8Array {
   u32(w, 14, t.backoffInitialMs);
   u32(w, 15, t.backoffMaxMs);
   i64(w, 17, t.dispatchedAtMs);
+  f32(w, 18, t.backoffMultiplier);
   const own = w.finish();
   const out = new Uint8Array(shared.length + own.length);
   out.set(shared, 0);
@@ -208,7 +215,7 @@ function decodeTaskInput(bytes: Uint8Array): TaskInput {
 export function decodeTask(bytes: Uint8Array): Task {
   const t: Task = {
     $typeName: 'jetflow.v1.Task', flowId: '', tenant: '', flow: '', flowVersion: 0, stage: 0, task: '', subject: '', inputJson: EMPTY, inputRef: '', deps: [],
-    softLimitMs: 0, hardLimitMs: 0, maxAttempts: 0, backoffInitialMs: 0, backoffMaxMs: 0, deadlineAtMs: 0n, dispatchedAtMs: 0n,
+    softLimitMs: 0, hardLimitMs: 0, maxAttempts: 0, backoffInitialMs: 0, backoffMaxMs: 0, deadlineAtMs: 0n, dispatchedAtMs: 0n, backoffMultiplier: 0,
   };
   const rd = new BinaryReader(bytes);
   while (rd.pos < rd.len) {
@@ -231,6 +238,7 @@ export function decodeTask(bytes: Uint8Array): Task {
       case 15: want(wt, VARINT, 15); t.backoffMaxMs = rd.uint32(); break;
       case 16: want(wt, VARINT, 16); t.deadlineAtMs = big(rd.int64()); break;
       case 17: want(wt, VARINT, 17); t.dispatchedAtMs = big(rd.int64()); break;
+      case 18: want(wt, BIT32, 18); t.backoffMultiplier = rd.float(); break;
       default: rd.skip(wt, field);
     }
   }

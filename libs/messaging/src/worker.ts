@@ -224,7 +224,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       const message = (err as Error)?.message ?? String(err);
       const maxAttempts = task.maxAttempts || 3;
       if (!isTerminal(err) && attempt < maxAttempts) {
-        const delay = backoffDelay(attempt, task.backoffInitialMs || 200, task.backoffMaxMs || 5_000);
+        const delay = backoffDelay(attempt, task.backoffInitialMs || 200, task.backoffMaxMs || 5_000, task.backoffMultiplier || 2);
         logFor().warn({ code, err: message, retryInMs: delay }, 'task failed; retrying');
         publishEvent(o.nc, task.tenant, { flowId: task.flowId, flow: task.flow, type: 'task.retrying', task: task.task, attempt, message: `${code}: ${message}` });
         m.nak(delay);

@@ -520,6 +520,7 @@ export class SagaEngine {
           maxAttempts: td.maxAttempts,
           backoffInitialMs: td.backoff.initialMs,
           backoffMaxMs: td.backoff.maxMs,
+          backoffMultiplier: td.backoff.multiplier,
           dispatchedAtMs: s.tasks[td.name]!.dispatchedAt ?? Date.now(),
         });
         const h = kindHeaders('task', s.flowId);
