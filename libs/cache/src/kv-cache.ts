@@ -1,5 +1,6 @@
 import type { KV, KvEntry, NatsConnection } from 'nats';
 import type { Registry } from 'prom-client';
+import { isCasConflict } from '../../messaging/src/js-errors.js';
 import { toKvKey } from './keys.js';
 import { cacheCounters, type CacheCounters } from './metrics.js';
 
@@ -59,9 +60,6 @@ interface Flight {
   /** Set by invalidate(): the value being loaded may predate the change, so do not cache it. */
   stale: boolean;
 }
-
-// JetStream's "wrong last sequence": someone else wrote the key since we read it.
-const WRONG_LAST_SEQUENCE = 10071;
 
 /**
  * Cache-aside over a JetStream KV bucket with a TTL. Values are JSON. Writes are compare-and-set
@@ -174,8 +172,8 @@ export function createKvCache(opts: KvCacheOptions): KvCache {
       // previousSeq 0 means "the key has no entry": the same guard for a first write.
       await withTimeout(kv.put(kvKey, data, { previousSeq: entry?.revision ?? 0 }), timeoutMs, `KV put ${bucket}/${kvKey}`);
     } catch (err) {
-      const apiErr = (err as { api_error?: { err_code?: number } }).api_error;
-      if (apiErr?.err_code !== WRONG_LAST_SEQUENCE) failed('put', err);
+      // A lost compare-and-set: someone else wrote the key since we read it; theirs stands.
+      if (!isCasConflict(err)) failed('put', err);
     }
     return value;
   }

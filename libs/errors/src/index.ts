@@ -75,6 +75,17 @@ export class RetryableError extends JetflowError {
   }
 }
 
+/**
+ * A compare-and-set lost (JetStream "wrong last sequence"): someone else wrote the key since it was
+ * read. Not a broker failure and not worth a blind retry: re-read, then decide.
+ */
+export class CasConflictError extends JetflowError {
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super(ErrorCodes.CONFLICT, message, opts);
+    this.name = 'CasConflictError';
+  }
+}
+
 export function invalid(details: FieldIssue[], message?: string): JetflowError {
   const msg = message ?? (details.length ? details.map((d) => `${d.path || '(body)'}: ${d.message}`).join('; ') : 'invalid request');
   return new JetflowError(ErrorCodes.INVALID_ARGUMENT, msg, { details });

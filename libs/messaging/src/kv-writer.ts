@@ -21,12 +21,12 @@ export class KvWriter {
     return ack.seq;
   }
 
-  /** Creates the key; fails with "wrong last sequence" when it exists. */
+  /** Creates the key; when it exists, fails with a CasConflictError (isCasConflict: "wrong last sequence"). */
   create(key: string, data: Uint8Array): Promise<number> {
     return this.write(key, data, 0);
   }
 
-  /** Writes only if the key's last revision is `revision`; else fails with "wrong last sequence". */
+  /** Writes only if the key's last revision is `revision`; else fails with a CasConflictError (isCasConflict). */
   update(key: string, data: Uint8Array, revision: number): Promise<number> {
     return this.write(key, data, revision);
   }

@@ -1,7 +1,9 @@
 import { createInbox, headers as natsHeaders, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
-import { RetryableError } from '../../errors/src/index.js';
+import { CasConflictError, RetryableError } from '../../errors/src/index.js';
 import { tracingEnabled } from '../../telemetry/src/index.js';
+import { JetStreamApiCodes, parseJsApiError, type JsApiError } from './js-errors.js';
 import { endPublishSpan, startPublishSpan } from './tracing.js';
+import { markTransient } from './transient.js';
 
 export interface PubAck {
   stream: string;
@@ -25,6 +27,8 @@ interface Pending {
   hdrs: MsgHdrs;
   attempt: number;
   deadline: number;
+  /** The last refusal JetStream answered with, kept on the error if retries run out. */
+  lastError?: JsApiError;
   timer: NodeJS.Timeout;
 }
 
@@ -57,21 +61,25 @@ export class JetStreamPublisher {
           this.retryLater(id, p, 'no responders');
           return;
         }
-        let ack: { stream?: string; seq?: number; duplicate?: boolean; error?: { code: number; description: string } };
+        let ack: { stream?: unknown; seq?: unknown; duplicate?: unknown; error?: unknown };
         try {
           ack = JSON.parse(new TextDecoder().decode(m.data));
+          if (typeof ack !== 'object' || ack === null || Array.isArray(ack)) throw new Error('not an object');
         } catch {
           this.finish(id, p, undefined, new Error(`bad PubAck for ${p.subject}`));
           return;
         }
-        if (ack.error) {
-          const e = new RetryableError(`JetStream rejected publish to ${p.subject}: ${ack.error.description} (${ack.error.code})`);
-          // 503-class errors are transient (e.g. stream leader not elected); others are not.
-          if (ack.error.code === 503) this.retryLater(id, p, ack.error.description);
-          else this.finish(id, p, undefined, e);
+        if (ack.error !== undefined && ack.error !== null) {
+          const api = parseJsApiError(ack.error) ?? { code: 0, description: 'malformed error' };
+          // 503-class errors are transient (e.g. stream leader not elected); others are not. A full
+          // stream (discard new) also answers 503, but with "store failed": retrying cannot help.
+          if (api.code === 503 && api.err_code !== JetStreamApiCodes.StreamStoreFailed) {
+            p.lastError = api;
+            this.retryLater(id, p, api.description);
+          } else this.finish(id, p, undefined, rejected(p.subject, api));
           return;
         }
-        this.finish(id, p, { stream: ack.stream ?? '', seq: ack.seq ?? 0, duplicate: !!ack.duplicate });
+        this.finish(id, p, { stream: typeof ack.stream === 'string' ? ack.stream : '', seq: typeof ack.seq === 'number' ? ack.seq : 0, duplicate: ack.duplicate === true });
       },
     });
   }
@@ -120,7 +128,10 @@ export class JetStreamPublisher {
     clearTimeout(p.timer);
     if (!this.pending.has(id)) return;
     if (this.closed || Date.now() > p.deadline) {
-      this.finish(id, p, undefined, new RetryableError(`publish to ${p.subject} not acknowledged after ${p.attempt} attempts: ${why}`));
+      const e = new RetryableError(`publish to ${p.subject} not acknowledged after ${p.attempt} attempts: ${why}`);
+      if (p.lastError) Object.assign(e, { api_error: p.lastError });
+      // Closed by us is a shutdown, not the broker failing to answer.
+      this.finish(id, p, undefined, this.closed ? e : markTransient(e));
       return;
     }
     const delay = Math.min(1_000, 25 * 2 ** Math.min(p.attempt, 6)) * (0.5 + Math.random() / 2);
@@ -143,4 +154,14 @@ export class JetStreamPublisher {
     this.sub.unsubscribe();
     for (const [id, p] of this.pending) this.finish(id, p, undefined, new RetryableError('publisher closed'));
   }
+}
+
+/**
+ * The error of a publish JetStream refused, carrying the server's `api_error` (code and err_code) as
+ * nats.js errors do, so callers match on JetStreamApiCodes. A lost compare-and-set is a conflict.
+ */
+function rejected(subject: string, api: JsApiError): Error {
+  const msg = `JetStream rejected publish to ${subject}: ${api.description} (${api.code})`;
+  const e = api.err_code === JetStreamApiCodes.StreamWrongLastSequence ? new CasConflictError(msg) : new RetryableError(msg);
+  return Object.assign(e, { api_error: api });
 }

@@ -1,5 +1,6 @@
-import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type NatsConnection, type StreamConfig, type ConsumerConfig, nanos } from 'nats';
+import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type ConsumerInfo, type JetStreamManager, type NatsConnection, type StreamConfig, type StreamInfo, type ConsumerConfig, nanos } from 'nats';
 import type { Logger } from '../../logging/src/index.js';
+import { JetStreamApiCodes as C, isJsError } from './js-errors.js';
 import { retryTransient } from './transient.js';
 
 /**
@@ -39,6 +40,8 @@ export const BUCKETS = {
   cancel: 'jetflow_cancel',
   leases: 'jetflow_leases',
   cache: 'jetflow_cache',
+  /** Every flow definition a flow started on, `<name>.v<version>.<hash>`; never expires (libs/flows versions.ts). */
+  definitions: 'jetflow_definitions',
 } as const;
 
 export interface TopologyOptions {
@@ -120,74 +123,132 @@ export function bucketConfigs(o: TopologyOptions) {
     { name: BUCKETS.cancel, ttl: 3_600_000, history: 1, replicas },
     { name: BUCKETS.leases, ttl: 6_000, history: 1, replicas },
     { name: BUCKETS.cache, ttl: 300_000, history: 1, replicas },
+    { name: BUCKETS.definitions, ttl: 0, history: 1, replicas },
   ];
 }
 
-async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string; subjects: string[] }, log?: Pick<Logger, 'info'>) {
+// What JetStream answers a create when another service created the same thing a moment before (or
+// holds the name with an older config): not a failure, the object is there; re-read it and reconcile.
+const STREAM_TAKEN = [C.StreamNameInUse, C.StreamSubjectOverlap];
+const CONSUMER_TAKEN = [C.ConsumerNameExists, C.ConsumerAlreadyExists, C.ConsumerExistingActive, C.ConsumerWQConsumerNotUnique];
+
+/** Another service created it, but this server cannot show it yet (a cluster catching up): the step tries again. */
+class NotVisibleYet extends Error {
+  readonly notVisibleYet = true;
+}
+const isNotVisibleYet = (err: unknown) => (err as { notVisibleYet?: unknown } | null)?.notVisibleYet === true;
+const notVisibleYet = (what: string, err: unknown) => new NotVisibleYet(`${what}: JetStream answered "${(err as Error).message}", but it cannot be read yet`, { cause: err });
+
+async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
   try {
-    const info = await jsm.streams.info(cfg.name);
-    // Update only what may change in place; retention and storage cannot.
-    const cur = info.config;
-    const changed = JSON.stringify(cur.subjects) !== JSON.stringify(cfg.subjects) || (cfg.max_age !== undefined && cur.max_age !== cfg.max_age) || (cfg.duplicate_window !== undefined && cur.duplicate_window !== cfg.duplicate_window);
-    const replicas = replicasDiffer(cur, cfg);
-    if (replicas) logReplicas(log, cfg.name, cur.num_replicas, cfg.num_replicas!);
-    if (changed || replicas) await jsm.streams.update(cfg.name, { ...cur, ...cfg } as StreamConfig);
+    return await jsm.streams.info(name);
   } catch (err) {
-    if ((err as { code?: string }).code !== '404' && !/stream not found/i.test(String((err as Error).message))) throw err;
+    if (isJsError(err, C.StreamNotFound)) return undefined;
+    throw err;
+  }
+}
+
+/** Creates the stream, or updates in place what may change on one that exists (however it came to exist). */
+async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string; subjects: string[] }, log?: Pick<Logger, 'info'>) {
+  let info = await streamInfo(jsm, cfg.name);
+  if (!info) {
     try {
       await jsm.streams.add(cfg);
-    } catch (e) {
-      // Another service created it at the same moment.
-      if (!/already in use|exists/i.test(String((e as Error).message))) throw e;
+      return;
+    } catch (err) {
+      if (!isJsError(err, ...STREAM_TAKEN)) throw err;
+      info = await streamInfo(jsm, cfg.name);
+      if (!info) {
+        const owner = isJsError(err, C.StreamSubjectOverlap) ? await otherStreamOwning(jsm, cfg) : undefined;
+        if (owner) throw new Error(`stream ${cfg.name}: its subjects ${cfg.subjects.join(', ')} overlap with those of stream ${owner}, which is not Jetflow's; remove or rename it`, { cause: err });
+        throw notVisibleYet(`stream ${cfg.name}`, err);
+      }
     }
+  }
+  // Update only what may change in place; retention and storage cannot.
+  const cur = info.config;
+  const changed = JSON.stringify(cur.subjects) !== JSON.stringify(cfg.subjects) || (cfg.max_age !== undefined && cur.max_age !== cfg.max_age) || (cfg.duplicate_window !== undefined && cur.duplicate_window !== cfg.duplicate_window);
+  const replicas = replicasDiffer(cur, cfg);
+  if (replicas) logReplicas(log, cfg.name, cur.num_replicas, cfg.num_replicas!);
+  if (changed || replicas) await jsm.streams.update(cfg.name, { ...cur, ...cfg } as StreamConfig);
+}
+
+/** A stream of another name whose subjects overlap cfg's, if any. */
+async function otherStreamOwning(jsm: JetStreamManager, cfg: { name: string; subjects: string[] }): Promise<string | undefined> {
+  for (const subject of cfg.subjects) {
+    for await (const name of jsm.streams.names(subject)) if (name !== cfg.name) return name;
+  }
+  return undefined;
+}
+
+async function consumerInfo(jsm: JetStreamManager, stream: string, name: string): Promise<ConsumerInfo | undefined> {
+  try {
+    return await jsm.consumers.info(stream, name);
+  } catch (err) {
+    if (isJsError(err, C.ConsumerNotFound)) return undefined;
+    // Provisioned just before: on a cluster, this server may not show another service's new stream yet.
+    if (isJsError(err, C.StreamNotFound)) throw notVisibleYet(`stream ${stream}`, err);
+    throw err;
   }
 }
 
 async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Partial<ConsumerConfig> & { durable_name: string }) {
-  try {
-    const info = await jsm.consumers.info(stream, cfg.durable_name);
-    const cur = info.config;
-    if (cur.ack_wait !== cfg.ack_wait || cur.max_ack_pending !== cfg.max_ack_pending) {
-      await jsm.consumers.update(stream, cfg.durable_name, { ack_wait: cfg.ack_wait, max_ack_pending: cfg.max_ack_pending });
-    }
-  } catch (err) {
-    if (!/consumer not found/i.test(String((err as Error).message))) throw err;
+  let info = await consumerInfo(jsm, stream, cfg.durable_name);
+  if (!info) {
     try {
       await jsm.consumers.add(stream, cfg);
-    } catch (e) {
-      if (!/already in use|exists/i.test(String((e as Error).message))) throw e;
+      return;
+    } catch (err) {
+      if (isJsError(err, C.StreamNotFound)) throw notVisibleYet(`stream ${stream}`, err);
+      if (!isJsError(err, ...CONSUMER_TAKEN)) throw err;
+      info = await consumerInfo(jsm, stream, cfg.durable_name);
+      if (!info) throw notVisibleYet(`consumer ${stream}/${cfg.durable_name}`, err);
     }
+  }
+  const cur = info.config;
+  if (cur.ack_wait !== cfg.ack_wait || cur.max_ack_pending !== cfg.max_ack_pending) {
+    await jsm.consumers.update(stream, cfg.durable_name, { ack_wait: cfg.ack_wait, max_ack_pending: cfg.max_ack_pending });
   }
 }
 
-/** Idempotently provisions every stream, consumer and bucket. Any service may call it at start. */
+/** Opens (creating if needed) a KV bucket and sets its replica count in place. */
+async function ensureBucket(nc: NatsConnection, jsm: JetStreamManager, b: ReturnType<typeof bucketConfigs>[number], log?: Pick<Logger, 'info'>) {
+  const stream = `KV_${b.name}`;
+  try {
+    await nc.jetstream().views.kv(b.name, { ttl: b.ttl, history: b.history, replicas: b.replicas });
+  } catch (err) {
+    // The client read "no such bucket", then another service created it before our create.
+    if (!isJsError(err, ...STREAM_TAKEN)) throw err;
+  }
+  // Opening an existing bucket leaves its replica count alone: change it on the bucket's stream.
+  const info = await streamInfo(jsm, stream);
+  if (!info) throw new NotVisibleYet(`bucket ${b.name}: created, but its stream ${stream} cannot be read yet`);
+  const cur = info.config;
+  if (replicasDiffer(cur, { num_replicas: b.replicas })) {
+    logReplicas(log, stream, cur.num_replicas, b.replicas);
+    await jsm.streams.update(stream, { ...cur, num_replicas: b.replicas });
+  }
+}
+
+/**
+ * Idempotently provisions every stream, consumer and bucket. Any service may call it at start, and all
+ * of them may at the same moment: whatever another one created first counts as created.
+ */
 export async function provisionTopology(nc: NatsConnection, o: TopologyOptions): Promise<void> {
   const jsm = await nc.jetstreamManager();
   // Each step is idempotent, so a step that failed on a busy or re-electing cluster (creating
   // replicated consumers while every service starts can take longer than a request's timeout) is
   // simply tried again, instead of the service dying at start.
   const until = Date.now() + (o.provisionTimeoutMs ?? 60_000);
-  // Besides timeouts: on a cluster a stream another service has just created is not visible on every
-  // server at once ("stream not found", "already in use"): the next try sees it.
-  const step = <T>(what: string, fn: () => Promise<T>) => retryTransient(fn, { until, what: `provisioning ${what}`, ...(o.log ? { log: o.log } : {}), also: /stream not found|already in use/i });
+  // Besides timeouts: on a cluster a stream or consumer another service has just created is not
+  // readable on every server at once; the next try sees it.
+  const step = <T>(what: string, fn: () => Promise<T>) => retryTransient(fn, { until, what: `provisioning ${what}`, ...(o.log ? { log: o.log } : {}), also: isNotVisibleYet });
   try {
     for (const s of streamConfigs(o)) await step(`stream ${s.name}`, () => ensureStream(jsm, s, o.log));
     await Promise.all(consumerConfigs(o).map((c) => step(`consumer ${c.stream}/${c.config.durable_name}`, () => ensureConsumer(jsm, c.stream, c.config))));
-    const js = nc.jetstream();
-    for (const b of bucketConfigs(o)) {
-      await step(`bucket ${b.name}`, async () => {
-        await js.views.kv(b.name, { ttl: b.ttl, history: b.history, replicas: b.replicas });
-        // Opening an existing bucket leaves its replica count alone: change it on the bucket's stream.
-        const stream = `KV_${b.name}`;
-        const cur = (await jsm.streams.info(stream)).config;
-        if (replicasDiffer(cur, { num_replicas: b.replicas })) {
-          logReplicas(o.log, stream, cur.num_replicas, b.replicas);
-          await jsm.streams.update(stream, { ...cur, num_replicas: b.replicas });
-        }
-      });
-    }
+    for (const b of bucketConfigs(o)) await step(`bucket ${b.name}`, () => ensureBucket(nc, jsm, b, o.log));
   } catch (err) {
-    if ((o.replicas ?? 1) > 1 && /replicas|insufficient resources|no suitable peers/i.test((err as Error).message)) {
+    if ((o.replicas ?? 1) > 1 && isJsError(err, C.InsufficientResources, C.ClusterNoPeers, C.StreamReplicasNotSupported)) {
       throw new Error(`${(err as Error).message} (replicas ${o.replicas}: JETFLOW_REPLICAS needs a JetStream cluster with at least that many servers up)`, { cause: err });
     }
     throw err;

@@ -1,6 +1,6 @@
 import type { ConsumerInfo, NatsConnection } from 'nats';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { STREAMS } from '../../../../libs/messaging/src/index.js';
+import { JetStreamApiCodes, STREAMS, isJsError } from '../../../../libs/messaging/src/index.js';
 import type { ConsumerCounters, ConsumerSource, StreamCounters } from '../handlers/consumers.js';
 
 /**
@@ -16,7 +16,7 @@ export class JetStreamConsumerSource implements ConsumerSource {
       const per = await Promise.all(
         Object.values(STREAMS).map(async (name) => {
           const si = await jsm.streams.info(name).catch((err: Error) => {
-            if (/stream not found/i.test(err.message)) return null;
+            if (isJsError(err, JetStreamApiCodes.StreamNotFound)) return null;
             throw err;
           });
           if (!si) return { stream: null, consumers: [] as ConsumerCounters[] };

@@ -2,7 +2,7 @@ import { fromBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from 'nats';
 import { CallbackJobSchema, TaskSchema } from '../../../../libs/proto/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { DLQ_HEADERS, STREAMS, SUBJECTS, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
+import { DLQ_HEADERS, JetStreamApiCodes, STREAMS, SUBJECTS, isJsError, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
 import type { DeadLetterDetail, DeadLetterRecord, DeadLetterStore } from '../handlers/deadletters.js';
 import { scanNewestFirst } from './stream-scan.js';
 
@@ -40,7 +40,7 @@ export class JetStreamDeadLetterStore implements DeadLetterStore {
     try {
       sm = await jsm.streams.getMessage(STREAMS.dlq, { seq });
     } catch (err) {
-      if (/no message found|not found/i.test((err as Error).message)) return null;
+      if (isGone(err)) return null;
       throw unavailable(err);
     }
     const rec = parse({ seq: sm.seq, subject: sm.subject, headers: sm.header, data: sm.data, timeMs: sm.time.getTime() });
@@ -69,7 +69,7 @@ export class JetStreamDeadLetterStore implements DeadLetterStore {
     const jsm = await this.nc.jetstreamManager();
     // A concurrent redrive may have deleted it already: that is the outcome we want.
     await jsm.streams.deleteMessage(STREAMS.dlq, d.seq, false).catch((err: Error) => {
-      if (!/no message found|not found/i.test(err.message)) throw unavailable(err);
+      if (!isGone(err)) throw unavailable(err);
     });
     return { subject: target, stream: ack.stream, streamSeq: ack.seq, duplicate: ack.duplicate };
   }
@@ -116,6 +116,9 @@ function bodyTenant(kind: string | undefined, data: Uint8Array): string | null {
   }
   return null;
 }
+
+/** The message (or the whole dead-letter stream) is not there: "no message found", "sequence n not found", "stream not found". */
+const isGone = (err: unknown) => isJsError(err, JetStreamApiCodes.NoMessageFound, JetStreamApiCodes.SequenceNotFound, JetStreamApiCodes.StreamNotFound);
 
 function unavailable(err: unknown) {
   if (err instanceof JetflowError) return err;

@@ -4,7 +4,7 @@ import { headers as natsHeaders, type KV, type NatsConnection } from 'nats';
 import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
 import { msgIds, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { INGEST_CONTENT_TYPE, ingestSubject, resultSubject, retryTransient, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
+import { INGEST_CONTENT_TYPE, JetStreamApiCodes, ingestSubject, isCasConflict, isJsError, resultSubject, retryTransient, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
 import type { Gateway } from '../handlers/flows.js';
 
 const enc = new TextEncoder();
@@ -52,7 +52,7 @@ export class JetStreamGateway implements Gateway {
         return null;
       } catch (err) {
         // Taken, possibly by our own earlier attempt whose answer was lost: same hash, same flow.
-        if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw err;
+        if (!isCasConflict(err)) throw err;
         const e = await this.kv.idempotency.get(k);
         if (!e || e.operation !== 'PUT') return null;
         return JSON.parse(dec.decode(e.value)) as { flowId: string; hash: string };
@@ -96,7 +96,8 @@ export class JetStreamGateway implements Gateway {
     try {
       await this.pub.publish(ingestSubject(tenant, sub.flow), toBinary(FlowRequestSchema, req), { msgId, headers: h, timeoutMs: this.publishTimeoutMs });
     } catch (err) {
-      if (/maximum (bytes|messages)|resource limits/i.test((err as Error).message)) {
+      // The ingest stream (discard new) is at its limits, or the server's storage is.
+      if (isJsError(err, JetStreamApiCodes.StreamStoreFailed, JetStreamApiCodes.StorageResourcesExceeded, JetStreamApiCodes.AccountResourcesExceeded)) {
         throw new JetflowError(ErrorCodes.OVERLOADED, 'the ingest stream is full; retry later', { retryAfterMs: 5_000, cause: err });
       }
       throw unavailable(err);
