@@ -9,6 +9,7 @@ import { Authenticator } from './adapters/auth.js';
 import { buildHttpServer } from './adapters/http.js';
 import { buildGrpcServer } from './adapters/grpc.js';
 import { addReflection } from './adapters/grpc-reflection.js';
+import { addHealth } from './adapters/grpc-health.js';
 import { operations } from './adapters/ops.js';
 import { startIngestObservability } from './adapters/observability.js';
 import { startIngestStorage } from './adapters/storage.js';
@@ -38,6 +39,7 @@ const app = await buildHttpServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxB
 await app.listen({ port: cfg.httpPort, host: cfg.host });
 const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, interceptors: obs.interceptors });
 addReflection(grpcServer);
+const grpcHealth = addHealth(grpcServer, () => gateway.connected());
 const grpcPort = await new Promise<number>((resolve, reject) =>
   grpcServer.bindAsync(`${cfg.host}:${cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
 );
@@ -53,6 +55,7 @@ const shutdown = async (sig: string) => {
   stopping = true;
   log.info({ sig }, 'draining');
   const t = setTimeout(() => process.exit(1), 10_000);
+  grpcHealth.close();
   await new Promise<void>((r) => grpcServer.tryShutdown(() => r()));
   await app.close();
   pub.close();
