@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
-import type { NatsConnection } from 'nats';
+import type { NatsConnection, Subscription } from 'nats';
 import {
   IngestService,
   SubmitFlowResponseSchema,
@@ -13,7 +13,7 @@ import {
   type WatchFlowRequest,
   type FlowEvent,
 } from '../../../../libs/proto/src/index.js';
-import { JetflowError, STATUS, codeOf } from '../../../../libs/errors/src/index.js';
+import { ErrorCodes, JetflowError, STATUS, codeOf } from '../../../../libs/errors/src/index.js';
 import { eventSubject } from '../../../../libs/messaging/src/index.js';
 import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
@@ -37,6 +37,35 @@ function codec<D extends DescMessage>(schema: D) {
   };
 }
 
+/**
+ * What a request deserializer hands the handler instead of a message when the bytes do not decode.
+ * grpc-js answers a throwing deserializer with INTERNAL "Error deserializing request"; bad bytes are the
+ * caller's fault, so the handler answers INVALID_ARGUMENT naming the message and the decoder's reason.
+ */
+export class UndecodableRequest {
+  readonly error: JetflowError;
+  constructor(typeName: string, cause: unknown) {
+    const reason = String((cause as Error)?.message ?? cause).slice(0, 200);
+    this.error = new JetflowError(ErrorCodes.INVALID_ARGUMENT, `request is not a valid ${typeName}: ${reason}`, { cause });
+  }
+}
+
+function requestDeserializer<D extends DescMessage>(schema: D) {
+  return (b: Buffer): MessageShape<D> | UndecodableRequest => {
+    try {
+      return fromBinary(schema, b);
+    } catch (err) {
+      return new UndecodableRequest(schema.typeName, err);
+    }
+  };
+}
+
+/** The decoded request, or the INVALID_ARGUMENT error its deserializer recorded. */
+function decoded<Req>(req: Req | UndecodableRequest): Req {
+  if (req instanceof UndecodableRequest) throw req.error;
+  return req;
+}
+
 /** A grpc-js service definition built from the protobuf-es generated descriptors. */
 export function ingestServiceDefinition(): grpc.ServiceDefinition {
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
@@ -48,7 +77,7 @@ export function ingestServiceDefinition(): grpc.ServiceDefinition {
       requestStream: m.methodKind === 'client_streaming' || m.methodKind === 'bidi_streaming',
       responseStream: m.methodKind === 'server_streaming' || m.methodKind === 'bidi_streaming',
       requestSerialize: i.serialize as (v: unknown) => Buffer,
-      requestDeserialize: i.deserialize,
+      requestDeserialize: requestDeserializer(m.input),
       responseSerialize: o.serialize as (v: unknown) => Buffer,
       responseDeserialize: o.deserialize,
       originalName: m.name,
@@ -75,8 +104,12 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
   };
   const unary =
     <Req, Res>(fn: (tenant: string, req: Req, md: grpc.Metadata) => Promise<Res>) =>
-    (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
-      (async () => fn(tenantOf(call), call.request, call.metadata))().then(
+    (call: grpc.ServerUnaryCall<Req | UndecodableRequest, Res>, cb: grpc.sendUnaryData<Res>) => {
+      // The key is checked before the body: a caller without one learns nothing about what it sent.
+      (async () => {
+        const tenant = tenantOf(call);
+        return fn(tenant, decoded(call.request), call.metadata);
+      })().then(
         (res) => cb(null, res),
         (err: unknown) => {
           if (codeOf(err) === 'internal') reportError(d.log, err, { where: 'grpc call' });
@@ -101,31 +134,45 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
       return create(GetFlowResponseSchema, { flow: JSON.parse(JSON.stringify(view)) as Record<string, never> });
     }),
     cancelFlow: unary<CancelFlowRequest, unknown>(async (tenant, req) => create(CancelFlowResponseSchema, await d.flows.cancel(tenant, req.flowId, req.reason))),
-    watchFlow: (call: grpc.ServerWritableStream<WatchFlowRequest, FlowEvent>) => {
+    watchFlow: (call: grpc.ServerWritableStream<WatchFlowRequest | UndecodableRequest, FlowEvent>) => {
+      let sub: Subscription | undefined;
+      let gone = false;
+      call.on('cancelled', () => {
+        gone = true;
+        sub?.unsubscribe();
+      });
       void (async () => {
         try {
           const tenant = tenantOf(call);
-          const flowId = call.request.flowId;
+          const flowId = decoded(call.request).flowId;
+          // NOT_FOUND for unknown flows and other tenants'; a flow accepted a moment ago has a view already.
           await d.flows.get(tenant, flowId);
-          const sub = d.nc.subscribe(eventSubject(tenant, flowId));
-          call.on('cancelled', () => sub.unsubscribe());
+          if (gone) return;
+          // Subscribe before the snapshot so no event falls between the two.
+          sub = d.nc.subscribe(eventSubject(tenant, flowId));
           const snap = await d.flows.get(tenant, flowId);
           const terminal = ['succeeded', 'partial', 'failed', 'cancelled'].includes(String(snap.status));
           call.write(create(FlowEventSchema, { flowId, tenant, flow: String(snap.flow), type: 'snapshot', status: String(snap.status), atMs: BigInt(Date.now()) }));
-          if (terminal) {
-            sub.unsubscribe();
-            call.end();
-            return;
-          }
-          for await (const m of sub) {
-            const ev = fromBinary(FlowEventSchema, m.data);
-            call.write(ev);
-            if (ev.type === 'flow.completed') break;
+          if (!terminal) {
+            for await (const m of sub) {
+              let ev: FlowEvent;
+              try {
+                ev = fromBinary(FlowEventSchema, m.data);
+              } catch {
+                continue; // not a FlowEvent: anyone who can publish on the subject could have sent it
+              }
+              call.write(ev);
+              if (ev.type === 'flow.completed') break;
+            }
           }
           sub.unsubscribe();
-          call.end();
+          if (!gone) call.end();
         } catch (err) {
-          call.destroy(Object.assign(new Error((err as Error).message), toStatus(err)));
+          sub?.unsubscribe();
+          if (codeOf(err) === 'internal') reportError(d.log, err, { where: 'grpc WatchFlow' });
+          // grpc-js ends a server stream with a status on 'error'; destroy() would end it with none, and
+          // the client would wait for its deadline.
+          if (!gone && !call.writableEnded) call.emit('error', Object.assign(new Error((err as Error).message), toStatus(err)));
         }
       })();
     },
