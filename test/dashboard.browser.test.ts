@@ -12,6 +12,14 @@ const ARTIFACTS = join(process.cwd(), 'test-artifacts');
 const JAEGER = 'http://jaeger.example:16686';
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
 
+// What the functions evaluated in the page use of its globals (the project's lib has no DOM types).
+declare const localStorage: { getItem(key: string): string | null };
+interface BarElement {
+  className: string;
+  dataset: { task?: string };
+  style: { left: string };
+}
+
 describe('dashboard (/ui) in a browser', () => {
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
@@ -63,7 +71,7 @@ describe('dashboard (/ui) in a browser', () => {
     await page.locator('#waterfall .bar.task').nth(5).waitFor();
     const bars = page.locator('#waterfall .bar.task');
     assert.equal(await bars.count(), 6);
-    const tasks = await bars.evaluateAll((els) => els.map((e) => ({ task: (e as HTMLElement).dataset.task, cls: e.className, left: parseFloat((e as HTMLElement).style.left) })));
+    const tasks = await bars.evaluateAll((els: BarElement[]) => els.map((e) => ({ task: e.dataset.task, cls: e.className, left: parseFloat(e.style.left) })));
     assert.deepEqual(tasks.map((t) => t.task).sort(), ['anomaly', 'embeddings', 'features', 'keywords', 'sentiment', 'text']);
     for (const t of tasks) assert.match(t.cls, /succeeded/, `${t.task} bar is succeeded`);
     // Analysts start after every dataset task: their bars sit further right.

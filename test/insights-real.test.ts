@@ -34,6 +34,8 @@ interface DatasetOut {
   _worker: WorkerInfo;
 }
 type Report = Record<string, unknown> & { _worker: WorkerInfo };
+/** What the insights flow's callback carries beyond every callback's fields. */
+type InsightsBody = Delivery['body'] & { results: Record<string, unknown>; datasets: { text: DatasetOut; features: DatasetOut; embeddings: DatasetOut } };
 
 describe('insights on real data, with S3 and DynamoDB', () => {
   let j: JetflowUnderTest;
@@ -96,7 +98,7 @@ describe('insights on real data, with S3 and DynamoDB', () => {
     const flowId = await submit(records, 'real-batch-1');
     const d = await deliveryOf(flowId);
     assert.equal(d.signatureValid, true);
-    const body = d.body as Record<string, unknown> & { results: Record<string, unknown>; datasets: Record<string, DatasetOut> };
+    const body = d.body as InsightsBody;
     assert.equal(body.status, 'succeeded', JSON.stringify(body.errors));
     assert.deepEqual(body.errors, []);
 
@@ -105,7 +107,8 @@ describe('insights on real data, with S3 and DynamoDB', () => {
     assert.equal(perRecord.length, records.length);
     const right = perRecord.filter((p) => p.label === truth.sentiment[p.id]).length;
     assert.ok(right / records.length >= 0.9, `sentiment right for ${right} of ${records.length}`);
-    assert.ok((sentiment.distribution as Record<string, number>).negative > 0 && (sentiment.distribution as Record<string, number>).positive > 0);
+    const distribution = sentiment.distribution as { negative: number; positive: number };
+    assert.ok(distribution.negative > 0 && distribution.positive > 0);
 
     const anomaly = await report(body.results.anomaly);
     const top = (anomaly.outliers as Array<{ id: string; explanation: string }>).slice(0, truth.outlierIds.length);

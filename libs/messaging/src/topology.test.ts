@@ -25,7 +25,7 @@ describe('provisioning on a three-node cluster', () => {
     const jsm = await nc.jetstreamManager();
     for (const s of allStreams()) assert.equal((await jsm.streams.info(s)).config.num_replicas, 1, s);
     const js = nc.jetstream();
-    await js.publish('jetflow.task.dataset.text', new TextEncoder().encode('queued'), { msgId: 'm1' });
+    await js.publish('jetflow.task.dataset.text', new TextEncoder().encode('queued'), { msgID: 'm1' });
     const kv = await js.views.kv(BUCKETS.flows);
     await kv.put('f1', new TextEncoder().encode('state'));
 

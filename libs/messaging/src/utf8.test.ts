@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { headers as natsHeaders } from 'nats';
+import { MsgHdrsImpl, headers as natsHeaders } from 'nats';
 import { FlowEventSchema } from '../../proto/src/index.js';
 import { encodeUtf8, installFastUtf8 } from './utf8.js';
 
@@ -18,5 +18,6 @@ test('after installFastUtf8, protobuf and nats headers encode as before', () => 
   assert.deepEqual(fromBinary(FlowEventSchema, toBinary(FlowEventSchema, ev)), ev);
   const h = natsHeaders();
   h.set('Jetflow-Flow-Id', 'f123');
+  assert.ok(h instanceof MsgHdrsImpl, 'encode() is on the implementation, not the MsgHdrs interface');
   assert.equal(new TextDecoder().decode(h.encode()), 'NATS/1.0\r\nJetflow-Flow-Id: f123\r\n\r\n');
 });
