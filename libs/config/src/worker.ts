@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { availableParallelism } from 'node:os';
 import { int, list, natsServers, oneOf, optStr, replicas, str, bool, type Env } from './index.js';
+import { natsAuth, type NatsAuth } from './nats.js';
 import { loadFlowRegistry } from '../../flows/src/load.js';
 import type { FlowRegistry } from '../../flows/src/definitions.js';
 import { telemetryConfig, type TelemetryConfig } from '../../telemetry/src/index.js';
@@ -8,6 +9,8 @@ import { telemetryConfig, type TelemetryConfig } from '../../telemetry/src/index
 /** Settings shared by the two task-worker services (each has its own config.ts calling this). */
 export interface WorkerConfig {
   natsServers: string[];
+  /** NATS identity (NATS_CREDS, NATS_USER + NATS_PASSWORD or NATS_TOKEN) and inbox prefix (NATS_INBOX_PREFIX, default `_INBOX.<service>`). */
+  natsAuth: NatsAuth;
   instanceId: string;
   partitions: number;
   /** Copies of every stream and KV bucket (JETFLOW_REPLICAS). */
@@ -34,6 +37,7 @@ export function loadWorkerConfig(env: Env, defaults: { subjects: string; service
   const threads = int(env, 'JETFLOW_WORKER_THREADS', Math.max(1, availableParallelism()), { min: 1, max: 256 });
   return Object.freeze({
     natsServers: natsServers(env),
+    natsAuth: natsAuth(env, defaults.service),
     instanceId: optStr(env, 'JETFLOW_INSTANCE_ID') ?? `${defaults.service}-${hostname()}-${process.pid}`,
     partitions: int(env, 'JETFLOW_PARTITIONS', 8, { min: 1, max: 256 }),
     replicas: replicas(env),

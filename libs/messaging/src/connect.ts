@@ -1,9 +1,14 @@
-import { connect as natsConnect, type NatsConnection } from 'nats';
+import { connect as natsConnect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
+import type { NatsAuth } from '../../config/src/nats.js';
 import type { Logger } from '../../logging/src/index.js';
 import { encodeUtf8, installFastUtf8 } from './utf8.js';
 
-/** Connects with reconnect-forever semantics: a broker restart must never take a service down. */
-export async function connectNats(opts: { servers: string[]; name: string; log?: Logger; waitOnFirstConnect?: boolean }): Promise<NatsConnection> {
+/**
+ * Connects with reconnect-forever semantics: a broker restart must never take a service down. `auth`
+ * (from the service's config, the standard NATS_* variables) gives the identity and its inbox prefix;
+ * refused credentials fail the first connect with the server's "Authorization Violation".
+ */
+export async function connectNats(opts: { servers: string[]; name: string; log?: Logger; waitOnFirstConnect?: boolean; auth?: NatsAuth }): Promise<NatsConnection> {
   installFastUtf8();
   const nc = await natsConnect({
     servers: opts.servers,
@@ -14,17 +19,29 @@ export async function connectNats(opts: { servers: string[]; name: string; log?:
     pingInterval: 10_000,
     waitOnFirstConnect: opts.waitOnFirstConnect ?? true,
     timeout: 5_000,
+    ...authOptions(opts.auth),
   });
   coalesceWrites(nc);
   if (opts.log) {
     const log = opts.log;
     void (async () => {
       for await (const s of nc.status()) {
-        if (s.type === 'disconnect' || s.type === 'reconnect' || s.type === 'error') log.warn({ nats: s.type, data: String(s.data) }, 'nats connection status');
+        // A refused publish or subscribe names its subject: a role missing a permission shows here.
+        const ctx = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
+        if (ctx) log.error({ nats: s.type, data: String(s.data), operation: ctx.operation, subject: ctx.subject }, 'NATS refused an operation: permissions violation');
+        else if (s.type === 'disconnect' || s.type === 'reconnect' || s.type === 'error') log.warn({ nats: s.type, data: String(s.data) }, 'nats connection status');
       }
     })();
   }
   return nc;
+}
+
+/** nats.js connection options for an identity: its inbox prefix and one kind of credentials. */
+export function authOptions(auth: NatsAuth | undefined): Partial<ConnectionOptions> {
+  if (!auth) return {};
+  const c = auth.credentials;
+  const creds: Partial<ConnectionOptions> = !c ? {} : c.kind === 'user' ? { user: c.user, pass: c.password } : c.kind === 'token' ? { token: c.token } : { authenticator: credsAuthenticator(c.contents) };
+  return { inboxPrefix: auth.inboxPrefix, ...creds };
 }
 
 /**

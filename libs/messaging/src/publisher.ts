@@ -49,7 +49,9 @@ export class JetStreamPublisher {
   private closed = false;
 
   constructor(private readonly nc: NatsConnection) {
-    this.prefix = createInbox();
+    // The connection's inbox prefix (the field nats.js's own JetStream code reads): an identity may
+    // subscribe only to its own inboxes.
+    this.prefix = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
     this.sub = nc.subscribe(`${this.prefix}.*`, {
       callback: (_err, m) => {
         const id = Number(m.subject.slice(this.prefix.length + 1));

@@ -19,7 +19,7 @@ export async function runWorkerService(service: string, cfg: WorkerConfig, makeH
   const all = taskSubjects(cfg.registry.defs);
   const subjects = all.filter((s) => cfg.subjects.some((p) => subjectMatches(p, s)));
   if (!subjects.length) throw new Error(`JETFLOW_TASK_SUBJECTS=${cfg.subjects.join(',')} matches no task subject; known: ${all.join(', ')}`);
-  const nc = await connectNats({ servers: cfg.natsServers, name: cfg.instanceId, log });
+  const nc = await connectNats({ servers: cfg.natsServers, name: cfg.instanceId, log, auth: cfg.natsAuth });
   await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: all, replicas: cfg.replicas, log });
   // After connecting: a handler may use the connection's KV buckets (the analyst's dataset cache).
   const { handler, close } = await makeHandler(log, nc);

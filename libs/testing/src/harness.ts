@@ -5,6 +5,7 @@ import { connect, type NatsConnection } from 'nats';
 import { Stack, waitForHttp, type ServiceName } from '../../stack/src/index.js';
 import { startLocalAws, type LocalAws } from '../../storage/src/index.js';
 import { freePort, startNatsServer, type NatsServerHandle } from './nats-server.js';
+import { testNatsAuth, type TestNatsAuth } from './nats-auth.js';
 
 export const TEST_API_KEY = 'test-key-0123456789abcdef';
 export const TEST_SECRET = 'test-callback-secret';
@@ -24,6 +25,8 @@ export interface JetflowUnderTest {
   env: Record<string, string>;
   /** The local S3 and DynamoDB the services use (unless started with `aws: false`). */
   aws: LocalAws | undefined;
+  /** NATS identities when started with `auth`: every service runs as its role; `nc` is the test superuser. */
+  natsAuth: TestNatsAuth | undefined;
   /** fetch against the ingest HTTP API with the test key. */
   api(path: string, init?: RequestInit & { json?: unknown }): Promise<Response>;
   stop(): Promise<void>;
@@ -46,11 +49,29 @@ export interface StartOptions {
    * own; the test starts and stops it.
    */
   natsUrls?: string[];
+  /**
+   * NATS with identities and permissions (libs/security): nats-server runs the derived configuration,
+   * every service connects with its role's credentials, anonymous connections are refused. With
+   * `natsUrls`, pass the TestNatsAuth that server was started with. Default: on when
+   * JETFLOW_TEST_NATS_AUTH=1, else off.
+   */
+  auth?: boolean | TestNatsAuth;
 }
+
+/** The test NATS identities for a stack started with these options (the environment it will have). */
+export function natsAuthFor(o: StartOptions): TestNatsAuth {
+  return testNatsAuth({ JETFLOW_API_KEYS: DEFAULT_API_KEYS, ...o.env }, o.serviceEnv ?? {});
+}
+
+const DEFAULT_API_KEYS = `default:${TEST_API_KEY},other:other-key-0123456789abcdef`;
+const ROLES = { ingest: 'ingest', orchestrator: 'orchestrator', 'dataset-generator': 'dataset-generator', analyst: 'analyst' } as const satisfies Record<ServiceName, string>;
 
 /** Starts a real nats-server (unless given `natsUrls`) and the four services as processes, on free ports. */
 export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTest> {
-  const nats = o.natsUrls ? undefined : await startNatsServer();
+  const wantAuth = o.auth ?? process.env.JETFLOW_TEST_NATS_AUTH === '1';
+  if (wantAuth === true && o.natsUrls) throw new Error('startJetflow: with natsUrls, pass the TestNatsAuth the server was started with as `auth`');
+  const natsAuth = wantAuth === true ? natsAuthFor(o) : wantAuth || undefined;
+  const nats = o.natsUrls ? undefined : await startNatsServer(natsAuth ? { config: natsAuth.config, connect: natsAuth.options('admin') } : {});
   const natsUrls = o.natsUrls ?? [nats!.url];
   const aws = o.aws === false ? undefined : await startLocalAws();
   const httpPort = await freePort();
@@ -61,7 +82,7 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
     JETFLOW_HTTP_PORT: String(httpPort),
     JETFLOW_GRPC_PORT: String(grpcPort),
     JETFLOW_HOST: '127.0.0.1',
-    JETFLOW_API_KEYS: `default:${TEST_API_KEY},other:other-key-0123456789abcdef`,
+    JETFLOW_API_KEYS: DEFAULT_API_KEYS,
     JETFLOW_CALLBACK_SECRETS: `default:${TEST_SECRET},other:other-secret`,
     JETFLOW_CALLBACK_ALLOWLIST: '127.0.0.0/8,::1,localhost',
     JETFLOW_METRICS_PORT: '0',
@@ -70,12 +91,13 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
     ...(o.awsEnv ?? {}),
     ...(o.env ?? {}),
   };
-  const stack = new Stack({ env, replicas: o.replicas ?? {}, serviceEnv: o.serviceEnv ?? {}, restartOnExit: o.restartOnExit ?? false, logDir }).start();
+  const serviceEnv = natsAuth ? withIdentities(o.serviceEnv ?? {}, natsAuth) : (o.serviceEnv ?? {});
+  const stack = new Stack({ env, replicas: o.replicas ?? {}, serviceEnv, restartOnExit: o.restartOnExit ?? false, logDir }).start();
   const http = `http://127.0.0.1:${httpPort}`;
   let nc: NatsConnection | undefined;
   try {
     await waitForHttp(`${http}/readyz`, 60_000);
-    nc = await connect({ servers: natsUrls, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+    nc = await connect({ servers: natsUrls, maxReconnectAttempts: -1, reconnectTimeWait: 200, ...natsAuth?.options('admin') });
     await waitForConsumers(nc, 60_000);
   } catch (err) {
     // Say why, with what each service printed, then leave nothing running behind a failed start.
@@ -98,6 +120,7 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
     logDir,
     env,
     aws,
+    natsAuth,
     api(path, init = {}) {
       const headers: Record<string, string> = { authorization: `Bearer ${TEST_API_KEY}`, ...((init.headers as Record<string, string>) ?? {}) };
       let body = init.body;
@@ -114,6 +137,13 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
       await aws?.stop();
     },
   };
+}
+
+/** Each service's environment plus its role's NATS identity (the test's own serviceEnv wins). */
+function withIdentities(serviceEnv: Partial<Record<ServiceName, Record<string, string>>>, auth: TestNatsAuth): Partial<Record<ServiceName, Record<string, string>>> {
+  const out: Partial<Record<ServiceName, Record<string, string>>> = {};
+  for (const [name, role] of Object.entries(ROLES) as Array<[ServiceName, (typeof ROLES)[ServiceName]]>) out[name] = { ...auth.env(role), ...serviceEnv[name] };
+  return out;
 }
 
 /**

@@ -1,4 +1,5 @@
 export * from './nats-server.js';
+export * from './nats-auth.js';
 export * from './callback-receiver.js';
 export * from './harness.js';
 export * from './load.js';

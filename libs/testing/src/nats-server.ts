@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect } from 'nats';
+import { connect, type ConnectionOptions } from 'nats';
 
 // Ports already handed out by this process.
 const handedOut = new Set<number>();
@@ -50,6 +50,19 @@ export interface NatsServerOptions {
   port?: number;
   /** Extra arguments for nats-server. */
   args?: string[];
+  /** A configuration file's content (nats-server reads JSON), e.g. accounts and users; the flags above still set port and store. */
+  config?: Record<string, unknown>;
+  /** How the readiness probe (and a cluster's leader lookups) connect: the credentials `config` asks for. */
+  connect?: Partial<ConnectionOptions>;
+}
+
+/** Writes a server configuration to a temporary file; returns its nats-server arguments and the cleanup. */
+async function configArgs(config: Record<string, unknown> | undefined): Promise<{ args: string[]; remove(): Promise<void> }> {
+  if (!config) return { args: [], remove: async () => undefined };
+  const dir = await mkdtemp(join(tmpdir(), 'jetflow-nats-conf-'));
+  const file = join(dir, 'nats.conf');
+  await writeFile(file, JSON.stringify(config, null, 2), { mode: 0o600 });
+  return { args: ['-c', file], remove: () => rm(dir, { recursive: true, force: true }) };
 }
 
 export function natsServerBinary(): string {
@@ -60,10 +73,11 @@ export function natsServerBinary(): string {
 export async function startNatsServer(opts: NatsServerOptions = {}): Promise<NatsServerHandle> {
   const port = opts.port ?? (await freePort());
   const storeDir = await mkdtemp(join(tmpdir(), 'jetflow-nats-'));
+  const conf = await configArgs(opts.config);
   let proc: ChildProcess | undefined;
 
   const launch = async () => {
-    const p = spawn(natsServerBinary(), ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', storeDir, ...(opts.args ?? [])], {
+    const p = spawn(natsServerBinary(), [...conf.args, '-a', '127.0.0.1', '-p', String(port), '-js', '-sd', storeDir, ...(opts.args ?? [])], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
@@ -76,7 +90,7 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
     for (;;) {
       if (p.exitCode !== null) throw new Error(`nats-server exited with ${p.exitCode}: ${stderr}`);
       try {
-        const nc = await connect({ servers: [url], reconnect: false, timeout: 500 });
+        const nc = await connect({ servers: [url], reconnect: false, timeout: 500, ...opts.connect });
         const jsm = await nc.jetstreamManager({ timeout: 1000 });
         await jsm.getAccountInfo();
         await nc.close();
@@ -113,6 +127,7 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
       proc?.kill('SIGTERM');
       await waitExit();
       await rm(storeDir, { recursive: true, force: true });
+      await conf.remove();
     },
   };
 }
@@ -187,8 +202,9 @@ async function waitHealthy(name: string, monitorPort: number, timeoutMs: number,
  * failover tests): distinct client, route and monitoring ports, one temporary store each, routes to
  * every other node. Resolves once the cluster has elected its JetStream meta leader.
  */
-export async function startNatsCluster(opts: { size?: number; args?: string[] } = {}): Promise<NatsClusterHandle> {
+export async function startNatsCluster(opts: { size?: number; args?: string[]; config?: Record<string, unknown>; connect?: Partial<ConnectionOptions> } = {}): Promise<NatsClusterHandle> {
   const size = opts.size ?? 3;
+  const conf = await configArgs(opts.config);
   const clusterName = `jetflow-test-${process.pid}`;
   const specs: Array<{ name: string; port: number; clusterPort: number; monitorPort: number; storeDir: string }> = [];
   for (let i = 1; i <= size; i++) {
@@ -213,7 +229,7 @@ export async function startNatsCluster(opts: { size?: number; args?: string[] } 
     let stderr = '';
     const spawnIt = () => {
       stderr = '';
-      const args = ['-a', '127.0.0.1', '-p', String(s.port), '-m', String(s.monitorPort), '-n', s.name, '-js', '-sd', s.storeDir];
+      const args = [...conf.args, '-a', '127.0.0.1', '-p', String(s.port), '-m', String(s.monitorPort), '-n', s.name, '-js', '-sd', s.storeDir];
       args.push('--cluster_name', clusterName, '--cluster', `nats://127.0.0.1:${s.clusterPort}`, '--routes', routes.filter((r) => !r.endsWith(`:${s.clusterPort}`)).join(','), ...(opts.args ?? []));
       const p = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
       p.stderr?.on('data', (d: Buffer) => {
@@ -259,6 +275,7 @@ export async function startNatsCluster(opts: { size?: number; args?: string[] } 
   const stop = async () => {
     await Promise.all(nodes.map((n) => n.stop()));
     await Promise.all(specs.map((s) => rm(s.storeDir, { recursive: true, force: true })));
+    await conf.remove();
   };
 
   for (const n of nodes) n.spawn();
@@ -278,7 +295,7 @@ export async function startNatsCluster(opts: { size?: number; args?: string[] } 
       return n;
     },
     async streamLeader(stream) {
-      const nc = await connect({ servers: nodes.filter((n) => n.running).map((n) => n.url), timeout: 2_000 });
+      const nc = await connect({ servers: nodes.filter((n) => n.running).map((n) => n.url), timeout: 2_000, ...opts.connect });
       try {
         const jsm = await nc.jetstreamManager({ timeout: 5_000 });
         const until = Date.now() + 15_000;

@@ -12,7 +12,7 @@
  */
 import { after, before } from 'node:test';
 import { startCallbackReceiver, type CallbackReceiver } from './callback-receiver.js';
-import { startJetflow, type JetflowUnderTest, type StartOptions } from './harness.js';
+import { natsAuthFor, startJetflow, type JetflowUnderTest, type StartOptions } from './harness.js';
 import { startNatsCluster, type NatsClusterHandle } from './nats-server.js';
 
 export interface JetflowSuiteOptions {
@@ -29,10 +29,14 @@ export function jetflowPerSuite(onStarted: (s: { j: JetflowUnderTest; cb: Callba
   let cb: CallbackReceiver | undefined;
   let cluster: NatsClusterHandle | undefined;
   before(async () => {
-    if (opts.cluster) cluster = await startNatsCluster({ size: opts.cluster.size });
+    // With identities on a cluster, the cluster starts with the configuration the services will use.
+    const clusterEnv = opts.cluster ? { JETFLOW_REPLICAS: String(opts.cluster.size), ...opts.jetflow?.env } : undefined;
+    const wantAuth = opts.jetflow?.auth ?? process.env.JETFLOW_TEST_NATS_AUTH === '1';
+    const auth = opts.cluster && wantAuth ? (wantAuth === true ? natsAuthFor({ ...opts.jetflow, env: clusterEnv! }) : wantAuth) : undefined;
+    if (opts.cluster) cluster = await startNatsCluster({ size: opts.cluster.size, ...(auth ? { config: auth.config, connect: auth.options('admin') } : {}) });
     cb = await startCallbackReceiver(opts.receiver);
     const jetflow: StartOptions = cluster
-      ? { ...opts.jetflow, natsUrls: cluster.urls, env: { JETFLOW_REPLICAS: String(opts.cluster!.size), ...opts.jetflow?.env } }
+      ? { ...opts.jetflow, natsUrls: cluster.urls, env: clusterEnv!, ...(auth ? { auth } : { auth: false }) }
       : (opts.jetflow ?? {});
     j = await startJetflow(jetflow);
     onStarted({ j, cb, cluster });

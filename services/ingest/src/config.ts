@@ -4,10 +4,13 @@ import { ConfigError, int, list, natsServers, optStr, pairs, replicas, str, type
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
 import { claimCheckBytes, historyMode } from '../../../libs/config/src/storage.js';
+import { natsAuth, type NatsAuth } from '../../../libs/config/src/nats.js';
 import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
 
 export interface IngestConfig {
   natsServers: string[];
+  /** NATS identity (NATS_CREDS, NATS_USER + NATS_PASSWORD or NATS_TOKEN) and inbox prefix (NATS_INBOX_PREFIX). */
+  natsAuth: NatsAuth;
   httpPort: number;
   grpcPort: number;
   host: string;
@@ -54,6 +57,7 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
   if (bad) throw new ConfigError('JETFLOW_CALLBACK_ALLOWLIST', bad);
   return Object.freeze({
     natsServers: natsServers(env),
+    natsAuth: natsAuth(env, 'ingest'),
     httpPort: int(env, 'JETFLOW_HTTP_PORT', 8080, { min: 0, max: 65_535 }),
     grpcPort: int(env, 'JETFLOW_GRPC_PORT', 50051, { min: 0, max: 65_535 }),
     host: str(env, 'JETFLOW_HOST', '0.0.0.0'),

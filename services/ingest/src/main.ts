@@ -21,7 +21,7 @@ const obs = await startIngestObservability(cfg, log);
 
 const registry = cfg.registry;
 const defs = registry.defs;
-const nc = await connectNats({ servers: cfg.natsServers, name: 'ingest', log });
+const nc = await connectNats({ servers: cfg.natsServers, name: 'ingest', log, auth: cfg.natsAuth });
 await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs), replicas: cfg.replicas, log });
 obs.watchConsumers(nc);
 // The idempotency record is read only after a conflict, to compare bodies: from the leader (see openKv).

@@ -4,10 +4,13 @@ import { ConfigError, int, list, natsServers, optStr, pairs, replicas, str, type
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
 import { claimCheckBytes, historyMode } from '../../../libs/config/src/storage.js';
+import { natsAuth, type NatsAuth } from '../../../libs/config/src/nats.js';
 import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
 
 export interface OrchestratorConfig {
   natsServers: string[];
+  /** NATS identity (NATS_CREDS, NATS_USER + NATS_PASSWORD or NATS_TOKEN) and inbox prefix (NATS_INBOX_PREFIX). */
+  natsAuth: NatsAuth;
   instanceId: string;
   partitions: number;
   /** Copies of every stream and KV bucket (JETFLOW_REPLICAS). */
@@ -40,6 +43,7 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
   if (bad) throw new ConfigError('JETFLOW_CALLBACK_ALLOWLIST', bad);
   return Object.freeze({
     natsServers: natsServers(env),
+    natsAuth: natsAuth(env, 'orchestrator'),
     instanceId: optStr(env, 'JETFLOW_INSTANCE_ID') ?? `${hostname()}-${process.pid}`,
     partitions: int(env, 'JETFLOW_PARTITIONS', DEFAULT_PARTITIONS, { min: 1, max: 256 }),
     replicas: replicas(env),

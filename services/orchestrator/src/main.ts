@@ -16,7 +16,7 @@ const obs = await startOrchestratorObservability(cfg, log);
 
 const registry = cfg.registry;
 const defs = registry.defs;
-const nc = await connectNats({ servers: cfg.natsServers, name: `orchestrator-${cfg.instanceId}`, log });
+const nc = await connectNats({ servers: cfg.natsServers, name: `orchestrator-${cfg.instanceId}`, log, auth: cfg.natsAuth });
 await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubjects(defs), replicas: cfg.replicas, log });
 const js = nc.jetstream();
 // Saga state (read only on a cache miss) and leases are read from the stream leader: a replica's

@@ -1,0 +1,243 @@
+import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS, consumerConfigs, streamConfigs } from '../../messaging/src/index.js';
+import { accountInfo, consume, getMessages, inbox, kvRead, kvWrite, listConsumers, merge, provisionConsumer, provisionStream, publish, readStream, subscribe, type Grant } from './grants.js';
+
+/** The roles of Jetflow's own processes, plus the operator (CLI, admin tools). */
+export const SERVICE_ROLES = ['ingest', 'orchestrator', 'dataset-generator', 'analyst', 'operator'] as const;
+export type ServiceRole = (typeof SERVICE_ROLES)[number];
+/** A service role, an outside worker (`worker:<name>`) or a tenant's NATS door (`tenant:<name>`). */
+export type Role = ServiceRole | `worker:${string}` | `tenant:${string}`;
+
+/** The account every Jetflow stream, bucket and service lives in (JetStream is enabled only there). */
+export const JETFLOW_ACCOUNT = 'JETFLOW';
+/** Each tenant is an account of its own, which imports only its own ingest subjects from JETFLOW. */
+export const tenantAccount = (tenant: string) => `TENANT_${tenant}`;
+
+/** Task subject patterns the built-in workers serve when their JETFLOW_TASK_SUBJECTS is unset. */
+export const DEFAULT_SERVES = { 'dataset-generator': [`${SUBJECTS.task}.dataset.>`], analyst: [`${SUBJECTS.task}.analyst.>`] } as const;
+
+export interface SecurityInput {
+  /** Result partitions (JETFLOW_PARTITIONS): one durable consumer each. */
+  partitions: number;
+  /** Every task subject of the flow definitions (`taskSubjects(registry.defs)`). */
+  taskSubjects: readonly string[];
+  /** Tenants that get a NATS identity of their own (the NATS door). */
+  tenants: readonly string[];
+  /** Task subject patterns each built-in worker serves (its JETFLOW_TASK_SUBJECTS); default DEFAULT_SERVES. */
+  serves?: Partial<Record<'dataset-generator' | 'analyst', readonly string[]>>;
+  /** Outside workers: name → the task subject patterns it serves. */
+  workers?: Readonly<Record<string, readonly string[]>>;
+}
+
+export interface Permissions {
+  publish: { allow: string[]; deny: string[] };
+  subscribe: { allow: string[]; deny: string[] };
+}
+
+export interface Identity {
+  role: Role;
+  /** The NATS user name. */
+  user: string;
+  account: string;
+  /** The client's inbox prefix (nats.js `inboxPrefix`): replies come only to `<prefix>.>`. */
+  inboxPrefix: string;
+  permissions: Permissions;
+  /** The task consumers a worker identity pulls from. */
+  serves?: string[];
+}
+
+export class SecurityInputError extends Error {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${field}: ${message}`);
+    this.name = 'SecurityInputError';
+  }
+}
+
+// The same rule as tenant names in JETFLOW_API_KEYS: they become subject tokens and user names.
+const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const TASK_SUBJECT = /^jetflow\.task\.[a-z0-9_-]+\.[a-z0-9_-]+$/;
+const TOKEN = /^([a-z0-9_-]+|\*|>)$/;
+
+/** Service identities reply to `_INBOX.<user>.…`; none may read another's (KV gets carry flow state). */
+export const inboxPrefixOf = (user: string) => `_INBOX.${user}`;
+
+/**
+ * Every identity the deployment needs, with its permissions, derived from the roles, the topology
+ * (libs/messaging: subjects, streams, consumers, buckets) and the tenant list. Pure: no secrets here.
+ */
+export function deriveIdentities(input: SecurityInput): Identity[] {
+  const t = checkInput(input);
+  const out: Identity[] = [];
+  for (const role of SERVICE_ROLES) {
+    const i = identity(role, role, JETFLOW_ACCOUNT, inboxPrefixOf(role), grantsFor(role, t));
+    if (role === 'dataset-generator' || role === 'analyst') i.serves = t.serves[role].map(CONSUMERS.task);
+    out.push(i);
+  }
+  for (const [name, patterns] of Object.entries(input.workers ?? {})) {
+    const user = `worker-${name}`;
+    const served = servedBy(`workers.${name}`, patterns, t.taskSubjects);
+    out.push({ ...identity(`worker:${name}`, user, JETFLOW_ACCOUNT, inboxPrefixOf(user), workerGrants(inboxPrefixOf(user), served, t, { provision: false, cache: false })), serves: served.map(CONSUMERS.task) });
+  }
+  for (const tenant of input.tenants) {
+    // A tenant's account has no JetStream and nothing else in it, so its default inboxes are private.
+    out.push(identity(`tenant:${tenant}`, `tenant-${tenant}`, tenantAccount(tenant), '_INBOX', [publish(`${SUBJECTS.ingest}.${tenant}.>`), inbox('_INBOX')]));
+  }
+  return out;
+}
+
+interface Topology {
+  taskSubjects: string[];
+  partitions: number;
+  /** Durable consumer names by stream. */
+  durables: Map<string, string[]>;
+  /** Every stream: Jetflow's and the KV buckets'. */
+  streams: Array<{ name: string; workqueue: boolean }>;
+  /** The task subjects each built-in worker serves. */
+  serves: Record<'dataset-generator' | 'analyst', string[]>;
+}
+
+function checkInput(input: SecurityInput): Topology {
+  if (!Number.isInteger(input.partitions) || input.partitions < 1 || input.partitions > 256) throw new SecurityInputError('partitions', `must be an integer from 1 to 256, got ${input.partitions}`);
+  for (const s of input.taskSubjects) if (!TASK_SUBJECT.test(s)) throw new SecurityInputError('taskSubjects', `"${s}" is not a task subject (jetflow.task.<kind>.<name>)`);
+  const seen = new Set<string>();
+  for (const tenant of input.tenants) {
+    if (!NAME.test(tenant)) throw new SecurityInputError('tenants', `invalid tenant name "${tenant}" (lowercase letters, digits, - and _, at most 63)`);
+    if (seen.has(tenant)) throw new SecurityInputError('tenants', `tenant "${tenant}" is listed twice`);
+    seen.add(tenant);
+  }
+  for (const name of Object.keys(input.workers ?? {})) if (!NAME.test(name)) throw new SecurityInputError('workers', `invalid worker name "${name}" (lowercase letters, digits, - and _, at most 63)`);
+  const taskSubjects = [...new Set(input.taskSubjects)];
+  const topo = { partitions: input.partitions, taskSubjects };
+  const durables = new Map<string, string[]>();
+  for (const c of consumerConfigs(topo)) durables.set(c.stream, [...(durables.get(c.stream) ?? []), c.config.durable_name]);
+  const streams = [
+    ...streamConfigs(topo).map((s) => ({ name: s.name, workqueue: s.retention === 'workqueue' })),
+    ...Object.values(BUCKETS).map((b) => ({ name: `KV_${b}`, workqueue: false })),
+  ];
+  const serves = {
+    'dataset-generator': servedBy('serves.dataset-generator', input.serves?.['dataset-generator'] ?? DEFAULT_SERVES['dataset-generator'], taskSubjects),
+    analyst: servedBy('serves.analyst', input.serves?.analyst ?? DEFAULT_SERVES.analyst, taskSubjects),
+  };
+  return { taskSubjects, partitions: input.partitions, durables, streams, serves };
+}
+
+/** The task subjects a worker's patterns match; a pattern outside jetflow.task or matching nothing is an error. */
+function servedBy(field: string, patterns: readonly string[], subjects: string[]): string[] {
+  if (!patterns.length) throw new SecurityInputError(field, 'no task subject patterns');
+  for (const p of patterns) {
+    const tokens = p.split('.');
+    if (!p.startsWith(`${SUBJECTS.task}.`) || tokens.some((x) => !TOKEN.test(x)) || tokens.slice(0, -1).includes('>')) throw new SecurityInputError(field, `"${p}" is not a task subject pattern (jetflow.task.… with * or a final >)`);
+  }
+  const served = subjects.filter((s) => patterns.some((p) => matches(p, s)));
+  if (!served.length) throw new SecurityInputError(field, `${patterns.join(', ')} matches no task subject; known: ${subjects.join(', ')}`);
+  return served;
+}
+
+function matches(pattern: string, subject: string): boolean {
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return s.length > i;
+    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+
+function identity(role: Role, user: string, account: string, inboxPrefix: string, grants: Grant[]): Identity {
+  const g = merge(grants);
+  return { role, user, account, inboxPrefix, permissions: { publish: { allow: g.pub, deny: g.denyPub }, subscribe: { allow: g.sub, deny: [] } } };
+}
+
+/** Every service provisions the whole topology at start (idempotently): info, create, update; never delete. */
+function provisioning(t: Topology): Grant[] {
+  return [accountInfo(), ...t.streams.map((s) => provisionStream(s.name)), ...[...t.durables].flatMap(([stream, names]) => names.map((d) => provisionConsumer(stream, d)))];
+}
+
+const S = SUBJECTS;
+
+function grantsFor(role: ServiceRole, t: Topology): Grant[] {
+  const box = inbox(inboxPrefixOf(role));
+  switch (role) {
+    case 'ingest':
+      return [
+        ...provisioning(t),
+        box,
+        // Submissions (HTTP, gRPC), cancel controls to the flow's result partition, and redrives of dead letters.
+        publish(`${S.ingest}.>`, `${S.result}.>`, `${S.task}.>`, `${S.callback}.>`),
+        kvRead(BUCKETS.flows),
+        kvRead(BUCKETS.idempotency),
+        kvWrite(BUCKETS.idempotency),
+        kvWrite(BUCKETS.cancel),
+        // Listings scan these streams with ephemeral consumers; live views read events.
+        readStream(`KV_${BUCKETS.flows}`, t.durables.get(`KV_${BUCKETS.flows}`)),
+        readStream(STREAMS.dlq, t.durables.get(STREAMS.dlq)),
+        readStream(STREAMS.events, t.durables.get(STREAMS.events)),
+        getMessages(STREAMS.dlq),
+        publish(`$JS.API.STREAM.MSG.DELETE.${STREAMS.dlq}`),
+        subscribe(`${S.event}.>`),
+        // The ops API's consumer overview and the lag gauges.
+        ...Object.values(STREAMS).map(listConsumers),
+      ];
+    case 'orchestrator':
+      return [
+        ...provisioning(t),
+        box,
+        consume(STREAMS.ingest, CONSUMERS.ingest),
+        consume(STREAMS.callbacks, CONSUMERS.callbacks),
+        ...Array.from({ length: t.partitions }, (_, p) => consume(STREAMS.results, CONSUMERS.results(p))),
+        // Tasks, deadline timers (on the result partition), callback jobs, events, dead letters.
+        publish(`${S.task}.>`, `${S.result}.>`, `${S.callback}.>`, `${S.event}.>`, `${S.dlq}.>`),
+        kvRead(BUCKETS.flows),
+        kvWrite(BUCKETS.flows),
+        // Every definition a flow starts on is stored first, and read back for flows started on older ones.
+        kvRead(BUCKETS.definitions),
+        kvWrite(BUCKETS.definitions),
+        // Leases: get, put, create, update, delete, and keys() (an ordered consumer).
+        kvRead(BUCKETS.leases),
+        kvWrite(BUCKETS.leases),
+        readStream(`KV_${BUCKETS.leases}`, t.durables.get(`KV_${BUCKETS.leases}`)),
+      ];
+    case 'dataset-generator':
+    case 'analyst':
+      return workerGrants(inboxPrefixOf(role), t.serves[role], t, { provision: true, cache: role === 'analyst' });
+    case 'operator':
+      return operatorGrants(t);
+  }
+}
+
+/** A task worker: pulls its task consumers, publishes results; outside workers provision nothing. */
+function workerGrants(prefix: string, served: string[], t: Topology, o: { provision: boolean; cache: boolean }): Grant[] {
+  return [
+    ...(o.provision ? provisioning(t) : [accountInfo()]),
+    inbox(prefix),
+    ...served.map((s) => consume(STREAMS.tasks, CONSUMERS.task(s))),
+    // Results, dead letters of tasks, task events.
+    publish(`${S.result}.>`, `${S.dlq}.task.>`, `${S.event}.>`),
+    // The cancel flags, watched (an ordered consumer on the bucket's stream).
+    kvRead(BUCKETS.cancel),
+    readStream(`KV_${BUCKETS.cancel}`, t.durables.get(`KV_${BUCKETS.cancel}`)),
+    ...(o.cache ? [kvRead(BUCKETS.cache), kvWrite(BUCKETS.cache)] : []),
+  ];
+}
+
+/**
+ * Reads everything (streams, consumers, messages, KV, live subjects) and redrives dead letters. Streams
+ * with work-queue retention are read by message get only: a consumer of its own could take their work.
+ */
+function operatorGrants(t: Topology): Grant[] {
+  return [
+    accountInfo(),
+    inbox(inboxPrefixOf('operator')),
+    publish('$JS.API.STREAM.LIST', '$JS.API.STREAM.NAMES'),
+    ...t.streams.flatMap((s) => [
+      publish(`$JS.API.STREAM.INFO.${s.name}`, `$JS.API.CONSUMER.INFO.${s.name}.*`),
+      listConsumers(s.name),
+      getMessages(s.name),
+      ...(s.workqueue ? [] : [readStream(s.name, t.durables.get(s.name))]),
+    ]),
+    subscribe(`${S.ingest}.>`, `${S.task}.>`, `${S.result}.>`, `${S.callback}.>`, `${S.event}.>`, `${S.dlq}.>`, '$KV.>'),
+    publish(`${S.ingest}.>`, `${S.task}.>`, `${S.result}.>`, `${S.callback}.>`, `$JS.API.STREAM.MSG.DELETE.${STREAMS.dlq}`),
+  ];
+}

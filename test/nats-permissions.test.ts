@@ -1,0 +1,197 @@
+/**
+ * The generated NATS identities against a real nats-server running the generated configuration: who
+ * may connect, what each role can do with the library code the services use, and that the hostile
+ * attempts a tenant or a worker could make are refused by the server with a permissions violation.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { connect, type NatsConnection } from 'nats';
+import { TaskSchema } from '../libs/proto/src/index.js';
+import { loadFlowRegistry, taskSubjects } from '../libs/flows/src/index.js';
+import { createLogger } from '../libs/logging/src/index.js';
+import { BUCKETS, CONSUMERS, JetStreamPublisher, STREAMS, provisionTopology, startTaskWorker } from '../libs/messaging/src/index.js';
+import { startNatsServer, testNatsAuth, type NatsServerHandle, type TestNatsAuth } from '../libs/testing/src/index.js';
+import type { Role } from '../libs/security/src/index.js';
+
+const PARTITIONS = 2;
+/** A publish the server refuses: nats.js fails a request to a subject its user may not publish to. */
+async function refusedPublish(nc: NatsConnection, subject: string, opts: { reply?: boolean } = {}): Promise<void> {
+  if (opts.reply === false) {
+    const err = nextPermissionError(nc);
+    nc.publish(subject, new Uint8Array([1]));
+    assert.deepEqual(await err, { operation: 'publish', subject }, `publish to ${subject} refused`);
+    return;
+  }
+  await assert.rejects(nc.request(subject, new Uint8Array([1]), { timeout: 3_000 }), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'PERMISSIONS_VIOLATION', `publish to ${subject}: ${e.message}`);
+    return true;
+  });
+}
+
+/** The next permissions violation the server reports on this connection. */
+async function nextPermissionError(nc: NatsConnection): Promise<{ operation: string; subject: string }> {
+  for await (const s of nc.status()) {
+    const ctx = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
+    if (ctx) return { operation: ctx.operation, subject: ctx.subject };
+  }
+  throw new Error('connection closed');
+}
+
+/** A subscription the server refuses: its callback gets the violation and it closes. */
+async function refusedSubscribe(nc: NatsConnection, subject: string): Promise<void> {
+  const err = await new Promise<Error & { code?: string }>((resolve) => {
+    nc.subscribe(subject, { callback: (e) => e && resolve(e) });
+    void nc.flush();
+    setTimeout(() => resolve(Object.assign(new Error(`subscription to ${subject} was not refused`), { code: 'NONE' })), 3_000).unref();
+  });
+  assert.equal(err.code, 'PERMISSIONS_VIOLATION', `subscribe to ${subject}: ${err.message}`);
+}
+
+describe('NATS identities on a nats-server with the generated configuration', () => {
+  let server: NatsServerHandle;
+  let auth: TestNatsAuth;
+  let admin: NatsConnection;
+  const conns: NatsConnection[] = [];
+  const as = async (who: Role) => {
+    const nc = await auth.connect(who, [server.url]);
+    conns.push(nc);
+    return nc;
+  };
+
+  before(async () => {
+    auth = testNatsAuth({ JETFLOW_API_KEYS: 'acme:acme-key-0123456789abcdef,globex:globex-key-0123456789abcdef', JETFLOW_PARTITIONS: String(PARTITIONS) }, {}, { workers: { ext: ['jetflow.task.analyst.keywords'] } });
+    server = await startNatsServer({ config: auth.config, connect: auth.options('admin') });
+    admin = await auth.connect('admin', [server.url]);
+  });
+  after(async () => {
+    await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
+    await admin?.close();
+    await server?.stop();
+  });
+
+  test('anonymous connections, unknown users and wrong passwords are refused', async () => {
+    await assert.rejects(connect({ servers: server.url, reconnect: false, timeout: 2_000 }), (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION');
+    await assert.rejects(connect({ servers: server.url, reconnect: false, timeout: 2_000, user: 'nobody', pass: 'x'.repeat(40) }), (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION');
+    const s = auth.security.secretFor('ingest');
+    await assert.rejects(connect({ servers: server.url, reconnect: false, timeout: 2_000, user: s.user, pass: `${s.password}x` }), (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION');
+  });
+
+  test('every service role provisions the whole topology at start with its own permissions', async () => {
+    // The task subjects of the built-in flows, as the services (and the derivation) read them.
+    const subjects = taskSubjects(loadFlowRegistry({}).defs);
+    for (const role of ['orchestrator', 'ingest', 'dataset-generator', 'analyst'] as const) {
+      const nc = await as(role);
+      const violation = nextPermissionError(nc);
+      await provisionTopology(nc, { partitions: PARTITIONS, taskSubjects: subjects, provisionTimeoutMs: 10_000 });
+      const none = await Promise.race([violation, new Promise((r) => setTimeout(() => r('none'), 200))]);
+      assert.equal(none, 'none', `${role} provisioned without a refused operation`);
+    }
+    const jsm = await admin.jetstreamManager();
+    for (const s of Object.values(STREAMS)) assert.ok((await jsm.streams.info(s)).config.name === s);
+  });
+
+  test('a tenant submits on its own subject and gets the PubAck; another tenant\'s subject is refused', async () => {
+    const acme = await as('tenant:acme');
+    const ack = await acme.jetstream().publish('jetflow.ingest.acme.insights', new TextEncoder().encode('{}'), { msgID: 'perm-acme-1' });
+    assert.equal(ack.stream, STREAMS.ingest);
+    assert.equal(ack.duplicate, false);
+    await assert.rejects(acme.jetstream().publish('jetflow.ingest.globex.insights', new TextEncoder().encode('{}'), { timeout: 3_000 }), (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION');
+    const last = await (await admin.jetstreamManager()).streams.getMessage(STREAMS.ingest, { last_by_subj: 'jetflow.ingest.>' });
+    assert.equal(last.subject, 'jetflow.ingest.acme.insights', 'globex\'s subject got nothing');
+  });
+
+  test('a tenant may not forge results, tasks, cancels or callbacks, nor touch the JetStream API', async () => {
+    const acme = await as('tenant:acme');
+    for (const s of ['jetflow.result.0.fvictim', 'jetflow.task.analyst.sentiment', `$KV.${BUCKETS.cancel}.fvictim`, `$KV.${BUCKETS.flows}.fvictim`, 'jetflow.callback.acme', 'jetflow.event.globex.fvictim', 'jetflow.dlq.task.x']) {
+      await refusedPublish(acme, s);
+    }
+    for (const api of [`STREAM.DELETE.${STREAMS.ingest}`, `STREAM.PURGE.${STREAMS.tasks}`, 'STREAM.CREATE.EVIL', `CONSUMER.CREATE.${STREAMS.results}`, 'INFO']) await refusedPublish(acme, `$JS.API.${api}`);
+    const jsm = await admin.jetstreamManager();
+    assert.equal((await jsm.streams.info(STREAMS.results)).state.messages, 0, 'no forged result stored');
+    assert.equal((await jsm.streams.info(`KV_${BUCKETS.cancel}`)).state.messages, 0, 'no forged cancel flag');
+    assert.equal((await jsm.streams.info(STREAMS.ingest)).config.name, STREAMS.ingest, 'the ingest stream is still there');
+  });
+
+  test('a tenant may not read events, tasks, other tenants\' subjects or anyone\'s replies', async () => {
+    const acme = await as('tenant:acme');
+    for (const s of ['jetflow.event.>', 'jetflow.event.acme.>', 'jetflow.task.>', 'jetflow.ingest.globex.>', 'jetflow.result.>', '$KV.>', '>']) await refusedSubscribe(acme, s);
+  });
+
+  test('a tenant cannot aim the PubAck of its submission at a stream: the reply is rewritten across accounts', async () => {
+    const acme = await as('tenant:acme');
+    const before = (await (await admin.jetstreamManager()).streams.info(STREAMS.ingest)).state.messages;
+    acme.publish('jetflow.ingest.acme.insights', new TextEncoder().encode('{}'), { reply: `$KV.${BUCKETS.cancel}.fvictim` });
+    acme.publish('jetflow.ingest.acme.insights', new TextEncoder().encode('{}'), { reply: 'jetflow.result.0.fvictim' });
+    await acme.flush();
+    const jsm = await admin.jetstreamManager();
+    const until = Date.now() + 5_000;
+    while ((await jsm.streams.info(STREAMS.ingest)).state.messages < before + 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    assert.equal((await jsm.streams.info(STREAMS.ingest)).state.messages, before + 2, 'both submissions stored');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await jsm.streams.info(`KV_${BUCKETS.cancel}`)).state.messages, 0, 'the PubAck did not become a cancel flag');
+    assert.equal((await jsm.streams.info(STREAMS.results)).state.messages, 0, 'nor a result');
+  });
+
+  test('an outside worker pulls only the tasks it serves, with the worker runtime, and publishes their results', async () => {
+    const ext = await as('worker:ext');
+    const orch = await as('orchestrator');
+    const pub = new JetStreamPublisher(orch);
+    const task = (name: string, subject: string) => toBinary(TaskSchema, create(TaskSchema, { flowId: 'fperm1', tenant: 'acme', flow: 'perm', task: name, subject, softLimitMs: 2_000, hardLimitMs: 4_000, maxAttempts: 1 }));
+    await pub.publish('jetflow.task.analyst.keywords', task('keywords', 'jetflow.task.analyst.keywords'), { msgId: 'fperm1:1:keywords' });
+    const seen: string[] = [];
+    const violation = nextPermissionError(ext);
+    const worker = await startTaskWorker({ nc: ext, subjects: ['jetflow.task.analyst.keywords'], concurrency: 2, partitions: PARTITIONS, workerId: 'ext-1', log: createLogger('ext', 'silent'), handler: async (t) => (seen.push(t.task), { output: { ok: true } }) });
+    const jsm = await admin.jetstreamManager();
+    const until = Date.now() + 15_000;
+    while ((await jsm.streams.info(STREAMS.results)).state.messages < 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    await worker.stop(1_000);
+    pub.close();
+    assert.deepEqual(seen, ['keywords']);
+    const r = await jsm.streams.getMessage(STREAMS.results, { last_by_subj: 'jetflow.result.>' });
+    assert.match(r.subject, /^jetflow\.result\.\d\.fperm1$/);
+    assert.equal((await jsm.consumers.info(STREAMS.tasks, CONSUMERS.task('jetflow.task.analyst.keywords'))).num_ack_pending, 0, 'acked');
+    const none = await Promise.race([violation, new Promise((r) => setTimeout(() => r('none'), 200))]);
+    assert.equal(none, 'none', 'the runtime needed nothing its role lacks');
+  });
+
+  test('workers may not submit, dispatch tasks, pull what they do not serve, write flow state or delete streams', async () => {
+    for (const role of ['worker:ext', 'analyst', 'dataset-generator'] as const) {
+      const w = await as(role);
+      for (const s of ['jetflow.ingest.acme.insights', 'jetflow.task.analyst.sentiment', 'jetflow.callback.acme', `$KV.${BUCKETS.flows}.fvictim`, `$KV.${BUCKETS.cancel}.fvictim`]) await refusedPublish(w, s);
+      for (const api of [`STREAM.DELETE.${STREAMS.tasks}`, `STREAM.PURGE.${STREAMS.results}`, `CONSUMER.DELETE.${STREAMS.tasks}.${CONSUMERS.task('jetflow.task.dataset.text')}`, `CONSUMER.MSG.NEXT.${STREAMS.ingest}.${CONSUMERS.ingest}`]) {
+        await refusedPublish(w, `$JS.API.${api}`);
+      }
+    }
+    const ext = await as('worker:ext');
+    await refusedPublish(ext, `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.tasks}.${CONSUMERS.task('jetflow.task.analyst.sentiment')}`);
+    await refusedPublish(ext, `$JS.API.STREAM.UPDATE.${STREAMS.tasks}`);
+    await refusedSubscribe(ext, 'jetflow.task.>');
+    const jsm = await admin.jetstreamManager();
+    for (const s of Object.values(STREAMS)) assert.equal((await jsm.streams.info(s)).config.name, s, `${s} still there`);
+  });
+
+  test('no identity reads another\'s replies: inbox subscriptions outside its own prefix are refused', async () => {
+    const orch = await as('orchestrator');
+    await refusedSubscribe(orch, '_INBOX.ingest.>');
+    await refusedSubscribe(orch, '_INBOX.>');
+    const ext = await as('worker:ext');
+    await refusedSubscribe(ext, '_INBOX.orchestrator.>');
+    // Its own inboxes work: a KV get answered there.
+    const ingest = await as('ingest');
+    const kv = await ingest.jetstream().views.kv(BUCKETS.flows, { bindOnly: true });
+    assert.equal(await kv.get('fnothing'), null);
+  });
+
+  test('the operator reads streams and consumers but cannot delete a durable consumer or purge', async () => {
+    const op = await as('operator');
+    const jsm = await op.jetstreamManager();
+    assert.equal((await jsm.streams.info(STREAMS.ingest)).config.name, STREAMS.ingest);
+    assert.ok((await jsm.consumers.info(STREAMS.ingest, CONSUMERS.ingest)).name === CONSUMERS.ingest);
+    const m = await jsm.streams.getMessage(STREAMS.ingest, { seq: 1 });
+    assert.equal(m.subject, 'jetflow.ingest.acme.insights');
+    await refusedPublish(op, `$JS.API.CONSUMER.DELETE.${STREAMS.ingest}.${CONSUMERS.ingest}`);
+    await refusedPublish(op, `$JS.API.STREAM.PURGE.${STREAMS.dlq}`);
+    await refusedPublish(op, `$KV.${BUCKETS.cancel}.fvictim`, { reply: false });
+  });
+});
