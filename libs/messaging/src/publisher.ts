@@ -132,8 +132,7 @@ export class JetStreamPublisher {
     if (this.closed || Date.now() > p.deadline) {
       const e = new RetryableError(`publish to ${p.subject} not acknowledged after ${p.attempt} attempts: ${why}`);
       if (p.lastError) Object.assign(e, { api_error: p.lastError });
-      // Closed by us is a shutdown, not the broker failing to answer.
-      this.finish(id, p, undefined, this.closed ? e : markTransient(e));
+      this.finish(id, p, undefined, markTransient(e));
       return;
     }
     const delay = Math.min(1_000, 25 * 2 ** Math.min(p.attempt, 6)) * (0.5 + Math.random() / 2);
