@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
 import { ConfigError, int, list, natsServers, optStr, pairs, replicas, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
@@ -42,15 +43,48 @@ export interface IngestConfig {
 
 export const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
+/** One JETFLOW_API_KEYS entry: the key itself is known only when it is not given as `sha256:<hex>`. */
+export interface ApiKeyEntry {
+  tenant: string;
+  /** sha256 of the key, hex, lower case. */
+  hash: string;
+  key: string | undefined;
+}
+
+/** JETFLOW_API_KEYS as `tenant:key` pairs; a key is either the key (16+ characters) or `sha256:<64 hex>`. */
+export function apiKeyEntries(env: Env): ApiKeyEntry[] {
+  const seen = new Map<string, string>();
+  return pairs(env, 'JETFLOW_API_KEYS').map(([tenant, key]) => {
+    let entry: ApiKeyEntry;
+    if (/^sha256:/i.test(key)) {
+      const m = /^sha256:([0-9a-f]{64})$/i.exec(key);
+      if (!m) throw new ConfigError('JETFLOW_API_KEYS', `the key for tenant "${tenant}" starts with "sha256:" but is not followed by 64 hex digits`);
+      entry = { tenant, hash: m[1]!.toLowerCase(), key: undefined };
+    } else {
+      if (key.length < 16) throw new ConfigError('JETFLOW_API_KEYS', `the key for tenant "${tenant}" is shorter than 16 characters`);
+      entry = { tenant, hash: sha256hex(key), key };
+    }
+    const other = seen.get(entry.hash);
+    if (other !== undefined) throw new ConfigError('JETFLOW_API_KEYS', `tenants "${other}" and "${tenant}" have the same key; a key names one tenant`);
+    seen.set(entry.hash, tenant);
+    return entry;
+  });
+}
+
+const HOSTNAME_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** JETFLOW_HOST: the address the HTTP and gRPC doors listen on (an IP, IPv6 with or without brackets, or a host name). */
+export function listenHost(env: Env, def = '0.0.0.0'): string {
+  const raw = str(env, 'JETFLOW_HOST', def);
+  const host = raw.startsWith('[') && raw.endsWith(']') ? raw.slice(1, -1) : raw;
+  if (isIP(host) || HOSTNAME_RE.test(host)) return host;
+  throw new ConfigError('JETFLOW_HOST', `expected an address to listen on, such as 127.0.0.1 (this machine only), 0.0.0.0 (every interface), an interface's IP or a host name; got "${raw}"`);
+}
+
 export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
   const auth = str(env, 'JETFLOW_AUTH', 'enabled');
   if (auth !== 'enabled' && auth !== 'disabled') throw new ConfigError('JETFLOW_AUTH', `expected "enabled" or "disabled", got "${auth}"`);
-  const keys = new Map<string, string>();
-  for (const [tenant, key] of pairs(env, 'JETFLOW_API_KEYS')) {
-    const m = /^sha256:([0-9a-f]{64})$/i.exec(key);
-    if (!m && key.length < 16) throw new ConfigError('JETFLOW_API_KEYS', `the key for tenant "${tenant}" is shorter than 16 characters`);
-    keys.set(m ? m[1]!.toLowerCase() : sha256hex(key), tenant);
-  }
+  const keys = new Map(apiKeyEntries(env).map((e) => [e.hash, e.tenant]));
   if (auth === 'enabled' && keys.size === 0) throw new ConfigError('JETFLOW_API_KEYS', 'no API keys configured; set tenant:key pairs, or JETFLOW_AUTH=disabled for a trusted network');
   const allow = list(env, 'JETFLOW_CALLBACK_ALLOWLIST');
   const bad = CallbackPolicy.validateEntries(allow);
@@ -60,7 +94,7 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     natsAuth: natsAuth(env, 'ingest'),
     httpPort: int(env, 'JETFLOW_HTTP_PORT', 8080, { min: 0, max: 65_535 }),
     grpcPort: int(env, 'JETFLOW_GRPC_PORT', 50051, { min: 0, max: 65_535 }),
-    host: str(env, 'JETFLOW_HOST', '0.0.0.0'),
+    host: listenHost(env),
     partitions: int(env, 'JETFLOW_PARTITIONS', DEFAULT_PARTITIONS, { min: 1, max: 256 }),
     replicas: replicas(env),
     logLevel: str(env, 'LOG_LEVEL', 'info'),

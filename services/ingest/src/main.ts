@@ -41,7 +41,7 @@ const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.max
 addReflection(grpcServer);
 const grpcHealth = addHealth(grpcServer, () => gateway.connected());
 const grpcPort = await new Promise<number>((resolve, reject) =>
-  grpcServer.bindAsync(`${cfg.host}:${cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+  grpcServer.bindAsync(`${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
 );
 const httpAddr = app.server.address();
 const httpPort = typeof httpAddr === 'object' && httpAddr ? httpAddr.port : cfg.httpPort;
