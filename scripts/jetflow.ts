@@ -2,9 +2,10 @@
 // The jetflow CLI. Kept light on purpose (commander and node builtins only): it starts in
 // milliseconds and talks to ingest over HTTP like any client. `bench` loads its code on demand.
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { Api, ApiError } from './cli/api.js';
-import { resolveSettings } from './cli/config.js';
+import { cliVersion, resolveSettings } from './cli/config.js';
+import { EXIT, UsageError, exitCodeOfError } from './cli/exit.js';
 import { ago, c, clip, duration, status, table } from './cli/format.js';
 import { exitCodeOf, summary, watchFlow } from './cli/watch.js';
 
@@ -19,7 +20,11 @@ const program = new Command('jetflow')
   .addOption(new Option('--url <url>', 'ingest HTTP API (default: JETFLOW_URL, .jetflow/local.json, http://127.0.0.1:8080)'))
   .addOption(new Option('--api-key <key>', 'API key (default: JETFLOW_API_KEY, or .jetflow/local.json)'))
   .option('--json', 'print raw JSON instead of tables')
+  .version(cliVersion(), '-V, --version', 'print the CLI version')
+  .addHelpText('after', `\nExit codes: ${EXIT.ok} ok; ${EXIT.failed} refused by the server, or the flow failed or was cancelled; ${EXIT.partial} the flow ended partial; ${EXIT.usage} usage; ${EXIT.auth} no or bad API key; ${EXIT.notFound} not found; ${EXIT.server} server error or overloaded (retry); ${EXIT.unreachable} ingest unreachable.`)
   .enablePositionalOptions()
+  // Usage errors come back as CommanderError (exit code EXIT.usage below) instead of exiting with 1.
+  .exitOverride()
   .showHelpAfterError('(run jetflow --help for usage)');
 
 const globals = () => program.opts<Globals>();
@@ -32,10 +37,10 @@ async function readInput(file: string | undefined): Promise<string> {
     try {
       return readFileSync(file, 'utf8');
     } catch (err) {
-      throw new Error(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
   }
-  if (process.stdin.isTTY) throw new Error('no submission: give a JSON file, or pipe one on stdin (jetflow submit < flow.json)');
+  if (process.stdin.isTTY) throw new UsageError('no submission: give a JSON file, or pipe one on stdin (jetflow submit < flow.json)');
   const chunks: Buffer[] = [];
   for await (const ch of process.stdin) chunks.push(ch as Buffer);
   return Buffer.concat(chunks).toString('utf8');
@@ -44,14 +49,14 @@ async function readInput(file: string | undefined): Promise<string> {
 program
   .command('submit')
   .description('submit a flow from a JSON file or stdin; prints the flow id')
-  .argument('[file]', 'the submission JSON (API.md), "-" or omitted for stdin')
+  .argument('[file]', 'the submission JSON (README, "Submit a flow"; GET /docs on ingest), "-" or omitted for stdin')
   .option('-w, --watch', 'then follow it until it ends (exit code as for watch)')
   .action(async (file: string | undefined, o: { watch?: boolean }) => {
     const text = await readInput(file);
     try {
       JSON.parse(text);
     } catch (err) {
-      throw new Error(`the submission is not valid JSON: ${(err as Error).message}`);
+      throw new UsageError(`the submission is not valid JSON: ${(err as Error).message}`);
     }
     const r = await api().json<{ flowId: string; status: string }>('POST', '/v1/flows', text);
     if (globals().json) printJson(r);
@@ -98,18 +103,52 @@ interface FlowSummary {
   tasks: { total: number; succeeded: number; failed: number };
 }
 
+const positiveInt = (name: string) => (v: string) => {
+  if (!/^[1-9]\d{0,5}$/.test(v)) throw new UsageError(`--${name}: expected a positive integer, got "${v}"`);
+  return Number(v);
+};
+
+/** The API's most items per page; the CLI pages on for a larger --limit. */
+const API_PAGE_MAX = 200;
+
+/**
+ * Reads pages, following nextCursor, until `limit` items or the end: a page may be short, even empty,
+ * while older items exist (the server bounds the work per page).
+ */
+async function collect<T>(path: string, key: string, query: URLSearchParams, limit: number): Promise<{ items: T[]; nextCursor: string | null }> {
+  const client = api();
+  const items: T[] = [];
+  let cursor = query.get('cursor');
+  for (;;) {
+    const q = new URLSearchParams(query);
+    q.set('limit', String(Math.min(API_PAGE_MAX, limit - items.length)));
+    if (cursor) q.set('cursor', cursor);
+    const page = await client.json<Record<string, unknown>>('GET', `${path}?${q}`);
+    const got = page[key];
+    if (!Array.isArray(got)) throw new Error(`unexpected answer from ${path}: no "${key}" list`);
+    items.push(...(got as T[]));
+    const next = typeof page.nextCursor === 'string' && page.nextCursor ? page.nextCursor : null;
+    if (next !== null && next === cursor) throw new Error(`${path} answered the same cursor twice; stopping`);
+    cursor = next;
+    if (!cursor || items.length >= limit) return { items, nextCursor: cursor };
+  }
+}
+
 program
   .command('list')
-  .description('list recent flows of your tenant, most recently changed first')
+  .description('list recent flows of your tenant, most recently changed first (follows the listing\'s pages until --limit flows)')
   .option('--status <list>', 'only these statuses, comma-separated (running, succeeded, partial, failed, cancelled)')
-  .option('--limit <n>', 'most flows', '20')
-  .action(async (o: { status?: string; limit: string }) => {
-    const q = new URLSearchParams({ limit: o.limit });
+  .option('--limit <n>', 'most flows', positiveInt('limit'), 20)
+  .option('--cursor <cursor>', 'continue after an earlier listing (its nextCursor)')
+  .action(async (o: { status?: string; limit: number; cursor?: string }) => {
+    const q = new URLSearchParams();
     if (o.status) q.set('status', o.status);
-    const r = await api().json<{ flows: FlowSummary[]; nextCursor: string | null }>('GET', `/v1/flows?${q}`);
-    if (globals().json) return printJson(r);
-    if (!r.flows.length) return print(c.dim('no flows'));
-    print(table(['STATUS', 'FLOW ID', 'FLOW', 'TASKS', 'SUBMITTED', 'DURATION'], r.flows.map((f) => [status(f.status), f.flowId, f.flow, `${f.tasks.succeeded}/${f.tasks.total}${f.tasks.failed ? c.red(` ${f.tasks.failed} failed`) : ''}`, ago(f.submittedAt), duration(f.durationMs)]), [5]));
+    if (o.cursor) q.set('cursor', o.cursor);
+    const r = await collect<FlowSummary>('/v1/flows', 'flows', q, o.limit);
+    if (globals().json) return printJson({ flows: r.items, nextCursor: r.nextCursor });
+    if (!r.items.length) return print(c.dim('no flows'));
+    print(table(['STATUS', 'FLOW ID', 'FLOW', 'TASKS', 'SUBMITTED', 'DURATION'], r.items.map((f) => [status(f.status), f.flowId, f.flow, `${f.tasks.succeeded}/${f.tasks.total}${f.tasks.failed ? c.red(` ${f.tasks.failed} failed`) : ''}`, ago(f.submittedAt), duration(f.durationMs)]), [5]));
+    if (r.nextCursor) print(c.dim(`more: add --cursor ${r.nextCursor}`));
   });
 
 interface DeadLetter {
@@ -128,15 +167,18 @@ dlq
   .command('list')
   .description('list your tenant\'s dead letters, newest first')
   .option('--source <source>', 'only from task, ingest, callback or result')
-  .option('--limit <n>', 'most dead letters', '50')
-  .action(async (o: { source?: string; limit: string }) => {
-    const q = new URLSearchParams({ limit: o.limit });
+  .option('--limit <n>', 'most dead letters', positiveInt('limit'), 50)
+  .option('--cursor <cursor>', 'continue after an earlier listing (its nextCursor)')
+  .action(async (o: { source?: string; limit: number; cursor?: string }) => {
+    const q = new URLSearchParams();
     if (o.source) q.set('source', o.source);
-    const r = await api().json<{ deadLetters: DeadLetter[] }>('GET', `/v1/deadletters?${q}`);
-    if (globals().json) return printJson(r);
-    if (!r.deadLetters.length) return print(c.dim('no dead letters'));
+    if (o.cursor) q.set('cursor', o.cursor);
+    const r = await collect<DeadLetter>('/v1/deadletters', 'deadLetters', q, o.limit);
+    if (globals().json) return printJson({ deadLetters: r.items, nextCursor: r.nextCursor });
+    if (!r.items.length) return print(c.dim('no dead letters'));
     const width = Math.max(30, (process.stdout.columns || 160) - 110);
-    print(table(['SEQ', 'WHEN', 'SOURCE', 'CODE', 'ORIGINAL SUBJECT', 'ATTEMPTS', 'FLOW', 'REASON'], r.deadLetters.map((d) => [String(d.seq), ago(d.time), d.source, c.red(d.code), d.originalSubject, d.attempts === null ? '-' : String(d.attempts), d.flowId ?? '-', clip(d.reason, width)]), [0, 5]));
+    print(table(['SEQ', 'WHEN', 'SOURCE', 'CODE', 'ORIGINAL SUBJECT', 'ATTEMPTS', 'FLOW', 'REASON'], r.items.map((d) => [String(d.seq), ago(d.time), d.source, c.red(d.code), d.originalSubject, d.attempts === null ? '-' : String(d.attempts), d.flowId ?? '-', clip(d.reason, width)]), [0, 5]));
+    if (r.nextCursor) print(c.dim(`more: add --cursor ${r.nextCursor}`));
   });
 dlq
   .command('show')
@@ -156,11 +198,11 @@ dlq
         if (globals().json) printJson(r);
         else print(`${c.green('redriven')} ${r.seq} → ${r.subject} (${r.stream} #${r.streamSeq}${r.duplicate ? ', already redriven' : ''})`);
       } catch (err) {
-        failed++;
+        // The exit code says why the first one failed.
+        if (!failed++) process.exitCode = exitCodeOfError(err);
         reportError(err, `dead letter ${seq}`);
       }
     }
-    if (failed) process.exitCode = 1;
   });
 
 interface Consumers {
@@ -177,7 +219,7 @@ program
     if (globals().json) return printJson(r);
     if (!r.routes.length) {
       print(`no task subject matches ${subject}`);
-      process.exitCode = 1;
+      process.exitCode = EXIT.notFound;
       return;
     }
     print(table(['subject', 'stream', 'consumer', 'served by', 'used by'], r.routes.map((x) => [x.subject, x.stream, x.consumer, x.servedBy, x.usedBy.map((u) => `${u.flow}/${u.stage}/${u.task}`).join(', ')])));
@@ -219,7 +261,7 @@ program
     const port = (v: string | undefined, name: string) => {
       if (v === undefined) return undefined;
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new Error(`--${name}: expected a port number, got "${v}"`);
+      if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new UsageError(`--${name}: expected a port number, got "${v}"`);
       return n;
     };
     // Loaded only here: the local stack brings the supervisor and the local AWS servers.
@@ -257,6 +299,11 @@ function reportError(err: unknown, where?: string) {
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  reportError(err);
-  process.exitCode = 1;
+  if (err instanceof CommanderError) {
+    // Commander has printed the message (or the help, or the version) already.
+    process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  } else {
+    reportError(err);
+    process.exitCode = exitCodeOfError(err);
+  }
 }

@@ -1,11 +1,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deriveFlowId } from '../libs/flows/src/index.js';
 import { repoRoot } from '../libs/stack/src/index.js';
+import { EXIT } from '../scripts/cli/exit.js';
 import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 
 // The jetflow CLI as a real child process (dist/scripts/jetflow.js) against a running stack.
@@ -134,7 +137,7 @@ describe('jetflow CLI', () => {
     assert.equal(cb.byFlow(flowId)[0]!.headers['jetflow-delivery-id'], `dlv_${flowId}`);
 
     const again = await cli(['dlq', 'redrive', String(seq)]);
-    assert.equal(again.code, 1);
+    assert.equal(again.code, EXIT.notFound);
     assert.match(again.stderr, new RegExp(`dead letter ${seq}: not_found`));
   });
 
@@ -145,27 +148,139 @@ describe('jetflow CLI', () => {
     assert.match(r.stdout.split('\n')[0] ?? '', /STREAM\s+CONSUMER\s+PENDING\s+ACK PENDING/);
   });
 
-  test('errors name what is wrong, with a non-zero exit', async () => {
+  test('errors name what is wrong, with a distinct exit code per kind', async () => {
     const bad = await cli(['submit'], { input: JSON.stringify({ flow: 'insights', input: { records: [{ id: 'r1' }] } }) });
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, EXIT.failed, 'refused by the server');
     assert.match(bad.stderr, /invalid_argument/);
     assert.match(bad.stderr, /input\.records\[0\]\.text: /);
 
     const notJson = await cli(['submit'], { input: '{nope' });
-    assert.equal(notJson.code, 1);
+    assert.equal(notJson.code, EXIT.usage);
     assert.match(notJson.stderr, /not valid JSON/);
+    const noFile = await cli(['submit', join(cwd, 'no-such-file.json')]);
+    assert.equal(noFile.code, EXIT.usage);
+    assert.match(noFile.stderr, /cannot read .*no-such-file\.json: ENOENT/);
+
+    const unknown = await cli(['lsit']);
+    assert.equal(unknown.code, EXIT.usage, unknown.stderr);
+    assert.match(unknown.stderr, /unknown command 'lsit'/);
+    const badOption = await cli(['list', '--bogus']);
+    assert.equal(badOption.code, EXIT.usage);
+    assert.match(badOption.stderr, /unknown option '--bogus'/);
+    const badLimit = await cli(['list', '--limit', '0']);
+    assert.equal(badLimit.code, EXIT.usage);
+    assert.match(badLimit.stderr, /--limit: expected a positive integer, got "0"/);
+    const missingArg = await cli(['get']);
+    assert.equal(missingArg.code, EXIT.usage);
+    assert.match(missingArg.stderr, /missing required argument 'flowId'/);
 
     const key = await cli(['list', '--limit', '1'], { env: { JETFLOW_API_KEY: 'wrong-key-0123456789abcdef' } });
-    assert.equal(key.code, 1);
+    assert.equal(key.code, EXIT.auth);
     assert.match(key.stderr, /unauthenticated: unknown API key \(key from JETFLOW_API_KEY\)/);
 
     const down = await cli(['--url', 'http://127.0.0.1:1', 'list']);
-    assert.equal(down.code, 1);
+    assert.equal(down.code, EXIT.unreachable);
     assert.match(down.stderr, /cannot reach http:\/\/127\.0\.0\.1:1/);
 
     const missing = await cli(['get', 'f0000000000000000000000000']);
-    assert.equal(missing.code, 1);
+    assert.equal(missing.code, EXIT.notFound);
     assert.match(missing.stderr, /not_found: flow f0+ not found/);
+
+    // A server error: a receiver that answers 500 in the API's error format.
+    const broken = createServer((_req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'internal', message: 'boom', details: [] } })));
+    await new Promise<void>((r) => broken.listen(0, '127.0.0.1', r));
+    try {
+      const r = await cli(['--url', `http://127.0.0.1:${(broken.address() as AddressInfo).port}`, 'get', 'f0000000000000000000000000']);
+      assert.equal(r.code, EXIT.server);
+      assert.match(r.stderr, /internal: boom/);
+    } finally {
+      broken.close();
+    }
+    // The codes are distinct.
+    assert.equal(new Set(Object.values(EXIT)).size, Object.keys(EXIT).length);
+  });
+
+  test('--version prints the package version; help texts name only files that exist', async () => {
+    const v = await cli(['--version']);
+    ok(v, '--version');
+    const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };
+    assert.equal(v.stdout.trim(), pkg.version);
+    assert.equal((await cli(['-V'])).stdout.trim(), pkg.version);
+
+    const top = await cli(['--help']);
+    ok(top, '--help');
+    assert.match(top.stdout, /Exit codes: 0 ok;.*3 usage; 4 no or bad API key; 5 not found; 6 server error/);
+    const commands = ['submit', 'get', 'watch', 'cancel', 'list', 'dlq', 'dlq list', 'dlq show', 'dlq redrive', 'route', 'consumers', 'start'];
+    const texts = [top.stdout];
+    for (const c of commands) {
+      const h = await cli([...c.split(' '), '--help']);
+      ok(h, `${c} --help`);
+      texts.push(h.stdout);
+    }
+    // Every file a help text names (x/y.ts, README, NAME.md) is in the repository; .jetflow/ is written at run time.
+    const named = new Set(texts.flatMap((t) => [...t.matchAll(/(?:[\w.-]+\/)*[\w-]+\.(?:md|ts|js|json|ya?ml)\b|\bREADME\b/g)].map((m) => m[0])));
+    assert.ok(named.size > 0);
+    for (const f of named) {
+      if (f.startsWith('.jetflow/') || f === 'local.json' || f === 'flow.json') continue;
+      const path = f === 'README' ? 'README.md' : f;
+      assert.ok(existsSync(join(repoRoot(), path)), `help names ${f}, which does not exist`);
+    }
+  });
+
+  test('list follows the cursor: a filter whose first pages hold none of the flows still finds them', async () => {
+    // One partial (no dataset workers, short deadline) and one cancelled flow, then more succeeded
+    // flows than the history listing reads for one page of a two-status filter (5 queries of --limit).
+    await j.stack.kill('dataset-generator');
+    let partial: string;
+    let cancelled: string;
+    try {
+      const p = await cli(['submit', '--watch', '-'], { input: JSON.stringify(sampleSubmission(cb.url, { deadlineMs: 500 })) });
+      assert.equal(p.code, EXIT.partial, p.stderr);
+      partial = p.stdout.trim();
+      const s = await cli(['submit'], { input: JSON.stringify(sampleSubmission(cb.url, { deadlineMs: 30_000 })) });
+      ok(s, 'submit');
+      cancelled = s.stdout.trim();
+      for (let i = 0; ; i++) {
+        const r = await cli(['cancel', cancelled]);
+        if (r.code === 0) break;
+        // 503 while the saga has not started it yet
+        assert.ok(r.code === EXIT.server && i < 50, r.stderr);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      await cb.waitForFlows([partial, cancelled]);
+    } finally {
+      j.stack.restart('dataset-generator');
+      await waitForConsumers(j.nc);
+    }
+    const newer: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const r = await j.api('/v1/flows', { method: 'POST', json: sampleSubmission(cb.url) });
+      assert.equal(r.status, 202);
+      newer.push(((await r.json()) as { flowId: string }).flowId);
+    }
+    await cb.waitForFlows(newer);
+    // The condition of the bug: the API's first page of this filter is empty but has a cursor.
+    const first = (await (await j.api('/v1/flows?status=partial,cancelled&limit=5')).json()) as { flows: unknown[]; nextCursor: string | null };
+    assert.equal(first.flows.length, 0, 'the first page is empty (newer succeeded flows fill the pages it reads)');
+    assert.ok(first.nextCursor);
+
+    const t = await cli(['list', '--status', 'partial,cancelled', '--limit', '5']);
+    ok(t, 'list');
+    assert.doesNotMatch(t.stdout, /no flows/);
+    assert.match(t.stdout, new RegExp(`partial\\s+${partial}\\s+insights`));
+    assert.match(t.stdout, new RegExp(`cancelled\\s+${cancelled}\\s+insights`));
+
+    const js = await cli(['--json', 'list', '--status', 'partial,cancelled', '--limit', '1']);
+    ok(js, 'list --json');
+    const page = JSON.parse(js.stdout) as { flows: Array<{ flowId: string; status: string }>; nextCursor: string | null };
+    assert.equal(page.flows.length, 1, 'stops at --limit');
+    assert.ok(['partial', 'cancelled'].includes(page.flows[0]!.status));
+    assert.ok(page.nextCursor, 'and says where to go on');
+    const rest = await cli(['--json', 'list', '--status', 'partial,cancelled', '--limit', '100', '--cursor', page.nextCursor!]);
+    ok(rest, 'list --cursor');
+    const ids = [page.flows[0]!.flowId, ...(JSON.parse(rest.stdout) as { flows: Array<{ flowId: string }> }).flows.map((f) => f.flowId)];
+    for (const id of [partial, cancelled]) assert.ok(ids.includes(id), `${id} on one of the two listings`);
+    assert.equal(new Set(ids).size, ids.length, 'no flow twice');
   });
 
   test('the key and URL come from the local stack file when not given', async () => {

@@ -44,6 +44,21 @@ function readLocal(path: string | undefined): LocalStackFile {
   }
 }
 
+/** The version in the package.json of the repository (or image) the CLI runs from. */
+export function cliVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'jetflow' && pkg.version) return pkg.version;
+    } catch {
+      // not here: look further up
+    }
+    dir = dirname(dir);
+  }
+  return 'unknown';
+}
+
 /** --url / --api-key, else JETFLOW_URL / JETFLOW_API_KEY, else the local stack's file, else defaults. */
 export function resolveSettings(opts: { url?: string; apiKey?: string }, env: NodeJS.ProcessEnv = process.env): CliSettings {
   const needLocal = !(opts.apiKey || env.JETFLOW_API_KEY) || !(opts.url || env.JETFLOW_URL);

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { invalid, type FieldIssue } from '../../errors/src/index.js';
 import type { FlowRegistry } from './definitions.js';
 
-/** The submission as all three doors accept it (API.md). */
+/** The submission as all three doors accept it (README, "Submit a flow"; GET /docs on ingest). */
 const RecordSchema = z
   .object({
     id: z.string().min(1).max(200),
@@ -29,7 +29,7 @@ const InsightsInputSchema = z
   .strict();
 
 /** Input schema per flow; flows without one accept any JSON object. */
-const INPUT_SCHEMAS: Record<string, z.ZodType> = { insights: InsightsInputSchema };
+export const INPUT_SCHEMAS: Readonly<Record<string, z.ZodType>> = { insights: InsightsInputSchema };
 
 export const SubmissionSchema = z
   .object({

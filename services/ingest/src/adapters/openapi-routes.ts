@@ -1,14 +1,20 @@
 import { z } from 'zod';
 import { STATUS, type ErrorCode } from '../../../../libs/errors/src/index.js';
-import { SubmissionSchema } from '../../../../libs/flows/src/index.js';
+import { FLOW_ID_RE, INPUT_SCHEMAS, SubmissionSchema } from '../../../../libs/flows/src/index.js';
+import { ListQuerySchema } from '../handlers/flow-lister.js';
+import { DeadLetterQuerySchema } from '../handlers/deadletters.js';
 
 /**
- * The OpenAPI description of every HTTP route, keyed by "METHOD /fastify/url". Routes validate with
- * zod in their handlers (one error format with field details), so these schemas document and never
- * validate or serialize. A route may instead carry its own `schema` with a `summary`.
+ * The OpenAPI 3.1 description of every HTTP route, keyed by "METHOD /fastify/url". Routes validate with
+ * zod in their handlers (one error format with field details); the request schemas here are generated
+ * from those same zod schemas (the submission, the listings' query strings), so the document cannot
+ * drift from what is accepted. Response schemas document and never serialize; test/openapi.test.ts
+ * checks real responses against them. A route may instead carry its own `schema` with a `summary`.
  */
 type Schema = Record<string, unknown>;
 export interface RouteDoc {
+  /** Unique, stable: what generated clients name the method. */
+  operationId: string;
   summary: string;
   description?: string;
   tags: string[];
@@ -17,6 +23,8 @@ export interface RouteDoc {
   params?: Schema;
   querystring?: Schema;
   body?: Schema;
+  /** The body may be left out (no Content-Type, no body). */
+  bodyOptional?: boolean;
   /** Success responses by status. */
   ok: Record<number, Schema>;
   /** Error codes the route can answer with (401, 500 and 503 are added for authenticated routes). */
@@ -25,20 +33,53 @@ export interface RouteDoc {
 
 const str = (description: string, extra: Schema = {}): Schema => ({ type: 'string', description, ...extra });
 const int = (description: string, extra: Schema = {}): Schema => ({ type: 'integer', description, ...extra });
-const nullable = (s: Schema): Schema => ({ ...s, nullable: true });
-const obj = (properties: Record<string, Schema>, extra: Schema = {}): Schema => ({ type: 'object', properties, additionalProperties: true, ...extra });
+const bool = (description: string): Schema => ({ type: 'boolean', description });
+const nullable = (s: Schema): Schema => ({ ...s, type: [s.type, 'null'] });
+const arr = (items: Schema, description?: string): Schema => ({ type: 'array', items, ...(description ? { description } : {}) });
+/** An open map (any keys). */
+const map = (description: string, values: Schema = {}): Schema => ({ type: 'object', additionalProperties: values, description });
+/**
+ * A record whose properties are all present in every answer, except those listed in `optional`.
+ * Properties not listed are allowed (additions are not breaking); the test refuses undocumented ones.
+ */
+const rec = (properties: Record<string, Schema>, o: { optional?: string[]; description?: string; example?: unknown } = {}): Schema => {
+  const required = Object.keys(properties).filter((k) => !o.optional?.includes(k));
+  return {
+    type: 'object',
+    properties,
+    ...(required.length ? { required } : {}),
+    ...(o.description ? { description: o.description } : {}),
+    // One example: @fastify/swagger moves it to the media type's `example`.
+    ...(o.example !== undefined ? { examples: [o.example] } : {}),
+  };
+};
 const iso = (d: string) => nullable(str(d, { format: 'date-time' }));
+const epochMs = (d: string) => int(`${d} (epoch ms)`);
+
+/** zod → JSON Schema 2020-12 (OpenAPI 3.1's dialect), as the request is seen before parsing. */
+const fromZod = (schema: z.ZodType): Schema => {
+  const js = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Schema;
+  delete js.$schema;
+  return js;
+};
 
 const FLOW_STATUS = ['accepted', 'running', 'succeeded', 'partial', 'failed', 'cancelled'];
 const TASK_STATUS = ['pending', 'dispatched', 'succeeded', 'failed', 'cancelled', 'skipped', 'timed_out'];
+const ON_FAILURE = ['fail_flow', 'continue'];
+const FLOW_ID = 'fk2q7v1c9m3n8p0r5s6t4u2w1x';
+const T0 = '2026-01-05T10:00:00.000Z';
+const T1 = '2026-01-05T10:00:00.412Z';
 
-const submission = (() => {
-  const js = z.toJSONSchema(SubmissionSchema, { io: 'input', unrepresentable: 'any' }) as Schema;
-  delete js.$schema;
-  return {
-    ...js,
-    description: 'A flow submission: the same JSON on HTTP, gRPC (SubmitFlowRequest) and NATS (jetflow.ingest.<tenant>.<flow>).',
-    example: {
+/** Schemas in components.schemas: the input each flow with its own validation accepts. */
+export const FLOW_INPUT_COMPONENTS: Record<string, Schema> = Object.fromEntries(Object.entries(INPUT_SCHEMAS).map(([flow, s]) => [`FlowInput.${flow}`, { ...fromZod(s), description: `The \`input\` of flow "${flow}"` }]));
+
+const submission: Schema = {
+  ...fromZod(SubmissionSchema),
+  description: `A flow submission: the same JSON on HTTP, gRPC (SubmitFlowRequest) and NATS (jetflow.ingest.<tenant>.<flow>). The input of ${Object.keys(INPUT_SCHEMAS)
+    .map((f) => `"${f}" is FlowInput.${f}`)
+    .join(', ')} (components.schemas).`,
+  examples: [
+    {
       flow: 'insights',
       input: { records: [{ id: 'r1', text: 'Delivery was late and the box was damaged', fields: { rating: 2, amount: 35.5 } }] },
       callbackUrl: 'https://hooks.example.com/jetflow',
@@ -46,12 +87,26 @@ const submission = (() => {
       deadlineMs: 10000,
       metadata: { source: 'crm' },
     },
-  };
-})();
+  ],
+};
 
-const taskError = obj({ task: str('Task name'), code: str('An error code (see ErrorCode), or a task-specific code'), message: str('What went wrong') });
+const taskError = rec({ task: str('Task name'), code: str('An error code (see ErrorCode), or a task-specific code'), message: str('What went wrong') });
+const errorRef = nullable({ ...rec({ code: str('Error code'), message: str('Message') }), description: 'Why the task failed' });
 
-const flowView = obj(
+const flowTask = rec({
+  name: str('Task name'),
+  subject: nullable(str('Task subject (null when the definition the flow ran on is gone)')),
+  status: str('Task status', { enum: TASK_STATUS }),
+  attempts: int('Deliveries so far'),
+  dispatchedAt: iso('Dispatched at'),
+  startedAt: iso('Started by a worker at'),
+  finishedAt: iso('Finished at'),
+  durationMs: nullable(int('Run time')),
+  error: errorRef,
+  worker: nullable(str('Worker instance')),
+});
+
+const flowView = rec(
   {
     flowId: str('Flow id'),
     flow: str('Flow definition name'),
@@ -65,40 +120,67 @@ const flowView = obj(
     durationMs: nullable(int('From submission to end')),
     endReason: nullable(str('Why it ended')),
     idempotencyKey: nullable(str('As submitted')),
-    metadata: { type: 'object', additionalProperties: { type: 'string' } },
-    stages: {
-      type: 'array',
-      items: obj({
+    metadata: map('As submitted', { type: 'string' }),
+    stages: arr(
+      rec({
         name: str('Stage name'),
-        onFailure: str('What a failed task does', { enum: ['fail_flow', 'continue'] }),
+        onFailure: nullable(str('What a failed task does', { enum: [...ON_FAILURE, null] })),
         status: str('Stage progress', { enum: ['pending', 'running', 'settled'] }),
-        tasks: {
-          type: 'array',
-          items: obj({
-            name: str('Task name'),
-            subject: str('Task subject'),
-            status: str('Task status', { enum: TASK_STATUS }),
-            attempts: int('Deliveries so far'),
-            dispatchedAt: iso('Dispatched at'),
-            startedAt: iso('Started by a worker at'),
-            finishedAt: iso('Finished at'),
-            durationMs: nullable(int('Run time')),
-            error: nullable(obj({ code: str('Error code'), message: str('Message') })),
-            worker: nullable(str('Worker instance')),
-          }),
-        },
+        tasks: arr(flowTask),
       }),
-    },
-    errors: { type: 'array', items: taskError },
-    results: obj({}, { description: 'When finished: one entry per analyst (as in the callback)' }),
-    datasets: obj({}, { description: 'When finished: dataset references' }),
-    callback: nullable(obj({ deliveryId: str('Jetflow-Delivery-Id'), status: str('delivered, retrying, dead_lettered or pending'), attempts: int('Attempts') })),
+    ),
+    errors: arr(taskError),
+    results: map('When finished: one entry per analyst (as in the callback)'),
+    datasets: map('When finished: dataset references'),
+    callback: nullable({
+      ...rec(
+        {
+          deliveryId: str('Jetflow-Delivery-Id'),
+          status: str('Delivery state (pending: not tried yet)', { enum: ['pending', 'delivered', 'retrying', 'dead_lettered'] }),
+          attempts: int('Attempts so far'),
+          lastStatusCode: int('HTTP status of the last attempt, when it got one'),
+          lastError: str('Why the last attempt failed'),
+          deliveredAt: str('When the receiver accepted it', { format: 'date-time' }),
+        },
+        { optional: ['deliveryId', 'attempts', 'lastStatusCode', 'lastError', 'deliveredAt'] },
+      ),
+      description: 'The callback delivery of a finished flow with a callbackUrl',
+    }),
     source: str('"history" when read from the DynamoDB history after the KV state expired (then `stages` is empty); absent for live state', { enum: ['history'] }),
   },
-  { description: 'A flow as GET /v1/flows/{flowId} shows it.' },
+  {
+    // An accepted flow whose saga has not started yet has only the first fields; results and datasets come with the end.
+    optional: ['version', 'startedAt', 'deadlineAt', 'finishedAt', 'durationMs', 'endReason', 'idempotencyKey', 'metadata', 'errors', 'results', 'datasets', 'callback', 'source'],
+    description: 'A flow as GET /v1/flows/{flowId} shows it. Right after acceptance (status `accepted`) only flowId, flow, tenant, status, submittedAt and an empty stages are there.',
+  },
 );
+const flowViewExample = {
+  flowId: FLOW_ID,
+  flow: 'insights',
+  version: 1,
+  tenant: 'default',
+  status: 'running',
+  submittedAt: T0,
+  startedAt: T0,
+  deadlineAt: '2026-01-05T10:00:30.000Z',
+  finishedAt: null,
+  durationMs: null,
+  endReason: null,
+  idempotencyKey: 'order-123',
+  metadata: { source: 'crm' },
+  stages: [
+    {
+      name: 'datasets',
+      onFailure: 'fail_flow',
+      status: 'running',
+      tasks: [{ name: 'text', subject: 'jetflow.task.dataset.text', status: 'succeeded', attempts: 1, dispatchedAt: T0, startedAt: T0, finishedAt: T1, durationMs: 380, error: null, worker: 'dataset-generator-1' }],
+    },
+  ],
+  errors: [],
+  callback: null,
+};
 
-const flowSummary = obj({
+const flowSummary = rec({
   flowId: str('Flow id'),
   flow: str('Flow definition name'),
   status: str('Flow status', { enum: FLOW_STATUS.slice(1) }),
@@ -107,35 +189,42 @@ const flowSummary = obj({
   finishedAt: iso('Ended at'),
   durationMs: nullable(int('From submission to end')),
   updatedAt: iso('Last state change (the listing order)'),
-  tasks: obj({ total: int('Tasks'), succeeded: int('Succeeded'), failed: int('Failed or timed out'), running: int('Dispatched, not settled') }),
+  tasks: rec({ total: int('Tasks'), succeeded: int('Succeeded'), failed: int('Failed or timed out'), running: int('Dispatched, not settled') }),
   errors: int('Number of task errors'),
   endReason: nullable(str('Why it ended')),
   idempotencyKey: nullable(str('As submitted')),
-  metadata: { type: 'object', additionalProperties: { type: 'string' } },
+  metadata: map('As submitted', { type: 'string' }),
 });
 
-const flowEvent = obj(
+const flowEvent = rec(
   {
     flowId: str('Flow id'),
     tenant: str('Tenant'),
     flow: str('Flow name'),
     type: str('accepted, flow.started, task.dispatched, task.succeeded, task.failed, task.retrying, stage.completed, flow.completed, flow.rejected, callback.delivered, callback.retrying, callback.failed'),
     status: str('Flow status after the event'),
-    task: str('Task, for task events'),
+    task: str('Task, for task events (comma-separated when one transition touched several)'),
     stage: str('Stage, for stage events'),
     atMs: str('Epoch milliseconds (int64 as a string, protobuf JSON)'),
     message: str('Detail'),
     attempt: int('Attempt, for retries and callbacks'),
   },
-  { description: 'A FlowEvent (proto/jetflow/v1/ingest.proto) in protobuf JSON; empty fields are omitted.' },
+  { optional: ['tenant', 'flow', 'status', 'task', 'stage', 'message', 'attempt'], description: 'A FlowEvent (proto/jetflow/v1/ingest.proto) in protobuf JSON; empty fields are omitted.' },
 );
 
-const sse = (what: string, events: string) => ({
-  description: `${what}. Server-sent events: ${events}; comment lines keep the connection alive. EventSource clients may pass ?access_token=<api key> instead of the Authorization header.`,
-  content: { 'text/event-stream': { schema: { type: 'string' } } },
+/** components.schemas: the flow inputs, and what the event streams carry in their `data` lines. */
+export const COMPONENT_SCHEMAS = (): Record<string, Schema> => ({ ...FLOW_INPUT_COMPONENTS, Flow: flowView, FlowEvent: flowEvent });
+
+/** An SSE route; `events` maps each event name to the component schema of its data. */
+const sse = (what: string, events: Record<string, string>) => ({
+  description: `${what}. Server-sent events: ${Object.entries(events)
+    .map(([e, c]) => `\`${e}\` (data: a ${c})`)
+    .join(', ')}; comment lines keep the connection alive. EventSource clients may pass ?access_token=<api key> instead of the Authorization header.`,
+  'x-sse-events': Object.fromEntries(Object.entries(events).map(([e, c]) => [e, { $ref: `#/components/schemas/${c}` }])),
+  content: { 'text/event-stream': { schema: { type: 'string' }, example: 'event: event\ndata: {"flowId":"fk2q7v1c9m3n8p0r5s6t4u2w1x","type":"task.succeeded","task":"text","atMs":"1767607200412"}\n\n' } },
 });
 
-const deadLetter = obj({
+const deadLetterFields = {
   seq: int('Sequence in the JETFLOW_DLQ stream (the id to redrive)'),
   subject: str('jetflow.dlq.<source>.<original subject>'),
   source: str('Who dead-lettered it: task, ingest, callback, result'),
@@ -146,172 +235,292 @@ const deadLetter = obj({
   flowId: nullable(str('The flow it belongs to, when known')),
   time: str('When it was dead-lettered', { format: 'date-time' }),
   size: int('Body size in bytes'),
-});
+};
+const deadLetterExample = {
+  seq: 42,
+  subject: 'jetflow.dlq.callback.jetflow.callback.default',
+  source: 'callback',
+  originalSubject: 'jetflow.callback.default',
+  code: 'callback_failed',
+  reason: 'HTTP 503 after 8 attempts',
+  attempts: 8,
+  flowId: FLOW_ID,
+  time: T1,
+  size: 812,
+};
+const deadLetter = rec(deadLetterFields);
 
-const flowIdParam = obj({ id: str('Flow id', { pattern: '^[a-z0-9]{2,64}$' }) }, { required: ['id'], additionalProperties: false });
-const seqParam = obj({ seq: int('Dead-letter sequence', { minimum: 1 }) }, { required: ['seq'], additionalProperties: false });
-const limit = (def: number) => int('Most items on a page', { minimum: 1, maximum: 200, default: def });
-const cursor = str('nextCursor of the previous page');
+const flowIdParam = rec({ id: str('Flow id', { pattern: FLOW_ID_RE.source }) });
+const seqParam = rec({ seq: int('Dead-letter sequence', { minimum: 1 }) });
 
 export const ROUTE_DOCS: Record<string, RouteDoc> = {
-  'GET /healthz': { summary: 'Liveness', tags: ['probes'], auth: false, ok: { 200: obj({ status: str('ok') }) } },
+  'GET /healthz': { operationId: 'healthz', summary: 'Liveness', tags: ['probes'], auth: false, ok: { 200: rec({ status: str('ok', { enum: ['ok'] }) }, { example: { status: 'ok' } }) } },
   'GET /readyz': {
+    operationId: 'readyz',
     summary: 'Readiness: the broker connection is up',
     tags: ['probes'],
     auth: false,
-    ok: { 200: obj({ status: str('ready') }), 503: obj({ status: str('unavailable') }, { description: 'Not connected to NATS' }) },
+    ok: {
+      200: rec({ status: str('ready', { enum: ['ready'] }) }, { example: { status: 'ready' } }),
+      503: rec({ status: str('unavailable', { enum: ['unavailable'] }) }, { description: 'Not connected to NATS', example: { status: 'unavailable' } }),
+    },
   },
   'GET /metrics': {
+    operationId: 'metrics',
     summary: 'Prometheus metrics',
     tags: ['probes'],
     auth: false,
-    ok: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } },
+    ok: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' }, example: '# TYPE jetflow_flows_completed_total counter\njetflow_flows_completed_total{flow="insights",status="succeeded"} 12\n' } } } },
   },
   'POST /v1/flows': {
+    operationId: 'submitFlow',
     summary: 'Submit a flow',
     description: 'Durably accepted when this answers 202. The same idempotency key and body give the same flowId.',
     tags: ['flows'],
     body: submission,
-    ok: { 202: obj({ flowId: str('Flow id'), status: str('accepted', { enum: ['accepted'] }) }, { description: 'Accepted' }) },
+    ok: { 202: rec({ flowId: str('Flow id'), status: str('accepted', { enum: ['accepted'] }) }, { description: 'Accepted', example: { flowId: FLOW_ID, status: 'accepted' } }) },
     errors: ['invalid_argument', 'conflict', 'payload_too_large', 'unsupported_media_type', 'overloaded'],
   },
   'GET /v1/flows': {
+    operationId: 'listFlows',
     summary: 'List recent flows of the tenant',
-    description: 'Without `status`, or with `running` in it: flows changed in the last 24 h (the KV state), most recently changed first. With final statuses only (succeeded, partial, failed, cancelled) and the DynamoDB history on: every finished flow, however old, newest start first. A page may hold fewer than `limit` flows while older ones exist: follow `nextCursor` until it is null.',
+    description: 'Without `status`, or with `running` in it: flows changed in the last 24 h (the KV state), most recently changed first. With final statuses only (succeeded, partial, failed, cancelled) and the DynamoDB history on: every finished flow, however old, newest start first. A page may hold fewer than `limit` flows, even none, while older ones exist: follow `nextCursor` until it is null.',
     tags: ['flows'],
-    querystring: obj({ status: str('Only these statuses, comma-separated (running, succeeded, partial, failed, cancelled)'), limit: limit(50), cursor }),
-    ok: { 200: obj({ flows: { type: 'array', items: flowSummary }, nextCursor: nullable(str('Cursor of the next page')) }) },
+    querystring: fromZod(ListQuerySchema),
+    ok: {
+      200: rec(
+        { flows: arr(flowSummary), nextCursor: nullable(str('Cursor of the next page')) },
+        {
+          example: {
+            flows: [{ flowId: FLOW_ID, flow: 'insights', status: 'succeeded', stage: 1, submittedAt: T0, finishedAt: T1, durationMs: 412, updatedAt: T1, tasks: { total: 6, succeeded: 6, failed: 0, running: 0 }, errors: 0, endReason: null, idempotencyKey: 'order-123', metadata: { source: 'crm' } }],
+            nextCursor: 'a3Y6MTIzNA',
+          },
+        },
+      ),
+    },
     errors: ['invalid_argument'],
   },
-  'GET /v1/flows/:id': { summary: 'Get a flow', description: 'From the live KV state; after it expires, from the DynamoDB history (`source: "history"`, no per-task stages).', tags: ['flows'], params: flowIdParam, ok: { 200: flowView }, errors: ['not_found'] },
+  'GET /v1/flows/:id': {
+    operationId: 'getFlow',
+    summary: 'Get a flow',
+    description: 'From the live KV state; after it expires, from the DynamoDB history (`source: "history"`, no per-task stages).',
+    tags: ['flows'],
+    params: flowIdParam,
+    ok: { 200: { ...flowView, examples: [flowViewExample] } },
+    errors: ['not_found'],
+  },
   'GET /v1/flows/:id/timeline': {
+    operationId: 'getFlowTimeline',
     summary: 'A flow as a waterfall of stages and tasks',
     description: 'Times are epoch milliseconds. traceUrl links to Jaeger when the flow was traced and JETFLOW_JAEGER_UI_URL is set.',
     tags: ['flows'],
     params: flowIdParam,
     ok: {
-      200: obj({
-        flowId: str('Flow id'),
-        status: str('Flow status', { enum: FLOW_STATUS.slice(1) }),
-        submittedAt: int('Epoch ms'),
-        finishedAt: nullable(int('Epoch ms')),
-        traceId: nullable(str('W3C trace id')),
-        traceUrl: nullable(str('Jaeger trace link')),
-        stages: { type: 'array', items: obj({ name: str('Stage'), tasks: { type: 'array', items: obj({ name: str('Task'), status: str('Status', { enum: TASK_STATUS }), attempts: int('Attempts'), dispatchedAt: nullable(int('Epoch ms')), startedAt: nullable(int('Epoch ms')), finishedAt: nullable(int('Epoch ms')) }) } }) },
-      }),
+      200: rec(
+        {
+          flowId: str('Flow id'),
+          flow: str('Flow definition name'),
+          version: int('Definition version'),
+          status: str('Flow status', { enum: FLOW_STATUS.slice(1) }),
+          stage: int('Index of the stage in progress, or the last reached'),
+          submittedAt: epochMs('Accepted at'),
+          startedAt: epochMs('Started at'),
+          deadlineAt: epochMs('Deadline'),
+          finishedAt: nullable(epochMs('Ended at')),
+          now: epochMs('Server time of the answer (where a running bar ends)'),
+          endReason: nullable(str('Why it ended')),
+          errors: arr(taskError),
+          metadata: map('As submitted', { type: 'string' }),
+          idempotencyKey: nullable(str('As submitted')),
+          traceId: nullable(str('W3C trace id')),
+          traceUrl: nullable(str('Jaeger trace link')),
+          stages: arr(
+            rec({
+              name: str('Stage'),
+              onFailure: str('What a failed task does', { enum: ON_FAILURE }),
+              tasks: arr(
+                rec({
+                  name: str('Task'),
+                  subject: str('Task subject'),
+                  status: str('Status', { enum: TASK_STATUS }),
+                  attempts: int('Attempts'),
+                  dispatchedAt: nullable(epochMs('Dispatched at')),
+                  startedAt: nullable(epochMs('Started at')),
+                  finishedAt: nullable(epochMs('Finished at')),
+                  durationMs: nullable(int('Run time')),
+                  error: errorRef,
+                  worker: nullable(str('Worker instance')),
+                  stage: int('Index of its stage'),
+                }),
+              ),
+            }),
+          ),
+        },
+        {
+          example: {
+            flowId: FLOW_ID,
+            flow: 'insights',
+            version: 1,
+            status: 'succeeded',
+            stage: 1,
+            submittedAt: 1767607200000,
+            startedAt: 1767607200002,
+            deadlineAt: 1767607230000,
+            finishedAt: 1767607200412,
+            now: 1767607201000,
+            endReason: null,
+            errors: [],
+            metadata: { source: 'crm' },
+            idempotencyKey: 'order-123',
+            traceId: null,
+            traceUrl: null,
+            stages: [{ name: 'datasets', onFailure: 'fail_flow', tasks: [{ name: 'text', subject: 'jetflow.task.dataset.text', status: 'succeeded', attempts: 1, dispatchedAt: 1767607200003, startedAt: 1767607200005, finishedAt: 1767607200190, durationMs: 185, error: null, worker: 'dataset-generator-1', stage: 0 }] }],
+          },
+        },
+      ),
     },
     errors: ['not_found'],
   },
   'POST /v1/flows/:id/cancel': {
+    operationId: 'cancelFlow',
     summary: 'Cancel a running flow',
     tags: ['flows'],
     params: flowIdParam,
-    body: obj({ reason: str('Recorded in the flow', { maxLength: 500 }) }),
-    ok: { 202: obj({ flowId: str('Flow id'), status: str('cancelling', { enum: ['cancelling'] }) }) },
+    body: rec({ reason: str('Recorded in the flow (its first 500 characters)') }, { optional: ['reason'] }),
+    bodyOptional: true,
+    ok: { 202: rec({ flowId: str('Flow id'), status: str('cancelling', { enum: ['cancelling'] }) }, { example: { flowId: FLOW_ID, status: 'cancelling' } }) },
     errors: ['not_found', 'conflict', 'unavailable'],
   },
   'GET /v1/flows/:id/events': {
+    operationId: 'watchFlow',
     summary: 'Follow one flow until it ends',
     tags: ['flows', 'events'],
     params: flowIdParam,
-    ok: { 200: sse('The flow\'s lifecycle', '`snapshot` (the flow as GET returns it) first and last, `event` (a FlowEvent) in between') },
+    ok: { 200: sse('The flow\'s lifecycle: `snapshot` (the flow as GET returns it) first and last, `event` in between', { snapshot: 'Flow', event: 'FlowEvent' }) },
     errors: ['not_found'],
   },
   'GET /v1/stream/events': {
+    operationId: 'streamEvents',
     summary: 'Follow every flow of the tenant',
     description: 'Live only (a core NATS subscription): events from before the connection are not replayed.',
     tags: ['events'],
-    querystring: obj({ flowId: str('Only this flow'), access_token: str('The API key, for EventSource clients') }),
-    ok: { 200: { ...sse('Live flow events', '`event` with a FlowEvent'), 'x-event-schema': flowEvent } },
+    querystring: rec({ flowId: str('Only this flow', { pattern: FLOW_ID_RE.source }), access_token: str('The API key, for EventSource clients') }, { optional: ['flowId', 'access_token'] }),
+    ok: { 200: sse('Live flow events', { event: 'FlowEvent' }) },
     errors: ['invalid_argument'],
   },
   'GET /v1/deadletters': {
+    operationId: 'listDeadLetters',
     summary: 'List the tenant\'s dead letters',
-    description: 'Newest first. Visible to a tenant: those whose original subject, flow or body names it (plus, for JETFLOW_OPERATOR_TENANTS, those no tenant can be found for).',
+    description: 'Newest first. Visible to a tenant: those whose original subject, flow or body names it (plus, for JETFLOW_OPERATOR_TENANTS, those no tenant can be found for). A page may hold fewer than `limit`, even none, while older ones exist: follow `nextCursor` until it is null.',
     tags: ['dead letters'],
-    querystring: obj({ limit: limit(50), source: str('Only from this source: task, ingest, callback or result'), cursor }),
-    ok: { 200: obj({ deadLetters: { type: 'array', items: deadLetter }, nextCursor: nullable(str('Cursor of the next page')) }) },
+    querystring: fromZod(DeadLetterQuerySchema),
+    ok: { 200: rec({ deadLetters: arr(deadLetter), nextCursor: nullable(str('Cursor of the next page')) }, { example: { deadLetters: [deadLetterExample], nextCursor: null } }) },
     errors: ['invalid_argument'],
   },
   'GET /v1/deadletters/:seq': {
+    operationId: 'getDeadLetter',
     summary: 'A dead letter with its headers and body',
     tags: ['dead letters'],
     params: seqParam,
-    ok: { 200: { ...deadLetter, properties: { ...(deadLetter.properties as Schema), headers: obj({}, { description: 'All headers' }), body: obj({ encoding: str('json, text or base64'), value: {} }) } } },
+    ok: {
+      200: rec(
+        {
+          ...deadLetterFields,
+          originalStream: nullable(str('Stream the original message was in')),
+          originalSeq: nullable(int('Its sequence there')),
+          headers: map('All headers, each with its values', arr({ type: 'string' })),
+          body: rec({ encoding: str('How `value` holds the body', { enum: ['json', 'text', 'base64'] }), value: { description: 'The body: parsed JSON, text, or base64' } }),
+        },
+        { example: { ...deadLetterExample, originalStream: 'JETFLOW_CALLBACKS', originalSeq: 17, headers: { 'Jetflow-Dlq-Code': ['callback_failed'], 'Nats-Msg-Id': [`${FLOW_ID}:callback`] }, body: { encoding: 'base64', value: 'CgR0ZXN0' } } },
+      ),
+    },
     errors: ['invalid_argument', 'not_found'],
   },
   'POST /v1/deadletters/:seq/redrive': {
+    operationId: 'redriveDeadLetter',
     summary: 'Redrive a dead letter',
     description: 'Republishes the original body and headers (without the dead-letter ones) to the original subject with Nats-Msg-Id `redrive:<seq>`, then deletes the dead letter. Retrying is safe.',
     tags: ['dead letters'],
     params: seqParam,
-    ok: { 200: obj({ seq: int('The dead letter'), subject: str('Republished to'), msgId: str('redrive:<seq>'), stream: str('Stream that stored it'), streamSeq: int('Its sequence there'), duplicate: { type: 'boolean', description: 'Already redriven (deduplicated)' } }) },
+    ok: {
+      200: rec(
+        { seq: int('The dead letter'), subject: str('Republished to'), msgId: str('redrive:<seq>'), stream: str('Stream that stored it'), streamSeq: int('Its sequence there'), duplicate: bool('Already redriven (deduplicated)') },
+        { example: { seq: 42, subject: 'jetflow.callback.default', msgId: 'redrive:42', stream: 'JETFLOW_CALLBACKS', streamSeq: 18, duplicate: false } },
+      ),
+    },
     errors: ['invalid_argument', 'not_found'],
   },
   'GET /v1/routes': {
+    operationId: 'routes',
     summary: 'Which consumer gets a task subject',
     description: 'Routing is by subject hierarchy: one durable consumer per task subject on stream JETFLOW_TASKS. The subject may be a pattern with * and > wildcards.',
     tags: ['operations'],
-    querystring: obj({ subject: str('A task subject or pattern under jetflow.task (default jetflow.task.>)') }),
+    querystring: rec({ subject: str('A task subject or pattern under jetflow.task (default jetflow.task.>)') }, { optional: ['subject'] }),
     ok: {
-      200: obj({
-        query: str('The subject or pattern asked about'),
-        routes: {
-          type: 'array',
-          items: obj({
-            subject: str('Task subject'),
-            stream: str('Stream holding the task messages'),
-            consumer: str('Durable pull consumer (the KEDA scaling unit)'),
-            servedBy: str('Service whose default subscription serves it'),
-            usedBy: { type: 'array', items: obj({ flow: str('Flow'), version: int('Version'), stage: str('Stage'), task: str('Task') }) },
-          }),
+      200: rec(
+        {
+          query: str('The subject or pattern asked about'),
+          routes: arr(
+            rec({
+              subject: str('Task subject'),
+              stream: str('Stream holding the task messages'),
+              consumer: str('Durable pull consumer (the KEDA scaling unit)'),
+              servedBy: str('Service whose default subscription serves it'),
+              usedBy: arr(rec({ flow: str('Flow'), version: int('Version'), stage: str('Stage'), task: str('Task') })),
+            }),
+          ),
         },
-      }),
+        { example: { query: 'jetflow.task.analyst.>', routes: [{ subject: 'jetflow.task.analyst.sentiment', stream: 'JETFLOW_TASKS', consumer: 'task-analyst-sentiment', servedBy: 'analyst', usedBy: [{ flow: 'insights', version: 1, stage: 'analysis', task: 'sentiment' }] }] } },
+      ),
     },
     errors: ['invalid_argument'],
   },
   'GET /v1/consumers': {
+    operationId: 'consumers',
     summary: 'JetStream consumers of the Jetflow streams',
     description: 'Lag and load per consumer. deliveredPerSec is estimated from the previous call at least a second earlier (null on the first).',
     tags: ['operations'],
     ok: {
-      200: obj({
-        sampledAt: str('When read', { format: 'date-time' }),
-        streams: { type: 'array', items: obj({ name: str('Stream'), messages: int('Messages stored'), bytes: int('Bytes stored'), consumers: int('Durable consumers') }) },
-        consumers: {
-          type: 'array',
-          items: obj({
-            stream: str('Stream'),
-            name: str('Durable name'),
-            filterSubject: nullable(str('Filter subject')),
-            numPending: int('Not yet delivered (the lag)'),
-            numAckPending: int('Delivered, not yet acknowledged'),
-            numRedelivered: int('Redelivered, not yet acknowledged'),
-            numWaiting: int('Pull requests waiting (idle workers)'),
-            delivered: int('Deliveries so far'),
-            maxAckPending: nullable(int('Limit on ack-pending')),
-            deliveredPerSec: nullable({ type: 'number', description: 'Throughput estimate' }),
-          }),
+      200: rec(
+        {
+          sampledAt: str('When read', { format: 'date-time' }),
+          streams: arr(rec({ name: str('Stream'), messages: int('Messages stored'), bytes: int('Bytes stored'), consumers: int('Durable consumers') })),
+          consumers: arr(
+            rec({
+              stream: str('Stream'),
+              name: str('Durable name'),
+              filterSubject: nullable(str('Filter subject')),
+              numPending: int('Not yet delivered (the lag)'),
+              numAckPending: int('Delivered, not yet acknowledged'),
+              numRedelivered: int('Redelivered, not yet acknowledged'),
+              numWaiting: int('Pull requests waiting (idle workers)'),
+              delivered: int('Deliveries so far'),
+              maxAckPending: nullable(int('Limit on ack-pending')),
+              lastActive: iso('When it last delivered (null on servers that do not report it)'),
+              deliveredPerSec: nullable({ type: 'number', description: 'Throughput estimate' }),
+            }),
+          ),
         },
-      }),
+        {
+          example: {
+            sampledAt: T1,
+            streams: [{ name: 'JETFLOW_TASKS', messages: 0, bytes: 0, consumers: 6 }],
+            consumers: [{ stream: 'JETFLOW_TASKS', name: 'task-analyst-sentiment', filterSubject: 'jetflow.task.analyst.sentiment', numPending: 0, numAckPending: 1, numRedelivered: 0, numWaiting: 2, delivered: 1200, maxAckPending: 1000, lastActive: T1, deliveredPerSec: 31.5 }],
+          },
+        },
+      ),
     },
   },
 };
 
 const errorBody = (codes: ErrorCode[]): Schema =>
-  obj(
-    {
-      error: obj(
-        {
-          code: str('Stable error code', { enum: codes }),
-          message: str('What is wrong, naming the field or resource'),
-          details: { type: 'array', items: obj({ path: str('Field path'), message: str('What is wrong with it') }) },
-        },
-        { required: ['code', 'message', 'details'] },
-      ),
-    },
-    { required: ['error'] },
-  );
+  rec({
+    error: rec({
+      code: str('Stable error code', { enum: codes }),
+      message: str('What is wrong, naming the field or resource'),
+      details: arr(rec({ path: str('Field path'), message: str('What is wrong with it') })),
+    }),
+  });
 
 /** Success and error responses of a route in fastify's schema shape, errors grouped by HTTP status. */
 export function responsesOf(doc: RouteDoc): Record<string, Schema> {

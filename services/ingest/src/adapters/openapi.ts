@@ -2,17 +2,17 @@ import type { FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { ROUTE_DOCS, errorTable, responsesOf } from './openapi-routes.js';
+import { COMPONENT_SCHEMAS, ROUTE_DOCS, errorTable, responsesOf } from './openapi-routes.js';
 
 /**
- * OpenAPI 3 at /docs/json and Swagger UI at /docs. Registered before any route (the plugin
+ * OpenAPI 3.1 at /docs/json and Swagger UI at /docs. Registered before any route (the plugin
  * collects routes as they are added); each route's description comes from ROUTE_DOCS, unless the
  * route declares its own schema with a summary.
  */
 export async function registerDocs(app: FastifyInstance, o: { version: string }): Promise<void> {
   await app.register(swagger, {
     openapi: {
-      openapi: '3.0.3',
+      openapi: '3.1.0',
       info: {
         title: 'Jetflow ingest API',
         version: o.version,
@@ -26,7 +26,7 @@ export async function registerDocs(app: FastifyInstance, o: { version: string })
       },
       components: {
         securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key from JETFLOW_API_KEYS' } },
-        schemas: { ErrorCode: { type: 'string', enum: Object.values(ErrorCodes), description: 'Every error code Jetflow answers with (see the table above).' } },
+        schemas: { ErrorCode: { type: 'string', enum: Object.values(ErrorCodes), description: 'Every error code Jetflow answers with (see the table above).' }, ...COMPONENT_SCHEMAS() },
       },
       tags: [
         { name: 'flows', description: 'Submit, read, list and cancel flows' },
@@ -36,6 +36,22 @@ export async function registerDocs(app: FastifyInstance, o: { version: string })
         { name: 'probes', description: 'Liveness and readiness' },
       ],
     },
+    // What @fastify/swagger cannot express from a route schema: a body that may be left out (it marks
+    // every body required), and extensions (x-…) on responses, which it drops.
+    transformObject: (o) => {
+      const doc = 'openapiObject' in o ? o.openapiObject : undefined;
+      for (const [key, d] of Object.entries(ROUTE_DOCS)) {
+        const [method, url] = key.split(' ') as [string, string];
+        const op = (doc?.paths?.[url.replace(/:(\w+)/g, '{$1}')] as Record<string, { requestBody?: { required?: boolean }; responses?: Record<string, Record<string, unknown>> }> | undefined)?.[method.toLowerCase()];
+        if (!op) continue;
+        if (d.bodyOptional && op.requestBody) op.requestBody.required = false;
+        for (const [status, s] of Object.entries(d.ok)) {
+          const r = op.responses?.[status];
+          if (r) for (const [k, v] of Object.entries(s)) if (k.startsWith('x-')) r[k] = v;
+        }
+      }
+      return doc as never;
+    },
     transform: ({ schema, url, route }) => {
       if ((schema as { hide?: boolean } | undefined)?.hide) return { schema, url };
       if ((schema as { summary?: string } | undefined)?.summary) return { schema, url };
@@ -44,6 +60,7 @@ export async function registerDocs(app: FastifyInstance, o: { version: string })
       if (!doc) return { schema: { ...(schema ?? {}), summary: `${method} ${url}`, description: 'Undocumented route: add it to ROUTE_DOCS.', tags: ['undocumented'] }, url };
       return {
         schema: {
+          operationId: doc.operationId,
           summary: doc.summary,
           ...(doc.description ? { description: doc.description } : {}),
           tags: doc.tags,

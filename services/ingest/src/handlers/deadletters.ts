@@ -55,13 +55,15 @@ export interface DeadLetterDeps {
   scanBudget?: number;
 }
 
-const QuerySchema = z.object({
-  limit: z.coerce.number().int().min(1).max(200).default(50),
+/** The query string of GET /v1/deadletters: validates requests, and the OpenAPI document is generated from it. */
+export const DeadLetterQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(200).default(50).describe('Most dead letters on a page'),
   source: z
     .string()
     .regex(/^[a-z][a-z0-9_-]{0,31}$/, 'a dead-letter source such as task, ingest, callback or result')
-    .optional(),
-  cursor: z.string().max(100).optional(),
+    .optional()
+    .describe('Only from this source: task, ingest, callback or result'),
+  cursor: z.string().max(100).optional().describe('nextCursor of the previous page'),
 });
 
 const cursorOf = (seq: number) => Buffer.from(`dlq:${seq}`).toString('base64url');
@@ -98,7 +100,7 @@ export class DeadLetterHandlers {
   constructor(private readonly d: DeadLetterDeps) {}
 
   async list(tenant: string, rawQuery: unknown) {
-    const r = QuerySchema.safeParse(rawQuery ?? {});
+    const r = DeadLetterQuerySchema.safeParse(rawQuery ?? {});
     if (!r.success) throw invalid(r.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })));
     const q = r.data;
     const owners = new Map<string, string | null>();

@@ -45,14 +45,16 @@ export interface FlowSummary {
 const STATUSES = ['running', 'succeeded', 'partial', 'failed', 'cancelled'] as const;
 export const MAX_LIST_LIMIT = 200;
 
-const QuerySchema = z.object({
+/** The query string of GET /v1/flows: validates requests, and the OpenAPI document is generated from it. */
+export const ListQuerySchema = z.object({
   status: z
     .string()
     .optional()
     .transform((s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : []))
-    .pipe(z.array(z.enum(STATUSES, { message: `expected one or more of ${STATUSES.join(', ')} (comma-separated)` }))),
-  limit: z.coerce.number().int().min(1).max(MAX_LIST_LIMIT).default(50),
-  cursor: z.string().max(1_024).optional(),
+    .pipe(z.array(z.enum(STATUSES, { message: `expected one or more of ${STATUSES.join(', ')} (comma-separated)` })))
+    .describe(`Only these statuses, comma-separated (${STATUSES.join(', ')})`),
+  limit: z.coerce.number().int().min(1).max(MAX_LIST_LIMIT).default(50).describe('Most flows on a page'),
+  cursor: z.string().max(1_024).optional().describe('nextCursor of the previous page'),
 });
 
 function issues(err: z.ZodError) {
@@ -62,7 +64,7 @@ function issues(err: z.ZodError) {
 
 /** Validates the query string of GET /v1/flows; errors name the bad parameter. */
 export function parseListQuery(tenant: string, raw: unknown): ListFlowsQuery {
-  const r = QuerySchema.safeParse(raw ?? {});
+  const r = ListQuerySchema.safeParse(raw ?? {});
   if (!r.success) throw invalid(issues(r.error));
   const q: ListFlowsQuery = { tenant, status: r.data.status, limit: r.data.limit };
   if (r.data.cursor) q.cursor = r.data.cursor;
