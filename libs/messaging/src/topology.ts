@@ -173,10 +173,14 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
   if (changed || replicas) await jsm.streams.update(cfg.name, { ...cur, ...cfg } as StreamConfig);
 }
 
-/** A stream of another name whose subjects overlap cfg's, if any. */
+/** A stream of another name whose subjects overlap cfg's, if any (undefined when it cannot be told). */
 async function otherStreamOwning(jsm: JetStreamManager, cfg: { name: string; subjects: string[] }): Promise<string | undefined> {
-  for (const subject of cfg.subjects) {
-    for await (const name of jsm.streams.names(subject)) if (name !== cfg.name) return name;
+  try {
+    for (const subject of cfg.subjects) {
+      for await (const name of jsm.streams.names(subject)) if (name !== cfg.name) return name;
+    }
+  } catch {
+    // Not every identity may list streams (STREAM.NAMES): then the retries and their deadline decide.
   }
   return undefined;
 }
