@@ -21,7 +21,7 @@ export interface WorkerConfig {
   registry: FlowRegistry;
   /** Serve the fault-injection plugins (tests only). */
   testPlugins: boolean;
-  /** Messages in flight per task consumer. */
+  /** Tasks a worker process runs at once, across all its task subjects (its slots; fetches never ask for more). */
   concurrency: number;
   /** Worker threads for CPU-heavy work. */
   threads: number;
@@ -45,8 +45,9 @@ export function loadWorkerConfig(env: Env, defaults: { subjects: string; service
     subjects: list(env, 'JETFLOW_TASK_SUBJECTS').length ? list(env, 'JETFLOW_TASK_SUBJECTS') : [defaults.subjects],
     registry: loadFlowRegistry(env),
     testPlugins: bool(env, 'JETFLOW_TEST_PLUGINS', false),
-    // Noop tasks cost no CPU, so the only useful bound is the broker's; real tasks queue for threads.
-    concurrency: int(env, 'JETFLOW_WORKER_CONCURRENCY', oneOf(env, 'JETFLOW_TASK_MODE', ['real', 'noop'] as const, 'real') === 'noop' ? 256 : threads * 2, { min: 1, max: 10_000 }),
+    // Noop tasks cost no CPU, so the only useful bound is the broker's. A real task needs a thread: one
+    // slot per thread, so a worker holds only what it can start and no time limit runs while a task waits.
+    concurrency: int(env, 'JETFLOW_WORKER_CONCURRENCY', oneOf(env, 'JETFLOW_TASK_MODE', ['real', 'noop'] as const, 'real') === 'noop' ? 256 : threads, { min: 1, max: 10_000 }),
     threads,
     mode: oneOf(env, 'JETFLOW_TASK_MODE', ['real', 'noop'] as const, 'real'),
     graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),

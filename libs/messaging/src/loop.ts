@@ -15,6 +15,8 @@ export interface PullLoopOptions {
   expiresMs?: number;
   /** Further limit on how many to fetch now (admission control); fetch mode only. */
   capacity?: () => number;
+  /** Resolves when capacity() may have grown; without it a loop at zero capacity polls every 5 ms. */
+  whenCapacity?: () => Promise<void>;
   handle: (m: JsMsg) => Promise<void>;
   log: Logger;
   /** Tracing of each delivery (see traceMessages); default: a span when the message carries a trace. */
@@ -36,6 +38,7 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
   let stopped = false;
   let inFlight = 0;
   let wake: (() => void) | undefined;
+  let wakeCapacity: (() => void) | undefined;
   let idle: (() => void) | undefined;
   let stopIter: (() => void) | undefined;
   // consume() keeps a pull request open and renews it; with a short expiry, a quiet consumer's request
@@ -75,7 +78,7 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
             if (stopped) break;
             const n = Math.min(o.concurrency - inFlight, o.capacity ? o.capacity() : Number.POSITIVE_INFINITY);
             if (n <= 0) {
-              await sleep(5);
+              await (o.whenCapacity ? Promise.race([o.whenCapacity(), new Promise<void>((r) => (wakeCapacity = r))]) : sleep(5));
               continue;
             }
             const iter = await c.fetch({ max_messages: n, expires });
@@ -110,6 +113,7 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
       stopped = true;
       stopIter?.();
       wake?.();
+      wakeCapacity?.();
       if (inFlight > 0) await new Promise<void>((r) => (idle = r));
       // stopIter() ends the current pull at once; this only bounds a broken connection.
       await Promise.race([done, sleep(Math.min(expires, 2_000) + 500)]);

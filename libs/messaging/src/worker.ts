@@ -9,16 +9,22 @@ import { backoffDelay, deadLetter } from './dlq.js';
 import { publishEvent } from './events.js';
 import { decodeTask, encodeTaskResult } from './fast-codec.js';
 import { encodeUtf8 } from './utf8.js';
+import { HardLimitError, TaskLimits } from './limits.js';
 
 export interface TaskContext {
-  /** Aborted at the task's soft time limit: the handler should wrap up. */
+  /** Aborted at the task's soft time limit, or at once when its flow is cancelled: the handler should wrap up. */
   signal: AbortSignal;
-  /** Aborted at the hard limit: work must stop now (a thread pool terminates the thread). */
+  /** Aborted at the hard limit, or a short grace after a cancel: work must stop now (a thread pool terminates the thread). */
   hardSignal: AbortSignal;
   attempt: number;
   log: Logger;
-  /** Absolute time of the soft limit (ms since epoch), for work that runs in another thread. */
+  /** Absolute time of the soft limit (ms since epoch), for work that runs in another thread; later by every pause. */
   softDeadlineAt: number;
+  /**
+   * Stops the limits' clocks while the task waits for a worker thread (the flow deadline bounds that
+   * wait); call the returned function when a thread starts the work (a pool's `onStart`).
+   */
+  pauseLimits(): () => void;
 }
 
 export interface TaskOutput {
@@ -33,13 +39,18 @@ export type TaskHandler = (task: Task, ctx: TaskContext) => Promise<TaskOutput>;
 export interface TaskWorkerOptions {
   nc: NatsConnection;
   subjects: string[];
-  /** Messages in flight per task consumer. */
+  /**
+   * Tasks this worker runs at once, across all its subjects (its slots; a CPU-bound worker has one per
+   * pool thread). A pull never asks for more than the free slots.
+   */
   concurrency: number;
   partitions: number;
   handler: TaskHandler;
   log: Logger;
   workerId: string;
   heartbeatMs?: number;
+  /** How long a task of a cancelled flow may take to stop after its signal fired, before its hard signal fires (default 500 ms). */
+  cancelGraceMs?: number;
   /** Observer hooks (metrics). */
   onOutcome?: (task: Task | undefined, outcome: 'succeeded' | 'failed' | 'retried' | 'dead_lettered' | 'cancelled', durationMs: number) => void;
 }
@@ -50,61 +61,75 @@ export interface TaskWorker {
   readonly inFlight: number;
 }
 
-
-interface LazyAbort {
-  readonly signal: AbortSignal;
-  readonly aborted: boolean;
-  abort(reason: unknown): void;
-}
-
-/** An AbortController made on first use of its signal (creating one per task was ~4 % of a worker's CPU). */
-function lazyAbort(): LazyAbort {
-  let c: AbortController | undefined;
-  let aborted = false;
-  let reason: unknown;
-  return {
-    get signal() {
-      if (!c) {
-        c = new AbortController();
-        if (aborted) c.abort(reason);
-      }
-      return c.signal;
-    },
-    get aborted() {
-      return aborted;
-    },
-    abort(r: unknown) {
-      if (aborted) return;
-      aborted = true;
-      reason = r;
-      c?.abort(r);
-    },
-  };
-}
+/** What admits a task that waits for a slot, or turns it away. */
+type Admission = 'run' | 'cancelled' | 'deadline' | 'stop';
 
 interface InFlight {
-  hard: LazyAbort;
+  task: Task;
+  /** The flow deadline (ms since epoch; 0 = none). */
+  deadlineAt: number;
   lastBeat: number;
-}
-
-class HardLimitError extends Error {
-  readonly code = ErrorCodes.TIMEOUT;
+  /** Set once the task runs. */
+  limits?: TaskLimits;
+  /** Set while the task waits for a slot. */
+  admit?: (a: Admission) => void;
 }
 
 /**
  * The worker runtime shared by dataset-generator and analyst. The runtime, never the handler, decides
  * ack, delayed nak (retry with backoff and jitter), and dead letter; it acks only after the result is
- * durably published; it sends in-progress heartbeats while a task runs; it checks cancellation before
- * starting a task.
+ * durably published; it sends in-progress heartbeats while a task waits or runs; it checks cancellation
+ * before starting a task and aborts a running one whose flow is cancelled.
+ *
+ * Slots: the pull loops of all subjects share `concurrency` slots and fetch only what is free. Pulls of
+ * several subjects are open at once, so a burst can still deliver a few more than the free slots: those
+ * wait here for a slot, heartbeated, with their time limits not yet running, until the flow deadline.
  */
 export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker> {
   const js: JetStreamClient = o.nc.jetstream();
   const pub = new JetStreamPublisher(o.nc);
   const heartbeatMs = o.heartbeatMs ?? 1_000;
-  const cancelled = await watchCancellations(js, o.log);
+  const cancelGraceMs = o.cancelGraceMs ?? 500;
+  const slots = Math.max(1, o.concurrency);
   const inflight = new Map<JsMsg, InFlight>();
+  /** Tasks waiting for a slot, oldest first. */
+  const waiting: InFlight[] = [];
+  let running = 0;
+  /** Messages being handled (running, waiting, or being skipped): what the pulls subtract. */
+  let held = 0;
+  let capacityWaiters: Array<() => void> = [];
   let handingBack = false;
-  // In-progress heartbeats for every task running longer than heartbeatMs: one timer for the whole worker.
+
+  const turnAway = (e: InFlight, why: Admission) => {
+    const i = waiting.indexOf(e);
+    if (i < 0) return;
+    waiting.splice(i, 1);
+    const admit = e.admit!;
+    e.admit = undefined;
+    admit(why);
+  };
+  const release = () => {
+    const next = waiting.shift();
+    if (!next) {
+      running--;
+      return;
+    }
+    // The slot passes straight to the oldest waiting task.
+    const admit = next.admit!;
+    next.admit = undefined;
+    admit('run');
+  };
+  const onCancel = (flowId: string) => {
+    for (const e of [...inflight.values()]) {
+      if (e.task.flowId !== flowId) continue;
+      if (e.admit) turnAway(e, 'cancelled');
+      else e.limits?.cancel(cancelGraceMs);
+    }
+  };
+  const cancelled = await watchCancellations(js, o.log, onCancel);
+
+  // In-progress heartbeats for every task held longer than heartbeatMs (waiting or running), and the
+  // deadline of waiting ones: one timer for the whole worker.
   const beat = setInterval(() => {
     const now = Date.now();
     for (const [m, f] of inflight) {
@@ -112,6 +137,10 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         f.lastBeat = now;
         m.working();
       }
+    }
+    for (let i = waiting.length - 1; i >= 0; i--) {
+      const e = waiting[i]!;
+      if (e.deadlineAt > 0 && now > e.deadlineAt) turnAway(e, 'deadline');
     }
   }, Math.max(50, Math.floor(heartbeatMs / 2)));
   beat.unref();
@@ -136,8 +165,32 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     await pub.publish(resultSubject(o.partitions, task.flowId), body, { msgId: `${task.flowId}:${task.task}:result`, headers: h });
   };
 
+  /** A task of a cancelled flow that never ran: a cancelled result (the orchestrator expects one per task). */
+  const skipCancelled = async (m: JsMsg, task: Task, attempt: number) => {
+    await publishResult(task, TaskStatus.CANCELLED, { errorCode: 'cancelled', errorMessage: 'flow cancelled before the task started' }, attempt);
+    publishEvent(o.nc, task.tenant, { flowId: task.flowId, flow: task.flow, type: 'task.skipped', task: task.task, attempt, message: 'flow cancelled before the task started' });
+    m.ack();
+    o.onOutcome?.(task, 'cancelled', 0);
+  };
+  const failPastDeadline = async (m: JsMsg, task: Task, attempt: number) => {
+    await publishResult(task, TaskStatus.FAILED, { errorCode: 'timeout', errorMessage: 'flow deadline passed before the task started' }, attempt);
+    m.ack();
+    o.onOutcome?.(task, 'failed', 0);
+  };
+
   const handle = async (m: JsMsg) => {
-    const started = Date.now();
+    held++;
+    try {
+      await handleHeld(m);
+    } finally {
+      held--;
+      const w = capacityWaiters;
+      capacityWaiters = [];
+      for (const f of w) f();
+    }
+  };
+
+  const handleHeld = async (m: JsMsg) => {
     let task: Task;
     try {
       task = decodeTask(m.data);
@@ -150,52 +203,66 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       return;
     }
     const attempt = m.info.deliveryCount;
+    if (cancelled.has(task.flowId)) return skipCancelled(m, task, attempt);
+    const deadlineAt = Number(task.deadlineAtMs);
+    if (deadlineAt > 0 && Date.now() > deadlineAt) return failPastDeadline(m, task, attempt);
+    const entry: InFlight = { task, deadlineAt, lastBeat: Date.now() };
+    inflight.set(m, entry);
+    try {
+      let admission: Admission = 'run';
+      if (running < slots) running++;
+      else admission = await new Promise<Admission>((r) => ((entry.admit = r), waiting.push(entry)));
+      if (admission === 'cancelled') return await skipCancelled(m, task, attempt);
+      if (admission === 'deadline') return await failPastDeadline(m, task, attempt);
+      if (admission === 'stop') return; // handed back by stop()
+      try {
+        if (cancelled.has(task.flowId)) return await skipCancelled(m, task, attempt);
+        await run(m, task, entry, attempt);
+      } finally {
+        release();
+      }
+    } finally {
+      inflight.delete(m);
+    }
+  };
+
+  const run = async (m: JsMsg, task: Task, entry: InFlight, attempt: number) => {
     // A child logger costs more than a noop task: make it only when something is logged.
     let child: Logger | undefined;
     const logFor = () => (child ??= o.log.child({ flowId: task.flowId, task: task.task, subject: m.subject, attempt }));
-    if (cancelled.has(task.flowId)) {
-      await publishResult(task, TaskStatus.CANCELLED, { errorCode: 'cancelled', errorMessage: 'flow cancelled before the task started' }, attempt);
-      publishEvent(o.nc, task.tenant, { flowId: task.flowId, flow: task.flow, type: 'task.skipped', task: task.task, attempt, message: 'flow cancelled before the task started' });
-      m.ack();
-      o.onOutcome?.(task, 'cancelled', 0);
-      return;
-    }
-    if (task.deadlineAtMs > 0n && Date.now() > Number(task.deadlineAtMs)) {
-      await publishResult(task, TaskStatus.FAILED, { errorCode: 'timeout', errorMessage: 'flow deadline passed before the task started' }, attempt);
-      m.ack();
-      o.onOutcome?.(task, 'failed', 0);
-      return;
-    }
-    // Signals and the hard-limit rejection are made only when used: a fast task never needs them.
-    const soft = lazyAbort();
-    const hard = lazyAbort();
-    const entry: InFlight = { hard, lastBeat: started };
-    inflight.set(m, entry);
-    const softMs = task.softLimitMs || 5_000;
-    const hardMs = task.hardLimitMs || 10_000;
     let rejectHard: ((e: Error) => void) | undefined;
-    const onHard = () => {
-      const e = new HardLimitError(`hard time limit of ${task.hardLimitMs} ms exceeded`);
-      hard.abort(e);
-      rejectHard?.(e);
-    };
-    // One timer per task: the soft limit first, which then arms the hard limit.
-    let timer: NodeJS.Timeout = setTimeout(() => {
-      soft.abort(new Error('soft time limit'));
-      timer = setTimeout(onHard, Math.max(0, hardMs - softMs));
-    }, Math.min(softMs, hardMs));
+    const limits = new TaskLimits({ softMs: task.softLimitMs || 5_000, hardMs: task.hardLimitMs || 10_000, deadlineAt: entry.deadlineAt, onHard: (e) => rejectHard?.(e) });
+    entry.limits = limits;
+    limits.start();
+    const started = limits.startedAt;
     const ctx: TaskContext = {
       get signal() {
-        return soft.signal;
+        return limits.signal;
       },
       get hardSignal() {
-        return hard.signal;
+        return limits.hardSignal;
       },
       attempt,
       get log() {
         return logFor();
       },
-      softDeadlineAt: started + softMs,
+      get softDeadlineAt() {
+        return limits.softDeadlineAt;
+      },
+      pauseLimits: () => limits.pause(),
+    };
+    /** The flow was cancelled while the task ran: whatever it returned, its result is a cancelled one. */
+    const publishCancelled = async (detail: string) => {
+      try {
+        await publishResult(task, TaskStatus.CANCELLED, { errorCode: 'cancelled', errorMessage: `flow cancelled while the task ran (${detail})`, startedAt: started }, attempt);
+      } catch (e) {
+        logFor().warn({ err: (e as Error).message }, 'cancelled result not published; will be redelivered');
+        m.nak(1_000);
+        return;
+      }
+      publishEvent(o.nc, task.tenant, { flowId: task.flowId, flow: task.flow, type: 'task.cancelled', task: task.task, attempt, message: detail });
+      m.ack();
+      o.onOutcome?.(task, 'cancelled', Date.now() - started);
     };
     let ran = false;
     try {
@@ -203,13 +270,14 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         rejectHard = reject;
         o.handler(task, ctx).then(resolve, reject);
       });
+      if (limits.cancelled || cancelled.has(task.flowId)) return await publishCancelled('its output was dropped');
       const outputJson = out.outputJson ?? (out.output !== undefined ? encodeUtf8(JSON.stringify(out.output)) : undefined);
       ran = true;
       await publishResult(task, TaskStatus.SUCCEEDED, { ...(outputJson ? { outputJson } : {}), ...(out.outputRef ? { outputRef: out.outputRef } : {}), startedAt: started }, attempt);
       m.ack();
       o.onOutcome?.(task, 'succeeded', Date.now() - started);
     } catch (err) {
-      if (handingBack && hard.aborted) {
+      if (handingBack && limits.hardAborted) {
         m.nak();
         return;
       }
@@ -220,8 +288,10 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         m.nak(1_000);
         return;
       }
-      const code = err instanceof HardLimitError ? ErrorCodes.TIMEOUT : codeOf(err);
       const message = (err as Error)?.message ?? String(err);
+      // Stopped because its flow was cancelled: no retry, no dead letter.
+      if (limits.cancelled) return await publishCancelled(limits.hardAborted ? `stopped after ${Date.now() - started} ms: ${message}` : message);
+      const code = err instanceof HardLimitError ? ErrorCodes.TIMEOUT : codeOf(err);
       const maxAttempts = task.maxAttempts || 3;
       if (!isTerminal(err) && attempt < maxAttempts) {
         const delay = backoffDelay(attempt, task.backoffInitialMs || 200, task.backoffMaxMs || 5_000, task.backoffMultiplier || 2);
@@ -243,13 +313,23 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         m.nak(1_000);
       }
     } finally {
-      clearTimeout(timer);
-      inflight.delete(m);
+      limits.dispose();
     }
   };
 
   const loops: PullLoop[] = o.subjects.map((s) =>
-    startPullLoop({ js, stream: STREAMS.tasks, consumer: CONSUMERS.task(s), concurrency: o.concurrency, mode: 'fetch', handle, log: o.log }),
+    startPullLoop({
+      js,
+      stream: STREAMS.tasks,
+      consumer: CONSUMERS.task(s),
+      concurrency: slots,
+      // Every subject's pull asks for at most the worker's free slots.
+      capacity: () => slots - held,
+      whenCapacity: () => new Promise<void>((r) => capacityWaiters.push(r)),
+      mode: 'fetch',
+      handle,
+      log: o.log,
+    }),
   );
 
   return {
@@ -264,7 +344,8 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         handingBack = true;
         for (const [m, f] of inflight) {
           m.nak();
-          f.hard.abort(new Error('shutting down'));
+          if (f.admit) turnAway(f, 'stop');
+          else f.limits?.abortHard(new Error('shutting down'));
         }
         await Promise.race([all, new Promise((r) => setTimeout(r, 1_000))]);
       }
@@ -275,8 +356,13 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
   };
 }
 
-/** Keeps the set of cancelled flows current by watching the cancel bucket (no round trip per task). */
-export async function watchCancellations(js: JetStreamClient, log: Logger): Promise<{ has(flowId: string): boolean; stop(): void }> {
+/** Keeps the set of cancelled flows current by watching the cancel bucket (no round trip per task); tells onCancel of each. */
+export async function watchCancellations(
+  js: JetStreamClient,
+  log: Logger,
+  /** Told of every flow cancelled from now on (and of the flags already set, at start). */
+  onCancel?: (flowId: string) => void,
+): Promise<{ has(flowId: string): boolean; stop(): void }> {
   const set = new Set<string>();
   let kv: KV | undefined;
   let stopped = false;
@@ -290,8 +376,11 @@ export async function watchCancellations(js: JetStreamClient, log: Logger): Prom
         const iter = await kv.watch({ key: '>', initializedFn: () => markReady() });
         w = iter;
         for await (const e of iter) {
-          if (e.operation === 'PUT') set.add(e.key);
-          else set.delete(e.key);
+          if (e.operation !== 'PUT') set.delete(e.key);
+          else if (!set.has(e.key)) {
+            set.add(e.key);
+            onCancel?.(e.key);
+          }
         }
       } catch (err) {
         if (!stopped) log.warn({ err: (err as Error).message }, 'cancel watch failed; retrying');

@@ -6,7 +6,9 @@
  *
  * Two limits: `softSignal` aborts the plugin's ctx.signal (it stops at its next checkpoint and the
  * task fails with code `timeout` or `cancelled`); `signal` is the hard limit: piscina terminates the
- * thread (and starts a fresh one, which loads the model again) and run() rejects.
+ * thread (and starts a fresh one, which loads the model again) and run() rejects. A job waits in
+ * piscina's queue while every thread is busy: `onStart` says when a thread starts it, so the caller's
+ * time limits can count running time only.
  *
  * No top-level await in this module on purpose: on Node 20, tsx cannot hook ESM imports inside
  * worker threads, so under tsx piscina loads a pool-worker.ts (and so this file) through require(),
@@ -15,14 +17,14 @@
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { MessageChannel, threadId, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, threadId, workerData, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 
 /** What every job sent to a worker carries; a service's job type adds its own fields. */
 export interface WorkerJob {
   plugin: string;
   records: readonly unknown[];
-  /** Set by the pool: a message on it aborts ctx.signal (the soft limit). */
+  /** Set by the pool: a message on it aborts ctx.signal (the soft limit); the thread posts `{ started: true }` on it. */
   abortPort?: MessagePort;
 }
 
@@ -49,6 +51,8 @@ export interface PoolOptions {
   maxQueue?: number;
   /** Called after every task that reached a thread, for metrics and logs. */
   onTaskDone?: (meta: TaskMeta & { ok: boolean }) => void;
+  /** Threads also serve the runner's fault-injection plugins (JETFLOW_TEST_PLUGINS; see createJobRunner). */
+  testPlugins?: boolean;
 }
 
 export interface RunOptions {
@@ -56,6 +60,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Soft limit: seen by the plugin as ctx.signal. */
   softSignal?: AbortSignal;
+  /** Called when a thread starts the job (after any wait in the queue, and the model load of a fresh thread). */
+  onStart?: () => void;
 }
 
 export interface WorkerPool<In, R> {
@@ -89,6 +95,7 @@ export function createWorkerPool<In, J extends WorkerJob, R>(opts: WorkerPoolOpt
     minThreads: threads,
     maxThreads: threads,
     idleTimeout: Number.POSITIVE_INFINITY, // a thread holds a loaded model: never let it go idle-reaped
+    workerData: { testPlugins: opts.testPlugins === true } satisfies ThreadData,
     ...(opts.maxQueue === undefined ? {} : { maxQueue: opts.maxQueue }),
   });
   const pool: WorkerPool<In, R> = {
@@ -98,6 +105,8 @@ export function createWorkerPool<In, J extends WorkerJob, R>(opts: WorkerPoolOpt
     },
     async runDetailed(job, runOpts = {}) {
       const { port1, port2 } = new MessageChannel();
+      const onStart = runOpts.onStart;
+      if (onStart) port1.once('message', (m: { started?: boolean }) => m?.started === true && onStart());
       const onSoftAbort = () => port1.postMessage({ timeout: isTimeout(runOpts.softSignal?.reason) });
       if (runOpts.softSignal?.aborted) onSoftAbort();
       else runOpts.softSignal?.addEventListener('abort', onSoftAbort, { once: true });
@@ -128,6 +137,26 @@ export function createWorkerPool<In, J extends WorkerJob, R>(opts: WorkerPoolOpt
   return pool;
 }
 
+/** What a pool run needs of a worker's task context (libs/messaging's TaskContext has it). */
+export interface LimitsContext {
+  signal: AbortSignal;
+  hardSignal: AbortSignal;
+  pauseLimits(): () => void;
+}
+
+/**
+ * runDetailed() under a task's limits: the soft limit as the plugin's ctx.signal, the hard limit as
+ * thread termination, and the limits' clocks stopped while the job waits for a free thread.
+ */
+export async function runUnderLimits<In, R>(pool: Pick<WorkerPool<In, R>, 'runDetailed'>, job: In, ctx: LimitsContext): Promise<{ result: R; meta: TaskMeta }> {
+  const resume = ctx.pauseLimits();
+  try {
+    return await pool.runDetailed(job, { signal: ctx.hardSignal, softSignal: ctx.signal, onStart: resume });
+  } finally {
+    resume();
+  }
+}
+
 function isTimeout(reason: unknown): boolean {
   return reason instanceof Error && reason.name === 'TimeoutError';
 }
@@ -145,6 +174,13 @@ export interface JobRunnerOptions<J extends WorkerJob, P, R> {
   modelLoads: () => number;
   /** Runs one plugin on a job. */
   run: (plugin: P, job: J, ctx: { signal: AbortSignal }) => Promise<R>;
+  /** Served too when the pool was made with testPlugins (fault injection, e.g. chaos.ts). */
+  testPlugins?: ReadonlyMap<string, P>;
+}
+
+/** What the pool tells its threads (piscina's workerData). */
+interface ThreadData {
+  testPlugins: boolean;
 }
 
 /**
@@ -154,6 +190,7 @@ export interface JobRunnerOptions<J extends WorkerJob, P, R> {
 export function createJobRunner<J extends WorkerJob, P, R>(o: JobRunnerOptions<J, P, R>): (job: J) => Promise<WorkerReply<R>> {
   // Preload; a failure surfaces in the first task (which retries the load), not as an unhandled rejection.
   o.loadModel().catch(() => undefined);
+  const plugins = (workerData as ThreadData | null)?.testPlugins && o.testPlugins ? new Map([...o.plugins, ...o.testPlugins]) : o.plugins;
   return async function runJob(job: J): Promise<WorkerReply<R>> {
     const started = performance.now();
     const controller = new AbortController();
@@ -163,8 +200,9 @@ export function createJobRunner<J extends WorkerJob, P, R>(o: JobRunnerOptions<J
     const meta = (): TaskMeta => ({ plugin: job.plugin, threadId, durationMs: performance.now() - started, modelLoads: o.modelLoads() });
     try {
       await o.loadModel(); // the preloaded session (memoised), or a retry if the preload failed
-      const plugin = o.plugins.get(job.plugin);
-      if (!plugin) throw Object.assign(new Error(`no ${o.kind} named "${job.plugin}" (have: ${[...o.plugins.keys()].join(', ')})`), { code: 'terminal' });
+      job.abortPort?.postMessage({ started: true });
+      const plugin = plugins.get(job.plugin);
+      if (!plugin) throw Object.assign(new Error(`no ${o.kind} named "${job.plugin}" (have: ${[...plugins.keys()].join(', ')})`), { code: 'terminal' });
       if (!Array.isArray(job.records)) throw Object.assign(new Error('job.records must be an array'), { code: 'terminal' });
       const result = await o.run(plugin, job, { signal: controller.signal });
       return { ok: true, result, meta: meta() };
@@ -177,3 +215,5 @@ export function createJobRunner<J extends WorkerJob, P, R>(o: JobRunnerOptions<J
     }
   };
 }
+
+export { CHAOS_BUSY, busyWork, type BusyReport } from './chaos.js';

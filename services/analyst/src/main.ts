@@ -1,6 +1,6 @@
 import { runWorkerService } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
-import { chaosHandler } from './handlers/chaos.js';
+import { chaosHandler, chaosTasks } from './handlers/chaos.js';
 
 // Noop mode answers at once; it loads neither the AWS SDK nor the model runtime (memory, start time).
 const NOOP_OUTPUT = { outputJson: new TextEncoder().encode('{"noop":true}') };
@@ -25,7 +25,7 @@ await runWorkerService('analyst', cfg, async (log, nc) => {
     throw new Error(`analyst: S3 bucket ${storage.objects.bucket} is not usable (AWS_ENDPOINT_URL_S3, AWS_REGION, JETFLOW_S3_BUCKET): ${(err as Error).message}`, { cause: err });
   }
   // Every thread starts (and loads its model) now, not on the first task.
-  const pool = createPool({ threads: cfg.threads });
+  const pool = createPool({ threads: cfg.threads, testPlugins: cfg.testPlugins });
   const cache = cfg.datasetCacheMaxBytes > 0 ? createKvCache({ nc, ttlMs: cfg.datasetCacheTtlMs, logger: log }) : undefined;
   log.info({ threads: pool.threads, bucket: storage.objects.bucket, cache: cache ? 'jetflow_cache' : 'off' }, 'analyst pool started');
   const analyse = analystHandler({
@@ -36,8 +36,9 @@ await runWorkerService('analyst', cfg, async (log, nc) => {
     resultInlineBytes: cfg.resultInlineBytes,
     instance: cfg.instanceId,
   });
+  const chaos = chaosTasks({ pool });
   return {
-    handler: async (task, ctx) => (isChaos(task.subject) ? chaosHandler(task, ctx) : analyse(task, ctx)),
+    handler: async (task, ctx) => (isChaos(task.subject) ? chaos(task, ctx) : analyse(task, ctx)),
     close: async () => {
       await pool.destroy();
       storage.close();

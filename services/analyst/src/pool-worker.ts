@@ -7,7 +7,7 @@
  * top-level await. (Compiled to dist/ it loads either way.)
  */
 import { loadSentimentModel, modelLoadCount } from '../../../libs/models/src/index.js';
-import { createJobRunner, type WorkerJob } from '../../../libs/pool/src/index.js';
+import { CHAOS_BUSY, busyWork, createJobRunner, type WorkerJob } from '../../../libs/pool/src/index.js';
 import { analyzers } from './analyzers/index.js';
 import type { Analyzer, Datasets, InputRecord, Report } from './analyzers/types.js';
 
@@ -24,4 +24,6 @@ export default createJobRunner<AnalyzerJob, Analyzer, Report>({
   loadModel: loadSentimentModel,
   modelLoads: modelLoadCount,
   run: (plugin, job, ctx) => plugin.analyze({ records: job.records, datasets: job.datasets ?? {} }, ctx),
+  // The fault suite's CPU-bound task (jetflow.task.test.busy), with JETFLOW_TEST_PLUGINS=1 only.
+  testPlugins: new Map<string, Analyzer>([[CHAOS_BUSY, { name: CHAOS_BUSY, description: 'fault injection: keeps a thread busy', analyze: (input, ctx) => busyWork(input.records, ctx.signal) }]]),
 });

@@ -3,6 +3,7 @@ import type { TaskHandler } from '../../../../libs/messaging/src/worker.js';
 import type { KvCache } from '../../../../libs/cache/src/index.js';
 import { TerminalError } from '../../../../libs/errors/src/index.js';
 import { storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
+import { runUnderLimits } from '../../../../libs/pool/src/index.js';
 import type { Datasets, InputRecord, Report } from '../analyzers/types.js';
 import type { AnalystPool } from '../pool.js';
 
@@ -45,7 +46,8 @@ export function analystHandler(d: AnalystHandlerDeps): TaskHandler {
     const [datasets, input] = await Promise.all([loadDatasets(task, d), readInput(task, d)]);
     const records = input ?? recordsFromText(datasets);
     if (!records) throw new TerminalError(`flow ${task.flowId} has neither input records nor a text dataset for ${task.task}`);
-    const { result, meta } = await d.pool.runDetailed({ plugin: pluginOf(task), records, datasets }, { signal: ctx.hardSignal, softSignal: ctx.signal });
+    // The limits count from when a thread starts the job, not while it waits for one.
+    const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records, datasets }, ctx);
     const stats = d.cache?.stats();
     const _worker = {
       instance: d.instance,

@@ -1,7 +1,10 @@
 import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { TaskContext, TaskHandler } from '../../../../libs/messaging/src/worker.js';
+import type { Task } from '../../../../libs/proto/src/index.js';
+import type { TaskContext, TaskHandler, TaskOutput } from '../../../../libs/messaging/src/worker.js';
 import { RetryableError, TerminalError } from '../../../../libs/errors/src/index.js';
+import { CHAOS_BUSY, runUnderLimits } from '../../../../libs/pool/src/index.js';
+import type { AnalystPool } from '../pool.js';
 
 /**
  * Fault-injection tasks for the fault suite, served only with JETFLOW_TEST_PLUGINS=1 (subjects
@@ -11,10 +14,14 @@ import { RetryableError, TerminalError } from '../../../../libs/errors/src/index
  *   hang  — spins a CPU-bound thread forever; only the hard limit (thread termination) ends it
  *   slow  — takes chaos.slowMs (default 7000), well past the consumer's ack wait, kept alive by heartbeats
  *   flaky — fails its first chaos.failTimes attempts (default 2), then succeeds
+ *   busy  — keeps a worker-pool thread busy for chaos.busyMs (default 1000), checking its soft signal
+ *           unless chaos.ignoreSignal (then only thread termination stops it); real task mode only
  */
 interface Chaos {
   slowMs?: number;
   failTimes?: number;
+  busyMs?: number;
+  ignoreSignal?: boolean;
 }
 
 const dec = new TextDecoder();
@@ -36,7 +43,14 @@ async function spinUntilKilled(ctx: TaskContext): Promise<never> {
   throw new RetryableError('hang: terminated at the hard limit');
 }
 
-export const chaosHandler: TaskHandler = async (task, ctx) => {
+/** The chaos tasks; `pool` (the analyst's, real mode) serves `busy`. */
+export function chaosTasks(deps: { pool?: Pick<AnalystPool, 'runDetailed'> } = {}): TaskHandler {
+  return (task, ctx) => runChaos(task, ctx, deps.pool);
+}
+
+export const chaosHandler: TaskHandler = chaosTasks();
+
+async function runChaos(task: Task, ctx: TaskContext, pool: Pick<AnalystPool, 'runDetailed'> | undefined): Promise<TaskOutput> {
   const name = task.subject.split('.').pop();
   const chaos = chaosOf(task.inputJson);
   switch (name) {
@@ -57,7 +71,13 @@ export const chaosHandler: TaskHandler = async (task, ctx) => {
       if (ctx.attempt <= failTimes) throw new RetryableError(`chaos: flaky attempt ${ctx.attempt} of ${failTimes} failing`);
       return { output: { succeededOnAttempt: ctx.attempt } };
     }
+    case 'busy': {
+      if (!pool) throw new TerminalError('chaos busy needs a worker-thread pool (JETFLOW_TASK_MODE=real)');
+      const fields = { busyMs: chaos.busyMs ?? 1_000, ignoreSignal: chaos.ignoreSignal ? 1 : 0 };
+      const { result } = await runUnderLimits(pool, { plugin: CHAOS_BUSY, records: [{ id: task.task, text: '', fields }] }, ctx);
+      return { output: { ...result, attempt: ctx.attempt } };
+    }
     default:
       throw new TerminalError(`no chaos plugin "${name}"`);
   }
-};
+}

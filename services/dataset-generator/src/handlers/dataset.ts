@@ -2,6 +2,7 @@ import type { Task } from '../../../../libs/proto/src/index.js';
 import type { TaskHandler } from '../../../../libs/messaging/src/worker.js';
 import { TerminalError } from '../../../../libs/errors/src/index.js';
 import { storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
+import { runUnderLimits } from '../../../../libs/pool/src/index.js';
 import type { InputRecord } from '../generators/types.js';
 import type { GeneratorPool } from '../pool.js';
 
@@ -66,8 +67,9 @@ export async function readRecords(task: Task, objects: Pick<ObjectStore, 'resolv
 export function datasetHandler(d: DatasetHandlerDeps): TaskHandler {
   return async (task, ctx) => {
     const records = await readRecords(task, d.objects);
-    // Errors from the pool carry their code (terminal, timeout, cancelled, internal).
-    const { result, meta } = await d.pool.runDetailed({ plugin: pluginOf(task), records }, { signal: ctx.hardSignal, softSignal: ctx.signal });
+    // Errors from the pool carry their code (terminal, timeout, cancelled, internal). The limits count
+    // from when a thread starts the job, not while it waits for one.
+    const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records }, ctx);
     let stored;
     try {
       stored = await d.objects.putJsonLines(datasetKey(task.tenant, task.flowId, task.task), result.rows);
