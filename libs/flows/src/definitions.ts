@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { SUBJECTS } from '../../messaging/src/topology.js';
 
@@ -136,3 +137,37 @@ export class FlowRegistry {
     return [...this.byName.keys()];
   }
 }
+
+/** JSON with the keys of every object sorted: one definition gives the same bytes in every process. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .sort()
+      .filter((k) => o[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+export const DEFINITION_HASH_RE = /^[0-9a-f]{16}$/;
+const hashes = new WeakMap<FlowDef, string>();
+
+/**
+ * A definition's identity: the first 64 bits of the sha256 of its canonical JSON. A flow's state records
+ * it, so the flow finishes on the definition it started with whatever the definitions file says later
+ * (libs/flows versions.ts). Memoised per object: it is computed at every flow start.
+ */
+export function definitionHash(def: FlowDef): string {
+  let h = hashes.get(def);
+  if (!h) {
+    h = createHash('sha256').update(canonicalJson(def)).digest('hex').slice(0, 16);
+    hashes.set(def, h);
+  }
+  return h;
+}
+
+/** The key of a definition version in the definitions store: `<name>.v<version>.<hash>`. */
+export const definitionKey = (name: string, version: number, hash: string) => `${name}.v${version}.${hash}`;

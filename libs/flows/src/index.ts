@@ -5,3 +5,4 @@ export * from './callback-policy.js';
 export * from './catalogue.js';
 export * from './load.js';
 export * from './routing.js';
+export * from './versions.js';

@@ -1,4 +1,4 @@
-import type { FlowDef, TaskDef } from './definitions.js';
+import { definitionHash, type FlowDef, type TaskDef } from './definitions.js';
 
 /**
  * The saga state of one flow as stored in the flows KV bucket, and the pure transitions over it.
@@ -37,6 +37,11 @@ export interface FlowState {
   tenant: string;
   flow: string;
   version: number;
+  /**
+   * definitionHash of the definition the flow started on: it finishes on that one, even after the
+   * definitions change (versions.ts). Absent in states written before definitions were versioned.
+   */
+  defHash?: string;
   status: FlowStatus;
   /** Index of the stage in progress (or the last one reached). */
   stage: number;
@@ -84,6 +89,7 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
     tenant: req.tenant,
     flow: def.name,
     version: def.version,
+    defHash: definitionHash(def),
     status: 'running',
     stage: 0,
     submittedAt: req.submittedAt,
@@ -96,6 +102,35 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
   if (req.callbackUrl) s.callbackUrl = req.callbackUrl;
   if (req.idempotencyKey) s.idempotencyKey = req.idempotencyKey;
   if (req.inputJson !== undefined) s.input = req.inputJson;
+  if (req.inputRef) s.inputRef = req.inputRef;
+  if (req.traceparent) s.traceparent = req.traceparent;
+  return s;
+}
+
+/**
+ * The state of an accepted flow that cannot start, ended `failed` at once with the reason (its
+ * definition is no longer loaded; version 0, no tasks): it still gets its terminal state and its one
+ * callback.
+ */
+export function unstartableFlowState(req: StartRequest, e: TaskError, now: number): FlowState {
+  const s: FlowState = {
+    flowId: req.flowId,
+    tenant: req.tenant,
+    flow: req.flow,
+    version: 0,
+    status: 'failed',
+    stage: 0,
+    submittedAt: req.submittedAt,
+    startedAt: now,
+    deadlineAt: req.submittedAt + (req.deadlineMs || 0),
+    finishedAt: now,
+    endReason: e.message,
+    metadata: req.metadata ?? {},
+    tasks: {},
+    errors: [e],
+  };
+  if (req.callbackUrl) s.callbackUrl = req.callbackUrl;
+  if (req.idempotencyKey) s.idempotencyKey = req.idempotencyKey;
   if (req.inputRef) s.inputRef = req.inputRef;
   if (req.traceparent) s.traceparent = req.traceparent;
   return s;
@@ -119,6 +154,8 @@ export interface Transition {
   changed: boolean;
   /** Human-readable events of this transition, for the event stream. */
   events: Array<{ type: string; task?: string; stage?: string; message?: string }>;
+  /** The message could not be applied (the flow failed because of it): dead-letter it with this reason. */
+  rejected?: { code: string; message: string };
 }
 
 function finish(s: FlowState, status: FlowStatus, now: number, reason: string, t: Transition) {
@@ -158,8 +195,11 @@ function advance(s: FlowState, def: FlowDef, now: number, t: Transition) {
 export function applyResult(s: FlowState, def: FlowDef, r: ResultIn, now: number): Transition {
   const t: Transition = { changed: false, events: [] };
   const ts = s.tasks[r.task];
-  // Unknown task, settled task (duplicate / redelivery) or finished flow: nothing to count.
-  if (!ts || SETTLED_TASK.has(ts.status) || isTerminal(s) || ts.status !== 'dispatched') return t;
+  // Settled task (duplicate / redelivery) or finished flow: nothing to count.
+  if (isTerminal(s) || (ts && SETTLED_TASK.has(ts.status))) return t;
+  // A result the flow cannot have asked for: it never vanishes silently, the flow fails naming it.
+  if (!ts) return failFlow(s, { task: r.task, code: 'unknown_task', message: `a result arrived for task "${r.task}", which flow ${s.flow} v${s.version} does not have` }, now);
+  if (ts.status !== 'dispatched') return failFlow(s, { task: r.task, code: 'unexpected_result', message: `a result arrived for task "${r.task}", which was never dispatched (${ts.status})` }, now);
   t.changed = true;
   ts.attempts = r.attempts;
   if (r.startedAt) ts.startedAt = r.startedAt;
@@ -202,6 +242,35 @@ export function applyCancel(s: FlowState, reason: string, now: number): Transiti
   return t;
 }
 
+/**
+ * Ends a running flow `failed` because of a message it cannot apply (a result for a task it does not
+ * have, a definition that cannot be found), naming why in its errors; the transition says the message
+ * is to be dead-lettered. A finished flow stays as it is.
+ */
+export function failFlow(s: FlowState, e: TaskError, now: number): Transition {
+  const t: Transition = { changed: false, events: [], rejected: { code: e.code, message: e.message } };
+  if (isTerminal(s)) return t;
+  t.changed = true;
+  s.errors.push(e);
+  finish(s, 'failed', now, e.message, t);
+  return t;
+}
+
+/**
+ * Whether a definition has exactly the stages and tasks of a state (for states without a defHash,
+ * written before definitions were versioned, and for views given the definition loaded now).
+ */
+export function defFits(s: FlowState, def: FlowDef): boolean {
+  let n = 0;
+  for (const [i, st] of def.stages.entries()) {
+    for (const td of st.tasks) {
+      if (s.tasks[td.name]?.stage !== i) return false;
+      n++;
+    }
+  }
+  return n === Object.keys(s.tasks).length;
+}
+
 /** The tasks that the state says are dispatched (to publish, idempotently, with deterministic ids). */
 export function tasksToDispatch(s: FlowState, def: FlowDef): TaskDef[] {
   if (isTerminal(s)) return [];
@@ -219,20 +288,19 @@ export const msgIds = {
 
 export const deliveryIdOf = (flowId: string) => `dlv_${flowId}`;
 
-/** The report the callback receives (API.md). */
-export function callbackBody(s: FlowState, def: FlowDef) {
-  const last = def.stages[def.stages.length - 1]!;
+/**
+ * The report the callback receives (README, "The callback"): the last stage's tasks under `results`,
+ * earlier ones under `datasets`. Built from the state alone (its tasks are in definition order and know
+ * their stage), so a flow whose definition can no longer be found still gets its callback.
+ */
+export function callbackBody(s: FlowState) {
+  let last = 0;
+  for (const ts of Object.values(s.tasks)) if (ts.stage > last) last = ts.stage;
   const results: Record<string, unknown> = {};
-  for (const td of last.tasks) {
-    const ts = s.tasks[td.name]!;
-    results[td.name] = ts.status === 'succeeded' ? (ts.output ?? (ts.outputRef ? { ref: ts.outputRef } : null)) : { status: ts.status, error: ts.error ?? null };
-  }
   const datasets: Record<string, unknown> = {};
-  for (const st of def.stages.slice(0, -1)) {
-    for (const td of st.tasks) {
-      const ts = s.tasks[td.name]!;
-      datasets[td.name] = ts.status === 'succeeded' ? (ts.output ?? (ts.outputRef ? { ref: ts.outputRef } : null)) : { status: ts.status };
-    }
+  for (const [name, ts] of Object.entries(s.tasks)) {
+    if (ts.stage === last) results[name] = ts.status === 'succeeded' ? (ts.output ?? (ts.outputRef ? { ref: ts.outputRef } : null)) : { status: ts.status, error: ts.error ?? null };
+    else datasets[name] = ts.status === 'succeeded' ? (ts.output ?? (ts.outputRef ? { ref: ts.outputRef } : null)) : { status: ts.status };
   }
   const finishedAt = s.finishedAt ?? Date.now();
   return {
@@ -251,10 +319,25 @@ export function callbackBody(s: FlowState, def: FlowDef) {
   };
 }
 
-/** The public view of a flow (GET /v1/flows/{id}); the input is not echoed back. */
+/**
+ * The public view of a flow (GET /v1/flows/{id}); the input is not echoed back. `def` is used only if
+ * it is the flow's own definition; otherwise (the definitions changed since the flow started) the
+ * stages come from the state, which knows each task's stage but not stage names, policies or subjects.
+ */
 export function publicView(s: FlowState, def: FlowDef | undefined, callback?: unknown) {
   const iso = (n?: number) => (n ? new Date(n).toISOString() : null);
-  const stages = (def?.stages ?? []).map((st, i) => ({
+  const own = def && (s.defHash ? s.defHash === definitionHash(def) : defFits(s, def)) ? def : undefined;
+  const shape: Array<{ name: string; onFailure: string | null; tasks: Array<{ name: string; subject: string | null }> }> = own
+    ? own.stages.map((st) => ({ name: st.name, onFailure: st.onFailure, tasks: st.tasks.map((td) => ({ name: td.name, subject: td.subject })) }))
+    : [];
+  if (!own) {
+    for (const [name, ts] of Object.entries(s.tasks)) {
+      if (!Number.isInteger(ts.stage) || ts.stage < 0 || ts.stage >= 64) continue;
+      while (shape.length <= ts.stage) shape.push({ name: `stage-${shape.length}`, onFailure: null, tasks: [] });
+      shape[ts.stage]!.tasks.push({ name, subject: null });
+    }
+  }
+  const stages = shape.map((st, i) => ({
     name: st.name,
     onFailure: st.onFailure,
     status: i < s.stage || isTerminal(s) ? 'settled' : i === s.stage ? 'running' : 'pending',
@@ -291,7 +374,7 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
     metadata: s.metadata,
     stages,
     errors: s.errors,
-    ...(done && def ? (({ results, datasets }) => ({ results, datasets }))(callbackBody(s, def)) : {}),
+    ...(done ? (({ results, datasets }) => ({ results, datasets }))(callbackBody(s)) : {}),
     callback: callback ?? null,
   };
 }

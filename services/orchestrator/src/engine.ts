@@ -14,21 +14,27 @@ import {
   applyDeadline,
   applyResult,
   callbackBody,
+  DefinitionVersions,
   deliveryIdOf,
   deriveFlowId,
+  failFlow,
+  FLOW_ID_RE,
   flowIdForSequence,
   isTerminal,
   msgIds,
   newFlowState,
+  storedDefinition,
   tasksToDispatch,
+  unstartableFlowState,
   validateSubmission,
   type CallbackPolicy,
+  type DefinitionLookup,
   type FlowDef,
   type FlowRegistry,
   type FlowState,
   type Transition,
 } from '../../../libs/flows/src/index.js';
-import { callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, isTransientNatsError, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
+import { callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, isCasConflict, isTransientNatsError, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
 import { activeTraceparent } from '../../../libs/telemetry/src/index.js';
@@ -46,6 +52,11 @@ export interface EngineDeps {
   writer: KvWriter;
   pub: JetStreamPublisher;
   registry: FlowRegistry;
+  /**
+   * The definitions store (KV jetflow_definitions, `<name>.v<version>.<hash>`): every definition a flow
+   * starts on is stored first, so the flow finishes on it after the definitions change.
+   */
+  definitions: Pick<KV, 'get' | 'put'>;
   partitions: number;
   policy: CallbackPolicy;
   log: Logger;
@@ -80,6 +91,18 @@ class Rejection extends Error {
   }
 }
 
+/** A partition message that can never be applied, however often it is redelivered. */
+class Unappliable extends Rejection {}
+
+/** Decoding bytes off the bus: a failure is permanent (the same bytes come back), so the message is unappliable. */
+function decoded<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new Unappliable('invalid_message', `${what} cannot be decoded: ${(err as Error).message}`);
+  }
+}
+
 /**
  * The saga engine: starts flows from the ingest stream and drives them from the per-flow result
  * partitions. Every transition is written to KV with compare-and-set on the revision, and every side
@@ -105,9 +128,16 @@ export class SagaEngine {
   private readonly maxFinished = 50_000;
   private readonly holdMs: number;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly versions: DefinitionVersions;
+  /** Definitions already in the store (by key), so a start costs no store write. */
+  private readonly stored = new Map<string, Promise<void>>();
 
   constructor(private readonly d: EngineDeps) {
     this.holdMs = d.holdMs ?? 1_000;
+    this.versions = new DefinitionVersions(d.registry, async (key) => {
+      const e = await d.definitions.get(key);
+      return e && e.operation === 'PUT' && e.value.length ? e.value : undefined;
+    });
     this.sweeper = setInterval(() => this.flushOld(), Math.max(100, this.holdMs / 2));
     this.sweeper.unref();
   }
@@ -262,7 +292,9 @@ export class SagaEngine {
     if (ctype === INGEST_CONTENT_TYPE) {
       // Published by the ingest service, which validated it already.
       const req = fromBinary(FlowRequestSchema, m.data);
-      if (!this.d.registry.get(req.flow)) throw new Rejection('invalid_argument', `unknown flow "${req.flow}"`);
+      // A flow name this orchestrator does not know was accepted under other definitions: start() ends it failed.
+      if (!/^[a-z][a-z0-9_-]{0,40}$/.test(req.flow)) throw new Rejection('invalid_argument', `flow name ${JSON.stringify(req.flow.slice(0, 50))} is not a flow name`);
+      if (!FLOW_ID_RE.test(req.flowId)) throw new Rejection('invalid_argument', `flow id ${JSON.stringify(req.flowId.slice(0, 70))} is not a flow id`);
       return req;
     }
     let body: unknown;
@@ -310,48 +342,69 @@ export class SagaEngine {
     });
   }
 
+  /** Stores a definition before the first flow starts on it (once per process; an intact entry is kept). */
+  private storeDefinition(def: FlowDef): Promise<void> {
+    const { key, value } = storedDefinition(def);
+    let p = this.stored.get(key);
+    if (!p) {
+      // Every writer of a key writes the same bytes (the key names their hash): no compare-and-set needed.
+      p = (async () => {
+        const e = await this.d.definitions.get(key);
+        if (!e || e.operation !== 'PUT' || dec.decode(e.value) !== value) await this.d.definitions.put(key, encodeUtf8(value));
+      })();
+      this.stored.set(key, p);
+      p.catch(() => this.stored.delete(key));
+    }
+    return p;
+  }
+
   private async start(req: FlowRequest, m: JsMsg): Promise<void> {
-    const def = this.d.registry.get(req.flow)!;
+    const def = this.d.registry.get(req.flow);
     const now = Date.now();
     // The flow's trace: this start span when tracing (a NATS submission without a traceparent gets its
     // root here), else the submitter's header. Later spans of the flow fall back to it.
     const traceparent = activeTraceparent() ?? (m.headers?.get('traceparent') || undefined);
     let cur: Cached | undefined;
     let fresh = false;
-    const state = newFlowState(
-      {
-        flowId: req.flowId,
-        tenant: req.tenant,
-        flow: req.flow,
-        ...(req.inputJson.length || !req.inputRef ? { inputJson: dec.decode(req.inputJson) } : {}),
-        ...(req.inputRef ? { inputRef: req.inputRef } : {}),
-        ...(req.callbackUrl ? { callbackUrl: req.callbackUrl } : {}),
-        ...(req.idempotencyKey ? { idempotencyKey: req.idempotencyKey } : {}),
-        deadlineMs: req.deadlineMs,
-        metadata: req.metadata,
-        submittedAt: Number(req.submittedAtMs) || now,
-        ...(traceparent ? { traceparent } : {}),
-      },
-      def,
-      now,
-    );
+    const startReq = {
+      flowId: req.flowId,
+      tenant: req.tenant,
+      flow: req.flow,
+      ...(req.inputJson.length || !req.inputRef ? { inputJson: dec.decode(req.inputJson) } : {}),
+      ...(req.inputRef ? { inputRef: req.inputRef } : {}),
+      ...(req.callbackUrl ? { callbackUrl: req.callbackUrl } : {}),
+      ...(req.idempotencyKey ? { idempotencyKey: req.idempotencyKey } : {}),
+      deadlineMs: req.deadlineMs,
+      metadata: req.metadata,
+      submittedAt: Number(req.submittedAtMs) || now,
+      ...(traceparent ? { traceparent } : {}),
+    };
+    // Accepted by an ingest that knew the flow, queued while the definitions changed: it ends failed,
+    // with a callback, instead of never.
+    const state = def
+      ? newFlowState(startReq, def, now)
+      : unstartableFlowState(startReq, { task: '', code: 'unknown_flow', message: `flow "${req.flow}" is not defined on this orchestrator (defined: ${this.d.registry.names().join(', ')})` }, now);
+    // Stored before any state names it, so a restart with other definitions still finds it.
+    if (def) await this.storeDefinition(def);
     try {
       const rev = await this.d.writer.create(req.flowId, encodeUtf8(JSON.stringify(state)));
       cur = { state, rev };
       fresh = true;
-      this.running.set(req.flowId, state.deadlineAt);
+      if (!isTerminal(state)) this.running.set(req.flowId, state.deadlineAt);
       // The partition owner keeps the working copy; saves a KV read on the first result.
       if (this.d.ownsFlow?.(req.flowId)) {
         this.remember(state, rev);
-        if (req.inputJson.length) this.inputs.set(req.flowId, req.inputJson);
+        if (req.inputJson.length && !isTerminal(state)) this.inputs.set(req.flowId, req.inputJson);
       }
     } catch (err) {
-      if (!/wrong last sequence|key exists/i.test((err as Error).message)) throw err;
+      if (!isCasConflict(err)) throw err;
       cur = await this.load(req.flowId, true);
       if (!cur) throw new Error(`flow ${req.flowId} exists but cannot be read`);
     }
-    // A replayed or repeated submission re-derives the same publishes; JetStream collapses them.
-    await this.publishEffects(cur.state, def, fresh ? [{ type: 'flow.started', stage: def.stages[0]!.name }] : []);
+    // A replayed or repeated submission re-derives the same publishes (JetStream collapses them), from
+    // the definition the flow started on, which need not be the one loaded now.
+    const runsOn = fresh ? def : isTerminal(cur.state) ? undefined : await this.versions.lookup(cur.state).then((r) => ('def' in r ? r.def : undefined));
+    await this.publishEffects(cur.state, runsOn, fresh && def ? [{ type: 'flow.started', stage: def.stages[0]!.name }] : fresh ? [{ type: 'flow.completed', message: `failed: ${cur.state.endReason}` }] : []);
     if (!isTerminal(cur.state)) {
       const ctl = create(FlowControlSchema, { flowId: req.flowId, kind: 'deadline', dueAtMs: BigInt(cur.state.deadlineAt) });
       await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), { msgId: msgIds.deadline(req.flowId), headers: kindHeaders('control', req.flowId) });
@@ -363,39 +416,49 @@ export class SagaEngine {
 
   async handlePartition(m: JsMsg): Promise<void> {
     const kind = m.headers?.get('Jetflow-Kind');
+    // The flow a message is addressed to: the last token of jetflow.result.<p>.<flowId>.
+    const addressed = m.subject.slice(m.subject.lastIndexOf('.') + 1);
     try {
       if (kind === 'result') {
-        const r = decodeTaskResult(m.data);
+        const r = decoded('TaskResult', () => decodeTaskResult(m.data));
         if (this.finished.has(r.flowId)) {
           m.ack();
           return;
         }
+        if (r.flowId !== addressed || !FLOW_ID_RE.test(r.flowId)) throw new Unappliable('invalid_message', `a result for flow ${JSON.stringify(r.flowId.slice(0, 70))} was published to ${m.subject}`);
         await this.withFlow(r.flowId, () =>
-          this.transition(r.flowId, m, (s, def, now) =>
-            applyResult(
-              s,
-              def,
-              {
-                task: r.task,
-                succeeded: r.status === TaskStatus.SUCCEEDED,
-                cancelled: r.status === TaskStatus.CANCELLED,
-                ...(r.outputJson.length ? { output: JSON.parse(dec.decode(r.outputJson)) as unknown } : {}),
-                ...(r.outputRef ? { outputRef: r.outputRef } : {}),
-                errorCode: r.errorCode,
-                errorMessage: r.errorMessage,
-                attempts: r.attempts,
-                startedAt: Number(r.startedAtMs),
-                finishedAt: Number(r.finishedAtMs),
-                worker: r.worker,
-              },
-              now,
-            ),
+          this.transition(
+            r.flowId,
+            m,
+            (s, runsOn, now) =>
+              'problem' in runsOn
+                ? failFlow(s, { task: r.task, code: 'definition_unavailable', message: runsOn.problem }, now)
+                : applyResult(
+                    s,
+                    runsOn.def,
+                    {
+                      task: r.task,
+                      succeeded: r.status === TaskStatus.SUCCEEDED,
+                      cancelled: r.status === TaskStatus.CANCELLED,
+                      ...(r.outputJson.length ? { output: decoded(`output of task "${r.task}"`, () => JSON.parse(dec.decode(r.outputJson)) as unknown) } : {}),
+                      ...(r.outputRef ? { outputRef: r.outputRef } : {}),
+                      errorCode: r.errorCode,
+                      errorMessage: r.errorMessage,
+                      attempts: r.attempts,
+                      startedAt: Number(r.startedAtMs),
+                      finishedAt: Number(r.finishedAtMs),
+                      worker: r.worker,
+                    },
+                    now,
+                  ),
+            { needsDef: true, ifMissing: { code: 'unknown_flow', message: `a result for task "${r.task}" of flow ${r.flowId}, which has no state (unknown or expired)` } },
           ),
         );
         return;
       }
       if (kind === 'control') {
-        const c = fromBinary(FlowControlSchema, m.data);
+        const c = decoded('FlowControl', () => fromBinary(FlowControlSchema, m.data));
+        if (c.flowId !== addressed || !FLOW_ID_RE.test(c.flowId)) throw new Unappliable('invalid_message', `a ${c.kind} message for flow ${JSON.stringify(c.flowId.slice(0, 70))} was published to ${m.subject}`);
         if (c.kind === 'deadline') {
           const wait = Number(c.dueAtMs) - Date.now();
           if (this.finished.has(c.flowId)) {
@@ -415,46 +478,85 @@ export class SagaEngine {
           return;
         }
       }
-      throw new Error(`unknown partition message kind "${kind ?? ''}"`);
+      throw new Unappliable('invalid_message', `unknown partition message kind "${(kind ?? '').slice(0, 40)}"`);
     } catch (err) {
       // The broker not answering (a NATS node died: no stream leader yet) is no sign of poison, however
       // often it repeats: dead-lettering then would end the flow's only copy of a result or timer.
       const brokerDown = isTransientNatsError(err);
-      if ((!brokerDown && m.info.deliveryCount >= 5) || err instanceof SyntaxError || /unknown partition message|premature|invalid wire/i.test((err as Error).message)) {
-        this.d.log.error({ err: (err as Error).message, subject: m.subject }, 'poison message on result partition; dead-lettered');
-        await deadLetter(this.d.pub, m, 'result', { code: 'poison', message: (err as Error).message, flowId: m.headers?.get('Jetflow-Flow-Id') ?? '' });
-        m.term();
+      const poison = err instanceof Unappliable;
+      if (brokerDown || (!poison && m.info.deliveryCount < 5)) {
+        this.d.log.warn({ err: (err as Error).message, subject: m.subject }, 'partition message failed; will retry');
+        m.nak(Math.min(5_000, 250 * m.info.deliveryCount));
         return;
       }
-      this.d.log.warn({ err: (err as Error).message, subject: m.subject }, 'partition message failed; will retry');
-      m.nak(Math.min(5_000, 250 * m.info.deliveryCount));
+      await this.rejectMessage(m, addressed, { code: err instanceof Unappliable ? err.code : 'invalid_message', message: `a message for this flow could not be applied: ${(err as Error).message}` });
     }
   }
 
-  private async transition(flowId: string, m: JsMsg, apply: (s: FlowState, def: FlowDef, now: number) => Transition): Promise<void> {
+  /**
+   * A message that can never be applied: the flow it is addressed to ends `failed`, naming why, with its
+   * one callback, and the message is dead-lettered for inspection. Never silence.
+   */
+  private async rejectMessage(m: JsMsg, flowId: string, why: { code: string; message: string }): Promise<void> {
+    if (FLOW_ID_RE.test(flowId)) {
+      try {
+        await this.withFlow(flowId, () => this.transition(flowId, m, (s, _def, now) => failFlow(s, { task: '', ...why }, now), { ifMissing: why }));
+        return;
+      } catch (err) {
+        if (isTransientNatsError(err)) {
+          m.nak(Math.min(5_000, 250 * m.info.deliveryCount));
+          return;
+        }
+        // Dead-lettered all the same; the flow's durable deadline still ends it with its callback.
+        this.d.log.error({ flowId, err: (err as Error).message }, 'cannot fail the flow of an unappliable message');
+      }
+    }
+    this.d.log.error({ flowId, code: why.code, reason: why.message, subject: m.subject }, 'unappliable message on result partition; dead-lettered');
+    await deadLetter(this.d.pub, m, 'result', { ...why, flowId });
+    m.term();
+  }
+
+  private async transition(
+    flowId: string,
+    m: JsMsg,
+    apply: (s: FlowState, runsOn: DefinitionLookup, now: number) => Transition,
+    o: { needsDef?: boolean; ifMissing?: { code: string; message: string } } = {},
+  ): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       const cur = await this.load(flowId, attempt > 0);
       if (!cur) {
+        if (o.ifMissing) {
+          // A result (or an unappliable message) for a flow without state: kept for inspection.
+          this.d.log.warn({ flowId, subject: m.subject, reason: o.ifMissing.message }, 'message for an unknown or expired flow; dead-lettered');
+          await deadLetter(this.d.pub, m, 'result', { ...o.ifMissing, flowId });
+          m.term();
+          return;
+        }
         this.d.log.warn({ flowId, subject: m.subject }, 'message for an unknown or expired flow; dropped');
         m.ack();
         return;
       }
-      const def = this.d.registry.get(cur.state.flow);
-      if (!def) throw new Error(`flow ${flowId} uses unknown definition ${cur.state.flow}`);
+      // The flow runs on the definition it started with, whatever is loaded now (DefinitionVersions).
+      const known = this.versions.known(cur.state);
+      const runsOn: DefinitionLookup = known ? { def: known } : o.needsDef && !isTerminal(cur.state) ? await this.versions.lookup(cur.state) : { problem: 'not looked up' };
+      const def = 'def' in runsOn ? runsOn.def : undefined;
       const stageBefore = cur.state.stage;
-      const t = apply(cur.state, def, Date.now());
+      const t = apply(cur.state, runsOn, Date.now());
       const held = this.held.get(flowId);
       if (!t.changed) {
         if (held) {
           // Possibly a redelivery of a held result: it must not be acked before the state holding it is written.
-          held.msgs.push(m);
+          if (!t.rejected) {
+            held.msgs.push(m);
+            await this.flush(flowId);
+            return;
+          }
           await this.flush(flowId);
-          return;
         }
         // Duplicate or late message. A redelivery may mean a crash after the state write and before
         // the publishes: re-derive them (idempotent thanks to the message ids).
         if (m.info.redelivered) await this.publishEffects(cur.state, def, []);
-        m.ack();
+        await this.settle(m, flowId, t);
         return;
       }
       const boundary = isTerminal(cur.state) || cur.state.stage !== stageBefore;
@@ -472,7 +574,7 @@ export class SagaEngine {
       } catch (err) {
         // Our in-memory state is ahead of what is stored: forget it so the replay starts from KV.
         this.dropFlow(flowId);
-        if (/wrong last sequence/i.test((err as Error).message) && attempt < 5) continue; // another writer got there first
+        if (isCasConflict(err) && attempt < 5) continue; // another writer got there first
         throw err;
       }
       this.remember(cur.state, rev);
@@ -480,16 +582,28 @@ export class SagaEngine {
       const h = this.held.get(flowId);
       this.held.delete(flowId);
       for (const hm of h?.msgs ?? []) hm.ack();
-      m.ack();
+      await this.settle(m, flowId, t);
       return;
     }
   }
 
+  /** Acks the message a transition consumed, or dead-letters it when the transition rejected it. */
+  private async settle(m: JsMsg, flowId: string, t: Transition): Promise<void> {
+    if (!t.rejected) {
+      m.ack();
+      return;
+    }
+    this.d.log.error({ flowId, code: t.rejected.code, reason: t.rejected.message, subject: m.subject }, 'unappliable message on result partition; the flow failed; dead-lettered');
+    await deadLetter(this.d.pub, m, 'result', { ...t.rejected, flowId });
+    m.term();
+  }
+
   /** Publishes what the state implies: tasks of the current stage, the callback job, events. */
-  private async publishEffects(s: FlowState, def: FlowDef, events: Transition['events']): Promise<void> {
+  private async publishEffects(s: FlowState, def: FlowDef | undefined, events: Transition['events']): Promise<void> {
     const pubs: Array<Promise<unknown>> = [];
-    const dispatch = tasksToDispatch(s, def);
-    if (dispatch.length) {
+    // Without its definition a running flow dispatches nothing more (its next result fails it).
+    const dispatch = def ? tasksToDispatch(s, def) : [];
+    if (def && dispatch.length) {
       // What the tasks of one dispatch share (input, earlier outputs) is encoded once.
       const deps =
         s.stage > 0
@@ -534,7 +648,7 @@ export class SagaEngine {
         flowId: s.flowId,
         tenant: s.tenant,
         url: s.callbackUrl ?? '',
-        bodyJson: encodeUtf8(JSON.stringify(callbackBody(s, def))),
+        bodyJson: encodeUtf8(JSON.stringify(callbackBody(s))),
       });
       const h = kindHeaders('callback', s.flowId);
       if (s.traceparent) h.set('traceparent', s.traceparent);

@@ -29,7 +29,8 @@ const storage = await startOrchestratorStorage(cfg, log);
 
 const partitionLoops = new Map<number, PullLoop>();
 const writer = new KvWriter(pub, BUCKETS.flows);
-const engine = new SagaEngine({ nc, kv, writer, pub, registry, partitions: cfg.partitions, policy, log, onTerminal: obs.flowEnded, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
+const definitions = await openKv(nc, BUCKETS.definitions, { leader: true });
+const engine = new SagaEngine({ nc, kv, writer, pub, registry, definitions, partitions: cfg.partitions, policy, log, onTerminal: obs.flowEnded, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
 const sender = new CallbackSender({
   nc,
   kv,
