@@ -107,7 +107,8 @@ export function ensureNatsServerBinary(): string {
   if (which('apt-get') && (isRoot || which('sudo'))) {
     log('nats-server not found; installing Debian package nats-server');
     const pre = isRoot ? [] : ['sudo'];
-    const run = (args: string[]) => execFileSync(pre.length ? 'sudo' : args[0]!, pre.length ? args : args.slice(1), { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    const run = (args: string[]) =>
+      execFileSync(pre.length ? 'sudo' : args[0]!, pre.length ? args : args.slice(1), { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
     run(['apt-get', 'update', '-q']);
     run(['apt-get', 'install', '-y', '-q', 'nats-server']);
     const p = which('nats-server');
@@ -188,7 +189,12 @@ export async function runLocalStack(opts: { httpPort?: number; grpcPort?: number
     env,
     restartOnExit: true,
     logDir,
-    serviceEnv: { ingest: { JETFLOW_METRICS_PORT: '0' }, orchestrator: { JETFLOW_METRICS_PORT: '9464' }, 'dataset-generator': { JETFLOW_METRICS_PORT: '9465' }, analyst: { JETFLOW_METRICS_PORT: '9466' } },
+    serviceEnv: {
+      ingest: { JETFLOW_METRICS_PORT: '0' },
+      orchestrator: { JETFLOW_METRICS_PORT: '9464' },
+      'dataset-generator': { JETFLOW_METRICS_PORT: '9465' },
+      analyst: { JETFLOW_METRICS_PORT: '9466' },
+    },
     onExit: (p, code, signal) => {
       if (!stopping) log(`${p.name} exited (${signal ?? code}); restarting — see ${join(logDir, `${p.name}-${p.index}.log`)}`);
     },
@@ -202,7 +208,7 @@ export async function runLocalStack(opts: { httpPort?: number; grpcPort?: number
     await aws.stop();
     if (natsProc) {
       natsProc.kill('SIGTERM');
-      await new Promise((r) => natsProc!.once('exit', r));
+      await new Promise((r) => natsProc.once('exit', r));
     }
     log('stopped');
     process.exit(0);

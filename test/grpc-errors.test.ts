@@ -46,11 +46,11 @@ function rawClient(address: string) {
     m.set('authorization', `Bearer ${key}`);
     return m;
   };
-  // No client deadline: a call without a status after PROMPT_MS is reported (code -1) and cancelled.
-  const answer = (start: (done: (s: { code: number; details: string }) => void) => grpc.Call) =>
-    new Promise<{ code: number; details: string }>((resolve) => {
+  // No client deadline: a call without a status after PROMPT_MS is cancelled and counted as UNKNOWN (always wrong).
+  const answer = (start: (done: (s: { code: grpc.status; details: string }) => void) => grpc.Call) =>
+    new Promise<{ code: grpc.status; details: string }>((resolve) => {
       const timer = setTimeout(() => {
-        resolve({ code: -1, details: `no status within ${PROMPT_MS} ms` });
+        resolve({ code: grpc.status.UNKNOWN, details: `no status within ${PROMPT_MS} ms` });
         call.cancel();
       }, PROMPT_MS);
       const call = start((s) => {
@@ -60,7 +60,11 @@ function rawClient(address: string) {
     });
   return {
     unary: (method: string, bytes: Buffer, key: string) =>
-      answer((done) => client.makeUnaryRequest(`/${IngestService.typeName}/${method}`, id, id, bytes, md(key), {}, (err) => done(err ? { code: err.code, details: err.details } : { code: grpc.status.OK, details: 'OK' }))),
+      answer((done) =>
+        client.makeUnaryRequest(`/${IngestService.typeName}/${method}`, id, id, bytes, md(key), {}, (err) =>
+          done(err ? { code: err.code, details: err.details } : { code: grpc.status.OK, details: 'OK' }),
+        ),
+      ),
     stream: (method: string, bytes: Buffer, key: string) =>
       answer((done) => {
         const call = client.makeServerStreamRequest(`/${IngestService.typeName}/${method}`, id, id, bytes, md(key), {});
@@ -104,8 +108,8 @@ describe('gRPC errors', () => {
   let cb: CallbackReceiver;
   jetflowPerSuite((s) => ({ j, cb } = s), { jetflow: { env: { JETFLOW_TASK_MODE: 'noop' } } });
 
-  test('WatchFlow ends at once with NOT_FOUND or UNAUTHENTICATED for an unknown flow, another tenant\'s flow, no key or a wrong key (no client deadline)', async () => {
-    const theirs = await ingestClient(j.grpc, OTHER_KEY).submit(sampleSubmission(cb.url, { idempotencyKey: 'grpc-errors-other' }) as never);
+  test("WatchFlow ends at once with NOT_FOUND or UNAUTHENTICATED for an unknown flow, another tenant's flow, no key or a wrong key (no client deadline)", async () => {
+    const theirs = await ingestClient(j.grpc, OTHER_KEY).submit(sampleSubmission(cb.url, { idempotencyKey: 'grpc-errors-other' }));
     const cases: Array<[string, string, string | undefined, number, RegExp]> = [
       ['unknown flow', deriveFlowId('default', 'never-submitted'), j.apiKey, grpc.status.NOT_FOUND, /not found/],
       ['malformed flow id', 'not a flow id', j.apiKey, grpc.status.NOT_FOUND, /not found/],
@@ -132,20 +136,32 @@ describe('gRPC errors', () => {
 
   test('a flow accepted a moment ago is followed by WatchFlow, not refused', async () => {
     const client = ingestClient(j.grpc, j.apiKey);
-    const { flowId } = await client.submit(sampleSubmission(cb.url) as never);
+    const { flowId } = await client.submit(sampleSubmission(cb.url));
     client.close();
     const out = await watchOutcome(j.grpc, flowId, j.apiKey, 60_000);
     assert.notEqual(out, 'no status');
     if (out === 'no status') return;
     assert.equal(out.code, grpc.status.OK, out.details);
     assert.match(out.events[0] ?? '', /^snapshot:/);
-    assert.ok(out.events.some((e) => /:succeeded$/.test(e)), out.events.join(' '));
+    assert.ok(
+      out.events.some((e) => /:succeeded$/.test(e)),
+      out.events.join(' '),
+    );
   });
 
   test('undecodable requests to every method get INVALID_ARGUMENT naming the message type; decodable ones a typed status, never INTERNAL or UNKNOWN; the server keeps serving', async () => {
-    const done = await ingestClient(j.grpc, j.apiKey).submit(sampleSubmission(cb.url, { idempotencyKey: 'grpc-errors-done' }) as never);
+    const done = await ingestClient(j.grpc, j.apiKey).submit(sampleSubmission(cb.url, { idempotencyKey: 'grpc-errors-done' }));
     const valid = {
-      SubmitFlow: toBinary(SubmitFlowRequestSchema, create(SubmitFlowRequestSchema, { flow: 'insights', input: { records: [{ id: 'r1', text: 'late and damaged', fields: { rating: 2 } }] }, idempotencyKey: 'k1', deadlineMs: 5_000, metadata: { a: 'b' } })),
+      SubmitFlow: toBinary(
+        SubmitFlowRequestSchema,
+        create(SubmitFlowRequestSchema, {
+          flow: 'insights',
+          input: { records: [{ id: 'r1', text: 'late and damaged', fields: { rating: 2 } }] },
+          idempotencyKey: 'k1',
+          deadlineMs: 5_000,
+          metadata: { a: 'b' },
+        }),
+      ),
       GetFlow: toBinary(GetFlowRequestSchema, create(GetFlowRequestSchema, { flowId: done.flowId })),
       CancelFlow: toBinary(CancelFlowRequestSchema, create(CancelFlowRequestSchema, { flowId: done.flowId, reason: 'test' })),
       WatchFlow: toBinary(WatchFlowRequestSchema, create(WatchFlowRequestSchema, { flowId: done.flowId })),
@@ -164,7 +180,7 @@ describe('gRPC errors', () => {
           const outs = await Promise.all(batch.map((b) => (method === 'WatchFlow' ? raw.stream(method, b, j.apiKey) : raw.unary(method, b, j.apiKey))));
           outs.forEach((out, k) => {
             const bytes = batch[k]!;
-            const tag = `${method} ${bytes.toString('hex')}: ${grpc.status[out.code] ?? out.code} ${out.details}`;
+            const tag = `${method} ${bytes.toString('hex')}: ${grpc.status[out.code]} ${out.details}`;
             if (!decodes(schema, bytes)) {
               undecodable++;
               if (out.code !== grpc.status.INVALID_ARGUMENT || !out.details.startsWith(`request is not a valid ${schema.typeName}: `)) wrong.push(tag);
@@ -178,7 +194,7 @@ describe('gRPC errors', () => {
     assert.deepEqual(wrong, [], `${wrong.length} answers were wrong`);
     assert.ok(undecodable > 150, `only ${undecodable} of 400 inputs were undecodable; the test would not show much`);
     const client = ingestClient(j.grpc, j.apiKey);
-    const after = await client.submit(sampleSubmission(cb.url) as never);
+    const after = await client.submit(sampleSubmission(cb.url));
     assert.equal(after.status, 'accepted');
     assert.ok((await client.get(done.flowId)).flow);
     client.close();

@@ -32,7 +32,14 @@ describe('local stack configuration (pure)', () => {
 
   test('with JETFLOW_API_KEYS and JETFLOW_CALLBACK_SECRETS: passed on as given; the CLI gets the first tenant', () => {
     const a = localAccess(TWO_TENANTS, { tenant: 'default', apiKey: 'jf_old-key-0123456789' });
-    assert.deepEqual(a, { apiKeys: TWO_TENANTS.JETFLOW_API_KEYS, callbackSecrets: TWO_TENANTS.JETFLOW_CALLBACK_SECRETS, tenant: 'acme', apiKey: ACME_KEY, callbackSecret: 'acme-secret', note: undefined });
+    assert.deepEqual(a, {
+      apiKeys: TWO_TENANTS.JETFLOW_API_KEYS,
+      callbackSecrets: TWO_TENANTS.JETFLOW_CALLBACK_SECRETS,
+      tenant: 'acme',
+      apiKey: ACME_KEY,
+      callbackSecret: 'acme-secret',
+      note: undefined,
+    });
   });
 
   test('keys without secrets: one generated secret signs for every tenant', () => {
@@ -54,10 +61,14 @@ describe('local stack configuration (pure)', () => {
 
   test('bad keys and hosts are refused naming the variable and the problem', () => {
     assert.throws(() => localAccess({ JETFLOW_API_KEYS: 'acme:short' }), /JETFLOW_API_KEYS: the key for tenant "acme" is shorter than 16 characters/);
-    assert.throws(() => apiKeyEntries({ JETFLOW_API_KEYS: `acme:sha256:${'a'.repeat(63)}` }), /JETFLOW_API_KEYS: the key for tenant "acme" starts with "sha256:" but is not followed by 64 hex digits/);
+    assert.throws(
+      () => apiKeyEntries({ JETFLOW_API_KEYS: `acme:sha256:${'a'.repeat(63)}` }),
+      /JETFLOW_API_KEYS: the key for tenant "acme" starts with "sha256:" but is not followed by 64 hex digits/,
+    );
     assert.throws(() => apiKeyEntries({ JETFLOW_API_KEYS: `acme:${ACME_KEY},beta:${ACME_KEY}` }), /JETFLOW_API_KEYS: tenants "acme" and "beta" have the same key/);
     assert.throws(() => localAccess({ JETFLOW_CALLBACK_SECRETS: 'no-colon' }), /JETFLOW_CALLBACK_SECRETS: expected "tenant:value" pairs/);
-    for (const bad of ['0.0.0.0:8080', 'http://localhost', 'a b', '-x']) assert.throws(() => listenHost({ JETFLOW_HOST: bad }), /^ConfigError: JETFLOW_HOST: expected an address to listen on/, bad);
+    for (const bad of ['0.0.0.0:8080', 'http://localhost', 'a b', '-x'])
+      assert.throws(() => listenHost({ JETFLOW_HOST: bad }), /^ConfigError: JETFLOW_HOST: expected an address to listen on/, bad);
     assert.equal(listenHost({}), '0.0.0.0');
     assert.equal(listenHost({}, '127.0.0.1'), '127.0.0.1');
     assert.equal(listenHost({ JETFLOW_HOST: '[::1]' }), '::1');
@@ -109,12 +120,22 @@ async function runLocalStack(nats: NatsServerHandle, env: Record<string, string>
   const httpPort = await freePort();
   const grpcPort = await freePort();
   const proc = spawn(process.execPath, [join(repoRoot(), 'dist', 'scripts', 'local-stack.js')], {
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, NATS_URL: nats.url, JETFLOW_LOCAL_DIR: dir, JETFLOW_HTTP_PORT: String(httpPort), JETFLOW_GRPC_PORT: String(grpcPort), JETFLOW_TASK_MODE: 'noop', LOG_LEVEL: 'warn', ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? dir,
+      NATS_URL: nats.url,
+      JETFLOW_LOCAL_DIR: dir,
+      JETFLOW_HTTP_PORT: String(httpPort),
+      JETFLOW_GRPC_PORT: String(grpcPort),
+      JETFLOW_TASK_MODE: 'noop',
+      LOG_LEVEL: 'warn',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   const stop = async () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
@@ -132,7 +153,11 @@ async function runLocalStack(nats: NatsServerHandle, env: Record<string, string>
 }
 
 const submit = (run: LocalStackRun, key: string) =>
-  fetch(`http://127.0.0.1:${run.httpPort}/v1/flows`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(sampleSubmission('http://127.0.0.1:9/hook')) });
+  fetch(`http://127.0.0.1:${run.httpPort}/v1/flows`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(sampleSubmission('http://127.0.0.1:9/hook')),
+  });
 
 describe('local stack (npm start) as a process', () => {
   let nats: NatsServerHandle;
@@ -143,7 +168,7 @@ describe('local stack (npm start) as a process', () => {
     await nats?.stop();
   });
 
-  test('takes JETFLOW_API_KEYS / JETFLOW_CALLBACK_SECRETS for two tenants, writes the first tenant\'s key to local.json, and listens on 127.0.0.1 only', async () => {
+  test("takes JETFLOW_API_KEYS / JETFLOW_CALLBACK_SECRETS for two tenants, writes the first tenant's key to local.json, and listens on 127.0.0.1 only", async () => {
     const run = await runLocalStack(nats, TWO_TENANTS);
     try {
       for (const key of [ACME_KEY, BETA_KEY]) {
@@ -152,7 +177,7 @@ describe('local stack (npm start) as a process', () => {
       }
       assert.equal((await submit(run, 'wrong-key-0123456789abcdef')).status, 401);
       const grpcBeta = ingestClient(`127.0.0.1:${run.grpcPort}`, BETA_KEY);
-      assert.equal((await grpcBeta.submit(sampleSubmission('http://127.0.0.1:9/hook') as never)).status, 'accepted');
+      assert.equal((await grpcBeta.submit(sampleSubmission('http://127.0.0.1:9/hook'))).status, 'accepted');
       grpcBeta.close();
 
       const local = JSON.parse(readFileSync(join(run.dir, 'local.json'), 'utf8')) as Record<string, string>;

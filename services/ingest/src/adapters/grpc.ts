@@ -113,7 +113,7 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
         (res) => cb(null, res),
         (err: unknown) => {
           if (codeOf(err) === 'internal') reportError(d.log, err, { where: 'grpc call' });
-          cb(toStatus(err) as grpc.ServiceError);
+          cb(toStatus(err));
         },
       );
     };
