@@ -201,7 +201,7 @@ const flowEvent = rec(
     flowId: str('Flow id'),
     tenant: str('Tenant'),
     flow: str('Flow name'),
-    type: str('accepted, flow.started, task.dispatched, task.succeeded, task.failed, task.retrying, stage.completed, flow.completed, flow.rejected, callback.delivered, callback.retrying, callback.failed'),
+    type: str('accepted, flow.started, task.dispatched, task.succeeded, task.failed, task.retrying, task.skipped, task.cancelled, stage.completed, flow.completed, flow.rejected, callback.delivered, callback.retrying, callback.failed'),
     status: str('Flow status after the event'),
     task: str('Task, for task events (comma-separated when one transition touched several)'),
     stage: str('Stage, for stage events'),
