@@ -59,7 +59,7 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
   };
   let firstThreads = new Set<number>();
 
-  test('retries of an always-failing task with backoff x5 are spaced initial x 5^(n-1), within the jitter band', async () => {
+  test('retries of an always-failing task with backoff x5 are spaced initial x 5^(n-1), within the jitter band', async (t) => {
     const id = await submit('backoff5', {});
     await cb.waitForFlows([id], 40_000);
     const body = cb.byFlow(id)[0]!.body as { status: string; results: Results };
@@ -74,6 +74,7 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
     // initialMs 200, x5: delays uniform in [100, 200], [500, 1000], [2500, 5000]. Doubling would give at
     // most 400 and 800 ms for the last two, far under their floors; the ceilings allow a loaded machine.
     const bases = [200, 1_000, 5_000];
+    t.diagnostic(`gaps between attempts: ${gaps.join(', ')} ms`);
     gaps.forEach((g, i) => {
       assert.ok(g >= bases[i]! / 2 - 25, `gap ${i + 1}: ${g} ms, under ${bases[i]! / 2} (gaps ${gaps.join(', ')})`);
       assert.ok(g <= bases[i]! + 1_500, `gap ${i + 1}: ${g} ms, far over ${bases[i]} (gaps ${gaps.join(', ')})`);
@@ -96,7 +97,7 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
     for (const t of v.stages[0]!.tasks) assert.equal(t.attempts, 1, `${t.name}: one delivery`);
   });
 
-  test('cancel: the running tasks (one in the event loop, one spinning in a pool thread) are stopped within ~1 s, one cancelled callback, no success applied', async () => {
+  test('cancel: the running tasks (one in the event loop, one spinning in a pool thread) are stopped within ~1 s, one cancelled callback, no success applied', async (t) => {
     const id = await submit('cancelme', { chaos: { slowMs: 10_000, busyMs: 10_000, ignoreSignal: true } });
     await until('both tasks dispatched', async () => (await view(id)).stages?.[0]?.tasks.every((t) => t.status === 'dispatched') === true);
     await sleep(1_000); // both are running now
@@ -106,6 +107,7 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
     await cb.waitForFlows([id], 10_000);
     await until('task.cancelled of both tasks', () => events.filter((e) => e.flowId === id && e.type === 'task.cancelled').length >= 2, 5_000);
     for (const e of events.filter((x) => x.flowId === id && x.type === 'task.cancelled')) {
+      t.diagnostic(`${e.task} stopped ${e.atMs - t0} ms after the cancel request`);
       // The cancel watch fires the signal at once, the hard signal (thread termination) after a 500 ms grace.
       assert.ok(e.atMs - t0 < 1_500, `${e.task} stopped ${e.atMs - t0} ms after the cancel`);
     }

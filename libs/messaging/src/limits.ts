@@ -95,8 +95,9 @@ export class TaskLimits {
   start(now = Date.now()): void {
     if (this.startedAt) return;
     this.startedAt = now;
-    this.softAt = now + this.o.softMs;
-    this.hardAt = now + Math.max(this.o.hardMs, this.o.softMs);
+    // A soft limit past the hard one (refused in definitions, possible off the wire) fires with the hard one.
+    this.softAt = now + Math.min(this.o.softMs, this.o.hardMs);
+    this.hardAt = now + this.o.hardMs;
     this.arm(now);
   }
 
