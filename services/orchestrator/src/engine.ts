@@ -129,8 +129,8 @@ export class SagaEngine {
   private readonly holdMs: number;
   private readonly sweeper: NodeJS.Timeout;
   private readonly versions: DefinitionVersions;
-  /** Definitions already in the store (by key), so a start costs no store write. */
-  private readonly stored = new Map<string, Promise<void>>();
+  /** Definitions already in the store, so a start costs no store access. */
+  private readonly stored = new Map<FlowDef, Promise<void>>();
 
   constructor(private readonly d: EngineDeps) {
     this.holdMs = d.holdMs ?? 1_000;
@@ -344,16 +344,16 @@ export class SagaEngine {
 
   /** Stores a definition before the first flow starts on it (once per process; an intact entry is kept). */
   private storeDefinition(def: FlowDef): Promise<void> {
-    const { key, value } = storedDefinition(def);
-    let p = this.stored.get(key);
+    let p = this.stored.get(def);
     if (!p) {
       // Every writer of a key writes the same bytes (the key names their hash): no compare-and-set needed.
       p = (async () => {
+        const { key, value } = storedDefinition(def);
         const e = await this.d.definitions.get(key);
         if (!e || e.operation !== 'PUT' || dec.decode(e.value) !== value) await this.d.definitions.put(key, encodeUtf8(value));
       })();
-      this.stored.set(key, p);
-      p.catch(() => this.stored.delete(key));
+      this.stored.set(def, p);
+      p.catch(() => this.stored.delete(def));
     }
     return p;
   }
