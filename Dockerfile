@@ -1,22 +1,52 @@
-# One image for every Jetflow process; the command picks which:
+# One image for every Jetflow process; the command picks which (docker-compose.yml, deploy/k8s):
 #   node dist/services/<ingest|orchestrator|dataset-generator|analyst>/src/main.js
-#   node dist/libs/storage/src/local-aws-main.js   (local S3 + DynamoDB for a laptop stack)
-FROM node:20-bookworm-slim
+# Stages: build (dev dependencies, buf + tsc), prod-deps (npm ci --omit=dev), runtime (the default
+# target: dist/, production node_modules and the files the services read at run time, as uid 1000),
+# and local-aws (laptop only: s3rver and dynalite are dev dependencies, so that image is larger).
+# test/docker.test.ts checks that every file copied and every command exists after `npm run build`.
+ARG NODE_IMAGE=node:20.20.2-bookworm-slim
 
+FROM ${NODE_IMAGE} AS base
 WORKDIR /app
-# onnxruntime-node's install script would download CUDA libraries; the CPU build ships in the package.
-ENV ONNXRUNTIME_NODE_INSTALL=skip \
-    NODE_ENV=production
+# onnxruntime-node's install script would download CUDA libraries; its CPU build ships in the package.
+ENV ONNXRUNTIME_NODE_INSTALL=skip
 
-# Dependencies first, so source changes reuse this layer. Dev dependencies stay: the build needs
-# buf and tsc, and the local S3/DynamoDB servers (s3rver, dynalite) are dev dependencies.
-COPY package.json package-lock.json ./
+FROM base AS build
+COPY package.json package-lock.json .npmrc ./
 RUN npm ci --no-audit --no-fund --include=dev
+COPY buf.yaml buf.gen.yaml tsconfig.json ./
+COPY proto ./proto
+COPY libs ./libs
+COPY services ./services
+COPY scripts ./scripts
+COPY bench ./bench
+RUN npm run build
 
-COPY . .
-RUN npm run build && chown -R node:node /app
+FROM base AS prod-deps
+COPY package.json package-lock.json .npmrc ./
+RUN npm ci --no-audit --no-fund --omit=dev && npm cache clean --force
 
-USER node
-# Ingest HTTP and gRPC; the other services' /metrics ports (9464 orchestrator, 9465 dataset-generator, 9466 analyst).
+FROM base AS local-aws
+ENV NODE_ENV=production
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+USER 1000:1000
+EXPOSE 4567 4569
+CMD ["node", "dist/libs/storage/src/local-aws-main.js", "--host", "0.0.0.0", "--s3-port", "4569", "--dynamo-port", "4567", "--dir", "/data"]
+
+FROM base AS runtime
+ENV NODE_ENV=production
+# Nothing at run time installs packages: without npm, npx and corepack the image has less to exploit.
+RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack
+COPY --from=prod-deps /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+# Read at run time: the models (analyst, dataset-generator), the dashboard (ingest), the version (ops API).
+COPY libs/models/assets ./libs/models/assets
+COPY services/ingest/ui ./services/ingest/ui
+COPY package.json ./
+# Numeric, so Kubernetes' runAsNonRoot can verify it (the node image's user "node" is 1000).
+USER 1000:1000
+# Ingest HTTP and gRPC; the /metrics and /healthz ports of the orchestrator, dataset-generator, analyst.
 EXPOSE 8080 50051 9464 9465 9466
 CMD ["node", "dist/services/ingest/src/main.js"]

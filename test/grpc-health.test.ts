@@ -74,7 +74,14 @@ describe('ingest serves grpc.health.v1 on its gRPC port, SERVING only while NATS
   before(async () => {
     nats = await startNatsServer();
     const grpcPort = await freePort();
-    const env = { NATS_URL: nats.url, JETFLOW_HTTP_PORT: String(await freePort()), JETFLOW_GRPC_PORT: String(grpcPort), JETFLOW_HOST: '127.0.0.1', JETFLOW_AUTH: 'disabled', LOG_LEVEL: 'warn' };
+    const env = {
+      NATS_URL: nats.url,
+      JETFLOW_HTTP_PORT: String(await freePort()),
+      JETFLOW_GRPC_PORT: String(grpcPort),
+      JETFLOW_HOST: '127.0.0.1',
+      JETFLOW_AUTH: 'disabled',
+      LOG_LEVEL: 'warn',
+    };
     stack = new Stack({ env, replicas: { orchestrator: 0, 'dataset-generator': 0, analyst: 0 }, restartOnExit: false }).start();
     client = healthClient(`127.0.0.1:${grpcPort}`);
   });

@@ -26,7 +26,7 @@ export function addHealth(server: Pick<grpc.Server, 'addService'>, ready: () => 
   sample();
   const timer = setInterval(sample, pollMs);
   timer.unref();
-  health.addToServer(server as grpc.Server);
+  health.addToServer(server);
   return {
     close() {
       clearInterval(timer);
