@@ -53,7 +53,7 @@ export interface StartOptions {
    * NATS with identities and permissions (libs/security): nats-server runs the derived configuration,
    * every service connects with its role's credentials, anonymous connections are refused. With
    * `natsUrls`, pass the TestNatsAuth that server was started with. Default: on when
-   * JETFLOW_TEST_NATS_AUTH=1, else off.
+   * JETFLOW_TEST_NATS_AUTH=1 and the harness starts the server, else off.
    */
   auth?: boolean | TestNatsAuth;
 }
@@ -68,7 +68,8 @@ const ROLES = { ingest: 'ingest', orchestrator: 'orchestrator', 'dataset-generat
 
 /** Starts a real nats-server (unless given `natsUrls`) and the four services as processes, on free ports. */
 export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTest> {
-  const wantAuth = o.auth ?? process.env.JETFLOW_TEST_NATS_AUTH === '1';
+  // The switch applies to servers the harness starts; a server the test brought decides for itself.
+  const wantAuth = o.auth ?? (!o.natsUrls && process.env.JETFLOW_TEST_NATS_AUTH === '1');
   if (wantAuth === true && o.natsUrls) throw new Error('startJetflow: with natsUrls, pass the TestNatsAuth the server was started with as `auth`');
   const natsAuth = wantAuth === true ? natsAuthFor(o) : wantAuth || undefined;
   const nats = o.natsUrls ? undefined : await startNatsServer(natsAuth ? { config: natsAuth.config, connect: natsAuth.options('admin') } : {});
@@ -112,7 +113,7 @@ export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTe
     nats,
     natsUrls,
     stack,
-    nc: nc!,
+    nc,
     http,
     grpc: `127.0.0.1:${grpcPort}`,
     apiKey: TEST_API_KEY,
