@@ -65,7 +65,10 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
     const body = cb.byFlow(id)[0]!.body as { status: string; results: Results };
     assert.equal(body.results.fails!.status, 'failed');
     const retrying = events.filter((e) => e.flowId === id && e.type === 'task.retrying').sort((a, b) => a.attempt - b.attempt);
-    assert.deepEqual(retrying.map((e) => e.attempt), [1, 2, 3]);
+    assert.deepEqual(
+      retrying.map((e) => e.attempt),
+      [1, 2, 3],
+    );
     const final = results.find((r) => r.flowId === id && r.task === 'fails' && r.status === TaskStatus.FAILED);
     assert.ok(final, 'the failed result of the last attempt');
     assert.equal(final.attempts, 4);
@@ -90,7 +93,11 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
       assert.equal(body.results[t]!.attempt, 1, `${t} ran once`);
       assert.equal(body.results[t]!.busyMs, 2_100);
     }
-    assert.deepEqual(events.filter((e) => e.flowId === id && e.type === 'task.retrying'), [], 'no retries');
+    assert.deepEqual(
+      events.filter((e) => e.flowId === id && e.type === 'task.retrying'),
+      [],
+      'no retries',
+    );
     firstThreads = new Set(['busy1', 'busy2', 'busy3', 'busy4'].map((t) => body.results[t]!.threadId as number));
     assert.equal(firstThreads.size, 2, 'both threads worked');
     const v = await view(id);
@@ -112,7 +119,15 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
       assert.ok(e.atMs - t0 < 1_500, `${e.task} stopped ${e.atMs - t0} ms after the cancel`);
     }
     const mine = () => results.filter((r) => r.flowId === id);
-    assert.deepEqual(mine().map((r) => [r.task, r.status]).sort(), [['sleeper', TaskStatus.CANCELLED], ['spinner', TaskStatus.CANCELLED]]);
+    assert.deepEqual(
+      mine()
+        .map((r) => [r.task, r.status])
+        .sort(),
+      [
+        ['sleeper', TaskStatus.CANCELLED],
+        ['spinner', TaskStatus.CANCELLED],
+      ],
+    );
 
     // A fresh thread replaced the terminated one: a flow needing both threads runs on a new thread id.
     const next = await submit('threads', { chaos: { busyMs: 1_000 } });
@@ -120,11 +135,17 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
     const nb = cb.byFlow(next)[0]!.body as { status: string; results: Results };
     assert.equal(nb.status, 'succeeded');
     const nextThreads = ['busy1', 'busy2', 'busy3', 'busy4'].map((t) => nb.results[t]!.threadId as number);
-    assert.ok(nextThreads.some((t) => !firstThreads.has(t)), `threads before ${[...firstThreads]}, after ${nextThreads}`);
+    assert.ok(
+      nextThreads.some((t) => !firstThreads.has(t)),
+      `threads before ${[...firstThreads].join()}, after ${nextThreads.join()}`,
+    );
 
     // Past the time the work would have taken: still no success, one callback, the later stage never ran.
     await sleep(Math.max(0, t0 + 10_500 - Date.now()));
-    assert.deepEqual(mine().filter((r) => r.status === TaskStatus.SUCCEEDED), []);
+    assert.deepEqual(
+      mine().filter((r) => r.status === TaskStatus.SUCCEEDED),
+      [],
+    );
     assert.equal(cb.byFlow(id).length, 1);
     assert.equal(cb.byFlow(id)[0]!.body.status, 'cancelled');
     const v = await view(id);

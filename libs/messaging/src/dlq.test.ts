@@ -14,11 +14,23 @@ function at(r: number, ...args: Parameters<typeof backoffDelay>): number {
 
 test('backoffDelay grows by the multiplier per attempt, jittered within [base/2, base], capped at maxMs', () => {
   // initial 200, x5: bases 200, 1000, 5000, 25000 -> capped at 20000
-  assert.deepEqual([1, 2, 3, 4, 5].map((a) => at(0, a, 200, 20_000, 5)), [100, 500, 2_500, 10_000, 10_000]);
-  assert.deepEqual([1, 2, 3, 4, 5].map((a) => at(0.999999, a, 200, 20_000, 5)), [200, 1_000, 5_000, 20_000, 20_000]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 5].map((a) => at(0, a, 200, 20_000, 5)),
+    [100, 500, 2_500, 10_000, 10_000],
+  );
+  assert.deepEqual(
+    [1, 2, 3, 4, 5].map((a) => at(0.999999, a, 200, 20_000, 5)),
+    [200, 1_000, 5_000, 20_000, 20_000],
+  );
   // x1: constant; x1.5: fractional growth
-  assert.deepEqual([1, 2, 3].map((a) => at(0.999999, a, 300, 10_000, 1)), [300, 300, 300]);
-  assert.deepEqual([1, 2, 3].map((a) => at(0.999999, a, 400, 10_000, 1.5)), [400, 600, 900]);
+  assert.deepEqual(
+    [1, 2, 3].map((a) => at(0.999999, a, 300, 10_000, 1)),
+    [300, 300, 300],
+  );
+  assert.deepEqual(
+    [1, 2, 3].map((a) => at(0.999999, a, 400, 10_000, 1.5)),
+    [400, 600, 900],
+  );
   for (let i = 0; i < 1_000; i++) {
     const d = backoffDelay(3, 200, 60_000, 5);
     assert.ok(d >= 2_500 && d <= 5_000, String(d));

@@ -43,7 +43,7 @@ describe('task limits: the clocks count running time only', () => {
     assert.equal(l.hardSignal.aborted, true);
     assert.equal(hardErrors.length, 1);
     assert.ok(hardErrors[0] instanceof HardLimitError);
-    assert.equal((hardErrors[0] as HardLimitError).code, 'timeout');
+    assert.equal(hardErrors[0].code, 'timeout');
   });
 
   it('pause() stops both clocks while the task waits for a thread; resume moves the limits by the wait', () => {

@@ -161,10 +161,13 @@ export class TaskLimits {
     this.clear();
     if (this.hard.aborted || !this.startedAt) return;
     if (!this.soft.aborted) {
-      this.timer = setTimeout(() => {
-        this.soft.abort(new DOMException('soft time limit reached', 'TimeoutError'));
-        this.arm(Date.now());
-      }, Math.min(MAX_TIMER_MS, Math.max(0, this.softAt - now)));
+      this.timer = setTimeout(
+        () => {
+          this.soft.abort(new DOMException('soft time limit reached', 'TimeoutError'));
+          this.arm(Date.now());
+        },
+        Math.min(MAX_TIMER_MS, Math.max(0, this.softAt - now)),
+      );
       return;
     }
     this.timer = setTimeout(() => this.fireHard(new HardLimitError(`hard time limit of ${this.o.hardMs} ms exceeded`)), Math.min(MAX_TIMER_MS, Math.max(0, this.hardAt - now)));
@@ -173,7 +176,10 @@ export class TaskLimits {
   private armDeadline(now: number) {
     this.clear();
     if (!this.o.deadlineAt) return;
-    this.timer = setTimeout(() => this.fireHard(new HardLimitError('the flow deadline passed while the task waited for a worker thread')), Math.min(MAX_TIMER_MS, Math.max(0, this.o.deadlineAt - now)));
+    this.timer = setTimeout(
+      () => this.fireHard(new HardLimitError('the flow deadline passed while the task waited for a worker thread')),
+      Math.min(MAX_TIMER_MS, Math.max(0, this.o.deadlineAt - now)),
+    );
   }
 
   private fireHard(err: Error) {

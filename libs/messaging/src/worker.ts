@@ -130,22 +130,30 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
 
   // In-progress heartbeats for every task held longer than heartbeatMs (waiting or running), and the
   // deadline of waiting ones: one timer for the whole worker.
-  const beat = setInterval(() => {
-    const now = Date.now();
-    for (const [m, f] of inflight) {
-      if (now - f.lastBeat >= heartbeatMs) {
-        f.lastBeat = now;
-        m.working();
+  const beat = setInterval(
+    () => {
+      const now = Date.now();
+      for (const [m, f] of inflight) {
+        if (now - f.lastBeat >= heartbeatMs) {
+          f.lastBeat = now;
+          m.working();
+        }
       }
-    }
-    for (let i = waiting.length - 1; i >= 0; i--) {
-      const e = waiting[i]!;
-      if (e.deadlineAt > 0 && now > e.deadlineAt) turnAway(e, 'deadline');
-    }
-  }, Math.max(50, Math.floor(heartbeatMs / 2)));
+      for (let i = waiting.length - 1; i >= 0; i--) {
+        const e = waiting[i]!;
+        if (e.deadlineAt > 0 && now > e.deadlineAt) turnAway(e, 'deadline');
+      }
+    },
+    Math.max(50, Math.floor(heartbeatMs / 2)),
+  );
   beat.unref();
 
-  const publishResult = async (task: Task, status: TaskStatus, extra: Partial<{ outputJson: Uint8Array; outputRef: string; errorCode: string; errorMessage: string; startedAt: number }>, attempts: number) => {
+  const publishResult = async (
+    task: Task,
+    status: TaskStatus,
+    extra: Partial<{ outputJson: Uint8Array; outputRef: string; errorCode: string; errorMessage: string; startedAt: number }>,
+    attempts: number,
+  ) => {
     const now = Date.now();
     const { startedAt, ...fields } = extra;
     const body = encodeTaskResult({

@@ -18,8 +18,7 @@ describe('worker pool: when a job starts, and stopping one that ignores its sign
     const t0 = Date.now();
     const starts: Record<string, number> = {};
     const ends: Record<string, number> = {};
-    const go = (name: string, busyMs: number) =>
-      pool.runDetailed({ busyMs }, { onStart: () => (starts[name] = Date.now() - t0) }).then(() => (ends[name] = Date.now() - t0));
+    const go = (name: string, busyMs: number) => pool.runDetailed({ busyMs }, { onStart: () => (starts[name] = Date.now() - t0) }).then(() => (ends[name] = Date.now() - t0));
     await Promise.all([go('first', 400), go('second', 50)]);
     assert.ok(starts.first! < 200, `first started at ${starts.first} ms`);
     // One thread: the second job waited for the first; its start is when the first ended, not t0.
@@ -30,10 +29,17 @@ describe('worker pool: when a job starts, and stopping one that ignores its sign
     const soft = new AbortController();
     const hard = new AbortController();
     const t0 = Date.now();
-    const running = pool.runDetailed({ busyMs: 30_000, ignoreSignal: true }, { signal: hard.signal, softSignal: soft.signal, onStart: () => {
-      soft.abort();
-      setTimeout(() => hard.abort(), 200);
-    } });
+    const running = pool.runDetailed(
+      { busyMs: 30_000, ignoreSignal: true },
+      {
+        signal: hard.signal,
+        softSignal: soft.signal,
+        onStart: () => {
+          soft.abort();
+          setTimeout(() => hard.abort(), 200);
+        },
+      },
+    );
     await assert.rejects(running, { code: 'cancelled', message: /worker thread terminated/ });
     assert.ok(Date.now() - t0 < 5_000, `stopped after ${Date.now() - t0} ms`);
     const next = await pool.runDetailed({ busyMs: 10 });

@@ -25,5 +25,7 @@ export default createJobRunner<AnalyzerJob, Analyzer, Report>({
   modelLoads: modelLoadCount,
   run: (plugin, job, ctx) => plugin.analyze({ records: job.records, datasets: job.datasets ?? {} }, ctx),
   // The fault suite's CPU-bound task (jetflow.task.test.busy), with JETFLOW_TEST_PLUGINS=1 only.
-  testPlugins: new Map<string, Analyzer>([[CHAOS_BUSY, { name: CHAOS_BUSY, description: 'fault injection: keeps a thread busy', analyze: (input, ctx) => busyWork(input.records, ctx.signal) }]]),
+  testPlugins: new Map<string, Analyzer>([
+    [CHAOS_BUSY, { name: CHAOS_BUSY, description: 'fault injection: keeps a thread busy', analyze: (input, ctx) => busyWork(input.records, ctx.signal) }],
+  ]),
 });
