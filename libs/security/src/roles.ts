@@ -1,3 +1,4 @@
+import { subjectMatches } from '../../flows/src/index.js';
 import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS, consumerConfigs, streamConfigs } from '../../messaging/src/index.js';
 import { accountInfo, consume, getMessages, inbox, kvRead, kvWrite, listConsumers, merge, provisionConsumer, provisionStream, publish, readStream, subscribe, type Grant } from './grants.js';
 
@@ -130,19 +131,9 @@ function servedBy(field: string, patterns: readonly string[], subjects: string[]
     const tokens = p.split('.');
     if (!p.startsWith(`${SUBJECTS.task}.`) || tokens.some((x) => !TOKEN.test(x)) || tokens.slice(0, -1).includes('>')) throw new SecurityInputError(field, `"${p}" is not a task subject pattern (jetflow.task.… with * or a final >)`);
   }
-  const served = subjects.filter((s) => patterns.some((p) => matches(p, s)));
+  const served = subjects.filter((s) => patterns.some((p) => subjectMatches(p, s)));
   if (!served.length) throw new SecurityInputError(field, `${patterns.join(', ')} matches no task subject; known: ${subjects.join(', ')}`);
   return served;
-}
-
-function matches(pattern: string, subject: string): boolean {
-  const p = pattern.split('.');
-  const s = subject.split('.');
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] === '>') return s.length > i;
-    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
-  }
-  return p.length === s.length;
 }
 
 function identity(role: Role, user: string, account: string, inboxPrefix: string, grants: Grant[]): Identity {
