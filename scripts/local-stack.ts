@@ -28,6 +28,8 @@ export interface LocalAccess {
   callbackSecrets: string;
   tenant: string;
   apiKey: string | undefined;
+  /** That key is an operator key (it also reads the system-wide views). */
+  operator: boolean;
   callbackSecret: string | undefined;
   /** Why local.json holds no key, when it holds none. */
   note: string | undefined;
@@ -35,7 +37,8 @@ export interface LocalAccess {
 
 /**
  * JETFLOW_API_KEYS and JETFLOW_CALLBACK_SECRETS when they are set (validated as the ingest service does),
- * else one generated key for tenant `default` and one generated secret, kept across runs in local.json.
+ * else one generated operator key for tenant `default` (the dashboard's consumers page and `jetflow consumers`
+ * need one) and one generated secret, kept across runs in local.json.
  * The CLI gets the first tenant whose key is given in clear: a `sha256:` entry cannot be turned back into a key.
  */
 export function localAccess(env: Env, prev: Partial<LocalConfig> = {}): LocalAccess {
@@ -44,15 +47,17 @@ export function localAccess(env: Env, prev: Partial<LocalConfig> = {}): LocalAcc
   let tenant = 'default';
   let apiKey: string | undefined;
   let apiKeys: string;
+  let operator = true;
   let note: string | undefined;
   if (keys.length === 0) {
     apiKey = (prev.tenant ?? 'default') === 'default' && prev.apiKey ? prev.apiKey : `jf_${randomBytes(18).toString('base64url')}`;
-    apiKeys = `default:${apiKey}`;
+    apiKeys = `default:operator:${apiKey}`;
   } else {
     apiKeys = env.JETFLOW_API_KEYS!.trim();
     const clear = keys.find((k) => k.key !== undefined);
     tenant = clear?.tenant ?? keys[0]!.tenant;
     apiKey = clear?.key;
+    operator = clear?.role === 'operator';
     if (!clear) note = 'JETFLOW_API_KEYS gives every key as a sha256 hash, so local.json has no key for the CLI: pass it --api-key <key> or set JETFLOW_API_KEY';
   }
   let callbackSecrets: string;
@@ -65,7 +70,7 @@ export function localAccess(env: Env, prev: Partial<LocalConfig> = {}): LocalAcc
     const tenants = keys.length ? [...new Set(keys.map((k) => k.tenant))] : ['default'];
     callbackSecrets = tenants.map((t) => `${t}:${callbackSecret}`).join(',');
   }
-  return { apiKeys, callbackSecrets, tenant, apiKey, callbackSecret, note };
+  return { apiKeys, callbackSecrets, tenant, apiKey, operator, callbackSecret, note };
 }
 
 /** How a client on this machine reaches a listener bound to `host`. */
@@ -225,7 +230,7 @@ export async function runLocalStack(opts: { httpPort?: number; grpcPort?: number
       `  gRPC     ${cfg.grpc}   (jetflow.v1.IngestService, reflection on)`,
       `  Listen   ${host}${host === '127.0.0.1' ? '   (this machine only; JETFLOW_HOST=0.0.0.0 opens HTTP and gRPC to the network)' : ''}`,
       `  NATS     ${natsUrl}   (publish to jetflow.ingest.${cfg.tenant}.insights)`,
-      cfg.apiKey ? `  API key  ${cfg.apiKey}   (tenant "${cfg.tenant}"; saved in ${file} for the CLI)` : `  API key  none saved: ${access.note}`,
+      cfg.apiKey ? `  API key  ${cfg.apiKey}   (${access.operator ? 'operator key, ' : ''}tenant "${cfg.tenant}"; saved in ${file} for the CLI)` : `  API key  none saved: ${access.note}`,
       ...(tenants.length > 1 ? [`  Tenants  ${tenants.join(', ')}   (JETFLOW_API_KEYS)`] : []),
       `  Logs     ${logDir}`,
       '',

@@ -17,11 +17,15 @@ const BETA_KEY = 'beta-key-0123456789abcdef';
 const TWO_TENANTS = { JETFLOW_API_KEYS: `acme:${ACME_KEY},beta:${BETA_KEY}`, JETFLOW_CALLBACK_SECRETS: 'acme:acme-secret,beta:beta-secret' };
 
 describe('local stack configuration (pure)', () => {
-  test('without JETFLOW_API_KEYS: one key for tenant default, kept across runs; one secret', () => {
+  test('without JETFLOW_API_KEYS: one operator key for tenant default, kept across runs; one secret', () => {
     const a = localAccess({});
     assert.equal(a.tenant, 'default');
     assert.match(a.apiKey ?? '', /^jf_/);
-    assert.equal(a.apiKeys, `default:${a.apiKey}`);
+    assert.equal(a.apiKeys, `default:operator:${a.apiKey}`);
+    assert.deepEqual(
+      apiKeyEntries({ JETFLOW_API_KEYS: a.apiKeys }).map((e) => [e.tenant, e.role, e.key]),
+      [['default', 'operator', a.apiKey]],
+    );
     assert.equal(a.callbackSecrets, `default:${a.callbackSecret}`);
     const again = localAccess({}, { tenant: 'default', apiKey: a.apiKey!, callbackSecret: a.callbackSecret! });
     assert.equal(again.apiKey, a.apiKey);
@@ -37,6 +41,7 @@ describe('local stack configuration (pure)', () => {
       callbackSecrets: TWO_TENANTS.JETFLOW_CALLBACK_SECRETS,
       tenant: 'acme',
       apiKey: ACME_KEY,
+      operator: false,
       callbackSecret: 'acme-secret',
       note: undefined,
     });
@@ -176,6 +181,10 @@ describe('local stack (npm start) as a process', () => {
         assert.equal(res.status, 202, `${key}: ${await res.text()}`);
       }
       assert.equal((await submit(run, 'wrong-key-0123456789abcdef')).status, 401);
+      // Keys given as plain `tenant:key` are tenant keys: no system-wide views.
+      const consumers = await fetch(`http://127.0.0.1:${run.httpPort}/v1/consumers`, { headers: { authorization: `Bearer ${ACME_KEY}` } });
+      assert.equal(consumers.status, 403);
+      assert.equal(((await consumers.json()) as { error: { code: string } }).error.code, 'permission_denied');
       const grpcBeta = ingestClient(`127.0.0.1:${run.grpcPort}`, BETA_KEY);
       assert.equal((await grpcBeta.submit(sampleSubmission('http://127.0.0.1:9/hook'))).status, 'accepted');
       grpcBeta.close();
@@ -194,6 +203,21 @@ describe('local stack (npm start) as a process', () => {
         assert.equal(await connects(otherAddress, run.httpPort), false, `HTTP answers on ${otherAddress}`);
         assert.equal(await connects(otherAddress, run.grpcPort), false, `gRPC answers on ${otherAddress}`);
       }
+    } finally {
+      assert.equal(await run.stop(), 0, run.output());
+    }
+  });
+
+  test('without JETFLOW_API_KEYS the generated key in local.json is an operator key: it submits as default and reads the consumers', async () => {
+    const run = await runLocalStack(nats, {});
+    try {
+      const local = JSON.parse(readFileSync(join(run.dir, 'local.json'), 'utf8')) as Record<string, string>;
+      assert.equal(local.tenant, 'default');
+      assert.equal((await submit(run, local.apiKey!)).status, 202);
+      const res = await fetch(`http://127.0.0.1:${run.httpPort}/v1/consumers`, { headers: { authorization: `Bearer ${local.apiKey}` } });
+      assert.equal(res.status, 200, await res.clone().text());
+      assert.ok(((await res.json()) as { consumers: Array<{ name: string }> }).consumers.some((c) => c.name === 'orchestrator-ingest'));
+      assert.match(run.output(), /operator key/);
     } finally {
       assert.equal(await run.stop(), 0, run.output());
     }

@@ -46,6 +46,7 @@ export class Api {
     }
     let message = e.error?.message ?? (text.slice(0, 200) || res.statusText);
     if (res.status === 401) message += this.s.apiKey ? ` (key from ${this.s.keySource})` : ' (no API key: pass --api-key, set JETFLOW_API_KEY, or start the local stack so .jetflow/local.json exists)';
+    if (res.status === 403) message += ` (key from ${this.s.keySource}; use an operator key: a JETFLOW_API_KEYS entry "<tenant>:operator:<key>")`;
     throw new ApiError(res.status, e.error?.code ?? `http_${res.status}`, message, e.error?.details ?? []);
   }
 

@@ -5,6 +5,7 @@
 export const ErrorCodes = {
   INVALID_ARGUMENT: 'invalid_argument',
   UNAUTHENTICATED: 'unauthenticated',
+  PERMISSION_DENIED: 'permission_denied',
   NOT_FOUND: 'not_found',
   CONFLICT: 'conflict',
   PAYLOAD_TOO_LARGE: 'payload_too_large',
@@ -20,11 +21,12 @@ export const ErrorCodes = {
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 // gRPC status numbers (from @grpc/grpc-js's Status enum), kept here so libs need not import grpc-js.
-const GRPC = { OK: 0, CANCELLED: 1, UNKNOWN: 2, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, ALREADY_EXISTS: 6, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, INTERNAL: 13, UNAVAILABLE: 14, UNAUTHENTICATED: 16 } as const;
+const GRPC = { OK: 0, CANCELLED: 1, UNKNOWN: 2, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, ALREADY_EXISTS: 6, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, INTERNAL: 13, UNAVAILABLE: 14, UNAUTHENTICATED: 16 } as const;
 
 export const STATUS: Record<ErrorCode, { http: number; grpc: number; doc: string }> = {
   invalid_argument: { http: 400, grpc: GRPC.INVALID_ARGUMENT, doc: 'The request is malformed; details name each bad field.' },
   unauthenticated: { http: 401, grpc: GRPC.UNAUTHENTICATED, doc: 'No or bad API key.' },
+  permission_denied: { http: 403, grpc: GRPC.PERMISSION_DENIED, doc: 'A valid key that may not do this: system-wide views need an operator key.' },
   not_found: { http: 404, grpc: GRPC.NOT_FOUND, doc: 'Unknown flow, or a flow of another tenant.' },
   conflict: { http: 409, grpc: GRPC.ALREADY_EXISTS, doc: 'Idempotency key reused with a different body.' },
   payload_too_large: { http: 413, grpc: GRPC.RESOURCE_EXHAUSTED, doc: 'The body is larger than the configured limit.' },

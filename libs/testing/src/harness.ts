@@ -63,7 +63,8 @@ export function natsAuthFor(o: StartOptions): TestNatsAuth {
   return testNatsAuth({ JETFLOW_API_KEYS: DEFAULT_API_KEYS, ...o.env }, o.serviceEnv ?? {});
 }
 
-const DEFAULT_API_KEYS = `default:${TEST_API_KEY},other:other-key-0123456789abcdef`;
+// Like the local stack: the test key is an operator key of tenant default; `other` is a plain tenant.
+const DEFAULT_API_KEYS = `default:operator:${TEST_API_KEY},other:other-key-0123456789abcdef`;
 const ROLES = { ingest: 'ingest', orchestrator: 'orchestrator', 'dataset-generator': 'dataset-generator', analyst: 'analyst' } as const satisfies Record<ServiceName, string>;
 
 /** Starts a real nats-server (unless given `natsUrls`) and the four services as processes, on free ports. */

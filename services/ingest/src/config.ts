@@ -20,8 +20,8 @@ export interface IngestConfig {
   replicas: number;
   logLevel: string;
   authDisabled: boolean;
-  /** sha256(hex) of each API key → tenant. */
-  apiKeys: ReadonlyMap<string, string>;
+  /** sha256(hex) of each API key → its tenant and role. */
+  apiKeys: ReadonlyMap<string, ApiKeyIdentity>;
   callbackAllowlist: string[];
   maxBodyBytes: number;
   /** Most submissions waiting for their PubAck before new ones get 429. */
@@ -43,26 +43,44 @@ export interface IngestConfig {
 
 export const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
-/** One JETFLOW_API_KEYS entry: the key itself is known only when it is not given as `sha256:<hex>`. */
-export interface ApiKeyEntry {
+/**
+ * What a key may see. `tenant`: its tenant's flows, events and dead letters. `operator`: the same, plus the
+ * system-wide views (consumers and streams, task routes), which show every tenant's load.
+ */
+export type ApiKeyRole = 'tenant' | 'operator';
+
+export interface ApiKeyIdentity {
   tenant: string;
+  role: ApiKeyRole;
+}
+
+/** One JETFLOW_API_KEYS entry: the key itself is known only when it is not given as `sha256:<hex>`. */
+export interface ApiKeyEntry extends ApiKeyIdentity {
   /** sha256 of the key, hex, lower case. */
   hash: string;
   key: string | undefined;
 }
 
-/** JETFLOW_API_KEYS as `tenant:key` pairs; a key is either the key (16+ characters) or `sha256:<64 hex>`. */
+/**
+ * JETFLOW_API_KEYS as `tenant:key` pairs; a key is either the key (16+ characters) or `sha256:<64 hex>`,
+ * and `tenant:operator:<key>` makes it an operator key (a prefix like `sha256:`, so the tenant stays the
+ * first field for everything else that reads the list).
+ */
 export function apiKeyEntries(env: Env): ApiKeyEntry[] {
   const seen = new Map<string, string>();
-  return pairs(env, 'JETFLOW_API_KEYS').map(([tenant, key]) => {
+  return pairs(env, 'JETFLOW_API_KEYS').map(([tenant, value]) => {
+    const operator = /^operator:/i.test(value);
+    const role: ApiKeyRole = operator ? 'operator' : 'tenant';
+    const key = operator ? value.slice('operator:'.length) : value;
+    const what = `the ${operator ? 'operator ' : ''}key for tenant "${tenant}"`;
     let entry: ApiKeyEntry;
     if (/^sha256:/i.test(key)) {
       const m = /^sha256:([0-9a-f]{64})$/i.exec(key);
-      if (!m) throw new ConfigError('JETFLOW_API_KEYS', `the key for tenant "${tenant}" starts with "sha256:" but is not followed by 64 hex digits`);
-      entry = { tenant, hash: m[1]!.toLowerCase(), key: undefined };
+      if (!m) throw new ConfigError('JETFLOW_API_KEYS', `${what} starts with "sha256:" but is not followed by 64 hex digits`);
+      entry = { tenant, role, hash: m[1]!.toLowerCase(), key: undefined };
     } else {
-      if (key.length < 16) throw new ConfigError('JETFLOW_API_KEYS', `the key for tenant "${tenant}" is shorter than 16 characters`);
-      entry = { tenant, hash: sha256hex(key), key };
+      if (key.length < 16) throw new ConfigError('JETFLOW_API_KEYS', `${what} is shorter than 16 characters`);
+      entry = { tenant, role, hash: sha256hex(key), key };
     }
     const other = seen.get(entry.hash);
     if (other !== undefined) throw new ConfigError('JETFLOW_API_KEYS', `tenants "${other}" and "${tenant}" have the same key; a key names one tenant`);
@@ -84,7 +102,7 @@ export function listenHost(env: Env, def = '0.0.0.0'): string {
 export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
   const auth = str(env, 'JETFLOW_AUTH', 'enabled');
   if (auth !== 'enabled' && auth !== 'disabled') throw new ConfigError('JETFLOW_AUTH', `expected "enabled" or "disabled", got "${auth}"`);
-  const keys = new Map(apiKeyEntries(env).map((e) => [e.hash, e.tenant]));
+  const keys = new Map(apiKeyEntries(env).map((e): [string, ApiKeyIdentity] => [e.hash, { tenant: e.tenant, role: e.role }]));
   if (auth === 'enabled' && keys.size === 0) throw new ConfigError('JETFLOW_API_KEYS', 'no API keys configured; set tenant:key pairs, or JETFLOW_AUTH=disabled for a trusted network');
   const allow = list(env, 'JETFLOW_CALLBACK_ALLOWLIST');
   const bad = CallbackPolicy.validateEntries(allow);

@@ -6,11 +6,13 @@ import { JetflowError, ErrorCodes, STATUS, codeOf } from '../../../../libs/error
 import { eventSubject } from '../../../../libs/messaging/src/index.js';
 import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
-import type { Authenticator } from './auth.js';
+import { requireOperator, type Authenticator } from './auth.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     tenant: string;
+    /** The key is an operator key: it may read the system-wide views. */
+    operator: boolean;
   }
 }
 
@@ -46,6 +48,7 @@ export function toHttpError(err: unknown): { status: number; body: { error: { co
 export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
   const app = Fastify({ loggerInstance: d.log.child({ adapter: "http" }) as unknown as FastifyBaseLogger, bodyLimit: d.maxBodyBytes, logController: new LogController({ disableRequestLogging: true }), trustProxy: true });
   app.decorateRequest('tenant', '');
+  app.decorateRequest('operator', false);
   // The API speaks JSON only: anything else is 415, not a string body.
   app.removeContentTypeParser('text/plain');
   await d.before?.(app);
@@ -61,7 +64,9 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
   });
 
   const authenticate = async (req: FastifyRequest) => {
-    req.tenant = d.auth.tenantOf(req.headers.authorization);
+    const p = d.auth.principalOf(req.headers.authorization);
+    req.tenant = p.tenant;
+    req.operator = p.operator;
   };
 
   app.get('/healthz', async () => ({ status: 'ok' }));
@@ -79,7 +84,11 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
   app.get<{ Querystring: { subject?: string } }>(
     '/v1/routes',
     { preHandler: authenticate },
-    async (req) => d.flows.routes(req.query.subject ?? 'jetflow.task.>'),
+    async (req) => {
+      // The deployment's streams and consumers: not a tenant's business.
+      requireOperator(req, 'GET /v1/routes');
+      return d.flows.routes(req.query.subject ?? 'jetflow.task.>');
+    },
   );
 
   app.get<{ Params: { id: string } }>('/v1/flows/:id', { preHandler: authenticate }, async (req) => d.flows.get(req.tenant, req.params.id));

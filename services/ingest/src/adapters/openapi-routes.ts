@@ -453,7 +453,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/routes': {
     operationId: 'routes',
     summary: 'Which consumer gets a task subject',
-    description: 'Routing is by subject hierarchy: one durable consumer per task subject on stream JETFLOW_TASKS. The subject may be a pattern with * and > wildcards.',
+    description: 'Routing is by subject hierarchy: one durable consumer per task subject on stream JETFLOW_TASKS. The subject may be a pattern with * and > wildcards. Operator keys only (a tenant key gets 403 `permission_denied`).',
     tags: ['operations'],
     querystring: rec({ subject: str('A task subject or pattern under jetflow.task (default jetflow.task.>)') }, { optional: ['subject'] }),
     ok: {
@@ -473,12 +473,12 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
         { example: { query: 'jetflow.task.analyst.>', routes: [{ subject: 'jetflow.task.analyst.sentiment', stream: 'JETFLOW_TASKS', consumer: 'task-analyst-sentiment', servedBy: 'analyst', usedBy: [{ flow: 'insights', version: 1, stage: 'analysis', task: 'sentiment' }] }] } },
       ),
     },
-    errors: ['invalid_argument'],
+    errors: ['invalid_argument', 'permission_denied'],
   },
   'GET /v1/consumers': {
     operationId: 'consumers',
     summary: 'JetStream consumers of the Jetflow streams',
-    description: 'Lag and load per consumer. deliveredPerSec is estimated from the previous call at least a second earlier (null on the first).',
+    description: 'Lag and load per consumer. deliveredPerSec is estimated from the previous call at least a second earlier (null on the first). Operator keys only: it shows every tenant\'s load (a tenant key gets 403 `permission_denied`).',
     tags: ['operations'],
     ok: {
       200: rec(
@@ -510,6 +510,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
         },
       ),
     },
+    errors: ['permission_denied'],
   },
 };
 

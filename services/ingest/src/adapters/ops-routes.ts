@@ -11,7 +11,7 @@ import { parseListQuery, type FlowLister } from '../handlers/flow-lister.js';
 import type { DeadLetterHandlers } from '../handlers/deadletters.js';
 import type { ConsumerStats } from '../handlers/consumers.js';
 import { timelineOf } from '../handlers/timeline.js';
-import type { Authenticator } from './auth.js';
+import { requireOperator, type Authenticator } from './auth.js';
 import { SSE_PATHS, openSse, type SseStream } from './sse.js';
 
 export interface OpsDeps {
@@ -29,7 +29,9 @@ export interface OpsDeps {
 /** The operations API: listings, dead letters and redrive, consumers, the tenant's live events. */
 export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
   const authenticate = async (req: FastifyRequest) => {
-    req.tenant = d.auth.tenantOf(req.headers.authorization);
+    const p = d.auth.principalOf(req.headers.authorization);
+    req.tenant = p.tenant;
+    req.operator = p.operator;
   };
 
   // EventSource cannot set headers: on the SSE routes only, ?access_token=<key> stands for the header.
@@ -51,7 +53,11 @@ export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
   app.get<{ Params: { seq: string } }>('/v1/deadletters/:seq', { preHandler: authenticate }, async (req) => d.deadLetters.get(req.tenant, req.params.seq));
   app.post<{ Params: { seq: string } }>('/v1/deadletters/:seq/redrive', { preHandler: authenticate }, async (req) => d.deadLetters.redrive(req.tenant, req.params.seq));
 
-  app.get('/v1/consumers', { preHandler: authenticate }, async () => d.consumers.list());
+  // Every stream and consumer: the whole system's load, all tenants together.
+  app.get('/v1/consumers', { preHandler: authenticate }, async (req) => {
+    requireOperator(req, 'GET /v1/consumers');
+    return d.consumers.list();
+  });
 
   // Live streams never end on their own: end them when the server closes, or close() waits for them.
   const streams = new Set<SseStream>();
