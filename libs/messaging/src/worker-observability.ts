@@ -3,7 +3,7 @@ import type { Task } from '../../proto/src/index.js';
 import type { WorkerConfig } from '../../config/src/worker.js';
 import type { Logger } from '../../logging/src/index.js';
 import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, tracingEnabled } from '../../telemetry/src/index.js';
-import { deadLettersCounter, initMetrics, registerConsumerGauges, startMetricsServer, taskDurationHistogram, taskRetriesCounter } from '../../metrics/src/index.js';
+import { LABEL_VALUES, deadLettersCounter, initMetrics, registerConsumerGauges, startMetricsServer, taskDurationHistogram, taskRetriesCounter, zeroSeries } from '../../metrics/src/index.js';
 import { onDeadLetter } from './dlq.js';
 import { CONSUMERS, STREAMS } from './topology.js';
 import type { TaskWorkerOptions } from './worker.js';
@@ -35,10 +35,17 @@ export async function startWorkerObservability(service: string, cfg: WorkerConfi
       if (task) annotateActiveSpan({ [ATTR.task]: task.task, [ATTR.tenant]: task.tenant, [ATTR.flow]: task.flow, [ATTR.outcome]: outcome });
       if (outcome === 'failed' || outcome === 'dead_lettered') failActiveSpan(`task ${outcome}`);
     },
-    /** Pending / ack-pending gauges of the task consumers this process serves. */
+    /**
+     * Pending / ack-pending gauges of the task consumers this process serves, and its task, retry and
+     * dead-letter series at zero (so the first retry or dead letter is a rise rate() can see).
+     */
     watchConsumers(nc: NatsConnection, subjects: string[]) {
       const refs = subjects.map((s) => ({ stream: STREAMS.tasks, consumer: CONSUMERS.task(s) }));
       registerConsumerGauges({ nc, consumers: () => refs });
+      const tasks = [...new Set(cfg.registry.defs.flatMap((d) => d.stages.flatMap((st) => st.tasks.filter((t) => subjects.includes(t.subject)).map((t) => t.name))))];
+      zeroSeries(duration, { task: tasks, outcome: LABEL_VALUES.taskOutcome });
+      zeroSeries(retries, { task: tasks });
+      zeroSeries(deadLetters, { source: ['task'], code: LABEL_VALUES.deadLetterCodes.task });
     },
     async close() {
       stopObserving();

@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, register as globalRegistry, type Registry } from 'prom-client';
 import { addErrorSink } from '../../logging/src/index.js';
-import { unexpectedErrorsCounter } from './instruments.js';
+import { unexpectedErrorsCounter, zeroSeries } from './instruments.js';
 
 export * from './instruments.js';
 export * from './consumers.js';
@@ -11,14 +11,19 @@ let initialised = false;
 
 /**
  * Process-wide metrics set-up, once per service process: the default process metrics (CPU, memory,
- * event-loop lag, GC), a `service` label on every series, and a count of what reportError sees.
+ * event-loop lag, GC), a `service` label on every series, and a count of what reportError sees, at
+ * zero for the places (`where`) this service reports from.
  */
-export function initMetrics(service: string, registry: Registry = globalRegistry): void {
+export function initMetrics(service: string, registry: Registry = globalRegistry, errorSites: readonly string[] = ['unhandledRejection']): void {
   if (initialised) return;
   initialised = true;
   registry.setDefaultLabels({ service });
   collectDefaultMetrics({ register: registry });
+  // Gauges named like counters (promtool check metrics refuses them); the per-type gauges without
+  // _total stay, and sum() over them is the same number.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   const errors = unexpectedErrorsCounter(registry);
+  zeroSeries(errors, { where: errorSites });
   addErrorSink((_err, r) => errors.inc({ where: typeof r.context.where === 'string' ? r.context.where : 'unknown' }));
 }
 

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, register as globalRegistry, type Registry } from 'prom-client';
+import { ErrorCodes } from '../../errors/src/index.js';
 
 /**
  * Every Jetflow metric name, in one place: the Grafana dashboard (deploy/grafana/jetflow.json) and the
@@ -16,7 +17,45 @@ export const METRICS = {
   consumerRedelivered: 'jetflow_consumer_redelivered_messages',
   consumerWaiting: 'jetflow_consumer_waiting_pulls',
   unexpectedErrors: 'jetflow_unexpected_errors_total',
+  consumerDelivered: 'jetflow_consumer_delivered_messages_total',
+  streamMessages: 'jetflow_stream_messages',
+  streamBytes: 'jetflow_stream_bytes',
+  streamPublished: 'jetflow_stream_published_messages_total',
 } as const;
+
+/**
+ * Label values known in advance. Their series are created at zero when a service starts (see
+ * zeroSeries): a counter series born at its first event has no earlier sample, so rate() and
+ * increase() over it miss that event (two partial flows and a retry read as zero).
+ */
+export const LABEL_VALUES = {
+  flowStatus: ['succeeded', 'partial', 'failed', 'cancelled'],
+  taskOutcome: ['succeeded', 'failed', 'retried', 'dead_lettered', 'cancelled'],
+  callbackOutcome: ['delivered', 'retry', 'dead_lettered'],
+  submissionResult: ['accepted', 'rejected', 'overloaded', 'unavailable', 'error'],
+  /** The codes each source dead-letters with (a plugin's own task code appears on first use). */
+  deadLetterCodes: {
+    task: [...Object.values(ErrorCodes), 'decode_error'],
+    ingest: [ErrorCodes.INVALID_ARGUMENT],
+    result: ['unknown_flow', 'invalid_message', 'definition_unavailable'],
+    callback: ['callback_failed', 'callback_blocked', 'decode_error'],
+  },
+} as const;
+
+/** Every combination of the given label values: {a: [1, 2], b: [x]} → [{a: 1, b: x}, {a: 2, b: x}]. */
+export function combinations<L extends string>(values: Record<L, readonly string[]>): Array<Record<L, string>> {
+  let out: Array<Record<string, string>> = [{}];
+  for (const [k, vs] of Object.entries(values) as Array<[string, readonly string[]]>) out = out.flatMap((o) => vs.map((v) => ({ ...o, [k]: v })));
+  return out as Array<Record<L, string>>;
+}
+
+/** Creates each label combination at zero (counters at 0, histograms with empty buckets), once. */
+export function zeroSeries<L extends string>(m: Counter<L> | Histogram<L>, values: Record<L, readonly string[]>): void {
+  for (const labels of combinations(values)) {
+    if (m instanceof Histogram) m.zero(labels as never);
+    else m.inc(labels as never, 0);
+  }
+}
 
 /** Seconds; the flow deadline defaults to 10 s, so resolution is finest below it. */
 export const FLOW_BUCKETS = [0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 30, 60];

@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { Registry } from 'prom-client';
-import { METRICS, flowDurationHistogram, startMetricsServer, submissionsCounter } from './index.js';
+import { METRICS, combinations, flowDurationHistogram, startMetricsServer, submissionsCounter, taskRetriesCounter, zeroSeries } from './index.js';
 
 describe('metrics', () => {
   test('instruments are shared per registry, and a name cannot change type', () => {
@@ -12,6 +12,22 @@ describe('metrics', () => {
     const r2 = new Registry();
     submissionsCounter(r2);
     assert.equal(r2.getSingleMetric(METRICS.submissions)?.constructor.name, 'Counter');
+  });
+
+  test('zeroSeries creates every label combination at zero, so the first event is a rise', async () => {
+    assert.deepEqual(combinations({ a: ['1', '2'], b: ['x'] }), [{ a: '1', b: 'x' }, { a: '2', b: 'x' }]);
+    assert.deepEqual(combinations({ a: [] }), []);
+    const r = new Registry();
+    const h = flowDurationHistogram(r);
+    zeroSeries(h, { flow: ['insights'], status: ['succeeded', 'partial'] });
+    const c = taskRetriesCounter(r);
+    zeroSeries(c, { task: ['text', 'sentiment'] });
+    const text = await r.metrics();
+    assert.match(text, /^jetflow_flow_duration_seconds_count\{flow="insights",status="partial"\} 0$/m);
+    assert.match(text, /^jetflow_flow_duration_seconds_bucket\{le="\+Inf",flow="insights",status="succeeded"\} 0$/m);
+    assert.match(text, /^jetflow_task_retries_total\{task="sentiment"\} 0$/m);
+    c.inc({ task: 'text' });
+    assert.match(await r.metrics(), /^jetflow_task_retries_total\{task="text"\} 1$/m);
   });
 
   test('GET /metrics serves the registry in Prometheus text; other paths are 404; a taken port moves to a free one', async () => {

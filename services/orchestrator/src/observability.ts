@@ -3,6 +3,7 @@ import type { FlowState } from '../../../libs/flows/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { CONSUMERS, INGEST_CONTENT_TYPE, STREAMS, onDeadLetter } from '../../../libs/messaging/src/index.js';
 import {
+  LABEL_VALUES,
   callbackAttemptsCounter,
   deadLettersCounter,
   flowDurationHistogram,
@@ -10,6 +11,7 @@ import {
   registerConsumerGauges,
   startMetricsServer,
   submissionsCounter,
+  zeroSeries,
 } from '../../../libs/metrics/src/index.js';
 import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, tracingEnabled, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
 
@@ -18,13 +20,18 @@ import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, tracingEnable
  * dead letters, submissions through the NATS door (the only door the orchestrator sees first-hand), and
  * the pending / ack-pending gauges of its consumers. Started before any loop, so loops are traced.
  */
-export async function startOrchestratorObservability(cfg: { telemetry: TelemetryConfig; instanceId: string; metricsPort: number }, log: Logger) {
+export async function startOrchestratorObservability(cfg: { telemetry: TelemetryConfig; instanceId: string; metricsPort: number; registry?: { names(): string[] } }, log: Logger) {
   const telemetry = await startTelemetry('orchestrator', cfg.telemetry, cfg.instanceId);
-  initMetrics('orchestrator');
+  initMetrics('orchestrator', undefined, ['unhandledRejection', 'message handler']);
   const flowDuration = flowDurationHistogram();
   const callbacks = callbackAttemptsCounter();
   const deadLetters = deadLettersCounter();
   const submissions = submissionsCounter();
+  // Every status, outcome and dead-letter code at zero from the start: rate() then sees the first one.
+  zeroSeries(flowDuration, { flow: cfg.registry?.names() ?? [], status: LABEL_VALUES.flowStatus });
+  zeroSeries(callbacks, { outcome: LABEL_VALUES.callbackOutcome });
+  for (const source of ['ingest', 'result', 'callback'] as const) zeroSeries(deadLetters, { source: [source], code: LABEL_VALUES.deadLetterCodes[source] });
+  zeroSeries(submissions, { door: ['nats'], result: ['accepted', 'rejected'] });
   const rejected = new WeakSet<JsMsg>();
   // Published straight to jetflow.ingest.<tenant>.<flow> by a client, not by the ingest service.
   const natsDoor = (m: JsMsg) => m.headers?.get('Content-Type') !== INGEST_CONTENT_TYPE;

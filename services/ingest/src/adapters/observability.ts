@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { NatsConnection } from 'nats';
 import type { Logger } from '../../../../libs/logging/src/index.js';
 import { STREAMS } from '../../../../libs/messaging/src/index.js';
-import { initMetrics, metricsText, registerConsumerGauges, submissionsCounter } from '../../../../libs/metrics/src/index.js';
+import { LABEL_VALUES, initMetrics, metricsText, registerConsumerGauges, submissionsCounter, zeroSeries } from '../../../../libs/metrics/src/index.js';
 import { ATTR, ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, recordError, startTelemetry, trace, tracer, tracingEnabled, type Span, type TelemetryConfig } from '../../../../libs/telemetry/src/index.js';
 
 type Submissions = ReturnType<typeof submissionsCounter>;
@@ -19,7 +19,7 @@ export function httpSubmissionResult(status: number): SubmissionResult {
 }
 
 /** From the jetflow-error-code trailer the gRPC adapter sets (RESOURCE_EXHAUSTED alone is ambiguous). */
-export function grpcSubmissionResult(code: number, errorCode: string | undefined): SubmissionResult {
+export function grpcSubmissionResult(code: grpc.status, errorCode: string | undefined): SubmissionResult {
   if (code === grpc.status.OK) return 'accepted';
   if (errorCode === 'overloaded') return 'overloaded';
   if (errorCode === 'unavailable' || errorCode === 'retryable' || code === grpc.status.UNAVAILABLE) return 'unavailable';
@@ -154,8 +154,9 @@ export function observeGrpcSubmissions(submissions: Submissions): grpc.ServerInt
  */
 export async function startIngestObservability(cfg: { telemetry: TelemetryConfig }, log: Logger) {
   const telemetry = await startTelemetry('ingest', cfg.telemetry);
-  initMetrics('ingest');
+  initMetrics('ingest', undefined, ['unhandledRejection', 'http request', 'grpc call', 'grpc WatchFlow']);
   const submissions = submissionsCounter();
+  zeroSeries(submissions, { door: ['http', 'grpc'], result: LABEL_VALUES.submissionResult });
   log.info({ tracing: telemetry.tracing }, 'metrics at GET /metrics');
   type Hook = ((app: FastifyInstance) => Promise<void> | void) | undefined;
   return {
