@@ -35,6 +35,8 @@ export default defineConfig(
       // Off: `async` without `await` is how a callback meets a Promise-returning signature here (fastify
       // hooks and routes, loaders, test doubles); the rule would have those write Promise.resolve() instead.
       '@typescript-eslint/require-await': 'off',
+      // A handle declared first so that closures built before it (a `close()`) can use it.
+      'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
       // `_name` marks a parameter or binding kept on purpose; `{ drop: _d, ...rest }` omits a field.
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrorsIgnorePattern: '^_', ignoreRestSiblings: true }],
     },

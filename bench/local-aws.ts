@@ -22,7 +22,7 @@ export async function startAwsProcess(): Promise<AwsProcess> {
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   const line = await new Promise<string>((resolve, reject) => {
-    const rl = createInterface({ input: proc.stdout! });
+    const rl = createInterface({ input: proc.stdout });
     rl.once('line', (l) => resolve(l));
     proc.once('exit', (code) => reject(new Error(`local AWS exited (${code}) before it started`)));
   });

@@ -16,10 +16,10 @@ import { deriveFlowId } from '../libs/flows/src/index.js';
 const { values } = parseArgs({ options: { rate: { type: 'string', default: '300' }, seconds: { type: 'string', default: '10' }, mode: { type: 'string', default: 'noop' } } });
 const rate = Number(values.rate);
 const secs = Number(values.seconds);
-if (!(rate > 0) || !(secs > 0) || !['noop', 'real'].includes(values.mode!)) throw new Error('usage: --rate <flows/s> --seconds <s> --mode noop|real');
+if (!(rate > 0) || !(secs > 0) || !['noop', 'real'].includes(values.mode)) throw new Error('usage: --rate <flows/s> --seconds <s> --mode noop|real');
 const real = values.mode === 'real';
 const cb = await startCallbackReceiver({ secret: 'test-callback-secret' });
-const j = await startJetflow({ env: { JETFLOW_TASK_MODE: values.mode! }, aws: real });
+const j = await startJetflow({ env: { JETFLOW_TASK_MODE: values.mode }, aws: real });
 try {
   const js = j.nc.jetstream();
   const due = new Map<string, number>();

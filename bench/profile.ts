@@ -73,7 +73,7 @@ export function callers(file: string, match: string, depth = 3, top = 15): Array
   for (let i = 0; i < p.samples.length; i++) {
     const dt = (p.timeDeltas[i + 1] ?? 0) / 1000;
     // innermost matching frame, then its callers
-    let id: number | undefined = p.samples[i]!;
+    let id: number | undefined = p.samples[i];
     while (id !== undefined && !where(byId.get(id)!.callFrame).includes(match)) id = parent.get(id);
     if (id === undefined) continue;
     const chain: string[] = [];

@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
 import { deriveFlowId } from '../libs/flows/src/index.js';
 import { JetStreamPublisher } from '../libs/messaging/src/index.js';
-import { Stack, SERVICES, repoRoot, waitForHttp, type ServiceName } from '../libs/stack/src/index.js';
+import { Stack, SERVICES, repoRoot, waitForHttp } from '../libs/stack/src/index.js';
 import { freePort, startNatsServer, type NatsServerHandle } from '../libs/testing/src/nats-server.js';
 import { waitForConsumers } from '../libs/testing/src/harness.js';
 import { measureCeiling, type CeilingResult } from './ceiling.js';
@@ -951,7 +951,7 @@ export function parseCli(argv: string[]): Partial<BenchOptions> {
     logLevel: values['log-level'],
     logDir: values['log-dir'],
     build: !values['no-build'],
-  }) as Partial<BenchOptions>;
+  });
 }
 
 async function main() {

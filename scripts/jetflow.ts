@@ -123,7 +123,7 @@ async function collect<T>(path: string, key: string, query: URLSearchParams, lim
     const q = new URLSearchParams(query);
     q.set('limit', String(Math.min(API_PAGE_MAX, limit - items.length)));
     if (cursor) q.set('cursor', cursor);
-    const page = await client.json<Record<string, unknown>>('GET', `${path}?${q}`);
+    const page = await client.json<Record<string, unknown>>('GET', `${path}?${q.toString()}`);
     const got = page[key];
     if (!Array.isArray(got)) throw new Error(`unexpected answer from ${path}: no "${key}" list`);
     items.push(...(got as T[]));

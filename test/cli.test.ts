@@ -276,7 +276,7 @@ describe('jetflow CLI', () => {
     assert.equal(page.flows.length, 1, 'stops at --limit');
     assert.ok(['partial', 'cancelled'].includes(page.flows[0]!.status));
     assert.ok(page.nextCursor, 'and says where to go on');
-    const rest = await cli(['--json', 'list', '--status', 'partial,cancelled', '--limit', '100', '--cursor', page.nextCursor!]);
+    const rest = await cli(['--json', 'list', '--status', 'partial,cancelled', '--limit', '100', '--cursor', page.nextCursor]);
     ok(rest, 'list --cursor');
     const ids = [page.flows[0]!.flowId, ...(JSON.parse(rest.stdout) as { flows: Array<{ flowId: string }> }).flows.map((f) => f.flowId)];
     for (const id of [partial, cancelled]) assert.ok(ids.includes(id), `${id} on one of the two listings`);

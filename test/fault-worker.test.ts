@@ -11,10 +11,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fromBinary } from '@bufbuild/protobuf';
 import { FlowEventSchema, TaskStatus } from '../libs/proto/src/index.js';
 import { decodeTaskResult } from '../libs/messaging/src/index.js';
-import { jetflowPerSuite, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { jetflowPerSuite, type CallbackReceiver, type Delivery, type JetflowUnderTest } from '../libs/testing/src/index.js';
 
 type View = { status: string; stages: Array<{ name: string; tasks: Array<{ name: string; status: string; attempts: number; dispatchedAt: string | null }> }> };
 type Results = Record<string, Record<string, unknown> & { status?: string }>;
+/** A callback of these flows: every callback's fields and the tasks' results. */
+type Body = Delivery['body'] & { results: Results; errors: unknown[] };
 
 describe('worker runtime end to end: backoff multiplier, limits that count running time, cancel that stops the work', () => {
   let j: JetflowUnderTest;
@@ -62,7 +64,7 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
   test('retries of an always-failing task with backoff x5 are spaced initial x 5^(n-1), within the jitter band', async (t) => {
     const id = await submit('backoff5', {});
     await cb.waitForFlows([id], 40_000);
-    const body = cb.byFlow(id)[0]!.body as { status: string; results: Results };
+    const body = cb.byFlow(id)[0]!.body as Body;
     assert.equal(body.results.fails!.status, 'failed');
     const retrying = events.filter((e) => e.flowId === id && e.type === 'task.retrying').sort((a, b) => a.attempt - b.attempt);
     assert.deepEqual(
@@ -87,7 +89,7 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
   test('four CPU tasks at 70 % of their soft limit on two pool threads: none times out, none is retried', async () => {
     const id = await submit('threads', { chaos: { busyMs: 2_100 } });
     await cb.waitForFlows([id], 40_000);
-    const body = cb.byFlow(id)[0]!.body as { status: string; results: Results; errors: unknown[] };
+    const body = cb.byFlow(id)[0]!.body as Body;
     assert.equal(body.status, 'succeeded', JSON.stringify(body.errors));
     for (const t of ['busy1', 'busy2', 'busy3', 'busy4']) {
       assert.equal(body.results[t]!.attempt, 1, `${t} ran once`);
@@ -132,7 +134,7 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
     // A fresh thread replaced the terminated one: a flow needing both threads runs on a new thread id.
     const next = await submit('threads', { chaos: { busyMs: 1_000 } });
     await cb.waitForFlows([next], 30_000);
-    const nb = cb.byFlow(next)[0]!.body as { status: string; results: Results };
+    const nb = cb.byFlow(next)[0]!.body as Body;
     assert.equal(nb.status, 'succeeded');
     const nextThreads = ['busy1', 'busy2', 'busy3', 'busy4'].map((t) => nb.results[t]!.threadId as number);
     assert.ok(

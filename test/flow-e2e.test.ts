@@ -27,7 +27,7 @@ function assertReport(body: Record<string, unknown>, flowId: string) {
   assert.equal(body.tenant, 'default');
   const results = body.results as Record<string, unknown>;
   assert.deepEqual(Object.keys(results).sort(), ['anomaly', 'keywords', 'sentiment']);
-  for (const [name, r] of Object.entries(results)) assert.ok(r && typeof r === 'object' && !('error' in (r as object)), `analyst ${name} has a result`);
+  for (const [name, r] of Object.entries(results)) assert.ok(r && typeof r === 'object' && !('error' in r), `analyst ${name} has a result`);
   assert.deepEqual(Object.keys(body.datasets as object).sort(), ['embeddings', 'features', 'text']);
   assert.deepEqual(body.errors, []);
   assert.ok(typeof body.durationMs === 'number' && body.durationMs >= 0);

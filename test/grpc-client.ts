@@ -5,7 +5,7 @@ import { SubmitFlowRequestSchema, type SubmitFlowResponse, type GetFlowResponse,
 
 /** A real gRPC client over a socket, built from the same generated descriptors. */
 export function ingestClient(address: string, apiKey?: string) {
-  const Ctor = grpc.makeGenericClientConstructor(ingestServiceDefinition() as grpc.ServiceDefinition, 'IngestService');
+  const Ctor = grpc.makeGenericClientConstructor(ingestServiceDefinition(), 'IngestService');
   const client = new Ctor(address, grpc.credentials.createInsecure()) as unknown as Record<string, (...args: unknown[]) => unknown> & grpc.Client;
   const md = () => {
     const m = new grpc.Metadata();

@@ -99,9 +99,9 @@ describe('bad input is rejected with errors that name the field, and creates no 
     const conflict = await post({ ...body, metadata: { source: 'changed' } });
     assert.equal(conflict.status, 409);
     assert.equal(((await conflict.json()) as ErrBody).error.code, 'conflict');
-    await cb.waitForFlows([ids[0]!]);
+    await cb.waitForFlows([ids[0]]);
     await new Promise((r) => setTimeout(r, 500));
-    assert.equal(cb.byFlow(ids[0]!).length, 1, 'one callback for the key');
+    assert.equal(cb.byFlow(ids[0]).length, 1, 'one callback for the key');
   });
 
   test('gRPC maps errors to status codes with field details', async () => {
@@ -121,7 +121,7 @@ describe('bad input is rejected with errors that name the field, and creates no 
         assert.match(e.details, /input\.records\[0\]\.text/);
         return true;
       });
-      await assert.rejects(noAuth.submit(sampleSubmission(cb.url) as never), (e: grpc.ServiceError) => e.code === grpc.status.UNAUTHENTICATED);
+      await assert.rejects(noAuth.submit(sampleSubmission(cb.url)), (e: grpc.ServiceError) => e.code === grpc.status.UNAUTHENTICATED);
       await assert.rejects(client.get('fnope00000000000000000000'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);
       const big = { flow: 'insights', input: { records: [{ id: 'a', text: 'x'.repeat(5 * 1024 * 1024) }] } };
       await assert.rejects(client.submit(big), (e: grpc.ServiceError) => e.code === grpc.status.RESOURCE_EXHAUSTED);

@@ -32,7 +32,7 @@ interface DeadLetterItem {
 describe('operations API', () => {
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  const as = (key: string) => (path: string, init: RequestInit = {}) => fetch(`${j.http}${path}`, { ...init, headers: { authorization: `Bearer ${key}`, ...((init.headers as Record<string, string>) ?? {}) } });
+  const as = (key: string) => (path: string, init: RequestInit = {}) => fetch(`${j.http}${path}`, { ...init, headers: { authorization: `Bearer ${key}`, ...(init.headers ?? {}) } });
   const submit = async (key: string, extra: Record<string, unknown> = {}) => {
     const r = await as(key)('/v1/flows', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(sampleSubmission(cb.url, extra)) });
     assert.equal(r.status, 202);
@@ -281,8 +281,8 @@ describe('operations API', () => {
       const ingest = files.find((f) => f.service.some((s) => s.name === 'IngestService'));
       // Real file names and imports, so clients can follow the imports (grpcurl does).
       assert.equal(ingest?.name, 'jetflow/v1/ingest.proto');
-      assert.deepEqual(ingest!.dependency, ['google/protobuf/struct.proto']);
-      assert.deepEqual(ingest!.service[0]!.method.map((m) => m.name).sort(), ['CancelFlow', 'GetFlow', 'SubmitFlow', 'WatchFlow']);
+      assert.deepEqual(ingest.dependency, ['google/protobuf/struct.proto']);
+      assert.deepEqual(ingest.service[0]!.method.map((m) => m.name).sort(), ['CancelFlow', 'GetFlow', 'SubmitFlow', 'WatchFlow']);
       // Dependencies the client may not have: fetch them by name, as grpcurl does.
       const struct = (await rc.fileByFilename('google/protobuf/struct.proto')).map((b) => fromBinary(FileDescriptorProtoSchema, b));
       assert.equal(struct[0]?.name, 'google/protobuf/struct.proto');
@@ -299,7 +299,7 @@ describe('operations API', () => {
       const md = new grpc.Metadata();
       md.set('authorization', `Bearer ${j.apiKey}`);
       const s = sampleSubmission(cb.url);
-      const req = create(method.input, { flow: 'insights', input: s.input as never, callbackUrl: cb.url, idempotencyKey: 'reflected-1' } as never);
+      const req = create(method.input, { flow: 'insights', input: s.input, callbackUrl: cb.url, idempotencyKey: 'reflected-1' });
       const res = await new Promise<Record<string, unknown>>((resolve, reject) =>
         client.makeUnaryRequest(`/jetflow.v1.IngestService/SubmitFlow`, i.ser, o.de, req, md, (err, r) => (err ? reject(err) : resolve(r!))),
       );

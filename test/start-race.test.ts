@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { connect, nanos, type JetStreamManager, type NatsConnection } from 'nats';
+import { connect, nanos, type NatsConnection } from 'nats';
 import { BUCKETS, CONSUMERS, STREAMS, consumerConfigs, provisionTopology, streamConfigs, type TopologyOptions } from '../libs/messaging/src/index.js';
 import { Stack, waitForHttp } from '../libs/stack/src/index.js';
 import { TEST_API_KEY, freePort, startNatsCluster, startNatsServer, waitForConsumers } from '../libs/testing/src/index.js';
@@ -32,6 +32,8 @@ async function provisionTogether(conns: NatsConnection[], o: TopologyOptions) {
   assert.deepEqual(failed, [], 'every concurrent provisioning resolves');
 }
 
+type Fn = (...args: unknown[]) => unknown;
+
 /**
  * The connection as provisioning sees it, with `rival` run just before each stream or consumer create
  * it sends: another service (a connection of its own to the same broker) gets there first, in exactly
@@ -43,10 +45,11 @@ function racedBy(nc: NatsConnection, rival: (kind: 'stream' | 'consumer', name: 
       get(t, p) {
         const v = Reflect.get(t, p, t) as unknown;
         if (typeof v !== 'function') return v;
-        if (p !== 'add') return v.bind(t);
+        const f = v as Fn;
+        if (p !== 'add') return f.bind(t);
         return async (...args: unknown[]) => {
           await rival(kind, nameOf(args));
-          return v.apply(t, args);
+          return f.apply(t, args);
         };
       },
     });
@@ -58,10 +61,10 @@ function racedBy(nc: NatsConnection, rival: (kind: 'stream' | 'consumer', name: 
           const jsm = await t.jetstreamManager(...args);
           const streams = hook(jsm.streams, 'stream', (a) => (a[0] as { name: string }).name);
           const consumers = hook(jsm.consumers, 'consumer', (a) => (a[1] as { durable_name: string }).durable_name);
-          return new Proxy(jsm, { get: (j, q) => (q === 'streams' ? streams : q === 'consumers' ? consumers : (Reflect.get(j, q, j) as unknown)) }) as JetStreamManager;
+          return new Proxy(jsm, { get: (j, q) => (q === 'streams' ? streams : q === 'consumers' ? consumers : (Reflect.get(j, q, j) as unknown)) });
         };
       }
-      return typeof v === 'function' ? v.bind(t) : v;
+      return typeof v === 'function' ? (v as Fn).bind(t) : v;
     },
   });
 }

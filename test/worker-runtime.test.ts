@@ -151,7 +151,7 @@ describe('worker runtime: slots, limits that count running time, cancellation', 
   it('cancel: a running task sees its signal at once and its hard signal after the grace; waiting ones are skipped; nothing is published as a success', async () => {
     const fired: Record<string, { soft?: number; hard?: number }> = {};
     const watch = (name: string, ctx: TaskContext) => {
-      const f = (fired[name] = {});
+      const f: { soft?: number; hard?: number } = (fired[name] = {});
       ctx.signal.addEventListener('abort', () => (f.soft = Date.now()), { once: true });
       ctx.hardSignal.addEventListener('abort', () => (f.hard = Date.now()), { once: true });
     };

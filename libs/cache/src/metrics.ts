@@ -29,7 +29,7 @@ function counter(registry: Registry, name: string, help: string): Counter<'bucke
     if (typeof (existing as Partial<Counter<'bucket'>>).inc !== 'function' || 'dec' in existing || 'observe' in existing) {
       throw new Error(`metric ${name} is already registered with a different type`);
     }
-    return existing as Counter<'bucket'>;
+    return existing;
   }
   return new Counter({ name, help, labelNames: ['bucket'], registers: [registry] });
 }

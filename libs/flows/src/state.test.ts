@@ -144,8 +144,8 @@ test('a result for a task the flow does not have fails the flow, naming it, and 
   assert.equal(t.changed, true);
   assert.equal(s.status, 'failed');
   assert.deepEqual(t.rejected, { code: 'unknown_task', message: 'a result arrived for task "renamed", which flow shift v1 does not have' });
-  assert.deepEqual(s.errors, [{ task: 'renamed', code: 'unknown_task', message: t.rejected!.message }]);
-  assert.equal(s.endReason, t.rejected!.message);
+  assert.deepEqual(s.errors, [{ task: 'renamed', code: 'unknown_task', message: t.rejected.message }]);
+  assert.equal(s.endReason, t.rejected.message);
   assert.equal(s.tasks['slow-prep']!.status, 'skipped');
   assert.ok(t.events.some((e) => e.type === 'flow.completed'));
   // A replay of the same message changes nothing more: one ending, one callback.
@@ -164,7 +164,7 @@ test('a result for a task not dispatched yet fails the flow; a duplicate of a se
   const early = applyResult(s2, V1, ok('echo-a'), 2_000);
   assert.equal(s2.status, 'failed');
   assert.equal(early.rejected?.code, 'unexpected_result');
-  assert.match(early.rejected!.message, /"echo-a", which was never dispatched \(pending\)/);
+  assert.match(early.rejected.message, /"echo-a", which was never dispatched \(pending\)/);
 });
 
 test('failFlow ends a running flow once; on a finished flow it changes nothing but still rejects the message', () => {

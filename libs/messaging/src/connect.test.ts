@@ -17,7 +17,7 @@ after(async () => {
 });
 
 test('connectNats engages both adapters on this nats client (a nats.js upgrade that moves its internals fails here)', () => {
-  const proto = (nc as unknown as { protocol: { sendCommand: { name: string } } }).protocol;
+  const proto = (nc as unknown as { protocol: { sendCommand: (...args: unknown[]) => unknown } }).protocol;
   assert.equal(proto.sendCommand.name, 'sendCommand');
   assert.ok(!String(proto.sendCommand).includes('queueMicrotask'), 'the coalescing sendCommand is installed');
   const encoders = createRequire(import.meta.url)('nats/lib/nats-base-client/encoders.js') as { TE: unknown };

@@ -1,4 +1,4 @@
-import { connect as natsConnect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
+import { Events, connect as natsConnect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
 import type { NatsAuth } from '../../config/src/nats.js';
 import type { Logger } from '../../logging/src/index.js';
 import { encodeUtf8, installFastUtf8 } from './utf8.js';
@@ -28,8 +28,8 @@ export async function connectNats(opts: { servers: string[]; name: string; log?:
       for await (const s of nc.status()) {
         // A refused publish or subscribe names its subject: a role missing a permission shows here.
         const ctx = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
-        if (ctx) log.error({ nats: s.type, data: String(s.data), operation: ctx.operation, subject: ctx.subject }, 'NATS refused an operation: permissions violation');
-        else if (s.type === 'disconnect' || s.type === 'reconnect' || s.type === 'error') log.warn({ nats: s.type, data: String(s.data) }, 'nats connection status');
+        if (ctx) log.error({ nats: s.type, data: s.data, operation: ctx.operation, subject: ctx.subject }, 'NATS refused an operation: permissions violation');
+        else if (s.type === Events.Disconnect || s.type === Events.Reconnect || s.type === Events.Error) log.warn({ nats: s.type, data: s.data }, 'nats connection status');
       }
     })();
   }

@@ -65,7 +65,7 @@ export class JetStreamPublisher {
         }
         let ack: { stream?: unknown; seq?: unknown; duplicate?: unknown; error?: unknown };
         try {
-          ack = JSON.parse(new TextDecoder().decode(m.data));
+          ack = JSON.parse(new TextDecoder().decode(m.data)) as typeof ack;
           if (typeof ack !== 'object' || ack === null || Array.isArray(ack)) throw new Error('not an object');
         } catch {
           this.finish(id, p, undefined, new Error(`bad PubAck for ${p.subject}`));

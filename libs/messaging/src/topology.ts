@@ -170,7 +170,7 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
   const changed = JSON.stringify(cur.subjects) !== JSON.stringify(cfg.subjects) || (cfg.max_age !== undefined && cur.max_age !== cfg.max_age) || (cfg.duplicate_window !== undefined && cur.duplicate_window !== cfg.duplicate_window);
   const replicas = replicasDiffer(cur, cfg);
   if (replicas) logReplicas(log, cfg.name, cur.num_replicas, cfg.num_replicas!);
-  if (changed || replicas) await jsm.streams.update(cfg.name, { ...cur, ...cfg } as StreamConfig);
+  if (changed || replicas) await jsm.streams.update(cfg.name, { ...cur, ...cfg });
 }
 
 /** A stream of another name whose subjects overlap cfg's, if any (undefined when it cannot be told). */

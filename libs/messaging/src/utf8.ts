@@ -15,12 +15,12 @@ export function encodeUtf8(s: string): Uint8Array<ArrayBuffer> {
     const out = new Uint8Array(n);
     for (let i = 0; i < n; i++) {
       const c = s.charCodeAt(i);
-      if (c > 0x7f) return Buffer.from(s, 'utf8') as Uint8Array<ArrayBuffer>;
+      if (c > 0x7f) return Buffer.from(s, 'utf8');
       out[i] = c;
     }
     return out;
   }
-  return Buffer.from(s, 'utf8') as Uint8Array<ArrayBuffer>;
+  return Buffer.from(s, 'utf8');
 }
 
 let installed = false;

@@ -901,8 +901,13 @@ async function main(): Promise<void> {
   let diffN = 0;
   for (let i = 0; i < topicProbe.length; i++)
     for (let j = i + 1; j < topicProbe.length; j++) {
-      if (topicProbe[i]!.ti === topicProbe[j]!.ti) (same += cos(ev, i, j)), sameN++;
-      else (diff += cos(ev, i, j)), diffN++;
+      if (topicProbe[i]!.ti === topicProbe[j]!.ti) {
+        same += cos(ev, i, j);
+        sameN++;
+      } else {
+        diff += cos(ev, i, j);
+        diffN++;
+      }
     }
   const nearestPartner = async (pairs: Array<[string, string]>, label: string) => {
     const texts = pairs.flat();
@@ -913,7 +918,12 @@ async function main(): Promise<void> {
       const partner = i ^ 1;
       let best = -1;
       let bestCos = -Infinity;
-      for (let j = 0; j < texts.length; j++) if (j !== i && cos(v, i, j) > bestCos) (bestCos = cos(v, i, j)), (best = j);
+      for (let j = 0; j < texts.length; j++) {
+        if (j !== i && cos(v, i, j) > bestCos) {
+          bestCos = cos(v, i, j);
+          best = j;
+        }
+      }
       if (best === partner) hits++;
       else if (VERBOSE) log(`  ${label} paraphrase miss: "${texts[i]}" is nearest to "${texts[best]}"`);
       pairCos += cos(v, i, partner) / texts.length;

@@ -1,3 +1,4 @@
+import { RetentionPolicy } from 'nats';
 import { subjectMatches } from '../../flows/src/index.js';
 import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS, consumerConfigs, streamConfigs } from '../../messaging/src/index.js';
 import { accountInfo, consume, getMessages, inbox, kvRead, kvWrite, listConsumers, merge, provisionConsumer, provisionStream, publish, readStream, subscribe, type Grant } from './grants.js';
@@ -114,7 +115,7 @@ function checkInput(input: SecurityInput): Topology {
   const durables = new Map<string, string[]>();
   for (const c of consumerConfigs(topo)) durables.set(c.stream, [...(durables.get(c.stream) ?? []), c.config.durable_name]);
   const streams = [
-    ...streamConfigs(topo).map((s) => ({ name: s.name, workqueue: s.retention === 'workqueue' })),
+    ...streamConfigs(topo).map((s) => ({ name: s.name, workqueue: s.retention === RetentionPolicy.Workqueue })),
     ...Object.values(BUCKETS).map((b) => ({ name: `KV_${b}`, workqueue: false })),
   ];
   const serves = {

@@ -65,7 +65,7 @@ describe('clients from the environment, against the local servers', () => {
     const s3 = createS3Client();
     const dynamo = createDynamoClient();
     try {
-      assert.equal(await s3.config.forcePathStyle, true);
+      assert.equal(s3.config.forcePathStyle, true);
       assert.equal(await s3.config.region(), 'us-east-1');
       const storage = createStorage(storageConfigFromEnv(process.env));
       try {

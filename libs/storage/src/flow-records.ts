@@ -148,7 +148,7 @@ export class FlowRecords {
   async recordStarted(start: FlowStart): Promise<boolean> {
     const status = start.status ?? 'running';
     if (status !== 'accepted' && status !== 'running') {
-      throw new StorageError('invalid_argument', `recordStarted: status must be 'accepted' or 'running', got '${status}'`);
+      throw new StorageError('invalid_argument', `recordStarted: status must be 'accepted' or 'running', got '${String(status)}'`);
     }
     return this.putNew(startItem(start, status));
   }

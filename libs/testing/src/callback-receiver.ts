@@ -57,7 +57,7 @@ export async function startCallbackReceiver(opts: { secret?: string; port?: numb
   server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', async () => {
+    const onEnd = async () => {
       const raw = Buffer.concat(chunks).toString('utf8');
       let body: Delivery['body'];
       try {
@@ -84,7 +84,9 @@ export async function startCallbackReceiver(opts: { secret?: string; port?: numb
       r.accepted.push(d);
       res.statusCode = 200;
       res.end('ok');
-    });
+    };
+    // A throw in the handler answers 500 instead of being an unhandled rejection that ends the test run.
+    req.on('end', () => void onEnd().catch((err: Error) => (res.headersSent ? res.destroy() : res.writeHead(500).end(err.message))));
   });
   await new Promise<void>((res) => server.listen(opts.port ?? 0, '127.0.0.1', () => res()));
   const addr = server.address();

@@ -81,7 +81,8 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
           resourceSpans?: Array<{ resource?: { attributes?: KeyValue[] }; scopeSpans?: Array<{ spans?: Array<{ traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; attributes?: KeyValue[]; status?: { code?: number; message?: string }; events?: Array<{ name: string }> }> }> }>;
         };
         for (const rs of body.resourceSpans ?? []) {
-          const service = String(attrs(rs.resource?.attributes)['service.name'] ?? '');
+          const name = attrs(rs.resource?.attributes)['service.name'];
+          const service = typeof name === 'string' ? name : '';
           for (const ss of rs.scopeSpans ?? []) {
             for (const s of ss.spans ?? []) {
               r.spans.push({

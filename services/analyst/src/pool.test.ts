@@ -12,7 +12,7 @@ let datasets: Datasets = {};
 before(async () => {
   const out: Record<string, unknown> = {};
   for (const [name, g] of generators) out[name] = (await g.generate(records, { signal: new AbortController().signal })).rows;
-  datasets = out as Datasets;
+  datasets = out;
 });
 
 describe('analyst pool', () => {

@@ -5,7 +5,6 @@ import {
   FlowControlSchema,
   FlowRequestSchema,
   SubmitFlowRequestSchema,
-  TaskSchema,
   TaskStatus,
   type FlowRequest,
 } from '../../../libs/proto/src/index.js';
@@ -37,7 +36,7 @@ import {
 import { callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, isCasConflict, isTransientNatsError, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
-import { activeTraceparent } from '../../../libs/telemetry/src/index.js';
+import { ATTR, activeTraceparent, annotateActiveSpan } from '../../../libs/telemetry/src/index.js';
 
 const dec = new TextDecoder();
 
@@ -257,12 +256,15 @@ export class SagaEngine {
       const tokens = m.subject.split('.');
       const tenant = tokens[2] ?? 'unknown';
       const flowId = this.flowIdFor(m, tenant, '');
+      annotateActiveSpan({ [ATTR.flowId]: flowId });
       this.d.log.warn({ subject: m.subject, flowId, code: r.code, reason: r.message }, 'ingest message rejected; dead-lettered');
       await deadLetter(this.d.pub, m, 'ingest', { code: r.code, message: r.message, flowId });
       publishEvent(this.d.nc, tenant, { flowId, flow: tokens[3] ?? '', type: 'flow.rejected', status: 'rejected', message: r.message });
       m.term();
       return;
     }
+    // The NATS door's messages carry no Jetflow-Flow-Id header: the start span learns the id here.
+    annotateActiveSpan({ [ATTR.flowId]: req.flowId });
     const claim = this.d.claimInput;
     if (claim && !req.inputRef && req.inputJson.length > claim.thresholdBytes) {
       // Big inputs stay out of the KV state and the task messages: they travel as a reference.

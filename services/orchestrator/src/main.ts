@@ -30,7 +30,7 @@ const storage = await startOrchestratorStorage(cfg, log);
 const partitionLoops = new Map<number, PullLoop>();
 const writer = new KvWriter(pub, BUCKETS.flows);
 const definitions = await openKv(nc, BUCKETS.definitions, { leader: true });
-const engine = new SagaEngine({ nc, kv, writer, pub, registry, definitions, partitions: cfg.partitions, policy, log, onTerminal: obs.flowEnded, maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
+const engine = new SagaEngine({ nc, kv, writer, pub, registry, definitions, partitions: cfg.partitions, policy, log, onTerminal: (s) => obs.flowEnded(s), maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
 const sender = new CallbackSender({
   nc,
   kv,
@@ -43,7 +43,7 @@ const sender = new CallbackSender({
   backoffInitialMs: cfg.callbackBackoffInitialMs,
   backoffMaxMs: cfg.callbackBackoffMaxMs,
   log,
-  onAttempt: obs.callbackAttempt,
+  onAttempt: (outcome) => obs.callbackAttempt(outcome),
   ...(storage.history ? { history: storage.history } : {}),
 });
 

@@ -17,7 +17,7 @@ let datasets: Datasets = {};
 before(async () => {
   const out: Record<string, unknown> = {};
   for (const [name, g] of generators) out[name] = (await g.generate(records, ctx())).rows;
-  datasets = out as Datasets;
+  datasets = out;
 });
 
 describe('registry', () => {
@@ -86,7 +86,7 @@ describe('anomaly', () => {
     const batch = [...records.slice(0, 120), odd, german];
     const ds: Record<string, unknown> = {};
     for (const [name, g] of generators) ds[name] = (await g.generate(batch, ctx())).rows;
-    const report = await anomaly.analyze({ records: batch, datasets: ds as Datasets }, ctx());
+    const report = await anomaly.analyze({ records: batch, datasets: ds }, ctx());
     const outliers = report.outliers as Array<{ id: string; reasons: Array<{ feature: string }> }>;
     for (const id of ['odd', 'de']) {
       const o = outliers.find((x) => x.id === id);

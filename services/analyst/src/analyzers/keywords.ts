@@ -72,9 +72,15 @@ function kmeans(xs: number[][], k: number, seed: number): { assign: number[]; ce
       let bestD = Infinity;
       centroids.forEach((c, j) => {
         const d = sqDist(x, c);
-        if (d < bestD) (bestD = d), (best = j);
+        if (d < bestD) {
+          bestD = d;
+          best = j;
+        }
       });
-      if (assign[i] !== best) (assign[i] = best), (moved = true);
+      if (assign[i] !== best) {
+        assign[i] = best;
+        moved = true;
+      }
     });
     if (!moved) break;
     centroids.forEach((c, j) => {

@@ -88,7 +88,7 @@ async function loadDatasets(task: Task, d: AnalystHandlerDeps): Promise<Datasets
       out[dep.task] = d.cache && small ? await d.cache.getOrLoad(ref, load) : await load();
     }),
   );
-  return out as Datasets;
+  return out;
 }
 
 /** The flow's input records (inline, or the claim-checked input through the cache), or undefined without input. */

@@ -139,7 +139,7 @@ export const generator: DatasetGenerator<FeatureRow> = {
       for (const name of names) {
         const v = columns.get(name)?.[i] ?? null;
         const p = profiles.get(name);
-        values[name] = v === null ? null : (round(v, 6) as number);
+        values[name] = v === null ? null : round(v, 6);
         z[name] = v === null || !p?.stdRaw || p.meanRaw === null ? null : round((v - p.meanRaw) / p.stdRaw);
       }
       return { id: r.id, values, z };

@@ -1,6 +1,6 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import { createHash } from 'node:crypto';
-import { headers as natsHeaders, type KV, type NatsConnection } from 'nats';
+import { Events, headers as natsHeaders, type KV, type NatsConnection } from 'nats';
 import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
 import { msgIds, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
@@ -28,8 +28,8 @@ export class JetStreamGateway implements Gateway {
   ) {
     void (async () => {
       for await (const s of nc.status()) {
-        if (s.type === 'disconnect') this.isConnected = false;
-        if (s.type === 'reconnect') this.isConnected = true;
+        if (s.type === Events.Disconnect) this.isConnected = false;
+        if (s.type === Events.Reconnect) this.isConnected = true;
       }
     })();
   }

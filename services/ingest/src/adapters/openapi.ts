@@ -69,7 +69,7 @@ export async function registerDocs(app: FastifyInstance, o: { version: string })
           ...(doc.querystring ? { querystring: doc.querystring } : {}),
           ...(doc.body ? { body: doc.body } : {}),
           response: responsesOf(doc),
-        } as never,
+        },
         url,
       };
     },

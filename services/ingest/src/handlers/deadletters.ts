@@ -146,6 +146,7 @@ export class DeadLetterHandlers {
 /** The body as JSON when it is JSON, as text when it is text, else base64. */
 function bodyView(b: Uint8Array): { encoding: 'json' | 'text' | 'base64'; value: unknown } {
   const text = new TextDecoder('utf-8', { fatal: false }).decode(b);
+  // eslint-disable-next-line no-control-regex -- control characters are what this looks for
   const printable = !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
   if (printable) {
     try {
