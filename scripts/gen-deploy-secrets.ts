@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parse } from 'yaml';
 import { loadFlowRegistry, taskSubjects } from '../libs/flows/src/index.js';
-import { natsSecurity, secretEnv, type NatsSecret } from '../libs/security/src/index.js';
+import { checkPassword, hashPassword, natsSecurity, newPassword, secretEnv, verifyPassword, type NatsSecret } from '../libs/security/src/index.js';
 
 /**
  * Renders the deployment's secrets from the one source of NATS identities (libs/security): the
@@ -38,6 +38,8 @@ export interface GenOptions {
 }
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The admin of NATS's system account (not a Jetflow identity: libs/security has none for it). */
+const SYS_USER = 'nats-admin';
 const newKey = () => randomBytes(32).toString('base64url');
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -68,6 +70,20 @@ const envText = (header: string, vars: Record<string, string>) =>
   `# ${header}\n${Object.entries(vars)
     .map(([k, v]) => `${k}=${v}`)
     .join('\n')}\n`;
+
+/** user -> bcrypt hash in an auth.conf this script wrote earlier. */
+function deployedHashes(file: string): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!existsSync(file)) return out;
+  const text = readFileSync(file, 'utf8');
+  try {
+    const accounts = JSON.parse(text.slice(text.indexOf('accounts: ') + 'accounts: '.length)) as Record<string, { users?: Array<{ user: string; password: string }> }>;
+    for (const a of Object.values(accounts)) for (const u of a.users ?? []) out.set(u.user, u.password);
+  } catch {
+    // Not ours or damaged: every hash is made anew.
+  }
+  return out;
+}
 
 export function defaultPartitions(): number {
   const doc = parse(readFileSync(join(ROOT, 'deploy/k8s/base/config.yaml'), 'utf8')) as { data: Record<string, string> };
@@ -107,7 +123,21 @@ export function generateDeploySecrets(o: GenOptions): string[] {
     written.push(name);
   };
   const nats = (s: NatsSecret) => secretEnv(s);
-  put('nats-auth.conf', `# nats-server accounts, users and permissions (libs/security): bcrypt hashes only.\naccounts: ${JSON.stringify(sec.config.accounts, null, 2)}\n`);
+  // The system account: server administration only (nats server report jetstream, raft peer-remove;
+  // docs/DEPLOYMENT.md, "Recover from a lost node"). It sees no Jetflow subject.
+  const sysPassword = rotate.has('nats') || rotate.has(SYS_USER) || !keep[SYS_USER] ? newPassword() : keep[SYS_USER];
+  checkPassword(SYS_USER, sysPassword);
+  const accounts = { ...sec.config.accounts, SYS: { users: [{ user: SYS_USER, password: hashPassword(sysPassword, o.bcryptCost) }] } };
+  // bcrypt salts each hash: keep the deployed hash of an unchanged password, so a re-run does not change the Secret (and roll NATS).
+  const plain = new Map([...sec.secrets.map((x) => [x.user, x.password] as const), [SYS_USER, sysPassword] as const]);
+  const deployed = deployedHashes(join(out, 'nats-auth.conf'));
+  for (const acc of Object.values(accounts) as Array<{ users: Array<{ user: string; password: string }> }>) {
+    for (const u of acc.users) {
+      const old = deployed.get(u.user);
+      if (old && verifyPassword(plain.get(u.user)!, old)) u.password = old;
+    }
+  }
+  put('nats-auth.conf', `# nats-server accounts, users and permissions (libs/security): bcrypt hashes only.\nsystem_account: SYS\naccounts: ${JSON.stringify(accounts, null, 2)}\n`);
   put(
     'ingest.env',
     envText('ingest: API key hashes and its NATS identity', { JETFLOW_API_KEYS: o.tenants.map((t) => `${t}:sha256:${sha256(apiKeys[t]!)}`).join(','), ...nats(sec.secretFor('ingest')) }),
@@ -129,8 +159,8 @@ export function generateDeploySecrets(o: GenOptions): string[] {
   put(
     join('handout', 'nats-logins.env'),
     envText(
-      `NATS logins, user=password: the operator (CLI, admin tools) and each tenant's NATS door (publishes to jetflow.ingest.<tenant>.>). Inbox prefixes: ${people.map((s) => `${s.user} ${s.inboxPrefix}`).join(', ')}`,
-      Object.fromEntries(people.map((s) => [s.user, s.password])),
+      `NATS logins, user=password: the operator (CLI, admin tools), the system account's admin (${SYS_USER}, server administration only) and each tenant's NATS door (publishes to jetflow.ingest.<tenant>.>). Inbox prefixes: ${people.map((s) => `${s.user} ${s.inboxPrefix}`).join(', ')}`,
+      { ...Object.fromEntries(people.map((s) => [s.user, s.password])), [SYS_USER]: sysPassword },
     ),
   );
   return written;

@@ -34,7 +34,11 @@ interface Tracked {
 /** A deep copy whose objects record which keys the validator looks at. */
 function track(v: unknown, path: string, out: Tracked[]): unknown {
   if (v === null || typeof v !== 'object') return v;
-  if (Array.isArray(v)) return new Proxy(v.map((x, i) => track(x, `${path}[${i}]`, out)), {});
+  if (Array.isArray(v))
+    return new Proxy(
+      v.map((x, i) => track(x, `${path}[${i}]`, out)),
+      {},
+    );
   const obj = v as Record<string, unknown>;
   const rec: Tracked = { path, obj, read: new Set(), map: false };
   out.push(rec);
@@ -90,6 +94,7 @@ export function validateNatsTrigger(where: string, md: Record<string, unknown>):
   const known = new Set([...NATS_JETSTREAM_METADATA.required, ...NATS_JETSTREAM_METADATA.optional]);
   for (const k of NATS_JETSTREAM_METADATA.required) if (typeof md[k] !== 'string' || !md[k]) errors.push(`${where}: nats-jetstream trigger without ${k}`);
   for (const k of Object.keys(md)) if (!known.has(k)) errors.push(`${where}: nats-jetstream trigger has unknown metadata ${k}`);
-  for (const k of ['lagThreshold', 'activationLagThreshold']) if (md[k] !== undefined && !/^\d+$/.test(String(md[k]))) errors.push(`${where}: ${k} must be a whole number as a string, got ${JSON.stringify(md[k])}`);
+  for (const k of ['lagThreshold', 'activationLagThreshold'])
+    if (md[k] !== undefined && (typeof md[k] !== 'string' || !/^\d+$/.test(md[k]))) errors.push(`${where}: ${k} must be a whole number as a string, got ${JSON.stringify(md[k])}`);
   return errors;
 }

@@ -120,14 +120,19 @@ export const RATES = [1_000, 10_000, 50_000] as const;
 
 /** The table docs/DEPLOYMENT.md shows (the test compares them). */
 export function sizingTable(): string {
-  const rows = ['| flows/s | mode | cells | flows/s per cell | NATS nodes (vCPU busy each) | ingest | orchestrator | dataset-generator | analyst | JETFLOW_PARTITIONS |', '|---|---|---|---|---|---|---|---|---|---|'];
+  const rows = [
+    '| flows/s | mode | cells | flows/s per cell | NATS nodes (vCPU busy each) | ingest | orchestrator | dataset-generator | analyst | JETFLOW_PARTITIONS |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
   for (const mode of ['noop', 'real'] as const) {
     for (const rate of RATES) {
       const s = size(rate, mode);
       const w = (k: 'dataset-generator' | 'analyst') => (s.workerPodsCpuBound !== undefined ? `${s.pods[k]} (${s.workerPodsCpuBound} if CPU-bound)` : `${s.pods[k]}`);
       // Real mode's nats-server CPU was not measured apart from the services': noop's is its floor.
       const nats = `${s.natsNodes} (${mode === 'real' ? '≥ ' : ''}${s.natsCoresPerNode})`;
-      rows.push(`| ${rate.toLocaleString('en-US')} | ${mode} | ${s.cells} | ${Math.round(s.perCell).toLocaleString('en-US')} | ${nats} | ${s.pods.ingest} | ${s.pods.orchestrator} | ${w('dataset-generator')} | ${w('analyst')} | ${s.partitionsPerCell} |`);
+      rows.push(
+        `| ${rate.toLocaleString('en-US')} | ${mode} | ${s.cells} | ${Math.round(s.perCell).toLocaleString('en-US')} | ${nats} | ${s.pods.ingest} | ${s.pods.orchestrator} | ${w('dataset-generator')} | ${w('analyst')} | ${s.partitionsPerCell} |`,
+      );
     }
   }
   return rows.join('\n');
@@ -135,6 +140,8 @@ export function sizingTable(): string {
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) {
   process.stdout.write(`lagThreshold = ceil(${MEASURED.real.perPodFlowsPerSec[0]} x ${PLAN.queueBudgetS} + ${PLAN.concurrency}) = ${lagThreshold()}\n`);
-  process.stdout.write(`cell capacity = floor(${MEASURED.streamCeilingMsgsPerSec[0]} x ${PLAN.streamBudgetShare} / ${Math.max(...Object.values(MEASURED.msgsPerFlow))}) = ${cellCapacity()} flows/s\n\n`);
+  process.stdout.write(
+    `cell capacity = floor(${MEASURED.streamCeilingMsgsPerSec[0]} x ${PLAN.streamBudgetShare} / ${Math.max(...Object.values(MEASURED.msgsPerFlow))}) = ${cellCapacity()} flows/s\n\n`,
+  );
   process.stdout.write(`${sizingTable()}\n`);
 }
