@@ -31,6 +31,8 @@ ENV NODE_ENV=production
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
+# A named volume mounted here starts with this directory's owner: writable by uid 1000.
+RUN mkdir -p /data && chown 1000:1000 /data
 USER 1000:1000
 EXPOSE 4567 4569
 CMD ["node", "dist/libs/storage/src/local-aws-main.js", "--host", "0.0.0.0", "--s3-port", "4569", "--dynamo-port", "4567", "--dir", "/data"]
