@@ -420,7 +420,10 @@ describe('a worker of your own (deploy/k8s/templates/worker.yaml)', () => {
     assert.equal(data.NATS_USER, 'worker-sentiment-gpu');
     assert.deepEqual(Object.keys(data).sort(), ['NATS_INBOX_PREFIX', 'NATS_PASSWORD', 'NATS_USER'], 'a NATS login and nothing else');
     const auth = secretData(get(objs, 'Secret', 'nats-auth'))['auth.conf']!;
-    const accounts = JSON.parse(auth.slice(auth.indexOf('accounts: ') + 'accounts: '.length)) as Record<string, { users: Array<{ user: string; permissions: { publish: { allow: string[] } } }> }>;
+    const accounts = JSON.parse(auth.slice(auth.indexOf('accounts: ') + 'accounts: '.length)) as Record<
+      string,
+      { users: Array<{ user: string; permissions: { publish: { allow: string[] } } }> }
+    >;
     const user = accounts[JETFLOW_ACCOUNT]!.users.find((u) => u.user === 'worker-sentiment-gpu');
     assert.ok(user, 'its login is in the server config');
     // Of the task stream (it also watches the cancel flags, an ordered consumer on KV_jetflow_cancel).
