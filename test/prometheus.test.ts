@@ -256,7 +256,7 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
         for (const line of text.split('\n')) {
           const m = /^([a-zA-Z_:][\w:]*)\{(.*)\} (\S+)$/.exec(line);
           if (!m || m[1] !== name) continue;
-          const got = Object.fromEntries([...m[2]!.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+          const got = Object.fromEntries([...m[2]!.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1] ?? '', x[2] ?? ''] as const));
           if (Object.keys(got).length === Object.keys(labels).length && Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
         }
         return undefined;

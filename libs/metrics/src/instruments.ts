@@ -45,14 +45,14 @@ export const LABEL_VALUES = {
 /** Every combination of the given label values: {a: [1, 2], b: [x]} → [{a: 1, b: x}, {a: 2, b: x}]. */
 export function combinations<L extends string>(values: Record<L, readonly string[]>): Array<Record<L, string>> {
   let out: Array<Record<string, string>> = [{}];
-  for (const [k, vs] of Object.entries(values) as Array<[string, readonly string[]]>) out = out.flatMap((o) => vs.map((v) => ({ ...o, [k]: v })));
-  return out as Array<Record<L, string>>;
+  for (const [k, vs] of Object.entries<readonly string[]>(values)) out = out.flatMap((o) => vs.map((v) => ({ ...o, [k]: v })));
+  return out;
 }
 
 /** Creates each label combination at zero (counters at 0, histograms with empty buckets), once. */
 export function zeroSeries<L extends string>(m: Counter<L> | Histogram<L>, values: Record<L, readonly string[]>): void {
   for (const labels of combinations(values)) {
-    if (m instanceof Histogram) m.zero(labels as never);
+    if (m instanceof Histogram) m.zero(labels);
     else m.inc(labels as never, 0);
   }
 }
