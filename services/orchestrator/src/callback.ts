@@ -1,10 +1,11 @@
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
+import type { LookupFunction } from 'node:net';
 import { fromBinary } from '@bufbuild/protobuf';
 import type { JsMsg, KV, NatsConnection } from 'nats';
 import { CallbackJobSchema, type CallbackJob } from '../../../libs/proto/src/index.js';
-import type { CallbackPolicy } from '../../../libs/flows/src/index.js';
+import type { CallbackPolicy, ResolvedAddress, Resolver } from '../../../libs/flows/src/index.js';
 import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
@@ -27,6 +28,8 @@ export interface CallbackSenderDeps {
   onAttempt?: (outcome: 'delivered' | 'retry' | 'dead_lettered') => void;
   /** Records each finished flow in DynamoDB before its callback is sent (JETFLOW_HISTORY=dynamodb). */
   history?: FlowHistory;
+  /** How callback hosts are resolved (dns.lookup by default; tests inject one). */
+  resolve?: Resolver;
 }
 
 /** Jetflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>"> */
@@ -103,34 +106,35 @@ export class CallbackSender {
     }
     let statusCode: number | undefined;
     let error: string | undefined;
-    const blocked = await this.d.policy.checkResolved(job.url).catch((e: Error) => `cannot resolve callback host: ${e.message}`);
-    if (blocked) {
-      error = blocked;
-    } else {
-      const headers: Record<string, string> = {
-        'content-type': 'application/json',
-        'user-agent': 'jetflow-callback/1',
-        'jetflow-delivery-id': job.deliveryId,
-        'jetflow-attempt': String(attempt),
-      };
-      const secret = this.d.secrets.get(job.tenant);
-      if (secret) headers['jetflow-signature'] = signBody(secret, body);
-      else if (!this.warnedNoSecret.has(job.tenant)) {
-        this.warnedNoSecret.add(job.tenant);
-        log().warn({ tenant: job.tenant }, 'no callback secret for tenant; sending unsigned (set JETFLOW_CALLBACK_SECRETS)');
-      }
-      // The receiver can continue the flow's trace (W3C traceparent, as any HTTP client would send).
-      injectRecord(headers);
-      const hb = setInterval(() => m.working(), Math.max(1_000, this.d.timeoutMs / 3));
-      try {
-        statusCode = await post(job.url, body, headers, this.d.timeoutMs);
+    let blocked: string | undefined;
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'user-agent': 'jetflow-callback/1',
+      'jetflow-delivery-id': job.deliveryId,
+      'jetflow-attempt': String(attempt),
+    };
+    const secret = this.d.secrets.get(job.tenant);
+    if (secret) headers['jetflow-signature'] = signBody(secret, body);
+    else if (!this.warnedNoSecret.has(job.tenant)) {
+      this.warnedNoSecret.add(job.tenant);
+      log().warn({ tenant: job.tenant }, 'no callback secret for tenant; sending unsigned (set JETFLOW_CALLBACK_SECRETS)');
+    }
+    // The receiver can continue the flow's trace (W3C traceparent, as any HTTP client would send).
+    injectRecord(headers);
+    const hb = setInterval(() => m.working(), Math.max(1_000, this.d.timeoutMs / 3));
+    try {
+      const r = await deliver(this.d.policy, job.url, body, headers, this.d.timeoutMs, this.d.resolve);
+      if ('blocked' in r) {
+        error = blocked = r.blocked;
+      } else {
+        statusCode = r.statusCode;
         if (tracingEnabled()) annotateActiveSpan({ [ATTR.httpStatus]: statusCode });
         if (statusCode < 200 || statusCode >= 300) error = `HTTP ${statusCode}`;
-      } catch (err) {
-        error = (err as Error).message;
-      } finally {
-        clearInterval(hb);
       }
+    } catch (err) {
+      error = (err as Error).message; // network, timeout or DNS trouble: retried
+    } finally {
+      clearInterval(hb);
     }
     const tokens = { flowId: job.flowId, flow: '' };
     if (!error) {
@@ -170,14 +174,48 @@ export class CallbackSender {
 // global fetch) per POST costs several times the request itself.
 const agents = { http: new http.Agent({ keepAlive: true, maxSockets: 64 }), https: new https.Agent({ keepAlive: true, maxSockets: 64 }) };
 
-/** POSTs the body; resolves with the status code (redirects are not followed), rejects on network errors and timeouts. */
-export function post(url: string, body: string, headers: Record<string, string>, timeoutMs: number): Promise<number> {
+/**
+ * One delivery attempt: resolves the callback host once, checks every address it has against the
+ * policy, then POSTs to exactly the checked address. `blocked` when the policy refuses the target;
+ * rejects on DNS, network errors and timeouts.
+ */
+export async function deliver(policy: CallbackPolicy, url: string, body: string, headers: Record<string, string>, timeoutMs: number, resolve?: Resolver): Promise<{ blocked: string } | { statusCode: number }> {
+  const target = await policy.target(url, resolve).catch((e: Error) => {
+    throw new Error(`cannot resolve callback host: ${e.message}`, { cause: e });
+  });
+  if (!target.ok) return { blocked: target.reason };
+  return { statusCode: await post(url, body, headers, timeoutMs, target.address) };
+}
+
+/**
+ * A `lookup` for net.connect that answers the address the policy checked, whatever the name: the
+ * connection cannot reach another address than the one checked. The Host header, TLS SNI and the
+ * certificate check keep the URL's host name.
+ */
+export function pinnedLookup(to: ResolvedAddress): LookupFunction {
+  return (_host, opts, cb) => {
+    if (opts?.all) cb(null, [{ address: to.address, family: to.family }]);
+    else cb(null, to.address, to.family);
+  };
+}
+
+/**
+ * POSTs the body to `to`, the address checked for the URL's host; resolves with the status code
+ * (redirects are not followed: a 3xx is a failed attempt), rejects on network errors and timeouts.
+ */
+export function post(url: string, body: string, headers: Record<string, string>, timeoutMs: number, to: ResolvedAddress): Promise<number> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const mod = u.protocol === 'https:' ? https : http;
     const req = mod.request(
       u,
-      { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) }, agent: u.protocol === 'https:' ? agents.https : agents.http, timeout: timeoutMs },
+      {
+        method: 'POST',
+        headers: { ...headers, 'content-length': Buffer.byteLength(body) },
+        agent: u.protocol === 'https:' ? agents.https : agents.http,
+        timeout: timeoutMs,
+        lookup: pinnedLookup(to),
+      },
       (res) => {
         res.resume();
         res.on('end', () => resolve(res.statusCode ?? 0));
