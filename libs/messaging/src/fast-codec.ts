@@ -87,6 +87,8 @@ export interface TaskOwn {
   /** The definition's backoff.multiplier; unset (0) reads as 2. */
   backoffMultiplier?: number;
   dispatchedAtMs: number;
+  /** The dispatch's result token (Task.result_token). */
+  resultToken?: string;
 }
 
 /** The fields every task of one stage dispatch shares (input and the earlier stages' outputs): encoded once. */
@@ -123,6 +125,7 @@ export function encodeTask(shared: Uint8Array, t: TaskOwn): Uint8Array {
   u32(w, 15, t.backoffMaxMs);
   i64(w, 17, t.dispatchedAtMs);
   f32(w, 18, t.backoffMultiplier);
+  str(w, 19, t.resultToken);
   const own = w.finish();
   const out = new Uint8Array(shared.length + own.length);
   out.set(shared, 0);
@@ -144,6 +147,8 @@ export interface TaskResultFields {
   startedAtMs: number;
   finishedAtMs: number;
   worker: string;
+  /** Task.result_token of the task answered. */
+  resultToken?: string;
 }
 
 /** jetflow.v1.TaskResult */
@@ -161,6 +166,7 @@ export function encodeTaskResult(r: TaskResultFields): Uint8Array {
   i64(w, 10, r.startedAtMs);
   i64(w, 11, r.finishedAtMs);
   str(w, 12, r.worker);
+  str(w, 13, r.resultToken);
   return w.finish();
 }
 
@@ -172,7 +178,7 @@ const big = (v: bigint | string) => (typeof v === 'bigint' ? v : BigInt(v));
 
 /** jetflow.v1.TaskResult, as the generated fromBinary() would give it. */
 export function decodeTaskResult(bytes: Uint8Array): TaskResult {
-  const r: TaskResult = { $typeName: 'jetflow.v1.TaskResult', flowId: '', task: '', stage: 0, status: 0, outputJson: EMPTY, outputRef: '', errorCode: '', errorMessage: '', attempts: 0, startedAtMs: 0n, finishedAtMs: 0n, worker: '' };
+  const r: TaskResult = { $typeName: 'jetflow.v1.TaskResult', flowId: '', task: '', stage: 0, status: 0, outputJson: EMPTY, outputRef: '', errorCode: '', errorMessage: '', attempts: 0, startedAtMs: 0n, finishedAtMs: 0n, worker: '', resultToken: '' };
   const rd = new BinaryReader(bytes);
   while (rd.pos < rd.len) {
     const [field, wt] = rd.tag();
@@ -189,6 +195,7 @@ export function decodeTaskResult(bytes: Uint8Array): TaskResult {
       case 10: want(wt, VARINT, 10); r.startedAtMs = big(rd.int64()); break;
       case 11: want(wt, VARINT, 11); r.finishedAtMs = big(rd.int64()); break;
       case 12: want(wt, LEN, 12); r.worker = rd.string(); break;
+      case 13: want(wt, LEN, 13); r.resultToken = rd.string(); break;
       default: rd.skip(wt, field);
     }
   }
@@ -215,7 +222,7 @@ function decodeTaskInput(bytes: Uint8Array): TaskInput {
 export function decodeTask(bytes: Uint8Array): Task {
   const t: Task = {
     $typeName: 'jetflow.v1.Task', flowId: '', tenant: '', flow: '', flowVersion: 0, stage: 0, task: '', subject: '', inputJson: EMPTY, inputRef: '', deps: [],
-    softLimitMs: 0, hardLimitMs: 0, maxAttempts: 0, backoffInitialMs: 0, backoffMaxMs: 0, deadlineAtMs: 0n, dispatchedAtMs: 0n, backoffMultiplier: 0,
+    softLimitMs: 0, hardLimitMs: 0, maxAttempts: 0, backoffInitialMs: 0, backoffMaxMs: 0, deadlineAtMs: 0n, dispatchedAtMs: 0n, backoffMultiplier: 0, resultToken: '',
   };
   const rd = new BinaryReader(bytes);
   while (rd.pos < rd.len) {
@@ -239,6 +246,7 @@ export function decodeTask(bytes: Uint8Array): Task {
       case 16: want(wt, VARINT, 16); t.deadlineAtMs = big(rd.int64()); break;
       case 17: want(wt, VARINT, 17); t.dispatchedAtMs = big(rd.int64()); break;
       case 18: want(wt, BIT32, 18); t.backoffMultiplier = rd.float(); break;
+      case 19: want(wt, LEN, 19); t.resultToken = rd.string(); break;
       default: rd.skip(wt, field);
     }
   }

@@ -166,6 +166,8 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       startedAtMs: startedAt ?? now,
       finishedAtMs: now,
       worker: o.workerId,
+      // Proves the result answers this dispatch: the orchestrator applies no result without it.
+      resultToken: task.resultToken,
     });
     const h = natsHeaders();
     h.set('Jetflow-Flow-Id', task.flowId);
