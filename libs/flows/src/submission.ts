@@ -66,7 +66,7 @@ export interface ValidateOptions {
 export function validateSubmission(body: unknown, opts: ValidateOptions): Submission {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw invalid([{ path: '', message: 'body must be a JSON object' }]);
   const parsed = SubmissionSchema.safeParse(body);
-  const raw = body as { flow?: unknown; input?: unknown };
+  const raw = body as { flow?: unknown; input?: unknown; callbackUrl?: unknown };
   const details: FieldIssue[] = parsed.success ? [] : issuesOf(parsed.error);
   const flowName = typeof raw.flow === 'string' ? raw.flow : undefined;
   const def = flowName ? opts.registry.get(flowName) : undefined;
@@ -77,23 +77,24 @@ export function validateSubmission(body: unknown, opts: ValidateOptions): Submis
     const r = schema.safeParse(raw.input);
     if (!r.success) details.push(...issuesOf(r.error, 'input'));
   }
-  if (!parsed.success || details.length) throw invalid(details);
-  const sub = parsed.data;
-  if (sub.callbackUrl !== undefined) {
+  // The callback URL's own checks run whatever else is wrong (a string the schema refused, e.g. too
+  // long, is already named by the schema).
+  const url = typeof raw.callbackUrl === 'string' ? raw.callbackUrl : undefined;
+  if (url !== undefined && !details.some((d) => d.path === 'callbackUrl')) {
     let u: URL | undefined;
     try {
-      u = new URL(sub.callbackUrl);
+      u = new URL(url);
     } catch {
       details.push({ path: 'callbackUrl', message: 'not a valid URL' });
     }
     if (u && u.protocol !== 'http:' && u.protocol !== 'https:') details.push({ path: 'callbackUrl', message: 'must be http or https' });
     else if (u && opts.checkCallbackUrl) {
-      const why = opts.checkCallbackUrl(sub.callbackUrl);
+      const why = opts.checkCallbackUrl(url);
       if (why) details.push({ path: 'callbackUrl', message: why });
     }
   }
-  if (details.length) throw invalid(details);
-  return sub;
+  if (!parsed.success || details.length) throw invalid(details);
+  return parsed.data;
 }
 
 /** Canonical hash of a submission (for "same idempotency key, different body" → 409). */

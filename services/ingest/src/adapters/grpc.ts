@@ -14,20 +14,27 @@ import {
   type FlowEvent,
 } from '../../../../libs/proto/src/index.js';
 import { ErrorCodes, JetflowError, STATUS, codeOf } from '../../../../libs/errors/src/index.js';
+import { STATUS_DETAILS_TRAILER, encodeRpcStatus } from '../../../../libs/errors/src/grpc-status.js';
 import { eventSubject } from '../../../../libs/messaging/src/index.js';
 import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
 import type { Authenticator } from './auth.js';
 
-/** Maps an error to a gRPC status with the field details in the message and trailers. */
-function toStatus(err: unknown): Partial<grpc.StatusObject> {
+/**
+ * Maps an error to a gRPC status: the standard google.rpc.Status (bad fields as a BadRequest) in
+ * grpc-status-details-bin, and for clients written before it the jetflow-error-* trailers.
+ */
+export function toStatus(err: unknown): Partial<grpc.StatusObject> {
   const code = codeOf(err);
+  const grpcCode = STATUS[code].grpc;
+  const message = (err as Error)?.message ?? 'internal error';
   const md = new grpc.Metadata();
   const je = err instanceof JetflowError ? err : undefined;
   if (je?.details.length) md.set('jetflow-error-details', JSON.stringify(je.details));
   md.set('jetflow-error-code', code);
   if (je?.retryAfterMs !== undefined) md.set('retry-after', String(Math.ceil(je.retryAfterMs / 1000)));
-  return { code: STATUS[code].grpc, details: (err as Error)?.message ?? 'internal error', metadata: md };
+  md.set(STATUS_DETAILS_TRAILER, Buffer.from(encodeRpcStatus(grpcCode, message, je?.details)));
+  return { code: grpcCode, details: message, metadata: md };
 }
 
 function codec<D extends DescMessage>(schema: D) {
