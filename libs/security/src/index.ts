@@ -6,6 +6,7 @@ export { DEFAULT_SERVES, JETFLOW_ACCOUNT, SERVICE_ROLES, SecurityInputError, der
 export { MIN_PASSWORD_LENGTH, checkPassword, hashPassword, issueSecrets, newPassword, secretEnv, verifyPassword, type NatsSecret } from './credentials.js';
 export { renderServerConfig, renderServerConfigText, type NatsAuthConfig, type RenderOptions } from './server-config.js';
 export { NEVER as NEVER_GRANTED } from './grants.js';
+export { securityInputFromEnv } from './env.js';
 
 export interface NatsSecurity {
   identities: Identity[];

@@ -52,10 +52,15 @@ export interface StartOptions {
   /**
    * NATS with identities and permissions (libs/security): nats-server runs the derived configuration,
    * every service connects with its role's credentials, anonymous connections are refused. With
-   * `natsUrls`, pass the TestNatsAuth that server was started with. Default: on when
-   * JETFLOW_TEST_NATS_AUTH=1 and the harness starts the server, else off.
+   * `natsUrls`, pass the TestNatsAuth that server was started with. Default: on when the harness
+   * starts the server (JETFLOW_TEST_NATS_AUTH=0 turns it off), off with `natsUrls`.
    */
   auth?: boolean | TestNatsAuth;
+}
+
+/** Whether suites run NATS with identities when they do not say: yes, unless JETFLOW_TEST_NATS_AUTH=0. */
+export function testAuthDefault(): boolean {
+  return process.env.JETFLOW_TEST_NATS_AUTH !== '0';
 }
 
 /** The test NATS identities for a stack started with these options (the environment it will have). */
@@ -70,7 +75,7 @@ const ROLES = { ingest: 'ingest', orchestrator: 'orchestrator', 'dataset-generat
 /** Starts a real nats-server (unless given `natsUrls`) and the four services as processes, on free ports. */
 export async function startJetflow(o: StartOptions = {}): Promise<JetflowUnderTest> {
   // The switch applies to servers the harness starts; a server the test brought decides for itself.
-  const wantAuth = o.auth ?? (!o.natsUrls && process.env.JETFLOW_TEST_NATS_AUTH === '1');
+  const wantAuth = o.auth ?? (!o.natsUrls && testAuthDefault());
   if (wantAuth === true && o.natsUrls) throw new Error('startJetflow: with natsUrls, pass the TestNatsAuth the server was started with as `auth`');
   const natsAuth = wantAuth === true ? natsAuthFor(o) : wantAuth || undefined;
   const nats = o.natsUrls ? undefined : await startNatsServer(natsAuth ? { config: natsAuth.config, connect: natsAuth.options('admin') } : {});

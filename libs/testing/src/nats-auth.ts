@@ -1,8 +1,6 @@
 import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
-import { pairs, type Env } from '../../config/src/index.js';
-import { loadFlowRegistry, taskSubjects } from '../../flows/src/index.js';
-import { DEFAULT_PARTITIONS } from '../../messaging/src/index.js';
-import { JETFLOW_ACCOUNT, hashPassword, natsSecurity, newPassword, secretEnv, type NatsSecurity, type Role, type SecurityInput } from '../../security/src/index.js';
+import type { Env } from '../../config/src/index.js';
+import { JETFLOW_ACCOUNT, hashPassword, natsSecurity, newPassword, secretEnv, securityInputFromEnv, type NatsSecurity, type Role, type SecurityInput } from '../../security/src/index.js';
 import type { ServiceName } from '../../stack/src/index.js';
 
 /**
@@ -30,16 +28,7 @@ export const TEST_ADMIN_USER = 'test-admin';
  * subjects each worker service serves. bcrypt cost 4: the passwords are random, and starts stay fast.
  */
 export function testNatsAuth(env: Env, serviceEnv: Partial<Record<ServiceName, Env>> = {}, extra: Pick<SecurityInput, 'workers'> & { tenants?: string[] } = {}): TestNatsAuth {
-  const partitions = Number(env.JETFLOW_PARTITIONS || DEFAULT_PARTITIONS);
-  const serving = (s: 'dataset-generator' | 'analyst') => {
-    const v = serviceEnv[s]?.JETFLOW_TASK_SUBJECTS ?? env.JETFLOW_TASK_SUBJECTS;
-    return v ? { [s]: v.split(',').map((x) => x.trim()).filter(Boolean) } : {};
-  };
-  const tenants = [...new Set([...pairs(env, 'JETFLOW_API_KEYS').map(([t]) => t), ...(extra.tenants ?? [])])];
-  const security = natsSecurity(
-    { partitions, taskSubjects: taskSubjects(loadFlowRegistry(env).defs), tenants, serves: { ...serving('dataset-generator'), ...serving('analyst') }, ...(extra.workers ? { workers: extra.workers } : {}) },
-    { bcryptCost: 4 },
-  );
+  const security = natsSecurity(securityInputFromEnv(env, serviceEnv, extra), { bcryptCost: 4 });
   const adminPassword = newPassword();
   const accounts = structuredClone(security.config.accounts);
   // No permissions block: everything, as anonymous connections had before (a test's inspections and injections).

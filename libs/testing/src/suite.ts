@@ -12,7 +12,7 @@
  */
 import { after, before } from 'node:test';
 import { startCallbackReceiver, type CallbackReceiver } from './callback-receiver.js';
-import { natsAuthFor, startJetflow, type JetflowUnderTest, type StartOptions } from './harness.js';
+import { natsAuthFor, startJetflow, testAuthDefault, type JetflowUnderTest, type StartOptions } from './harness.js';
 import { startNatsCluster, type NatsClusterHandle } from './nats-server.js';
 
 export interface JetflowSuiteOptions {
@@ -31,7 +31,7 @@ export function jetflowPerSuite(onStarted: (s: { j: JetflowUnderTest; cb: Callba
   before(async () => {
     // With identities on a cluster, the cluster starts with the configuration the services will use.
     const clusterEnv = opts.cluster ? { JETFLOW_REPLICAS: String(opts.cluster.size), ...opts.jetflow?.env } : undefined;
-    const wantAuth = opts.jetflow?.auth ?? process.env.JETFLOW_TEST_NATS_AUTH === '1';
+    const wantAuth = opts.jetflow?.auth ?? testAuthDefault();
     const auth = opts.cluster && wantAuth ? (wantAuth === true ? natsAuthFor({ ...opts.jetflow, env: clusterEnv! }) : wantAuth) : undefined;
     if (opts.cluster) cluster = await startNatsCluster({ size: opts.cluster.size, ...(auth ? { config: auth.config, connect: auth.options('admin') } : {}) });
     cb = await startCallbackReceiver(opts.receiver);
