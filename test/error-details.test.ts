@@ -36,7 +36,7 @@ describe('error details name every bad field at once', () => {
       const bin = err.metadata.get(STATUS_DETAILS_TRAILER);
       assert.equal(bin.length, 1, 'one grpc-status-details-bin trailer');
       assert.ok(Buffer.isBuffer(bin[0]));
-      const st = decodeRpcStatus(bin[0] as Buffer);
+      const st = decodeRpcStatus(bin[0]);
       assert.equal(st.code, grpc.status.INVALID_ARGUMENT, 'Status.code is the call status');
       assert.equal(st.message, err.details, 'Status.message is the status message');
       assert.deepEqual(st.detailTypes, [BAD_REQUEST_TYPE_URL]);
