@@ -1,13 +1,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { connect as tcpConnect } from 'node:net';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { connect as tcpConnect, createServer, type Server } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { repoRoot } from '../libs/stack/src/index.js';
-import { freePort, sampleSubmission, startNatsServer, type NatsServerHandle } from '../libs/testing/src/index.js';
+import { connect, type NatsConnection } from 'nats';
+import { deriveFlowId } from '../libs/flows/src/index.js';
+import { freePort, sampleSubmission, startCallbackReceiver, startNatsServer, type CallbackReceiver, type NatsServerHandle } from '../libs/testing/src/index.js';
 import { apiKeyEntries, listenHost, sha256hex } from '../services/ingest/src/config.js';
 import { connectHost, localAccess } from '../scripts/local-stack.js';
 import { ingestClient } from './grpc-client.js';
@@ -119,16 +121,18 @@ interface LocalStackRun {
   stop: () => Promise<number | null>;
 }
 
-/** `npm start`'s program (dist/scripts/local-stack.js) as a real process, on a test-started nats-server. */
-async function runLocalStack(nats: NatsServerHandle, env: Record<string, string>): Promise<LocalStackRun> {
-  const dir = mkdtempSync(join(tmpdir(), 'jetflow-local-'));
+/**
+ * `npm start`'s program (dist/scripts/local-stack.js) as a real process: on a test-started nats-server
+ * (NATS_URL), or with `nats` undefined on a nats-server of its own. `dir` reuses an earlier run's .jetflow.
+ */
+async function runLocalStack(nats: NatsServerHandle | undefined, env: Record<string, string>, dir = mkdtempSync(join(tmpdir(), 'jetflow-local-'))): Promise<LocalStackRun> {
   const httpPort = await freePort();
   const grpcPort = await freePort();
   const proc = spawn(process.execPath, [join(repoRoot(), 'dist', 'scripts', 'local-stack.js')], {
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? dir,
-      NATS_URL: nats.url,
+      ...(nats ? { NATS_URL: nats.url } : {}),
       JETFLOW_LOCAL_DIR: dir,
       JETFLOW_HTTP_PORT: String(httpPort),
       JETFLOW_GRPC_PORT: String(grpcPort),
@@ -243,6 +247,130 @@ describe('local stack (npm start) as a process', () => {
       assert.match(run.output(), /every key as a sha256 hash, so local\.json has no key for the CLI: pass it --api-key <key> or set JETFLOW_API_KEY/);
     } finally {
       assert.equal(await run.stop(), 0, run.output());
+    }
+  });
+});
+
+/** A publish the server refuses with a permissions violation (nats.js fails the request). */
+async function refusedPublish(nc: NatsConnection, subject: string): Promise<void> {
+  await assert.rejects(nc.request(subject, new TextEncoder().encode('{}'), { timeout: 3_000 }), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'PERMISSIONS_VIOLATION', `publish to ${subject}: ${e.message}`);
+    return true;
+  });
+}
+
+const modeOf = (file: string) => statSync(file).mode & 0o777;
+
+describe('local stack (npm start) with a nats-server of its own', () => {
+  const TENANTS = { JETFLOW_API_KEYS: `acme:operator:${ACME_KEY},beta:${BETA_KEY}`, JETFLOW_CALLBACK_SECRETS: 'acme:acme-secret,beta:beta-secret' };
+  let taken: Server;
+  let takenPort: number;
+  let monitorPort: number;
+  let cb: CallbackReceiver;
+  before(async () => {
+    // Something else already holds the port asked for (as another nats-server holds 4222 here).
+    takenPort = await freePort();
+    monitorPort = await freePort();
+    taken = createServer();
+    await new Promise<void>((r) => taken.listen(takenPort, '127.0.0.1', r));
+    cb = await startCallbackReceiver({ secret: 'acme-secret' });
+  });
+  after(async () => {
+    await new Promise((r) => taken?.close(r));
+    await cb?.close();
+  });
+
+  test('starts an authenticated nats-server on the next free port; the tenant submits through the NATS door with the credentials in local.json; every other attempt is refused; a restart keeps the credentials', async () => {
+    const env = { ...TENANTS, JETFLOW_NATS_PORT: String(takenPort), JETFLOW_NATS_MONITOR_PORT: String(monitorPort) };
+    const run = await runLocalStack(undefined, env);
+    let first: { url: string; user: string; password: string };
+    try {
+      const local = JSON.parse(readFileSync(join(run.dir, 'local.json'), 'utf8')) as { tenant: string; natsUrl: string; nats: { url: string; user: string; password: string } };
+      first = local.nats;
+      assert.equal(local.tenant, 'acme');
+      assert.equal(local.nats.user, 'tenant-acme');
+      assert.ok(local.nats.password.length >= 24, 'a generated password');
+      const natsPort = Number(new URL(local.nats.url).port);
+      assert.ok(natsPort > takenPort && natsPort < takenPort + 100, `the next free port after ${takenPort}: ${local.nats.url}`);
+      assert.equal(local.natsUrl, local.nats.url);
+      assert.deepEqual(listeningOn(natsPort), ['127.0.0.1']);
+      assert.deepEqual(listeningOn(monitorPort), ['127.0.0.1'], 'monitoring on loopback only');
+      for (const f of ['local.json', 'nats-credentials.json', 'nats-server.conf']) assert.equal(modeOf(join(run.dir, f)), 0o600, `${f} is private`);
+      // The credentials file has an identity per service, the operator and every tenant; the server config only hashes.
+      const users = Object.keys((JSON.parse(readFileSync(join(run.dir, 'nats-credentials.json'), 'utf8')) as { users: Record<string, string> }).users);
+      assert.deepEqual(users.sort(), ['analyst', 'dataset-generator', 'ingest', 'operator', 'orchestrator', 'tenant-acme', 'tenant-beta']);
+      assert.ok(!readFileSync(join(run.dir, 'nats-server.conf'), 'utf8').includes(local.nats.password), 'no plaintext password in the server configuration');
+      assert.match(run.output(), /nats req -s nats:\/\/127\.0\.0\.1:\d+ --user tenant-acme/);
+
+      await assert.rejects(
+        connect({ servers: local.nats.url, reconnect: false, timeout: 2_000 }),
+        (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION',
+        'anonymous refused',
+      );
+      await assert.rejects(
+        connect({ servers: local.nats.url, reconnect: false, timeout: 2_000, user: 'tenant-acme', pass: 'x'.repeat(43) }),
+        (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION',
+        'wrong password refused',
+      );
+
+      const tenant = await connect({ servers: local.nats.url, reconnect: false, timeout: 2_000, user: local.nats.user, pass: local.nats.password });
+      try {
+        const ack = await tenant.jetstream().publish('jetflow.ingest.acme.insights', JSON.stringify(sampleSubmission(cb.url)), { msgID: 'door-1' });
+        assert.equal(ack.stream, 'JETFLOW_INGEST');
+        assert.equal(ack.duplicate, false);
+        const flowId = deriveFlowId('acme', 'door-1');
+        await cb.waitForFlows([flowId], 90_000);
+        const got = cb.byFlow(flowId);
+        assert.equal(got.length, 1, 'one callback');
+        assert.equal(got[0]!.signatureValid, true);
+        assert.equal(got[0]!.body.status, 'succeeded');
+        assert.equal(got[0]!.body.tenant, 'acme');
+
+        for (const subject of [
+          'jetflow.ingest.beta.insights',
+          'jetflow.result.0.fvictim',
+          `$KV.jetflow_cancel.${flowId}`,
+          '$JS.API.STREAM.DELETE.JETFLOW_INGEST',
+          '$JS.API.STREAM.PURGE.JETFLOW_TASKS',
+        ])
+          await refusedPublish(tenant, subject);
+      } finally {
+        await tenant.close();
+      }
+      // Nothing the refused attempts named happened.
+      const op = (JSON.parse(readFileSync(join(run.dir, 'nats-credentials.json'), 'utf8')) as { users: Record<string, string> }).users.operator!;
+      const admin = await connect({ servers: local.nats.url, reconnect: false, timeout: 2_000, user: 'operator', pass: op, inboxPrefix: '_INBOX.operator' });
+      try {
+        const jsm = await admin.jetstreamManager();
+        assert.equal((await jsm.streams.info('JETFLOW_INGEST')).config.name, 'JETFLOW_INGEST');
+        await assert.rejects(
+          jsm.streams.getMessage('KV_jetflow_cancel', { last_by_subj: `$KV.jetflow_cancel.${deriveFlowId('acme', 'door-1')}` }),
+          /no message found/,
+          'no cancel flag was set',
+        );
+      } finally {
+        await admin.close();
+      }
+    } finally {
+      assert.equal(await run.stop(), 0, run.output());
+    }
+
+    // A restart keeps every NATS password: the same credentials work again.
+    const again = await runLocalStack(undefined, env, run.dir);
+    try {
+      const local = JSON.parse(readFileSync(join(again.dir, 'local.json'), 'utf8')) as { nats: { url: string; user: string; password: string } };
+      assert.equal(local.nats.user, first.user);
+      assert.equal(local.nats.password, first.password);
+      const tenant = await connect({ servers: local.nats.url, reconnect: false, timeout: 2_000, user: local.nats.user, pass: local.nats.password });
+      try {
+        const ack = await tenant.jetstream().publish('jetflow.ingest.acme.insights', JSON.stringify(sampleSubmission(cb.url)), { msgID: 'door-2' });
+        assert.equal(ack.stream, 'JETFLOW_INGEST');
+        await cb.waitForFlows([deriveFlowId('acme', 'door-2')], 90_000);
+      } finally {
+        await tenant.close();
+      }
+    } finally {
+      assert.equal(await again.stop(), 0, again.output());
     }
   });
 });

@@ -11,11 +11,18 @@ type WorkerService = 'dataset-generator' | 'analyst';
  * the tenants of JETFLOW_API_KEYS, and each worker service's JETFLOW_TASK_SUBJECTS. The local stack and
  * the test harness both derive their nats-server configuration from it.
  */
-export function securityInputFromEnv(env: Env, serviceEnv: Partial<Record<WorkerService | string, Env>> = {}, extra: Pick<SecurityInput, 'workers'> & { tenants?: readonly string[] } = {}): SecurityInput {
+export function securityInputFromEnv(env: Env, serviceEnv: Partial<Record<string, Env>> = {}, extra: Pick<SecurityInput, 'workers'> & { tenants?: readonly string[] } = {}): SecurityInput {
   const partitions = Number(env.JETFLOW_PARTITIONS || DEFAULT_PARTITIONS);
   const serving = (s: WorkerService) => {
     const v = serviceEnv[s]?.JETFLOW_TASK_SUBJECTS ?? env.JETFLOW_TASK_SUBJECTS;
-    return v ? { [s]: v.split(',').map((x) => x.trim()).filter(Boolean) } : {};
+    return v
+      ? {
+          [s]: v
+            .split(',')
+            .map((x) => x.trim())
+            .filter(Boolean),
+        }
+      : {};
   };
   const tenants = [...new Set([...pairs(env, 'JETFLOW_API_KEYS').map(([t]) => t), ...(extra.tenants ?? [])])];
   return {
