@@ -2,6 +2,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { headers as natsHeaders } from 'nats';
+import { deriveFlowId } from '../libs/flows/src/index.js';
+import { flowTraceId } from '../libs/logging/src/index.js';
 import { TEST_API_KEY, TEST_SECRET, sampleSubmission, startCallbackReceiver, startJetflow, startOtlpReceiver, type CallbackReceiver, type JetflowUnderTest, type OtlpReceiver } from '../libs/testing/src/index.js';
 
 type Line = Record<string, unknown> & { msg?: string; flowId?: string; trace_id?: string; span_id?: string; task?: string; service?: string };
@@ -119,6 +122,59 @@ describe('logs: JSON lines that name their flow and trace, and never a secret or
       ['record text', 'Great product, fast shipping'],
     ] as const) {
       assert.ok(!raw.includes(secret), `${what} ("${secret}") appears in the logs`);
+    }
+  });
+});
+
+describe('logs with tracing off: every line about a flow still names its trace', () => {
+  let j: JetflowUnderTest;
+  let cb: CallbackReceiver;
+
+  before(async () => {
+    cb = await startCallbackReceiver({ secret: TEST_SECRET });
+    j = await startJetflow({
+      env: { JETFLOW_FLOWS_FILE: resolve('test/fixtures/chaos-flows.json'), JETFLOW_TEST_PLUGINS: '1', JETFLOW_CALLBACK_BACKOFF_MS: '200' },
+      serviceEnv: { analyst: { JETFLOW_TASK_SUBJECTS: 'jetflow.task.analyst.>,jetflow.task.test.>' } },
+    });
+  });
+  after(async () => {
+    await j?.stop();
+    await cb?.close();
+  });
+
+  test("the caller's trace id when it sent a traceparent, else one derived from the flow id, the same in every service", async () => {
+    // Each flow retries a task twice and dead-letters it (lines in the worker and the orchestrator).
+    const failfast = { flow: 'failfast', input: {}, callbackUrl: cb.url };
+    const callerTrace = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const submit = async (headers: Record<string, string> = {}) => {
+      const r = await j.api('/v1/flows', { method: 'POST', json: failfast, headers });
+      assert.equal(r.status, 202);
+      return ((await r.json()) as { flowId: string }).flowId;
+    };
+    cb.failWith = 503; // the first callback attempts fail: the sender logs a retry
+    const withCaller = await submit({ traceparent: `00-${callerTrace}-00f067aa0ba902b7-01` });
+    const plain = await submit();
+    const h = natsHeaders();
+    h.set('Nats-Msg-Id', 'logs-trace-off-nats');
+    await j.nc.jetstream().publish('jetflow.ingest.default.failfast', JSON.stringify(failfast), { headers: h });
+    const nats = deriveFlowId('default', 'logs-trace-off-nats');
+    await cb.waitFor((c) => [withCaller, plain, nats].every((id) => c.deliveries.some((d) => d.body.flowId === id)), 30_000, 'first callback attempts');
+    cb.failWith = undefined;
+    await cb.waitForFlows([withCaller, plain, nats], 30_000);
+    // No trace of its own: nothing to link to from the timeline.
+    assert.equal(((await (await j.api(`/v1/flows/${plain}/timeline`)).json()) as { traceId: string | null }).traceId, null);
+    assert.equal(((await (await j.api(`/v1/flows/${withCaller}/timeline`)).json()) as { traceId: string | null }).traceId, callerTrace);
+
+    await j.stack.stop(); // flush every log line
+    const { lines } = readLogs(j.logDir);
+    const want: Record<string, string> = { [withCaller]: callerTrace, [plain]: flowTraceId(plain), [nats]: flowTraceId(nats) };
+    for (const [flowId, traceId] of Object.entries(want)) {
+      const about = lines.filter((l) => l.flowId === flowId);
+      const services = new Set(about.map((l) => l.service));
+      assert.ok(services.has('analyst') && services.has('orchestrator'), `${flowId}: lines from the worker and the orchestrator (${[...services].join(', ')})`);
+      assert.ok(about.some((l) => l.msg === 'task failed; retrying'), `${flowId}: the retry was logged`);
+      assert.ok(about.some((l) => l.msg === 'callback failed; retrying'), `${flowId}: the callback retry was logged`);
+      for (const l of about) assert.equal(l.trace_id, traceId, `${String(l.service)}: "${String(l.msg)}" names the trace of ${flowId}`);
     }
   });
 });

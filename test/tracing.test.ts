@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { headers as natsHeaders } from 'nats';
@@ -97,7 +98,8 @@ function assertFlowTrace(otlp: OtlpReceiver, trace: ReceivedSpan[], flowId: stri
     const p = parentOf(w)!;
     assert.equal(p.service, 'orchestrator');
     assert.equal(p.kind, SPAN_KIND.producer);
-    assert.equal(p.attributes['messaging.operation.type'], 'publish');
+    assert.equal(p.attributes['messaging.operation.type'], 'send', 'the current convention (not the deprecated "publish")');
+    assert.equal(p.attributes['messaging.operation.name'], 'publish');
     assert.equal(p.attributes['messaging.message.id'], `${flowId}:${t.stage}:${t.name}`);
     // Its result goes back to the orchestrator as a child of the attempt.
     const resultPub = trace.find((s) => s.parentSpanId === w.spanId && s.name === 'publish jetflow.result');
@@ -110,13 +112,28 @@ function assertFlowTrace(otlp: OtlpReceiver, trace: ReceivedSpan[], flowId: stri
     'the transition that ended the flow records flow.completed',
   );
 
-  // The callback: published by the orchestrator, delivered under it.
+  // The callback: published by the orchestrator, delivered under it, the POST a CLIENT span of the delivery.
   const cb = trace.filter((s) => s.name === 'process jetflow.callback');
   assert.equal(cb.length, 1, 'one delivery span');
   assert.equal(cb[0]!.attributes['jetflow.outcome'], 'delivered');
   assert.equal(cb[0]!.attributes['http.response.status_code'], 200);
   assert.equal(parentOf(cb[0]!)?.name, 'publish jetflow.callback');
-  return { callbackSpan: cb[0]!, start: start[0]! };
+  // (The other CLIENT span under it is the write of the delivery record to KV.)
+  const posts = trace.filter((s) => s.parentSpanId === cb[0]!.spanId && s.kind === SPAN_KIND.client && s.name === 'POST');
+  assert.equal(posts.length, 1, 'one HTTP client span for the POST');
+  const post = posts[0]!;
+  assert.equal(post.name, 'POST');
+  assert.equal(post.service, 'orchestrator');
+  assert.equal(post.attributes['http.request.method'], 'POST');
+  assert.equal(post.attributes['http.response.status_code'], 200);
+  assert.equal(post.attributes['server.address'], '127.0.0.1');
+  assert.equal(typeof post.attributes['server.port'], 'number');
+  assert.equal(post.attributes['url.scheme'], 'http');
+  assert.match(String(post.attributes['url.full']), /^http:\/\/127\.0\.0\.1:\d+\//);
+  assert.notEqual(post.status.code, 2, 'a 200 is not an error');
+  // The flow's first span in Jetflow (the root, or the caller's child) names the flow, whichever door it came through.
+  assert.equal(door.attributes['jetflow.flow_id'], flowId, `the door span ${door.name} names the flow`);
+  return { callbackSpan: post, start: start[0]! };
 }
 
 describe('one trace per flow, through each front door', () => {
@@ -126,7 +143,10 @@ describe('one trace per flow, through each front door', () => {
   before(async () => {
     otlp = await startOtlpReceiver();
     cb = await startCallbackReceiver({ secret: 'test-callback-secret' });
-    j = await startJetflow({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100' } });
+    j = await startJetflow({
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100', JETFLOW_FLOWS_FILE: resolve('test/fixtures/chaos-flows.json'), JETFLOW_TEST_PLUGINS: '1' },
+      serviceEnv: { analyst: { JETFLOW_TASK_SUBJECTS: 'jetflow.task.analyst.>,jetflow.task.test.>' } },
+    });
   });
   after(async () => {
     await j?.stop();
@@ -148,6 +168,9 @@ describe('one trace per flow, through each front door', () => {
     assert.equal(door.service, 'ingest');
     assert.equal(door.kind, SPAN_KIND.server);
     assert.equal(door.attributes['http.response.status_code'], 202);
+    assert.equal(door.attributes['url.path'], '/v1/flows');
+    assert.equal(door.attributes['url.scheme'], 'http');
+    assert.equal(door.attributes['http.request.method'], 'POST');
     assert.equal(door.attributes['jetflow.flow_id'], flowId);
     assert.equal(door.attributes['jetflow.tenant'], 'default');
     const { callbackSpan, start } = assertFlowTrace(otlp, trace, flowId, door, clientSpan);
@@ -155,7 +178,7 @@ describe('one trace per flow, through each front door', () => {
     assert.equal(publish.name, 'publish jetflow.ingest');
     assert.equal(publish.service, 'ingest');
     assert.equal(publish.parentSpanId, door.spanId);
-    assert.equal(cb.byFlow(flowId)[0]!.headers.traceparent, `00-${clientTrace}-${callbackSpan.spanId}-01`, 'the receiver gets the delivery span as parent');
+    assert.equal(cb.byFlow(flowId)[0]!.headers.traceparent, `00-${clientTrace}-${callbackSpan.spanId}-01`, 'the receiver gets the POST span as parent');
     const timeline = (await (await j.api(`/v1/flows/${flowId}/timeline`)).json()) as { traceId: string | null };
     assert.equal(timeline.traceId, clientTrace);
   });
@@ -217,5 +240,37 @@ describe('one trace per flow, through each front door', () => {
     const timeline = (await (await j.api(`/v1/flows/${flowId}/timeline`)).json()) as { traceId: string | null };
     assert.equal(timeline.traceId, door.traceId, 'the flow records the trace it started');
     assert.equal(otlp.rejected, 0, 'every export was OTLP/JSON');
+  });
+
+  test('a failed task attempt: its span has status ERROR with the exception recorded, retried or dead-lettered', async () => {
+    const res = await j.api('/v1/flows', { method: 'POST', json: { flow: 'failfast', input: {}, callbackUrl: cb.url } });
+    assert.equal(res.status, 202);
+    const { flowId } = (await res.json()) as { flowId: string };
+    await cb.waitForFlows([flowId], 30_000);
+    assert.equal(cb.byFlow(flowId)[0]!.body.status, 'failed');
+    const attempts = await otlp.waitFor(
+      (r) => {
+        const a = r.spans.filter((s) => s.kind === SPAN_KIND.consumer && s.attributes['jetflow.flow_id'] === flowId && s.attributes['jetflow.task'] === 'doomed');
+        return a.length >= 2 && a;
+      },
+      15_000,
+      'the two attempts of the failing task (maxAttempts 2)',
+    );
+    attempts.sort((a, b) => Number(a.attributes['jetflow.attempt']) - Number(b.attributes['jetflow.attempt']));
+    assert.deepEqual(
+      attempts.map((s) => [s.attributes['jetflow.attempt'], s.attributes['jetflow.outcome']]),
+      [
+        [1, 'retried'],
+        [2, 'dead_lettered'],
+      ],
+    );
+    for (const s of attempts) {
+      assert.equal(s.status.code, 2, `attempt ${String(s.attributes['jetflow.attempt'])} has status ERROR`);
+      assert.match(s.status.message ?? '', /chaos: doomed always fails/);
+      assert.ok(s.events.includes('exception'), `attempt ${String(s.attributes['jetflow.attempt'])} records the exception`);
+    }
+    // A succeeded attempt of the same flow is not an error.
+    const fine = otlp.spans.find((s) => s.kind === SPAN_KIND.consumer && s.attributes['jetflow.flow_id'] === flowId && s.attributes['jetflow.task'] === 'fine');
+    assert.ok(fine && fine.status.code !== 2);
   });
 });

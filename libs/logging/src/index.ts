@@ -1,15 +1,37 @@
 import { context, trace } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
+import { traceIdOfFlow, traceIdOfTraceparent } from './flow-trace.js';
 
 export type { Logger };
+export * from './flow-trace.js';
 
 const NONE: Readonly<Record<string, string>> = Object.freeze({});
+/** The trace id a flow logger was made with (a property, not a binding: the mixin reads it). */
+const FLOW_TRACE = Symbol('jetflow.flowTrace');
 
-/** trace_id and span_id of the active span, so every line logged inside a traced message names its trace. */
-function traceFields(): Readonly<Record<string, string>> {
-  // Without an SDK the context manager is a no-op and this is two cheap calls returning NONE.
+/**
+ * trace_id (and span_id) of every line: the active span's when there is one; else, for a line about
+ * a flow (made by flowLogger, or with a `flowId` field), the flow's trace id — so logs of a flow name
+ * its trace with tracing on or off.
+ */
+function traceFields(mergeObject: object, _level: number, logger: Logger): Readonly<Record<string, string>> {
+  // Without an SDK the context manager is a no-op and this is two cheap calls.
   const sc = trace.getSpanContext(context.active());
-  return sc && sc.traceId !== '00000000000000000000000000000000' ? { trace_id: sc.traceId, span_id: sc.spanId } : NONE;
+  if (sc && sc.traceId !== '00000000000000000000000000000000') return { trace_id: sc.traceId, span_id: sc.spanId };
+  const bound = (logger as unknown as { [FLOW_TRACE]?: string })[FLOW_TRACE];
+  if (bound) return { trace_id: bound };
+  const flowId = (mergeObject as { flowId?: unknown }).flowId;
+  return typeof flowId === 'string' && flowId ? { trace_id: traceIdOfFlow(flowId) } : NONE;
+}
+
+/**
+ * A child logger about one flow: binds `bindings` (with the flowId) and names the flow's trace on every
+ * line — from `traceparent` (the message's) when given, else the one this process knows, else derived.
+ */
+export function flowLogger(log: Logger, bindings: { flowId: string } & Record<string, unknown>, traceparent?: string | null): Logger {
+  const child = log.child(bindings);
+  (child as unknown as { [FLOW_TRACE]?: string })[FLOW_TRACE] = traceIdOfTraceparent(traceparent) ?? traceIdOfFlow(bindings.flowId);
+  return child;
 }
 
 /**
@@ -61,7 +83,7 @@ export function createLogger(service: string, level = 'info', destination?: pino
     level,
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
-    mixin: traceFields,
+    mixin: traceFields as NonNullable<pino.LoggerOptions["mixin"]>,
     // pino's default merge assigns into the mixin's object; NONE is shared, so leave it alone.
     mixinMergeStrategy: (mergeObject, mixinObject) => (mixinObject === NONE ? mergeObject : Object.assign(mixinObject, mergeObject)),
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },

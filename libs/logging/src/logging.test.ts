@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { addErrorSink, createLogger, reportError, type ErrorReport } from './index.js';
+import { addErrorSink, createLogger, flowLogger, flowTraceId, flowTraceparent, noteFlowTrace, reportError, traceIdOfTraceparent, type ErrorReport } from './index.js';
 
 function capture() {
   const lines: Array<Record<string, unknown>> = [];
@@ -27,6 +27,36 @@ describe('logging', () => {
     assert.equal(lines[0]!.msg, 'task failed; retrying');
     assert.equal(lines[0]!.trace_id, undefined);
     assert.equal(lines[1]!.msg, 'plain');
+  });
+
+  test('a line about a flow names its trace without a span: the message\'s traceparent, the one noted, or one derived from the flow id', () => {
+    const { lines, stream } = capture();
+    const log = createLogger('svc', 'info', stream);
+    const caller = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    flowLogger(log, { flowId: 'fa', task: 't' }, caller).warn('from the message');
+    flowLogger(log, { flowId: 'fb' }).child({ attempt: 2 }).info('derived, and kept by children');
+    noteFlowTrace('fc', caller);
+    log.info({ flowId: 'fc' }, 'noted');
+    log.info({ flowId: 'fd' }, 'derived for a field');
+    log.info('no flow');
+    assert.deepEqual(
+      lines.map((l) => [l.msg, l.trace_id]),
+      [
+        ['from the message', '4bf92f3577b34da6a3ce929d0e0e4736'],
+        ['derived, and kept by children', flowTraceId('fb')],
+        ['noted', '4bf92f3577b34da6a3ce929d0e0e4736'],
+        ['derived for a field', flowTraceId('fd')],
+        ['no flow', undefined],
+      ],
+    );
+    assert.equal(lines[1]!.attempt, 2);
+    assert.match(flowTraceId('fb'), /^[0-9a-f]{32}$/);
+    assert.notEqual(flowTraceId('fb'), flowTraceId('fd'));
+    // The derived traceparent is valid W3C, not sampled, and carries the derived trace id.
+    assert.match(flowTraceparent('fb'), /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    assert.equal(traceIdOfTraceparent(flowTraceparent('fb')), flowTraceId('fb'));
+    assert.equal(traceIdOfTraceparent('00-00000000000000000000000000000000-00f067aa0ba902b7-01'), undefined);
+    assert.equal(traceIdOfTraceparent('garbage'), undefined);
   });
 
   test('credentials and payload bodies are censored wherever they are passed', () => {

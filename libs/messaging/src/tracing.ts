@@ -101,7 +101,8 @@ export function startPublishSpan(subject: string, hdrs: MsgHdrs, msgId: string |
   const attributes: Attributes = {
     [ATTR.messagingSystem]: MESSAGING_SYSTEM,
     [ATTR.destination]: subject,
-    [ATTR.operationType]: 'publish',
+    // Semantic conventions 1.26+: "send" (the older "publish" is deprecated); the name stays NATS's own.
+    [ATTR.operationType]: 'send',
     [ATTR.operationName]: 'publish',
     [ATTR.bodySize]: size,
   };

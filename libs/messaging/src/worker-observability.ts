@@ -2,7 +2,7 @@ import type { NatsConnection } from 'nats';
 import type { Task } from '../../proto/src/index.js';
 import type { WorkerConfig } from '../../config/src/worker.js';
 import type { Logger } from '../../logging/src/index.js';
-import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, tracingEnabled } from '../../telemetry/src/index.js';
+import { ATTR, annotateActiveSpan, failActiveSpan, recordActiveSpanError, startTelemetry, tracingEnabled } from '../../telemetry/src/index.js';
 import { LABEL_VALUES, deadLettersCounter, initMetrics, registerConsumerGauges, startMetricsServer, taskDurationHistogram, taskRetriesCounter, zeroSeries } from '../../metrics/src/index.js';
 import { onDeadLetter } from './dlq.js';
 import { CONSUMERS, STREAMS } from './topology.js';
@@ -26,14 +26,18 @@ export async function startWorkerObservability(service: string, cfg: WorkerConfi
   log.info({ metricsPort: server.port, tracing: telemetry.tracing }, 'metrics listening');
 
   return {
-    /** The worker runtime's outcome hook: task duration by task and outcome, retries, and the span's outcome. */
-    onOutcome(task: Task | undefined, outcome: Outcome, durationMs: number) {
+    /**
+     * The worker runtime's outcome hook: task duration by task and outcome, retries, and the span's
+     * outcome. A failed attempt (retried or dead-lettered) has status ERROR with its exception recorded.
+     */
+    onOutcome(task: Task | undefined, outcome: Outcome, durationMs: number, error?: unknown) {
       const name = task?.task ?? 'undecodable';
       duration.observe({ task: name, outcome }, durationMs / 1000);
       if (outcome === 'retried') retries.inc({ task: name });
       if (!tracingEnabled()) return;
       if (task) annotateActiveSpan({ [ATTR.task]: task.task, [ATTR.tenant]: task.tenant, [ATTR.flow]: task.flow, [ATTR.outcome]: outcome });
-      if (outcome === 'failed' || outcome === 'dead_lettered') failActiveSpan(`task ${outcome}`);
+      if (error !== undefined && (outcome === 'retried' || outcome === 'dead_lettered')) recordActiveSpanError(error);
+      else if (outcome === 'failed' || outcome === 'dead_lettered') failActiveSpan(`task ${outcome}`);
     },
     /**
      * Pending / ack-pending gauges of the task consumers this process serves, and its task, retry and

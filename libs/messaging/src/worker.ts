@@ -1,7 +1,7 @@
 import { headers as natsHeaders, type JetStreamClient, type JsMsg, type NatsConnection, type KV } from 'nats';
 import { TaskStatus, type Task } from '../../proto/src/index.js';
 import { codeOf, isTerminal, ErrorCodes } from '../../errors/src/index.js';
-import type { Logger } from '../../logging/src/index.js';
+import { flowLogger, type Logger } from '../../logging/src/index.js';
 import { BUCKETS, CONSUMERS, STREAMS, resultSubject } from './topology.js';
 import { JetStreamPublisher } from './publisher.js';
 import { startPullLoop, type PullLoop } from './loop.js';
@@ -51,8 +51,8 @@ export interface TaskWorkerOptions {
   heartbeatMs?: number;
   /** How long a task of a cancelled flow may take to stop after its signal fired, before its hard signal fires (default 500 ms). */
   cancelGraceMs?: number;
-  /** Observer hooks (metrics). */
-  onOutcome?: (task: Task | undefined, outcome: 'succeeded' | 'failed' | 'retried' | 'dead_lettered' | 'cancelled', durationMs: number) => void;
+  /** Observer hooks (metrics, the attempt's span); `error` is what made an attempt fail (retried, dead_lettered). */
+  onOutcome?: (task: Task | undefined, outcome: 'succeeded' | 'failed' | 'retried' | 'dead_lettered' | 'cancelled', durationMs: number, error?: unknown) => void;
 }
 
 export interface TaskWorker {
@@ -239,7 +239,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
   const run = async (m: JsMsg, task: Task, entry: InFlight, attempt: number) => {
     // A child logger costs more than a noop task: make it only when something is logged.
     let child: Logger | undefined;
-    const logFor = () => (child ??= o.log.child({ flowId: task.flowId, task: task.task, subject: m.subject, attempt }));
+    const logFor = () => (child ??= flowLogger(o.log, { flowId: task.flowId, task: task.task, subject: m.subject, attempt }, m.headers?.get('traceparent')));
     let rejectHard: ((e: Error) => void) | undefined;
     const limits = new TaskLimits({ softMs: task.softLimitMs || 5_000, hardMs: task.hardLimitMs || 10_000, deadlineAt: entry.deadlineAt, onHard: (e) => rejectHard?.(e) });
     entry.limits = limits;
@@ -308,7 +308,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         logFor().warn({ code, err: message, retryInMs: delay }, 'task failed; retrying');
         publishEvent(o.nc, task.tenant, { flowId: task.flowId, flow: task.flow, type: 'task.retrying', task: task.task, attempt, message: `${code}: ${message}` });
         m.nak(delay);
-        o.onOutcome?.(task, 'retried', Date.now() - started);
+        o.onOutcome?.(task, 'retried', Date.now() - started, err);
         return;
       }
       logFor().error({ code, err: message }, 'task failed for good; dead-lettering');
@@ -316,7 +316,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         await deadLetter(pub, m, 'task', { code, message, flowId: task.flowId, attempts: attempt });
         await publishResult(task, TaskStatus.FAILED, { errorCode: code, errorMessage: message, startedAt: started }, attempt);
         m.term();
-        o.onOutcome?.(task, 'dead_lettered', Date.now() - started);
+        o.onOutcome?.(task, 'dead_lettered', Date.now() - started, err);
       } catch (e) {
         // Could not record the failure durably: let it come back.
         logFor().warn({ err: (e as Error).message }, 'could not dead-letter; will be redelivered');

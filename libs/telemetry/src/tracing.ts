@@ -124,6 +124,13 @@ export function addActiveSpanEvent(name: string, attrs?: Attributes): void {
   trace.getActiveSpan()?.addEvent(name, attrs);
 }
 
+/** Marks the active span failed with the error recorded as an exception event. */
+export function recordActiveSpanError(err: unknown): void {
+  if (!enabled) return;
+  const span = trace.getActiveSpan();
+  if (span) recordError(span, err);
+}
+
 /** Marks the active span failed without an exception object (a task that failed for good, say). */
 export function failActiveSpan(message: string): void {
   if (!enabled) return;

@@ -7,9 +7,9 @@ import type { JsMsg, KV, NatsConnection } from 'nats';
 import { CallbackJobSchema, type CallbackJob } from '../../../libs/proto/src/index.js';
 import type { CallbackPolicy, ResolvedAddress, Resolver } from '../../../libs/flows/src/index.js';
 import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
-import type { Logger } from '../../../libs/logging/src/index.js';
+import { flowLogger, type Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
-import { ATTR, annotateActiveSpan, injectRecord, tracingEnabled } from '../../../libs/telemetry/src/index.js';
+import { ATTR, SpanKind, SpanStatusCode, annotateActiveSpan, context, inSpan, injectRecord, tracingEnabled } from '../../../libs/telemetry/src/index.js';
 import { isStorageError } from '../../../libs/storage/src/index.js';
 import type { FlowHistory } from './history.js';
 
@@ -72,7 +72,7 @@ export class CallbackSender {
     const attempt = m.info.deliveryCount;
     // A child logger costs more than a delivered callback: make it only when something is logged.
     let child: Logger | undefined;
-    const log = () => (child ??= this.d.log.child({ flowId: job.flowId, deliveryId: job.deliveryId, attempt }));
+    const log = () => (child ??= flowLogger(this.d.log, { flowId: job.flowId, deliveryId: job.deliveryId, attempt }, m.headers?.get('traceparent')));
     // Already delivered (a crash after the POST and before the ack): do not send again. Only a
     // redelivery can be in that situation, so first attempts skip the read.
     const prev = m.info.redelivered ? await this.d.kv.get(callbackKey(job.flowId)).catch(() => null) : null;
@@ -119,8 +119,6 @@ export class CallbackSender {
       this.warnedNoSecret.add(job.tenant);
       log().warn({ tenant: job.tenant }, 'no callback secret for tenant; sending unsigned (set JETFLOW_CALLBACK_SECRETS)');
     }
-    // The receiver can continue the flow's trace (W3C traceparent, as any HTTP client would send).
-    injectRecord(headers);
     const hb = setInterval(() => m.working(), Math.max(1_000, this.d.timeoutMs / 3));
     try {
       const r = await deliver(this.d.policy, job.url, body, headers, this.d.timeoutMs, this.d.resolve);
@@ -184,7 +182,7 @@ export async function deliver(policy: CallbackPolicy, url: string, body: string,
     throw new Error(`cannot resolve callback host: ${e.message}`, { cause: e });
   });
   if (!target.ok) return { blocked: target.reason };
-  return { statusCode: await post(url, body, headers, timeoutMs, target.address) };
+  return { statusCode: await (tracingEnabled() ? postTraced : post)(url, body, headers, timeoutMs, target.address) };
 }
 
 /**
@@ -197,6 +195,46 @@ export function pinnedLookup(to: ResolvedAddress): LookupFunction {
     if (opts?.all) cb(null, [{ address: to.address, family: to.family }]);
     else cb(null, to.address, to.family);
   };
+}
+
+/** A URL for url.full: no user or password, query values redacted (they may hold tokens). */
+export function redactedUrl(u: URL): string {
+  const q = [...u.searchParams.keys()].map((k) => `${encodeURIComponent(k)}=REDACTED`).join('&');
+  return `${u.protocol}//${u.host}${u.pathname}${q ? `?${q}` : ''}`;
+}
+
+/**
+ * The POST in an HTTP CLIENT span (child of the delivery span) whose W3C traceparent goes in the
+ * request: the receiver continues the flow's trace, as it would from any instrumented HTTP client.
+ */
+function postTraced(url: string, body: string, headers: Record<string, string>, timeoutMs: number, to: ResolvedAddress): Promise<number> {
+  const u = new URL(url);
+  const scheme = u.protocol.slice(0, -1);
+  const attributes = {
+    [ATTR.httpMethod]: 'POST',
+    [ATTR.urlFull]: redactedUrl(u),
+    [ATTR.urlScheme]: scheme,
+    [ATTR.serverAddress]: u.hostname.replace(/^\[|\]$/g, ''),
+    [ATTR.serverPort]: Number(u.port) || (scheme === 'https' ? 443 : 80),
+    // The address the policy checked, the only one the connection may reach.
+    [ATTR.peerAddress]: to.address,
+  };
+  return inSpan('POST', { kind: SpanKind.CLIENT, attributes }, context.active(), async (span) => {
+    injectRecord(headers);
+    try {
+      const status = await post(url, body, headers, timeoutMs, to);
+      span.setAttribute(ATTR.httpStatus, status);
+      // HTTP client conventions: a 4xx or 5xx answer is an error of the client span.
+      if (status >= 400) {
+        span.setAttribute(ATTR.errorType, String(status));
+        span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${status}` });
+      }
+      return status;
+    } catch (err) {
+      span.setAttribute(ATTR.errorType, (err as NodeJS.ErrnoException).code ?? (err as Error).name);
+      throw err;
+    }
+  });
 }
 
 /**

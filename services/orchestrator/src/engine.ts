@@ -34,7 +34,7 @@ import {
   type Transition,
 } from '../../../libs/flows/src/index.js';
 import { callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, isCasConflict, isTransientNatsError, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
-import type { Logger } from '../../../libs/logging/src/index.js';
+import { flowTraceparent, noteFlowTrace, type Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
 import { ATTR, activeTraceparent, annotateActiveSpan } from '../../../libs/telemetry/src/index.js';
 
@@ -364,8 +364,10 @@ export class SagaEngine {
     const def = this.d.registry.get(req.flow);
     const now = Date.now();
     // The flow's trace: this start span when tracing (a NATS submission without a traceparent gets its
-    // root here), else the submitter's header. Later spans of the flow fall back to it.
-    const traceparent = activeTraceparent() ?? (m.headers?.get('traceparent') || undefined);
+    // root here), else the submitter's header, else one derived from the flow id (not sampled), so
+    // every log line about the flow names a trace. Later spans of the flow fall back to it.
+    const traceparent = activeTraceparent() ?? (m.headers?.get('traceparent') || undefined) ?? flowTraceparent(req.flowId);
+    noteFlowTrace(req.flowId, traceparent);
     let cur: Cached | undefined;
     let fresh = false;
     const startReq = {

@@ -46,7 +46,8 @@ export function observeHttpSubmissions(app: FastifyInstance, submissions: Submis
   app.addHook('onRequest', (req, _reply, done) => {
     if (isSubmit(req)) {
       const parent = propagation.extract(ROOT_CONTEXT, req.headers);
-      const span = tracer.startSpan('POST /v1/flows', { kind: SpanKind.SERVER, attributes: { [ATTR.httpMethod]: 'POST', [ATTR.httpRoute]: '/v1/flows', [ATTR.door]: 'http' } }, parent);
+      const path = req.url.split('?')[0] ?? req.url;
+      const span = tracer.startSpan('POST /v1/flows', { kind: SpanKind.SERVER, attributes: { [ATTR.httpMethod]: 'POST', [ATTR.httpRoute]: '/v1/flows', [ATTR.urlPath]: path, [ATTR.urlScheme]: req.protocol, [ATTR.door]: 'http' } }, parent);
       propagation.inject(trace.setSpan(parent, span), req.headers);
       spans.set(req, span);
     }

@@ -13,6 +13,7 @@ import {
   type FlowState,
   type Submission,
 } from '../../../../libs/flows/src/index.js';
+import { noteFlowTrace } from '../../../../libs/logging/src/index.js';
 import { historyView, type FlowHistoryReader } from './flow-history.js';
 
 /** What the flow handlers need from the broker (implemented over JetStream in adapters/gateway.ts). */
@@ -84,6 +85,8 @@ export class FlowHandlers {
     // Published even when the key existed: the first request may have died before its publish.
     // The ingest stream's duplicate window and the saga's create-once state collapse repeats.
     await this.d.gateway.publishSubmission(tenant, flowId, sub, msgId, traceparent);
+    // Lines logged here about the flow name its trace (tracing on or off).
+    noteFlowTrace(flowId, traceparent);
     this.recent.add(flowId, tenant, sub.flow);
     return { flowId, status: 'accepted', existing };
   }

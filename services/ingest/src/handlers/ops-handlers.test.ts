@@ -40,6 +40,8 @@ describe('traceIdOf', () => {
     assert.equal(traceIdOf('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'), '4bf92f3577b34da6a3ce929d0e0e4736');
     assert.equal(traceIdOf('00-00000000000000000000000000000000-00f067aa0ba902b7-01'), null);
     assert.equal(traceIdOf('garbage'), null);
+    // Not sampled (a flow without a trace of its own carries one for its logs): no trace to link to.
+    assert.equal(traceIdOf('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00'), null);
     assert.equal(traceIdOf(undefined), null);
   });
 });

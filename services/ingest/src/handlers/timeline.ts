@@ -1,9 +1,12 @@
 import type { FlowDef, FlowState } from '../../../../libs/flows/src/index.js';
 
-/** The trace id of a W3C traceparent (00-<trace id>-<span id>-<flags>), if it is one. */
+/**
+ * The trace id of a W3C traceparent (00-<trace id>-<span id>-<flags>) whose trace is recorded (the
+ * sampled flag): a flow without a trace of its own carries an unsampled one for its logs, with no spans to link to.
+ */
 export function traceIdOf(traceparent: string | undefined): string | null {
-  const m = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(traceparent ?? '');
-  return m && !/^0+$/.test(m[1]!) ? m[1]! : null;
+  const m = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/.exec(traceparent ?? '');
+  return m && !/^0+$/.test(m[1]!) && (parseInt(m[2]!, 16) & 1) === 1 ? m[1]! : null;
 }
 
 /**
