@@ -39,6 +39,45 @@ export interface IngestConfig {
   claimCheckBytes: number;
   /** `dynamodb`: GET /v1/flows?status=<final> and GET /v1/flows/{id} of an expired flow read the DynamoDB history (JETFLOW_HISTORY). */
   history: 'dynamodb' | 'off';
+  /** What one client may hold: timeouts, the connection limit, bounds on live streams. */
+  limits: ClientLimits;
+}
+
+/** Bounds on abusive or broken clients, so they cannot hold the doors (README, "Configuration"). */
+export interface ClientLimits {
+  /** A request's headers must arrive within this (JETFLOW_HTTP_HEADERS_TIMEOUT_MS). */
+  headersTimeoutMs: number;
+  /** A whole request, body included, must arrive within this, else 408 and the connection closes (JETFLOW_HTTP_REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs: number;
+  /** A connection with no traffic either way for this long is closed (JETFLOW_HTTP_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs: number;
+  /** Open HTTP connections at most; more are closed at once (JETFLOW_HTTP_MAX_CONNECTIONS). */
+  maxConnections: number;
+  /** An SSE or WatchFlow client that has not taken what was sent for this long is dropped (JETFLOW_STREAM_STALL_MS). */
+  streamStallMs: number;
+  /** A stream following one flow that had no event for this long is ended; watching again resumes (JETFLOW_WATCH_IDLE_MS). */
+  watchIdleMs: number;
+  /** A gRPC connection without calls for this long is closed (JETFLOW_GRPC_IDLE_MS). */
+  grpcIdleMs: number;
+}
+
+/** JETFLOW_HTTP_* / JETFLOW_STREAM_* / JETFLOW_WATCH_* / JETFLOW_GRPC_IDLE_MS, in milliseconds. */
+export function clientLimits(env: Env): ClientLimits {
+  const ms = (name: string, def: number, max = 3_600_000) => int(env, name, def, { min: 100, max });
+  const limits: ClientLimits = {
+    headersTimeoutMs: ms('JETFLOW_HTTP_HEADERS_TIMEOUT_MS', 10_000),
+    requestTimeoutMs: ms('JETFLOW_HTTP_REQUEST_TIMEOUT_MS', 30_000),
+    idleTimeoutMs: ms('JETFLOW_HTTP_IDLE_TIMEOUT_MS', 60_000),
+    maxConnections: int(env, 'JETFLOW_HTTP_MAX_CONNECTIONS', 4_096, { min: 1, max: 1_000_000 }),
+    streamStallMs: ms('JETFLOW_STREAM_STALL_MS', 30_000),
+    watchIdleMs: ms('JETFLOW_WATCH_IDLE_MS', 900_000, 86_400_000),
+    grpcIdleMs: ms('JETFLOW_GRPC_IDLE_MS', 300_000, 86_400_000),
+  };
+  // Node refuses a headers timeout above the request timeout: say so by name instead.
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs) {
+    throw new ConfigError('JETFLOW_HTTP_HEADERS_TIMEOUT_MS', `must be <= JETFLOW_HTTP_REQUEST_TIMEOUT_MS (${limits.requestTimeoutMs}), got ${limits.headersTimeoutMs}`);
+  }
+  return limits;
 }
 
 export const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -129,5 +168,6 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     storage: storageConfigFromEnv(env),
     claimCheckBytes: claimCheckBytes(env),
     history: historyMode(env),
+    limits: clientLimits(env),
   });
 }

@@ -19,6 +19,8 @@ import { eventSubject } from '../../../../libs/messaging/src/index.js';
 import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
 import type { Authenticator } from './auth.js';
+import type { ClientLimits } from '../config.js';
+import { boundedWriter } from './grpc-stream.js';
 
 /**
  * Maps an error to a gRPC status: the standard google.rpc.Status (bad fields as a BadRequest) in
@@ -99,12 +101,22 @@ export interface GrpcDeps {
   nc: NatsConnection;
   log: Logger;
   maxBodyBytes: number;
+  /** Connection idle bound and WatchFlow's stall and idle bounds. */
+  limits: Pick<ClientLimits, 'grpcIdleMs' | 'streamStallMs' | 'watchIdleMs'>;
   /** Server interceptors (tracing and metrics of SubmitFlow). */
   interceptors?: grpc.ServerInterceptor[];
 }
 
 export function buildGrpcServer(d: GrpcDeps): grpc.Server {
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': d.maxBodyBytes, interceptors: d.interceptors ?? [] });
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': d.maxBodyBytes,
+    // A connection without calls is closed (GOAWAY; clients reconnect on their next call), and pings
+    // find peers that vanished without closing.
+    'grpc.max_connection_idle_ms': d.limits.grpcIdleMs,
+    'grpc.keepalive_time_ms': 120_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+    interceptors: d.interceptors ?? [],
+  });
   const tenantOf = (call: { metadata: grpc.Metadata }) => {
     const v = call.metadata.get('authorization')[0];
     return d.auth.tenantOf(typeof v === 'string' ? v : v?.toString());
@@ -157,9 +169,24 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
           if (gone) return;
           // Subscribe before the snapshot so no event falls between the two.
           sub = d.nc.subscribe(eventSubject(tenant, flowId));
+          const s = sub;
+          let idleFor: number | undefined;
+          const out = boundedWriter(call, {
+            stallMs: d.limits.streamStallMs,
+            idleMs: d.limits.watchIdleMs,
+            onStall: () => {
+              gone = true;
+              s.unsubscribe();
+              d.log.warn({ flowId, stallMs: d.limits.streamStallMs }, 'WatchFlow stream reset: the client is not reading');
+            },
+            onIdle: () => {
+              idleFor = d.limits.watchIdleMs;
+              s.unsubscribe();
+            },
+          });
           const snap = await d.flows.get(tenant, flowId);
           const terminal = ['succeeded', 'partial', 'failed', 'cancelled'].includes(String(snap.status));
-          call.write(create(FlowEventSchema, { flowId, tenant, flow: String(snap.flow), type: 'snapshot', status: String(snap.status), atMs: BigInt(Date.now()) }));
+          out.write(create(FlowEventSchema, { flowId, tenant, flow: String(snap.flow), type: 'snapshot', status: String(snap.status), atMs: BigInt(Date.now()) }));
           if (!terminal) {
             for await (const m of sub) {
               let ev: FlowEvent;
@@ -168,12 +195,15 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
               } catch {
                 continue; // not a FlowEvent: anyone who can publish on the subject could have sent it
               }
-              call.write(ev);
+              out.write(ev);
               if (ev.type === 'flow.completed') break;
             }
           }
+          out.stop();
           sub.unsubscribe();
-          if (!gone) call.end();
+          if (gone) return;
+          if (idleFor !== undefined) throw new JetflowError(ErrorCodes.TIMEOUT, `no event for ${idleFor} ms (JETFLOW_WATCH_IDLE_MS); watch again to continue`);
+          call.end();
         } catch (err) {
           sub?.unsubscribe();
           if (codeOf(err) === 'internal') reportError(d.log, err, { where: 'grpc WatchFlow' });

@@ -6,7 +6,9 @@ import { JetflowError, ErrorCodes, STATUS, codeOf } from '../../../../libs/error
 import { eventSubject } from '../../../../libs/messaging/src/index.js';
 import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
+import type { ClientLimits } from '../config.js';
 import { requireOperator, type Authenticator } from './auth.js';
+import { openSse, sseBounds } from './sse.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -22,6 +24,8 @@ export interface HttpDeps {
   nc: NatsConnection;
   log: Logger;
   maxBodyBytes: number;
+  /** Timeouts, the connection limit and the stream bounds. */
+  limits: ClientLimits;
   ready: () => boolean;
   /** Extra routes (metrics, dashboard, docs) registered by main. */
   extend?: (app: FastifyInstance) => Promise<void> | void;
@@ -46,7 +50,26 @@ export function toHttpError(err: unknown): { status: number; body: { error: { co
 }
 
 export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: d.log.child({ adapter: "http" }) as unknown as FastifyBaseLogger, bodyLimit: d.maxBodyBytes, logController: new LogController({ disableRequestLogging: true }), trustProxy: true });
+  const l = d.limits;
+  const app = Fastify({
+    loggerInstance: d.log.child({ adapter: 'http' }) as unknown as FastifyBaseLogger,
+    bodyLimit: d.maxBodyBytes,
+    logController: new LogController({ disableRequestLogging: true }),
+    trustProxy: true,
+    // A client that sends its body a byte at a time, or nothing at all, may not hold a connection: Node
+    // answers 408 and closes. Node checks these every connectionsCheckingInterval (30 s by default).
+    requestTimeout: l.requestTimeoutMs,
+    connectionTimeout: l.idleTimeoutMs,
+    http: { headersTimeout: l.headersTimeoutMs, requestTimeout: l.requestTimeoutMs, connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(l.headersTimeoutMs / 4))) },
+  });
+  // Beyond the limit Node closes new connections at once ('drop'); one warning per burst.
+  app.server.maxConnections = l.maxConnections;
+  let lastDropWarn = 0;
+  app.server.on('drop', () => {
+    if (Date.now() - lastDropWarn < 10_000) return;
+    lastDropWarn = Date.now();
+    d.log.warn({ maxConnections: l.maxConnections }, 'HTTP connection limit reached: new connections are closed (JETFLOW_HTTP_MAX_CONNECTIONS)');
+  });
   app.decorateRequest('tenant', '');
   app.decorateRequest('operator', false);
   // The API speaks JSON only: anything else is 415, not a string body.
@@ -103,33 +126,25 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
     await d.flows.get(req.tenant, req.params.id);
     // Subscribe before the snapshot so no event falls between the two.
     const sub = d.nc.subscribe(eventSubject(req.tenant, req.params.id));
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const sse = openSse(req, reply, sseBounds(l, d.log, '/v1/flows/{id}/events', { watch: true }));
+    void sse.closed.then(() => sub.unsubscribe());
     const snap = await d.flows.get(req.tenant, req.params.id);
-    send('snapshot', snap);
-    if (['succeeded', 'partial', 'failed', 'cancelled'].includes(String(snap.status))) {
-      sub.unsubscribe();
-      res.end();
-      return;
-    }
-    const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
-    const close = () => {
-      clearInterval(ping);
-      sub.unsubscribe();
-      res.end();
-    };
-    req.raw.on('close', close);
+    sse.send('snapshot', snap);
+    if (['succeeded', 'partial', 'failed', 'cancelled'].includes(String(snap.status))) return sse.close();
     for await (const m of sub) {
-      const ev = toJson(FlowEventSchema, fromBinary(FlowEventSchema, m.data));
-      send('event', ev);
+      let ev: unknown;
+      try {
+        ev = toJson(FlowEventSchema, fromBinary(FlowEventSchema, m.data));
+      } catch {
+        continue; // not a FlowEvent: anyone who can publish on the subject could have sent it
+      }
+      sse.send('event', ev);
       if ((ev as { type?: string }).type === 'flow.completed') {
-        send('snapshot', await d.flows.get(req.tenant, req.params.id));
+        sse.send('snapshot', await d.flows.get(req.tenant, req.params.id));
         break;
       }
     }
-    close();
+    sse.close();
   });
 
   await d.extend?.(app);

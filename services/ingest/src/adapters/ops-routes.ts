@@ -12,7 +12,8 @@ import type { DeadLetterHandlers } from '../handlers/deadletters.js';
 import type { ConsumerStats } from '../handlers/consumers.js';
 import { timelineOf } from '../handlers/timeline.js';
 import { requireOperator, type Authenticator } from './auth.js';
-import { SSE_PATHS, openSse, type SseStream } from './sse.js';
+import { SSE_PATHS, openSse, sseBounds, type SseStream } from './sse.js';
+import type { ClientLimits } from '../config.js';
 
 export interface OpsDeps {
   auth: Authenticator;
@@ -24,6 +25,8 @@ export interface OpsDeps {
   nc: NatsConnection;
   log: Logger;
   jaegerUrl: string | undefined;
+  /** Bounds of the live event stream (a client that stops reading is dropped). */
+  limits: ClientLimits;
 }
 
 /** The operations API: listings, dead letters and redrive, consumers, the tenant's live events. */
@@ -69,7 +72,7 @@ export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
     const flowId = req.query.flowId;
     if (flowId !== undefined && !FLOW_ID_RE.test(flowId)) throw new JetflowError(ErrorCodes.INVALID_ARGUMENT, `flowId "${flowId}" is not a flow id`, { details: [{ path: 'flowId', message: 'lowercase letters and digits' }] });
     const sub = d.nc.subscribe(eventSubject(req.tenant, flowId ?? '>'));
-    const sse = openSse(req, reply);
+    const sse = openSse(req, reply, sseBounds(d.limits, d.log, '/v1/stream/events', { watch: false }));
     streams.add(sse);
     void sse.closed.then(() => {
       streams.delete(sse);

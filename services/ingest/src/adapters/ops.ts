@@ -9,6 +9,7 @@ import type { FlowLister } from '../handlers/flow-lister.js';
 import { DeadLetterHandlers } from '../handlers/deadletters.js';
 import { ConsumerStats } from '../handlers/consumers.js';
 import type { Authenticator } from './auth.js';
+import type { ClientLimits } from '../config.js';
 import { KvFlowLister } from './kv-flow-lister.js';
 import { JetStreamDeadLetterStore } from './dlq-store.js';
 import { JetStreamConsumerSource } from './consumer-source.js';
@@ -28,6 +29,7 @@ export interface OperationsDeps {
   jaegerUrl: string | undefined;
   operatorTenants: readonly string[];
   publishTimeoutMs: number;
+  limits: ClientLimits;
   /** Another history (e.g. DynamoDB) instead of the flows KV bucket. */
   lister?: FlowLister;
 }
@@ -47,7 +49,7 @@ export function operations(d: OperationsDeps) {
   return {
     before: (app: FastifyInstance) => registerDocs(app, { version: packageVersion() }),
     extend: (app: FastifyInstance) => {
-      registerOpsRoutes(app, { auth: d.auth, flows: d.flows, registry: d.registry, lister, deadLetters, consumers, nc: d.nc, log: d.log, jaegerUrl: d.jaegerUrl });
+      registerOpsRoutes(app, { auth: d.auth, flows: d.flows, registry: d.registry, lister, deadLetters, consumers, nc: d.nc, log: d.log, jaegerUrl: d.jaegerUrl, limits: d.limits });
       registerDashboard(app);
     },
   };
