@@ -209,58 +209,225 @@ function failure(where, err) {
 // ------------------------------------------------------------------ flows list
 
 const STATUSES = ['running', 'succeeded', 'partial', 'failed', 'cancelled'];
+const FINAL = ['succeeded', 'partial', 'failed', 'cancelled'];
+const CALLBACK_LABEL = { pending: 'pending', delivered: 'delivered', retrying: 'retrying', dead_lettered: 'dead-lettered' };
 
-function progress(t) {
+function progress(t, ended) {
   const pct = (n) => `${t.total ? (n / t.total) * 100 : 0}%`;
-  const bar = h('div', { class: 'pbar' }, h('i', { class: 'ok' }), h('i', { class: 'bad' }), h('i', { class: 'run' }));
+  const bar = h('div', { class: 'pbar' }, h('i', { class: 'ok' }), h('i', { class: 'bad' }), h('i', { class: ended ? 'off' : 'run' }));
   const [ok, bad, run] = bar.children;
   ok.style.width = pct(t.succeeded);
   bad.style.width = pct(t.failed);
   run.style.width = pct(t.running);
-  return h('div', { class: 'progress', title: `${t.succeeded} succeeded, ${t.failed} failed, ${t.running} running of ${t.total}` }, bar, h('span', { class: 'ptext' }, `${t.succeeded}/${t.total}`));
+  // A flow that ended has no running task: one dispatched when it ended was abandoned.
+  const rest = ended ? `${t.running} not finished` : `${t.running} running`;
+  return h('div', { class: 'progress', title: `${t.succeeded} succeeded, ${t.failed} failed, ${rest} of ${t.total}` }, bar, h('span', { class: 'ptext' }, `${t.succeeded}/${t.total}`));
+}
+
+/** The callback's own state, beside the flow's: a flow can succeed while its callback is dead-lettered. */
+function callbackChip(cb) {
+  if (!cb || !cb.status) return null;
+  const tip = [cb.attempts ? `${cb.attempts} attempt${cb.attempts === 1 ? '' : 's'}` : null, cb.lastStatusCode ? `last HTTP ${cb.lastStatusCode}` : null, cb.lastError || null].filter(Boolean).join(' · ');
+  const c = h('span', { class: `chip cb ${cb.status}`, title: tip || null, dataset: { callback: cb.status } }, `callback ${CALLBACK_LABEL[cb.status] || cb.status}`);
+  return c;
+}
+
+function pct(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/**
+ * Throughput (finished flows per bucket, bars) and latency (p50 and p95 of submission-to-end, lines)
+ * of the flows the listing returned: what the ingest already has, no metrics backend needed.
+ */
+function throughputChart(flows) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const el = (tag, attrs) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    return e;
+  };
+  const done = flows.filter((f) => f.finishedAt && f.durationMs !== null && f.durationMs !== undefined).map((f) => ({ at: new Date(f.finishedAt).getTime(), ms: f.durationMs }));
+  const head = h('div', { class: 'panel-head' }, h('h2', {}, 'Throughput and latency'));
+  if (!done.length) return h('div', { class: 'panel', id: 'chart' }, head, h('div', { class: 'empty small-empty' }, 'No finished flows among the listed ones yet.'));
+  const now = Date.now();
+  const first = Math.min(...done.map((d) => d.at));
+  // Buckets of 5 s up to 10 min, over the span of the data (at least a minute).
+  const span = Math.max(60_000, now - first);
+  const size = [5_000, 10_000, 30_000, 60_000, 300_000, 600_000].find((s) => span / s <= 40) || 3_600_000;
+  const n = Math.min(40, Math.ceil(span / size));
+  const start = now - n * size;
+  const buckets = Array.from({ length: n }, () => []);
+  for (const d of done) {
+    const i = Math.floor((d.at - start) / size);
+    if (i >= 0 && i < n) buckets[i].push(d.ms);
+  }
+  for (const b of buckets) b.sort((a, c) => a - c);
+  const W = 720;
+  const H = 140;
+  const pad = 6;
+  const maxCount = Math.max(1, ...buckets.map((b) => b.length));
+  const maxMs = Math.max(1, ...buckets.map((b) => pct(b, 95) || 0));
+  const bw = (W - 2 * pad) / n;
+  const svg = el('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', class: 'chart', role: 'img', 'aria-label': 'finished flows per interval and their p50/p95 duration' });
+  for (let g = 1; g <= 3; g++) svg.append(el('line', { x1: 0, x2: W, y1: (H * g) / 4, y2: (H * g) / 4, class: 'grid' }));
+  buckets.forEach((b, i) => {
+    if (!b.length) return;
+    const bh = ((H - 2 * pad) * b.length) / maxCount;
+    const r = el('rect', { x: pad + i * bw + 1, y: H - pad - bh, width: Math.max(1, bw - 2), height: bh, class: 'tput' });
+    const t = document.createElementNS(ns, 'title');
+    t.textContent = `${b.length} flows; p50 ${dur(pct(b, 50))}, p95 ${dur(pct(b, 95))}`;
+    r.append(t);
+    svg.append(r);
+  });
+  for (const [p, cls] of [[50, 'p50'], [95, 'p95']]) {
+    // A step per bucket, so a single bucket still shows its level.
+    const pts = buckets.flatMap((b, i) => {
+      if (!b.length) return [];
+      const y = (H - pad - ((H - 2 * pad) * pct(b, p)) / maxMs).toFixed(1);
+      return [`${(pad + i * bw + 1).toFixed(1)},${y}`, `${(pad + (i + 1) * bw - 1).toFixed(1)},${y}`];
+    });
+    if (pts.length) svg.append(el('polyline', { points: pts.join(' '), class: `lat ${cls}` }));
+  }
+  const all = done.map((d) => d.ms).sort((a, c) => a - c);
+  const perMin = (done.filter((d) => d.at >= start).length / ((n * size) / 60_000)).toFixed(1);
+  const key = (cls, text) => h('span', {}, h('i', { class: cls }), text);
+  return h('div', { class: 'panel', id: 'chart' },
+    h('div', { class: 'panel-head' }, h('h2', {}, 'Throughput and latency'), h('span', { class: 'sub' }, `${done.length} finished flows among the ${flows.length} listed · ${perMin}/min · p50 ${dur(pct(all, 50))} · p95 ${dur(pct(all, 95))}`)),
+    h('div', { class: 'chart-wrap' }, svg),
+    h('div', { class: 'legend' }, key('k-tput', `finished per ${dur(size)} (max ${maxCount})`), key('k-p50', 'p50 duration'), key('k-p95', `p95 duration (max ${dur(maxMs)})`), h('span', { class: 'spacer' }), h('span', {}, `last ${dur(n * size)}`)));
+}
+
+/**
+ * Two clicks for a bulk action: the first arms the button (it says what will happen), the second,
+ * within 5 s, runs it.
+ */
+function armedButton(label, confirmLabel, run) {
+  let armed = 0;
+  const b = h('button', {
+    class: 'btn small',
+    onclick: async () => {
+      if (!armed) {
+        b.textContent = confirmLabel();
+        b.classList.add('danger');
+        armed = setTimeout(() => { armed = 0; b.textContent = label(); b.classList.remove('danger'); }, 5_000);
+        return;
+      }
+      clearTimeout(armed);
+      armed = 0;
+      b.disabled = true;
+      b.textContent = 'Working…';
+      try { await run(); } finally { b.disabled = false; b.classList.remove('danger'); b.textContent = label(); }
+    },
+  }, label());
+  b.relabel = () => { if (!armed) b.textContent = label(); };
+  return b;
+}
+
+/** Runs fn over items, a few at a time; resolves with each outcome. */
+async function eachLimited(items, fn, limit = 4) {
+  const out = new Array(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      try { out[i] = { ok: true, value: await fn(items[i]) }; } catch (err) { out[i] = { ok: false, err }; }
+    }
+  }));
+  return out;
 }
 
 function flowsPage(params) {
   const status = params.get('status') || '';
+  const key = params.get('key') || '';
+  const meta = params.get('meta') || '';
   let flows = [];
   let cursor = null;
   const flashed = new Set();
+  const selected = new Set();
   const tbody = h('tbody');
   const more = h('button', { class: 'btn secondary', hidden: true, onclick: () => load(true) }, 'Load older');
+  const hashFor = (o) => {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries({ status, key, meta, ...o })) if (v) q.set(k, v);
+    const s = q.toString();
+    return s ? `#/flows?${s}` : '#/flows';
+  };
   const filters = h('div', { class: 'filters' },
     [['', 'All'], ...STATUSES.map((s) => [s, s[0].toUpperCase() + s.slice(1)])].map(([s, label]) =>
-      h('button', { class: `filter${s === status ? ' on' : ''}`, onclick: () => { location.hash = s ? `#/flows?status=${s}` : '#/flows'; } }, label)));
+      h('button', { class: `filter${s === status ? ' on' : ''}`, onclick: () => { location.hash = hashFor({ status: s }); } }, label)));
+  const keyInput = h('input', { type: 'text', id: 'search-key', placeholder: 'idempotency key', value: key, autocomplete: 'off', spellcheck: 'false' });
+  const metaInput = h('input', { type: 'text', id: 'search-meta', placeholder: 'metadata key=value', value: meta, autocomplete: 'off', spellcheck: 'false' });
+  const search = h('form', { class: 'search', id: 'flow-search', role: 'search', onsubmit: (e) => { e.preventDefault(); location.hash = hashFor({ key: keyInput.value.trim(), meta: metaInput.value.trim() }); } },
+    keyInput, metaInput, h('button', { class: 'btn secondary small', type: 'submit' }, 'Search'),
+    key || meta ? h('a', { href: hashFor({ key: '', meta: '' }), class: 'small' }, 'Clear') : null);
+  const running = () => flows.filter((f) => selected.has(f.flowId) && f.status === 'running');
+  const cancelBtn = armedButton(() => `Cancel selected (${running().length})`, () => `Confirm: cancel ${running().length} flow${running().length === 1 ? '' : 's'}`, bulkCancel);
+  cancelBtn.id = 'bulk-cancel';
+  const selCount = h('span', { class: 'sub', id: 'selected-count' });
+  const bulk = h('div', { class: 'bulk', hidden: true }, selCount, cancelBtn, h('button', { class: 'btn secondary small', onclick: () => { selected.clear(); render(); } }, 'Clear selection'));
+  const all = h('input', { type: 'checkbox', 'aria-label': 'Select all listed flows', onchange: (e) => { for (const f of flows) (e.target.checked ? selected.add(f.flowId) : selected.delete(f.flowId)); render(); } });
   const table = h('table', {},
-    h('thead', {}, h('tr', {}, h('th', {}, 'Status'), h('th', {}, 'Flow id'), h('th', {}, 'Flow'), h('th', {}, 'Tasks'), h('th', {}, 'Submitted'), h('th', { class: 'num' }, 'Duration'), h('th', {}, 'Updated'))),
+    h('thead', {}, h('tr', {}, h('th', { class: 'sel' }, all), h('th', {}, 'Status'), h('th', {}, 'Flow id'), h('th', { class: 'opt' }, 'Flow'), h('th', {}, 'Tasks'), h('th', { class: 'opt' }, 'Submitted'), h('th', { class: 'num opt' }, 'Duration'), h('th', { class: 'opt' }, 'Updated'))),
     tbody);
   const panel = h('div', { class: 'panel' }, table);
+  let chart = h('div', { class: 'panel', id: 'chart' });
   main.replaceChildren(
     h('div', { class: 'page-head' }, h('h1', {}, 'Flows'), h('span', { class: 'sub' }, 'most recently changed first, live'), h('span', { class: 'spacer' }), filters),
+    h('div', { class: 'page-head' }, search, h('span', { class: 'spacer' }), bulk),
+    chart,
     panel,
     h('div', { class: 'page-head', style: null }, h('span', { class: 'spacer' }), more));
 
   function row(f) {
+    const ended = FINAL.includes(f.status);
+    const box = h('input', { type: 'checkbox', 'aria-label': `Select ${f.flowId}`, checked: selected.has(f.flowId), onchange: (e) => { if (e.target.checked) selected.add(f.flowId); else selected.delete(f.flowId); render(); } });
     const tr = h('tr', { dataset: { flowId: f.flowId }, class: flashed.has(f.flowId) ? 'flash' : null },
-      h('td', {}, chip(f.status)),
-      h('td', {}, h('a', { href: `#/flows/${f.flowId}`, class: 'mono' }, f.flowId), copyButton(f.flowId)),
-      h('td', {}, f.flow),
-      h('td', {}, f.tasks ? progress(f.tasks) : '—'),
-      h('td', {}, when(f.submittedAt)),
-      h('td', { class: 'num' }, f.durationMs !== null && f.durationMs !== undefined ? dur(f.durationMs) : h('span', { class: 'zero' }, '—')),
-      h('td', {}, when(f.updatedAt)));
-    tr.addEventListener('click', (e) => { if (!(e.target instanceof HTMLAnchorElement) && !(e.target instanceof HTMLButtonElement)) location.hash = `#/flows/${f.flowId}`; });
+      h('td', { class: 'sel' }, box),
+      h('td', {}, h('div', { class: 'chips wrap' }, chip(f.status), ended ? callbackChip(f.callback) : null)),
+      h('td', { class: 'nowrap' }, h('a', { href: `#/flows/${f.flowId}`, class: 'mono' }, f.flowId), copyButton(f.flowId)),
+      h('td', { class: 'opt' }, f.flow),
+      h('td', {}, f.tasks ? progress(f.tasks, ended) : '—'),
+      h('td', { class: 'opt' }, when(f.submittedAt)),
+      h('td', { class: 'num opt' }, f.durationMs !== null && f.durationMs !== undefined ? dur(f.durationMs) : h('span', { class: 'zero' }, '—')),
+      h('td', { class: 'opt' }, when(f.updatedAt)));
+    tr.addEventListener('click', (e) => { if (!(e.target instanceof HTMLAnchorElement) && !(e.target instanceof HTMLButtonElement) && !(e.target instanceof HTMLInputElement)) location.hash = `#/flows/${f.flowId}`; });
     return tr;
   }
   function render() {
-    if (!flows.length) tbody.replaceChildren(h('tr', {}, h('td', { colspan: 7 }, h('div', { class: 'empty' }, h('strong', {}, 'No flows yet'), status ? `No ${status} flows among the recent ones.` : 'Submit one with POST /v1/flows or `jetflow submit`.'))));
+    const filtered = [status && `${status} `, key && `with idempotency key "${key}" `, meta && `with metadata ${meta} `].filter(Boolean).join('');
+    if (!flows.length) tbody.replaceChildren(h('tr', {}, h('td', { colspan: 8 }, h('div', { class: 'empty' }, h('strong', {}, filtered ? 'No matching flows' : 'No flows yet'), filtered ? `No flows ${filtered}among the recent ones.` : 'Submit one with POST /v1/flows or `jetflow submit`.'))));
     else tbody.replaceChildren(...flows.map(row));
+    for (const id of [...selected]) if (!flows.some((f) => f.flowId === id)) selected.delete(id);
+    all.checked = flows.length > 0 && flows.every((f) => selected.has(f.flowId));
+    bulk.hidden = selected.size === 0;
+    selCount.textContent = `${selected.size} selected`;
+    cancelBtn.relabel();
+    cancelBtn.disabled = running().length === 0;
     flashed.clear();
     more.hidden = !cursor;
   }
+  async function bulkCancel() {
+    const ids = running().map((f) => f.flowId);
+    const r = await eachLimited(ids, (id) => api(`/v1/flows/${encodeURIComponent(id)}/cancel`, { method: 'POST', body: JSON.stringify({ reason: 'cancelled from the dashboard (bulk)' }) }));
+    const ok = r.filter((x) => x.ok).length;
+    const ended = r.filter((x) => !x.ok && x.err.status === 409).length;
+    const bad = r.length - ok - ended;
+    toast(`Cancelling ${ok} of ${ids.length} flows${ended ? `; ${ended} had already ended` : ''}${bad ? `; ${bad} failed` : ''}`, bad > 0);
+    selected.clear();
+    void load();
+  }
+  const query = (extra) => {
+    const q = new URLSearchParams(extra);
+    if (status) q.set('status', status);
+    if (key) q.set('idempotencyKey', key);
+    if (meta) q.set('metadata', meta);
+    return q;
+  };
   async function load(older = false) {
     try {
-      const q = new URLSearchParams({ limit: '50' });
-      if (status) q.set('status', status);
+      const q = query({ limit: '50' });
       if (older && cursor) q.set('cursor', cursor);
       const r = await api(`/v1/flows?${q}`);
       if (older) {
@@ -274,8 +441,17 @@ function flowsPage(params) {
       if (older || cursor === null) cursor = r.nextCursor;
       render();
     } catch (err) {
-      if (err.status !== 401) panel.replaceChildren(failure('flows', err));
+      if (err.status === 400) tbody.replaceChildren(h('tr', {}, h('td', { colspan: 8 }, h('div', { class: 'empty' }, h('strong', {}, 'Bad search'), err.message))));
+      else if (err.status !== 401) panel.replaceChildren(failure('flows', err));
     }
+  }
+  async function loadChart() {
+    try {
+      const r = await api(`/v1/flows?${query({ limit: '200' })}`);
+      const next = throughputChart(r.flows);
+      chart.replaceWith(next);
+      chart = next;
+    } catch { /* the table says what went wrong */ }
   }
   // Under load every flow sends events: reload the page of flows at most every 1.5 s.
   let pending = 0;
@@ -283,16 +459,23 @@ function flowsPage(params) {
   const off = onEvent((ev) => {
     const f = flows.find((x) => x.flowId === ev.flowId);
     if (f) {
-      if (ev.status && ev.status !== f.status) f.status = ev.status;
-      if (ev.type === 'task.succeeded' && f.tasks) { f.tasks.succeeded++; f.tasks.running = Math.max(0, f.tasks.running - 1); }
-      if (ev.type === 'task.failed' && f.tasks) { f.tasks.failed++; f.tasks.running = Math.max(0, f.tasks.running - 1); }
+      // An end comes with the reloaded row (its tasks and its callback together), never from the event
+      // alone: the row's task counts lag the event, and "succeeded" beside running tasks would be wrong.
+      if (ev.status && !FINAL.includes(ev.status) && ev.status !== f.status) f.status = ev.status;
+      const n = ev.task ? ev.task.split(',').length : 0;
+      if (f.tasks && f.status === 'running' && n) {
+        if (ev.type === 'task.succeeded') { f.tasks.succeeded += n; f.tasks.running = Math.max(0, f.tasks.running - n); }
+        if (ev.type === 'task.failed') { f.tasks.failed += n; f.tasks.running = Math.max(0, f.tasks.running - n); }
+      }
       flashed.add(f.flowId);
       if (!status || f.status === status) render();
     }
     refreshSoon();
   });
   void load();
-  return () => { off(); clearTimeout(pending); };
+  void loadChart();
+  const chartTimer = setInterval(loadChart, 5_000);
+  return () => { off(); clearTimeout(pending); clearInterval(chartTimer); };
 }
 
 // ------------------------------------------------------------------ one flow: waterfall
@@ -357,12 +540,44 @@ function waterfall(t) {
   return h('div', {}, h('div', { class: 'waterfall' }, rows), legend);
 }
 
+function callbackFact(cb, ended) {
+  if (!cb) return h('span', { class: 'zero' }, 'none');
+  if (!ended) return h('span', { class: 'zero' }, 'sent when the flow ends');
+  const c = callbackChip(cb);
+  const more = [cb.attempts ? `${cb.attempts} attempt${cb.attempts === 1 ? '' : 's'}` : null, cb.lastError || null].filter(Boolean).join(' · ');
+  return h('div', { class: 'chips wrap' }, c, more ? h('span', { class: 'sub' }, more) : null);
+}
+
+/** Every failed attempt of each task (the state keeps only the last error) and each callback attempt. */
+function attemptsPanel(a) {
+  if (!a) return null;
+  const tasks = Object.entries(a.tasks || {});
+  if (!tasks.length && !(a.callback || []).length) return null;
+  const line = (x, label) => h('li', { dataset: { attempt: String(x.attempt) } },
+    h('span', { class: 'att-n' }, x.attempt ? `#${x.attempt}` : '#?'),
+    when(x.at),
+    label,
+    h('span', { class: 'att-msg' }, x.message));
+  const groups = tasks.map(([name, list]) => h('div', { class: 'att-group', dataset: { task: name } },
+    h('h3', { class: 'mono' }, name, h('span', { class: 'sub' }, ` · ${list.length} failed attempt${list.length === 1 ? '' : 's'}`)),
+    h('ol', { class: 'att-list' }, list.map((x) => line(x, h('span', { class: 'chips' }, chip(x.code, 'failed'), chip(x.outcome === 'retrying' ? 'retried' : 'final', x.outcome === 'retrying' ? 'retrying plain' : 'failed plain')))))));
+  if ((a.callback || []).length) {
+    groups.push(h('div', { class: 'att-group', dataset: { task: 'callback' } },
+      h('h3', {}, 'Callback deliveries'),
+      h('ol', { class: 'att-list' }, a.callback.map((x) => line(x, chip(CALLBACK_LABEL[x.outcome] || x.outcome, x.outcome))))));
+  }
+  return h('div', { class: 'panel', id: 'attempts' },
+    h('div', { class: 'panel-head' }, h('h2', {}, 'Attempt history'), h('span', { class: 'sub' }, `from the flow's events${a.truncated ? ' (the oldest shown; more exist)' : ''}`)),
+    h('div', { class: 'panel-body att' }, groups));
+}
+
 function flowPage(id) {
   const body = h('div', {}, h('div', { class: 'panel' }, h('div', { class: 'empty' }, 'Loading…')));
   main.replaceChildren(h('div', { class: 'page-head' }, h('a', { href: '#/flows' }, '← Flows')), body);
   let t = null;
   let showJson = false;
   let json = null;
+  let attempts = null;
 
   function render() {
     const traceCell = t.traceUrl ? h('a', { href: t.traceUrl, target: '_blank', rel: 'noopener', id: 'trace-link' }, 'Open in Jaeger ↗') : t.traceId ? mono(t.traceId.slice(0, 16) + '…', t.traceId) : h('span', { class: 'zero' }, 'not traced');
@@ -371,7 +586,7 @@ function flowPage(id) {
       t.status === 'running' ? h('button', { class: 'btn danger', onclick: cancel }, 'Cancel flow') : null,
       h('button', { class: 'btn secondary', onclick: toggleJson }, showJson ? 'Hide JSON' : 'JSON'));
     const parts = [
-      h('div', { class: 'page-head' }, h('h1', { class: 'mono' }, t.flowId), copyButton(t.flowId), chip(t.status), h('span', { class: 'spacer' }), actions),
+      h('div', { class: 'page-head' }, h('h1', { class: 'mono' }, t.flowId), copyButton(t.flowId), chip(t.status), t.finishedAt ? callbackChip(t.callback) : null, h('span', { class: 'spacer' }), actions),
       h('div', { class: 'panel' }, h('div', { class: 'facts' },
         fact('Flow', `${t.flow} v${t.version}`),
         fact('Submitted', when(t.submittedAt)),
@@ -379,9 +594,12 @@ function flowPage(id) {
         fact('Deadline', new Date(t.deadlineAt).toLocaleTimeString()),
         fact('Ended', t.endReason || '—'),
         fact('Trace', traceCell),
-        fact('Idempotency key', t.idempotencyKey ? mono(t.idempotencyKey) : '—'))),
+        fact('Idempotency key', t.idempotencyKey ? mono(t.idempotencyKey) : '—'),
+        fact('Callback', callbackFact(t.callback, !!t.finishedAt)))),
       h('div', { class: 'panel', id: 'waterfall' }, h('div', { class: 'panel-head' }, h('h2', {}, 'Stages and tasks')), waterfall(t)),
     ];
+    const history = attemptsPanel(attempts);
+    if (history) parts.push(history);
     if (t.errors.length) {
       parts.push(h('div', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', {}, `Errors (${t.errors.length})`)),
         h('ul', { class: 'errors-list' }, t.errors.map((e) => h('li', {}, mono(e.task), chip(e.code, 'failed'), h('span', {}, e.message))))));
@@ -415,15 +633,25 @@ function flowPage(id) {
       toast(err.message, true);
     }
   }
+  async function loadAttempts() {
+    try {
+      attempts = await api(`/v1/flows/${encodeURIComponent(id)}/attempts`);
+      if (t) render();
+    } catch { /* the history is an extra: the page works without it */ }
+  }
   let pending = 0;
+  let pendingAttempts = 0;
   const off = onEvent((ev) => {
-    if (ev.flowId !== id || pending) return;
+    if (ev.flowId !== id) return;
+    if (/^(task\.retrying|task\.failed|callback\.)/.test(ev.type) && !pendingAttempts) pendingAttempts = setTimeout(() => { pendingAttempts = 0; void loadAttempts(); }, 300);
+    if (pending) return;
     pending = setTimeout(() => { pending = 0; void load(); }, 150);
   });
   // While it runs, the bars grow with the clock; also covers events missed before the page opened.
   const tick = setInterval(() => { if (!t || t.status === 'running') void load(); }, 1_000);
   void load();
-  return () => { off(); clearTimeout(pending); clearInterval(tick); };
+  void loadAttempts();
+  return () => { off(); clearTimeout(pending); clearTimeout(pendingAttempts); clearInterval(tick); };
 }
 
 // ------------------------------------------------------------------ dead letters
@@ -432,42 +660,60 @@ function deadLettersPage(params) {
   const src = params.get('source') || '';
   const open = new Set();
   const details = new Map();
+  const selected = new Set();
   let items = [];
   const tbody = h('tbody');
   const select = h('select', { id: 'dlq-source', onchange: (e) => { location.hash = e.target.value ? `#/deadletters?source=${e.target.value}` : '#/deadletters'; } },
     [['', 'All sources'], ['task', 'task'], ['ingest', 'ingest'], ['callback', 'callback'], ['result', 'result']].map(([v, l]) => h('option', { value: v, selected: v === src }, l)));
-  const panel = h('div', { class: 'panel' }, h('table', {},
-    h('thead', {}, h('tr', {}, h('th', { class: 'num' }, 'Seq'), h('th', {}, 'When'), h('th', {}, 'Source · code'), h('th', {}, 'Original subject'), h('th', {}, 'Reason'), h('th', { class: 'num' }, 'Attempts'), h('th', {}, 'Flow'), h('th', {}))),
+  const chosen = () => items.filter((d) => selected.has(d.seq));
+  const redriveBtn = armedButton(() => `Redrive selected (${chosen().length})`, () => `Confirm: redrive ${chosen().length}`, bulkRedrive);
+  redriveBtn.id = 'bulk-redrive';
+  const selCount = h('span', { class: 'sub' });
+  const bulk = h('div', { class: 'bulk', hidden: true }, selCount, redriveBtn, h('button', { class: 'btn secondary small', onclick: () => { selected.clear(); render(); } }, 'Clear selection'));
+  const all = h('input', { type: 'checkbox', 'aria-label': 'Select all listed dead letters', onchange: (e) => { for (const d of items) (e.target.checked ? selected.add(d.seq) : selected.delete(d.seq)); render(); } });
+  const panel = h('div', { class: 'panel' }, h('table', { class: 'dlq' },
+    h('thead', {}, h('tr', {}, h('th', { class: 'sel' }, all), h('th', { class: 'num' }, 'Seq'), h('th', { class: 'opt' }, 'When'), h('th', {}, h('span', { class: 'wide' }, 'Source · code'), h('span', { class: 'narrow' }, 'Source · code · reason')), h('th', { class: 'opt' }, 'Original subject'), h('th', { class: 'opt' }, 'Reason'), h('th', { class: 'num opt' }, 'Attempts'), h('th', { class: 'opt' }, 'Flow'), h('th', { class: 'act' }))),
     tbody));
   main.replaceChildren(
     h('div', { class: 'page-head' }, h('h1', {}, 'Dead letters'), h('span', { class: 'sub' }, 'messages that could not be processed; redrive sends one back to its original subject'), h('span', { class: 'spacer' }), select),
+    h('div', { class: 'page-head', hidden: true }, bulk),
     panel);
+  const bulkHead = bulk.parentElement;
 
   function render() {
+    for (const s of [...selected]) if (!items.some((d) => d.seq === s)) selected.delete(s);
+    bulkHead.hidden = bulk.hidden = selected.size === 0;
+    selCount.textContent = `${selected.size} selected`;
+    redriveBtn.relabel();
+    all.checked = items.length > 0 && items.every((d) => selected.has(d.seq));
     if (!items.length) {
-      tbody.replaceChildren(h('tr', {}, h('td', { colspan: 8 }, h('div', { class: 'empty' }, h('strong', {}, 'No dead letters'), 'Everything was processed.'))));
+      tbody.replaceChildren(h('tr', {}, h('td', { colspan: 9 }, h('div', { class: 'empty' }, h('strong', {}, 'No dead letters'), 'Everything was processed.'))));
       return;
     }
     const rows = [];
     for (const d of items) {
+      const box = h('input', { type: 'checkbox', 'aria-label': `Select dead letter ${d.seq}`, checked: selected.has(d.seq), onchange: (e) => { if (e.target.checked) selected.add(d.seq); else selected.delete(d.seq); render(); } });
       rows.push(h('tr', { dataset: { seq: String(d.seq) } },
+        h('td', { class: 'sel' }, box),
         h('td', { class: 'num mono' }, String(d.seq)),
-        h('td', { class: 'nowrap' }, when(d.time)),
-        h('td', {}, h('div', { class: 'chips' }, chip(d.source, 'src plain'), chip(d.code, 'failed'))),
-        h('td', { class: 'mono clip', title: d.originalSubject }, d.originalSubject),
-        h('td', { class: 'reason clip', title: d.reason }, d.reason || '—'),
-        h('td', { class: 'num' }, d.attempts ?? '—'),
-        h('td', {}, d.flowId ? h('a', { class: 'mono', href: `#/flows/${d.flowId}` }, d.flowId) : h('span', { class: 'zero' }, '—')),
-        h('td', {}, h('div', { class: 'actions' },
+        h('td', { class: 'nowrap opt' }, when(d.time)),
+        h('td', {}, h('div', { class: 'chips' }, chip(d.source, 'src plain'), chip(d.code, 'failed')), h('div', { class: 'reason-inline narrow', title: d.reason }, d.reason || '')),
+        // max-width holds on a block, not on a table cell: the clipped text sits in a div.
+        h('td', { class: 'opt' }, h('div', { class: 'mono clip', title: d.originalSubject }, d.originalSubject)),
+        h('td', { class: 'opt' }, h('div', { class: 'reason clip', title: d.reason }, d.reason || '—')),
+        h('td', { class: 'num opt' }, d.attempts ?? '—'),
+        h('td', { class: 'opt' }, d.flowId ? h('a', { class: 'mono', href: `#/flows/${d.flowId}`, title: d.flowId }, d.flowId) : h('span', { class: 'zero' }, '—')),
+        h('td', { class: 'act' }, h('div', { class: 'actions' },
           h('button', { class: 'btn secondary small', onclick: () => toggle(d.seq) }, open.has(d.seq) ? 'Hide' : 'Details'),
           h('button', { class: 'btn small', dataset: { action: 'redrive' }, onclick: (e) => redrive(d, e.target) }, 'Redrive')))));
       if (open.has(d.seq)) {
         const det = details.get(d.seq);
-        rows.push(h('tr', { class: 'detail' }, h('td', { colspan: 8 }, det
+        // The wrapper has no width of its own, so long header or body lines scroll inside it instead of widening the table.
+        rows.push(h('tr', { class: 'detail' }, h('td', { colspan: 9 }, h('div', { class: 'detail-wrap' }, det
           ? h('div', { class: 'detail-grid' },
             h('div', {}, h('h2', {}, 'Headers'), h('pre', {}, Object.entries(det.headers).map(([k, v]) => `${k}: ${v.join(', ')}`).join('\n'))),
             h('div', {}, h('h2', {}, `Body (${det.body.encoding}, ${bytes(det.size)})`), h('pre', {}, det.body.encoding === 'json' ? JSON.stringify(det.body.value, null, 2) : String(det.body.value))))
-          : 'Loading…')));
+          : 'Loading…'))));
       }
     }
     tbody.replaceChildren(...rows);
@@ -495,6 +741,17 @@ function deadLettersPage(params) {
       button.textContent = 'Redrive';
     }
   }
+  async function bulkRedrive() {
+    const list = chosen();
+    const r = await eachLimited(list, (d) => api(`/v1/deadletters/${d.seq}/redrive`, { method: 'POST' }));
+    const done = new Set(list.filter((_, i) => r[i].ok).map((d) => d.seq));
+    const failed = list.length - done.size;
+    toast(`Redriven ${done.size} of ${list.length}${failed ? `; ${failed} failed: ${r.find((x) => !x.ok).err.message}` : ''}`, failed > 0);
+    items = items.filter((x) => !done.has(x.seq));
+    for (const s of done) selected.delete(s);
+    render();
+    void refreshDlqCount();
+  }
   async function load() {
     try {
       const q = new URLSearchParams({ limit: '100' });
@@ -511,16 +768,21 @@ function deadLettersPage(params) {
   return () => clearInterval(timer);
 }
 
-// ------------------------------------------------------------------ consumers
+// ------------------------------------------------------------------ consumers and their pulling workers
 
 function consumersPage() {
   const cards = h('div', { class: 'cards' });
+  const workers = h('tbody');
   const tbody = h('tbody');
   const stamp = h('span', { class: 'sub' });
+  const workersPanel = h('div', { class: 'panel', id: 'workers' },
+    h('div', { class: 'panel-head' }, h('h2', {}, 'Task subjects and their pulling workers'),
+      h('span', { class: 'sub' }, 'what JetStream knows of the workers: each idle one holds a pull request open (waiting pulls); a busy one holds unacknowledged tasks. There is no worker registry yet.')),
+    h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Task subject'), h('th', { class: 'num' }, 'Pulling workers'), h('th', { class: 'num' }, 'In flight'), h('th', { class: 'num' }, 'Queued'), h('th', { class: 'num opt' }, 'Redelivered'), h('th', { class: 'num' }, 'Served'))), workers));
   const panel = h('div', { class: 'panel' }, h('table', {},
-    h('thead', {}, h('tr', {}, h('th', {}, 'Consumer'), h('th', {}, 'Stream'), h('th', { class: 'num' }, 'Pending'), h('th', { class: 'num' }, 'Ack pending'), h('th', { class: 'num' }, 'Redelivered'), h('th', { class: 'num' }, 'Waiting pulls'), h('th', { class: 'num' }, 'Delivered'), h('th', { class: 'num' }, 'Throughput'))),
+    h('thead', {}, h('tr', {}, h('th', {}, 'Consumer'), h('th', { class: 'opt' }, 'Stream'), h('th', { class: 'num' }, 'Pending'), h('th', { class: 'num' }, 'Ack pending'), h('th', { class: 'num opt' }, 'Redelivered'), h('th', { class: 'num' }, 'Waiting pulls'), h('th', { class: 'num opt' }, 'Delivered'), h('th', { class: 'num' }, 'Throughput'))),
     tbody));
-  main.replaceChildren(h('div', { class: 'page-head' }, h('h1', {}, 'Consumers'), h('span', { class: 'sub' }, 'JetStream lag and load, refreshed every 2 s'), h('span', { class: 'spacer' }), stamp), cards, panel);
+  main.replaceChildren(h('div', { class: 'page-head' }, h('h1', {}, 'Consumers and their pulling workers'), h('span', { class: 'sub' }, 'JetStream lag and load, refreshed every 2 s'), h('span', { class: 'spacer' }), stamp), cards, workersPanel, panel);
 
   async function load() {
     let r;
@@ -532,20 +794,29 @@ function consumersPage() {
     }
     stamp.textContent = `sampled ${new Date(r.sampledAt).toLocaleTimeString()}`;
     cards.replaceChildren(...r.streams.map((s) => h('div', { class: 'card' }, h('label', {}, s.name.replace('JETFLOW_', '').toLowerCase()), h('div', { class: 'big' }, num(s.messages)), h('div', { class: 'sub' }, `messages · ${bytes(s.bytes)} · ${s.consumers} consumer${s.consumers === 1 ? '' : 's'}`))));
+    const z = (n, hot) => h('span', { class: n === 0 ? 'zero' : hot ? 'hot' : null }, num(n));
+    const rate = (c) => (c.deliveredPerSec === null || c.deliveredPerSec === undefined ? h('span', { class: 'zero' }, 'measuring…') : `${num(c.deliveredPerSec)}/s`);
+    const tasks = r.consumers.filter((c) => c.stream === 'JETFLOW_TASKS');
+    workers.replaceChildren(...(tasks.length ? tasks.map((c) => h('tr', { dataset: { workerSubject: c.filterSubject || c.name } },
+      h('td', {}, h('div', { class: 'mono' }, c.filterSubject || c.name), h('div', { class: 'sub mono' }, c.name)),
+      h('td', { class: 'num' }, c.numWaiting > 0 ? h('strong', {}, num(c.numWaiting)) : h('span', { class: c.numAckPending > 0 ? 'zero' : 'hot', title: c.numAckPending > 0 ? 'all busy' : 'nobody is pulling this subject' }, '0')),
+      h('td', { class: 'num' }, z(c.numAckPending)),
+      h('td', { class: 'num' }, z(c.numPending, c.numPending > 1000)),
+      h('td', { class: 'num opt' }, z(c.numRedelivered, true)),
+      h('td', { class: 'num' }, rate(c)))) : [h('tr', {}, h('td', { colspan: 6 }, h('div', { class: 'empty' }, 'No task consumers yet.')))]));
     const maxPending = Math.max(1, ...r.consumers.map((c) => c.numPending));
     tbody.replaceChildren(...r.consumers.map((c) => {
       const bar = h('div', { class: 'pbar' }, h('i', { class: c.numPending > 0 ? 'bad' : 'ok' }));
       bar.firstChild.style.width = `${(c.numPending / maxPending) * 100}%`;
-      const z = (n, hot) => h('span', { class: n === 0 ? 'zero' : hot ? 'hot' : null }, num(n));
       return h('tr', { dataset: { consumer: c.name } },
         h('td', {}, h('div', { class: 'mono' }, c.name), c.filterSubject ? h('div', { class: 'sub mono' }, c.filterSubject) : null),
-        h('td', { class: 'sub' }, c.stream),
+        h('td', { class: 'sub opt' }, c.stream),
         h('td', { class: 'num' }, h('div', { class: 'lag' }, bar, z(c.numPending, c.numPending > 1000))),
         h('td', { class: 'num' }, z(c.numAckPending), c.maxAckPending ? h('span', { class: 'zero' }, ` / ${num(c.maxAckPending)}`) : null),
-        h('td', { class: 'num' }, z(c.numRedelivered, true)),
+        h('td', { class: 'num opt' }, z(c.numRedelivered, true)),
         h('td', { class: 'num' }, z(c.numWaiting)),
-        h('td', { class: 'num' }, num(c.delivered)),
-        h('td', { class: 'num' }, c.deliveredPerSec === null ? h('span', { class: 'zero' }, 'measuring…') : `${num(c.deliveredPerSec)}/s`));
+        h('td', { class: 'num opt' }, num(c.delivered)),
+        h('td', { class: 'num' }, rate(c)));
     }));
   }
   void load();

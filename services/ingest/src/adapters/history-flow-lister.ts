@@ -2,7 +2,7 @@ import { invalid } from '../../../../libs/errors/src/index.js';
 import type { FlowRegistry } from '../../../../libs/flows/src/index.js';
 import { isStorageError, type FinalFlowStatus, type FlowRecords, type FlowSummary as HistorySummary } from '../../../../libs/storage/src/index.js';
 import { summaryFromHistory } from '../handlers/flow-history.js';
-import type { FlowLister, FlowPage, FlowSummary, ListFlowsQuery } from '../handlers/flow-lister.js';
+import { matchesSearch, type FlowLister, type FlowPage, type FlowSummary, type ListFlowsQuery } from '../handlers/flow-lister.js';
 
 const FINAL: ReadonlySet<string> = new Set<FinalFlowStatus>(['succeeded', 'partial', 'failed', 'cancelled']);
 /** DynamoDB pages read for one listing page when several statuses are filtered client-side. */
@@ -35,7 +35,7 @@ export class HistoryFlowLister implements FlowLister {
       // number of pages per call (a short page with a cursor is allowed).
       for (let i = 0; i < MAX_QUERIES && flows.length < q.limit; i++) {
         const page = await this.records.list({ tenant: q.tenant, limit: q.limit - flows.length, ...(one ? { status: one } : {}), ...(cursor ? { cursor } : {}) });
-        const wanted = page.items.filter((h) => statuses.includes(h.status as FinalFlowStatus));
+        const wanted = page.items.filter((h) => statuses.includes(h.status as FinalFlowStatus) && matchesSearch(h, q));
         flows.push(...(await Promise.all(wanted.map((h) => this.summary(h)))));
         cursor = page.cursor;
         if (!cursor) break;

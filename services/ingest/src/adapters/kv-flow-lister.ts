@@ -2,7 +2,7 @@ import type { NatsConnection } from 'nats';
 import { invalid } from '../../../../libs/errors/src/index.js';
 import { BUCKETS } from '../../../../libs/messaging/src/index.js';
 import type { FlowState } from '../../../../libs/flows/src/index.js';
-import { summarize, type FlowLister, type FlowPage, type FlowSummary, type ListFlowsQuery } from '../handlers/flow-lister.js';
+import { matchesSearch, summarize, type FlowLister, type FlowPage, type FlowSummary, type ListFlowsQuery } from '../handlers/flow-lister.js';
 import { scanNewestFirst } from './stream-scan.js';
 
 const dec = new TextDecoder();
@@ -41,7 +41,7 @@ export class KvFlowLister implements FlowLister {
       } catch {
         return true;
       }
-      if (s.tenant !== q.tenant || (want.size && !want.has(s.status))) return true;
+      if (s.tenant !== q.tenant || (want.size && !want.has(s.status)) || !matchesSearch(s, q)) return true;
       flows.push(summarize(s, m.info.timestampNanos / 1e6));
       return flows.length < q.limit;
     });

@@ -106,6 +106,22 @@ const flowTask = rec({
   worker: nullable(str('Worker instance')),
 });
 
+/** The callback's own state, apart from the flow's. */
+const callbackDelivery = nullable({
+  ...rec(
+    {
+      deliveryId: str('Jetflow-Delivery-Id'),
+      status: str('Delivery state (pending: not tried yet)', { enum: ['pending', 'delivered', 'retrying', 'dead_lettered'] }),
+      attempts: int('Attempts so far'),
+      lastStatusCode: int('HTTP status of the last attempt, when it got one'),
+      lastError: str('Why the last attempt failed'),
+      deliveredAt: str('When the receiver accepted it', { format: 'date-time' }),
+    },
+    { optional: ['deliveryId', 'attempts', 'lastStatusCode', 'lastError', 'deliveredAt'] },
+  ),
+  description: 'The callback delivery of a flow with a callbackUrl (null without one)',
+});
+
 const flowView = rec(
   {
     flowId: str('Flow id'),
@@ -132,20 +148,7 @@ const flowView = rec(
     errors: arr(taskError),
     results: map('When finished: one entry per analyst (as in the callback)'),
     datasets: map('When finished: dataset references'),
-    callback: nullable({
-      ...rec(
-        {
-          deliveryId: str('Jetflow-Delivery-Id'),
-          status: str('Delivery state (pending: not tried yet)', { enum: ['pending', 'delivered', 'retrying', 'dead_lettered'] }),
-          attempts: int('Attempts so far'),
-          lastStatusCode: int('HTTP status of the last attempt, when it got one'),
-          lastError: str('Why the last attempt failed'),
-          deliveredAt: str('When the receiver accepted it', { format: 'date-time' }),
-        },
-        { optional: ['deliveryId', 'attempts', 'lastStatusCode', 'lastError', 'deliveredAt'] },
-      ),
-      description: 'The callback delivery of a finished flow with a callbackUrl',
-    }),
+    callback: callbackDelivery,
     source: str('"history" when read from the DynamoDB history after the KV state expired (then `stages` is empty); absent for live state', { enum: ['history'] }),
   },
   {
@@ -194,7 +197,8 @@ const flowSummary = rec({
   endReason: nullable(str('Why it ended')),
   idempotencyKey: nullable(str('As submitted')),
   metadata: map('As submitted', { type: 'string' }),
-});
+  callback: callbackDelivery,
+}, { optional: ['callback'] });
 
 const flowEvent = rec(
   {
@@ -279,7 +283,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     tags: ['flows'],
     body: submission,
     ok: { 202: rec({ flowId: str('Flow id'), status: str('accepted', { enum: ['accepted'] }) }, { description: 'Accepted', example: { flowId: FLOW_ID, status: 'accepted' } }) },
-    errors: ['invalid_argument', 'conflict', 'payload_too_large', 'unsupported_media_type', 'overloaded'],
+    errors: ['invalid_argument', 'conflict', 'payload_too_large', 'unsupported_media_type', 'overloaded', 'quota_exceeded'],
   },
   'GET /v1/flows': {
     operationId: 'listFlows',
@@ -334,6 +338,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
           idempotencyKey: nullable(str('As submitted')),
           traceId: nullable(str('W3C trace id')),
           traceUrl: nullable(str('Jaeger trace link')),
+          callback: callbackDelivery,
           stages: arr(
             rec({
               name: str('Stage'),
@@ -374,7 +379,53 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
             idempotencyKey: 'order-123',
             traceId: null,
             traceUrl: null,
+            callback: { deliveryId: `dlv_${FLOW_ID}`, status: 'delivered', attempts: 1, lastStatusCode: 200, deliveredAt: T1 },
             stages: [{ name: 'datasets', onFailure: 'fail_flow', tasks: [{ name: 'text', subject: 'jetflow.task.dataset.text', status: 'succeeded', attempts: 1, dispatchedAt: 1767607200003, startedAt: 1767607200005, finishedAt: 1767607200190, durationMs: 185, error: null, worker: 'dataset-generator-1', stage: 0 }] }],
+          },
+        },
+      ),
+    },
+    errors: ['not_found'],
+  },
+  'GET /v1/flows/:id/attempts': {
+    operationId: 'getFlowAttempts',
+    summary: "Each task's failed attempts and the callback's delivery attempts",
+    description: 'Retried attempts from the flow\'s task.retrying events and the callback\'s from callback.* events (the events stream keeps them an hour), then each failed task\'s final error from the flow state, which keeps only that last one.',
+    tags: ['flows'],
+    params: flowIdParam,
+    ok: {
+      200: rec(
+        {
+          flowId: str('Flow id'),
+          tasks: map(
+            'Failed attempts by task name, oldest first',
+            arr(
+              rec({
+                attempt: int('Attempt number (0 when the event did not say)'),
+                at: str('When it was reported', { format: 'date-time' }),
+                outcome: str('retrying: retried after this attempt; failed: the final failure', { enum: ['retrying', 'failed'] }),
+                code: str('Error code'),
+                message: str('What went wrong'),
+              }),
+            ),
+          ),
+          callback: arr(
+            rec({
+              attempt: int('Attempt number'),
+              at: str('When it was made', { format: 'date-time' }),
+              outcome: str('Outcome', { enum: ['delivered', 'retrying', 'dead_lettered'] }),
+              message: str('HTTP status or why it failed'),
+            }),
+            'Callback delivery attempts, oldest first',
+          ),
+          truncated: bool('More events exist than were read'),
+        },
+        {
+          example: {
+            flowId: FLOW_ID,
+            tasks: { sentiment: [{ attempt: 1, at: T0, outcome: 'retrying', code: 'retryable', message: 'model busy' }, { attempt: 2, at: T1, outcome: 'failed', code: 'terminal', message: 'bad text' }] },
+            callback: [{ attempt: 1, at: T1, outcome: 'delivered', message: 'HTTP 200' }],
+            truncated: false,
           },
         },
       ),

@@ -3,7 +3,7 @@ import { fromBinary, toJson } from '@bufbuild/protobuf';
 import type { NatsConnection } from 'nats';
 import { FlowEventSchema } from '../../../../libs/proto/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { FLOW_ID_RE, type FlowRegistry } from '../../../../libs/flows/src/index.js';
+import { FLOW_ID_RE, isTerminal, type FlowRegistry } from '../../../../libs/flows/src/index.js';
 import { eventSubject } from '../../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
@@ -11,6 +11,8 @@ import { parseListQuery, type FlowLister } from '../handlers/flow-lister.js';
 import type { DeadLetterHandlers } from '../handlers/deadletters.js';
 import type { ConsumerStats } from '../handlers/consumers.js';
 import { timelineOf } from '../handlers/timeline.js';
+import { attemptHistory } from '../handlers/attempts.js';
+import { readFlowEvents } from './flow-events.js';
 import { requireOperator, type Authenticator } from './auth.js';
 import { SSE_PATHS, openSse, sseBounds, type SseStream } from './sse.js';
 import type { ClientLimits } from '../config.js';
@@ -29,6 +31,8 @@ export interface OpsDeps {
   limits: ClientLimits;
 }
 
+const FINAL = new Set(['succeeded', 'partial', 'failed', 'cancelled']);
+
 /** The operations API: listings, dead letters and redrive, consumers, the tenant's live events. */
 export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
   const authenticate = async (req: FastifyRequest) => {
@@ -45,11 +49,29 @@ export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
     if (typeof token === 'string' && token && SSE_PATHS.some((re) => re.test(path))) req.headers.authorization = `Bearer ${token}`;
   });
 
-  app.get('/v1/flows', { preHandler: authenticate }, async (req) => d.lister.list(parseListQuery(req.tenant, req.query)));
+  app.get('/v1/flows', { preHandler: authenticate }, async (req) => {
+    const page = await d.lister.list(parseListQuery(req.tenant, req.query));
+    // A finished flow's callback has a state of its own (delivered, retrying, dead-lettered): one KV read each.
+    await Promise.all(
+      page.flows.map(async (f) => {
+        if (f.callback && FINAL.has(f.status)) f.callback = (await d.flows.callbackStatus(f.flowId).catch(() => f.callback)) as typeof f.callback;
+      }),
+    );
+    return page;
+  });
 
   app.get<{ Params: { id: string } }>('/v1/flows/:id/timeline', { preHandler: authenticate }, async (req) => {
     const s = await d.flows.state(req.tenant, req.params.id);
-    return timelineOf(s, d.registry.get(s.flow), d.jaegerUrl);
+    const callback = s.callbackUrl ? (isTerminal(s) ? await d.flows.callbackStatus(s.flowId) : { status: 'pending' }) : null;
+    return { ...timelineOf(s, d.registry.get(s.flow), d.jaegerUrl), callback };
+  });
+
+  // Every failed attempt of each task and each callback attempt, from the flow's events (kept an hour).
+  app.get<{ Params: { id: string } }>('/v1/flows/:id/attempts', { preHandler: authenticate }, async (req) => {
+    const s = await d.flows.state(req.tenant, req.params.id);
+    const { events, truncated } = await readFlowEvents(d.nc, req.tenant, s.flowId);
+    const finals = Object.entries(s.tasks).flatMap(([task, t]) => ((t.status === 'failed' || t.status === 'timed_out') && t.error ? [{ task, attempts: t.attempts, finishedAt: t.finishedAt, error: t.error }] : []));
+    return { flowId: s.flowId, ...attemptHistory(events, finals), truncated };
   });
 
   app.get('/v1/deadletters', { preHandler: authenticate }, async (req) => d.deadLetters.list(req.tenant, req.query));

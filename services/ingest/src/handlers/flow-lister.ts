@@ -17,6 +17,10 @@ export interface ListFlowsQuery {
   status: FlowStatus[];
   limit: number;
   cursor?: string;
+  /** Only the flow submitted with this idempotency key. */
+  idempotencyKey?: string;
+  /** Only flows whose metadata has this key with this value. */
+  metadata?: { key: string; value: string };
 }
 
 export interface FlowPage {
@@ -40,6 +44,11 @@ export interface FlowSummary {
   endReason: string | null;
   idempotencyKey: string | null;
   metadata: Record<string, string>;
+  /**
+   * The callback's own state, apart from the flow's: null without a callback URL (or unknown, from
+   * the history), `pending` until the flow ends and the sender records an attempt.
+   */
+  callback?: { status: 'pending' | 'delivered' | 'retrying' | 'dead_lettered'; attempts?: number; lastError?: string; lastStatusCode?: number } | null;
 }
 
 const STATUSES = ['running', 'succeeded', 'partial', 'failed', 'cancelled'] as const;
@@ -55,7 +64,21 @@ export const ListQuerySchema = z.object({
     .describe(`Only these statuses, comma-separated (${STATUSES.join(', ')})`),
   limit: z.coerce.number().int().min(1).max(MAX_LIST_LIMIT).default(50).describe('Most flows on a page'),
   cursor: z.string().max(1_024).optional().describe('nextCursor of the previous page'),
+  idempotencyKey: z.string().min(1).max(256).optional().describe('Only the flow submitted with this idempotency key'),
+  metadata: z
+    .string()
+    .max(1_200)
+    .regex(/^[^=]{1,128}=/, 'expected key=value, e.g. source=batch-7')
+    .optional()
+    .describe('Only flows whose metadata has this entry, as key=value (e.g. source=batch-7)'),
 });
+
+/** Whether a flow (state, summary or history item) matches the listing's search fields. */
+export function matchesSearch(f: { idempotencyKey?: string | null; metadata?: Record<string, string> | null }, q: Pick<ListFlowsQuery, 'idempotencyKey' | 'metadata'>): boolean {
+  if (q.idempotencyKey !== undefined && f.idempotencyKey !== q.idempotencyKey) return false;
+  if (q.metadata && !(f.metadata && Object.hasOwn(f.metadata, q.metadata.key) && f.metadata[q.metadata.key] === q.metadata.value)) return false;
+  return true;
+}
 
 function issues(err: z.ZodError) {
   // status.0 -> status: the parameter is what the caller can fix.
@@ -68,6 +91,11 @@ export function parseListQuery(tenant: string, raw: unknown): ListFlowsQuery {
   if (!r.success) throw invalid(issues(r.error));
   const q: ListFlowsQuery = { tenant, status: r.data.status, limit: r.data.limit };
   if (r.data.cursor) q.cursor = r.data.cursor;
+  if (r.data.idempotencyKey !== undefined) q.idempotencyKey = r.data.idempotencyKey;
+  if (r.data.metadata !== undefined) {
+    const at = r.data.metadata.indexOf('=');
+    q.metadata = { key: r.data.metadata.slice(0, at), value: r.data.metadata.slice(at + 1) };
+  }
   return q;
 }
 
@@ -93,5 +121,6 @@ export function summarize(s: FlowState, updatedAtMs?: number): FlowSummary {
     endReason: s.endReason ?? null,
     idempotencyKey: s.idempotencyKey ?? null,
     metadata: s.metadata,
+    callback: s.callbackUrl ? { status: 'pending' } : null,
   };
 }

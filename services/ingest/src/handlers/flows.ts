@@ -110,6 +110,11 @@ export class FlowHandlers {
     return publicView(s, this.d.registry.get(s.flow), cb);
   }
 
+  /** The callback sender's record of a flow's delivery (`{ status: 'pending' }` before its first attempt). */
+  callbackStatus(flowId: string): Promise<unknown> {
+    return this.d.gateway.getCallbackStatus(flowId);
+  }
+
   async state(tenant: string, flowId: string): Promise<FlowState> {
     const s = await this.stateOf(tenant, flowId);
     if (!s) throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
