@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { headers as natsHeaders } from 'nats';
+import { connect, headers as natsHeaders } from 'nats';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { SubmitFlowRequestSchema } from '../libs/proto/src/index.js';
 import { deriveFlowId } from '../libs/flows/src/index.js';
@@ -91,10 +91,14 @@ describe('a flow through each front door', () => {
   });
 
   test('NATS: publish to jetflow.ingest.default.insights → flow id derived from Nats-Msg-Id, one callback', async () => {
-    const js = j.nc.jetstream();
+    // The harness runs NATS with identities unless JETFLOW_TEST_NATS_AUTH=0: anonymous is refused, and the tenant publishes as itself.
+    assert.equal(!!j.natsAuth, process.env.JETFLOW_TEST_NATS_AUTH !== '0', 'identities by default');
+    if (j.natsAuth) await assert.rejects(connect({ servers: j.natsUrls, reconnect: false, timeout: 2_000 }), (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION');
+    const tenant = j.natsAuth ? await j.natsAuth.connect('tenant:default', j.natsUrls) : j.nc;
     const h = natsHeaders();
     h.set('Nats-Msg-Id', 'nats-1');
-    const ack = await js.publish('jetflow.ingest.default.insights', JSON.stringify(sampleSubmission(cb.url)), { headers: h });
+    const ack = await tenant.jetstream().publish('jetflow.ingest.default.insights', JSON.stringify(sampleSubmission(cb.url)), { headers: h });
+    if (tenant !== j.nc) await tenant.close();
     assert.equal(ack.stream, 'JETFLOW_INGEST');
     const flowId = deriveFlowId('default', 'nats-1');
     await cb.waitForFlows([flowId]);
