@@ -241,6 +241,7 @@ describe('OpenAPI document', () => {
     assert.equal((done.body as { status: string }).status, 'succeeded');
     assert.ok((done.body as { results?: unknown }).results, 'a finished flow has results');
     await call('GET', '/v1/flows/{id}/timeline', `/v1/flows/${idA}/timeline`);
+    await call('GET', '/v1/flows/{id}/attempts', `/v1/flows/${idA}/attempts`);
     await sse('get', '/v1/flows/{id}/events', `/v1/flows/${idA}/events`, (event, data) => {
       assert.equal(event, 'snapshot');
       checkSnapshot(data);
