@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { connect, nanos, type NatsConnection } from 'nats';
 import { BUCKETS, CONSUMERS, STREAMS, consumerConfigs, provisionTopology, streamConfigs, type TopologyOptions } from '../libs/messaging/src/index.js';
-import { Stack, waitForHttp } from '../libs/stack/src/index.js';
-import { TEST_API_KEY, freePort, startNatsCluster, startNatsServer, waitForConsumers } from '../libs/testing/src/index.js';
+import { SERVICES, Stack, waitForHttp } from '../libs/stack/src/index.js';
+import { TEST_API_KEY, freePort, startNatsCluster, startNatsServer, testAuthDefault, testNatsAuth, waitForConsumers, type TestNatsAuth } from '../libs/testing/src/index.js';
 
 const topology: TopologyOptions = { partitions: 8, taskSubjects: ['jetflow.task.dataset.text', 'jetflow.task.dataset.numbers', 'jetflow.task.analyst.stats', 'jetflow.task.analyst.anomalies'] };
 
@@ -144,8 +144,13 @@ describe('provisioning from many connections at once', () => {
   });
 });
 
+const RACE_ENV = { JETFLOW_API_KEYS: `default:${TEST_API_KEY}` };
+/** As the harness: the services as their roles (the provisioning race under the permissions they deploy with), unless JETFLOW_TEST_NATS_AUTH=0. */
+const raceAuth = (env: Record<string, string> = {}) => (testAuthDefault() ? testNatsAuth({ ...RACE_ENV, ...env }) : undefined);
+const serverOpts = (auth: TestNatsAuth | undefined) => (auth ? { config: auth.config, connect: auth.options('admin') } : {});
+
 /** The four services as processes, started in the same instant; resolves once all are ready, fails as soon as one exits. */
-async function startAllAtOnce(natsUrls: string[], env: Record<string, string> = {}) {
+async function startAllAtOnce(natsUrls: string[], env: Record<string, string> = {}, auth?: TestNatsAuth) {
   const httpPort = await freePort();
   const logDir = mkdtempSync(join(tmpdir(), 'jetflow-start-race-'));
   const stack = new Stack({
@@ -154,7 +159,7 @@ async function startAllAtOnce(natsUrls: string[], env: Record<string, string> = 
       JETFLOW_HTTP_PORT: String(httpPort),
       JETFLOW_GRPC_PORT: String(await freePort()),
       JETFLOW_HOST: '127.0.0.1',
-      JETFLOW_API_KEYS: `default:${TEST_API_KEY}`,
+      ...RACE_ENV,
       JETFLOW_CALLBACK_SECRETS: 'default:start-race-secret',
       JETFLOW_METRICS_PORT: '0',
       JETFLOW_TASK_MODE: 'noop',
@@ -162,6 +167,7 @@ async function startAllAtOnce(natsUrls: string[], env: Record<string, string> = 
       LOG_LEVEL: 'info',
       ...env,
     },
+    ...(auth ? { serviceEnv: Object.fromEntries(SERVICES.map((s) => [s, auth.env(s)])) } : {}),
     logDir,
   }).start();
   const exited = Promise.race(
@@ -180,7 +186,7 @@ async function startAllAtOnce(natsUrls: string[], env: Record<string, string> = 
   try {
     const ready = (async () => {
       await waitForHttp(`http://127.0.0.1:${httpPort}/readyz`, 60_000);
-      nc = await connect({ servers: natsUrls });
+      nc = await connect({ servers: natsUrls, ...auth?.options('admin') });
       await waitForConsumers(nc, 60_000);
       return undefined;
     })();
@@ -195,10 +201,11 @@ async function startAllAtOnce(natsUrls: string[], env: Record<string, string> = 
 
 describe('the four services started together', () => {
   test('on a fresh nats-server, eight rounds: none exits, all become ready', async () => {
+    const auth = raceAuth();
     for (let round = 0; round < 8; round++) {
-      const server = await startNatsServer();
+      const server = await startNatsServer(serverOpts(auth));
       try {
-        await startAllAtOnce([server.url]);
+        await startAllAtOnce([server.url], {}, auth);
       } finally {
         await server.stop();
       }
@@ -206,10 +213,11 @@ describe('the four services started together', () => {
   });
 
   test('on a fresh three-node cluster with JETFLOW_REPLICAS=3, three rounds: none exits, all become ready', async () => {
+    const auth = raceAuth({ JETFLOW_REPLICAS: '3' });
     for (let round = 0; round < 3; round++) {
-      const cluster = await startNatsCluster({ size: 3 });
+      const cluster = await startNatsCluster({ size: 3, ...serverOpts(auth) });
       try {
-        await startAllAtOnce(cluster.urls, { JETFLOW_REPLICAS: '3' });
+        await startAllAtOnce(cluster.urls, { JETFLOW_REPLICAS: '3' }, auth);
       } finally {
         await cluster.stop();
       }
