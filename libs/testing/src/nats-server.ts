@@ -198,7 +198,7 @@ async function waitHealthy(name: string, monitorPort: number, timeoutMs: number,
 }
 
 /**
- * Starts a JetStream cluster of `size` nats-servers on loopback (DESIGN.md: a cluster of three for
+ * Starts a JetStream cluster of `size` nats-servers on loopback (three for the
  * failover tests): distinct client, route and monitoring ports, one temporary store each, routes to
  * every other node. Resolves once the cluster has elected its JetStream meta leader.
  */

@@ -22,7 +22,7 @@ const dec = new TextDecoder();
  * heartbeats a member key; the live members split the partitions (p mod members); a replica owns a
  * partition while it holds its lease key, renewed with compare-and-set, expiring by the bucket TTL
  * when its holder dies. A restarted replica with the same instance id takes its leases back at once.
- * CAS on nats-server 2.9 R3 is not airtight (DESIGN.md), so this narrows the window in which two
+ * CAS on nats-server 2.9 R3 is not airtight (nats-server#4320; ARCHITECTURE.md, "Exactly once"), so this narrows the window in which two
  * writers overlap; deterministic message ids and the state's CAS keep an overlap harmless.
  */
 export class PartitionLeases {
