@@ -164,7 +164,7 @@ export async function runMicro(n = 20_000): Promise<MicroResult[]> {
     out.push(await measure('FlowState JSON.stringify + encode', n, undefined, async (k) => { for (let i = 0; i < k; i++) enc.encode(JSON.stringify(state)); }));
     out.push(await measure('FlowState structuredClone', n, undefined, async (k) => { for (let i = 0; i < k; i++) structuredClone(state); }));
     const def = INSIGHTS;
-    out.push(await measure('applyResult on a cloned state', n, undefined, async (k) => { for (let i = 0; i < k; i++) applyResult(structuredClone(state), def, { task: 'text', succeeded: true, output: { noop: true }, attempts: 1 }, Date.now()); }));
+    out.push(await measure('applyResult on a cloned state', n, undefined, async (k) => { for (let i = 0; i < k; i++) applyResult(structuredClone(state), def, { task: 'text', succeeded: true, output: { noop: true }, attempts: 1, token: state.tasks.text!.token! }, Date.now()); }));
     const registry = new FlowRegistry([INSIGHTS]);
     const body = JSON.parse(new TextDecoder().decode(task.inputJson)) as unknown;
     const sub = { flow: 'insights', input: body, callbackUrl: 'http://127.0.0.1:1/hook', metadata: { source: 'bench' } };

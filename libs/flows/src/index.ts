@@ -6,3 +6,4 @@ export * from './catalogue.js';
 export * from './load.js';
 export * from './routing.js';
 export * from './versions.js';
+export * from './ids.js';

@@ -16,8 +16,11 @@ import {
   storedDefinition,
   tasksToDispatch,
   unstartableFlowState,
+  newTaskToken,
+  resultProblem,
   type FlowDef,
   type FlowState,
+  type ResultIn,
 } from './index.js';
 
 const limits = { softLimitMs: 1_000, hardLimitMs: 2_000, maxAttempts: 2, backoff: { initialMs: 100, maxMs: 400, multiplier: 2 } };
@@ -40,6 +43,8 @@ const V2: FlowDef = {
 
 const start = (def: FlowDef, now = 1_000): FlowState => newFlowState({ flowId: 'ftest1', tenant: 'default', flow: def.name, inputJson: '{}', submittedAt: now }, def, now);
 const ok = (task: string, output: unknown = { from: task }) => ({ task, succeeded: true, output, attempts: 1 });
+/** A result as the worker sends it: with the token the task was dispatched with. */
+const apply = (s: FlowState, def: FlowDef, r: ResultIn, now: number) => applyResult(s, def, { token: s.tasks[r.task]?.token, ...r }, now);
 /** A fake store read over a map: the store itself is a KV bucket, exercised by the end-to-end test. */
 const storeOf = (...defs: FlowDef[]) => {
   const m = new Map(defs.map((d) => [storedDefinition(d).key, new TextEncoder().encode(storedDefinition(d).value)]));
@@ -75,12 +80,12 @@ test('after the definitions change, a flow started on v1 finishes on v1 (read ba
   assert.deepEqual(got.def, V1);
   assert.equal(now.known(s), got.def, 'remembered: later results need no store read');
 
-  let t = applyResult(s, got.def, ok('slow-prep'), 2_000);
+  let t = apply(s, got.def, ok('slow-prep'), 2_000);
   assert.equal(t.changed, true);
   assert.equal(s.stage, 1);
   assert.deepEqual(tasksToDispatch(s, got.def).map((td) => td.name), ['echo-a', 'echo-b'], "v1's second stage is dispatched, not v2's");
-  applyResult(s, got.def, ok('echo-a'), 2_100);
-  t = applyResult(s, got.def, ok('echo-b'), 2_200);
+  apply(s, got.def, ok('echo-a'), 2_100);
+  t = apply(s, got.def, ok('echo-b'), 2_200);
   assert.equal(s.status, 'succeeded');
   assert.equal(t.rejected, undefined);
   const body = callbackBody(s);
@@ -138,33 +143,48 @@ test('a state written before versioning runs on the loaded definition only if it
   assert.ok('problem' in r && /without a definition hash.*other stages or tasks/.test(r.problem), JSON.stringify(r));
 });
 
-test('a result for a task the flow does not have fails the flow, naming it, and is marked for the dead letters', () => {
+test('a result for a task the flow does not have, or not dispatched yet, changes nothing and is marked for the dead letters', () => {
   const s = start(V1);
-  const t = applyResult(s, V1, ok('renamed'), 2_000);
-  assert.equal(t.changed, true);
-  assert.equal(s.status, 'failed');
-  assert.deepEqual(t.rejected, { code: 'unknown_task', message: 'a result arrived for task "renamed", which flow shift v1 does not have' });
-  assert.deepEqual(s.errors, [{ task: 'renamed', code: 'unknown_task', message: t.rejected.message }]);
-  assert.equal(s.endReason, t.rejected.message);
-  assert.equal(s.tasks['slow-prep']!.status, 'skipped');
-  assert.ok(t.events.some((e) => e.type === 'flow.completed'));
-  // A replay of the same message changes nothing more: one ending, one callback.
-  const again = applyResult(s, V1, ok('renamed'), 2_500);
-  assert.equal(again.changed, false);
-  assert.equal(s.errors.length, 1);
+  const before = structuredClone(s);
+  const t = apply(s, V1, ok('renamed'), 2_000);
+  assert.deepEqual(t, { changed: false, events: [], rejected: { code: 'unknown_task', message: 'a result arrived for task "renamed", which flow shift v1 does not have' } });
+  const early = apply(s, V1, ok('echo-a'), 2_000);
+  assert.equal(early.changed, false);
+  assert.equal(early.rejected?.code, 'unexpected_result', 'a pending task has no token yet: nothing can answer it');
+  assert.deepEqual(s, before, 'the flow is untouched');
+  // A duplicate of a settled task's result (same token) changes nothing and is no rejection.
+  assert.equal(apply(s, V1, ok('slow-prep'), 2_000).changed, true);
+  assert.deepEqual(apply(s, V1, ok('slow-prep'), 2_100), { changed: false, events: [] }, 'duplicate');
 });
 
-test('a result for a task not dispatched yet fails the flow; a duplicate of a settled one changes nothing', () => {
+test('a result is applied only with the token of its dispatch; each dispatched task gets its own', () => {
   const s = start(V1);
-  const dup = applyResult(s, V1, ok('slow-prep'), 2_000);
-  assert.equal(dup.changed, true);
-  const t = applyResult(s, V1, ok('slow-prep'), 2_100);
-  assert.deepEqual([t.changed, t.rejected], [false, undefined], 'duplicate');
-  const s2 = start(V1);
-  const early = applyResult(s2, V1, ok('echo-a'), 2_000);
-  assert.equal(s2.status, 'failed');
-  assert.equal(early.rejected?.code, 'unexpected_result');
-  assert.match(early.rejected.message, /"echo-a", which was never dispatched \(pending\)/);
+  const prep = s.tasks['slow-prep']!;
+  assert.match(prep.token ?? '', /^[A-Za-z0-9_-]{16}$/, '12 random bytes, base64url');
+  assert.equal(s.tasks['echo-a']!.token, undefined, 'issued when dispatched, not before');
+  const before = structuredClone(s);
+  for (const token of [undefined, '', 'A'.repeat(16), prep.token!.slice(0, 15), `${prep.token!}x`]) {
+    const t = applyResult(s, V1, { ...ok('slow-prep'), ...(token === undefined ? {} : { token }) }, 2_000);
+    assert.equal(t.changed, false, `token ${token}`);
+    assert.equal(t.rejected?.code, 'bad_token');
+  }
+  assert.deepEqual(s, before, 'no forged result changed the flow');
+  assert.equal(applyResult(s, V1, { ...ok('slow-prep'), token: prep.token! }, 2_000).changed, true);
+  assert.equal(s.stage, 1);
+  const [a, b] = [s.tasks['echo-a']!.token, s.tasks['echo-b']!.token];
+  assert.ok(a && b && a !== b && a !== prep.token, 'the next stage dispatched with tokens of its own');
+  // The token of another task does not do.
+  assert.equal(applyResult(s, V1, { ...ok('echo-a'), token: b }, 2_100).rejected?.code, 'bad_token');
+  const tokens = new Set(Array.from({ length: 1_000 }, newTaskToken));
+  assert.equal(tokens.size, 1_000);
+});
+
+test('a state written before tokens takes its dispatched tasks\' results as before', () => {
+  const s = start(V1);
+  delete s.tasks['slow-prep']!.token;
+  assert.equal(resultProblem(s, { task: 'slow-prep' }), undefined);
+  assert.equal(resultProblem(s, { task: 'echo-a' })?.code, 'unexpected_result');
+  assert.equal(applyResult(s, V1, ok('slow-prep'), 2_000).changed, true);
 });
 
 test('failFlow ends a running flow once; on a finished flow it changes nothing but still rejects the message', () => {
@@ -178,9 +198,9 @@ test('failFlow ends a running flow once; on a finished flow it changes nothing b
 
 test('the callback body comes from the state alone, so a flow without its definition still gets one', () => {
   const s = start(INSIGHTS);
-  for (const t of ['text', 'features', 'embeddings']) applyResult(s, INSIGHTS, ok(t), 2_000);
-  applyResult(s, INSIGHTS, ok('sentiment'), 2_100);
-  applyResult(s, INSIGHTS, { task: 'anomaly', succeeded: false, errorCode: 'timeout', errorMessage: 'slow', attempts: 3 }, 2_200);
+  for (const t of ['text', 'features', 'embeddings']) apply(s, INSIGHTS, ok(t), 2_000);
+  apply(s, INSIGHTS, ok('sentiment'), 2_100);
+  apply(s, INSIGHTS, { task: 'anomaly', succeeded: false, errorCode: 'timeout', errorMessage: 'slow', attempts: 3 }, 2_200);
   applyDeadline(s, 3_000);
   const body = callbackBody(s);
   assert.equal(body.status, 'partial');

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { definitionHash, type FlowDef, type TaskDef } from './definitions.js';
 
 /**
@@ -30,6 +31,13 @@ export interface TaskState {
   outputRef?: string;
   error?: { code: string; message: string };
   worker?: string;
+  /**
+   * The result token of this dispatch (newTaskToken): it travels in the Task, the worker copies it into
+   * its TaskResult, and a result without it is not applied. One per dispatch, so every attempt of the
+   * task (a retry is a redelivery of the same Task message) carries it. Absent in states written before
+   * tokens, whose results are taken as before.
+   */
+  token?: string;
 }
 
 export interface FlowState {
@@ -82,7 +90,7 @@ export function isTerminal(s: FlowState): boolean {
 export function newFlowState(req: StartRequest, def: FlowDef, now: number): FlowState {
   const tasks: Record<string, TaskState> = {};
   def.stages.forEach((st, i) => {
-    for (const t of st.tasks) tasks[t.name] = i === 0 ? { stage: i, status: 'dispatched', attempts: 0, dispatchedAt: now } : { stage: i, status: 'pending', attempts: 0 };
+    for (const t of st.tasks) tasks[t.name] = i === 0 ? { stage: i, status: 'dispatched', attempts: 0, dispatchedAt: now, token: newTaskToken() } : { stage: i, status: 'pending', attempts: 0 };
   });
   const s: FlowState = {
     flowId: req.flowId,
@@ -148,6 +156,8 @@ export interface ResultIn {
   startedAt?: number;
   finishedAt?: number;
   worker?: string;
+  /** The token the worker copied from the Task (TaskState.token). */
+  token?: string;
 }
 
 export interface Transition {
@@ -187,19 +197,60 @@ function advance(s: FlowState, def: FlowDef, now: number, t: Transition) {
       const ts = s.tasks[td.name]!;
       ts.status = 'dispatched';
       ts.dispatchedAt = now;
+      ts.token = newTaskToken();
       t.events.push({ type: 'task.dispatched', task: td.name, stage: def.stages[s.stage]!.name });
     }
   }
 }
 
+// Per-dispatch result tokens come from one pooled buffer: a randomBytes call per 256 tokens, not per task.
+const TOKEN_BYTES = 12;
+let tokenPool = Buffer.alloc(0);
+let tokenAt = 0;
+
+/** An unguessable result token: 12 random bytes as base64url (16 characters). */
+export function newTaskToken(): string {
+  if (tokenAt + TOKEN_BYTES > tokenPool.length) {
+    tokenPool = randomBytes(TOKEN_BYTES * 256);
+    tokenAt = 0;
+  }
+  const t = tokenPool.toString('base64url', tokenAt, tokenAt + TOKEN_BYTES);
+  tokenAt += TOKEN_BYTES;
+  return t;
+}
+
+/** Compares without an early exit, so the time taken says nothing about how much of a guess was right. */
+function sameToken(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return d === 0;
+}
+
+/**
+ * Why a result may not be applied to the flow, or undefined. Anyone who may publish results could have
+ * sent it, so a result that cannot prove it answers a dispatch of this flow (the task's token) changes
+ * nothing: it is dead-lettered with this reason and the flow goes on (its deadline still ends it).
+ */
+export function resultProblem(s: FlowState, r: { task: string; token?: string }): TaskError | undefined {
+  const ts = s.tasks[r.task];
+  if (!ts) return { task: r.task, code: 'unknown_task', message: `a result arrived for task ${JSON.stringify(r.task.slice(0, 50))}, which flow ${s.flow} v${s.version} does not have` };
+  if (ts.token === undefined) {
+    // A state from before tokens: its dispatched tasks' results are taken as they were.
+    return ts.status === 'pending' ? { task: r.task, code: 'unexpected_result', message: `a result arrived for task "${r.task}", which was never dispatched (pending)` } : undefined;
+  }
+  if (!sameToken(r.token ?? '', ts.token)) return { task: r.task, code: 'bad_token', message: `a result for task "${r.task}" does not carry the token of its dispatch${r.token ? '' : ' (it carries none)'}` };
+  return undefined;
+}
+
 export function applyResult(s: FlowState, def: FlowDef, r: ResultIn, now: number): Transition {
   const t: Transition = { changed: false, events: [] };
-  const ts = s.tasks[r.task];
+  const problem = resultProblem(s, r);
+  if (problem) return { ...t, rejected: { code: problem.code, message: problem.message } };
+  const ts = s.tasks[r.task]!;
   // Settled task (duplicate / redelivery) or finished flow: nothing to count.
-  if (isTerminal(s) || (ts && SETTLED_TASK.has(ts.status))) return t;
-  // A result the flow cannot have asked for: it never vanishes silently, the flow fails naming it.
-  if (!ts) return failFlow(s, { task: r.task, code: 'unknown_task', message: `a result arrived for task "${r.task}", which flow ${s.flow} v${s.version} does not have` }, now);
-  if (ts.status !== 'dispatched') return failFlow(s, { task: r.task, code: 'unexpected_result', message: `a result arrived for task "${r.task}", which was never dispatched (${ts.status})` }, now);
+  if (isTerminal(s) || SETTLED_TASK.has(ts.status)) return t;
+  if (ts.status !== 'dispatched') return { ...t, rejected: { code: 'unexpected_result', message: `a result arrived for task "${r.task}", which was never dispatched (${ts.status})` } };
   t.changed = true;
   ts.attempts = r.attempts;
   if (r.startedAt) ts.startedAt = r.startedAt;
@@ -282,7 +333,8 @@ export const msgIds = {
   task: (flowId: string, stage: number, task: string) => `${flowId}:${stage}:${task}`,
   result: (flowId: string, task: string) => `${flowId}:${task}:result`,
   callback: (flowId: string) => `${flowId}:callback`,
-  deadline: (flowId: string) => `${flowId}:deadline`,
+  /** `nonce` (a token of the flow's first dispatch) keeps anyone who guesses a flow id from taking its timer's id first. */
+  deadline: (flowId: string, nonce = '') => (nonce ? `${flowId}:deadline:${nonce}` : `${flowId}:deadline`),
   cancel: (flowId: string) => `${flowId}:cancel`,
 };
 

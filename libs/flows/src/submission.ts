@@ -149,3 +149,14 @@ export function flowIdForSequence(seq: number): string {
 }
 
 export const FLOW_ID_RE = /^[a-z0-9]{2,64}$/;
+
+/** The idempotency key rule of every door (HTTP/gRPC `idempotencyKey`, the NATS door's `Nats-Msg-Id`). */
+export const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,256}$/;
+
+/**
+ * The key of a submission's claim in KV jetflow_idempotency, `<tenant>.<40 hex of sha256(key)>`: one
+ * bucket for every door, so the same key with another body is refused whichever door it comes through.
+ */
+export function idempotencyClaimKey(tenant: string, idempotencyKey: string): string {
+  return `${tenant}.${createHash('sha256').update(idempotencyKey).digest('hex').slice(0, 40)}`;
+}

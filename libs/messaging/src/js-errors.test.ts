@@ -70,6 +70,13 @@ describe('JetStream errors provoked on a real nats-server are recognised by code
     assert.ok(isCasConflict(stale));
     assert.equal(await w.update('k', enc.encode('three'), rev), rev + 1, 'the right revision still writes');
 
+    // A second create inside the bucket's duplicate window is collapsed by JetStream (same message id
+    // k2@0) and acknowledged as a duplicate: not written, so a conflict as well, never a success.
+    assert.ok((await w.create('k2', enc.encode('first'))) > 0);
+    const again = await rejection(w.create('k2', enc.encode('second')));
+    assert.ok(isCasConflict(again), String(again));
+    assert.equal((await kv.get('k2'))?.string(), 'first');
+
     const viaClient = await rejection(kv.create('k', enc.encode('four')));
     assert.ok(isCasConflict(viaClient));
     assert.ok(isCasConflict(await rejection(kv.update('k', enc.encode('five'), 1))));

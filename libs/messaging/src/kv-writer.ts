@@ -1,4 +1,6 @@
 import { headers as natsHeaders } from 'nats';
+import { CasConflictError } from '../../errors/src/index.js';
+import { JetStreamApiCodes } from './js-errors.js';
 import type { JetStreamPublisher } from './publisher.js';
 
 /**
@@ -21,9 +23,21 @@ export class KvWriter {
     return ack.seq;
   }
 
-  /** Creates the key; when it exists, fails with a CasConflictError (isCasConflict: "wrong last sequence"). */
-  create(key: string, data: Uint8Array): Promise<number> {
-    return this.write(key, data, 0);
+  /**
+   * Creates the key; when it exists, fails with a CasConflictError (isCasConflict: "wrong last sequence").
+   * A create the bucket's duplicate window collapses into an earlier one (`<key>@0`: another create of
+   * the key, or ours whose PubAck was lost) is a conflict too: its data was not written, and a caller
+   * that took it for written would work on a copy the key does not hold. Read the key instead.
+   */
+  async create(key: string, data: Uint8Array): Promise<number> {
+    const h = natsHeaders();
+    h.set('Nats-Expected-Last-Subject-Sequence', '0');
+    const ack = await this.pub.publish(`$KV.${this.bucket}.${key}`, data, { headers: h, msgId: `${key}@0` });
+    if (ack.duplicate) {
+      const description = `wrong last sequence: key ${key} was created already (a duplicate of create ${ack.seq})`;
+      throw Object.assign(new CasConflictError(`JetStream collapsed a create of ${key}: ${description}`), { api_error: { code: 400, err_code: JetStreamApiCodes.StreamWrongLastSequence, description } });
+    }
+    return ack.seq;
   }
 
   /** Writes only if the key's last revision is `revision`; else fails with a CasConflictError (isCasConflict). */

@@ -8,7 +8,8 @@ import { retryTransient } from './transient.js';
  * These names are a deployment contract (KEDA scales on stream + consumer); deploy/ must use the same.
  */
 export const SUBJECTS = {
-  ingest: 'jetflow.ingest', // jetflow.ingest.<tenant>.<flow>
+  ingest: 'jetflow.ingest', // jetflow.ingest.<tenant>.<flow>: the NATS door, tenants publish here
+  submit: 'jetflow.submit', // jetflow.submit.<tenant>.<flowId>: submissions the ingest service validated; no tenant may publish here
   task: 'jetflow.task', // jetflow.task.<kind>.<name>
   result: 'jetflow.result', // jetflow.result.<partition>.<flowId>
   callback: 'jetflow.callback', // jetflow.callback.<tenant>
@@ -55,7 +56,12 @@ export interface TopologyOptions {
   log?: Pick<Logger, 'info' | 'warn'>;
   /** How long provisioning keeps retrying steps JetStream did not answer in time (default 60 s). */
   provisionTimeoutMs?: number;
-  /** Dedupe window of the ingest stream: how long a Nats-Msg-Id / idempotency key is remembered. */
+  /**
+   * Dedupe window of the ingest stream (default 100 ms, the least nats-server takes). Idempotency of
+   * submissions is the claim in KV jetflow_idempotency, for every door: the orchestrator must see a
+   * NATS-door message that reuses a Nats-Msg-Id with another body, which a longer window would swallow
+   * with no more than `duplicate: true` in its PubAck.
+   */
   ingestDuplicateWindowMs?: number;
   /** Dedupe window of internal streams: must cover the longest replay gap after a crash. */
   duplicateWindowMs?: number;
@@ -80,6 +86,7 @@ export const resultSubject = (partitions: number, flowId: string) => `${SUBJECTS
 export const eventSubject = (tenant: string, flowId: string) => `${SUBJECTS.event}.${tenant}.${flowId}`;
 export const callbackSubject = (tenant: string) => `${SUBJECTS.callback}.${tenant}`;
 export const ingestSubject = (tenant: string, flow: string) => `${SUBJECTS.ingest}.${tenant}.${flow}`;
+export const submitSubject = (tenant: string, flowId: string) => `${SUBJECTS.submit}.${tenant}.${flowId}`;
 /** Dead letters keep the original subject below jetflow.dlq.<source>. */
 export const dlqSubject = (source: string, original: string) => `${SUBJECTS.dlq}.${source}.${original}`;
 
@@ -88,7 +95,7 @@ export function streamConfigs(o: TopologyOptions): Array<Partial<StreamConfig> &
   const dup = nanos(o.duplicateWindowMs ?? 120_000);
   const base = { storage: StorageType.File, num_replicas: replicas, discard: DiscardPolicy.Old };
   return [
-    { ...base, name: STREAMS.ingest, subjects: [`${SUBJECTS.ingest}.>`], retention: RetentionPolicy.Workqueue, duplicate_window: nanos(o.ingestDuplicateWindowMs ?? 600_000), discard: DiscardPolicy.New, max_bytes: 4 * 1024 ** 3 },
+    { ...base, name: STREAMS.ingest, subjects: [`${SUBJECTS.ingest}.>`, `${SUBJECTS.submit}.>`], retention: RetentionPolicy.Workqueue, duplicate_window: nanos(o.ingestDuplicateWindowMs ?? 100), discard: DiscardPolicy.New, max_bytes: 4 * 1024 ** 3 },
     { ...base, name: STREAMS.tasks, subjects: [`${SUBJECTS.task}.>`], retention: RetentionPolicy.Workqueue, duplicate_window: dup },
     { ...base, name: STREAMS.results, subjects: [`${SUBJECTS.result}.>`], retention: RetentionPolicy.Workqueue, duplicate_window: dup },
     { ...base, name: STREAMS.callbacks, subjects: [`${SUBJECTS.callback}.>`], retention: RetentionPolicy.Workqueue, duplicate_window: dup },
@@ -266,5 +273,5 @@ function logReplicas(log: Pick<Logger, 'info'> | undefined, stream: string, from
   log?.info({ stream, from: from || 1, to }, 'changing the replica count of a stream');
 }
 
-/** Content type of a FlowRequest published by the ingest service (already validated). */
+/** Content type of a FlowRequest published by the ingest service (already validated); taken only on SUBJECTS.submit. */
 export const INGEST_CONTENT_TYPE = 'application/x-jetflow-flow-request';

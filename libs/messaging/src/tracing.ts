@@ -70,6 +70,9 @@ function subjectAttributes(subject: string, a: Attributes) {
   if (t[1] === 'ingest' && t.length === 4) {
     a[ATTR.tenant] = t[2]!;
     a[ATTR.flow] = t[3]!;
+  } else if (t[1] === 'submit' && t.length === 4) {
+    a[ATTR.tenant] = t[2]!;
+    a[ATTR.flowId] = t[3]!;
   } else if (t[1] === 'callback' && t.length === 3) a[ATTR.tenant] = t[2]!;
   else if (t[1] === 'task' && t.length >= 4) a[ATTR.task] = t.slice(3).join('.');
 }

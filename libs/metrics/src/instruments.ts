@@ -36,8 +36,8 @@ export const LABEL_VALUES = {
   /** The codes each source dead-letters with (a plugin's own task code appears on first use). */
   deadLetterCodes: {
     task: [...Object.values(ErrorCodes), 'decode_error'],
-    ingest: [ErrorCodes.INVALID_ARGUMENT],
-    result: ['unknown_flow', 'invalid_message', 'definition_unavailable'],
+    ingest: [ErrorCodes.INVALID_ARGUMENT, 'forbidden_content_type', 'idempotency_conflict'],
+    result: ['unknown_flow', 'invalid_message', 'definition_unavailable', 'bad_token', 'unknown_task', 'unexpected_result', 'unverified_cancel'],
     callback: ['callback_failed', 'callback_blocked', 'decode_error'],
   },
 } as const;

@@ -1,5 +1,5 @@
 import { RetentionPolicy } from 'nats';
-import { subjectMatches } from '../../flows/src/index.js';
+import { ID_RULES, subjectMatches } from '../../flows/src/index.js';
 import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS, consumerConfigs, streamConfigs } from '../../messaging/src/index.js';
 import { accountInfo, consume, getMessages, inbox, kvRead, kvWrite, listConsumers, merge, provisionConsumer, provisionStream, publish, readStream, subscribe, type Grant } from './grants.js';
 
@@ -57,8 +57,8 @@ export class SecurityInputError extends Error {
   }
 }
 
-// The same rule as tenant names in JETFLOW_API_KEYS: they become subject tokens and user names.
-const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+// The tenant rule of every door (libs/flows ids.ts): names become subject tokens and user names.
+const NAME = ID_RULES.tenant.re;
 const TASK_SUBJECT = /^jetflow\.task\.[a-z0-9_-]+\.[a-z0-9_-]+$/;
 const TOKEN = /^([a-z0-9_-]+|\*|>)$/;
 
@@ -156,8 +156,9 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
       return [
         ...provisioning(t),
         box,
-        // Submissions (HTTP, gRPC), cancel controls to the flow's result partition, and redrives of dead letters.
-        publish(`${S.ingest}.>`, `${S.result}.>`, `${S.task}.>`, `${S.callback}.>`),
+        // Validated submissions (HTTP, gRPC) to jetflow.submit, where no tenant may publish; cancel controls
+        // to the flow's result partition; redrives of dead letters (NATS-door ones go back to jetflow.ingest).
+        publish(`${S.submit}.>`, `${S.ingest}.>`, `${S.result}.>`, `${S.task}.>`, `${S.callback}.>`),
         kvRead(BUCKETS.flows),
         kvRead(BUCKETS.idempotency),
         kvWrite(BUCKETS.idempotency),
@@ -183,6 +184,10 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         publish(`${S.task}.>`, `${S.result}.>`, `${S.callback}.>`, `${S.event}.>`, `${S.dlq}.>`),
         kvRead(BUCKETS.flows),
         kvWrite(BUCKETS.flows),
+        // NATS-door submissions claim their key like HTTP ones; a cancel control counts only with its flag set.
+        kvRead(BUCKETS.idempotency),
+        kvWrite(BUCKETS.idempotency),
+        kvRead(BUCKETS.cancel),
         // Every definition a flow starts on is stored first, and read back for flows started on older ones.
         kvRead(BUCKETS.definitions),
         kvWrite(BUCKETS.definitions),
@@ -229,7 +234,7 @@ function operatorGrants(t: Topology): Grant[] {
       getMessages(s.name),
       ...(s.workqueue ? [] : [readStream(s.name, t.durables.get(s.name))]),
     ]),
-    subscribe(`${S.ingest}.>`, `${S.task}.>`, `${S.result}.>`, `${S.callback}.>`, `${S.event}.>`, `${S.dlq}.>`, '$KV.>'),
-    publish(`${S.ingest}.>`, `${S.task}.>`, `${S.result}.>`, `${S.callback}.>`, `$JS.API.STREAM.MSG.DELETE.${STREAMS.dlq}`),
+    subscribe(`${S.ingest}.>`, `${S.submit}.>`, `${S.task}.>`, `${S.result}.>`, `${S.callback}.>`, `${S.event}.>`, `${S.dlq}.>`, '$KV.>'),
+    publish(`${S.ingest}.>`, `${S.submit}.>`, `${S.task}.>`, `${S.result}.>`, `${S.callback}.>`, `$JS.API.STREAM.MSG.DELETE.${STREAMS.dlq}`),
   ];
 }

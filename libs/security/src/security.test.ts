@@ -31,7 +31,7 @@ describe('NATS identities derived from the roles, the topology and the tenants',
     assert.deepEqual(acme.permissions.publish.allow, ['jetflow.ingest.acme.>']);
     assert.deepEqual(acme.permissions.subscribe.allow, ['_INBOX.>']);
     assert.equal(canPub(acme, 'jetflow.ingest.acme.insights'), true);
-    for (const s of ['jetflow.ingest.globex.insights', 'jetflow.result.0.fabc', 'jetflow.task.analyst.sentiment', '$KV.jetflow_cancel.fabc', '$JS.API.STREAM.DELETE.JETFLOW_INGEST', '$JS.API.INFO']) {
+    for (const s of ['jetflow.ingest.globex.insights', 'jetflow.submit.acme.fabc', 'jetflow.submit.globex.fabc', 'jetflow.result.0.fabc', 'jetflow.task.analyst.sentiment', '$KV.jetflow_cancel.fabc', '$JS.API.STREAM.DELETE.JETFLOW_INGEST', '$JS.API.INFO']) {
       assert.equal(canPub(acme, s), false, `tenant may not publish ${s}`);
     }
   });
@@ -60,6 +60,16 @@ describe('NATS identities derived from the roles, the topology and the tenants',
     assert.deepEqual(byRole(ids, 'worker:ext').serves, ['task-analyst-keywords']);
   });
 
+  test('pre-validated submissions travel on jetflow.submit, which only ingest (and the operator\'s redrive) may publish to', () => {
+    const publishers = ids.filter((i) => canPub(i, 'jetflow.submit.acme.fabc')).map((i) => i.role);
+    assert.deepEqual(publishers.sort(), ['ingest', 'operator']);
+    const orch = byRole(ids, 'orchestrator');
+    // The orchestrator claims NATS-door keys in the idempotency bucket and reads cancel flags.
+    assert.equal(canPub(orch, '$KV.jetflow_idempotency.acme.0123'), true);
+    assert.equal(canPub(orch, '$JS.API.DIRECT.GET.KV_jetflow_cancel.$KV.jetflow_cancel.fabc'), true);
+    assert.equal(canPub(orch, '$KV.jetflow_cancel.fabc'), false, 'but never sets one');
+  });
+
   test('each identity reads replies only in its own inboxes', () => {
     const jetflow = ids.filter((i) => i.account === JETFLOW_ACCOUNT);
     assert.equal(new Set(jetflow.map((i) => i.inboxPrefix)).size, jetflow.length, 'one prefix per identity');
@@ -76,7 +86,7 @@ describe('NATS identities derived from the roles, the topology and the tenants',
       assert.equal(canPub(w, 'jetflow.result.3.fabc'), true);
       assert.equal(canPub(w, 'jetflow.dlq.task.jetflow.task.analyst.keywords'), true);
       assert.equal(canPub(w, 'jetflow.event.acme.fabc'), true);
-      for (const s of ['jetflow.ingest.acme.insights', 'jetflow.task.analyst.keywords', 'jetflow.callback.acme', '$KV.jetflow_flows.fabc', '$KV.jetflow_cancel.fabc', 'jetflow.dlq.ingest.x']) assert.equal(canPub(w, s), false, `${role} publishes ${s}`);
+      for (const s of ['jetflow.ingest.acme.insights', 'jetflow.submit.acme.fabc', 'jetflow.task.analyst.keywords', 'jetflow.callback.acme', '$KV.jetflow_flows.fabc', '$KV.jetflow_cancel.fabc', 'jetflow.dlq.ingest.x']) assert.equal(canPub(w, s), false, `${role} publishes ${s}`);
       assert.equal(canSub(w, 'jetflow.task.analyst.keywords'), false);
     }
     const ext = byRole(ids, 'worker:ext');

@@ -19,10 +19,17 @@ import {
   failFlow,
   FLOW_ID_RE,
   flowIdForSequence,
+  IDEMPOTENCY_KEY_RE,
+  idempotencyClaimKey,
+  idProblem,
   isTerminal,
+  isValidId,
   msgIds,
   newFlowState,
+  quoteId,
+  resultProblem,
   storedDefinition,
+  submissionHash,
   tasksToDispatch,
   unstartableFlowState,
   validateSubmission,
@@ -33,7 +40,7 @@ import {
   type FlowState,
   type Transition,
 } from '../../../libs/flows/src/index.js';
-import { callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, isCasConflict, isTransientNatsError, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
+import { BUCKETS, SUBJECTS, callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, isCasConflict, isTransientNatsError, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
 import { flowTraceparent, noteFlowTrace, type Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
 import { ATTR, activeTraceparent, annotateActiveSpan } from '../../../libs/telemetry/src/index.js';
@@ -72,6 +79,13 @@ export interface EngineDeps {
    * its consumer records the flow's history, off the saga's path (JETFLOW_HISTORY).
    */
   historyJobs?: boolean;
+  /**
+   * KV jetflow_idempotency: a NATS-door submission with a key claims it there with its body's hash, as
+   * HTTP and gRPC ones do in ingest, so the same key with another body is refused at any time.
+   */
+  idempotency?: Pick<KV, 'create' | 'get'>;
+  /** KV jetflow_cancel: a cancel control is applied only if the ingest API set the flow's flag. */
+  cancelFlags?: Pick<KV, 'get'>;
   /** Claim check of the NATS door: an input JSON over `thresholdBytes` is stored and the flow keeps only the ref. */
   claimInput?: { thresholdBytes: number; store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string> };
 }
@@ -85,6 +99,8 @@ class Rejection extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** Who the refused message is about, when known: its dead letter and `flow.rejected` event name them. */
+    readonly about: { tenant?: string; flowId?: string } = {},
   ) {
     super(message);
   }
@@ -92,6 +108,22 @@ class Rejection extends Error {
 
 /** A partition message that can never be applied, however often it is redelivered. */
 class Unappliable extends Rejection {}
+
+/**
+ * A partition message that proves nothing: undecodable, addressed to another flow, of no known kind, or a
+ * cancel without its flag. Anyone who may publish to the result partitions could have sent it, so it is
+ * dead-lettered and the flow it names goes on untouched.
+ */
+class Refused extends Rejection {}
+
+/** Decoding what anyone may publish: bytes that do not decode are refused, not held against the flow. */
+function undecodable<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new Refused('invalid_message', `${what} cannot be decoded: ${(err as Error).message}`);
+  }
+}
 
 /** Decoding bytes off the bus: a failure is permanent (the same bytes come back), so the message is unappliable. */
 function decoded<T>(what: string, fn: () => T): T {
@@ -250,17 +282,22 @@ export class SagaEngine {
   async handleIngest(m: JsMsg): Promise<void> {
     let req: FlowRequest;
     try {
-      req = this.decodeIngest(m);
+      let key: { key: string; hash: string } | undefined;
+      try {
+        ({ req, key } = this.decodeIngest(m));
+      } catch (err) {
+        // Whatever the bytes, headers and subject, the same message fails the same way: refused at once.
+        throw err instanceof Rejection ? err : new Rejection('invalid_argument', (err as Error).message);
+      }
+      if (key) await this.claimKey(req.tenant, req.flowId, key);
     } catch (err) {
-      const r = err instanceof Rejection ? err : new Rejection('invalid_argument', (err as Error).message);
-      const tokens = m.subject.split('.');
-      const tenant = tokens[2] ?? 'unknown';
-      const flowId = this.flowIdFor(m, tenant, '');
-      annotateActiveSpan({ [ATTR.flowId]: flowId });
-      this.d.log.warn({ subject: m.subject, flowId, code: r.code, reason: r.message }, 'ingest message rejected; dead-lettered');
-      await deadLetter(this.d.pub, m, 'ingest', { code: r.code, message: r.message, flowId });
-      publishEvent(this.d.nc, tenant, { flowId, flow: tokens[3] ?? '', type: 'flow.rejected', status: 'rejected', message: r.message });
-      m.term();
+      if (!(err instanceof Rejection)) {
+        // The idempotency bucket did not answer: no sign of a bad message; try again.
+        this.d.log.warn({ subject: m.subject, err: (err as Error).message }, 'cannot claim the idempotency key; retrying');
+        m.nak(Math.min(10_000, 500 * m.info.deliveryCount));
+        return;
+      }
+      await this.refuseIngest(m, err);
       return;
     }
     // The NATS door's messages carry no Jetflow-Flow-Id header: the start span learns the id here.
@@ -280,24 +317,80 @@ export class SagaEngine {
     await this.withFlow(req.flowId, () => this.start(req, m));
   }
 
-  private flowIdFor(m: JsMsg, tenant: string, explicit: string): string {
-    if (explicit) return explicit;
-    const msgId = m.headers?.get('Nats-Msg-Id');
-    return msgId ? deriveFlowId(tenant, msgId) : flowIdForSequence(m.info.streamSequence);
+  /**
+   * An ingest message that cannot be accepted: dead-lettered with the reason at once (terminated, never
+   * redelivered), and a `flow.rejected` event for its tenant when the subject names a valid one.
+   */
+  private async refuseIngest(m: JsMsg, r: Rejection): Promise<void> {
+    const tokens = m.subject.split('.');
+    const tenant = r.about.tenant ?? (isValidId('tenant', tokens[2]) ? tokens[2] : undefined);
+    let flowId = r.about.flowId;
+    if (!flowId && tenant) {
+      if (tokens[1] === 'submit') flowId = isValidId('flowId', tokens[3]) ? tokens[3] : undefined;
+      else {
+        // The id the submission would have had, so its publisher can find the dead letter and the event.
+        const key = m.headers?.get('Nats-Msg-Id') ?? '';
+        flowId = IDEMPOTENCY_KEY_RE.test(key) ? deriveFlowId(tenant, key) : flowIdForSequence(m.info.streamSequence);
+      }
+    }
+    if (flowId) annotateActiveSpan({ [ATTR.flowId]: flowId });
+    this.d.log.warn({ subject: m.subject, flowId, code: r.code, reason: r.message }, 'ingest message rejected; dead-lettered');
+    await deadLetter(this.d.pub, m, 'ingest', { code: r.code, message: r.message, ...(flowId ? { flowId } : {}) });
+    if (tenant && flowId) {
+      const flow = tokens[1] === 'ingest' && isValidId('flow', tokens[3]) ? tokens[3] : '';
+      // A conflict leaves the flow that holds the key running: the event says so without a status.
+      publishEvent(this.d.nc, tenant, { flowId, flow, type: 'flow.rejected', ...(r.code === 'idempotency_conflict' ? {} : { status: 'rejected' }), message: `${r.code}: ${r.message}` });
+    }
+    m.term();
   }
 
-  private decodeIngest(m: JsMsg): FlowRequest {
+  /**
+   * Claims a NATS-door submission's key in KV jetflow_idempotency with its body's hash (what ingest does
+   * for HTTP and gRPC). The same key and body again (a publisher's retry after a lost PubAck, a
+   * redelivery, the same submission through HTTP) passes, and start() finds the flow; another body is
+   * refused. The claim precedes the state, so a crash between them is a redelivery that passes.
+   */
+  private async claimKey(tenant: string, flowId: string, c: { key: string; hash: string }): Promise<void> {
+    const kv = this.d.idempotency;
+    if (!kv) return;
+    const k = idempotencyClaimKey(tenant, c.key);
+    try {
+      await kv.create(k, encodeUtf8(JSON.stringify({ flowId, hash: c.hash })));
+      return;
+    } catch (err) {
+      if (!isCasConflict(err)) throw err;
+    }
+    const e = await kv.get(k);
+    if (!e || e.operation !== 'PUT' || !e.value.length) return;
+    let prev: { flowId?: unknown; hash?: unknown } | undefined;
+    try {
+      prev = JSON.parse(dec.decode(e.value)) as typeof prev;
+    } catch {
+      prev = undefined;
+    }
+    if (prev?.hash === c.hash) return;
+    const held = typeof prev?.flowId === 'string' ? prev.flowId : flowId;
+    throw new Rejection('idempotency_conflict', `idempotency key ${quoteId(c.key)} (Nats-Msg-Id) was already used with a different body (flow ${held}); this submission was not accepted`, { tenant, flowId: held });
+  }
+
+  /**
+   * A FlowRequest from what arrived. On jetflow.submit (the ingest service's, where no tenant may publish)
+   * the pre-validated FlowRequest, checked against its subject. On the NATS door (jetflow.ingest) JSON or a
+   * SubmitFlowRequest, validated like HTTP: the tenant is the subject's (the only one its sender may
+   * publish to) and the flow id comes from the tenant and the key (Nats-Msg-Id), never from the body.
+   */
+  private decodeIngest(m: JsMsg): { req: FlowRequest; key?: { key: string; hash: string } } {
     const tokens = m.subject.split('.');
-    if (tokens.length !== 4) throw new Rejection('invalid_argument', `subject must be jetflow.ingest.<tenant>.<flow>, got ${m.subject}`);
-    const [, , tenant, flowName] = tokens as [string, string, string, string];
     const ctype = m.headers?.get('Content-Type') ?? '';
+    const prefix = `${tokens[0]}.${tokens[1]}`;
+    if (prefix === SUBJECTS.submit) return { req: this.decodeSubmitted(m, tokens, ctype) };
+    if (prefix !== SUBJECTS.ingest || tokens.length !== 4) throw new Rejection('invalid_argument', `subject must be ${SUBJECTS.ingest}.<tenant>.<flow>, got ${quoteId(m.subject)}`);
+    const [, , tenant, flowName] = tokens as [string, string, string, string];
+    const badToken = idProblem('tenant', tenant) ?? idProblem('flow', flowName);
+    if (badToken) throw new Rejection('invalid_argument', `subject ${quoteId(m.subject)}: ${badToken}`);
     if (ctype === INGEST_CONTENT_TYPE) {
-      // Published by the ingest service, which validated it already.
-      const req = fromBinary(FlowRequestSchema, m.data);
-      // A flow name this orchestrator does not know was accepted under other definitions: start() ends it failed.
-      if (!/^[a-z][a-z0-9_-]{0,40}$/.test(req.flow)) throw new Rejection('invalid_argument', `flow name ${JSON.stringify(req.flow.slice(0, 50))} is not a flow name`);
-      if (!FLOW_ID_RE.test(req.flowId)) throw new Rejection('invalid_argument', `flow id ${JSON.stringify(req.flowId.slice(0, 70))} is not a flow id`);
-      return req;
+      // Only the ingest service's own subject carries pre-validated submissions; here it would choose its tenant and flow id.
+      throw new Rejection('forbidden_content_type', `content type ${INGEST_CONTENT_TYPE} is not accepted on ${SUBJECTS.ingest}.>; publish JSON or a SubmitFlowRequest (application/protobuf)`, { tenant });
     }
     let body: unknown;
     if (ctype === 'application/protobuf' || ctype === 'application/x-protobuf') {
@@ -330,8 +423,11 @@ export class SagaEngine {
       throw new Rejection('invalid_argument', (err as Error).message);
     }
     if (sub.flow !== flowName) throw new Rejection('invalid_argument', `flow: body names "${sub.flow}" but the subject names "${flowName}"`);
-    const key = m.headers?.get('Nats-Msg-Id') || sub.idempotencyKey || '';
-    return create(FlowRequestSchema, {
+    const msgId = m.headers?.get('Nats-Msg-Id') ?? '';
+    if (msgId && !IDEMPOTENCY_KEY_RE.test(msgId)) throw new Rejection('invalid_argument', `Nats-Msg-Id ${quoteId(msgId)} is not an idempotency key (printable ASCII without spaces, 1 to 256 characters)`);
+    if (msgId && sub.idempotencyKey && sub.idempotencyKey !== msgId) throw new Rejection('invalid_argument', `idempotencyKey: the body names ${quoteId(sub.idempotencyKey)} but Nats-Msg-Id is ${quoteId(msgId)}; on NATS the key is the header`);
+    const key = msgId || sub.idempotencyKey || '';
+    const req = create(FlowRequestSchema, {
       flowId: key ? deriveFlowId(tenant, key) : flowIdForSequence(m.info.streamSequence),
       tenant,
       flow: sub.flow,
@@ -342,6 +438,28 @@ export class SagaEngine {
       metadata: sub.metadata ?? {},
       submittedAtMs: BigInt(m.info.timestampNanos ? Math.floor(m.info.timestampNanos / 1e6) : Date.now()),
     });
+    // The hash HTTP computes for the same submission (its body names the key), so both doors agree.
+    return { req, ...(key ? { key: { key, hash: submissionHash({ ...sub, idempotencyKey: key }) } } : {}) };
+  }
+
+  /** A FlowRequest the ingest service validated, on jetflow.submit.<tenant>.<flowId>: it must agree with its subject. */
+  private decodeSubmitted(m: JsMsg, tokens: string[], ctype: string): FlowRequest {
+    if (tokens.length !== 4) throw new Rejection('invalid_argument', `subject must be ${SUBJECTS.submit}.<tenant>.<flowId>, got ${quoteId(m.subject)}`);
+    const [, , tenant, flowId] = tokens as [string, string, string, string];
+    const badToken = idProblem('tenant', tenant) ?? idProblem('flowId', flowId);
+    if (badToken) throw new Rejection('invalid_argument', `subject ${quoteId(m.subject)}: ${badToken}`);
+    if (ctype !== INGEST_CONTENT_TYPE) throw new Rejection('invalid_argument', `${SUBJECTS.submit}.> carries ${INGEST_CONTENT_TYPE} only, got content type ${quoteId(ctype)}`, { tenant, flowId });
+    let req: FlowRequest;
+    try {
+      req = fromBinary(FlowRequestSchema, m.data);
+    } catch (err) {
+      throw new Rejection('invalid_argument', `body is not a FlowRequest: ${(err as Error).message}`, { tenant, flowId });
+    }
+    if (req.tenant !== tenant || req.flowId !== flowId) throw new Rejection('invalid_argument', `the FlowRequest names tenant ${quoteId(req.tenant)} and flow id ${quoteId(req.flowId)}, its subject ${tenant} and ${flowId}`, { tenant, flowId });
+    // A flow name this orchestrator does not know was accepted under other definitions: start() ends it failed.
+    const badFlow = idProblem('flow', req.flow);
+    if (badFlow) throw new Rejection('invalid_argument', badFlow, { tenant, flowId });
+    return req;
   }
 
   /** Stores a definition before the first flow starts on it (once per process; an intact entry is kept). */
@@ -405,13 +523,21 @@ export class SagaEngine {
       cur = await this.load(req.flowId, true);
       if (!cur) throw new Error(`flow ${req.flowId} exists but cannot be read`);
     }
-    // A replayed or repeated submission re-derives the same publishes (JetStream collapses them), from
-    // the definition the flow started on, which need not be the one loaded now.
+    if (!fresh && !m.info.redelivered) {
+      // Another copy of a submission that started already (a publisher's retry, the same key through
+      // another door): its first message did the publishes, or comes back redelivered to do them. Doing
+      // them again here would, past the streams' duplicate windows, dispatch tasks and callbacks twice.
+      m.ack();
+      return;
+    }
+    // A replayed submission re-derives the same publishes (JetStream collapses them), from the
+    // definition the flow started on, which need not be the one loaded now.
     const runsOn = fresh ? def : isTerminal(cur.state) ? undefined : await this.versions.lookup(cur.state).then((r) => ('def' in r ? r.def : undefined));
     await this.publishEffects(cur.state, runsOn, fresh && def ? [{ type: 'flow.started', stage: def.stages[0]!.name }] : fresh ? [{ type: 'flow.completed', message: `failed: ${cur.state.endReason}` }] : []);
     if (!isTerminal(cur.state)) {
       const ctl = create(FlowControlSchema, { flowId: req.flowId, kind: 'deadline', dueAtMs: BigInt(cur.state.deadlineAt) });
-      await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), { msgId: msgIds.deadline(req.flowId), headers: kindHeaders('control', req.flowId) });
+      const nonce = Object.values(cur.state.tasks).find((t) => t.token)?.token;
+      await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), { msgId: msgIds.deadline(req.flowId, nonce), headers: kindHeaders('control', req.flowId) });
     }
     m.ack();
   }
@@ -424,24 +550,28 @@ export class SagaEngine {
     const addressed = m.subject.slice(m.subject.lastIndexOf('.') + 1);
     try {
       if (kind === 'result') {
-        const r = decoded('TaskResult', () => decodeTaskResult(m.data));
+        const r = undecodable('TaskResult', () => decodeTaskResult(m.data));
         if (this.finished.has(r.flowId)) {
           m.ack();
           return;
         }
-        if (r.flowId !== addressed || !FLOW_ID_RE.test(r.flowId)) throw new Unappliable('invalid_message', `a result for flow ${JSON.stringify(r.flowId.slice(0, 70))} was published to ${m.subject}`);
+        if (r.flowId !== addressed || !FLOW_ID_RE.test(r.flowId)) throw new Refused('invalid_message', `a result for flow ${quoteId(r.flowId)} was published to ${m.subject}`);
         await this.withFlow(r.flowId, () =>
           this.transition(
             r.flowId,
             m,
-            (s, runsOn, now) =>
-              'problem' in runsOn
+            (s, runsOn, now) => {
+              // First of all, whether the result answers a dispatch of this flow (its token): if not, nothing else counts.
+              const bad = resultProblem(s, { task: r.task, token: r.resultToken });
+              if (bad) return { changed: false, events: [], rejected: { code: bad.code, message: bad.message } };
+              return 'problem' in runsOn
                 ? failFlow(s, { task: r.task, code: 'definition_unavailable', message: runsOn.problem }, now)
                 : applyResult(
                     s,
                     runsOn.def,
                     {
                       task: r.task,
+                      token: r.resultToken,
                       succeeded: r.status === TaskStatus.SUCCEEDED,
                       cancelled: r.status === TaskStatus.CANCELLED,
                       ...(r.outputJson.length ? { output: decoded(`output of task "${r.task}"`, () => JSON.parse(dec.decode(r.outputJson)) as unknown) } : {}),
@@ -454,15 +584,16 @@ export class SagaEngine {
                       worker: r.worker,
                     },
                     now,
-                  ),
-            { needsDef: true, ifMissing: { code: 'unknown_flow', message: `a result for task "${r.task}" of flow ${r.flowId}, which has no state (unknown or expired)` } },
+                  );
+            },
+            { needsDef: true, ifMissing: { code: 'unknown_flow', message: `a result for task ${quoteId(r.task)} of flow ${r.flowId}, which has no state (unknown or expired)` } },
           ),
         );
         return;
       }
       if (kind === 'control') {
-        const c = decoded('FlowControl', () => fromBinary(FlowControlSchema, m.data));
-        if (c.flowId !== addressed || !FLOW_ID_RE.test(c.flowId)) throw new Unappliable('invalid_message', `a ${c.kind} message for flow ${JSON.stringify(c.flowId.slice(0, 70))} was published to ${m.subject}`);
+        const c = undecodable('FlowControl', () => fromBinary(FlowControlSchema, m.data));
+        if (c.flowId !== addressed || !FLOW_ID_RE.test(c.flowId)) throw new Refused('invalid_message', `a ${quoteId(c.kind)} message for flow ${quoteId(c.flowId)} was published to ${m.subject}`);
         if (c.kind === 'deadline') {
           const wait = Number(c.dueAtMs) - Date.now();
           if (this.finished.has(c.flowId)) {
@@ -474,16 +605,35 @@ export class SagaEngine {
             m.nak(wait);
             return;
           }
+          // The state's deadline decides, not the message's: a timer due early (anyone may publish one)
+          // only waits for the real deadline.
+          const due = await this.withFlow(c.flowId, async () => (await this.load(c.flowId))?.state.deadlineAt);
+          if (due !== undefined && due > Date.now()) {
+            m.nak(due - Date.now());
+            return;
+          }
           await this.withFlow(c.flowId, () => this.transition(c.flowId, m, (s, _def, now) => applyDeadline(s, now)));
           return;
         }
         if (c.kind === 'cancel') {
+          // Ingest sets the durable cancel flag before it publishes the control; no one else may set it.
+          if (!this.finished.has(c.flowId) && this.d.cancelFlags) {
+            const flag = await this.d.cancelFlags.get(c.flowId);
+            if (!flag || flag.operation !== 'PUT') throw new Refused('unverified_cancel', `a cancel for flow ${c.flowId} whose cancel flag (${BUCKETS.cancel}) is not set; only the cancel API sets it`);
+          }
           await this.withFlow(c.flowId, () => this.transition(c.flowId, m, (s, _def, now) => applyCancel(s, c.reason, now)));
           return;
         }
+        throw new Refused('invalid_message', `unknown control kind ${quoteId(c.kind)}`);
       }
-      throw new Unappliable('invalid_message', `unknown partition message kind "${(kind ?? '').slice(0, 40)}"`);
+      throw new Refused('invalid_message', `unknown partition message kind ${quoteId(kind ?? '')}`);
     } catch (err) {
+      if (err instanceof Refused) {
+        this.d.log.warn({ flowId: addressed, code: err.code, reason: err.message, subject: m.subject }, 'refused message on result partition; dead-lettered, the flow is unchanged');
+        await deadLetter(this.d.pub, m, 'result', { code: err.code, message: err.message, ...(FLOW_ID_RE.test(addressed) ? { flowId: addressed } : {}) });
+        m.term();
+        return;
+      }
       // The broker not answering (a NATS node died: no stream leader yet) is no sign of poison, however
       // often it repeats: dead-lettering then would end the flow's only copy of a result or timer.
       const brokerDown = isTransientNatsError(err);
@@ -597,7 +747,8 @@ export class SagaEngine {
       m.ack();
       return;
     }
-    this.d.log.error({ flowId, code: t.rejected.code, reason: t.rejected.message, subject: m.subject }, 'unappliable message on result partition; the flow failed; dead-lettered');
+    if (t.changed) this.d.log.error({ flowId, code: t.rejected.code, reason: t.rejected.message, subject: m.subject }, 'unappliable message on result partition; the flow failed; dead-lettered');
+    else this.d.log.warn({ flowId, code: t.rejected.code, reason: t.rejected.message, subject: m.subject }, 'message not applied; dead-lettered, the flow is unchanged');
     await deadLetter(this.d.pub, m, 'result', { ...t.rejected, flowId });
     m.term();
   }
@@ -640,6 +791,7 @@ export class SagaEngine {
           backoffMaxMs: td.backoff.maxMs,
           backoffMultiplier: td.backoff.multiplier,
           dispatchedAtMs: s.tasks[td.name]!.dispatchedAt ?? Date.now(),
+          resultToken: s.tasks[td.name]!.token ?? '',
         });
         const h = kindHeaders('task', s.flowId);
         if (s.traceparent) h.set('traceparent', s.traceparent);

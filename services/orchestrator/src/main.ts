@@ -30,7 +30,9 @@ const storage = await startOrchestratorStorage(cfg, log);
 const partitionLoops = new Map<number, PullLoop>();
 const writer = new KvWriter(pub, BUCKETS.flows);
 const definitions = await openKv(nc, BUCKETS.definitions, { leader: true });
-const engine = new SagaEngine({ nc, kv, writer, pub, registry, definitions, partitions: cfg.partitions, policy, log, onTerminal: (s) => obs.flowEnded(s), maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
+// Both read right after another writer's write (a claim, a cancel flag set before its control): from the leader.
+const [idempotency, cancelFlags] = await Promise.all([openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel, { leader: true })]);
+const engine = new SagaEngine({ nc, kv, writer, pub, registry, definitions, idempotency, cancelFlags, partitions: cfg.partitions, policy, log, onTerminal: (s) => obs.flowEnded(s), maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
 const sender = new CallbackSender({
   nc,
   kv,

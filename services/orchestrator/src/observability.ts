@@ -1,7 +1,7 @@
 import type { JsMsg, NatsConnection } from 'nats';
 import type { FlowState } from '../../../libs/flows/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
-import { CONSUMERS, INGEST_CONTENT_TYPE, STREAMS, onDeadLetter } from '../../../libs/messaging/src/index.js';
+import { CONSUMERS, STREAMS, SUBJECTS, onDeadLetter } from '../../../libs/messaging/src/index.js';
 import {
   LABEL_VALUES,
   callbackAttemptsCounter,
@@ -33,8 +33,8 @@ export async function startOrchestratorObservability(cfg: { telemetry: Telemetry
   for (const source of ['ingest', 'result', 'callback'] as const) zeroSeries(deadLetters, { source: [source], code: LABEL_VALUES.deadLetterCodes[source] });
   zeroSeries(submissions, { door: ['nats'], result: ['accepted', 'rejected'] });
   const rejected = new WeakSet<JsMsg>();
-  // Published straight to jetflow.ingest.<tenant>.<flow> by a client, not by the ingest service.
-  const natsDoor = (m: JsMsg) => m.headers?.get('Content-Type') !== INGEST_CONTENT_TYPE;
+  // Published straight to jetflow.ingest.<tenant>.<flow> by a client; the ingest service publishes to jetflow.submit.
+  const natsDoor = (m: JsMsg) => m.subject.startsWith(`${SUBJECTS.ingest}.`);
   const stopObserving = onDeadLetter((source, code, m) => {
     deadLetters.inc({ source, code });
     if (source === 'ingest') {

@@ -52,7 +52,7 @@ export class JetStreamDeadLetterStore implements DeadLetterStore {
   async redrive(d: DeadLetterDetail, msgId: string) {
     const target = d.originalSubject;
     // Only back into Jetflow's own streams, and never into the dead-letter stream itself.
-    if (!target.startsWith(`${SUBJECTS.ingest}.`) && !target.startsWith(`${SUBJECTS.task}.`) && !target.startsWith(`${SUBJECTS.result}.`) && !target.startsWith(`${SUBJECTS.callback}.`)) {
+    if (!target.startsWith(`${SUBJECTS.ingest}.`) && !target.startsWith(`${SUBJECTS.submit}.`) && !target.startsWith(`${SUBJECTS.task}.`) && !target.startsWith(`${SUBJECTS.result}.`) && !target.startsWith(`${SUBJECTS.callback}.`)) {
       throw new JetflowError(ErrorCodes.INVALID_ARGUMENT, `dead letter ${d.seq} names original subject "${target}", which is not a Jetflow work subject; it cannot be redriven`, {
         details: [{ path: 'seq', message: 'not redrivable' }],
       });
@@ -83,8 +83,8 @@ function parse(m: RawMsg): DeadLetterRecord {
   const originalSubject = h(DLQ_HEADERS.originalSubject) || (dot > 0 ? rest.slice(dot + 1) : '');
   const tokens = originalSubject.split('.');
   const kind = tokens[1];
-  const subjectTenant = (kind === 'ingest' || kind === 'callback') && tokens[2] ? tokens[2] : null;
-  const flowId = h(DLQ_HEADERS.flowId) || (kind === 'result' && tokens[3] ? tokens[3] : '') || null;
+  const subjectTenant = (kind === 'ingest' || kind === 'submit' || kind === 'callback') && tokens[2] ? tokens[2] : null;
+  const flowId = h(DLQ_HEADERS.flowId) || ((kind === 'result' || kind === 'submit') && tokens[3] ? tokens[3] : '') || null;
   const attempts = Number(h(DLQ_HEADERS.attempts));
   const origSeq = Number(h(DLQ_HEADERS.originalSeq));
   const at = Date.parse(h(DLQ_HEADERS.at));

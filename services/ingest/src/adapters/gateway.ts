@@ -1,10 +1,9 @@
 import { create, toBinary } from '@bufbuild/protobuf';
-import { createHash } from 'node:crypto';
 import { Events, headers as natsHeaders, type KV, type NatsConnection } from 'nats';
 import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
-import { msgIds, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
+import { idempotencyClaimKey, msgIds, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { INGEST_CONTENT_TYPE, JetStreamApiCodes, ingestSubject, isCasConflict, isJsError, resultSubject, retryTransient, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
+import { INGEST_CONTENT_TYPE, JetStreamApiCodes, isCasConflict, isJsError, resultSubject, retryTransient, submitSubject, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
 import type { Gateway } from '../handlers/flows.js';
 
 const enc = new TextEncoder();
@@ -43,7 +42,7 @@ export class JetStreamGateway implements Gateway {
   }
 
   async claimIdempotency(tenant: string, key: string, rec: { flowId: string; hash: string }) {
-    const k = `${tenant}.${createHash('sha256').update(key).digest('hex').slice(0, 40)}`;
+    const k = idempotencyClaimKey(tenant, key);
     // While the bucket's stream elects a new leader (a NATS node died) writes fail for a few seconds:
     // ride that out within the publish timeout, as the submission's publish does, instead of a 503.
     const claim = async () => {
@@ -94,7 +93,8 @@ export class JetStreamGateway implements Gateway {
     h.set('Jetflow-Flow-Id', flowId);
     if (traceparent) h.set('traceparent', traceparent);
     try {
-      await this.pub.publish(ingestSubject(tenant, sub.flow), toBinary(FlowRequestSchema, req), { msgId, headers: h, timeoutMs: this.publishTimeoutMs });
+      // jetflow.submit.<tenant>.<flowId>: no tenant may publish there, so the orchestrator trusts what it reads there.
+      await this.pub.publish(submitSubject(tenant, flowId), toBinary(FlowRequestSchema, req), { msgId, headers: h, timeoutMs: this.publishTimeoutMs });
     } catch (err) {
       // The ingest stream (discard new) is at its limits, or the server's storage is.
       if (isJsError(err, JetStreamApiCodes.StreamStoreFailed, JetStreamApiCodes.StorageResourcesExceeded, JetStreamApiCodes.AccountResourcesExceeded)) {
