@@ -543,7 +543,8 @@ function waterfall(t) {
 function callbackFact(cb, ended) {
   if (!cb) return h('span', { class: 'zero' }, 'none');
   if (!ended) return h('span', { class: 'zero' }, 'sent when the flow ends');
-  const c = callbackChip(cb);
+  // The label says "Callback": the chip needs only the state.
+  const c = h('span', { class: `chip cb ${cb.status}`, dataset: { callback: cb.status } }, CALLBACK_LABEL[cb.status] || cb.status);
   const more = [cb.attempts ? `${cb.attempts} attempt${cb.attempts === 1 ? '' : 's'}` : null, cb.lastError || null].filter(Boolean).join(' · ');
   return h('div', { class: 'chips wrap' }, c, more ? h('span', { class: 'sub' }, more) : null);
 }
@@ -770,6 +771,12 @@ function deadLettersPage(params) {
 
 // ------------------------------------------------------------------ consumers and their pulling workers
 
+/** A task subject; its common prefix is dropped on narrow screens. */
+function subjectLabel(subject) {
+  const prefix = 'jetflow.task.';
+  return subject.startsWith(prefix) ? [h('span', { class: 'wide' }, prefix), subject.slice(prefix.length)] : subject;
+}
+
 function consumersPage() {
   const cards = h('div', { class: 'cards' });
   const workers = h('tbody');
@@ -798,7 +805,7 @@ function consumersPage() {
     const rate = (c) => (c.deliveredPerSec === null || c.deliveredPerSec === undefined ? h('span', { class: 'zero' }, 'measuring…') : `${num(c.deliveredPerSec)}/s`);
     const tasks = r.consumers.filter((c) => c.stream === 'JETFLOW_TASKS');
     workers.replaceChildren(...(tasks.length ? tasks.map((c) => h('tr', { dataset: { workerSubject: c.filterSubject || c.name } },
-      h('td', {}, h('div', { class: 'mono' }, c.filterSubject || c.name), h('div', { class: 'sub mono' }, c.name)),
+      h('td', {}, h('div', { class: 'mono' }, subjectLabel(c.filterSubject || c.name)), h('div', { class: 'sub mono opt' }, c.name)),
       h('td', { class: 'num' }, c.numWaiting > 0 ? h('strong', {}, num(c.numWaiting)) : h('span', { class: c.numAckPending > 0 ? 'zero' : 'hot', title: c.numAckPending > 0 ? 'all busy' : 'nobody is pulling this subject' }, '0')),
       h('td', { class: 'num' }, z(c.numAckPending)),
       h('td', { class: 'num' }, z(c.numPending, c.numPending > 1000)),
