@@ -31,6 +31,9 @@ const TASKS = [
 
 const hex = (bytes: number) => randomBytes(bytes).toString('hex');
 
+/** The orchestrator's start span: jetflow.submit for HTTP and gRPC (the ingest service's subject), jetflow.ingest for the NATS door. */
+const START = /^process jetflow\.(ingest|submit)$/;
+
 /** Waits for the whole trace of a flow: its callback delivery, the six task attempts and their results. */
 async function flowTrace(otlp: OtlpReceiver, flowId: string): Promise<ReceivedSpan[]> {
   const cbSpan = await otlp.waitFor((r) => r.spans.find((s) => s.name === 'process jetflow.callback' && s.attributes['jetflow.flow_id'] === flowId), 30_000, `the callback span of ${flowId}`);
@@ -40,7 +43,7 @@ async function flowTrace(otlp: OtlpReceiver, flowId: string): Promise<ReceivedSp
       const tasks = t.filter((s) => s.kind === SPAN_KIND.consumer && s.name.startsWith('process jetflow.task.'));
       const results = t.filter((s) => s.name === 'process jetflow.result');
       const resultPublishes = t.filter((s) => s.name === 'publish jetflow.result' && s.service !== 'orchestrator');
-      return tasks.length >= 6 && results.length >= 6 && resultPublishes.length >= 6 && t.some((s) => s.name === 'process jetflow.ingest') && t;
+      return tasks.length >= 6 && results.length >= 6 && resultPublishes.length >= 6 && t.some((s) => START.test(s.name)) && t;
     },
     15_000,
     `every span of ${flowId}`,
@@ -74,7 +77,7 @@ function assertFlowTrace(otlp: OtlpReceiver, trace: ReceivedSpan[], flowId: stri
   for (const svc of ['orchestrator', 'dataset-generator', 'analyst']) assert.ok(services.has(svc), `spans from ${svc} (got ${[...services].join(', ')})`);
 
   // The orchestrator starts the flow under the door.
-  const start = trace.filter((s) => s.name === 'process jetflow.ingest');
+  const start = trace.filter((s) => START.test(s.name));
   assert.equal(start.length, 1, 'one start span');
   assert.equal(start[0]!.service, 'orchestrator');
   assert.equal(start[0]!.kind, SPAN_KIND.consumer);
@@ -175,7 +178,7 @@ describe('one trace per flow, through each front door', () => {
     assert.equal(door.attributes['jetflow.tenant'], 'default');
     const { callbackSpan, start } = assertFlowTrace(otlp, trace, flowId, door, clientSpan);
     const publish = trace.find((s) => s.spanId === start.parentSpanId)!;
-    assert.equal(publish.name, 'publish jetflow.ingest');
+    assert.equal(publish.name, 'publish jetflow.submit', 'ingest publishes the validated submission where no tenant may');
     assert.equal(publish.service, 'ingest');
     assert.equal(publish.parentSpanId, door.spanId);
     assert.equal(cb.byFlow(flowId)[0]!.headers.traceparent, `00-${clientTrace}-${callbackSpan.spanId}-01`, 'the receiver gets the POST span as parent');
