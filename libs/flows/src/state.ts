@@ -267,6 +267,13 @@ export function applyResult(s: FlowState, def: FlowDef, r: ResultIn, now: number
     ts.error = { code: r.errorCode || 'internal', message: r.errorMessage || 'task failed' };
     s.errors.push({ task: r.task, code: ts.error.code, message: ts.error.message });
     t.events.push({ type: 'task.failed', task: r.task, message: `${ts.error.code}: ${ts.error.message}` });
+    // A failure that arrives once the flow's deadline has passed (typically the worker's "deadline
+    // passed before the task started") only raced the deadline timer: the deadline decides, so the
+    // flow ends partial with what it has, as it would had the timer been applied first.
+    if (now >= s.deadlineAt && !r.cancelled) {
+      finish(s, 'partial', now, 'deadline', t);
+      return t;
+    }
     const stage = def.stages[ts.stage]!;
     if (stage.onFailure === 'fail_flow' && !r.cancelled) {
       finish(s, 'failed', now, `task ${r.task} failed and stage ${stage.name} fails the flow`, t);
