@@ -4,6 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startCallbackReceiver, startJetflow, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { encodeFlowEvent, eventSubject } from '../libs/messaging/src/index.js';
 
 // The dashboard in real headless Chromium against the real services, at a desktop (1440 px) and a phone (420 px) width.
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
@@ -110,7 +111,15 @@ describe('dashboard (/ui) in a browser', () => {
     assert.equal(await dead.locator('.chip').first().textContent(), 'succeeded');
     const view = (await (await j.api(`/v1/flows/${deadCallbackFlow}`)).json()) as { status: string; callback: { status: string; attempts: number } };
     assert.deepEqual([view.status, view.callback.status, view.callback.attempts], ['succeeded', 'dead_lettered', 2]);
+    // An event alone never ends a row: here one says a running flow succeeded (a transition's event can
+    // run ahead of the row's task counts, and anyone who may publish on the subject can send one).
+    const slow = await submit({ flow: 'cancellable', input: { chaos: { slowMs: 8_000 } } });
+    await page.locator(`tr[data-flow-id="${slow}"] .chip`, { hasText: 'running' }).waitFor();
+    j.nc.publish(eventSubject('default', slow), encodeFlowEvent({ flowId: slow, tenant: 'default', flow: 'cancellable', type: 'flow.completed', status: 'succeeded', atMs: Date.now() }));
+    await page.waitForTimeout(2_500); // past the row reload the event triggers
+    assert.equal(await page.locator(`tr[data-flow-id="${slow}"] .chip`).first().textContent(), 'running');
     assert.deepEqual(await page.evaluate(() => window.__succeededEarly), [], 'no row said succeeded while tasks were running');
+    await j.api(`/v1/flows/${slow}/cancel`, { method: 'POST', json: { reason: 'test done' } });
 
     // The chart counts the finished flows.
     await page.locator('#chart svg rect.tput').first().waitFor();
