@@ -2,12 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generateDeploySecrets } from './gen-deploy-secrets.js';
+import { OPS_TENANT, generateDeploySecrets } from './gen-deploy-secrets.js';
 
 /**
  * The compose stack's secrets, made on its first start and kept after (docker-compose.yml has none of
  * its own): NATS identities and the nats-server auth config (libs/security), API keys and callback
- * secrets for JETFLOW_TENANTS (default "default"), and Grafana's admin password, in .jetflow/compose/
+ * secrets for JETFLOW_TENANTS (default "default"), the operator API key (tenant ops: the dashboard's Consumers
+ * page, `jetflow consumers`), and Grafana's admin password, in .jetflow/compose/
  * (git-ignored, files mode 0600). Re-running keeps every existing value.
  *
  *   npm run compose:secrets && docker compose up --build
@@ -38,7 +39,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   process.stdout.write(
     `compose secrets in ${COMPOSE_SECRETS_DIR} (kept on re-runs)\n` +
       Object.entries(apiKeys)
-        .map(([t, k]) => `  API key of tenant ${t}: ${k}\n`)
+        .map(([t, k]) => (t === OPS_TENANT ? `  operator API key (tenant ${t}: Consumers page, jetflow consumers / route): ${k}\n` : `  API key of tenant ${t}: ${k}\n`))
         .join('') +
       `  Grafana (http://127.0.0.1:3000): admin / ${grafanaPassword}\n` +
       `  callback secrets: ${join(COMPOSE_SECRETS_DIR, 'handout', 'callback-secrets.env')}\n`,

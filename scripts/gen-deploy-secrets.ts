@@ -10,7 +10,8 @@ import { checkPassword, hashPassword, natsSecurity, newPassword, secretEnv, veri
 /**
  * Renders the deployment's secrets from the one source of NATS identities (libs/security): the
  * nats-server auth configuration (bcrypt hashes only) and one env file per service for kustomize's
- * secretGenerator, plus what people hand out (tenants' API keys, callback secrets, NATS door logins).
+ * secretGenerator, plus what people hand out (tenants' API keys, callback secrets, NATS door logins, and the
+ * operator API key of the `ops` tenant).
  * Existing values in --out are kept, so a re-run after adding a tenant or a flow rotates nothing;
  * --rotate names what to renew.
  *
@@ -20,6 +21,7 @@ import { checkPassword, hashPassword, natsSecurity, newPassword, secretEnv, veri
 const USAGE = `Usage: npm run deploy:secrets -- --out DIR --tenants a,b [options]
   --out DIR              where to write (git-ignored: deploy/k8s/overlays/production/secrets)
   --tenants a,b          tenants: an API key, a callback secret and a NATS door login each
+                         (besides them, tenant ops gets the operator API key; "ops" is reserved)
   --workers name=pattern[+pattern];...   outside workers built on the SDK (their task subject patterns)
   --flows FILE           flow definitions (default deploy/k8s/base/flows.json): their task subjects
   --partitions N         result partitions (default JETFLOW_PARTITIONS of deploy/k8s/base/config.yaml)
@@ -40,6 +42,12 @@ export interface GenOptions {
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The admin of NATS's system account (not a Jetflow identity: libs/security has none for it). */
 const SYS_USER = 'nats-admin';
+/**
+ * The tenant of the operator API key (the dashboard's Consumers page, `jetflow consumers` / `route`). A tenant
+ * of its own, so the operator's key reads no customer's flows; it runs no flows (no NATS door, no callback
+ * secret) and sees the dead letters no tenant owns (JETFLOW_OPERATOR_TENANTS).
+ */
+export const OPS_TENANT = 'ops';
 const newKey = () => randomBytes(32).toString('base64url');
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -93,6 +101,7 @@ export function defaultPartitions(): number {
 /** Writes the secrets into o.out; returns the file names written. */
 export function generateDeploySecrets(o: GenOptions): string[] {
   if (!o.tenants.length) throw new Error('--tenants: name at least one tenant');
+  if (o.tenants.includes(OPS_TENANT)) throw new Error(`--tenants: "${OPS_TENANT}" is reserved for the operator API key, which is made anyway; name your tenants otherwise`);
   const rotate = new Set(o.rotate ?? []);
   const out = resolve(o.out);
   mkdirSync(join(out, 'handout'), { recursive: true, mode: 0o700 });
@@ -117,6 +126,7 @@ export function generateDeploySecrets(o: GenOptions): string[] {
     apiKeys[t] ??= newKey();
     callbackSecrets[t] ??= newKey();
   }
+  apiKeys[OPS_TENANT] ??= newKey();
   const written: string[] = [];
   const put = (name: string, text: string) => {
     writeSecret(join(out, name), text);
@@ -140,7 +150,11 @@ export function generateDeploySecrets(o: GenOptions): string[] {
   put('nats-auth.conf', `# nats-server accounts, users and permissions (libs/security): bcrypt hashes only.\nsystem_account: SYS\naccounts: ${JSON.stringify(accounts, null, 2)}\n`);
   put(
     'ingest.env',
-    envText('ingest: API key hashes and its NATS identity', { JETFLOW_API_KEYS: o.tenants.map((t) => `${t}:sha256:${sha256(apiKeys[t]!)}`).join(','), ...nats(sec.secretFor('ingest')) }),
+    envText('ingest: API key hashes (tenant keys, and the operator key of tenant ops) and its NATS identity', {
+      JETFLOW_API_KEYS: [...o.tenants.map((t) => `${t}:sha256:${sha256(apiKeys[t]!)}`), `${OPS_TENANT}:operator:sha256:${sha256(apiKeys[OPS_TENANT])}`].join(','),
+      JETFLOW_OPERATOR_TENANTS: OPS_TENANT,
+      ...nats(sec.secretFor('ingest')),
+    }),
   );
   put(
     'orchestrator.env',
@@ -153,7 +167,10 @@ export function generateDeploySecrets(o: GenOptions): string[] {
   put('analyst.env', envText('analyst: its NATS identity', nats(sec.secretFor('analyst'))));
   for (const w of Object.keys(o.workers ?? {})) put(`worker-${w}.env`, envText(`outside worker ${w}: its NATS identity`, nats(sec.secretFor(`worker:${w}`))));
   // For people, never for a cluster object: the plaintext each tenant or operator is given.
-  put(join('handout', 'api-keys.env'), envText('API keys by tenant (Authorization: Bearer <key>); ingest holds only their sha256', apiKeys));
+  put(
+    join('handout', 'api-keys.env'),
+    envText(`API keys by tenant (Authorization: Bearer <key>); ingest holds only their sha256. ${OPS_TENANT}= is the operator key (system-wide views: consumers, routes)`, apiKeys),
+  );
   put(join('handout', 'callback-secrets.env'), envText('callback signing secrets by tenant (verify Jetflow-Signature with it)', callbackSecrets));
   const people = sec.secrets.filter((x) => x.role === 'operator' || x.role.startsWith('tenant:'));
   put(
@@ -208,5 +225,7 @@ if (process.argv[1] && resolve(process.argv[1]) === resolve(ROOT, 'scripts/gen-d
     ...(values.rotate ? { rotate: values.rotate.split(',') } : {}),
     ...(values['bcrypt-cost'] ? { bcryptCost: num(values['bcrypt-cost'], 'bcrypt-cost')! } : {}),
   });
-  process.stdout.write(`wrote ${files.map((f) => join(out, f)).join(', ')}\nhandout/ holds plaintext for people: hand each tenant its lines, keep the directory out of git.\n`);
+  process.stdout.write(
+    `wrote ${files.map((f) => join(out, f)).join(', ')}\nhandout/ holds plaintext for people: hand each tenant its lines and operators the ${OPS_TENANT}= API key (handout/api-keys.env); keep the directory out of git.\n`,
+  );
 }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
+import { apiKeyEntries, sha256hex } from '../services/ingest/src/config.js';
 import { composeSecrets } from '../scripts/compose-secrets.js';
 
 type Service = {
@@ -122,8 +123,15 @@ describe('docker-compose.yml', () => {
         assert.equal('JETFLOW_CALLBACK_SECRETS' in env, name === 'orchestrator');
         for (const k of [...Object.keys(env), ...Object.keys(svc(name).environment ?? {})]) assert.ok(readByCode(k), `${name}: ${k} is read by the code`);
       }
-      assert.match(envFile(join(dir, 'ingest.env')).JETFLOW_API_KEYS!, /^default:sha256:[0-9a-f]{64}$/, 'ingest holds the key hash only');
+      const ingestEnv = envFile(join(dir, 'ingest.env'));
+      assert.match(ingestEnv.JETFLOW_API_KEYS!, /^default:sha256:[0-9a-f]{64},ops:operator:sha256:[0-9a-f]{64}$/, 'ingest holds the key hashes only: a tenant key, and the operator key');
       assert.ok(first.apiKeys.default && first.apiKeys.default.length >= 32);
+      // The dashboard's Consumers page and `jetflow consumers` need an operator key: tenant ops has it.
+      const roles = apiKeyEntries({ JETFLOW_API_KEYS: ingestEnv.JETFLOW_API_KEYS });
+      const roleOf = (t: string) => roles.find((e) => e.tenant === t && e.hash === sha256hex(first.apiKeys[t] ?? ''))?.role;
+      assert.equal(roleOf('ops'), 'operator', 'the printed ops key is an operator key');
+      assert.equal(roleOf('default'), 'tenant');
+      assert.equal(ingestEnv.JETFLOW_OPERATOR_TENANTS, 'ops');
       const grafana = envFile(files(svc('grafana'))[0]!);
       assert.equal(grafana.GF_SECURITY_ADMIN_PASSWORD, first.grafanaPassword);
       assert.ok(first.grafanaPassword.length >= 20);

@@ -4,7 +4,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { verifyPassword } from '../libs/security/src/index.js';
-import { generateDeploySecrets } from '../scripts/gen-deploy-secrets.js';
+import { apiKeyEntries, sha256hex } from '../services/ingest/src/config.js';
+import { OPS_TENANT, generateDeploySecrets } from '../scripts/gen-deploy-secrets.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jetflow-secrets-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -53,5 +54,60 @@ test('npm run deploy:secrets: private files, a re-run changes nothing, a new ten
   assert.equal(env('analyst.env').NATS_PASSWORD, before.analystPw, 'the other logins kept');
 
   assert.throws(() => generateDeploySecrets({ out: dir, tenants: [] }), /--tenants/);
+  assert.throws(() => generateDeploySecrets({ out: dir, tenants: ['acme', OPS_TENANT] }), /--tenants: "ops" is reserved for the operator API key/);
   assert.throws(() => generateDeploySecrets({ out: dir, tenants: ['Bad Name'] }), /tenant/);
+});
+
+/** What ingest makes of the rendered JETFLOW_API_KEYS (its own parser), and which handed-out key is which. */
+function keyRoles(out: string) {
+  const at = (f: string) =>
+    Object.fromEntries(
+      readFileSync(join(out, f), 'utf8')
+        .split('\n')
+        .flatMap((l) => (/^[A-Za-z0-9_][^=]*=/.test(l) ? [[l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]] : [])),
+    ) as Record<string, string>;
+  const ingest = at('ingest.env');
+  const entries = apiKeyEntries({ JETFLOW_API_KEYS: ingest.JETFLOW_API_KEYS });
+  assert.ok(
+    entries.every((e) => e.key === undefined),
+    'ingest holds hashes only',
+  );
+  const handout = at('handout/api-keys.env');
+  const roleOf = (tenant: string) => entries.find((e) => e.tenant === tenant && e.hash === sha256hex(handout[tenant] ?? ''))?.role;
+  return { ingest, entries, handout, roleOf };
+}
+
+test('deploy:secrets makes one operator API key, for tenant ops, beside the tenant keys; re-runs keep it, --rotate api-keys renews it', () => {
+  const out = mkdtempSync(join(tmpdir(), 'jetflow-secrets-ops-'));
+  try {
+    generateDeploySecrets({ out, tenants: ['acme', 'globex'], bcryptCost: 4 });
+    const first = keyRoles(out);
+    assert.deepEqual(
+      first.entries.map((e) => `${e.tenant}:${e.role}`),
+      ['acme:tenant', 'globex:tenant', 'ops:operator'],
+      'tenant keys stay tenant keys; exactly one operator key',
+    );
+    assert.equal(first.roleOf(OPS_TENANT), 'operator', 'the handed-out ops key is the operator key ingest knows');
+    assert.equal(first.roleOf('acme'), 'tenant');
+    assert.equal(first.ingest.JETFLOW_OPERATOR_TENANTS, OPS_TENANT, 'the operator also sees dead letters no tenant owns');
+    assert.ok(first.handout.ops && first.handout.ops.length >= 32);
+    assert.doesNotMatch(readFileSync(join(out, 'orchestrator.env'), 'utf8'), /ops:/, 'ops runs no flows: no callback secret');
+    assert.doesNotMatch(readFileSync(join(out, 'handout/nats-logins.env'), 'utf8'), /tenant-ops/, 'nor a NATS door');
+
+    generateDeploySecrets({ out, tenants: ['acme', 'globex'], bcryptCost: 4 });
+    assert.equal(keyRoles(out).handout.ops, first.handout.ops, 'a re-run keeps the operator key');
+    generateDeploySecrets({ out, tenants: ['acme', 'globex'], rotate: ['api-keys'], bcryptCost: 4 });
+    const rotated = keyRoles(out);
+    assert.notEqual(rotated.handout.ops, first.handout.ops, '--rotate api-keys renews it too');
+    assert.equal(rotated.roleOf(OPS_TENANT), 'operator');
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('the checked-in dev example (deploy/k8s/overlays/dev/secrets) has its operator key: handed out as ops=, known to ingest as an operator key', () => {
+  const dev = keyRoles('deploy/k8s/overlays/dev/secrets');
+  assert.equal(dev.roleOf(OPS_TENANT), 'operator');
+  assert.equal(dev.roleOf('default'), 'tenant');
+  assert.equal(dev.entries.filter((e) => e.role === 'operator').length, 1);
 });

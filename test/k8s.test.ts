@@ -280,7 +280,17 @@ describe('policy: what every workload must have', () => {
         users.add(data.NATS_USER);
         assert.equal('JETFLOW_API_KEYS' in data, s === 'ingest', `${s}: API key hashes only in ingest`);
         assert.equal('JETFLOW_CALLBACK_SECRETS' in data, s === 'orchestrator', `${s}: callback secrets only in the orchestrator`);
-        if (data.JETFLOW_API_KEYS) for (const p of data.JETFLOW_API_KEYS.split(',')) assert.match(p, /^[a-z0-9][a-z0-9_-]*:sha256:[0-9a-f]{64}$/, 'API keys as hashes only');
+        if (data.JETFLOW_API_KEYS) {
+          const keys = data.JETFLOW_API_KEYS.split(',');
+          for (const p of keys) assert.match(p, /^[a-z0-9][a-z0-9_-]*:(operator:)?sha256:[0-9a-f]{64}$/, 'API keys as hashes only');
+          // The dashboard's Consumers page and `jetflow consumers` need one: tenant ops's, the only operator key.
+          assert.deepEqual(
+            keys.filter((p) => p.includes(':operator:')).map((p) => p.split(':')[0]),
+            ['ops'],
+            'one operator API key, for tenant ops',
+          );
+          assert.equal(data.JETFLOW_OPERATOR_TENANTS, 'ops');
+        }
         for (const v of Object.values(data)) assert.doesNotMatch(v, /\$2[aby]\$/, `${s}: no NATS server hash in a service secret`);
       }
       const auth = secretData(get(objs, 'Secret', 'nats-auth'));
