@@ -15,7 +15,7 @@ import { headers as natsHeaders, type NatsConnection } from 'nats';
 import { FlowControlSchema, FlowRequestSchema, TaskResultSchema, TaskStatus } from '../libs/proto/src/index.js';
 import { INGEST_CONTENT_TYPE, STREAMS, resultSubject } from '../libs/messaging/src/index.js';
 import { deriveFlowId } from '../libs/flows/src/index.js';
-import { assertExactlyOnce, jetflowPerSuite, sampleSubmission, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { assertExactlyOnce, jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 
 const enc = new TextEncoder();
 const OTHER_KEY = 'other-key-0123456789abcdef';
@@ -71,7 +71,10 @@ describe('nothing from outside is trusted', () => {
       await sleep(100);
     }
   };
-  const disconnects = () => readFileSync(join(j.logDir, 'orchestrator-0.log'), 'utf8').split('\n').filter((l) => /nats connection status/.test(l) && /disconnect/i.test(l)).length;
+  const disconnects = () =>
+    readFileSync(join(j.logDir, 'orchestrator-0.log'), 'utf8')
+      .split('\n')
+      .filter((l) => /nats connection status/.test(l) && /disconnect/i.test(l)).length;
   const flowIdsInKv = async () => {
     const kv = await j.nc.jetstream().views.kv('jetflow_flows');
     const keys: string[] = [];
@@ -111,7 +114,10 @@ describe('nothing from outside is trusted', () => {
     });
     const refused = await waitDeadLetters((d) => d.flowId === id, 5);
     assert.deepEqual(refused.map((d) => d.code).sort(), ['bad_token', 'bad_token', 'unexpected_result', 'unknown_task', 'unverified_cancel']);
-    assert.ok(refused.every((d) => d.attempts === '1'), 'refused at once, not retried');
+    assert.ok(
+      refused.every((d) => d.attempts === '1'),
+      'refused at once, not retried',
+    );
     assert.equal((await view(id)).status, 'running', 'the flow goes on');
 
     await assertExactlyOnce(j, cb, [id], { allowed: ['succeeded'], timeoutMs: 30_000 });
@@ -125,7 +131,15 @@ describe('nothing from outside is trusted', () => {
   test('the internal content type on the public door is refused, and no tenant may publish where ingest does', async () => {
     const victimKey = 'victim-order-1';
     const victimId = deriveFlowId('other', victimKey);
-    const forged = create(FlowRequestSchema, { flowId: victimId, tenant: 'other', flow: 'cancellable', inputJson: enc.encode('{}'), callbackUrl: cb.url, idempotencyKey: victimKey, submittedAtMs: BigInt(Date.now()) });
+    const forged = create(FlowRequestSchema, {
+      flowId: victimId,
+      tenant: 'other',
+      flow: 'cancellable',
+      inputJson: enc.encode('{}'),
+      callbackUrl: cb.url,
+      idempotencyKey: victimKey,
+      submittedAtMs: BigInt(Date.now()),
+    });
     const attacker = deriveFlowId('default', 'preempt-1');
     await withIdentity('tenant:default', async (t) => {
       const h = natsHeaders();
@@ -133,7 +147,10 @@ describe('nothing from outside is trusted', () => {
       h.set('Nats-Msg-Id', 'preempt-1');
       await t.jetstream().publish('jetflow.ingest.default.cancellable', toBinary(FlowRequestSchema, forged), { headers: h });
       // The subject the ingest service publishes pre-validated submissions to is not the tenant's.
-      await assert.rejects(t.jetstream().publish(`jetflow.submit.other.${victimId}`, toBinary(FlowRequestSchema, forged), { headers: h, timeout: 3_000 }), (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION');
+      await assert.rejects(
+        t.jetstream().publish(`jetflow.submit.other.${victimId}`, toBinary(FlowRequestSchema, forged), { headers: h, timeout: 3_000 }),
+        (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION',
+      );
     });
     const [d] = await waitDeadLetters((x) => x.code === 'forbidden_content_type', 1);
     assert.equal(d!.subject, 'jetflow.dlq.ingest.jetflow.ingest.default.cancellable');
@@ -156,7 +173,13 @@ describe('nothing from outside is trusted', () => {
       const h = natsHeaders();
       h.set('Nats-Msg-Id', key);
       // The body names another tenant's key and flow in every way it could: none of it counts.
-      await t.jetstream().publish('jetflow.ingest.default.cancellable', JSON.stringify({ flow: 'cancellable', input: { chaos: { slowMs: 10, failTimes: 0 } }, callbackUrl: cb.url, metadata: { door: 'nats' } }), { headers: h });
+      await t
+        .jetstream()
+        .publish(
+          'jetflow.ingest.default.cancellable',
+          JSON.stringify({ flow: 'cancellable', input: { chaos: { slowMs: 10, failTimes: 0 } }, callbackUrl: cb.url, metadata: { door: 'nats' } }),
+          { headers: h },
+        );
     });
     const natsId = deriveFlowId('default', key);
     await cb.waitForFlows([natsId], 30_000);
@@ -188,7 +211,13 @@ describe('nothing from outside is trusted', () => {
         const h = natsHeaders();
         h.set('Content-Type', INGEST_CONTENT_TYPE);
         h.set('Nats-Msg-Id', `wedge-door-${i}`);
-        await t.jetstream().publish('jetflow.ingest.default.cancellable', toBinary(FlowRequestSchema, create(FlowRequestSchema, { flowId, tenant: 'default', flow: 'cancellable', inputJson: enc.encode('{}') })), { headers: h });
+        await t
+          .jetstream()
+          .publish(
+            'jetflow.ingest.default.cancellable',
+            toBinary(FlowRequestSchema, create(FlowRequestSchema, { flowId, tenant: 'default', flow: 'cancellable', inputJson: enc.encode('{}') })),
+            { headers: h },
+          );
         sent.push(`door ${i}`);
       }
     });
@@ -196,9 +225,17 @@ describe('nothing from outside is trusted', () => {
     for (const [i, flowId] of wedge.entries()) {
       const h = natsHeaders();
       h.set('Content-Type', INGEST_CONTENT_TYPE);
-      await js.publish(`jetflow.submit.default.fwedge${i}`, toBinary(FlowRequestSchema, create(FlowRequestSchema, { flowId, tenant: 'default', flow: 'cancellable', inputJson: enc.encode('{}') })), { headers: h });
+      await js.publish(
+        `jetflow.submit.default.fwedge${i}`,
+        toBinary(FlowRequestSchema, create(FlowRequestSchema, { flowId, tenant: 'default', flow: 'cancellable', inputJson: enc.encode('{}') })),
+        { headers: h },
+      );
       // Its own subject's id, but a tenant and a flow name that are no tokens of a subject.
-      await js.publish(`jetflow.submit.default.fwedgeb${i}`, toBinary(FlowRequestSchema, create(FlowRequestSchema, { flowId: `fwedgeb${i}`, tenant: 'default', flow: flowId || 'Bad Flow', inputJson: enc.encode('{}') })), { headers: h });
+      await js.publish(
+        `jetflow.submit.default.fwedgeb${i}`,
+        toBinary(FlowRequestSchema, create(FlowRequestSchema, { flowId: `fwedgeb${i}`, tenant: 'default', flow: flowId || 'Bad Flow', inputJson: enc.encode('{}') })),
+        { headers: h },
+      );
       const hk = natsHeaders();
       hk.set('Nats-Msg-Id', badKeys[i]!);
       await js.publish('jetflow.ingest.default.cancellable', JSON.stringify({ input: {} }), { headers: hk });
@@ -211,18 +248,34 @@ describe('nothing from outside is trusted', () => {
 
     const refused = await waitDeadLetters((d) => d.seq > dlqBefore && d.subject.startsWith('jetflow.dlq.ingest.'), sent.length);
     assert.equal(refused.length, sent.length, JSON.stringify(refused.map((d) => [d.subject.slice(0, 60), d.code, d.reason.slice(0, 80)])));
-    assert.ok(refused.every((d) => d.attempts === '1'), 'each dead-lettered at its first delivery, never redelivered');
-    assert.ok(refused.every((d) => d.reason.length > 10 && d.reason.length <= 1_000), 'every one says why, briefly');
-    assert.deepEqual(
-      refused.map((d) => d.code).sort(),
-      [...Array<string>(5).fill('forbidden_content_type'), ...Array<string>(15).fill('invalid_argument')],
+    assert.ok(
+      refused.every((d) => d.attempts === '1'),
+      'each dead-lettered at its first delivery, never redelivered',
     );
-    for (const why of [/flow id "a b", its subject default and fwedge1/, /flow name "x\*" is not valid/, /Nats-Msg-Id "y> z" is not an idempotency key/, /Nats-Msg-Id "z{40}"… \(5000 characters\)/]) assert.ok(refused.some((d) => why.test(d.reason)), `a reason names the bad id: ${why}`);
+    assert.ok(
+      refused.every((d) => d.reason.length > 10 && d.reason.length <= 1_000),
+      'every one says why, briefly',
+    );
+    assert.deepEqual(refused.map((d) => d.code).sort(), [...Array<string>(5).fill('forbidden_content_type'), ...Array<string>(15).fill('invalid_argument')]);
+    for (const why of [
+      /flow id "a b", its subject default and fwedge1/,
+      /flow name "x\*" is not valid/,
+      /Nats-Msg-Id "y> z" is not an idempotency key/,
+      /Nats-Msg-Id "z{40}"… \(5000 characters\)/,
+    ])
+      assert.ok(
+        refused.some((d) => why.test(d.reason)),
+        `a reason names the bad id: ${why}`,
+      );
     const jsm = await j.nc.jetstreamManager();
     const consumers = await jsm.consumers.list(STREAMS.ingest).next();
     for (const c of consumers) assert.deepEqual([c.name, c.num_pending, c.num_ack_pending], [c.name, 0, 0], 'nothing left to redeliver');
     assert.equal(disconnects(), disconnectsBefore, 'the orchestrator never lost its connection');
-    assert.deepEqual((await flowIdsInKv()).filter((k) => !before.includes(k)), [unrelated], 'no flow from any of them');
+    assert.deepEqual(
+      (await flowIdsInKv()).filter((k) => !before.includes(k)),
+      [unrelated],
+      'no flow from any of them',
+    );
     assert.ok(unrelatedMs < 10_000, `an unrelated flow took ${unrelatedMs} ms`);
   });
 
@@ -251,21 +304,36 @@ describe('nothing from outside is trusted', () => {
       const other = await publish({ ...body, metadata: { version: 'second' } });
       return [first, retry, other];
     });
-    assert.deepEqual(acks.map((a) => [a.stream, a.duplicate]), Array(3).fill([STREAMS.ingest, false]), 'the orchestrator saw all three');
+    assert.deepEqual(
+      acks.map((a) => [a.stream, a.duplicate]),
+      Array(3).fill([STREAMS.ingest, false]),
+      'the orchestrator saw all three',
+    );
     const [conflict] = await waitDeadLetters((d) => d.code === 'idempotency_conflict' && d.flowId === id, 1);
     assert.match(conflict!.reason, /idempotency key "nats-reuse-1" \(Nats-Msg-Id\) was already used with a different body/);
     // Through HTTP the same key and body is the same flow; another body is 409, as for HTTP keys.
-    const same = await fetch(`${j.http}/v1/flows`, { method: 'POST', headers: { authorization: `Bearer ${j.apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...body, idempotencyKey: key }) });
+    const same = await fetch(`${j.http}/v1/flows`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${j.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...body, idempotencyKey: key }),
+    });
     assert.equal(same.status, 202, await same.clone().text());
     assert.equal(((await same.json()) as { flowId: string }).flowId, id);
-    const changed = await fetch(`${j.http}/v1/flows`, { method: 'POST', headers: { authorization: `Bearer ${j.apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...body, idempotencyKey: key, metadata: { version: 'third' } }) });
+    const changed = await fetch(`${j.http}/v1/flows`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${j.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...body, idempotencyKey: key, metadata: { version: 'third' } }),
+    });
     assert.equal(changed.status, 409);
 
     await assertExactlyOnce(j, cb, [id], { allowed: ['succeeded'], timeoutMs: 30_000 });
     assert.equal(cb.byFlow(id).length, 1);
     assert.deepEqual(cb.byFlow(id)[0]!.body.metadata, { version: 'first' });
     sub.unsubscribe();
-    assert.ok(events.some((e) => /flow\.rejected/.test(e.data) && /idempotency_conflict/.test(e.data)), `a flow.rejected event says so: ${JSON.stringify(events.map((e) => e.data.slice(0, 80)))}`);
+    assert.ok(
+      events.some((e) => /flow\.rejected/.test(e.data) && /idempotency_conflict/.test(e.data)),
+      `a flow.rejected event says so: ${JSON.stringify(events.map((e) => e.data.slice(0, 80)))}`,
+    );
     assert.equal((await deadLetters()).filter((d) => d.flowId === id).length, 1, 'the retry with the same body was no conflict');
   });
 });
