@@ -52,7 +52,13 @@ describe('dashboard (/ui) in a browser', () => {
     down.failWith = 500;
     [j, browser] = await Promise.all([
       startJetflow({
-        env: { JETFLOW_JAEGER_UI_URL: JAEGER, JETFLOW_FLOWS_FILE: resolve('test/fixtures/chaos-flows.json'), JETFLOW_TEST_PLUGINS: '1', JETFLOW_CALLBACK_MAX_ATTEMPTS: '2', JETFLOW_CALLBACK_BACKOFF_MS: '100' },
+        env: {
+          JETFLOW_JAEGER_UI_URL: JAEGER,
+          JETFLOW_FLOWS_FILE: resolve('test/fixtures/chaos-flows.json'),
+          JETFLOW_TEST_PLUGINS: '1',
+          JETFLOW_CALLBACK_MAX_ATTEMPTS: '2',
+          JETFLOW_CALLBACK_BACKOFF_MS: '100',
+        },
         serviceEnv: { analyst: { JETFLOW_TASK_SUBJECTS: 'jetflow.task.analyst.>,jetflow.task.test.>' } },
       }),
       chromium.launch({ executablePath: CHROMIUM, args: ARGS }),
@@ -173,8 +179,13 @@ describe('dashboard (/ui) in a browser', () => {
     await page.goto(`${j.http}/ui/#/flows/${id}`);
     const doomed = page.locator('#attempts [data-task="doomed"]');
     await doomed.locator('li').nth(1).waitFor();
-    const items = await doomed.locator('li').evaluateAll((els: Array<{ dataset: { attempt?: string }; textContent: string | null }>) => els.map((e) => ({ attempt: e.dataset.attempt, text: e.textContent ?? '' })));
-    assert.deepEqual(items.map((i) => i.attempt), ['1', '2']);
+    const items = await doomed
+      .locator('li')
+      .evaluateAll((els: Array<{ dataset: { attempt?: string }; textContent: string | null }>) => els.map((e) => ({ attempt: e.dataset.attempt, text: e.textContent ?? '' })));
+    assert.deepEqual(
+      items.map((i) => i.attempt),
+      ['1', '2'],
+    );
     assert.match(items[0]!.text, /retried.*always fails \(attempt 1\)/);
     assert.match(items[1]!.text, /final.*always fails \(attempt 2\)/);
     await shot('attempts');
@@ -260,7 +271,10 @@ describe('dashboard (/ui) in a browser', () => {
       for (const d of list.deadLetters) for (const of of (await det(d.seq)).headers['Jetflow-Redrive-Of'] ?? []) redriven.add(of);
       await new Promise((r) => setTimeout(r, 300));
     }
-    assert.deepEqual([...redriven].map(Number).sort((a, b) => a - b), [seq, ...two].sort((a, b) => a - b));
+    assert.deepEqual(
+      [...redriven].map(Number).sort((a, b) => a - b),
+      [seq, ...two].sort((a, b) => a - b),
+    );
     await page.setViewportSize(WIDE);
   });
 
@@ -270,7 +284,9 @@ describe('dashboard (/ui) in a browser', () => {
     const text = page.locator('#workers tr[data-worker-subject="jetflow.task.dataset.text"]');
     await text.waitFor();
     // The dataset generator keeps a pull open on its subject while idle.
-    await page.waitForFunction(() => Number(Array.from(document.querySelectorAll('#workers tr[data-worker-subject="jetflow.task.dataset.text"]'))[0]?.querySelector('td:nth-child(2)')?.textContent) >= 1);
+    await page.waitForFunction(
+      () => Number(Array.from(document.querySelectorAll('#workers tr[data-worker-subject="jetflow.task.dataset.text"]'))[0]?.querySelector('td:nth-child(2)')?.textContent) >= 1,
+    );
     await page.locator('tr[data-consumer^="orchestrator-ingest-default"]').first().waitFor();
     assert.ok((await page.locator('tr[data-consumer]').count()) >= 16, 'ingest, 8 result partitions, callbacks and the task consumers');
     await page.locator('tr[data-consumer="task-dataset-text"] td', { hasText: '/s' }).waitFor();

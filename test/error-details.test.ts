@@ -20,7 +20,11 @@ describe('error details name every bad field at once', () => {
     assert.equal(body.error.code, 'invalid_argument');
     assert.deepEqual(body.error.details.map((d) => d.path).sort(), MANY_PATHS);
     assert.match(body.error.details.find((d) => d.path === 'callbackUrl')!.message, /not a public address/);
-    const other = await j.api('/v1/flows', { method: 'POST', body: JSON.stringify({ flow: 'nope', input: {}, callbackUrl: 'ftp://example.com/x' }), headers: { 'content-type': 'application/json' } });
+    const other = await j.api('/v1/flows', {
+      method: 'POST',
+      body: JSON.stringify({ flow: 'nope', input: {}, callbackUrl: 'ftp://example.com/x' }),
+      headers: { 'content-type': 'application/json' },
+    });
     assert.deepEqual(((await other.json()) as { error: { details: Array<{ path: string }> } }).error.details.map((d) => d.path).sort(), ['callbackUrl', 'flow']);
   });
 
@@ -41,7 +45,10 @@ describe('error details name every bad field at once', () => {
       assert.equal(st.message, err.details, 'Status.message is the status message');
       assert.deepEqual(st.detailTypes, [BAD_REQUEST_TYPE_URL]);
       assert.deepEqual(st.fieldViolations.map((v) => v.field).sort(), MANY_PATHS);
-      assert.ok(st.fieldViolations.every((v) => v.description.length > 0), 'each violation says what is wrong');
+      assert.ok(
+        st.fieldViolations.every((v) => v.description.length > 0),
+        'each violation says what is wrong',
+      );
       // The trailers of clients written before the standard details.
       const old = JSON.parse(String(err.metadata.get('jetflow-error-details')[0])) as Array<{ path: string; message: string }>;
       assert.deepEqual(

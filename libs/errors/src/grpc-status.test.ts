@@ -25,7 +25,13 @@ test('decodeRpcStatus reads back every violation, skips other details and unknow
 
   const w = new BinaryWriter();
   w.tag(9, WireType.Varint).uint32(7); // a field this decoder does not know
-  w.tag(3, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string('type.googleapis.com/google.rpc.RetryInfo').tag(2, WireType.LengthDelimited).bytes(new Uint8Array([8, 1])).join();
+  w.tag(3, WireType.LengthDelimited)
+    .fork()
+    .tag(1, WireType.LengthDelimited)
+    .string('type.googleapis.com/google.rpc.RetryInfo')
+    .tag(2, WireType.LengthDelimited)
+    .bytes(new Uint8Array([8, 1]))
+    .join();
   const mixed = new Uint8Array([...encodeRpcStatus(3, 'x', issues.slice(0, 1)), ...w.finish()]);
   const m = decodeRpcStatus(mixed);
   assert.deepEqual(m.detailTypes, [BAD_REQUEST_TYPE_URL, 'type.googleapis.com/google.rpc.RetryInfo']);
