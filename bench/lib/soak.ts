@@ -150,7 +150,9 @@ export interface SoakReport {
   restarts: Partial<Record<ServiceName, number>>;
   rss: {
     samples: Array<{ tS: number; mb: Record<string, number>; pid: Record<string, number> }>;
+    /** Growth per process from slopeFromS on (MB/hour); null without two samples of one pid. */
     slopeMbPerHour: Record<string, number | null>;
+    slopeFromS: number;
     firstMb: Record<string, number>;
     lastMb: Record<string, number>;
   };
@@ -227,7 +229,7 @@ export async function runSoak(partial: Partial<SoakOptions> = {}, abort: { reaso
     windows: [],
     kills: [],
     restarts: {},
-    rss: { samples: [], slopeMbPerHour: {}, firstMb: {}, lastMb: {} },
+    rss: { samples: [], slopeMbPerHour: {}, slopeFromS: 0, firstMb: {}, lastMb: {} },
     plot: join(outDir, 'soak.svg'),
     aborted: null,
     elapsedS: 0,
@@ -268,7 +270,8 @@ export async function runSoak(partial: Partial<SoakOptions> = {}, abort: { reaso
         const p = pidOf(name);
         if (!p) continue;
         const m = memMb(p);
-        if (!m) continue;
+        // A killed process not yet reaped has no VmRSS: not a sample.
+        if (!m || m.rss <= 0) continue;
         mb[name] = round(m.rss, 1);
         pid[name] = p;
       }
@@ -377,9 +380,11 @@ function finishReport(r: SoakReport, flows: Map<string, SoakFlow>, unknown: numb
     r.windows.push({ fromS: round(from / 1000, 1), toS: round(to / 1000, 1), ...roundP(percentiles(xs)) });
   }
   const names = [...new Set(r.rss.samples.flatMap((s) => Object.keys(s.mb)))];
+  // The slope leaves out the start (heaps and JIT caches grow to their working size): the first quarter, at most 2 minutes.
+  r.rss.slopeFromS = round(Math.min(120, (o.minutes * 60) / 4), 1);
   for (const name of names) {
     const series = r.rss.samples.filter((s) => s.mb[name] !== undefined).map((s) => ({ tS: s.tS, pid: s.pid[name]!, mb: s.mb[name]! }));
-    const slope = slopeMbPerHour(series);
+    const slope = slopeMbPerHour(series.filter((s) => s.tS >= r.rss.slopeFromS));
     r.rss.slopeMbPerHour[name] = slope === undefined ? null : round(slope, 2);
     if (series.length) {
       r.rss.firstMb[name] = series[0]!.mb;
@@ -396,6 +401,18 @@ export function soakSvg(r: SoakReport): string {
   const mid = (w: { fromS: number; toS: number }) => (w.fromS + w.toS) / 2 / 60;
   const names = [...new Set(r.rss.samples.flatMap((s) => Object.keys(s.mb)))];
   const o = r.meta.options;
+  const xRange: [number, number] = [0, Math.max(o.minutes, (r.rss.samples.at(-1)?.tS ?? 0) / 60)];
+  // A restarted process is a new line: a gap where the pid changes.
+  const rssPoints = (n: string) => {
+    const pts: Array<[number, number]> = [];
+    let pid: number | undefined;
+    for (const s of r.rss.samples) {
+      if (s.pid[n] !== undefined && pid !== undefined && s.pid[n] !== pid) pts.push([s.tS / 60, Number.NaN]);
+      pid = s.pid[n] ?? pid;
+      pts.push([s.tS / 60, s.mb[n] ?? Number.NaN]);
+    }
+    return pts;
+  };
   return svgChart(
     [
       {
@@ -407,13 +424,15 @@ export function soakSvg(r: SoakReport): string {
           { name: 'p99', points: r.windows.map((w) => [mid(w), w.p99]) },
         ],
         markers,
+        xRange,
       },
       {
         title: 'RSS per process',
         xLabel: 'minutes',
         yLabel: 'MB',
-        series: names.map((n) => ({ name: n, points: r.rss.samples.map((s): [number, number] => [s.tS / 60, s.mb[n] ?? Number.NaN]) })),
+        series: names.map((n) => ({ name: n, points: rssPoints(n) })),
         markers,
+        xRange,
       },
     ],
     `Jetflow soak: ${o.rate} flows/s, ${o.mode} mode, history ${o.history}, ${o.doors.join('+')}, ${r.kills.length} kills (dashed)`,

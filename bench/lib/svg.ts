@@ -13,6 +13,8 @@ export interface Panel {
   series: Series[];
   /** x positions of vertical markers (the soak's kills), with a short label each. */
   markers?: Array<{ x: number; label: string }>;
+  /** The x axis' range, so stacked panels line up; default: the data's. */
+  xRange?: [number, number];
 }
 
 const COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
@@ -39,8 +41,8 @@ function panel(p: Panel, y0: number): string {
   const pts = p.series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)));
   const xs = pts.map(([x]) => x);
   const ys = pts.map(([, y]) => y);
-  const xMin = xs.length ? Math.min(...xs) : 0;
-  const xMax = xs.length ? Math.max(...xs, xMin + 1e-9) : 1;
+  const xMin = p.xRange?.[0] ?? (xs.length ? Math.min(...xs) : 0);
+  const xMax = p.xRange?.[1] ?? (xs.length ? Math.max(...xs, xMin + 1e-9) : 1);
   const yMax = ys.length ? Math.max(...ys) * 1.05 || 1 : 1;
   const yMin = 0;
   const pw = W - M.left - M.right;
