@@ -1,6 +1,7 @@
 /**
- * The task subjects some worker serves: the built-in plugins, plus the chaos plugins when
- * JETFLOW_TEST_PLUGINS is on. A flow definition naming any other subject fails at start.
+ * The task subjects the built-in workers serve: their plugins, plus the chaos plugins when
+ * JETFLOW_TEST_PLUGINS is on. A definition may name any other subject under jetflow.task: an outside
+ * worker (@jetflow/worker) serves it; the built-in workers never pull it.
  * Adding an analyst: one plugin file under services/analyst/src/analyzers, one name here, one line in a definition.
  */
 export const PLUGIN_SUBJECTS = [

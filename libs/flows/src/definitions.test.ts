@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { INSIGHTS, validateDefinitions, subjectMatches, routesFor, FlowRegistry, knownSubjects, loadFlowRegistry, type FlowDef } from './index.js';
+import { INSIGHTS, validateDefinitions, subjectMatches, routesFor, FlowRegistry, knownSubjects, loadFlowRegistry, taskSubjects, type FlowDef } from './index.js';
 
 const clone = (): FlowDef => structuredClone(INSIGHTS);
 
@@ -51,8 +51,10 @@ test('JETFLOW_FLOWS_FILE adds definitions and names the file and place of an err
   assert.deepEqual(loadFlowRegistry({ JETFLOW_FLOWS_FILE: ok }).names().sort(), ['insights', 'insights-lite']);
   const bad = join(dir, 'bad.json');
   writeFileSync(bad, JSON.stringify([{ ...extra, stages: [{ ...extra.stages[0]!, tasks: [{ ...extra.stages[0]!.tasks[0]!, subject: 'jetflow.task.test.echo' }] }] }]));
-  assert.throws(() => loadFlowRegistry({ JETFLOW_FLOWS_FILE: bad }), /JETFLOW_FLOWS_FILE: .*unknown subject "jetflow.task.test.echo"/);
-  assert.doesNotThrow(() => loadFlowRegistry({ JETFLOW_FLOWS_FILE: bad, JETFLOW_TEST_PLUGINS: '1' }));
+  // A subject no built-in worker serves is an outside worker's: accepted, and its consumer provisioned.
+  assert.deepEqual(taskSubjects(loadFlowRegistry({ JETFLOW_FLOWS_FILE: bad }).defs).includes('jetflow.task.test.echo'), true);
+  writeFileSync(bad, JSON.stringify([{ ...extra, stages: [{ ...extra.stages[0]!, tasks: [{ ...extra.stages[0]!.tasks[0]!, subject: 'jetflow.task.custom.Tokenize' }] }] }]));
+  assert.throws(() => loadFlowRegistry({ JETFLOW_FLOWS_FILE: bad }), /JETFLOW_FLOWS_FILE: .*subject "jetflow.task.custom.Tokenize" must be jetflow.task.<kind>.<name>/);
   writeFileSync(bad, '{ not json');
   assert.throws(() => loadFlowRegistry({ JETFLOW_FLOWS_FILE: bad }), /JETFLOW_FLOWS_FILE: .*is not valid JSON/);
   assert.throws(() => loadFlowRegistry({ JETFLOW_FLOWS_FILE: join(dir, 'missing.json') }), /JETFLOW_FLOWS_FILE: cannot read .*ENOENT/);

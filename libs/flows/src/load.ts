@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError, bool, optStr, type Env } from '../../config/src/index.js';
+import { ConfigError, optStr, type Env } from '../../config/src/index.js';
 import { BUILTIN_FLOWS, DefinitionError, FlowRegistry, validateDefinitions } from './definitions.js';
-import { knownSubjects } from './catalogue.js';
 
 /**
  * The flow definitions every service loads at start: the built-ins plus those in JETFLOW_FLOWS_FILE
@@ -10,7 +9,6 @@ import { knownSubjects } from './catalogue.js';
  */
 export function loadFlowRegistry(env: Env): FlowRegistry {
   const file = optStr(env, 'JETFLOW_FLOWS_FILE');
-  const testPlugins = bool(env, 'JETFLOW_TEST_PLUGINS', false);
   let extra: unknown[] = [];
   if (file) {
     let text: string;
@@ -29,7 +27,9 @@ export function loadFlowRegistry(env: Env): FlowRegistry {
   const names = new Set(extra.map((d) => (d as { name?: unknown })?.name));
   const all = [...BUILTIN_FLOWS.filter((d) => !names.has(d.name)), ...extra];
   try {
-    return new FlowRegistry(validateDefinitions(all, knownSubjects(testPlugins)));
+    // Any jetflow.task.<kind>.<name> is allowed: a subject no built-in worker serves is an outside
+    // worker's (@jetflow/worker); its tasks wait in the work-queue stream until one pulls them.
+    return new FlowRegistry(validateDefinitions(all));
   } catch (err) {
     if (err instanceof DefinitionError) throw new ConfigError('JETFLOW_FLOWS_FILE', err.message);
     throw err;

@@ -1,5 +1,5 @@
 import type { NatsConnection } from 'nats';
-import { subjectMatches, taskSubjects } from '../../flows/src/index.js';
+import { knownSubjects, subjectMatches, taskSubjects } from '../../flows/src/index.js';
 import type { WorkerConfig } from '../../config/src/worker.js';
 import { createLogger, reportError, type Logger } from '../../logging/src/index.js';
 import { connectNats } from './connect.js';
@@ -17,8 +17,10 @@ export async function runWorkerService(service: string, cfg: WorkerConfig, makeH
   process.on('unhandledRejection', (err) => reportError(log, err, { where: 'unhandledRejection' }));
   const obs = await startWorkerObservability(service, cfg, log);
   const all = taskSubjects(cfg.registry.defs);
-  const subjects = all.filter((s) => cfg.subjects.some((p) => subjectMatches(p, s)));
-  if (!subjects.length) throw new Error(`JETFLOW_TASK_SUBJECTS=${cfg.subjects.join(',')} matches no task subject; known: ${all.join(', ')}`);
+  // Only subjects this service has a plugin for: a definition's custom subject is an outside worker's.
+  const own = new Set(knownSubjects(cfg.testPlugins));
+  const subjects = all.filter((s) => own.has(s) && cfg.subjects.some((p) => subjectMatches(p, s)));
+  if (!subjects.length) throw new Error(`JETFLOW_TASK_SUBJECTS=${cfg.subjects.join(',')} matches no task subject this service serves; known: ${all.filter((s) => own.has(s)).join(', ')}`);
   const nc = await connectNats({ servers: cfg.natsServers, name: cfg.instanceId, log, auth: cfg.natsAuth });
   await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: all, replicas: cfg.replicas, log });
   // After connecting: a handler may use the connection's KV buckets (the analyst's dataset cache).

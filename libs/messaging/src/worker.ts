@@ -25,6 +25,8 @@ export interface TaskContext {
    * wait); call the returned function when a thread starts the work (a pool's `onStart`).
    */
   pauseLimits(): () => void;
+  /** Sends an in-progress heartbeat now (the runtime also sends one every heartbeatMs while it holds the task). */
+  heartbeat?: () => void;
 }
 
 export interface TaskOutput {
@@ -260,6 +262,10 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         return limits.softDeadlineAt;
       },
       pauseLimits: () => limits.pause(),
+      heartbeat: () => {
+        entry.lastBeat = Date.now();
+        m.working();
+      },
     };
     /** The flow was cancelled while the task ran: whatever it returned, its result is a cancelled one. */
     const publishCancelled = async (detail: string) => {

@@ -1,0 +1,37 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { create } from '@bufbuild/protobuf';
+import { TaskSchema, TaskInputSchema } from '../../../libs/proto/src/index.js';
+import { TerminalError, defineTask, errorCodeOf, runTask, taskInputOf } from './index.js';
+
+const enc = new TextEncoder();
+const tokenize = defineTask<{ records: Array<{ text: string }> }, { tokens: number[] }>({
+  subject: 'jetflow.task.custom.tokenize',
+  async run(input, ctx) {
+    ctx.heartbeat();
+    return { tokens: (input.items as Array<{ text: string }>).map((r) => r.text.split(' ').length) };
+  },
+});
+
+test('runTask runs a task in process: items from flowInput.records, heartbeats counted', async () => {
+  const r = await runTask(tokenize, { flowInput: { records: [{ text: 'a b c' }, { text: 'd' }] } });
+  assert.deepEqual(r.output, { tokens: [3, 1] });
+  assert.equal(r.heartbeats, 1);
+});
+
+test('runTask: the soft limit aborts ctx.signal; a TerminalError keeps its code', async () => {
+  const slow = defineTask({ subject: 'jetflow.task.custom.slow', run: (_i, ctx) => new Promise((_r, rej) => ctx.signal.addEventListener('abort', () => rej(new TerminalError('gave up')))) });
+  await assert.rejects(runTask(slow, {}, { softLimitMs: 20 }), (e) => errorCodeOf(e) === 'terminal');
+});
+
+test('defineTask refuses bad definitions, naming what is wrong', () => {
+  assert.throws(() => defineTask({ subject: 'tasks.tokenize', run: () => 1 }), /subject "tasks.tokenize" must be jetflow.task.<kind>.<name>/);
+  assert.throws(() => defineTask({ subject: 'jetflow.task.custom.x' }), /exactly one of run .* and thread/);
+  assert.throws(() => defineTask({ subject: 'jetflow.task.custom.x', run: () => 1, thread: '/x.js' }), /exactly one of run/);
+});
+
+test('taskInputOf: deps by task name, flow input, malformed input is terminal', () => {
+  const task = create(TaskSchema, { flowId: 'f1', task: 'count', inputJson: enc.encode('{"records":[{"text":"x"}],"lang":"en"}'), deps: [create(TaskInputSchema, { task: 'tokenize', outputJson: enc.encode('{"tokens":[1]}') }), create(TaskInputSchema, { task: 'big', outputRef: 's3://b/k' })] });
+  assert.deepEqual(taskInputOf(task), { items: [{ text: 'x' }], deps: { tokenize: { tokens: [1] }, big: { ref: 's3://b/k' } }, flowInput: { records: [{ text: 'x' }], lang: 'en' } });
+  assert.throws(() => taskInputOf(create(TaskSchema, { flowId: 'f1', task: 't', inputJson: enc.encode('[1]') })), (e) => errorCodeOf(e) === 'terminal' && /not a JSON object/.test((e as Error).message));
+});

@@ -1,0 +1,336 @@
+/**
+ * @jetflow/worker: serve Jetflow task subjects from a team's own repository. A thin layer over the
+ * worker runtime the built-in workers run (libs/messaging worker.ts): slots shared by all subjects and
+ * fetches of only the free ones, heartbeats, soft/hard limits, retries with the definition's backoff,
+ * dead letters, cancellation. This file is the package's one entry; the build bundles what it uses.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { connect, credsAuthenticator, type Authenticator, type NatsConnection } from 'nats';
+import { pino } from 'pino';
+import { RetryableError, TerminalError, codeOf } from '../../../libs/errors/src/index.js';
+import { STREAMS, consumerConfigs, ensureConsumer } from '../../../libs/messaging/src/topology.js';
+import { isJsError, JetStreamApiCodes } from '../../../libs/messaging/src/js-errors.js';
+import { startTaskWorker, type TaskContext as RuntimeContext, type TaskHandler } from '../../../libs/messaging/src/worker.js';
+import type { Task } from '../../../libs/proto/src/index.js';
+
+export { RetryableError, TerminalError };
+
+/** What a task's `run` gets. */
+export interface TaskInput<F = Record<string, unknown>> {
+  /** The records: `flowInput.records` when it is an array, else empty. */
+  items: unknown[];
+  /** Outputs of the earlier tasks of the flow, by task name (a stored output as `{ ref }`). */
+  deps: Record<string, unknown>;
+  /** The submission's input. */
+  flowInput: F;
+  /** For mapped tasks: which chunk of the items this is (no definition maps tasks yet, so absent). */
+  chunk?: { index: number; count: number };
+}
+
+/** Minimal pino-compatible logger (pino itself fits). */
+export interface WorkerLogger {
+  child(bindings: Record<string, unknown>): WorkerLogger;
+  debug(obj: unknown, msg?: string): void;
+  info(obj: unknown, msg?: string): void;
+  warn(obj: unknown, msg?: string): void;
+  error(obj: unknown, msg?: string): void;
+}
+
+export interface TaskContext {
+  flowId: string;
+  tenant: string;
+  flow: string;
+  /** The task's name in its flow definition. */
+  task: string;
+  /** 1 on the first delivery. */
+  attempt: number;
+  /** Aborted at the soft time limit or when the flow is cancelled: wrap up. */
+  signal: AbortSignal;
+  /** Aborted at the hard limit (a thread task's thread is terminated then). */
+  hardSignal: AbortSignal;
+  /** Tells the broker the task is still being worked on (the runtime also does so every second). */
+  heartbeat(): void;
+  log: WorkerLogger;
+}
+
+export interface TaskDefinition<F = Record<string, unknown>, O = unknown> {
+  /** jetflow.task.<kind>.<name>, as named in a flow definition. */
+  subject: string;
+  /** Runs in the worker's event loop (I/O-bound work). */
+  run?: (input: TaskInput<F>, ctx: TaskContext) => O | Promise<O>;
+  /**
+   * A module (file URL or absolute path) whose default export `(input, ctx)` runs in a worker thread
+   * (CPU-bound work): loaded once per thread (load models at its top level), and the thread is
+   * terminated at the hard limit. Exactly one of `run` and `thread`.
+   */
+  thread?: string | URL;
+}
+
+const SUBJECT = /^jetflow\.task\.[a-z0-9_-]+\.[a-z0-9_-]+$/;
+
+/** Checks a task definition and returns it (typed). */
+export function defineTask<F = Record<string, unknown>, O = unknown>(def: TaskDefinition<F, O>): TaskDefinition<F, O> {
+  if (!def || typeof def !== 'object') throw new TypeError('defineTask: expected { subject, run } or { subject, thread }');
+  if (typeof def.subject !== 'string' || !SUBJECT.test(def.subject)) throw new TypeError(`defineTask: subject ${JSON.stringify(def.subject)} must be jetflow.task.<kind>.<name> (lowercase letters, digits, - and _)`);
+  const hasRun = typeof def.run === 'function';
+  const hasThread = typeof def.thread === 'string' || def.thread instanceof URL;
+  if (hasRun === hasThread) throw new TypeError(`defineTask(${def.subject}): give exactly one of run (a function) and thread (a module URL)`);
+  if (def.run !== undefined && !hasRun) throw new TypeError(`defineTask(${def.subject}): run must be a function`);
+  return Object.freeze({ ...def, ...(hasThread ? { thread: moduleUrl(def.thread!) } : {}) });
+}
+
+const moduleUrl = (m: string | URL) => (m instanceof URL ? m.href : m.startsWith('file:') ? m : new URL(`file://${m}`).href);
+
+export interface WorkerOptions {
+  servers: string | string[];
+  tasks: TaskDefinition<never, unknown>[] | TaskDefinition[];
+  /** Tasks run at once across all subjects (the worker's slots; a fetch never asks for more). Default 1 per pool thread, else 4. */
+  concurrency?: number;
+  /** A `worker:<name>` identity: user + password, or token, or a creds file, or an nats.js authenticator. */
+  user?: string;
+  password?: string;
+  token?: string;
+  credsFile?: string;
+  authenticator?: Authenticator;
+  /** Replies come to `<inboxPrefix>.>`; default `_INBOX.<user>` with a user (what Jetflow's identities allow). */
+  inboxPrefix?: string;
+  /** Result partitions of the deployment (its JETFLOW_PARTITIONS; default 8 like the services). */
+  partitions?: number;
+  /** Worker threads for `thread` tasks (default: concurrency). */
+  pool?: { threads?: number };
+  log?: WorkerLogger;
+  /** This worker's name on the bus and in results (default `<hostname>-<pid>`). */
+  name?: string;
+  /** How long to wait at start for a task consumer this identity may not create (the orchestrator provisions it). Default 60 s. */
+  consumerWaitMs?: number;
+}
+
+export interface Worker {
+  readonly subjects: readonly string[];
+  readonly inFlight: number;
+  /** Stops fetching, finishes what it holds within graceMs (default 10 s), hands back the rest, closes. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+interface ThreadPool {
+  run(job: ThreadJob, signal: AbortSignal): Promise<unknown>;
+  close(): Promise<void>;
+}
+/** What crosses to a thread (structured-cloned). */
+export interface ThreadJob {
+  module: string;
+  input: TaskInput<unknown>;
+  ctx: { flowId: string; tenant: string; flow: string; task: string; attempt: number; softDeadlineAt: number };
+}
+
+const dec = new TextDecoder();
+
+function parseJson(bytes: Uint8Array, what: string): unknown {
+  try {
+    return JSON.parse(dec.decode(bytes)) as unknown;
+  } catch (err) {
+    throw new TerminalError(`${what} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/** The task message as the SDK's input: a malformed one is terminal (a retry reads the same bytes). */
+export function taskInputOf(task: Task): TaskInput {
+  if (task.inputRef && !task.inputJson.length) throw new TerminalError(`task ${task.task} of flow ${task.flowId}: its input is stored in S3 (${task.inputRef}); @jetflow/worker reads inline inputs only`);
+  const flowInput = task.inputJson.length ? parseJson(task.inputJson, 'the flow input') : {};
+  if (!flowInput || typeof flowInput !== 'object' || Array.isArray(flowInput)) throw new TerminalError(`task ${task.task} of flow ${task.flowId}: the flow input is not a JSON object`);
+  const deps: Record<string, unknown> = {};
+  for (const d of task.deps) deps[d.task] = d.outputJson.length ? parseJson(d.outputJson, `the output of ${d.task}`) : d.outputRef ? { ref: d.outputRef } : null;
+  const records = (flowInput as { records?: unknown }).records;
+  return { items: Array.isArray(records) ? (records as unknown[]) : [], deps, flowInput: flowInput as Record<string, unknown> };
+}
+
+function checkOptions(o: WorkerOptions) {
+  if (!o || typeof o !== 'object') throw new TypeError('createWorker: expected an options object');
+  const servers = typeof o.servers === 'string' ? o.servers.split(',').map((s) => s.trim()).filter(Boolean) : Array.isArray(o.servers) ? o.servers : [];
+  if (!servers.length || servers.some((s) => typeof s !== 'string' || !s)) throw new TypeError('createWorker: servers must be a NATS URL or a non-empty list of them (e.g. process.env.NATS_URL)');
+  if (!Array.isArray(o.tasks) || !o.tasks.length) throw new TypeError('createWorker: tasks must list at least one defineTask(...)');
+  const bySubject = new Map<string, TaskDefinition>();
+  for (const t of o.tasks as TaskDefinition[]) {
+    const d = defineTask(t);
+    if (bySubject.has(d.subject)) throw new TypeError(`createWorker: subject ${d.subject} is served by two tasks`);
+    bySubject.set(d.subject, d);
+  }
+  const ints: Array<[string, number | undefined, number, number]> = [
+    ['concurrency', o.concurrency, 1, 10_000],
+    ['partitions', o.partitions, 1, 256],
+    ['pool.threads', o.pool?.threads, 1, 256],
+    ['consumerWaitMs', o.consumerWaitMs, 0, 3_600_000],
+  ];
+  for (const [name, v, min, max] of ints) if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) throw new TypeError(`createWorker: ${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+  const kinds = [o.user !== undefined || o.password !== undefined, o.token !== undefined, o.credsFile !== undefined, o.authenticator !== undefined].filter(Boolean).length;
+  if (kinds > 1) throw new TypeError('createWorker: give one kind of credentials: user + password, token, credsFile or authenticator');
+  if ((o.user === undefined) !== (o.password === undefined)) throw new TypeError('createWorker: user and password go together');
+  return { servers, bySubject };
+}
+
+function authOf(o: WorkerOptions) {
+  const inboxPrefix = o.inboxPrefix ?? (o.user ? `_INBOX.${o.user}` : undefined);
+  let authenticator = o.authenticator;
+  if (o.credsFile !== undefined) {
+    let contents: Uint8Array;
+    try {
+      contents = readFileSync(o.credsFile);
+    } catch (err) {
+      throw new TypeError(`createWorker: cannot read credsFile ${o.credsFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    authenticator = credsAuthenticator(contents);
+  }
+  return { ...(inboxPrefix ? { inboxPrefix } : {}), ...(o.user !== undefined ? { user: o.user, pass: o.password } : {}), ...(o.token !== undefined ? { token: o.token } : {}), ...(authenticator ? { authenticator } : {}) };
+}
+
+/**
+ * The task consumer of each subject: kept if it exists (the orchestrator provisions one for every subject
+ * of its definitions), else created. An identity that may not create it (a `worker:<name>` one) waits
+ * for the orchestrator to, up to waitMs, then fails naming the consumer.
+ */
+async function ensureTaskConsumers(nc: NatsConnection, subjects: string[], waitMs: number, log: WorkerLogger) {
+  const jsm = await nc.jetstreamManager({ timeout: 5_000 });
+  const until = Date.now() + waitMs;
+  const configs = consumerConfigs({ partitions: 0, taskSubjects: subjects }).filter((c) => c.stream === STREAMS.tasks);
+  await Promise.all(
+    configs.map(async ({ config }) => {
+      for (let warned = false; ; ) {
+        try {
+          await jsm.consumers.info(STREAMS.tasks, config.durable_name);
+          return;
+        } catch (err) {
+          if (!isJsError(err, JetStreamApiCodes.ConsumerNotFound) && Date.now() > until) throw new Error(`task consumer ${STREAMS.tasks}/${config.durable_name}: ${(err as Error).message}`, { cause: err });
+        }
+        try {
+          await ensureConsumer(jsm, STREAMS.tasks, config);
+          return;
+        } catch (err) {
+          if (Date.now() > until)
+            throw new Error(
+              `task consumer ${STREAMS.tasks}/${config.durable_name} for ${config.filter_subject} does not exist and could not be created (${(err as Error).message}); ` +
+                'with a worker identity the orchestrator creates it: name the subject in a flow definition it loads',
+              { cause: err },
+            );
+          if (!warned) log.warn({ consumer: config.durable_name, err: (err as Error).message }, 'task consumer missing; waiting for the orchestrator to provision it');
+          warned = true;
+          await new Promise((r) => setTimeout(r, 1_000));
+        }
+      }
+    }),
+  );
+}
+
+async function startPool(threads: number): Promise<ThreadPool> {
+  const { Piscina } = await import('piscina');
+  const pool = new Piscina({ filename: new URL('./thread.js', import.meta.url).href, minThreads: 1, maxThreads: threads, idleTimeout: 60_000 });
+  return {
+    async run(job, signal) {
+      const r = (await pool.run(job, { signal })) as { ok: true; output: unknown } | { ok: false; error: { code?: string; message: string; name?: string } };
+      if (r.ok) return r.output;
+      // Errors cross the thread boundary as data, so their code (terminal, retryable) survives.
+      throw Object.assign(new Error(r.error.message), { code: r.error.code, name: r.error.name ?? 'Error' });
+    },
+    close: () => pool.destroy(),
+  };
+}
+
+/** Connects, makes sure each task consumer exists, and serves the tasks until stop(). */
+export async function createWorker(o: WorkerOptions): Promise<Worker> {
+  const { servers, bySubject } = checkOptions(o);
+  const name = o.name ?? `${hostname()}-${process.pid}`;
+  const log = o.log ?? (pino({ name: 'jetflow-worker', level: process.env.LOG_LEVEL ?? 'info' }));
+  const needsPool = [...bySubject.values()].some((d) => d.thread);
+  const threads = o.pool?.threads ?? o.concurrency ?? 4;
+  const concurrency = o.concurrency ?? (needsPool ? threads : 4);
+  const nc = await connect({ servers, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, reconnectJitter: 100, pingInterval: 10_000, waitOnFirstConnect: true, timeout: 5_000, ...authOf(o) });
+  let pool: ThreadPool | undefined;
+  try {
+    const subjects = [...bySubject.keys()].sort();
+    await ensureTaskConsumers(nc, subjects, o.consumerWaitMs ?? 60_000, log);
+    pool = needsPool ? await startPool(threads) : undefined;
+    const handler: TaskHandler = async (task: Task, rc: RuntimeContext) => {
+      const def = bySubject.get(task.subject);
+      if (!def) throw new TerminalError(`no task of this worker serves ${task.subject}`);
+      const input = taskInputOf(task);
+      if (def.thread) return { output: await pool!.run({ module: String(def.thread), input, ctx: { flowId: task.flowId, tenant: task.tenant, flow: task.flow, task: task.task, attempt: rc.attempt, softDeadlineAt: rc.softDeadlineAt } }, rc.hardSignal) };
+      const ctx: TaskContext = {
+        flowId: task.flowId,
+        tenant: task.tenant,
+        flow: task.flow,
+        task: task.task,
+        attempt: rc.attempt,
+        get signal() {
+          return rc.signal;
+        },
+        get hardSignal() {
+          return rc.hardSignal;
+        },
+        heartbeat: () => rc.heartbeat?.(),
+        get log() {
+          return rc.log as unknown as WorkerLogger;
+        },
+      };
+      return { output: await def.run!(input, ctx) };
+    };
+    const worker = await startTaskWorker({ nc, subjects, concurrency, partitions: o.partitions ?? 8, handler, log: log as never, workerId: name });
+    log.info({ subjects, concurrency, threads: needsPool ? threads : 0 }, 'jetflow worker started');
+    let stopping: Promise<void> | undefined;
+    return {
+      subjects,
+      get inFlight() {
+        return worker.inFlight;
+      },
+      stop(graceMs = 10_000) {
+        stopping ??= (async () => {
+          await worker.stop(graceMs);
+          await pool?.close().catch(() => undefined);
+          await nc.drain().catch(() => undefined);
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await pool?.close().catch(() => undefined);
+    await nc.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+export interface RunTaskOptions {
+  flowId?: string;
+  tenant?: string;
+  flow?: string;
+  task?: string;
+  attempt?: number;
+  /** Aborts ctx.signal after this long (the soft limit). */
+  softLimitMs?: number;
+  /** Aborts ctx.signal (and hardSignal) when this aborts: a test of cancellation. */
+  signal?: AbortSignal;
+  log?: WorkerLogger;
+}
+
+const silent: WorkerLogger = { child: () => silent, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+
+/**
+ * Runs a task in this process, without NATS: a unit test's helper. `input` fills in what is missing
+ * (items from flowInput.records, empty deps). A thread task's module is imported here, not in a thread.
+ * Resolves with the output, rejects with what the task threw; `heartbeats` counts ctx.heartbeat() calls.
+ */
+export async function runTask<F = Record<string, unknown>, O = unknown>(def: TaskDefinition<F, O>, input: Partial<TaskInput<F>> = {}, o: RunTaskOptions = {}): Promise<{ output: O; heartbeats: number }> {
+  const d = defineTask(def);
+  const flowInput = (input.flowInput ?? {}) as F;
+  const records = (flowInput as { records?: unknown }).records;
+  const full: TaskInput<F> = { items: input.items ?? (Array.isArray(records) ? (records as unknown[]) : []), deps: input.deps ?? {}, flowInput, ...(input.chunk ? { chunk: input.chunk } : {}) };
+  const signals = [o.signal, o.softLimitMs !== undefined ? AbortSignal.timeout(o.softLimitMs) : undefined].filter((s): s is AbortSignal => !!s);
+  const signal = signals.length ? AbortSignal.any(signals) : new AbortController().signal;
+  let heartbeats = 0;
+  const ctx: TaskContext = { flowId: o.flowId ?? 'f-test', tenant: o.tenant ?? 'default', flow: o.flow ?? 'test', task: o.task ?? d.subject.split('.').pop()!, attempt: o.attempt ?? 1, signal, hardSignal: o.signal ?? new AbortController().signal, heartbeat: () => void heartbeats++, log: o.log ?? silent };
+  const run = d.run ?? ((await import(String(d.thread))) as { default?: TaskDefinition<F, O>['run'] }).default;
+  if (typeof run !== 'function') throw new TypeError(`runTask(${d.subject}): ${String(d.thread)} has no default export function`);
+  const output = await run(full, ctx);
+  return { output, heartbeats };
+}
+
+/** The error code the runtime sees for an error (terminal, retryable, internal…): for tests. */
+export const errorCodeOf = (err: unknown): string => codeOf(err);
