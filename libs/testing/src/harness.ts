@@ -6,6 +6,9 @@ import { Stack, waitForHttp, type ServiceName } from '../../stack/src/index.js';
 import { startLocalAws, type LocalAws } from '../../storage/src/index.js';
 import { freePort, startNatsServer, type NatsServerHandle } from './nats-server.js';
 import { testNatsAuth, type TestNatsAuth } from './nats-auth.js';
+import { knownSubjects } from '../../flows/src/catalogue.js';
+
+const BUILT_IN_SUBJECTS = new Set(knownSubjects(true));
 
 export const TEST_API_KEY = 'test-key-0123456789abcdef';
 export const TEST_SECRET = 'test-callback-secret';
@@ -154,7 +157,7 @@ function withIdentities(serviceEnv: Partial<Record<ServiceName, Record<string, s
 }
 
 /**
- * Waits until every service has provisioned and bound its consumers: each task consumer, each results
+ * Waits until every service has provisioned and bound its consumers: each task consumer a built-in worker serves, each results
  * partition and the ingest consumer has been seen with a waiting pull request at least once. (Pull loops
  * renew their requests, so "all of them at the same instant" is a race, not a readiness signal.)
  */
@@ -165,7 +168,8 @@ export async function waitForConsumers(nc: NatsConnection, timeoutMs = 30_000): 
   let known: string[] = [];
   for (;;) {
     try {
-      const tasks = await jsm.consumers.list('JETFLOW_TASKS').next();
+      // A custom subject's consumer waits for an outside worker (@jetflow/worker): only the built-in workers' count.
+      const tasks = (await jsm.consumers.list('JETFLOW_TASKS').next()).filter((c) => BUILT_IN_SUBJECTS.has(c.config.filter_subject ?? ''));
       const results = await jsm.consumers.list('JETFLOW_RESULTS').next();
       const ingest = await jsm.consumers.info('JETFLOW_INGEST', 'orchestrator-ingest');
       const all = [...tasks, ...results, ingest];
