@@ -144,7 +144,7 @@ describe('jetflow CLI', () => {
   test('consumers prints every consumer', async () => {
     const r = await cli(['consumers']);
     ok(r, 'consumers');
-    for (const name of ['orchestrator-ingest', 'callback-sender', 'orchestrator-p7', 'task-dataset-text', 'task-analyst-keywords']) assert.match(r.stdout, new RegExp(`\\s${name}\\s`));
+    for (const name of ['orchestrator-ingest-default', 'callback-sender', 'orchestrator-p7', 'task-dataset-text', 'task-analyst-keywords']) assert.match(r.stdout, new RegExp(`\\s${name}\\s`));
     assert.match(r.stdout.split('\n')[0] ?? '', /STREAM\s+CONSUMER\s+PENDING\s+ACK PENDING/);
   });
 

@@ -28,3 +28,16 @@ test('JETFLOW_REPLICAS: a bad value fails at start naming the variable', () => {
     }
   }
 });
+
+test('JETFLOW_TENANT_LIMITS: ingest and orchestrator read the same limits; a bad value fails at start naming the variable', () => {
+  const env = { ...base, JETFLOW_TENANT_LIMITS: 'acme=rps:10,inflight:20,weight:3;*=inflight:100', JETFLOW_CALLBACK_SECRETS: 'globex:s3cret' };
+  assert.deepEqual(ingest(env).tenantLimits.of('acme'), { rps: 10, burst: 10, inflight: 20, weight: 3 });
+  assert.equal(orchestrator(env).tenantLimits.of('other').inflight, 100);
+  assert.deepEqual(orchestrator(env).tenants.sort(), ['acme', 'globex'], 'the orchestrator makes consumers for the tenants it is told of');
+  for (const load of [ingest, orchestrator]) {
+    assert.throws(
+      () => load({ ...base, JETFLOW_TENANT_LIMITS: 'acme=inflight:lots' }),
+      (err: unknown) => err instanceof ConfigError && err.variable === 'JETFLOW_TENANT_LIMITS' && /tenant "acme": inflight must be a whole number/.test(err.message),
+    );
+  }
+});

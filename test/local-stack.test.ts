@@ -220,7 +220,7 @@ describe('local stack (npm start) as a process', () => {
       assert.equal((await submit(run, local.apiKey!)).status, 202);
       const res = await fetch(`http://127.0.0.1:${run.httpPort}/v1/consumers`, { headers: { authorization: `Bearer ${local.apiKey}` } });
       assert.equal(res.status, 200, await res.clone().text());
-      assert.ok(((await res.json()) as { consumers: Array<{ name: string }> }).consumers.some((c) => c.name === 'orchestrator-ingest'));
+      assert.ok(((await res.json()) as { consumers: Array<{ name: string }> }).consumers.some((c) => c.name === 'orchestrator-ingest-default'));
       assert.match(run.output(), /operator key/);
     } finally {
       assert.equal(await run.stop(), 0, run.output());

@@ -101,7 +101,7 @@ describe('Prometheus metrics on every service', () => {
     assert.equal(sum(orch, METRICS.submissions, { door: 'nats', result: 'accepted' }), 1, 'the NATS door, counted where it is first seen');
     assert.equal(sum(orch, METRICS.submissions, { door: 'nats', result: 'rejected' }), 1);
     assert.equal(sum(orch, METRICS.deadLetters, { source: 'ingest', code: 'invalid_argument' }), 1, 'the bad NATS submission was dead-lettered');
-    for (const consumer of ['orchestrator-ingest', 'callback-sender', 'orchestrator-p0', 'orchestrator-p7']) {
+    for (const consumer of ['orchestrator-ingest-default', 'callback-sender', 'orchestrator-p0', 'orchestrator-p7']) {
       assert.equal(pick(orch, METRICS.consumerPending, { consumer }).length, 1, `pending of ${consumer}`);
       assert.equal(pick(orch, METRICS.consumerAckPending, { consumer }).length, 1, `ack pending of ${consumer}`);
     }
@@ -121,7 +121,7 @@ describe('Prometheus metrics on every service', () => {
         assert.equal(gauge[0]!.value, 0, 'nothing left in the backlog');
         assert.equal(pick(m, METRICS.consumerAckPending, { consumer: `task-${kind}-${task}` }).length, 1);
       }
-      assert.equal(pick(m, METRICS.consumerPending, { consumer: 'orchestrator-ingest' }).length, 0, 'a worker reports only its own consumers');
+      assert.equal(pick(m, METRICS.consumerPending, { consumer: 'orchestrator-ingest-default' }).length, 0, 'a worker reports only its own consumers');
     }
 
     const ing = await scrape(u.ingest);
@@ -130,7 +130,7 @@ describe('Prometheus metrics on every service', () => {
     assert.ok(sum(ing, METRICS.submissions, { door: 'grpc', result: 'accepted' }) >= 1);
     // The ingest service shows every consumer (the operator's overview).
     const consumers = new Set(pick(ing, METRICS.consumerPending).map((s) => s.labels.consumer));
-    for (const c of ['orchestrator-ingest', 'callback-sender', 'orchestrator-p3', 'task-dataset-text', 'task-analyst-keywords']) assert.ok(consumers.has(c), `ingest shows ${c}`);
+    for (const c of ['orchestrator-ingest-default', 'callback-sender', 'orchestrator-p3', 'task-dataset-text', 'task-analyst-keywords']) assert.ok(consumers.has(c), `ingest shows ${c}`);
   });
 
   test('the pending gauge is a live backlog: messages nobody consumes show up on the next scrape', async () => {

@@ -97,7 +97,7 @@ describe('Jetflow with NATS identities and permissions', () => {
     const flows = (await (await j.api('/v1/flows?limit=50')).json()) as { flows: Array<{ flowId: string }> };
     assert.ok(flows.flows.length >= 3, `flows listed: ${flows.flows.length}`);
     const consumers = (await (await j.api('/v1/consumers')).json()) as { consumers: Array<{ name: string }> };
-    for (const name of ['orchestrator-ingest', 'callback-sender', 'orchestrator-p0', 'task-dataset-text', 'task-test-echo']) assert.ok(consumers.consumers.some((c) => c.name === name), `${name} listed`);
+    for (const name of ['orchestrator-ingest-default', 'callback-sender', 'orchestrator-p0', 'task-dataset-text', 'task-test-echo']) assert.ok(consumers.consumers.some((c) => c.name === name), `${name} listed`);
     const id = flows.flows[0]!.flowId;
     const ev = await fetch(`${j.http}/v1/flows/${id}/events?access_token=${j.apiKey}`);
     assert.equal(ev.status, 200);

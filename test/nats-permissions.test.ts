@@ -10,7 +10,11 @@ import { connect, type NatsConnection } from 'nats';
 import { TaskSchema } from '../libs/proto/src/index.js';
 import { loadFlowRegistry, taskSubjects } from '../libs/flows/src/index.js';
 import { createLogger } from '../libs/logging/src/index.js';
-import { BUCKETS, CONSUMERS, JetStreamPublisher, STREAMS, provisionTopology, startTaskWorker } from '../libs/messaging/src/index.js';
+import { AckPolicy } from 'nats';
+import { ADMISSION_SUBJECTS, BUCKETS, CONSUMERS, JetStreamPublisher, LEGACY_INGEST_CONSUMER, STREAMS, decodeLoad, provisionTopology, startTaskWorker } from '../libs/messaging/src/index.js';
+import { tenantLimits } from '../libs/config/src/tenant-limits.js';
+import { FairAdmission } from '../services/orchestrator/src/admission.js';
+import { IngestLanes } from '../services/orchestrator/src/ingest-lanes.js';
 import { startNatsServer, testNatsAuth, type NatsServerHandle, type TestNatsAuth } from '../libs/testing/src/index.js';
 import type { Role } from '../libs/security/src/index.js';
 
@@ -133,6 +137,38 @@ describe('NATS identities on a nats-server with the generated configuration', ()
     assert.equal((await jsm.streams.info(STREAMS.results)).state.messages, 0, 'nor a result');
   });
 
+  test('the orchestrator retires the single ingest consumer of earlier versions, pulls one per tenant and reports its counts, which ingest reads', async () => {
+    const jsm = await admin.jetstreamManager();
+    await jsm.consumers.add(STREAMS.ingest, { durable_name: LEGACY_INGEST_CONSUMER, ack_policy: AckPolicy.Explicit });
+    const orch = await as('orchestrator');
+    const ingest = await as('ingest');
+    const violation = Promise.race([nextPermissionError(orch), nextPermissionError(ingest)]);
+    const reports = ingest.subscribe(ADMISSION_SUBJECTS.load);
+    const pulled: string[] = [];
+    const admission = new FairAdmission({ maxRunning: 10, concurrency: 10, limits: tenantLimits({}) });
+    // The message stays in the stream for the operator's test below: handed back, not acked.
+    const lanes = new IngestLanes({ nc: orch, admission, instanceId: 'perm-orchestrator', tenants: ['acme'], log: createLogger('orchestrator', 'silent'), tickMs: 100, handle: async (m) => {
+        pulled.push(m.subject);
+        m.nak(60_000);
+      },
+    });
+    await lanes.start();
+    let queued = 0;
+    for await (const r of reports) {
+      const l = decodeLoad(r.data);
+      queued = l.queued.get('acme') ?? 0;
+      if (l.instance === 'perm-orchestrator' && queued > 0 && pulled.length) break;
+    }
+    await lanes.stop();
+    assert.deepEqual([...new Set(pulled)], ['jetflow.ingest.acme.insights']);
+    assert.ok(queued >= 1, 'the report counts what waits for acme');
+    await assert.rejects(jsm.consumers.info(STREAMS.ingest, LEGACY_INGEST_CONSUMER), /consumer not found/);
+    assert.equal((await jsm.consumers.info(STREAMS.ingest, CONSUMERS.ingest('acme'))).config.filter_subject, 'jetflow.ingest.acme.>');
+    assert.equal((await jsm.consumers.info(STREAMS.ingest, CONSUMERS.submit('acme'))).config.filter_subject, 'jetflow.submit.acme.>');
+    const none = await Promise.race([violation, new Promise((r) => setTimeout(() => r('none'), 200))]);
+    assert.equal(none, 'none', 'admission needed nothing the orchestrator and ingest roles lack');
+  });
+
   test('an outside worker pulls only the tasks it serves, with the worker runtime, and publishes their results', async () => {
     const ext = await as('worker:ext');
     const orch = await as('orchestrator');
@@ -159,7 +195,7 @@ describe('NATS identities on a nats-server with the generated configuration', ()
     for (const role of ['worker:ext', 'analyst', 'dataset-generator'] as const) {
       const w = await as(role);
       for (const s of ['jetflow.ingest.acme.insights', 'jetflow.task.analyst.sentiment', 'jetflow.callback.acme', `$KV.${BUCKETS.flows}.fvictim`, `$KV.${BUCKETS.cancel}.fvictim`]) await refusedPublish(w, s);
-      for (const api of [`STREAM.DELETE.${STREAMS.tasks}`, `STREAM.PURGE.${STREAMS.results}`, `CONSUMER.DELETE.${STREAMS.tasks}.${CONSUMERS.task('jetflow.task.dataset.text')}`, `CONSUMER.MSG.NEXT.${STREAMS.ingest}.${CONSUMERS.ingest}`]) {
+      for (const api of [`STREAM.DELETE.${STREAMS.tasks}`, `STREAM.PURGE.${STREAMS.results}`, `CONSUMER.DELETE.${STREAMS.tasks}.${CONSUMERS.task('jetflow.task.dataset.text')}`, `CONSUMER.MSG.NEXT.${STREAMS.ingest}.${CONSUMERS.ingest('acme')}`]) {
         await refusedPublish(w, `$JS.API.${api}`);
       }
     }
@@ -187,10 +223,10 @@ describe('NATS identities on a nats-server with the generated configuration', ()
     const op = await as('operator');
     const jsm = await op.jetstreamManager();
     assert.equal((await jsm.streams.info(STREAMS.ingest)).config.name, STREAMS.ingest);
-    assert.ok((await jsm.consumers.info(STREAMS.ingest, CONSUMERS.ingest)).name === CONSUMERS.ingest);
+    assert.ok((await jsm.consumers.info(STREAMS.ingest, CONSUMERS.ingest('acme'))).name === CONSUMERS.ingest('acme'));
     const m = await jsm.streams.getMessage(STREAMS.ingest, { seq: 1 });
     assert.equal(m.subject, 'jetflow.ingest.acme.insights');
-    await refusedPublish(op, `$JS.API.CONSUMER.DELETE.${STREAMS.ingest}.${CONSUMERS.ingest}`);
+    await refusedPublish(op, `$JS.API.CONSUMER.DELETE.${STREAMS.ingest}.${CONSUMERS.ingest('acme')}`);
     await refusedPublish(op, `$JS.API.STREAM.PURGE.${STREAMS.dlq}`);
     await refusedPublish(op, `$KV.${BUCKETS.cancel}.fvictim`, { reply: false });
   });

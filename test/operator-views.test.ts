@@ -41,7 +41,7 @@ describe('system-wide views are for operator keys only', () => {
       assert.equal((await as(j.apiKey, path)).status, 200, path);
     }
     const consumers = (await (await as(j.apiKey, '/v1/consumers')).json()) as { consumers: Array<{ name: string }> };
-    assert.ok(consumers.consumers.some((c) => c.name === 'orchestrator-ingest'));
+    assert.ok(consumers.consumers.some((c) => c.name === 'orchestrator-ingest-default'));
     // No key is still 401, not 403.
     assert.equal((await fetch(`${j.http}/v1/consumers`)).status, 401);
   });

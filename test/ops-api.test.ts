@@ -170,7 +170,7 @@ describe('operations API', () => {
   test('GET /v1/consumers reports every durable consumer with lag and a throughput estimate', async () => {
     const first = (await (await j.api('/v1/consumers')).json()) as { consumers: Array<{ name: string; stream: string; numPending: number; numAckPending: number; numRedelivered: number; numWaiting: number; delivered: number; deliveredPerSec: number | null }>; streams: Array<{ name: string }> };
     const names = first.consumers.map((c) => c.name);
-    for (const n of ['orchestrator-ingest', 'callback-sender', 'task-dataset-text', 'task-dataset-features', 'task-dataset-embeddings', 'task-analyst-sentiment', 'task-analyst-anomaly', 'task-analyst-keywords']) assert.ok(names.includes(n), n);
+    for (const n of ['orchestrator-ingest-default', 'callback-sender', 'task-dataset-text', 'task-dataset-features', 'task-dataset-embeddings', 'task-analyst-sentiment', 'task-analyst-anomaly', 'task-analyst-keywords']) assert.ok(names.includes(n), n);
     for (let p = 0; p < 8; p++) assert.ok(names.includes(`orchestrator-p${p}`));
     assert.deepEqual(first.streams.map((s) => s.name).sort(), ['JETFLOW_CALLBACKS', 'JETFLOW_DLQ', 'JETFLOW_EVENTS', 'JETFLOW_INGEST', 'JETFLOW_RESULTS', 'JETFLOW_TASKS']);
     for (const c of first.consumers) for (const k of ['numPending', 'numAckPending', 'numRedelivered', 'numWaiting', 'delivered'] as const) assert.equal(typeof c[k], 'number', `${c.name}.${k}`);

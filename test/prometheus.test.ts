@@ -216,7 +216,7 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       for (const [source, code] of [['task', 'retryable'], ['callback', 'callback_failed'], ['ingest', 'invalid_argument']]) rose('Dead letters / s by source and code', { source: source!, code: code! });
       rose('Pending (backlog) by consumer', { consumer: 'task-dataset-text' });
       rose('Waiting pulls by consumer');
-      rose('Deliveries / s by consumer', { consumer: 'orchestrator-ingest' });
+      rose('Deliveries / s by consumer', { consumer: 'orchestrator-ingest-default' });
       rose('Publishes / s and stored messages by stream', { stream: 'JETFLOW_INGEST' });
       rose('Publishes / s and stored messages by stream', { stream: 'JETFLOW_DLQ' }, 'B');
       rose('CPU by service', { service: 'orchestrator' });
@@ -281,7 +281,7 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       assert.ok(value(ing, 'jetflow_stream_messages', { stream: 'JETFLOW_TASKS', service: 'ingest' })! >= 0);
       assert.ok(value(ing, 'jetflow_stream_bytes', { stream: 'JETFLOW_DLQ', service: 'ingest' })! > 0, 'dead letters are stored');
       assert.ok(value(ing, 'jetflow_stream_published_messages_total', { stream: 'JETFLOW_INGEST', service: 'ingest' })! >= 8);
-      assert.ok(value(ing, 'jetflow_consumer_delivered_messages_total', { stream: 'JETFLOW_INGEST', consumer: 'orchestrator-ingest', service: 'ingest' })! >= 8);
+      assert.ok(value(ing, 'jetflow_consumer_delivered_messages_total', { stream: 'JETFLOW_INGEST', consumer: 'orchestrator-ingest-default', service: 'ingest' })! >= 8);
       for (const m of ['jetflow_consumer_pending_messages', 'jetflow_consumer_ack_pending_messages', 'jetflow_consumer_redelivered_messages', 'jetflow_consumer_waiting_pulls']) {
         assert.notEqual(value(ing, m, { stream: 'JETFLOW_TASKS', consumer: 'task-test-fail', service: 'ingest' }), undefined, m);
       }

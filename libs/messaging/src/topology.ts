@@ -15,6 +15,7 @@ export const SUBJECTS = {
   callback: 'jetflow.callback', // jetflow.callback.<tenant>
   event: 'jetflow.event', // jetflow.event.<tenant>.<flowId>
   dlq: 'jetflow.dlq', // jetflow.dlq.<source>.<...original tokens>
+  admission: 'jetflow.admission', // jetflow.admission.load / .ended: orchestrator replicas' admission counts (core NATS, no stream)
 } as const;
 
 export const STREAMS = {
@@ -27,13 +28,39 @@ export const STREAMS = {
 } as const;
 
 export const CONSUMERS = {
-  ingest: 'orchestrator-ingest',
+  /**
+   * Per tenant on the ingest stream, one for each of its subject families (every subject there has the tenant
+   * as its third token; nats-server 2.9 takes no `jetflow.*.<tenant>.>` filter there), so a tenant's backlog
+   * never queues another's: the orchestrator pulls them in weighted turns (services/orchestrator admission.ts).
+   */
+  ingest: (tenant: string) => `${INGEST_CONSUMER_PREFIXES.ingest}${tenant}`,
+  submit: (tenant: string) => `${INGEST_CONSUMER_PREFIXES.submit}${tenant}`,
   callbacks: 'callback-sender',
   /** One per result partition. */
   results: (p: number) => `orchestrator-p${p}`,
   /** One per task subject: jetflow.task.dataset.text -> task-dataset-text. */
   task: (subject: string) => `task-${subject.slice(SUBJECTS.task.length + 1).replace(/\./g, '-')}`,
 } as const;
+
+/** The ingest stream's subject families (jetflow.<family>.<tenant>.…) and the prefix of their per-tenant consumers. */
+export const INGEST_CONSUMER_PREFIXES = { ingest: 'orchestrator-ingest-', submit: 'orchestrator-submit-' } as const;
+/** The single ingest consumer of earlier versions: a work-queue stream refuses filtered consumers beside it. */
+export const LEGACY_INGEST_CONSUMER = 'orchestrator-ingest';
+
+/** A tenant's consumers on the ingest stream: the NATS door's subjects and the ingest service's; made by the orchestrator. */
+export function ingestConsumerConfigs(tenant: string): Array<Partial<ConsumerConfig> & { durable_name: string }> {
+  const common = { ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ack_wait: nanos(5_000), max_ack_pending: 2_000, max_deliver: -1 };
+  return [
+    { ...common, durable_name: CONSUMERS.ingest(tenant), filter_subject: `${SUBJECTS.ingest}.${tenant}.>` },
+    { ...common, durable_name: CONSUMERS.submit(tenant), filter_subject: `${SUBJECTS.submit}.${tenant}.>` },
+  ];
+}
+
+/** The tenant a per-tenant ingest-stream consumer is for (undefined for any other consumer name). */
+export function tenantOfIngestConsumer(name: string): string | undefined {
+  for (const prefix of Object.values(INGEST_CONSUMER_PREFIXES)) if (name.startsWith(prefix)) return name.slice(prefix.length) || undefined;
+  return undefined;
+}
 
 export const BUCKETS = {
   flows: 'jetflow_flows',
@@ -107,7 +134,7 @@ export function streamConfigs(o: TopologyOptions): Array<Partial<StreamConfig> &
 export function consumerConfigs(o: TopologyOptions): Array<{ stream: string; config: Partial<ConsumerConfig> & { durable_name: string } }> {
   const out: Array<{ stream: string; config: Partial<ConsumerConfig> & { durable_name: string } }> = [];
   const common = { ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All };
-  out.push({ stream: STREAMS.ingest, config: { ...common, durable_name: CONSUMERS.ingest, ack_wait: nanos(5_000), max_ack_pending: 2_000, max_deliver: -1 } });
+  // The ingest stream's consumers are per tenant, made by the orchestrator (ingestConsumerConfigs).
   for (let p = 0; p < o.partitions; p++) {
     // max_deliver -1: deadline timers are redelivered by delayed nak until due; poison is handled by the router.
     out.push({ stream: STREAMS.results, config: { ...common, durable_name: CONSUMERS.results(p), filter_subject: `${SUBJECTS.result}.${p}.>`, ack_wait: nanos(5_000), max_ack_pending: 50_000, max_deliver: -1 } });
@@ -203,7 +230,7 @@ async function consumerInfo(jsm: JetStreamManager, stream: string, name: string)
   }
 }
 
-async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Partial<ConsumerConfig> & { durable_name: string }) {
+export async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Partial<ConsumerConfig> & { durable_name: string }) {
   let info = await consumerInfo(jsm, stream, cfg.durable_name);
   if (!info) {
     try {

@@ -46,6 +46,26 @@ export const consume = (stream: string, durable: string): Grant => ({
   sub: [],
 });
 
+/**
+ * Making, pulling and settling consumers of a work-queue stream whose consumers are named at run time (the
+ * ingest stream's, one per tenant, made as tenants appear): provisionConsumer and consume with the name a
+ * wildcard, for the one role that reads the stream. Deleting is refused but for `retire`, a consumer of an
+ * earlier layout that the new ones cannot sit beside.
+ */
+export const consumeAny = (stream: string, retire?: string): Grant => ({
+  pub: [
+    `${API}.CONSUMER.INFO.${stream}.*`,
+    `${API}.CONSUMER.CREATE.${stream}.*`,
+    `${API}.CONSUMER.CREATE.${stream}.*.>`,
+    `${API}.CONSUMER.DURABLE.CREATE.${stream}.*`,
+    `${API}.CONSUMER.MSG.NEXT.${stream}.*`,
+    `$JS.ACK.${stream}.*.>`,
+    `$JS.ACK.*.*.${stream}.*.>`,
+    ...(retire ? [`${API}.CONSUMER.DELETE.${stream}.${retire}`] : []),
+  ],
+  sub: [],
+});
+
 /** Reading consumer state (gauges, the ops API's consumer list). */
 export const listConsumers = (stream: string): Grant => ({ pub: [`${API}.CONSUMER.LIST.${stream}`, `${API}.CONSUMER.NAMES.${stream}`], sub: [] });
 

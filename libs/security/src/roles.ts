@@ -1,7 +1,7 @@
 import { RetentionPolicy } from 'nats';
 import { ID_RULES, subjectMatches } from '../../flows/src/index.js';
-import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS, consumerConfigs, streamConfigs } from '../../messaging/src/index.js';
-import { accountInfo, consume, getMessages, inbox, kvRead, kvWrite, listConsumers, merge, provisionConsumer, provisionStream, publish, readStream, subscribe, type Grant } from './grants.js';
+import { ADMISSION_SUBJECTS, BUCKETS, CONSUMERS, LEGACY_INGEST_CONSUMER, STREAMS, SUBJECTS, consumerConfigs, streamConfigs } from '../../messaging/src/index.js';
+import { accountInfo, consume, consumeAny, getMessages, inbox, kvRead, kvWrite, listConsumers, merge, provisionConsumer, provisionStream, publish, readStream, subscribe, type Grant } from './grants.js';
 
 /** The roles of Jetflow's own processes, plus the operator (CLI, admin tools). */
 export const SERVICE_ROLES = ['ingest', 'orchestrator', 'dataset-generator', 'analyst', 'operator'] as const;
@@ -170,6 +170,8 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         getMessages(STREAMS.dlq),
         publish(`$JS.API.STREAM.MSG.DELETE.${STREAMS.dlq}`),
         subscribe(`${S.event}.>`),
+        // The orchestrators' admission reports: flows running per tenant (in-flight limits).
+        subscribe(ADMISSION_SUBJECTS.load),
         // The ops API's consumer overview and the lag gauges.
         ...Object.values(STREAMS).map(listConsumers),
       ];
@@ -177,7 +179,13 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
       return [
         ...provisioning(t),
         box,
-        consume(STREAMS.ingest, CONSUMERS.ingest),
+        // One ingest consumer per tenant, made as tenants appear (and short-lived drains); listed to adopt
+        // other replicas' and to count what waits. The single consumer of earlier versions is retired once.
+        consumeAny(STREAMS.ingest, LEGACY_INGEST_CONSUMER),
+        listConsumers(STREAMS.ingest),
+        // Admission reports between replicas (and to ingest): running flows per tenant, flows seen ending.
+        publish(`${S.admission}.>`),
+        subscribe(`${S.admission}.>`),
         consume(STREAMS.callbacks, CONSUMERS.callbacks),
         ...Array.from({ length: t.partitions }, (_, p) => consume(STREAMS.results, CONSUMERS.results(p))),
         // Tasks, deadline timers (on the result partition), callback jobs, events, dead letters.

@@ -110,7 +110,7 @@ describe('NATS identities derived from the roles, the topology and the tenants',
     assert.equal(canPub(op, `$JS.API.CONSUMER.DELETE.${STREAMS.dlq}.abc123`), true);
     assert.equal(canPub(op, `$JS.API.CONSUMER.CREATE.${STREAMS.tasks}`), false, 'no consumer of its own on a work queue');
     assert.equal(canPub(op, `$JS.API.CONSUMER.DELETE.${STREAMS.results}.${CONSUMERS.results(0)}`), false);
-    assert.equal(canPub(op, `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.ingest}.${CONSUMERS.ingest}`), false);
+    assert.equal(canPub(op, `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.ingest}.${CONSUMERS.ingest('acme')}`), false);
     assert.equal(canPub(op, `$KV.jetflow_cancel.fabc`), false, 'reads, redrives, never cancels behind the API');
   });
 

@@ -158,7 +158,7 @@ function withIdentities(serviceEnv: Partial<Record<ServiceName, Record<string, s
 
 /**
  * Waits until every service has provisioned and bound its consumers: each task consumer a built-in worker serves, each results
- * partition and the ingest consumer has been seen with a waiting pull request at least once. (Pull loops
+ * partition and each per-tenant ingest consumer (at least one) has been seen with a waiting pull request at least once. (Pull loops
  * renew their requests, so "all of them at the same instant" is a race, not a readiness signal.)
  */
 export async function waitForConsumers(nc: NatsConnection, timeoutMs = 30_000): Promise<void> {
@@ -171,11 +171,11 @@ export async function waitForConsumers(nc: NatsConnection, timeoutMs = 30_000): 
       // A custom subject's consumer waits for an outside worker (@jetflow/worker): only the built-in workers' count.
       const tasks = (await jsm.consumers.list('JETFLOW_TASKS').next()).filter((c) => BUILT_IN_SUBJECTS.has(c.config.filter_subject ?? ''));
       const results = await jsm.consumers.list('JETFLOW_RESULTS').next();
-      const ingest = await jsm.consumers.info('JETFLOW_INGEST', 'orchestrator-ingest');
-      const all = [...tasks, ...results, ingest];
+      const ingest = (await jsm.consumers.list('JETFLOW_INGEST').next()).filter((c) => c.config.durable_name);
+      const all = [...tasks, ...results, ...ingest];
       known = all.map((c) => `${c.stream_name}/${c.name}`);
       for (const c of all) if (c.num_waiting > 0) seen.add(`${c.stream_name}/${c.name}`);
-      if (tasks.length >= 6 && results.length > 0 && known.every((k) => seen.has(k))) return;
+      if (tasks.length >= 6 && results.length > 0 && ingest.length > 0 && known.every((k) => seen.has(k))) return;
     } catch {
       // not provisioned yet
     }

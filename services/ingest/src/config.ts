@@ -7,6 +7,7 @@ import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/s
 import { claimCheckBytes, historyMode } from '../../../libs/config/src/storage.js';
 import { natsAuth, type NatsAuth } from '../../../libs/config/src/nats.js';
 import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
+import { tenantLimits, type TenantLimits } from '../../../libs/config/src/tenant-limits.js';
 
 export interface IngestConfig {
   natsServers: string[];
@@ -39,6 +40,8 @@ export interface IngestConfig {
   claimCheckBytes: number;
   /** `dynamodb`: GET /v1/flows?status=<final> and GET /v1/flows/{id} of an expired flow read the DynamoDB history (JETFLOW_HISTORY). */
   history: 'dynamodb' | 'off';
+  /** Per tenant: submissions per second (per replica) and flows in flight (JETFLOW_TENANT_LIMITS). */
+  tenantLimits: TenantLimits;
   /** What one client may hold: timeouts, the connection limit, bounds on live streams. */
   limits: ClientLimits;
 }
@@ -168,6 +171,7 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     storage: storageConfigFromEnv(env),
     claimCheckBytes: claimCheckBytes(env),
     history: historyMode(env),
+    tenantLimits: tenantLimits(env),
     limits: clientLimits(env),
   });
 }

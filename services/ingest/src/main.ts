@@ -13,6 +13,8 @@ import { addHealth } from './adapters/grpc-health.js';
 import { operations } from './adapters/ops.js';
 import { startIngestObservability } from './adapters/observability.js';
 import { startIngestStorage } from './adapters/storage.js';
+import { TenantQuota } from './handlers/quota.js';
+import { TenantLoad } from './adapters/tenant-load.js';
 
 const cfg = loadConfig();
 const log = createLogger('ingest', cfg.logLevel);
@@ -31,7 +33,10 @@ const pub = new JetStreamPublisher(nc);
 const storage = await startIngestStorage(cfg, { nc, registry: cfg.registry, log });
 const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv }, cfg.partitions, cfg.publishTimeoutMs, storage.claim);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
-const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, ...(storage.history ? { history: storage.history } : {}) });
+// Per-tenant limits: a rate per replica, and flows in flight from the orchestrators' reports.
+const tenantLoad = new TenantLoad({ log, onReport: () => quota.reported() }).start(nc);
+const quota: TenantQuota = new TenantQuota(cfg.tenantLimits, tenantLoad);
+const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, quota, ...(storage.history ? { history: storage.history } : {}) });
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);
 
 const ops = operations({ nc, pub, gateway, flows, registry, auth, log, jaegerUrl: cfg.jaegerUrl, operatorTenants: cfg.operatorTenants, publishTimeoutMs: cfg.publishTimeoutMs, limits: cfg.limits, lister: storage.lister });
@@ -59,6 +64,7 @@ const shutdown = async (sig: string) => {
   await new Promise<void>((r) => grpcServer.tryShutdown(() => r()));
   await app.close();
   pub.close();
+  tenantLoad.stop();
   await nc.drain();
   storage.close();
   await obs.close();

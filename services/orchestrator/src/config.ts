@@ -6,6 +6,7 @@ import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/s
 import { claimCheckBytes, historyMode } from '../../../libs/config/src/storage.js';
 import { natsAuth, type NatsAuth } from '../../../libs/config/src/nats.js';
 import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
+import { tenantLimits, type TenantLimits } from '../../../libs/config/src/tenant-limits.js';
 
 export interface OrchestratorConfig {
   natsServers: string[];
@@ -24,6 +25,13 @@ export interface OrchestratorConfig {
   callbackBackoffMaxMs: number;
   concurrency: number;
   maxRunningFlows: number;
+  /** Per tenant: flows running at once across replicas, and the weight of its turns (JETFLOW_TENANT_LIMITS). */
+  tenantLimits: TenantLimits;
+  /**
+   * Tenants whose ingest consumers are made at start: those JETFLOW_TENANT_LIMITS, JETFLOW_CALLBACK_SECRETS or
+   * JETFLOW_API_KEYS (its tenant names only, when given) name. Others get theirs when their first submission waits.
+   */
+  tenants: string[];
   metricsPort: number;
   /** OpenTelemetry: whether to start the SDK (OTEL_* variables). */
   telemetry: TelemetryConfig;
@@ -41,6 +49,7 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
   const allow = list(env, 'JETFLOW_CALLBACK_ALLOWLIST');
   const bad = CallbackPolicy.validateEntries(allow);
   if (bad) throw new ConfigError('JETFLOW_CALLBACK_ALLOWLIST', bad);
+  const limits = tenantLimits(env);
   return Object.freeze({
     natsServers: natsServers(env),
     natsAuth: natsAuth(env, 'orchestrator'),
@@ -56,6 +65,8 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
     callbackBackoffMaxMs: int(env, 'JETFLOW_CALLBACK_BACKOFF_MAX_MS', 30_000, { min: 1, max: 3_600_000 }),
     concurrency: int(env, 'JETFLOW_ORCHESTRATOR_CONCURRENCY', 512, { min: 1, max: 100_000 }),
     maxRunningFlows: int(env, 'JETFLOW_MAX_RUNNING_FLOWS', 1_000, { min: 1, max: 1_000_000 }),
+    tenantLimits: limits,
+    tenants: [...new Set([...limits.tenants(), ...pairs(env, 'JETFLOW_CALLBACK_SECRETS').map(([t]) => t), ...pairs(env, 'JETFLOW_API_KEYS').map(([t]) => t)])],
     metricsPort: int(env, 'JETFLOW_METRICS_PORT', 9464, { min: 0, max: 65_535 }),
     telemetry: telemetryConfig(env),
     graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),

@@ -70,8 +70,8 @@ export interface EngineDeps {
   onTerminal?: (s: FlowState) => Promise<void> | void;
   /** Longest time a task result waits in memory before its state is written (default 1 s). */
   holdMs?: number;
-  /** Most flows this replica keeps running at once (default 1000). */
-  maxRunning?: number;
+  /** Admission control (admission.ts): told of every flow this replica starts and of every flow it sees end. */
+  admission?: { started(flowId: string, tenant: string, deadlineAt: number): void; ended(flowId: string): void };
   /** Whether this replica currently owns the flow's result partition. */
   ownsFlow?: (flowId: string) => boolean;
   /**
@@ -210,21 +210,8 @@ export class SagaEngine {
     for (const flowId of [...this.cache.keys()]) if (partitionOfFlow(flowId) === p) this.dropFlow(flowId);
   }
 
-  /** Flows started by this replica and not yet seen ending, with their deadlines (admission control). */
-  private readonly running = new Map<string, number>();
-
-  /** How many more flows this replica may start now; the ingest stream holds the rest. */
-  freeSlots(): number {
-    if (this.running.size >= (this.d.maxRunning ?? 1_000)) {
-      // A flow that ended on another replica is never seen here: let it go at its deadline.
-      const now = Date.now();
-      for (const [id, deadline] of this.running) if (deadline + 2_000 < now) this.running.delete(id);
-    }
-    return (this.d.maxRunning ?? 1_000) - this.running.size;
-  }
-
   private markFinished(flowId: string) {
-    this.running.delete(flowId);
+    this.d.admission?.ended(flowId);
     this.finished.set(flowId, true);
     if (this.finished.size > this.maxFinished) this.finished.delete(this.finished.keys().next().value!);
   }
@@ -512,7 +499,7 @@ export class SagaEngine {
       const rev = await this.d.writer.create(req.flowId, encodeUtf8(JSON.stringify(state)));
       cur = { state, rev };
       fresh = true;
-      if (!isTerminal(state)) this.running.set(req.flowId, state.deadlineAt);
+      if (!isTerminal(state)) this.d.admission?.started(req.flowId, req.tenant, state.deadlineAt);
       // The partition owner keeps the working copy; saves a KV read on the first result.
       if (this.d.ownsFlow?.(req.flowId)) {
         this.remember(state, rev);

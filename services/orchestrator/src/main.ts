@@ -3,6 +3,8 @@ import { createLogger, reportError } from '../../../libs/logging/src/index.js';
 import { BUCKETS, CONSUMERS, JetStreamPublisher, KvWriter, STREAMS, connectNats, openKv, partitionOf, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
 import { SagaEngine } from './engine.js';
+import { FairAdmission } from './admission.js';
+import { IngestLanes } from './ingest-lanes.js';
 import { CallbackSender } from './callback.js';
 import { PartitionLeases } from './leases.js';
 import { startOrchestratorObservability } from './observability.js';
@@ -32,7 +34,10 @@ const writer = new KvWriter(pub, BUCKETS.flows);
 const definitions = await openKv(nc, BUCKETS.definitions, { leader: true });
 // Both read right after another writer's write (a claim, a cancel flag set before its control): from the leader.
 const [idempotency, cancelFlags] = await Promise.all([openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel, { leader: true })]);
-const engine = new SagaEngine({ nc, kv, writer, pub, registry, definitions, idempotency, cancelFlags, partitions: cfg.partitions, policy, log, onTerminal: (s) => obs.flowEnded(s), maxRunning: cfg.maxRunningFlows, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
+// New flows start in weighted turns across tenants, within this replica's room and each tenant's in-flight limit.
+const admission = new FairAdmission({ maxRunning: cfg.maxRunningFlows, concurrency: cfg.concurrency, limits: cfg.tenantLimits });
+const lanes = new IngestLanes({ nc, admission, instanceId: cfg.instanceId, tenants: cfg.tenants, handle: (m) => startFlow(m), log });
+const engine = new SagaEngine({ nc, kv, writer, pub, registry, definitions, idempotency, cancelFlags, partitions: cfg.partitions, policy, log, onTerminal: (s) => obs.flowEnded(s), admission: lanes.hooks, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
 const sender = new CallbackSender({
   nc,
   kv,
@@ -49,9 +54,10 @@ const sender = new CallbackSender({
   ...(storage.history ? { history: storage.history } : {}),
 });
 
+const startFlow = obs.countIngest((m) => engine.handleIngest(m));
+// Flows in flight come first: new flows are pulled only while this replica has room for them (admission).
+await lanes.start();
 const loops: PullLoop[] = [
-  // Flows in flight come first: new flows are pulled only while this replica has room for them.
-  startPullLoop({ js, stream: STREAMS.ingest, consumer: CONSUMERS.ingest, concurrency: cfg.concurrency, mode: 'fetch', capacity: () => engine.freeSlots(), handle: obs.countIngest((m) => engine.handleIngest(m)), trace: { root: true }, log }),
   startPullLoop({ js, stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks, concurrency: 64, mode: 'consume', handle: (m) => sender.handle(m), log }),
 ];
 // Result partitions are owned through leases, so each flow has one writer across replicas.
@@ -73,7 +79,7 @@ const leases = new PartitionLeases({
   },
 });
 await leases.start();
-obs.watchConsumers(nc, cfg.partitions);
+obs.watchConsumers(nc, cfg.partitions, () => lanes.consumers());
 log.info({ partitions: cfg.partitions, owned: leases.owned(), instance: cfg.instanceId }, 'orchestrator started');
 
 let stopping = false;
@@ -82,7 +88,7 @@ const shutdown = async (sig: string) => {
   stopping = true;
   log.info({ sig }, 'draining');
   const t = setTimeout(() => process.exit(1), cfg.graceMs + 2_000);
-  await Promise.all(loops.map((l) => l.stop()));
+  await Promise.all([lanes.stop(), ...loops.map((l) => l.stop())]);
   await Promise.all([...partitionLoops.values()].map((l) => l.stop()));
   await engine.flushAll();
   engine.stop();

@@ -71,13 +71,13 @@ export async function startOrchestratorObservability(cfg: { telemetry: Telemetry
     },
     /** Control messages (durable deadline timers come back by delayed nak) get no span of their own. */
     isControl: (m: JsMsg) => m.headers?.get('Jetflow-Kind') === 'control',
-    watchConsumers(nc: NatsConnection, partitions: number) {
+    /** `ingest`: the per-tenant ingest consumers this replica pulls (they come and go with tenants). */
+    watchConsumers(nc: NatsConnection, partitions: number, ingest: () => string[]) {
       const refs = [
-        { stream: STREAMS.ingest, consumer: CONSUMERS.ingest },
         { stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks },
         ...Array.from({ length: partitions }, (_, p) => ({ stream: STREAMS.results, consumer: CONSUMERS.results(p) })),
       ];
-      registerConsumerGauges({ nc, consumers: () => refs });
+      registerConsumerGauges({ nc, consumers: () => [...ingest().map((consumer) => ({ stream: STREAMS.ingest, consumer })), ...refs] });
     },
     async close() {
       stopObserving();

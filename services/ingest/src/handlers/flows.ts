@@ -36,6 +36,8 @@ export interface FlowHandlersDeps {
   maxPending: number;
   /** Finished flows after their KV state expired (DynamoDB); GET falls back to it. */
   history?: FlowHistoryReader;
+  /** Per-tenant limits (quota.ts): checked before anything else a submission costs. */
+  quota?: { check(tenant: string): void; accepted(tenant: string): void };
 }
 
 export interface SubmitResult {
@@ -63,6 +65,7 @@ export class FlowHandlers {
 
   /** Validates and durably accepts a submission; the same idempotency key and body give the same flowId. */
   async submit(tenant: string, body: unknown, traceparent?: string): Promise<SubmitResult> {
+    this.d.quota?.check(tenant);
     const sub = validateSubmission(body, { registry: this.d.registry, checkCallbackUrl: (u) => this.d.policy.checkUrl(u) });
     if (!this.d.gateway.connected()) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'the broker is unreachable; nothing was accepted', { retryAfterMs: 1_000 });
     if (this.d.gateway.pending() >= this.d.maxPending) throw new JetflowError(ErrorCodes.OVERLOADED, 'too many submissions in flight; retry later', { retryAfterMs: 1_000 });
@@ -88,6 +91,7 @@ export class FlowHandlers {
     // Lines logged here about the flow name its trace (tracing on or off).
     noteFlowTrace(flowId, traceparent);
     this.recent.add(flowId, tenant, sub.flow);
+    if (!existing) this.d.quota?.accepted(tenant);
     return { flowId, status: 'accepted', existing };
   }
 
