@@ -3,14 +3,13 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { create, fromBinary, toBinary, type DescMessage } from '@bufbuild/protobuf';
 import { deriveFlowId } from '../libs/flows/src/index.js';
-import { CancelFlowRequestSchema, GetFlowRequestSchema, IngestService, SubmitFlowRequestSchema, WatchFlowRequestSchema } from '../libs/proto/src/index.js';
-import { mulberry32, type Rng } from '../libs/random/src/index.js';
+import { CancelFlowRequestSchema, GetFlowRequestSchema, SubmitFlowRequestSchema, WatchFlowRequestSchema } from '../libs/proto/src/index.js';
+import { mulberry32 } from '../libs/random/src/index.js';
 import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { ingestClient } from './grpc-client.js';
+import { malformed, PROMPT_MS, rawClient } from './grpc-raw.js';
 
 const OTHER_KEY = 'other-key-0123456789abcdef';
-/** Long enough for a status on a busy 2-core box; far shorter than "hangs until the deadline". */
-const PROMPT_MS = 5_000;
 
 /** How a WatchFlow call ended: its status code and message, or that no status came within `ms`. */
 async function watchOutcome(address: string, flowId: string, key: string | undefined, ms = PROMPT_MS): Promise<{ code: number; details: string; events: string[] } | 'no status'> {
@@ -35,63 +34,6 @@ async function watchOutcome(address: string, flowId: string, key: string | undef
     stream.cancel?.();
     client.close();
   }
-}
-
-/** A client that sends raw bytes and receives raw bytes: what a buggy or hostile peer can put on the wire. */
-function rawClient(address: string) {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure());
-  const id = (b: Buffer) => b;
-  const md = (key: string) => {
-    const m = new grpc.Metadata();
-    m.set('authorization', `Bearer ${key}`);
-    return m;
-  };
-  // No client deadline: a call without a status after PROMPT_MS is cancelled and counted as UNKNOWN (always wrong).
-  const answer = (start: (done: (s: { code: grpc.status; details: string }) => void) => grpc.Call) =>
-    new Promise<{ code: grpc.status; details: string }>((resolve) => {
-      const timer = setTimeout(() => {
-        resolve({ code: grpc.status.UNKNOWN, details: `no status within ${PROMPT_MS} ms` });
-        call.cancel();
-      }, PROMPT_MS);
-      const call = start((s) => {
-        clearTimeout(timer);
-        resolve(s);
-      });
-    });
-  return {
-    unary: (method: string, bytes: Buffer, key: string) =>
-      answer((done) =>
-        client.makeUnaryRequest(`/${IngestService.typeName}/${method}`, id, id, bytes, md(key), {}, (err) =>
-          done(err ? { code: err.code, details: err.details } : { code: grpc.status.OK, details: 'OK' }),
-        ),
-      ),
-    stream: (method: string, bytes: Buffer, key: string) =>
-      answer((done) => {
-        const call = client.makeServerStreamRequest(`/${IngestService.typeName}/${method}`, id, id, bytes, md(key), {});
-        call.on('data', () => undefined);
-        call.on('status', (s: grpc.StatusObject) => done({ code: s.code, details: s.details }));
-        call.on('error', () => undefined);
-        return call;
-      }),
-    close: () => client.close(),
-  };
-}
-
-/** Random bytes, or a valid message with bytes flipped, inserted, dropped or cut off. */
-function malformed(rng: Rng, valid: Uint8Array): Buffer {
-  const byte = () => Math.floor(rng() * 256);
-  if (rng() < 0.5) return Buffer.from(Array.from({ length: 1 + Math.floor(rng() * 64) }, byte));
-  const b = Array.from(valid);
-  const edits = 1 + Math.floor(rng() * 4);
-  for (let i = 0; i < edits; i++) {
-    const at = Math.floor(rng() * b.length);
-    const r = rng();
-    if (r < 0.4) b[at] = byte();
-    else if (r < 0.6) b.splice(at, 0, byte());
-    else if (r < 0.8) b.splice(at, 1);
-    else b.length = Math.max(1, at);
-  }
-  return Buffer.from(b);
 }
 
 const decodes = (schema: DescMessage, b: Uint8Array) => {

@@ -61,6 +61,12 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
     requestTimeout: l.requestTimeoutMs,
     connectionTimeout: l.idleTimeoutMs,
     http: { headersTimeout: l.headersTimeoutMs, requestTimeout: l.requestTimeoutMs, connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(l.headersTimeoutMs / 4))) },
+    // What the router refuses before any route (a path parameter over its length, a malformed URL)
+    // answers the typed error shape too, not fastify's own (found by test/fuzz.test.ts).
+    frameworkErrors: (err, _req, reply) => {
+      const e = (err as { code?: string }).code === 'FST_ERR_MAX_PARAM_LENGTH' ? toHttpError(new JetflowError(ErrorCodes.NOT_FOUND, 'no such resource: a path parameter longer than any id')) : toHttpError(new JetflowError(ErrorCodes.INVALID_ARGUMENT, err.message));
+      void (reply as unknown as FastifyReply).code(e.status).send(e.body);
+    },
   });
   // Beyond the limit Node closes new connections at once ('drop'); one warning per burst.
   app.server.maxConnections = l.maxConnections;
