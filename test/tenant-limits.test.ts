@@ -14,6 +14,35 @@ import { CONSUMERS, STREAMS } from '../libs/messaging/src/index.js';
 import { jetflowPerSuite, TEST_API_KEY, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { ingestClient } from './grpc-client.js';
 
+/** A tenant's running flows, followed through their lifecycle events, and the most seen at once. */
+function watchRunning(j: JetflowUnderTest, tenant: string) {
+  const w = { running: new Set<string>(), most: 0, stop: () => sub.unsubscribe() };
+  const sub = j.nc.subscribe(`jetflow.event.${tenant}.>`, {
+    callback: (_e, m) => {
+      const ev = fromBinary(FlowEventSchema, m.data);
+      if (ev.type === 'flow.started') w.running.add(ev.flowId);
+      if (ev.type === 'flow.completed') w.running.delete(ev.flowId);
+      w.most = Math.max(w.most, w.running.size);
+    },
+  });
+  return w;
+}
+
+/** NATS-door submissions of `paced` flows (JSON, as the tenant would publish them), with their Nats-Msg-Ids. */
+async function publishPaced(j: JetflowUnderTest, tenant: string, n: number, slowMs: number, callbackUrl: string): Promise<string[]> {
+  const js = j.nc.jetstream();
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const h = natsHeaders();
+    const id = `${tenant}-door-${i}`;
+    h.set('Nats-Msg-Id', id);
+    const ack = await js.publish(`jetflow.ingest.${tenant}.paced`, JSON.stringify({ flow: 'paced', input: { chaos: { slowMs } }, callbackUrl }), { headers: h });
+    assert.equal(ack.duplicate, false);
+    ids.push(id);
+  }
+  return ids;
+}
+
 const LIMITED_KEY = 'limited-key-0123456789abcdef';
 const HELD_KEY = 'held-key-0123456789abcdef';
 
@@ -65,35 +94,17 @@ describe('per-tenant limits', () => {
   });
 
   test("with its in-flight limit running, a tenant's NATS-door submissions wait in the stream (none lost, never more at once) and HTTP ones get 429 until flows end", async () => {
-    // Which of held's flows run, from their lifecycle events.
-    const running = new Set<string>();
-    let most = 0;
-    const sub = j.nc.subscribe('jetflow.event.held.>', {
-      callback: (_e, m) => {
-        const ev = fromBinary(FlowEventSchema, m.data);
-        if (ev.type === 'flow.started') running.add(ev.flowId);
-        if (ev.type === 'flow.completed') running.delete(ev.flowId);
-        most = Math.max(most, running.size);
-      },
-    });
-    const js = j.nc.jetstream();
-    const ids: string[] = [];
-    for (let i = 0; i < 6; i++) {
-      const h = natsHeaders();
-      h.set('Nats-Msg-Id', `held-door-${i}`);
-      const ack = await js.publish('jetflow.ingest.held.paced', JSON.stringify(paced(1_500)), { headers: h });
-      assert.equal(ack.duplicate, false);
-      ids.push(`held-door-${i}`);
-    }
+    const w = watchRunning(j, 'held');
+    const ids = await publishPaced(j, 'held', 6, 1_500, cb.url);
     // Two run; the other four stay in the stream, not pulled by the orchestrator.
     const jsm = await j.nc.jetstreamManager();
     const until = Date.now() + 10_000;
     let pending = 0;
-    while (Date.now() < until && !(running.size === 2 && pending === 4)) {
+    while (Date.now() < until && !(w.running.size === 2 && pending === 4)) {
       pending = (await jsm.consumers.info(STREAMS.ingest, CONSUMERS.ingest('held'))).num_pending;
       await sleep(50);
     }
-    assert.equal(running.size, 2, 'its limit of 2 running');
+    assert.equal(w.running.size, 2, 'its limit of 2 running');
     assert.equal(pending, 4, 'the rest wait in the stream');
 
     // The HTTP door answers 429 once the orchestrators' report reaches ingest (twice a second).
@@ -111,12 +122,63 @@ describe('per-tenant limits', () => {
 
     // Every NATS-door flow ran, two at a time at most.
     await cb.waitFor((r) => r.accepted.filter((d) => d.body.tenant === 'held' && ids.includes(d.body.idempotencyKey as string)).length === 6, 40_000, "held's six NATS-door flows");
-    sub.unsubscribe();
-    assert.equal(most, 2, 'never more than its limit running at once');
+    w.stop();
+    assert.equal(w.most, 2, 'never more than its limit running at once');
     for (const id of ids) assert.equal(cb.accepted.filter((d) => d.body.idempotencyKey === id).length, 1, `${id}: one callback`);
     // Past them, the HTTP door accepts again.
     let accepted = false;
     for (const stop = Date.now() + 10_000; Date.now() < stop && !accepted; await sleep(200)) accepted = (await post(HELD_KEY, paced(10))).status === 202;
     assert.ok(accepted, 'accepted again once flows ended');
+  });
+
+  test('a tenant nobody configured gets its consumers when its first submission waits; a subject with no valid tenant is drained and dead-lettered', async () => {
+    const [id] = await publishPaced(j, 'newcomer', 1, 10, cb.url);
+    await cb.waitFor((r) => r.accepted.some((d) => d.body.idempotencyKey === id && d.body.tenant === 'newcomer'), 30_000, "newcomer's flow");
+    const jsm = await j.nc.jetstreamManager();
+    assert.equal((await jsm.consumers.info(STREAMS.ingest, CONSUMERS.ingest('newcomer'))).config.filter_subject, 'jetflow.ingest.newcomer.>');
+    await j.nc.jetstream().publish('jetflow.ingest.NotATenant.paced', JSON.stringify({ flow: 'paced', input: {} }));
+    const until = Date.now() + 30_000;
+    let left = 1;
+    while (Date.now() < until && left > 0) {
+      left = (await jsm.streams.info(STREAMS.ingest, { subjects_filter: 'jetflow.ingest.NotATenant.>' })).state.messages;
+      await sleep(200);
+    }
+    assert.equal(left, 0, 'the subject no tenant consumer covers was drained');
+    const dead = await jsm.streams.getMessage(STREAMS.dlq, { last_by_subj: 'jetflow.dlq.ingest.jetflow.ingest.NotATenant.paced' });
+    assert.ok(dead.header.get('Jetflow-Dlq-Reason'), 'dead-lettered with a reason');
+  });
+});
+
+describe('per-tenant limits across two orchestrator replicas', () => {
+  let j: JetflowUnderTest;
+  let cb: CallbackReceiver;
+  jetflowPerSuite((s) => ({ j, cb } = s), {
+    jetflow: {
+      aws: false,
+      replicas: { orchestrator: 2 },
+      env: {
+        JETFLOW_TENANT_LIMITS: 'default=inflight:3',
+        JETFLOW_FLOWS_FILE: resolve('test/fixtures/paced-flows.json'),
+        JETFLOW_TEST_PLUGINS: '1',
+        JETFLOW_TASK_MODE: 'noop',
+      },
+      serviceEnv: { analyst: { JETFLOW_TASK_SUBJECTS: 'jetflow.task.analyst.>,jetflow.task.test.>' } },
+    },
+  });
+
+  test('a burst both replicas pull at once never runs more than the limit, and flows ending on the other replica free their starter at once', async () => {
+    await sleep(1_500); // the replicas have heard of each other
+    const w = watchRunning(j, 'default');
+    const t0 = Date.now();
+    const ids = await publishPaced(j, 'default', 12, 600, cb.url);
+    await cb.waitFor((r) => ids.every((id) => r.accepted.some((d) => d.body.idempotencyKey === id)), 60_000, 'all twelve flows');
+    const took = Date.now() - t0;
+    w.stop();
+    assert.ok(w.most <= 3, `at most 3 running at once across both replicas (saw ${w.most})`);
+    assert.ok(w.most >= 2, `the limit was used (saw ${w.most})`);
+    // 12 flows of 0.6 s, 3 at a time: ~2.4 s. A flow that ended on the replica that did not start it would
+    // keep its starter's part taken until its deadline (120 s) if the end were not announced.
+    assert.ok(took < 20_000, `done in ${took} ms`);
+    for (const id of ids) assert.equal(cb.accepted.filter((d) => d.body.idempotencyKey === id).length, 1, `${id}: one callback`);
   });
 });

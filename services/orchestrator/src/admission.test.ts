@@ -157,3 +157,33 @@ describe('fair admission', () => {
     assert.equal(late.naks, 1, 'a message that arrives after stop goes straight back');
   });
 });
+
+describe('fair admission with several replicas', () => {
+  test("each replica keeps to its part of a tenant's limit (split by instance id), so a burst pulled by all of them at once stays within it", () => {
+    const parts = (inflight: number, instances: string[]) =>
+      instances.map((self) => {
+        const a = new FairAdmission({ maxRunning: 100, concurrency: 100, instance: self, limits: { of: () => ({ inflight, weight: 1 }) } });
+        for (const other of instances) if (other !== self) a.peerLoad(other, new Map());
+        a.lane('t', 't');
+        return a.fetchable('t');
+      });
+    assert.deepEqual(parts(2, ['o1', 'o2']), [1, 1]);
+    assert.deepEqual(parts(5, ['o2', 'o1', 'o3']), [2, 2, 1], 'the remainder goes to the first instance ids (o1, o2)');
+    assert.deepEqual(parts(1, ['o1', 'o2']), [1, 0]);
+    const alone = parts(7, ['o1']);
+    assert.deepEqual(alone, [7]);
+  });
+
+  test('its part frees when a replica goes silent, and the running counts of the others still bound it', async () => {
+    let now = 0;
+    const a = new FairAdmission({ maxRunning: 100, concurrency: 100, instance: 'o1', now: () => now, limits: { of: () => ({ inflight: 4, weight: 1 }) } });
+    a.lane('t', 't');
+    a.peerLoad('o2', new Map([['t', 1]]));
+    assert.equal(a.fetchable('t'), 2, 'half of 4');
+    a.peerLoad('o2', new Map([['t', 3]]));
+    assert.equal(a.fetchable('t'), 1, 'the whole limit less what o2 runs');
+    now += 3_500;
+    a.sweep();
+    assert.equal(a.fetchable('t'), 4, 'o2 silent: the whole limit');
+  });
+});

@@ -7,7 +7,9 @@
  * lane with the smallest virtual time, which grows by 1/weight per start (start-time fair queueing): tenants
  * with a backlog share the starts by weight, and a tenant that was quiet starts its next flow at the next free
  * slot. A tenant with its `inflight` flows running (on every replica, from their reports) is not pulled at
- * all: its submissions stay in the stream until one of its flows ends.
+ * all: its submissions stay in the stream until one of its flows ends. With several replicas each also keeps
+ * to its part of the limit (split by instance id among the replicas reporting), so replicas pulling the same
+ * burst at once cannot each start the whole limit before their reports cross.
  */
 
 /** What admission needs of a delivered message. */
@@ -31,6 +33,10 @@ export interface FairAdmissionOptions {
   graceMs?: number;
   /** Reports of other replicas count this long (default 3 s: they come every 500 ms). */
   peerTtlMs?: number;
+  /** This replica's instance id: its place among the replicas decides its part of each in-flight limit. */
+  instance?: string;
+  /** Told when this replica's running counts change (to report them sooner than the next tick). */
+  onChange?: () => void;
   now?: () => number;
 }
 
@@ -92,6 +98,7 @@ export class FairAdmission {
     if (this.mine.has(flowId)) return;
     this.mine.set(flowId, { tenant, deadlineAt });
     this.mineByTenant.set(tenant, (this.mineByTenant.get(tenant) ?? 0) + 1);
+    this.o.onChange?.();
   }
 
   /** The engine saw a flow end. False when this replica did not start it: its starter must be told. */
@@ -102,13 +109,16 @@ export class FairAdmission {
     const n = (this.mineByTenant.get(f.tenant) ?? 1) - 1;
     if (n > 0) this.mineByTenant.set(f.tenant, n);
     else this.mineByTenant.delete(f.tenant);
+    this.o.onChange?.();
     this.pump();
     return true;
   }
 
   /** Another replica's report: what it is running per tenant. */
   peerLoad(instance: string, running: ReadonlyMap<string, number>): void {
+    const known = this.peers.has(instance);
     this.peers.set(instance, { at: this.now(), running });
+    if (!known) this.rank();
     this.sumPeers();
     this.pump();
   }
@@ -117,6 +127,27 @@ export class FairAdmission {
     const sum = new Map<string, number>();
     for (const p of this.peers.values()) for (const [t, n] of p.running) sum.set(t, (sum.get(t) ?? 0) + n);
     this.peerRunning = sum;
+  }
+
+  /** This replica's place among the replicas reporting (instance ids in order), and how many there are. */
+  private place = { index: 0, of: 1 };
+  private rank() {
+    const self = this.o.instance ?? '';
+    const ids = [...this.peers.keys(), self].sort();
+    this.place = { index: ids.indexOf(self), of: ids.length };
+  }
+
+  /** This replica's part of an in-flight limit: an even split, the remainder to the first instance ids. */
+  private share(inflight: number): number {
+    const { index, of } = this.place;
+    if (of === 1 || inflight === Infinity) return inflight;
+    return Math.floor(inflight / of) + (index < inflight % of ? 1 : 0);
+  }
+
+  /** How many more flows of the tenant this replica may hold or start, under the limit and its part of it. */
+  private headroom(tenant: string): number {
+    const inflight = this.o.limits.of(tenant).inflight;
+    return Math.min(inflight - this.running(tenant), this.share(inflight) - (this.mineByTenant.get(tenant) ?? 0));
   }
 
   /** A tenant's running flows across replicas (this one exactly, the others as last reported). */
@@ -147,7 +178,10 @@ export class FairAdmission {
         expired = true;
       }
     }
-    if (expired) this.sumPeers();
+    if (expired) {
+      this.rank();
+      this.sumPeers();
+    }
     for (const lane of this.active) {
       for (const it of lane.queue) {
         if (now - it.since >= WORKING_EVERY_MS) {
@@ -179,7 +213,7 @@ export class FairAdmission {
     const held = l.queue.length + l.starting;
     const free = this.o.maxRunning - this.mine.size - this.starting;
     let n = Math.min(this.lookahead, Math.max(MIN_LOOKAHEAD, free)) - held;
-    if (l.tenant !== undefined) n = Math.min(n, this.o.limits.of(l.tenant).inflight - this.running(l.tenant) - held);
+    if (l.tenant !== undefined) n = Math.min(n, this.headroom(l.tenant) - held);
     return Math.max(0, n);
   }
 
@@ -216,7 +250,7 @@ export class FairAdmission {
   }
 
   private quotaLeft(l: Lane): boolean {
-    return l.tenant === undefined || this.running(l.tenant) + l.starting < this.o.limits.of(l.tenant).inflight;
+    return l.tenant === undefined || this.headroom(l.tenant) - l.starting > 0;
   }
 
   /** The lane whose turn it is: queued, under its quota, smallest virtual time. */

@@ -168,10 +168,26 @@ export class IngestLanes {
     return p;
   }
 
+  private soon: NodeJS.Timeout | undefined;
+
+  /** FairAdmission's onChange: a start or an end is reported within 100 ms, not at the next tick. */
+  reportSoon(): void {
+    if (this.soon || this.stopping) return;
+    this.soon = setTimeout(() => {
+      this.soon = undefined;
+      this.report();
+    }, 100);
+    this.soon.unref();
+  }
+
   private tick() {
     this.o.admission.sweep();
     // Every other tick: a fresh look at the stream (queued counts for ingest, tenants without a consumer).
     if (++this.ticks % 2 === 0) void this.poll();
+    this.report();
+  }
+
+  private report() {
     try {
       this.o.nc.publish(ADMISSION_SUBJECTS.load, encodeLoad({ instance: this.o.instanceId, running: new Map(this.o.admission.runningHere()), queued: this.queued }));
     } catch {
@@ -313,6 +329,7 @@ export class IngestLanes {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.soon);
     this.flushEnded();
     this.o.admission.stop();
     await Promise.all([...this.loops.values()].map((l) => l.stop()));

@@ -35,7 +35,7 @@ const definitions = await openKv(nc, BUCKETS.definitions, { leader: true });
 // Both read right after another writer's write (a claim, a cancel flag set before its control): from the leader.
 const [idempotency, cancelFlags] = await Promise.all([openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel, { leader: true })]);
 // New flows start in weighted turns across tenants, within this replica's room and each tenant's in-flight limit.
-const admission = new FairAdmission({ maxRunning: cfg.maxRunningFlows, concurrency: cfg.concurrency, limits: cfg.tenantLimits });
+const admission = new FairAdmission({ maxRunning: cfg.maxRunningFlows, concurrency: cfg.concurrency, limits: cfg.tenantLimits, instance: cfg.instanceId, onChange: () => lanes.reportSoon() });
 const lanes = new IngestLanes({ nc, admission, instanceId: cfg.instanceId, tenants: cfg.tenants, handle: (m) => startFlow(m), log });
 const engine = new SagaEngine({ nc, kv, writer, pub, registry, definitions, idempotency, cancelFlags, partitions: cfg.partitions, policy, log, onTerminal: (s) => obs.flowEnded(s), admission: lanes.hooks, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
 const sender = new CallbackSender({
