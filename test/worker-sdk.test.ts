@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '../libs/testing/src/index.js';
@@ -19,8 +19,10 @@ const task = (name: string, subject: string, o: { maxAttempts?: number; softLimi
   maxAttempts: o.maxAttempts ?? 3,
   backoff: { initialMs: 100, maxMs: 300, multiplier: 2 },
 });
+// The example project's flow (a definition with a custom subject), plus flows for retries, terminal errors and draining.
+const EXAMPLE = resolve('examples/wordcount-worker');
 const FLOWS = [
-  { name: 'wordcount', version: 1, deadlineMs: 30_000, stages: [{ name: 'count', onFailure: 'fail_flow', tasks: [task('tokenize', 'jetflow.task.custom.tokenize')] }] },
+  ...(JSON.parse(readFileSync(join(EXAMPLE, 'flows.json'), 'utf8')) as unknown[]),
   { name: 'flaky', version: 1, deadlineMs: 30_000, stages: [{ name: 'only', onFailure: 'fail_flow', tasks: [task('flaky', 'jetflow.task.custom.flaky')] }] },
   { name: 'reject', version: 1, deadlineMs: 30_000, stages: [{ name: 'only', onFailure: 'fail_flow', tasks: [task('reject', 'jetflow.task.custom.reject')] }] },
   {
@@ -211,6 +213,16 @@ describe('@jetflow/worker from its npm tarball, in a project of its own', () => 
     assert.equal(m.header.get('Jetflow-Dlq-Code'), 'terminal');
     assert.equal(m.header.get('Jetflow-Dlq-Attempts'), '1');
     assert.match(m.header.get('Jetflow-Dlq-Reason'), /record r1 has no language/);
+  });
+
+  test('examples/wordcount-worker: its own tests (runTask, no NATS) pass against the packed package', () => {
+    // Copied under the project that installed the tarball: '@jetflow/worker' resolves to it, as after npm install there.
+    const copy = join(project, 'wordcount-worker');
+    cpSync(EXAMPLE, copy, { recursive: true, filter: (src) => !src.includes('node_modules') });
+    const out = execFileSync(process.execPath, ['--test', '--test-reporter=tap'], { cwd: copy, encoding: 'utf8', env: { PATH: process.env.PATH ?? '' } });
+    assert.match(out, /^# pass [1-9]/m, out);
+    assert.match(out, /^# fail 0$/m, out);
+    execFileSync(process.execPath, ['--check', 'worker.mjs'], { cwd: copy });
   });
 
   test('worker.stop() drains: a task that finishes within the grace completes, one past it is handed back and done by the next worker', async () => {
