@@ -83,7 +83,7 @@ export function createLogger(service: string, level = 'info', destination?: pino
     level,
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
-    mixin: traceFields as NonNullable<pino.LoggerOptions["mixin"]>,
+    mixin: traceFields,
     // pino's default merge assigns into the mixin's object; NONE is shared, so leave it alone.
     mixinMergeStrategy: (mergeObject, mixinObject) => (mixinObject === NONE ? mergeObject : Object.assign(mixinObject, mergeObject)),
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
