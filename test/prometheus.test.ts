@@ -281,7 +281,9 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       assert.ok(value(ing, 'jetflow_stream_messages', { stream: 'JETFLOW_TASKS', service: 'ingest' })! >= 0);
       assert.ok(value(ing, 'jetflow_stream_bytes', { stream: 'JETFLOW_DLQ', service: 'ingest' })! > 0, 'dead letters are stored');
       assert.ok(value(ing, 'jetflow_stream_published_messages_total', { stream: 'JETFLOW_INGEST', service: 'ingest' })! >= 8);
-      assert.ok(value(ing, 'jetflow_consumer_delivered_messages_total', { stream: 'JETFLOW_INGEST', consumer: 'orchestrator-ingest-default', service: 'ingest' })! >= 8);
+      // The tenant's two ingest consumers: its NATS-door submissions and those through ingest.
+      const delivered = (consumer: string) => value(ing, 'jetflow_consumer_delivered_messages_total', { stream: 'JETFLOW_INGEST', consumer, service: 'ingest' }) ?? 0;
+      assert.ok(delivered('orchestrator-ingest-default') + delivered('orchestrator-submit-default') >= 8);
       for (const m of ['jetflow_consumer_pending_messages', 'jetflow_consumer_ack_pending_messages', 'jetflow_consumer_redelivered_messages', 'jetflow_consumer_waiting_pulls']) {
         assert.notEqual(value(ing, m, { stream: 'JETFLOW_TASKS', consumer: 'task-test-fail', service: 'ingest' }), undefined, m);
       }
