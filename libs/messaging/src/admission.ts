@@ -16,6 +16,8 @@ export interface AdmissionLoad {
   running: Map<string, number>;
   /** Per tenant: flows waiting in the ingest stream. */
   queued: Map<string, number>;
+  /** The queued counts were measured just before this report. */
+  queuedNow?: boolean;
 }
 
 // The tenant and flow id rules of libs/flows, restated: libs/flows imports this library.
@@ -26,14 +28,14 @@ const INSTANCE_RE = /^[\x21-\x7e]{1,200}$/;
 export const ADMISSION_LIMITS = { tenants: 10_000, count: 100_000_000, flowIds: 5_000 } as const;
 
 export function encodeLoad(l: AdmissionLoad): Uint8Array {
-  return toBinary(AdmissionLoadSchema, create(AdmissionLoadSchema, { instance: l.instance, running: Object.fromEntries(l.running), queued: Object.fromEntries(l.queued) }));
+  return toBinary(AdmissionLoadSchema, create(AdmissionLoadSchema, { instance: l.instance, running: Object.fromEntries(l.running), queued: Object.fromEntries(l.queued), queuedNow: l.queuedNow ?? false }));
 }
 
 /** A decoded, checked report; throws naming what is wrong (bad bytes, a bad tenant name, too many entries). */
 export function decodeLoad(bytes: Uint8Array): AdmissionLoad {
   const m = fromBinary(AdmissionLoadSchema, bytes);
   if (!INSTANCE_RE.test(m.instance)) throw new Error(`instance ${JSON.stringify(m.instance.slice(0, 40))} is not an instance id`);
-  return { instance: m.instance, running: counts('running', m.running), queued: counts('queued', m.queued) };
+  return { instance: m.instance, running: counts('running', m.running), queued: counts('queued', m.queued), queuedNow: m.queuedNow };
 }
 
 function counts(field: string, rec: Record<string, number>): Map<string, number> {

@@ -34,7 +34,7 @@ const storage = await startIngestStorage(cfg, { nc, registry: cfg.registry, log 
 const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv }, cfg.partitions, cfg.publishTimeoutMs, storage.claim);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
 // Per-tenant limits: a rate per replica, and flows in flight from the orchestrators' reports.
-const tenantLoad = new TenantLoad({ log, onReport: () => quota.reported() }).start(nc);
+const tenantLoad = new TenantLoad({ log, onReport: (l) => l.queuedNow && quota.reported() }).start(nc);
 const quota: TenantQuota = new TenantQuota(cfg.tenantLimits, tenantLoad);
 const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, quota, ...(storage.history ? { history: storage.history } : {}) });
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);

@@ -187,9 +187,9 @@ export class IngestLanes {
     this.report();
   }
 
-  private report() {
+  private report(queuedNow = false) {
     try {
-      this.o.nc.publish(ADMISSION_SUBJECTS.load, encodeLoad({ instance: this.o.instanceId, running: new Map(this.o.admission.runningHere()), queued: this.queued }));
+      this.o.nc.publish(ADMISSION_SUBJECTS.load, encodeLoad({ instance: this.o.instanceId, running: new Map(this.o.admission.runningHere()), queued: this.queued, queuedNow }));
     } catch {
       // Connection closing or reconnecting: the next report replaces this one.
     }
@@ -247,6 +247,8 @@ export class IngestLanes {
           void this.addTenant(tenant).catch((err: Error) => this.o.log.warn({ tenant, err: err.message }, 'cannot pull a tenant consumer'));
       }
       this.queued = queued;
+      // At once: ingest counts its own acceptances only until a report with fresh queued counts.
+      this.report(true);
       this.mismatches = si.state.messages > covered ? this.mismatches + 1 : 0;
       if (this.mismatches >= 2 && Date.now() - this.lastDiscovery >= DISCOVERY_EVERY_MS) await this.discover();
     } catch (err) {

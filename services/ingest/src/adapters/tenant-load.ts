@@ -17,7 +17,7 @@ export class TenantLoad implements InflightView {
   private sub: Subscription | undefined;
   private bad = 0;
 
-  constructor(private readonly o: { ttlMs?: number; now?: () => number; log?: Logger; onReport?: () => void } = {}) {}
+  constructor(private readonly o: { ttlMs?: number; now?: () => number; log?: Logger; onReport?: (load: AdmissionLoad) => void } = {}) {}
 
   /** Listens to the reports (core NATS; ingest may subscribe to jetflow.admission.load only). */
   start(nc: NatsConnection): this {
@@ -37,7 +37,7 @@ export class TenantLoad implements InflightView {
   report(load: AdmissionLoad): void {
     this.reports.set(load.instance, { at: (this.o.now ?? Date.now)(), load });
     this.recount();
-    this.o.onReport?.();
+    this.o.onReport?.(load);
   }
 
   private recount() {

@@ -62,8 +62,9 @@ describe('per-tenant limits at ingest', () => {
 
   test('TenantLoad sums what every replica runs, adds the newest queued counts, and drops silent replicas', () => {
     let now = 0;
-    const load = new TenantLoad({ now: () => now, ttlMs: 3_000 });
-    load.report({ instance: 'o1', running: new Map([['acme', 4]]), queued: new Map([['acme', 10]]) });
+    const fresh: boolean[] = [];
+    const load = new TenantLoad({ now: () => now, ttlMs: 3_000, onReport: (l) => fresh.push(l.queuedNow === true) });
+    load.report({ instance: 'o1', running: new Map([['acme', 4]]), queued: new Map([['acme', 10]]), queuedNow: true });
     now += 100;
     load.report({
       instance: 'o2',
@@ -75,6 +76,7 @@ describe('per-tenant limits at ingest', () => {
     });
     assert.equal(load.inflight('acme'), 4 + 1 + 7, 'the newest report says how many wait');
     assert.equal(load.inflight('globex'), 2);
+    assert.deepEqual(fresh, [true, false], 'ingest forgets its own acceptances only on freshly measured counts');
     assert.equal(load.inflight('other'), 0);
     now += 2_950;
     assert.equal(load.inflight('acme'), 1 + 7, 'o1 silent for 3 s');

@@ -24,7 +24,7 @@ interface Bucket {
  *
  * Flows in flight: accepted and not finished, across every door and replica: the orchestrators' reports
  * (running, and waiting in the ingest stream; at most ~1 s old) plus what this replica accepted since the
- * last report. Past it, 429 until flows end.
+ * last freshly measured queued count. Past it, 429 until flows end.
  */
 export class TenantQuota {
   private readonly buckets = new Map<string, Bucket>();
@@ -69,7 +69,7 @@ export class TenantQuota {
     this.recent.set(tenant, (this.recent.get(tenant) ?? 0) + 1);
   }
 
-  /** A report came: it counts what was accepted before it. */
+  /** A report with freshly measured queued counts came: they include what was accepted before it. */
   reported(): void {
     this.recent.clear();
   }
