@@ -175,7 +175,7 @@ describe('a flow through each front door', () => {
     await new Promise((r) => setTimeout(r, 300));
     j.stack.restart('orchestrator', 0);
     const text = await sse.text();
-    assert.match(text, /^event: snapshot\ndata: .*"status":"accepted"/);
+    assert.match(text, /^(?:: connected\n\n)?event: snapshot\ndata: .*"status":"accepted"/);
     assert.match(text, /"type":"flow.completed"/);
     assert.match(text, /"status":"succeeded"/);
     await watching;
