@@ -39,8 +39,8 @@ async function measure(name: string, n: number, serverPid: number | undefined, r
   const r: MicroResult = {
     op: name,
     n,
-    clientUs: Math.round(((selfCpuMs() - c0) * 1000) / n * 10) / 10,
-    serverUs: serverPid ? Math.round((((cpuMs(serverPid) ?? 0) - s0) * 1000) / n * 10) / 10 : 0,
+    clientUs: Math.round((((selfCpuMs() - c0) * 1000) / n) * 10) / 10,
+    serverUs: serverPid ? Math.round(((((cpuMs(serverPid) ?? 0) - s0) * 1000) / n) * 10) / 10 : 0,
     perSec: Math.round(n / (dt / 1000)),
   };
   process.stderr.write(`${name.padEnd(58)} client ${String(r.clientUs).padStart(6)} µs  server ${String(r.serverUs).padStart(6)} µs  ${r.perSec}/s\n`);
@@ -57,7 +57,9 @@ async function pipelined(n: number, window: number, op: (i: number) => Promise<u
 }
 
 function sampleTask() {
-  const input = enc.encode(JSON.stringify({ records: Array.from({ length: 10 }, (_, i) => ({ id: `r${i}`, text: 'delivery late box damaged great product fast shipping', fields: { rating: 3, amount: 12.5 } })) }));
+  const input = enc.encode(
+    JSON.stringify({ records: Array.from({ length: 10 }, (_, i) => ({ id: `r${i}`, text: 'delivery late box damaged great product fast shipping', fields: { rating: 3, amount: 12.5 } })) }),
+  );
   return create(TaskSchema, {
     flowId: 'f0123456789abcdefghijklmno',
     tenant: 'default',
@@ -95,8 +97,20 @@ export async function runMicro(n = 20_000): Promise<MicroResult[]> {
     let id = 0;
     const loopCpu = new Map<string, number>();
 
-    out.push(await measure(`JetStreamPublisher.publish (libs), ${taskBytes.length} B task, msg id`, n, pid, (k) => pipelined(k, 1_000, () => pub.publish('m.work.a', taskBytes, { msgId: `p${++id}` }))));
-    out.push(await measure('js.publish() (nats.js), same message', n, pid, (k) => pipelined(k, 1_000, () => { const h = natsHeaders(); h.set('Nats-Msg-Id', `j${++id}`); return js.publish('m.work.a', taskBytes, { headers: h }); })));
+    out.push(
+      await measure(`JetStreamPublisher.publish (libs), ${taskBytes.length} B task, msg id`, n, pid, (k) =>
+        pipelined(k, 1_000, () => pub.publish('m.work.a', taskBytes, { msgId: `p${++id}` })),
+      ),
+    );
+    out.push(
+      await measure('js.publish() (nats.js), same message', n, pid, (k) =>
+        pipelined(k, 1_000, () => {
+          const h = natsHeaders();
+          h.set('Nats-Msg-Id', `j${++id}`);
+          return js.publish('m.work.a', taskBytes, { headers: h });
+        }),
+      ),
+    );
     out.push(
       await measure('consume + ack (pull consumer, nats.js consume())', n, pid, async (k) => {
         const name = `c${++id}`;
@@ -116,12 +130,21 @@ export async function runMicro(n = 20_000): Promise<MicroResult[]> {
     out[out.length - 1]!.op = 'consume + ack of a stored message (consume())';
 
     const ev = { flowId: 'f0123456789abcdefghijklmno', flow: 'insights', type: 'task.succeeded', status: 'running', task: 'sentiment' };
-    out.push(await measure('publishEvent (plain publish, stored by the events stream)', n, pid, async (k) => { for (let i = 0; i < k; i++) publishEvent(nc, 'default', ev); await nc.flush(); }));
+    out.push(
+      await measure('publishEvent (plain publish, stored by the events stream)', n, pid, async (k) => {
+        for (let i = 0; i < k; i++) publishEvent(nc, 'default', ev);
+        await nc.flush();
+      }),
+    );
 
     // The services' pull loop (libs/messaging/src/loop.ts) in both modes, handler = ack: the per-message
     // cost of 'fetch' (workers: a new pull request per batch of free slots) versus 'consume' (orchestrator).
     const log = createLogger('micro', 'warn');
-    for (const [mode, concurrency] of [['fetch', 4], ['consume', 4], ['consume', 512]] as const) {
+    for (const [mode, concurrency] of [
+      ['fetch', 4],
+      ['consume', 4],
+      ['consume', 512],
+    ] as const) {
       out.push(
         await measure(`startPullLoop ${mode}, concurrency ${concurrency}: receive + ack`, n, pid, async (k) => {
           const name = `l${++id}`;
@@ -133,7 +156,18 @@ export async function runMicro(n = 20_000): Promise<MicroResult[]> {
           let got = 0;
           let done!: () => void;
           const all = new Promise<void>((r) => (done = r));
-          const loop = startPullLoop({ js, stream: 'M_WORK', consumer: name, concurrency, mode, log, handle: async (m) => { m.ack(); if (++got === k) done(); } });
+          const loop = startPullLoop({
+            js,
+            stream: 'M_WORK',
+            consumer: name,
+            concurrency,
+            mode,
+            log,
+            handle: async (m) => {
+              m.ack();
+              if (++got === k) done();
+            },
+          });
           await all;
           await loop.stop();
           loopCpu.set(`${mode}/${concurrency}`, ((selfCpuMs() - c0) * 1000) / k);
@@ -145,40 +179,134 @@ export async function runMicro(n = 20_000): Promise<MicroResult[]> {
     }
 
     const kv = await js.views.kv('m_flows', { history: 1, ttl: 3_600_000 });
-    const state = newFlowState({ flowId: 'f0123456789abcdefghijklmno', tenant: 'default', flow: 'insights', inputJson: new TextDecoder().decode(task.inputJson), callbackUrl: 'http://127.0.0.1:1/hook', metadata: { source: 'bench' }, submittedAt: Date.now() }, INSIGHTS, Date.now());
+    const state = newFlowState(
+      {
+        flowId: 'f0123456789abcdefghijklmno',
+        tenant: 'default',
+        flow: 'insights',
+        inputJson: new TextDecoder().decode(task.inputJson),
+        callbackUrl: 'http://127.0.0.1:1/hook',
+        metadata: { source: 'bench' },
+        submittedAt: Date.now(),
+      },
+      INSIGHTS,
+      Date.now(),
+    );
     const stateBytes = enc.encode(JSON.stringify(state));
     const keys = 500;
     const rev = new Array<number>(keys).fill(0);
-    out.push(await measure(`kv.create (nats.js), ${stateBytes.length} B state`, n, pid, (k) => pipelined(k, keys, async () => { await kv.create(`k${++id}`, stateBytes); })));
+    out.push(
+      await measure(`kv.create (nats.js), ${stateBytes.length} B state`, n, pid, (k) =>
+        pipelined(k, keys, async () => {
+          await kv.create(`k${++id}`, stateBytes);
+        }),
+      ),
+    );
     for (let i = 0; i < keys; i++) rev[i] = await kv.put(`u${i}`, stateBytes);
-    out.push(await measure('kv.update with CAS (nats.js)', n, pid, (k) => { let j = 0; return pipelined(k, keys, async () => { const key = j++ % keys; rev[key] = await kv.update(`u${key}`, stateBytes, rev[key]!); }); }));
+    out.push(
+      await measure('kv.update with CAS (nats.js)', n, pid, (k) => {
+        let j = 0;
+        return pipelined(k, keys, async () => {
+          const key = j++ % keys;
+          rev[key] = await kv.update(`u${key}`, stateBytes, rev[key]!);
+        });
+      }),
+    );
     // One lane per key so no two updates of a key race.
-    out.push(await measure('kv.get (nats.js, direct get)', n, pid, (k) => { let j = 0; return pipelined(k, 500, () => kv.get(`u${j++ % keys}`)); }));
-    out.push(await measure('kv.put (nats.js)', n, pid, (k) => { let j = 0; return pipelined(k, keys, () => kv.put(`p${j++ % keys}`, stateBytes)); }));
+    out.push(
+      await measure('kv.get (nats.js, direct get)', n, pid, (k) => {
+        let j = 0;
+        return pipelined(k, 500, () => kv.get(`u${j++ % keys}`));
+      }),
+    );
+    out.push(
+      await measure('kv.put (nats.js)', n, pid, (k) => {
+        let j = 0;
+        return pipelined(k, keys, () => kv.put(`p${j++ % keys}`, stateBytes));
+      }),
+    );
 
     // CPU only, no server.
-    out.push(await measure('protobuf toBinary(Task)', n, undefined, async (k) => { for (let i = 0; i < k; i++) toBinary(TaskSchema, task); }));
-    out.push(await measure('protobuf fromBinary(Task)', n, undefined, async (k) => { for (let i = 0; i < k; i++) fromBinary(TaskSchema, taskBytes); }));
-    const result = create(TaskResultSchema, { flowId: task.flowId, task: 'sentiment', stage: 1, status: TaskStatus.SUCCEEDED, outputJson: enc.encode('{"noop":true}'), attempts: 1, startedAtMs: 1n, finishedAtMs: 2n, worker: 'analyst-0' });
-    out.push(await measure('protobuf toBinary+fromBinary(TaskResult)', n, undefined, async (k) => { for (let i = 0; i < k; i++) fromBinary(TaskResultSchema, toBinary(TaskResultSchema, result)); }));
-    out.push(await measure('FlowState JSON.stringify + encode', n, undefined, async (k) => { for (let i = 0; i < k; i++) enc.encode(JSON.stringify(state)); }));
-    out.push(await measure('FlowState structuredClone', n, undefined, async (k) => { for (let i = 0; i < k; i++) structuredClone(state); }));
+    out.push(
+      await measure('protobuf toBinary(Task)', n, undefined, async (k) => {
+        for (let i = 0; i < k; i++) toBinary(TaskSchema, task);
+      }),
+    );
+    out.push(
+      await measure('protobuf fromBinary(Task)', n, undefined, async (k) => {
+        for (let i = 0; i < k; i++) fromBinary(TaskSchema, taskBytes);
+      }),
+    );
+    const result = create(TaskResultSchema, {
+      flowId: task.flowId,
+      task: 'sentiment',
+      stage: 1,
+      status: TaskStatus.SUCCEEDED,
+      outputJson: enc.encode('{"noop":true}'),
+      attempts: 1,
+      startedAtMs: 1n,
+      finishedAtMs: 2n,
+      worker: 'analyst-0',
+    });
+    out.push(
+      await measure('protobuf toBinary+fromBinary(TaskResult)', n, undefined, async (k) => {
+        for (let i = 0; i < k; i++) fromBinary(TaskResultSchema, toBinary(TaskResultSchema, result));
+      }),
+    );
+    out.push(
+      await measure('FlowState JSON.stringify + encode', n, undefined, async (k) => {
+        for (let i = 0; i < k; i++) enc.encode(JSON.stringify(state));
+      }),
+    );
+    out.push(
+      await measure('FlowState structuredClone', n, undefined, async (k) => {
+        for (let i = 0; i < k; i++) structuredClone(state);
+      }),
+    );
     const def = INSIGHTS;
-    out.push(await measure('applyResult on a cloned state', n, undefined, async (k) => { for (let i = 0; i < k; i++) applyResult(structuredClone(state), def, { task: 'text', succeeded: true, output: { noop: true }, attempts: 1, token: state.tasks.text!.token! }, Date.now()); }));
+    out.push(
+      await measure('applyResult on a cloned state', n, undefined, async (k) => {
+        for (let i = 0; i < k; i++)
+          applyResult(structuredClone(state), def, { task: 'text', succeeded: true, output: { noop: true }, attempts: 1, token: state.tasks.text!.token! }, Date.now());
+      }),
+    );
     const registry = new FlowRegistry([INSIGHTS]);
     const body = JSON.parse(new TextDecoder().decode(task.inputJson)) as unknown;
     const sub = { flow: 'insights', input: body, callbackUrl: 'http://127.0.0.1:1/hook', metadata: { source: 'bench' } };
-    out.push(await measure('validateSubmission (zod), 10 records', n, undefined, async (k) => { for (let i = 0; i < k; i++) validateSubmission(sub, { registry }); }));
-    out.push(await measure('HMAC-SHA256 callback signature, 1 KB body', n, undefined, async (k) => { const b = 'x'.repeat(1_000); for (let i = 0; i < k; i++) createHmac('sha256', 's').update(b).digest('hex'); }));
-    out.push(await measure('setTimeout + clearTimeout (per publish in JetStreamPublisher)', n, undefined, async (k) => { for (let i = 0; i < k; i++) clearTimeout(setTimeout(() => undefined, 2_000)); }));
+    out.push(
+      await measure('validateSubmission (zod), 10 records', n, undefined, async (k) => {
+        for (let i = 0; i < k; i++) validateSubmission(sub, { registry });
+      }),
+    );
+    out.push(
+      await measure('HMAC-SHA256 callback signature, 1 KB body', n, undefined, async (k) => {
+        const b = 'x'.repeat(1_000);
+        for (let i = 0; i < k; i++) createHmac('sha256', 's').update(b).digest('hex');
+      }),
+    );
+    out.push(
+      await measure('setTimeout + clearTimeout (per publish in JetStreamPublisher)', n, undefined, async (k) => {
+        for (let i = 0; i < k; i++) clearTimeout(setTimeout(() => undefined, 2_000));
+      }),
+    );
 
     // HTTP callback POST with fetch (undici) to a local server; the server's share is in this process too.
-    const srv = createServer((req, res) => { req.resume(); req.on('end', () => res.end('ok')); });
+    const srv = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     const addr = srv.address();
     const url = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/hook`;
     const cbBody = JSON.stringify({ flowId: task.flowId, status: 'succeeded', results: { a: 1 }, pad: 'x'.repeat(800) });
-    out.push(await measure('fetch POST callback (client + local http server)', Math.min(n, 5_000), undefined, (k) => pipelined(k, 64, async () => { const r = await fetch(url, { method: 'POST', body: cbBody, headers: { 'content-type': 'application/json' } }); await r.body?.cancel(); })));
+    out.push(
+      await measure('fetch POST callback (client + local http server)', Math.min(n, 5_000), undefined, (k) =>
+        pipelined(k, 64, async () => {
+          const r = await fetch(url, { method: 'POST', body: cbBody, headers: { 'content-type': 'application/json' } });
+          await r.body?.cancel();
+        }),
+      ),
+    );
     const agent = new Agent({ keepAlive: true, maxSockets: 64 });
     const post = () =>
       new Promise<void>((resolve, reject) => {

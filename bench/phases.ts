@@ -69,7 +69,13 @@ try {
     const mean = slow.reduce((a, r) => a + r[k]!, 0) / slow.length;
     console.log(`${k.padEnd(24)} ${v[Math.floor(v.length / 2)]!.toFixed(1).padStart(7)} ${v[Math.floor(v.length * 0.99)]!.toFixed(1).padStart(7)}  ${mean.toFixed(1)}`);
   }
-  console.log('slowest flows:', slowest.slice(0, 3).map((f) => `${f.flowId} (#${f.index}, submitted at +${f.atMs.toFixed(0)} ms): ${f.total.toFixed(0)} ms`).join('; '));
+  console.log(
+    'slowest flows:',
+    slowest
+      .slice(0, 3)
+      .map((f) => `${f.flowId} (#${f.index}, submitted at +${f.atMs.toFixed(0)} ms): ${f.total.toFixed(0)} ms`)
+      .join('; '),
+  );
 } finally {
   await j.stop();
   await cb.close();

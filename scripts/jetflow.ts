@@ -21,7 +21,10 @@ const program = new Command('jetflow')
   .addOption(new Option('--api-key <key>', 'API key (default: JETFLOW_API_KEY, or .jetflow/local.json)'))
   .option('--json', 'print raw JSON instead of tables')
   .version(cliVersion(), '-V, --version', 'print the CLI version')
-  .addHelpText('after', `\nExit codes: ${EXIT.ok} ok; ${EXIT.failed} refused by the server, or the flow failed or was cancelled; ${EXIT.partial} the flow ended partial; ${EXIT.usage} usage; ${EXIT.auth} no or bad API key; ${EXIT.notFound} not found; ${EXIT.server} server error or overloaded (retry); ${EXIT.unreachable} ingest unreachable.`)
+  .addHelpText(
+    'after',
+    `\nExit codes: ${EXIT.ok} ok; ${EXIT.failed} refused by the server, or the flow failed or was cancelled; ${EXIT.partial} the flow ended partial; ${EXIT.usage} usage; ${EXIT.auth} no or bad API key; ${EXIT.notFound} not found; ${EXIT.server} server error or overloaded (retry); ${EXIT.unreachable} ingest unreachable.`,
+  )
   .enablePositionalOptions()
   // Usage errors come back as CommanderError (exit code EXIT.usage below) instead of exiting with 1.
   .exitOverride()
@@ -77,11 +80,7 @@ async function follow(flowId: string) {
   process.exitCode = exitCodeOf(v.status);
 }
 
-program
-  .command('watch')
-  .description('follow a flow live until it ends; exit 0 succeeded, 2 partial, 1 failed or cancelled')
-  .argument('<flowId>')
-  .action(follow);
+program.command('watch').description('follow a flow live until it ends; exit 0 succeeded, 2 partial, 1 failed or cancelled').argument('<flowId>').action(follow);
 
 program
   .command('cancel')
@@ -136,7 +135,7 @@ async function collect<T>(path: string, key: string, query: URLSearchParams, lim
 
 program
   .command('list')
-  .description('list recent flows of your tenant, most recently changed first (follows the listing\'s pages until --limit flows)')
+  .description("list recent flows of your tenant, most recently changed first (follows the listing's pages until --limit flows)")
   .option('--status <list>', 'only these statuses, comma-separated (running, succeeded, partial, failed, cancelled)')
   .option('--limit <n>', 'most flows', positiveInt('limit'), 20)
   .option('--cursor <cursor>', 'continue after an earlier listing (its nextCursor)')
@@ -147,7 +146,20 @@ program
     const r = await collect<FlowSummary>('/v1/flows', 'flows', q, o.limit);
     if (globals().json) return printJson({ flows: r.items, nextCursor: r.nextCursor });
     if (!r.items.length) return print(c.dim('no flows'));
-    print(table(['STATUS', 'FLOW ID', 'FLOW', 'TASKS', 'SUBMITTED', 'DURATION'], r.items.map((f) => [status(f.status), f.flowId, f.flow, `${f.tasks.succeeded}/${f.tasks.total}${f.tasks.failed ? c.red(` ${f.tasks.failed} failed`) : ''}`, ago(f.submittedAt), duration(f.durationMs)]), [5]));
+    print(
+      table(
+        ['STATUS', 'FLOW ID', 'FLOW', 'TASKS', 'SUBMITTED', 'DURATION'],
+        r.items.map((f) => [
+          status(f.status),
+          f.flowId,
+          f.flow,
+          `${f.tasks.succeeded}/${f.tasks.total}${f.tasks.failed ? c.red(` ${f.tasks.failed} failed`) : ''}`,
+          ago(f.submittedAt),
+          duration(f.durationMs),
+        ]),
+        [5],
+      ),
+    );
     if (r.nextCursor) print(c.dim(`more: add --cursor ${r.nextCursor}`));
   });
 
@@ -165,7 +177,7 @@ interface DeadLetter {
 const dlq = program.command('dlq').description('dead letters: messages that could not be processed');
 dlq
   .command('list')
-  .description('list your tenant\'s dead letters, newest first')
+  .description("list your tenant's dead letters, newest first")
   .option('--source <source>', 'only from task, ingest, callback or result')
   .option('--limit <n>', 'most dead letters', positiveInt('limit'), 50)
   .option('--cursor <cursor>', 'continue after an earlier listing (its nextCursor)')
@@ -177,7 +189,13 @@ dlq
     if (globals().json) return printJson({ deadLetters: r.items, nextCursor: r.nextCursor });
     if (!r.items.length) return print(c.dim('no dead letters'));
     const width = Math.max(30, (process.stdout.columns || 160) - 110);
-    print(table(['SEQ', 'WHEN', 'SOURCE', 'CODE', 'ORIGINAL SUBJECT', 'ATTEMPTS', 'FLOW', 'REASON'], r.items.map((d) => [String(d.seq), ago(d.time), d.source, c.red(d.code), d.originalSubject, d.attempts === null ? '-' : String(d.attempts), d.flowId ?? '-', clip(d.reason, width)]), [0, 5]));
+    print(
+      table(
+        ['SEQ', 'WHEN', 'SOURCE', 'CODE', 'ORIGINAL SUBJECT', 'ATTEMPTS', 'FLOW', 'REASON'],
+        r.items.map((d) => [String(d.seq), ago(d.time), d.source, c.red(d.code), d.originalSubject, d.attempts === null ? '-' : String(d.attempts), d.flowId ?? '-', clip(d.reason, width)]),
+        [0, 5],
+      ),
+    );
     if (r.nextCursor) print(c.dim(`more: add --cursor ${r.nextCursor}`));
   });
 dlq
@@ -207,7 +225,16 @@ dlq
 
 interface Consumers {
   sampledAt: string;
-  consumers: Array<{ stream: string; name: string; numPending: number; numAckPending: number; numRedelivered: number; numWaiting: number; delivered: number; deliveredPerSec: number | null }>;
+  consumers: Array<{
+    stream: string;
+    name: string;
+    numPending: number;
+    numAckPending: number;
+    numRedelivered: number;
+    numWaiting: number;
+    delivered: number;
+    deliveredPerSec: number | null;
+  }>;
 }
 
 program
@@ -215,14 +242,22 @@ program
   .description('which consumer gets a task: the stream, durable consumer and service for a subject or pattern')
   .argument('[subject]', 'a task subject or wildcard pattern', 'jetflow.task.>')
   .action(async (subject: string) => {
-    const r = await api().json<{ routes: Array<{ subject: string; stream: string; consumer: string; servedBy: string; usedBy: Array<{ flow: string; stage: string; task: string }> }> }>('GET', `/v1/routes?subject=${encodeURIComponent(subject)}`);
+    const r = await api().json<{ routes: Array<{ subject: string; stream: string; consumer: string; servedBy: string; usedBy: Array<{ flow: string; stage: string; task: string }> }> }>(
+      'GET',
+      `/v1/routes?subject=${encodeURIComponent(subject)}`,
+    );
     if (globals().json) return printJson(r);
     if (!r.routes.length) {
       print(`no task subject matches ${subject}`);
       process.exitCode = EXIT.notFound;
       return;
     }
-    print(table(['subject', 'stream', 'consumer', 'served by', 'used by'], r.routes.map((x) => [x.subject, x.stream, x.consumer, x.servedBy, x.usedBy.map((u) => `${u.flow}/${u.stage}/${u.task}`).join(', ')])));
+    print(
+      table(
+        ['subject', 'stream', 'consumer', 'served by', 'used by'],
+        r.routes.map((x) => [x.subject, x.stream, x.consumer, x.servedBy, x.usedBy.map((u) => `${u.flow}/${u.stage}/${u.task}`).join(', ')]),
+      ),
+    );
   });
 
 program
@@ -239,7 +274,16 @@ program
         const n = (x: number) => (x === 0 ? c.dim('0') : x.toLocaleString('en'));
         const out = table(
           ['STREAM', 'CONSUMER', 'PENDING', 'ACK PENDING', 'REDELIVERED', 'WAITING', 'DELIVERED', 'RATE'],
-          r.consumers.map((x) => [x.stream, x.name, n(x.numPending), n(x.numAckPending), n(x.numRedelivered), n(x.numWaiting), x.delivered.toLocaleString('en'), x.deliveredPerSec === null ? c.dim('-') : `${x.deliveredPerSec}/s`]),
+          r.consumers.map((x) => [
+            x.stream,
+            x.name,
+            n(x.numPending),
+            n(x.numAckPending),
+            n(x.numRedelivered),
+            n(x.numWaiting),
+            x.delivered.toLocaleString('en'),
+            x.deliveredPerSec === null ? c.dim('-') : `${x.deliveredPerSec}/s`,
+          ]),
           [2, 3, 4, 5, 6, 7],
         );
         if (every && process.stdout.isTTY) process.stdout.write('\x1b[H\x1b[2J');

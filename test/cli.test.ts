@@ -68,7 +68,10 @@ describe('jetflow CLI', () => {
     ok(g, 'get');
     const view = JSON.parse(g.stdout) as { status: string; stages: Array<{ tasks: Array<{ status: string }> }> };
     assert.equal(view.status, 'succeeded');
-    assert.deepEqual(view.stages.flatMap((s) => s.tasks.map((t) => t.status)), Array(6).fill('succeeded'));
+    assert.deepEqual(
+      view.stages.flatMap((s) => s.tasks.map((t) => t.status)),
+      Array(6).fill('succeeded'),
+    );
 
     const l = await cli(['--json', 'list', '--status', 'succeeded']);
     ok(l, 'list');
@@ -144,7 +147,8 @@ describe('jetflow CLI', () => {
   test('consumers prints every consumer', async () => {
     const r = await cli(['consumers']);
     ok(r, 'consumers');
-    for (const name of ['orchestrator-ingest-default', 'callback-sender', 'orchestrator-p7', 'task-dataset-text', 'task-analyst-keywords']) assert.match(r.stdout, new RegExp(`\\s${name}\\s`));
+    for (const name of ['orchestrator-ingest-default', 'callback-sender', 'orchestrator-p7', 'task-dataset-text', 'task-analyst-keywords'])
+      assert.match(r.stdout, new RegExp(`\\s${name}\\s`));
     assert.match(r.stdout.split('\n')[0] ?? '', /STREAM\s+CONSUMER\s+PENDING\s+ACK PENDING/);
   });
 

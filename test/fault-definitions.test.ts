@@ -26,7 +26,14 @@ const SHIFT_V1: FlowDef = {
   deadlineMs: 90_000,
   stages: [
     { name: 'prepare', onFailure: 'fail_flow', tasks: [{ name: 'slow-prep', subject: 'jetflow.task.test.slow', ...limits(20_000, 30_000) }] },
-    { name: 'report', onFailure: 'continue', tasks: [{ name: 'echo-a', subject: 'jetflow.task.test.echo', ...limits(1_000, 2_000) }, { name: 'echo-b', subject: 'jetflow.task.test.echo', ...limits(1_000, 2_000) }] },
+    {
+      name: 'report',
+      onFailure: 'continue',
+      tasks: [
+        { name: 'echo-a', subject: 'jetflow.task.test.echo', ...limits(1_000, 2_000) },
+        { name: 'echo-b', subject: 'jetflow.task.test.echo', ...limits(1_000, 2_000) },
+      ],
+    },
   ],
 };
 // The edit: both stages and every task renamed or removed, the version bumped.
@@ -34,17 +41,37 @@ const SHIFT_V2: FlowDef = {
   name: 'shift',
   version: 2,
   deadlineMs: 90_000,
-  stages: [{ name: 'only', onFailure: 'continue', tasks: [{ name: 'renamed', subject: 'jetflow.task.test.echo', ...limits(1_000, 2_000) }, { name: 'lazy', subject: 'jetflow.task.test.slow', ...limits(20_000, 30_000) }] }],
+  stages: [
+    {
+      name: 'only',
+      onFailure: 'continue',
+      tasks: [
+        { name: 'renamed', subject: 'jetflow.task.test.echo', ...limits(1_000, 2_000) },
+        { name: 'lazy', subject: 'jetflow.task.test.slow', ...limits(20_000, 30_000) },
+      ],
+    },
+  ],
 };
 const SHIFT_V3: FlowDef = { ...SHIFT_V2, version: 3, stages: [{ ...SHIFT_V2.stages[0]!, name: 'third' }] };
-const RETIRING: FlowDef = { name: 'retiring', version: 1, deadlineMs: 20_000, stages: [{ name: 'one', onFailure: 'continue', tasks: [{ name: 'hello', subject: 'jetflow.task.test.echo', ...limits(1_000, 2_000) }] }] };
+const RETIRING: FlowDef = {
+  name: 'retiring',
+  version: 1,
+  deadlineMs: 20_000,
+  stages: [{ name: 'one', onFailure: 'continue', tasks: [{ name: 'hello', subject: 'jetflow.task.test.echo', ...limits(1_000, 2_000) }] }],
+};
 
 const dir = mkdtempSync(join(tmpdir(), 'jetflow-defs-'));
 const flowsFile = join(dir, 'flows.json');
 const writeFlows = (...defs: FlowDef[]) => writeFileSync(flowsFile, JSON.stringify(defs, null, 1));
 writeFlows(SHIFT_V1, RETIRING);
 
-type View = { status: string; version: number; endReason: string | null; errors: Array<{ task: string; code: string; message: string }>; stages: Array<{ name: string; tasks: Array<{ name: string; status: string }> }> };
+type View = {
+  status: string;
+  version: number;
+  endReason: string | null;
+  errors: Array<{ task: string; code: string; message: string }>;
+  stages: Array<{ name: string; tasks: Array<{ name: string; status: string }> }>;
+};
 
 async function dlqFor(j: JetflowUnderTest, flowId: string) {
   const jsm = await j.nc.jetstreamManager();
@@ -63,15 +90,12 @@ async function dlqFor(j: JetflowUnderTest, flowId: string) {
 describe('a definition change never loses a flow', () => {
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  jetflowPerSuite(
-    (s) => ({ j, cb } = s),
-    {
-      jetflow: {
-        env: { JETFLOW_FLOWS_FILE: flowsFile, JETFLOW_TEST_PLUGINS: '1' },
-        serviceEnv: { analyst: { JETFLOW_TASK_SUBJECTS: 'jetflow.task.analyst.>,jetflow.task.test.>' } },
-      },
+  jetflowPerSuite((s) => ({ j, cb } = s), {
+    jetflow: {
+      env: { JETFLOW_FLOWS_FILE: flowsFile, JETFLOW_TEST_PLUGINS: '1' },
+      serviceEnv: { analyst: { JETFLOW_TASK_SUBJECTS: 'jetflow.task.analyst.>,jetflow.task.test.>' } },
     },
-  );
+  });
   const submit = async (flow: string, input: Record<string, unknown>) => {
     const r = await j.api('/v1/flows', { method: 'POST', json: { flow, input, callbackUrl: cb.url } });
     assert.equal(r.status, 202, await r.clone().text());
@@ -115,8 +139,15 @@ describe('a definition change never loses a flow', () => {
     assert.deepEqual((d!.body.results as Record<string, { deps: string[] }>)['echo-a']!.deps, ['slow-prep']);
     const v = await view(old);
     assert.equal(v.version, 1);
-    assert.deepEqual(v.stages.map((s) => s.name), ['stage-0', 'stage-1'], 'GET no longer has v1 loaded: stages from the state');
-    assert.deepEqual(v.stages.flatMap((s) => s.tasks.map((t) => `${t.name}=${t.status}`)), ['slow-prep=succeeded', 'echo-a=succeeded', 'echo-b=succeeded']);
+    assert.deepEqual(
+      v.stages.map((s) => s.name),
+      ['stage-0', 'stage-1'],
+      'GET no longer has v1 loaded: stages from the state',
+    );
+    assert.deepEqual(
+      v.stages.flatMap((s) => s.tasks.map((t) => `${t.name}=${t.status}`)),
+      ['slow-prep=succeeded', 'echo-a=succeeded', 'echo-b=succeeded'],
+    );
     assert.deepEqual(await dlqFor(j, old), [], 'nothing dead-lettered');
 
     // New flows run on v2; both versions sit in the definitions store.
@@ -163,7 +194,11 @@ describe('a definition change never loses a flow', () => {
       await sleep(100);
       dlq = await dlqFor(j, id);
     }
-    assert.deepEqual(dlq.map((e) => [e.headers['Jetflow-Dlq-Code'], e.headers['Jetflow-Dlq-Attempts']]), [['invalid_message', '1']], 'not retried five times first');
+    assert.deepEqual(
+      dlq.map((e) => [e.headers['Jetflow-Dlq-Code'], e.headers['Jetflow-Dlq-Attempts']]),
+      [['invalid_message', '1']],
+      'not retried five times first',
+    );
     assert.match(dlq[0]!.headers['Jetflow-Dlq-Reason']!, /TaskResult cannot be decoded/);
     await assertExactlyOnce(j, cb, [id], { allowed: ['succeeded'], timeoutMs: 30_000 });
   });
@@ -182,11 +217,17 @@ describe('a definition change never loses a flow', () => {
     await assertExactlyOnce(j, cb, [running, queued], { allowed: ['failed'], timeoutMs: 60_000 });
     const r = cb.byFlow(running)[0]!.body;
     const rErrors = r.errors as View['errors'];
-    assert.ok(rErrors.some((e) => e.code === 'definition_unavailable' && /shift v2 \([0-9a-f]{16}\), which is neither loaded nor in the definitions store/.test(e.message)), JSON.stringify(rErrors));
+    assert.ok(
+      rErrors.some((e) => e.code === 'definition_unavailable' && /shift v2 \([0-9a-f]{16}\), which is neither loaded nor in the definitions store/.test(e.message)),
+      JSON.stringify(rErrors),
+    );
     const dlq = await dlqFor(j, running);
     assert.ok(dlq.length >= 1 && dlq.every((e) => e.headers['Jetflow-Dlq-Code'] === 'definition_unavailable'), JSON.stringify(dlq));
     const q = cb.byFlow(queued)[0]!.body;
-    assert.deepEqual((q.errors as View['errors']).map((e) => e.code), ['unknown_flow']);
+    assert.deepEqual(
+      (q.errors as View['errors']).map((e) => e.code),
+      ['unknown_flow'],
+    );
     assert.match((q.errors as View['errors'])[0]!.message, /flow "retiring" is not defined on this orchestrator/);
     assert.deepEqual([q.results, q.datasets], [{}, {}]);
     await sleep(7_000); // the slow task's own result comes and goes

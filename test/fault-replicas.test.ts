@@ -58,7 +58,11 @@ describe('replicas and an unreachable callback receiver', () => {
     const all = cb.deliveries.filter((d) => d.body.flowId === flowId);
     assert.ok(all.length >= 4);
     assert.deepEqual([...new Set(all.map((d) => d.headers['jetflow-delivery-id']))], [`dlv_${flowId}`]);
-    assert.deepEqual(all.map((d) => Number(d.headers['jetflow-attempt'])), all.map((_, i) => i + 1), 'attempts counted up');
+    assert.deepEqual(
+      all.map((d) => Number(d.headers['jetflow-attempt'])),
+      all.map((_, i) => i + 1),
+      'attempts counted up',
+    );
     await sleep(1_000);
     assert.equal(cb.byFlow(flowId).length, 1, 'accepted once');
     const after = (await (await j.api(`/v1/flows/${flowId}`)).json()) as { callback: { status: string; attempts: number } };

@@ -8,7 +8,13 @@ import { resultSubject } from '../libs/messaging/src/index.js';
 import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { waitForHttp } from '../libs/stack/src/index.js';
 
-type View = { status: string; endReason: string | null; deadlineAt: string; finishedAt: string; stages: Array<{ name: string; tasks: Array<{ name: string; status: string; attempts: number; dispatchedAt: string | null; error: { code: string } | null }> }> };
+type View = {
+  status: string;
+  endReason: string | null;
+  deadlineAt: string;
+  finishedAt: string;
+  stages: Array<{ name: string; tasks: Array<{ name: string; status: string; attempts: number; dispatchedAt: string | null; error: { code: string } | null }> }>;
+};
 
 async function dlqEntries(j: JetflowUnderTest) {
   const jsm = await j.nc.jetstreamManager();

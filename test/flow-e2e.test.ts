@@ -13,7 +13,8 @@ async function waitForStatus(j: JetflowUnderTest, flowId: string, statuses: stri
     const r = await j.api(`/v1/flows/${flowId}`);
     if (r.status === 200) {
       const body = (await r.json()) as { status: string };
-      if (statuses.includes(body.status)) return body as Record<string, unknown> & { status: string; stages: Array<{ tasks: Array<{ name: string; status: string; attempts: number; durationMs: number | null }> }> };
+      if (statuses.includes(body.status))
+        return body as Record<string, unknown> & { status: string; stages: Array<{ tasks: Array<{ name: string; status: string; attempts: number; durationMs: number | null }> }> };
     }
     if (Date.now() > until) throw new Error(`flow ${flowId} did not reach ${statuses.join('|')}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -130,7 +131,10 @@ describe('a flow through each front door', () => {
 
   test('GET /v1/routes answers which consumer gets a task, for a subject or a wildcard', async () => {
     const one = (await (await j.api('/v1/routes?subject=jetflow.task.analyst.keywords')).json()) as { routes: Array<{ consumer: string; stream: string; servedBy: string }> };
-    assert.deepEqual(one.routes.map((r) => [r.stream, r.consumer, r.servedBy]), [['JETFLOW_TASKS', 'task-analyst-keywords', 'analyst']]);
+    assert.deepEqual(
+      one.routes.map((r) => [r.stream, r.consumer, r.servedBy]),
+      [['JETFLOW_TASKS', 'task-analyst-keywords', 'analyst']],
+    );
     const all = (await (await j.api('/v1/routes?subject=jetflow.task.dataset.*')).json()) as { routes: Array<{ consumer: string }> };
     assert.equal(all.routes.length, 3);
     // The consumers it names are the ones that exist on the server.

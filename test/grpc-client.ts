@@ -13,12 +13,15 @@ export function ingestClient(address: string, apiKey?: string) {
     return m;
   };
   const unary = <Res>(method: string, req: unknown) =>
-    new Promise<Res>((resolve, reject) => (client[method] as (r: unknown, m: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Res) => void) => void).call(client, req, md(), (e, r) => (e ? reject(e) : resolve(r))));
+    new Promise<Res>((resolve, reject) =>
+      (client[method] as (r: unknown, m: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Res) => void) => void).call(client, req, md(), (e, r) => (e ? reject(e) : resolve(r))),
+    );
   return {
     submit: (req: Parameters<typeof create<typeof SubmitFlowRequestSchema>>[1]) => unary<SubmitFlowResponse>('submitFlow', create(SubmitFlowRequestSchema, req)),
     get: (flowId: string) => unary<GetFlowResponse>('getFlow', { flowId, $typeName: 'jetflow.v1.GetFlowRequest' }),
     cancel: (flowId: string, reason = '') => unary<CancelFlowResponse>('cancelFlow', { flowId, reason, $typeName: 'jetflow.v1.CancelFlowRequest' }),
-    watch: (flowId: string): AsyncIterable<FlowEvent> => (client.watchFlow as (r: unknown, m: grpc.Metadata) => AsyncIterable<FlowEvent>).call(client, { flowId, $typeName: 'jetflow.v1.WatchFlowRequest' }, md()),
+    watch: (flowId: string): AsyncIterable<FlowEvent> =>
+      (client.watchFlow as (r: unknown, m: grpc.Metadata) => AsyncIterable<FlowEvent>).call(client, { flowId, $typeName: 'jetflow.v1.WatchFlowRequest' }, md()),
     close: () => client.close(),
   };
 }

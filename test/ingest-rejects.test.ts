@@ -24,14 +24,18 @@ async function flowFootprint(j: JetflowUnderTest) {
  */
 function rawPost(j: JetflowUnderTest, body: string): Promise<Response> {
   return new Promise((resolve, reject) => {
-    const req = request(`${j.http}/v1/flows`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${j.apiKey}` } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        resolve(new Response(Buffer.concat(chunks), { status: res.statusCode ?? 0 }));
-        req.destroy();
-      });
-    });
+    const req = request(
+      `${j.http}/v1/flows`,
+      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${j.apiKey}` } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          resolve(new Response(Buffer.concat(chunks), { status: res.statusCode ?? 0 }));
+          req.destroy();
+        });
+      },
+    );
     req.on('error', (e) => (req.destroyed ? undefined : reject(e)));
     req.write(body.slice(0, 1024));
   });
@@ -52,18 +56,49 @@ describe('bad input is rejected with errors that name the field, and creates no 
     const cases: Array<{ name: string; res: () => Promise<Response>; status: number; code: string; path?: string }> = [
       { name: 'unknown flow', res: () => post({ ...sampleSubmission(cb.url), flow: 'nope' }), status: 400, code: 'invalid_argument', path: 'flow' },
       { name: 'bad JSON', res: () => post('{"flow": "insights", '), status: 400, code: 'invalid_argument' },
-      { name: 'wrong type of text', res: () => post({ flow: 'insights', input: { records: [{ id: 'a', text: 42 }] } }), status: 400, code: 'invalid_argument', path: 'input.records[0].text' },
+      {
+        name: 'wrong type of text',
+        res: () => post({ flow: 'insights', input: { records: [{ id: 'a', text: 42 }] } }),
+        status: 400,
+        code: 'invalid_argument',
+        path: 'input.records[0].text',
+      },
       { name: 'records not an array', res: () => post({ flow: 'insights', input: { records: 'x' } }), status: 400, code: 'invalid_argument', path: 'input.records' },
       { name: 'empty records', res: () => post({ flow: 'insights', input: { records: [] } }), status: 400, code: 'invalid_argument', path: 'input.records' },
-      { name: 'duplicate record ids', res: () => post({ flow: 'insights', input: { records: [{ id: 'a', text: 'x' }, { id: 'a', text: 'y' }] } }), status: 400, code: 'invalid_argument', path: 'input.records[1].id' },
+      {
+        name: 'duplicate record ids',
+        res: () =>
+          post({
+            flow: 'insights',
+            input: {
+              records: [
+                { id: 'a', text: 'x' },
+                { id: 'a', text: 'y' },
+              ],
+            },
+          }),
+        status: 400,
+        code: 'invalid_argument',
+        path: 'input.records[1].id',
+      },
       { name: 'deadline of wrong type', res: () => post({ ...sampleSubmission(cb.url), deadlineMs: 'soon' }), status: 400, code: 'invalid_argument', path: 'deadlineMs' },
       { name: 'unknown field', res: () => post({ ...sampleSubmission(cb.url), colour: 'red' }), status: 400, code: 'invalid_argument' },
       { name: 'callback to a private address', res: () => post(sampleSubmission('http://10.1.2.3/hook')), status: 400, code: 'invalid_argument', path: 'callbackUrl' },
       { name: 'callback not http', res: () => post(sampleSubmission('ftp://example.com/x')), status: 400, code: 'invalid_argument', path: 'callbackUrl' },
       { name: 'body not an object', res: () => post('[1,2]'), status: 400, code: 'invalid_argument' },
       { name: 'oversized body', res: () => rawPost(j, JSON.stringify({ ...sampleSubmission(cb.url), pad: 'y'.repeat(5 * 1024 * 1024) })), status: 413, code: 'payload_too_large' },
-      { name: 'not JSON content type', res: () => j.api('/v1/flows', { method: 'POST', body: 'flow=insights', headers: { 'content-type': 'text/plain' } }), status: 415, code: 'unsupported_media_type' },
-      { name: 'no credentials', res: () => fetch(`${j.http}/v1/flows`, { method: 'POST', body: JSON.stringify(sampleSubmission(cb.url)), headers: { 'content-type': 'application/json' } }), status: 401, code: 'unauthenticated' },
+      {
+        name: 'not JSON content type',
+        res: () => j.api('/v1/flows', { method: 'POST', body: 'flow=insights', headers: { 'content-type': 'text/plain' } }),
+        status: 415,
+        code: 'unsupported_media_type',
+      },
+      {
+        name: 'no credentials',
+        res: () => fetch(`${j.http}/v1/flows`, { method: 'POST', body: JSON.stringify(sampleSubmission(cb.url)), headers: { 'content-type': 'application/json' } }),
+        status: 401,
+        code: 'unauthenticated',
+      },
       { name: 'bad credentials', res: () => post(sampleSubmission(cb.url), { authorization: 'Bearer not-a-key' }), status: 401, code: 'unauthenticated' },
     ];
     for (const c of cases) {
@@ -72,7 +107,11 @@ describe('bad input is rejected with errors that name the field, and creates no 
       const body = (await r.json()) as ErrBody;
       assert.equal(body.error.code, c.code, `${c.name}: code`);
       assert.ok(body.error.message.length > 0, `${c.name}: message`);
-      if (c.path) assert.ok(body.error.details.some((d) => d.path === c.path), `${c.name}: details name ${c.path}: ${JSON.stringify(body.error.details)}`);
+      if (c.path)
+        assert.ok(
+          body.error.details.some((d) => d.path === c.path),
+          `${c.name}: details name ${c.path}: ${JSON.stringify(body.error.details)}`,
+        );
     }
     // Every problem of one body is named in one answer.
     const multi = (await (await post({ flow: 'insights', input: { records: [{ id: 'a', text: 1 }] }, deadlineMs: -5 })).json()) as ErrBody;
@@ -81,7 +120,7 @@ describe('bad input is rejected with errors that name the field, and creates no 
     assert.deepEqual(await flowFootprint(j), before, 'no flow created, nothing accepted');
   });
 
-  test('GET of an unknown flow, or another tenant\'s flow, is 404', async () => {
+  test("GET of an unknown flow, or another tenant's flow, is 404", async () => {
     const r = await j.api('/v1/flows/fdoesnotexist000000000000000');
     assert.equal(r.status, 404);
     const ok = await post(sampleSubmission(cb.url, { idempotencyKey: 'tenant-check' }));
@@ -160,7 +199,10 @@ describe('bad input is rejected with errors that name the field, and creates no 
     }
     const ingestDlq = dlq.filter((d) => d.subject === 'jetflow.dlq.ingest.jetflow.ingest.default.insights');
     assert.equal(ingestDlq.length, 2, JSON.stringify(dlq));
-    assert.ok(ingestDlq.some((d) => /input\.records\[0\]\.id/.test(d.reason) && d.flowId === deriveFlowId('default', 'bad-nats-1')), JSON.stringify(ingestDlq));
+    assert.ok(
+      ingestDlq.some((d) => /input\.records\[0\]\.id/.test(d.reason) && d.flowId === deriveFlowId('default', 'bad-nats-1')),
+      JSON.stringify(ingestDlq),
+    );
     assert.ok(ingestDlq.some((d) => /not valid JSON/.test(d.reason)));
     const kv = await js.views.kv('jetflow_flows');
     assert.equal(await kv.get(deriveFlowId('default', 'bad-nats-1')), null);

@@ -126,7 +126,10 @@ describe('insights on real data, with S3 and DynamoDB', () => {
       assert.equal(ds.rows, records.length);
       const rows = await datasetRows(ds.ref);
       assert.equal(rows.length, records.length, `${name} rows in S3`);
-      assert.deepEqual(rows.map((r) => r.id), records.map((r) => r.id));
+      assert.deepEqual(
+        rows.map((r) => r.id),
+        records.map((r) => r.id),
+      );
       assert.ok(ds.bytes > 0 && typeof ds.summary === 'object');
     }
     assert.equal((body.datasets.text.summary.topTokens as Array<{ token: string }>)[0]?.token, truth.plantedTerm);
@@ -187,7 +190,10 @@ describe('insights on real data, with S3 and DynamoDB', () => {
     // 24 tasks on at most 2 threads per service: threads are reused, and each has created one session.
     assert.equal(infos.length, 24);
     assert.ok(byThread.size <= 4, [...byThread.keys()].join(', '));
-    assert.ok([...byThread.values()].some((ws) => ws.length >= 3), 'some thread ran several tasks');
+    assert.ok(
+      [...byThread.values()].some((ws) => ws.length >= 3),
+      'some thread ran several tasks',
+    );
     for (const [k, ws] of byThread) for (const w of ws) assert.equal(w.modelLoads, 1, `${k}: ${JSON.stringify(w)}`);
     // Three datasets per flow come from S3 once (a miss each); the other two analysts get them from
     // the cache (a KV hit, or joining the load in flight).

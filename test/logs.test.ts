@@ -5,7 +5,17 @@ import { join, resolve } from 'node:path';
 import { headers as natsHeaders } from 'nats';
 import { deriveFlowId } from '../libs/flows/src/index.js';
 import { flowTraceId } from '../libs/logging/src/index.js';
-import { TEST_API_KEY, TEST_SECRET, sampleSubmission, startCallbackReceiver, startJetflow, startOtlpReceiver, type CallbackReceiver, type JetflowUnderTest, type OtlpReceiver } from '../libs/testing/src/index.js';
+import {
+  TEST_API_KEY,
+  TEST_SECRET,
+  sampleSubmission,
+  startCallbackReceiver,
+  startJetflow,
+  startOtlpReceiver,
+  type CallbackReceiver,
+  type JetflowUnderTest,
+  type OtlpReceiver,
+} from '../libs/testing/src/index.js';
 
 type Line = Record<string, unknown> & { msg?: string; flowId?: string; trace_id?: string; span_id?: string; task?: string; service?: string };
 
@@ -93,9 +103,15 @@ describe('logs: JSON lines that name their flow and trace, and never a secret or
 
     // Lines about a flow carry its trace.
     const retry = lines.filter((l) => l.msg === 'task failed; retrying' && l.flowId === chaos);
-    assert.ok(retry.some((l) => l.task === 'flaky'), 'the flaky retry was logged');
+    assert.ok(
+      retry.some((l) => l.task === 'flaky'),
+      'the flaky retry was logged',
+    );
     const forGood = lines.filter((l) => l.msg === 'task failed for good; dead-lettering' && l.flowId === chaos);
-    assert.ok(forGood.some((l) => l.task === 'fails'), 'the dead letter was logged');
+    assert.ok(
+      forGood.some((l) => l.task === 'fails'),
+      'the dead letter was logged',
+    );
     const cbRetry = lines.filter((l) => l.msg === 'callback failed; retrying' && l.flowId === insights);
     assert.equal(cbRetry.length, 1, 'the callback retry was logged once');
     for (const l of [...retry, ...forGood, ...cbRetry]) {
@@ -172,8 +188,14 @@ describe('logs with tracing off: every line about a flow still names its trace',
       const about = lines.filter((l) => l.flowId === flowId);
       const services = new Set(about.map((l) => l.service));
       assert.ok(services.has('analyst') && services.has('orchestrator'), `${flowId}: lines from the worker and the orchestrator (${[...services].join(', ')})`);
-      assert.ok(about.some((l) => l.msg === 'task failed; retrying'), `${flowId}: the retry was logged`);
-      assert.ok(about.some((l) => l.msg === 'callback failed; retrying'), `${flowId}: the callback retry was logged`);
+      assert.ok(
+        about.some((l) => l.msg === 'task failed; retrying'),
+        `${flowId}: the retry was logged`,
+      );
+      assert.ok(
+        about.some((l) => l.msg === 'callback failed; retrying'),
+        `${flowId}: the callback retry was logged`,
+      );
       for (const l of about) assert.equal(l.trace_id, traceId, `${String(l.service)}: "${String(l.msg)}" names the trace of ${flowId}`);
     }
   });

@@ -28,8 +28,7 @@ function parseProm(text: string): Sample[] {
   return out;
 }
 
-const pick = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
-  samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+const pick = (samples: Sample[], name: string, labels: Record<string, string> = {}) => samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
 const sum = (samples: Sample[], name: string, labels: Record<string, string> = {}) => pick(samples, name, labels).reduce((a, s) => a + s.value, 0);
 
 describe('Prometheus metrics on every service', () => {
@@ -166,8 +165,19 @@ describe('Prometheus metrics on every service', () => {
         assert.ok(exported.has(name), `${panel}: ${name} is exported by some service`);
       }
     }
-    for (const want of [METRICS.flowDuration, METRICS.taskDuration, METRICS.taskRetries, METRICS.deadLetters, METRICS.callbackAttempts, METRICS.consumerPending, METRICS.consumerAckPending]) {
-      assert.ok(exprs.some((e) => e.expr.includes(want)), `a panel shows ${want}`);
+    for (const want of [
+      METRICS.flowDuration,
+      METRICS.taskDuration,
+      METRICS.taskRetries,
+      METRICS.deadLetters,
+      METRICS.callbackAttempts,
+      METRICS.consumerPending,
+      METRICS.consumerAckPending,
+    ]) {
+      assert.ok(
+        exprs.some((e) => e.expr.includes(want)),
+        `a panel shows ${want}`,
+      );
     }
   });
 });

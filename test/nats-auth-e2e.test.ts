@@ -39,7 +39,7 @@ describe('Jetflow with NATS identities and permissions', () => {
     assert.equal(ready.status, 200);
   });
 
-  test('HTTP submission and the NATS door as the tenant\'s own identity: one signed callback each, all tasks succeeded', async () => {
+  test("HTTP submission and the NATS door as the tenant's own identity: one signed callback each, all tasks succeeded", async () => {
     const httpId = await submit(sampleSubmission(cb.url, { idempotencyKey: 'auth-http-1' }));
     const tenant = await j.natsAuth!.connect('tenant:default', j.natsUrls);
     try {
@@ -61,7 +61,10 @@ describe('Jetflow with NATS identities and permissions', () => {
         assert.ok(v.stages.flatMap((s) => s.tasks).every((t) => t.status === 'succeeded'));
       }
       // The same identity cannot submit as another tenant, nor set a flow's cancel flag behind the API.
-      await assert.rejects(tenant.jetstream().publish('jetflow.ingest.other.insights', JSON.stringify(sampleSubmission(cb.url)), { timeout: 3_000 }), (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION');
+      await assert.rejects(
+        tenant.jetstream().publish('jetflow.ingest.other.insights', JSON.stringify(sampleSubmission(cb.url)), { timeout: 3_000 }),
+        (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION',
+      );
       await assert.rejects(tenant.request(`$KV.jetflow_cancel.${natsId}`, new Uint8Array([1]), { timeout: 3_000 }), (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION');
     } finally {
       await tenant.close();
@@ -97,7 +100,11 @@ describe('Jetflow with NATS identities and permissions', () => {
     const flows = (await (await j.api('/v1/flows?limit=50')).json()) as { flows: Array<{ flowId: string }> };
     assert.ok(flows.flows.length >= 3, `flows listed: ${flows.flows.length}`);
     const consumers = (await (await j.api('/v1/consumers')).json()) as { consumers: Array<{ name: string }> };
-    for (const name of ['orchestrator-ingest-default', 'callback-sender', 'orchestrator-p0', 'task-dataset-text', 'task-test-echo']) assert.ok(consumers.consumers.some((c) => c.name === name), `${name} listed`);
+    for (const name of ['orchestrator-ingest-default', 'callback-sender', 'orchestrator-p0', 'task-dataset-text', 'task-test-echo'])
+      assert.ok(
+        consumers.consumers.some((c) => c.name === name),
+        `${name} listed`,
+      );
     const id = flows.flows[0]!.flowId;
     const ev = await fetch(`${j.http}/v1/flows/${id}/events?access_token=${j.apiKey}`);
     assert.equal(ev.status, 200);

@@ -21,6 +21,10 @@ test('every service reads its NATS identity from the standard variables, with it
 
 test('a NATS user without a password fails at start naming NATS_PASSWORD, in every service', () => {
   for (const [name, load] of Object.entries(services)) {
-    assert.throws(() => load({ ...base, NATS_USER: name }), (e: unknown) => e instanceof ConfigError && e.variable === 'NATS_PASSWORD', name);
+    assert.throws(
+      () => load({ ...base, NATS_USER: name }),
+      (e: unknown) => e instanceof ConfigError && e.variable === 'NATS_PASSWORD',
+      name,
+    );
   }
 });

@@ -64,7 +64,11 @@ describe('NATS identities on a nats-server with the generated configuration', ()
   };
 
   before(async () => {
-    auth = testNatsAuth({ JETFLOW_API_KEYS: 'acme:acme-key-0123456789abcdef,globex:globex-key-0123456789abcdef', JETFLOW_PARTITIONS: String(PARTITIONS) }, {}, { workers: { ext: ['jetflow.task.analyst.keywords'] } });
+    auth = testNatsAuth(
+      { JETFLOW_API_KEYS: 'acme:acme-key-0123456789abcdef,globex:globex-key-0123456789abcdef', JETFLOW_PARTITIONS: String(PARTITIONS) },
+      {},
+      { workers: { ext: ['jetflow.task.analyst.keywords'] } },
+    );
     server = await startNatsServer({ config: auth.config, connect: auth.options('admin') });
     admin = await auth.connect('admin', [server.url]);
   });
@@ -76,9 +80,15 @@ describe('NATS identities on a nats-server with the generated configuration', ()
 
   test('anonymous connections, unknown users and wrong passwords are refused', async () => {
     await assert.rejects(connect({ servers: server.url, reconnect: false, timeout: 2_000 }), (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION');
-    await assert.rejects(connect({ servers: server.url, reconnect: false, timeout: 2_000, user: 'nobody', pass: 'x'.repeat(40) }), (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION');
+    await assert.rejects(
+      connect({ servers: server.url, reconnect: false, timeout: 2_000, user: 'nobody', pass: 'x'.repeat(40) }),
+      (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION',
+    );
     const s = auth.security.secretFor('ingest');
-    await assert.rejects(connect({ servers: server.url, reconnect: false, timeout: 2_000, user: s.user, pass: `${s.password}x` }), (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION');
+    await assert.rejects(
+      connect({ servers: server.url, reconnect: false, timeout: 2_000, user: s.user, pass: `${s.password}x` }),
+      (e: Error & { code?: string }) => e.code === 'AUTHORIZATION_VIOLATION',
+    );
   });
 
   test('every service role provisions the whole topology at start with its own permissions', async () => {
@@ -95,29 +105,41 @@ describe('NATS identities on a nats-server with the generated configuration', ()
     for (const s of Object.values(STREAMS)) assert.ok((await jsm.streams.info(s)).config.name === s);
   });
 
-  test('a tenant submits on its own subject and gets the PubAck; another tenant\'s subject is refused', async () => {
+  test("a tenant submits on its own subject and gets the PubAck; another tenant's subject is refused", async () => {
     const acme = await as('tenant:acme');
     const ack = await acme.jetstream().publish('jetflow.ingest.acme.insights', new TextEncoder().encode('{}'), { msgID: 'perm-acme-1' });
     assert.equal(ack.stream, STREAMS.ingest);
     assert.equal(ack.duplicate, false);
-    await assert.rejects(acme.jetstream().publish('jetflow.ingest.globex.insights', new TextEncoder().encode('{}'), { timeout: 3_000 }), (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION');
+    await assert.rejects(
+      acme.jetstream().publish('jetflow.ingest.globex.insights', new TextEncoder().encode('{}'), { timeout: 3_000 }),
+      (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION',
+    );
     const last = await (await admin.jetstreamManager()).streams.getMessage(STREAMS.ingest, { last_by_subj: 'jetflow.ingest.>' });
-    assert.equal(last.subject, 'jetflow.ingest.acme.insights', 'globex\'s subject got nothing');
+    assert.equal(last.subject, 'jetflow.ingest.acme.insights', "globex's subject got nothing");
   });
 
   test('a tenant may not forge results, tasks, cancels or callbacks, nor touch the JetStream API', async () => {
     const acme = await as('tenant:acme');
-    for (const s of ['jetflow.result.0.fvictim', 'jetflow.task.analyst.sentiment', `$KV.${BUCKETS.cancel}.fvictim`, `$KV.${BUCKETS.flows}.fvictim`, 'jetflow.callback.acme', 'jetflow.event.globex.fvictim', 'jetflow.dlq.task.x']) {
+    for (const s of [
+      'jetflow.result.0.fvictim',
+      'jetflow.task.analyst.sentiment',
+      `$KV.${BUCKETS.cancel}.fvictim`,
+      `$KV.${BUCKETS.flows}.fvictim`,
+      'jetflow.callback.acme',
+      'jetflow.event.globex.fvictim',
+      'jetflow.dlq.task.x',
+    ]) {
       await refusedPublish(acme, s);
     }
-    for (const api of [`STREAM.DELETE.${STREAMS.ingest}`, `STREAM.PURGE.${STREAMS.tasks}`, 'STREAM.CREATE.EVIL', `CONSUMER.CREATE.${STREAMS.results}`, 'INFO']) await refusedPublish(acme, `$JS.API.${api}`);
+    for (const api of [`STREAM.DELETE.${STREAMS.ingest}`, `STREAM.PURGE.${STREAMS.tasks}`, 'STREAM.CREATE.EVIL', `CONSUMER.CREATE.${STREAMS.results}`, 'INFO'])
+      await refusedPublish(acme, `$JS.API.${api}`);
     const jsm = await admin.jetstreamManager();
     assert.equal((await jsm.streams.info(STREAMS.results)).state.messages, 0, 'no forged result stored');
     assert.equal((await jsm.streams.info(`KV_${BUCKETS.cancel}`)).state.messages, 0, 'no forged cancel flag');
     assert.equal((await jsm.streams.info(STREAMS.ingest)).config.name, STREAMS.ingest, 'the ingest stream is still there');
   });
 
-  test('a tenant may not read events, tasks, other tenants\' subjects or anyone\'s replies', async () => {
+  test("a tenant may not read events, tasks, other tenants' subjects or anyone's replies", async () => {
     const acme = await as('tenant:acme');
     for (const s of ['jetflow.event.>', 'jetflow.event.acme.>', 'jetflow.task.>', 'jetflow.ingest.globex.>', 'jetflow.result.>', '$KV.>', '>']) await refusedSubscribe(acme, s);
   });
@@ -147,7 +169,14 @@ describe('NATS identities on a nats-server with the generated configuration', ()
     const pulled: string[] = [];
     const admission = new FairAdmission({ maxRunning: 10, concurrency: 10, limits: tenantLimits({}) });
     // The message stays in the stream for the operator's test below: handed back, not acked.
-    const lanes = new IngestLanes({ nc: orch, admission, instanceId: 'perm-orchestrator', tenants: ['acme'], log: createLogger('orchestrator', 'silent'), tickMs: 100, handle: async (m) => {
+    const lanes = new IngestLanes({
+      nc: orch,
+      admission,
+      instanceId: 'perm-orchestrator',
+      tenants: ['acme'],
+      log: createLogger('orchestrator', 'silent'),
+      tickMs: 100,
+      handle: async (m) => {
         pulled.push(m.subject);
         m.nak(60_000);
       },
@@ -173,11 +202,20 @@ describe('NATS identities on a nats-server with the generated configuration', ()
     const ext = await as('worker:ext');
     const orch = await as('orchestrator');
     const pub = new JetStreamPublisher(orch);
-    const task = (name: string, subject: string) => toBinary(TaskSchema, create(TaskSchema, { flowId: 'fperm1', tenant: 'acme', flow: 'perm', task: name, subject, softLimitMs: 2_000, hardLimitMs: 4_000, maxAttempts: 1 }));
+    const task = (name: string, subject: string) =>
+      toBinary(TaskSchema, create(TaskSchema, { flowId: 'fperm1', tenant: 'acme', flow: 'perm', task: name, subject, softLimitMs: 2_000, hardLimitMs: 4_000, maxAttempts: 1 }));
     await pub.publish('jetflow.task.analyst.keywords', task('keywords', 'jetflow.task.analyst.keywords'), { msgId: 'fperm1:1:keywords' });
     const seen: string[] = [];
     const violation = nextPermissionError(ext);
-    const worker = await startTaskWorker({ nc: ext, subjects: ['jetflow.task.analyst.keywords'], concurrency: 2, partitions: PARTITIONS, workerId: 'ext-1', log: createLogger('ext', 'silent'), handler: async (t) => (seen.push(t.task), { output: { ok: true } }) });
+    const worker = await startTaskWorker({
+      nc: ext,
+      subjects: ['jetflow.task.analyst.keywords'],
+      concurrency: 2,
+      partitions: PARTITIONS,
+      workerId: 'ext-1',
+      log: createLogger('ext', 'silent'),
+      handler: async (t) => (seen.push(t.task), { output: { ok: true } }),
+    });
     const jsm = await admin.jetstreamManager();
     const until = Date.now() + 15_000;
     while ((await jsm.streams.info(STREAMS.results)).state.messages < 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
@@ -194,8 +232,14 @@ describe('NATS identities on a nats-server with the generated configuration', ()
   test('workers may not submit, dispatch tasks, pull what they do not serve, write flow state or delete streams', async () => {
     for (const role of ['worker:ext', 'analyst', 'dataset-generator'] as const) {
       const w = await as(role);
-      for (const s of ['jetflow.ingest.acme.insights', 'jetflow.task.analyst.sentiment', 'jetflow.callback.acme', `$KV.${BUCKETS.flows}.fvictim`, `$KV.${BUCKETS.cancel}.fvictim`]) await refusedPublish(w, s);
-      for (const api of [`STREAM.DELETE.${STREAMS.tasks}`, `STREAM.PURGE.${STREAMS.results}`, `CONSUMER.DELETE.${STREAMS.tasks}.${CONSUMERS.task('jetflow.task.dataset.text')}`, `CONSUMER.MSG.NEXT.${STREAMS.ingest}.${CONSUMERS.ingest('acme')}`]) {
+      for (const s of ['jetflow.ingest.acme.insights', 'jetflow.task.analyst.sentiment', 'jetflow.callback.acme', `$KV.${BUCKETS.flows}.fvictim`, `$KV.${BUCKETS.cancel}.fvictim`])
+        await refusedPublish(w, s);
+      for (const api of [
+        `STREAM.DELETE.${STREAMS.tasks}`,
+        `STREAM.PURGE.${STREAMS.results}`,
+        `CONSUMER.DELETE.${STREAMS.tasks}.${CONSUMERS.task('jetflow.task.dataset.text')}`,
+        `CONSUMER.MSG.NEXT.${STREAMS.ingest}.${CONSUMERS.ingest('acme')}`,
+      ]) {
         await refusedPublish(w, `$JS.API.${api}`);
       }
     }
@@ -207,7 +251,7 @@ describe('NATS identities on a nats-server with the generated configuration', ()
     for (const s of Object.values(STREAMS)) assert.equal((await jsm.streams.info(s)).config.name, s, `${s} still there`);
   });
 
-  test('no identity reads another\'s replies: inbox subscriptions outside its own prefix are refused', async () => {
+  test("no identity reads another's replies: inbox subscriptions outside its own prefix are refused", async () => {
     const orch = await as('orchestrator');
     await refusedSubscribe(orch, '_INBOX.ingest.>');
     await refusedSubscribe(orch, '_INBOX.>');

@@ -83,7 +83,10 @@ describe('OpenAPI document', () => {
     const text = await res.text();
     const ct = res.headers.get('content-type') ?? '';
     const media = Object.keys(documented.content ?? {});
-    assert.ok(media.some((m) => ct.startsWith(m)), `${where}: content-type ${ct}, documented ${media.join(', ')}`);
+    assert.ok(
+      media.some((m) => ct.startsWith(m)),
+      `${where}: content-type ${ct}, documented ${media.join(', ')}`,
+    );
     let parsed: unknown = text;
     if (ct.startsWith('application/json')) {
       parsed = JSON.parse(text);
@@ -287,7 +290,10 @@ describe('OpenAPI document', () => {
     await call('GET', '/v1/consumers', '/v1/consumers');
     await new Promise((r) => setTimeout(r, 1_100));
     const consumers = await call('GET', '/v1/consumers', '/v1/consumers');
-    assert.ok((consumers.body as { consumers: Array<{ deliveredPerSec: number | null }> }).consumers.some((c) => c.deliveredPerSec !== null), 'a second sample gives rates');
+    assert.ok(
+      (consumers.body as { consumers: Array<{ deliveredPerSec: number | null }> }).consumers.some((c) => c.deliveredPerSec !== null),
+      'a second sample gives rates',
+    );
 
     // Refusals.
     const unknown = 'f0000000000000000000000000';
@@ -343,8 +349,19 @@ describe('OpenAPI document', () => {
     assert.equal((await call('POST', '/v1/deadletters/{seq}/redrive', `/v1/deadletters/${seq}/redrive`)).status, 404);
 
     // Every operation's success answer was seen and matched.
-    const missing = [...operations(doc)].flatMap(([, , op]) => Object.keys(op.responses).filter((s) => s.startsWith('2') && !(op.operationId === 'readyz' && s === '503')).slice(0, 1).map((s) => `${op.operationId} ${s}`)).filter((k) => !checked.has(k));
+    const missing = [...operations(doc)]
+      .flatMap(([, , op]) =>
+        Object.keys(op.responses)
+          .filter((s) => s.startsWith('2') && !(op.operationId === 'readyz' && s === '503'))
+          .slice(0, 1)
+          .map((s) => `${op.operationId} ${s}`),
+      )
+      .filter((k) => !checked.has(k));
     assert.deepEqual(missing, [], 'success answers not exercised');
-    for (const s of ['400', '401', '404', '409', '415']) assert.ok([...checked].some((k) => k.endsWith(` ${s}`)), `some ${s} checked`);
+    for (const s of ['400', '401', '404', '409', '415'])
+      assert.ok(
+        [...checked].some((k) => k.endsWith(` ${s}`)),
+        `some ${s} checked`,
+      );
   });
 });

@@ -32,7 +32,10 @@ interface DeadLetterItem {
 describe('operations API', () => {
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  const as = (key: string) => (path: string, init: RequestInit = {}) => fetch(`${j.http}${path}`, { ...init, headers: { authorization: `Bearer ${key}`, ...(init.headers ?? {}) } });
+  const as =
+    (key: string) =>
+    (path: string, init: RequestInit = {}) =>
+      fetch(`${j.http}${path}`, { ...init, headers: { authorization: `Bearer ${key}`, ...(init.headers ?? {}) } });
   const submit = async (key: string, extra: Record<string, unknown> = {}) => {
     const r = await as(key)('/v1/flows', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(sampleSubmission(cb.url, extra)) });
     assert.equal(r.status, 202);
@@ -51,7 +54,7 @@ describe('operations API', () => {
     await cb?.close();
   });
 
-  test('GET /v1/flows lists the tenant\'s flows only, filters by status and pages with a cursor', async () => {
+  test("GET /v1/flows lists the tenant's flows only, filters by status and pages with a cursor", async () => {
     const mine = [await submit(j.apiKey), await submit(j.apiKey), await submit(j.apiKey)];
     const theirs = await submit(OTHER_KEY);
     await cb.waitForFlows([...mine, theirs]);
@@ -59,11 +62,14 @@ describe('operations API', () => {
       const body = (await (await j.api('/v1/flows?limit=200')).json()) as { flows: Array<{ flowId: string; status: string; tasks: { total: number; succeeded: number } }> };
       return mine.every((id) => body.flows.find((f) => f.flowId === id)?.status === 'succeeded') && body;
     });
-    assert.ok(!all.flows.some((f) => f.flowId === theirs), 'another tenant\'s flow is not listed');
+    assert.ok(!all.flows.some((f) => f.flowId === theirs), "another tenant's flow is not listed");
     assert.deepEqual(all.flows.find((f) => f.flowId === mine[0])!.tasks, { total: 6, succeeded: 6, failed: 0, running: 0 });
 
     const other = (await (await as(OTHER_KEY)('/v1/flows')).json()) as { flows: Array<{ flowId: string }> };
-    assert.deepEqual(other.flows.map((f) => f.flowId), [theirs]);
+    assert.deepEqual(
+      other.flows.map((f) => f.flowId),
+      [theirs],
+    );
 
     const running = (await (await j.api('/v1/flows?status=running,failed')).json()) as { flows: unknown[] };
     assert.equal(running.flows.length, 0);
@@ -97,7 +103,12 @@ describe('operations API', () => {
     const id = await submit(j.apiKey);
     await cb.waitForFlows([id]);
     const t = await until('the finished timeline', async () => {
-      const body = (await (await j.api(`/v1/flows/${id}/timeline`)).json()) as { status: string; submittedAt: number; traceId: string | null; stages: Array<{ tasks: Array<{ startedAt: number; finishedAt: number; status: string }> }> };
+      const body = (await (await j.api(`/v1/flows/${id}/timeline`)).json()) as {
+        status: string;
+        submittedAt: number;
+        traceId: string | null;
+        stages: Array<{ tasks: Array<{ startedAt: number; finishedAt: number; status: string }> }>;
+      };
       return body.status === 'succeeded' && body;
     });
     const tasks = t.stages.flatMap((s) => s.tasks);
@@ -140,7 +151,10 @@ describe('operations API', () => {
     const r = await j.api(`/v1/deadletters/${dl.seq}/redrive`, { method: 'POST' });
     assert.equal(r.status, 200);
     const rd = (await r.json()) as { subject: string; msgId: string; stream: string; duplicate: boolean };
-    assert.deepEqual({ subject: rd.subject, msgId: rd.msgId, stream: rd.stream, duplicate: rd.duplicate }, { subject: 'jetflow.callback.default', msgId: `redrive:${dl.seq}`, stream: 'JETFLOW_CALLBACKS', duplicate: false });
+    assert.deepEqual(
+      { subject: rd.subject, msgId: rd.msgId, stream: rd.stream, duplicate: rd.duplicate },
+      { subject: 'jetflow.callback.default', msgId: `redrive:${dl.seq}`, stream: 'JETFLOW_CALLBACKS', duplicate: false },
+    );
     await cb.waitForFlows([flowId]);
     await new Promise((res) => setTimeout(res, 300));
     const got = cb.byFlow(flowId);
@@ -157,7 +171,7 @@ describe('operations API', () => {
   test('a dead letter no tenant can be found for is shown to operator tenants only', async () => {
     const js = j.nc.jetstream();
     await js.publish('jetflow.task.dataset.text', new Uint8Array([0xff, 0xff, 0xff, 0x01]));
-    const poison = await until('the undecodable task in the operator\'s dead letters', async () => {
+    const poison = await until("the undecodable task in the operator's dead letters", async () => {
       const body = (await (await as(OTHER_KEY)('/v1/deadletters?source=task')).json()) as { deadLetters: DeadLetterItem[] };
       return body.deadLetters.find((d) => d.code === 'decode_error');
     });
@@ -168,12 +182,35 @@ describe('operations API', () => {
   });
 
   test('GET /v1/consumers reports every durable consumer with lag and a throughput estimate', async () => {
-    const first = (await (await j.api('/v1/consumers')).json()) as { consumers: Array<{ name: string; stream: string; numPending: number; numAckPending: number; numRedelivered: number; numWaiting: number; delivered: number; deliveredPerSec: number | null }>; streams: Array<{ name: string }> };
+    const first = (await (await j.api('/v1/consumers')).json()) as {
+      consumers: Array<{
+        name: string;
+        stream: string;
+        numPending: number;
+        numAckPending: number;
+        numRedelivered: number;
+        numWaiting: number;
+        delivered: number;
+        deliveredPerSec: number | null;
+      }>;
+      streams: Array<{ name: string }>;
+    };
     const names = first.consumers.map((c) => c.name);
-    for (const n of ['orchestrator-ingest-default', 'callback-sender', 'task-dataset-text', 'task-dataset-features', 'task-dataset-embeddings', 'task-analyst-sentiment', 'task-analyst-anomaly', 'task-analyst-keywords']) assert.ok(names.includes(n), n);
+    for (const n of [
+      'orchestrator-ingest-default',
+      'callback-sender',
+      'task-dataset-text',
+      'task-dataset-features',
+      'task-dataset-embeddings',
+      'task-analyst-sentiment',
+      'task-analyst-anomaly',
+      'task-analyst-keywords',
+    ])
+      assert.ok(names.includes(n), n);
     for (let p = 0; p < 8; p++) assert.ok(names.includes(`orchestrator-p${p}`));
     assert.deepEqual(first.streams.map((s) => s.name).sort(), ['JETFLOW_CALLBACKS', 'JETFLOW_DLQ', 'JETFLOW_EVENTS', 'JETFLOW_INGEST', 'JETFLOW_RESULTS', 'JETFLOW_TASKS']);
-    for (const c of first.consumers) for (const k of ['numPending', 'numAckPending', 'numRedelivered', 'numWaiting', 'delivered'] as const) assert.equal(typeof c[k], 'number', `${c.name}.${k}`);
+    for (const c of first.consumers)
+      for (const k of ['numPending', 'numAckPending', 'numRedelivered', 'numWaiting', 'delivered'] as const) assert.equal(typeof c[k], 'number', `${c.name}.${k}`);
     const before = first.consumers.find((c) => c.name === 'task-dataset-text')!.delivered;
 
     const ids = await Promise.all([1, 2, 3, 4].map(() => submit(j.apiKey)));
@@ -186,7 +223,7 @@ describe('operations API', () => {
     assert.ok(second.consumers.every((c) => typeof c.deliveredPerSec === 'number'));
   });
 
-  test('GET /v1/stream/events streams the tenant\'s events (with ?access_token=), not another tenant\'s', async () => {
+  test("GET /v1/stream/events streams the tenant's events (with ?access_token=), not another tenant's", async () => {
     const ac = new AbortController();
     const res = await fetch(`${j.http}/v1/stream/events?access_token=${j.apiKey}`, { signal: ac.signal });
     assert.equal(res.status, 200);
@@ -217,7 +254,10 @@ describe('operations API', () => {
     await cb.waitForFlows([theirs]);
     ac.abort();
     await reading;
-    assert.ok(events.every((e) => e.tenant === 'default'), 'only my tenant\'s events');
+    assert.ok(
+      events.every((e) => e.tenant === 'default'),
+      "only my tenant's events",
+    );
     assert.ok(!events.some((e) => e.flowId === theirs));
     const types = events.filter((e) => e.flowId === mine).map((e) => e.type);
     for (const t of ['flow.started', 'task.succeeded', 'flow.completed']) assert.ok(types.includes(t), `${t} in ${types.join(',')}`);
@@ -242,14 +282,30 @@ describe('operations API', () => {
       assert.ok(doc.components.schemas.ErrorCode.enum.includes(code), `${code} in ErrorCode`);
       assert.ok(doc.info.description.includes(`| \`${code}\` | ${s.http} | ${s.grpc} |`), `${code} in the error table with HTTP ${s.http}`);
     }
-    const expected = ['/healthz', '/readyz', '/v1/flows', '/v1/flows/{id}', '/v1/flows/{id}/cancel', '/v1/flows/{id}/events', '/v1/flows/{id}/timeline', '/v1/deadletters', '/v1/deadletters/{seq}', '/v1/deadletters/{seq}/redrive', '/v1/consumers', '/v1/stream/events'];
+    const expected = [
+      '/healthz',
+      '/readyz',
+      '/v1/flows',
+      '/v1/flows/{id}',
+      '/v1/flows/{id}/cancel',
+      '/v1/flows/{id}/events',
+      '/v1/flows/{id}/timeline',
+      '/v1/deadletters',
+      '/v1/deadletters/{seq}',
+      '/v1/deadletters/{seq}/redrive',
+      '/v1/consumers',
+      '/v1/stream/events',
+    ];
     for (const p of expected) assert.ok(doc.paths[p], `${p} documented`);
     const documentedCodes = new Set<string>();
     for (const [path, ops] of Object.entries(doc.paths)) {
       for (const [method, op] of Object.entries(ops)) {
         const where = `${method.toUpperCase()} ${path}`;
         assert.ok(op.summary && !op.tags?.includes('undocumented'), `${where} has docs`);
-        assert.ok(Object.keys(op.responses).some((s) => s.startsWith('2')), `${where} has a success response`);
+        assert.ok(
+          Object.keys(op.responses).some((s) => s.startsWith('2')),
+          `${where} has a success response`,
+        );
         if (!path.startsWith('/v1/')) continue;
         assert.ok(op.responses['401'], `${where} documents 401`);
         for (const [status, r] of Object.entries(op.responses)) {
@@ -265,7 +321,8 @@ describe('operations API', () => {
       }
     }
     // Codes the HTTP routes answer with are documented on the routes themselves.
-    for (const c of ['invalid_argument', 'unauthenticated', 'not_found', 'conflict', 'payload_too_large', 'unsupported_media_type', 'overloaded', 'unavailable', 'internal']) assert.ok(documentedCodes.has(c), `${c} on some route`);
+    for (const c of ['invalid_argument', 'unauthenticated', 'not_found', 'conflict', 'payload_too_large', 'unsupported_media_type', 'overloaded', 'unavailable', 'internal'])
+      assert.ok(documentedCodes.has(c), `${c} on some route`);
     const ui = await fetch(`${j.http}/docs`);
     assert.equal(ui.status, 200);
     assert.match(await ui.text(), /swagger/i);

@@ -32,19 +32,24 @@ interface Series {
 
 describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
   test('promtool check rules and promtool test rules pass for deploy/prometheus', () => {
-    const rules = readdirSync(join(ROOT, 'deploy/prometheus/rules')).filter((f) => f.endsWith('.yml')).map((f) => `deploy/prometheus/rules/${f}`);
+    const rules = readdirSync(join(ROOT, 'deploy/prometheus/rules'))
+      .filter((f) => f.endsWith('.yml'))
+      .map((f) => `deploy/prometheus/rules/${f}`);
     assert.ok(rules.length > 0);
     const check = run(PROMTOOL, ['check', 'rules', ...rules]);
     assert.equal(check.code, 0, check.out);
     assert.doesNotMatch(check.out, /FAILED|WARNING/);
-    const tests = readdirSync(join(ROOT, 'deploy/prometheus/tests')).filter((f) => f.endsWith('.yml')).map((f) => `deploy/prometheus/tests/${f}`);
+    const tests = readdirSync(join(ROOT, 'deploy/prometheus/tests'))
+      .filter((f) => f.endsWith('.yml'))
+      .map((f) => `deploy/prometheus/tests/${f}`);
     assert.ok(tests.length > 0);
     const unit = run(PROMTOOL, ['test', 'rules', ...tests]);
     assert.equal(unit.code, 0, unit.out);
     assert.match(unit.out, /SUCCESS/);
     // The alerts the operations docs promise exist.
     const text = rules.map((f) => readFileSync(join(ROOT, f), 'utf8')).join('\n');
-    for (const a of ['JetflowFlowsFailing', 'JetflowCallbackDeadLetters', 'JetflowConsumerLag', 'JetflowDeadlineMisses', 'JetflowNoLiveWorker']) assert.match(text, new RegExp(`alert: ${a}\\b`));
+    for (const a of ['JetflowFlowsFailing', 'JetflowCallbackDeadLetters', 'JetflowConsumerLag', 'JetflowDeadlineMisses', 'JetflowNoLiveWorker'])
+      assert.match(text, new RegExp(`alert: ${a}\\b`));
     const cfg = run(PROMTOOL, ['check', 'config', 'deploy/prometheus/prometheus.yml']);
     assert.equal(cfg.code, 0, cfg.out);
     assert.match(cfg.out, /SUCCESS: 1 rule files found/);
@@ -56,7 +61,12 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
     let prom: ChildProcess | undefined;
     let promUrl = '';
     const ports = { orchestrator: 0, 'dataset-generator': 0, analyst: 0 };
-    const targets = () => ({ ingest: j.http.replace('http://', ''), orchestrator: `127.0.0.1:${ports.orchestrator}`, 'dataset-generator': `127.0.0.1:${ports['dataset-generator']}`, analyst: `127.0.0.1:${ports.analyst}` });
+    const targets = () => ({
+      ingest: j.http.replace('http://', ''),
+      orchestrator: `127.0.0.1:${ports.orchestrator}`,
+      'dataset-generator': `127.0.0.1:${ports['dataset-generator']}`,
+      analyst: `127.0.0.1:${ports.analyst}`,
+    });
     let scenarioStart = 0;
 
     const api = async <T>(path: string): Promise<T> => {
@@ -65,7 +75,8 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       assert.equal(body.status, 'success', `${path}: ${body.error}`);
       return body.data;
     };
-    const range = (expr: string) => api<{ result: Series[] }>(`/api/v1/query_range?query=${encodeURIComponent(expr)}&start=${scenarioStart / 1000}&end=${Date.now() / 1000}&step=1`).then((d) => d.result);
+    const range = (expr: string) =>
+      api<{ result: Series[] }>(`/api/v1/query_range?query=${encodeURIComponent(expr)}&start=${scenarioStart / 1000}&end=${Date.now() / 1000}&step=1`).then((d) => d.result);
 
     before(async () => {
       cb = await startCallbackReceiver({ secret: 'test-callback-secret' });
@@ -91,13 +102,21 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       const jobs = Object.entries(targets())
         .map(([job, t]) => `  - job_name: ${job}\n    static_configs: [{ targets: ['${t}'] }]`)
         .join('\n');
-      writeFileSync(join(dir, 'prometheus.yml'), `global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - ${join(ROOT, 'deploy/prometheus/rules')}/*.yml\nscrape_configs:\n${jobs}\n`);
-      prom = spawn(PROMETHEUS, [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      writeFileSync(
+        join(dir, 'prometheus.yml'),
+        `global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - ${join(ROOT, 'deploy/prometheus/rules')}/*.yml\nscrape_configs:\n${jobs}\n`,
+      );
+      prom = spawn(PROMETHEUS, [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let promLog = '';
       prom.stderr!.on('data', (d: Buffer) => (promLog = (promLog + d.toString()).slice(-4_000)));
       const until = Date.now() + 30_000;
       for (;;) {
-        const ok = await fetch(`${promUrl}/-/ready`).then((r) => r.ok, () => false);
+        const ok = await fetch(`${promUrl}/-/ready`).then(
+          (r) => r.ok,
+          () => false,
+        );
         if (ok) break;
         if (Date.now() > until || prom.exitCode !== null) throw new Error(`prometheus did not become ready: ${promLog}`);
         await new Promise((r) => setTimeout(r, 200));
@@ -208,12 +227,24 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       rose('Dead letters / s');
       for (const status of ['succeeded', 'failed', 'partial', 'cancelled']) rose('Flows / s by status', { flow: status === 'failed' ? 'failfast' : 'insights', status });
       for (const q of ['A', 'B', 'C']) rose('Flow latency p50 / p95 / p99', {}, q);
-      for (const [door, result] of [['http', 'accepted'], ['http', 'rejected'], ['grpc', 'accepted'], ['nats', 'accepted'], ['nats', 'rejected']]) rose('Submissions / s by door and result', { door: door!, result: result! });
+      for (const [door, result] of [
+        ['http', 'accepted'],
+        ['http', 'rejected'],
+        ['grpc', 'accepted'],
+        ['nats', 'accepted'],
+        ['nats', 'rejected'],
+      ])
+        rose('Submissions / s by door and result', { door: door!, result: result! });
       for (const outcome of ['delivered', 'retry', 'dead_lettered']) rose('Callback attempts / s by outcome', { outcome });
       rose('Task duration p95 by task');
       for (const outcome of ['succeeded', 'retried', 'dead_lettered']) rose('Task attempts / s by task and outcome', { outcome });
       rose('Retries / s by task', { task: 'doomed' });
-      for (const [source, code] of [['task', 'retryable'], ['callback', 'callback_failed'], ['ingest', 'invalid_argument']]) rose('Dead letters / s by source and code', { source: source!, code: code! });
+      for (const [source, code] of [
+        ['task', 'retryable'],
+        ['callback', 'callback_failed'],
+        ['ingest', 'invalid_argument'],
+      ])
+        rose('Dead letters / s by source and code', { source: source!, code: code! });
       rose('Pending (backlog) by consumer', { consumer: 'task-dataset-text' });
       rose('Waiting pulls by consumer');
       rose('Deliveries / s by consumer', { consumer: 'orchestrator-ingest-default' });
@@ -223,7 +254,10 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       rose('Event-loop lag p99 by service');
       // The share of succeeded flows dropped below 100 % once the first flow did not succeed.
       const share = byPanel.get('Succeeded share/A')!;
-      assert.ok(share.some((s) => min(s) < 1 && max(s) > 0), `Succeeded share: ${JSON.stringify(share.map((s) => [min(s), max(s)]))}`);
+      assert.ok(
+        share.some((s) => min(s) < 1 && max(s) > 0),
+        `Succeeded share: ${JSON.stringify(share.map((s) => [min(s), max(s)]))}`,
+      );
 
       // The rules loaded, evaluate without error, and see the same events.
       const groups = await api<{ groups: Array<{ name: string; rules: Array<{ name: string; health: string; lastError?: string }> }> }>('/api/v1/rules');
@@ -231,7 +265,11 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       assert.ok(rules.length >= 11, `${rules.length} rules loaded`);
       for (const r of rules) assert.equal(r.health, 'ok', `${r.name}: ${r.lastError}`);
       const finished = await range('jetflow:flows_finished:rate5m');
-      for (const status of ['partial', 'cancelled', 'failed']) assert.ok(finished.some((s) => s.metric.status === status && max(s) > 0), `recorded ${status}`);
+      for (const status of ['partial', 'cancelled', 'failed'])
+        assert.ok(
+          finished.some((s) => s.metric.status === status && max(s) > 0),
+          `recorded ${status}`,
+        );
       const alerts = await api<{ alerts: Array<{ labels: Record<string, string>; state: string }> }>('/api/v1/alerts');
       const state = (name: string) => alerts.alerts.filter((a) => a.labels.alertname === name).map((a) => a.state);
       assert.deepEqual(state('JetflowCallbackDeadLetters'), ['firing'], 'a dead-lettered callback alerts at once');
@@ -240,7 +278,7 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       assert.ok(state('JetflowDeadlineMisses').includes('pending'), JSON.stringify(alerts.alerts));
     });
 
-    test('promtool check metrics finds nothing to fix in any service\'s /metrics', async () => {
+    test("promtool check metrics finds nothing to fix in any service's /metrics", async () => {
       for (const [svc, t] of Object.entries(targets())) {
         const text = await (await fetch(`http://${t}/metrics`)).text();
         assert.match(text, /^# TYPE jetflow_/m, `${svc} exports Jetflow metrics`);
@@ -267,11 +305,13 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
       assert.equal(value(ds, 'jetflow_task_retries_total', { task: 'text', service }), 0);
       assert.equal(value(ds, 'jetflow_dead_letters_total', { source: 'task', code: 'timeout', service }), 0);
       // (Tasks of the flows that ended while it was down were delivered to it after the restart: some outcomes moved.)
-      for (const outcome of ['succeeded', 'failed', 'cancelled']) assert.notEqual(value(ds, 'jetflow_task_duration_seconds_count', { task: 'features', outcome, service }), undefined, `features ${outcome}`);
+      for (const outcome of ['succeeded', 'failed', 'cancelled'])
+        assert.notEqual(value(ds, 'jetflow_task_duration_seconds_count', { task: 'features', outcome, service }), undefined, `features ${outcome}`);
       for (const outcome of ['retried', 'dead_lettered']) assert.equal(value(ds, 'jetflow_task_duration_seconds_count', { task: 'features', outcome, service }), 0, `features ${outcome}`);
       assert.equal(value(ds, 'jetflow_task_duration_seconds_bucket', { task: 'features', outcome: 'retried', le: '+Inf', service }), 0);
       const orch = await (await fetch(`http://${targets().orchestrator}/metrics`)).text();
-      for (const status of ['succeeded', 'partial', 'failed', 'cancelled']) assert.equal(value(orch, 'jetflow_flow_duration_seconds_count', { flow: 'chaos', status, service: 'orchestrator' }), 0, `chaos ${status} at 0`);
+      for (const status of ['succeeded', 'partial', 'failed', 'cancelled'])
+        assert.equal(value(orch, 'jetflow_flow_duration_seconds_count', { flow: 'chaos', status, service: 'orchestrator' }), 0, `chaos ${status} at 0`);
       assert.equal(value(orch, 'jetflow_dead_letters_total', { source: 'result', code: 'unknown_flow', service: 'orchestrator' }), 0);
       assert.equal(value(orch, 'jetflow_submissions_total', { door: 'nats', result: 'accepted', service: 'orchestrator' }), 1);
       const ing = await (await fetch(`${j.http}/metrics`)).text();

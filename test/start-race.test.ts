@@ -14,7 +14,10 @@ import { BUCKETS, CONSUMERS, STREAMS, consumerConfigs, provisionTopology, stream
 import { SERVICES, Stack, waitForHttp } from '../libs/stack/src/index.js';
 import { TEST_API_KEY, freePort, startNatsCluster, startNatsServer, testAuthDefault, testNatsAuth, waitForConsumers, type TestNatsAuth } from '../libs/testing/src/index.js';
 
-const topology: TopologyOptions = { partitions: 8, taskSubjects: ['jetflow.task.dataset.text', 'jetflow.task.dataset.numbers', 'jetflow.task.analyst.stats', 'jetflow.task.analyst.anomalies'] };
+const topology: TopologyOptions = {
+  partitions: 8,
+  taskSubjects: ['jetflow.task.dataset.text', 'jetflow.task.dataset.numbers', 'jetflow.task.analyst.stats', 'jetflow.task.analyst.anomalies'],
+};
 
 /** Every stream, consumer and bucket of the topology is there. */
 async function assertProvisioned(nc: NatsConnection, o: TopologyOptions, replicas = 1) {
@@ -98,7 +101,6 @@ describe('provisioning from many connections at once', () => {
     }
   });
 
-
   test('six connections on a fresh nats-server, eight rounds: all resolve, everything exists once', async () => {
     for (let round = 0; round < 8; round++) {
       const server = await startNatsServer();
@@ -175,7 +177,10 @@ async function startAllAtOnce(natsUrls: string[], env: Record<string, string> = 
       const code = await p.exited;
       let tail = '(no log)';
       try {
-        tail = readFileSync(join(logDir, `${p.name}-${p.index}.log`), 'utf8').split('\n').slice(-12).join('\n');
+        tail = readFileSync(join(logDir, `${p.name}-${p.index}.log`), 'utf8')
+          .split('\n')
+          .slice(-12)
+          .join('\n');
       } catch {
         // the log may not exist yet
       }

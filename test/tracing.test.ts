@@ -36,7 +36,11 @@ const START = /^process jetflow\.(ingest|submit)$/;
 
 /** Waits for the whole trace of a flow: its callback delivery, the six task attempts and their results. */
 async function flowTrace(otlp: OtlpReceiver, flowId: string): Promise<ReceivedSpan[]> {
-  const cbSpan = await otlp.waitFor((r) => r.spans.find((s) => s.name === 'process jetflow.callback' && s.attributes['jetflow.flow_id'] === flowId), 30_000, `the callback span of ${flowId}`);
+  const cbSpan = await otlp.waitFor(
+    (r) => r.spans.find((s) => s.name === 'process jetflow.callback' && s.attributes['jetflow.flow_id'] === flowId),
+    30_000,
+    `the callback span of ${flowId}`,
+  );
   return otlp.waitFor(
     (r) => {
       const t = r.trace(cbSpan.traceId);
@@ -147,7 +151,13 @@ describe('one trace per flow, through each front door', () => {
     otlp = await startOtlpReceiver();
     cb = await startCallbackReceiver({ secret: 'test-callback-secret' });
     j = await startJetflow({
-      env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100', JETFLOW_FLOWS_FILE: resolve('test/fixtures/chaos-flows.json'), JETFLOW_TEST_PLUGINS: '1' },
+      env: {
+        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+        OTEL_BSP_SCHEDULE_DELAY: '100',
+        JETFLOW_FLOWS_FILE: resolve('test/fixtures/chaos-flows.json'),
+        JETFLOW_TEST_PLUGINS: '1',
+      },
       serviceEnv: { analyst: { JETFLOW_TASK_SUBJECTS: 'jetflow.task.analyst.>,jetflow.task.test.>' } },
     });
   });
@@ -194,7 +204,9 @@ describe('one trace per flow, through each front door', () => {
     const s = sampleSubmission(cb.url);
     const req = create(SubmitFlowRequestSchema, { flow: 'insights', input: s.input, callbackUrl: cb.url, idempotencyKey: 'trace-grpc-1' });
     const r = await new Promise<SubmitFlowResponse>((resolve, reject) =>
-      (client as unknown as { submitFlow: (q: unknown, m: grpc.Metadata, f: (e: Error | null, v: SubmitFlowResponse) => void) => void }).submitFlow(req, md, (e, v) => (e ? reject(e) : resolve(v))),
+      (client as unknown as { submitFlow: (q: unknown, m: grpc.Metadata, f: (e: Error | null, v: SubmitFlowResponse) => void) => void }).submitFlow(req, md, (e, v) =>
+        e ? reject(e) : resolve(v),
+      ),
     );
     client.close();
     assert.equal(r.flowId, deriveFlowId('default', 'trace-grpc-1'));

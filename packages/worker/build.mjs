@@ -13,7 +13,10 @@ const noSdk = {
   name: 'no-otel-sdk',
   setup(b) {
     b.onResolve({ filter: /\/sdk\.js$/ }, (a) => (a.importer.includes('/libs/telemetry/') ? { path: 'otel-sdk', namespace: 'stub' } : undefined));
-    b.onLoad({ filter: /.*/, namespace: 'stub' }, () => ({ contents: "export function startSdk() { throw new Error('@jetflow/worker does not start an OpenTelemetry SDK; start your own'); }", loader: 'js' }));
+    b.onLoad({ filter: /.*/, namespace: 'stub' }, () => ({
+      contents: "export function startSdk() { throw new Error('@jetflow/worker does not start an OpenTelemetry SDK; start your own'); }",
+      loader: 'js',
+    }));
   },
 };
 await build({

@@ -28,7 +28,12 @@ export class Api {
 
   private async send(method: string, path: string, body?: string, signal?: AbortSignal): Promise<Response> {
     try {
-      return await fetch(`${this.s.url}${path}`, { method, headers: this.headers(body !== undefined ? { 'content-type': 'application/json' } : {}), body: body ?? null, signal: signal ?? null });
+      return await fetch(`${this.s.url}${path}`, {
+        method,
+        headers: this.headers(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        body: body ?? null,
+        signal: signal ?? null,
+      });
     } catch (err) {
       if ((err as Error).name === 'AbortError') throw err;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
@@ -45,7 +50,8 @@ export class Api {
       // not our error format (a proxy?)
     }
     let message = e.error?.message ?? (text.slice(0, 200) || res.statusText);
-    if (res.status === 401) message += this.s.apiKey ? ` (key from ${this.s.keySource})` : ' (no API key: pass --api-key, set JETFLOW_API_KEY, or start the local stack so .jetflow/local.json exists)';
+    if (res.status === 401)
+      message += this.s.apiKey ? ` (key from ${this.s.keySource})` : ' (no API key: pass --api-key, set JETFLOW_API_KEY, or start the local stack so .jetflow/local.json exists)';
     if (res.status === 403) message += ` (key from ${this.s.keySource}; use an operator key: a JETFLOW_API_KEYS entry "<tenant>:operator:<key>")`;
     throw new ApiError(res.status, e.error?.code ?? `http_${res.status}`, message, e.error?.details ?? []);
   }

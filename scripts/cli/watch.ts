@@ -44,7 +44,9 @@ class Display {
     const head = `${c.bold(v.flowId)}  ${v.flow}  ${status(v.status)}  ${c.dim(duration(elapsed))}`;
     const width = Math.max(8, ...v.stages.map((s) => s.name.length));
     const stages = v.stages.map((s) => {
-      const tasks = s.tasks.map((t) => `${icon(t.status)} ${t.name}${t.attempts > 1 ? c.dim(` ×${t.attempts}`) : ''}${t.status === 'succeeded' && t.durationMs !== null ? c.dim(` ${duration(t.durationMs)}`) : ''}`);
+      const tasks = s.tasks.map(
+        (t) => `${icon(t.status)} ${t.name}${t.attempts > 1 ? c.dim(` ×${t.attempts}`) : ''}${t.status === 'succeeded' && t.durationMs !== null ? c.dim(` ${duration(t.durationMs)}`) : ''}`,
+      );
       return `  ${s.name.padEnd(width)}  ${tasks.join('   ')}`;
     });
     return [head, ...stages];

@@ -104,7 +104,10 @@ describe('KV cache against a real nats-server', () => {
       throw new Error('source down');
     };
     const settled = await Promise.allSettled([cache.getOrLoad('k', failing), cache.getOrLoad('k', failing)]);
-    assert.deepEqual(settled.map((s) => s.status), ['rejected', 'rejected']);
+    assert.deepEqual(
+      settled.map((s) => s.status),
+      ['rejected', 'rejected'],
+    );
     assert.equal(calls, 1);
     assert.equal(await cache.getOrLoad('k', async () => 'recovered'), 'recovered');
     assert.equal(cache.stats().errors, 0, 'a loader failure is not a cache error');
@@ -222,7 +225,7 @@ describe('KV cache when the KV is down', () => {
       const before = cache.stats().hits;
       const value = await cache.getOrLoad('after', async () => `v${++n}`);
       if (cache.stats().hits > before) {
-        assert.equal(value, `v${n}`, "served the value the previous call cached");
+        assert.equal(value, `v${n}`, 'served the value the previous call cached');
         break;
       }
       assert.ok(Date.now() < until, `cache did not recover: ${JSON.stringify(cache.stats())}`);

@@ -108,9 +108,7 @@ export function createKvCache(opts: KvCacheOptions): KvCache {
   };
 
   const openKv = (): Promise<KV> => {
-    kvPromise ??= opts.nc
-      .jetstream({ timeout: timeoutMs })
-      .views.kv(bucket, { ttl: ttlMs, history: 1, replicas: opts.replicas ?? 1, timeout: timeoutMs });
+    kvPromise ??= opts.nc.jetstream({ timeout: timeoutMs }).views.kv(bucket, { ttl: ttlMs, history: 1, replicas: opts.replicas ?? 1, timeout: timeoutMs });
     return kvPromise;
   };
 

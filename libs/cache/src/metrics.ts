@@ -14,11 +14,7 @@ export function cacheCounters(registry: Registry = globalRegistry): CacheCounter
   return {
     hits: counter(registry, 'jetflow_cache_hits_total', 'Cache lookups answered from the KV bucket.'),
     misses: counter(registry, 'jetflow_cache_misses_total', 'Cache lookups that had to call the loader.'),
-    errors: counter(
-      registry,
-      'jetflow_cache_errors_total',
-      'Cache operations that failed (KV unreachable, timed out, undecodable value); the loader was used instead.',
-    ),
+    errors: counter(registry, 'jetflow_cache_errors_total', 'Cache operations that failed (KV unreachable, timed out, undecodable value); the loader was used instead.'),
   };
 }
 

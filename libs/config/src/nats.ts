@@ -12,10 +12,7 @@ export interface NatsAuth {
   credentials?: NatsCredentials;
 }
 
-export type NatsCredentials =
-  | { kind: 'creds'; file: string; contents: Uint8Array }
-  | { kind: 'user'; user: string; password: string }
-  | { kind: 'token'; token: string };
+export type NatsCredentials = { kind: 'creds'; file: string; contents: Uint8Array } | { kind: 'user'; user: string; password: string } | { kind: 'token'; token: string };
 
 // Blank means unset; a password keeps its spaces otherwise (it is compared byte for byte).
 const raw = (env: Env, name: string) => (env[name]?.trim() ? env[name] : undefined);

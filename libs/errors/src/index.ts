@@ -22,7 +22,21 @@ export const ErrorCodes = {
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 // gRPC status numbers (from @grpc/grpc-js's Status enum), kept here so libs need not import grpc-js.
-const GRPC = { OK: 0, CANCELLED: 1, UNKNOWN: 2, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, ALREADY_EXISTS: 6, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, INTERNAL: 13, UNAVAILABLE: 14, UNAUTHENTICATED: 16 } as const;
+const GRPC = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+} as const;
 
 export const STATUS: Record<ErrorCode, { http: number; grpc: number; doc: string }> = {
   invalid_argument: { http: 400, grpc: GRPC.INVALID_ARGUMENT, doc: 'The request is malformed; details name each bad field.' },
@@ -33,7 +47,11 @@ export const STATUS: Record<ErrorCode, { http: number; grpc: number; doc: string
   payload_too_large: { http: 413, grpc: GRPC.RESOURCE_EXHAUSTED, doc: 'The body is larger than the configured limit.' },
   unsupported_media_type: { http: 415, grpc: GRPC.INVALID_ARGUMENT, doc: 'The body is not JSON.' },
   overloaded: { http: 429, grpc: GRPC.RESOURCE_EXHAUSTED, doc: 'The system sheds load; retry after Retry-After seconds.' },
-  quota_exceeded: { http: 429, grpc: GRPC.RESOURCE_EXHAUSTED, doc: 'The tenant is past its submissions per second or its flows in flight; retry after Retry-After seconds (gRPC: retry-after in the trailers).' },
+  quota_exceeded: {
+    http: 429,
+    grpc: GRPC.RESOURCE_EXHAUSTED,
+    doc: 'The tenant is past its submissions per second or its flows in flight; retry after Retry-After seconds (gRPC: retry-after in the trailers).',
+  },
   unavailable: { http: 503, grpc: GRPC.UNAVAILABLE, doc: 'The broker is unreachable; nothing was accepted.' },
   terminal: { http: 422, grpc: GRPC.FAILED_PRECONDITION, doc: 'A task failed in a way retries cannot fix.' },
   retryable: { http: 503, grpc: GRPC.UNAVAILABLE, doc: 'A transient failure; retried with backoff.' },

@@ -14,7 +14,14 @@ export const PLUGIN_SUBJECTS = [
 ] as const;
 
 /** Fault-injection tasks served by the analyst service for the fault suite (never on by default). */
-export const TEST_PLUGIN_SUBJECTS = ['jetflow.task.test.echo', 'jetflow.task.test.fail', 'jetflow.task.test.hang', 'jetflow.task.test.slow', 'jetflow.task.test.flaky', 'jetflow.task.test.busy'] as const;
+export const TEST_PLUGIN_SUBJECTS = [
+  'jetflow.task.test.echo',
+  'jetflow.task.test.fail',
+  'jetflow.task.test.hang',
+  'jetflow.task.test.slow',
+  'jetflow.task.test.flaky',
+  'jetflow.task.test.busy',
+] as const;
 
 export function knownSubjects(testPlugins: boolean): string[] {
   return [...PLUGIN_SUBJECTS, ...(testPlugins ? TEST_PLUGIN_SUBJECTS : [])];

@@ -8,7 +8,14 @@ const DEF: FlowDef = {
   version: 1,
   deadlineMs: 10_000,
   stages: [
-    { name: 'prepare', onFailure: 'fail_flow', tasks: [{ name: 'a', subject: 'jetflow.task.test.echo', ...limits }, { name: 'b', subject: 'jetflow.task.test.echo', ...limits }] },
+    {
+      name: 'prepare',
+      onFailure: 'fail_flow',
+      tasks: [
+        { name: 'a', subject: 'jetflow.task.test.echo', ...limits },
+        { name: 'b', subject: 'jetflow.task.test.echo', ...limits },
+      ],
+    },
     { name: 'report', onFailure: 'continue', tasks: [{ name: 'c', subject: 'jetflow.task.test.echo', ...limits }] },
   ],
 };

@@ -13,7 +13,11 @@ test('the built-in insights definition is valid', () => {
 
 test('invalid definitions fail at start with errors that say where', () => {
   const cases: Array<[string, (d: FlowDef) => void, RegExp]> = [
-    ['unknown subject', (d) => (d.stages[1]!.tasks[0]!.subject = 'jetflow.task.analyst.tarot'), /insights\.stages\[1\]\.tasks\[0\] \(sentiment\): unknown subject "jetflow.task.analyst.tarot"/],
+    [
+      'unknown subject',
+      (d) => (d.stages[1]!.tasks[0]!.subject = 'jetflow.task.analyst.tarot'),
+      /insights\.stages\[1\]\.tasks\[0\] \(sentiment\): unknown subject "jetflow.task.analyst.tarot"/,
+    ],
     ['subject outside the hierarchy', (d) => (d.stages[0]!.tasks[0]!.subject = 'tasks.text'), /stages\[0\]\.tasks\[0\] \(text\): subject "tasks.text" must be jetflow.task/],
     ['duplicate task name', (d) => (d.stages[1]!.tasks[1]!.name = 'sentiment'), /stages\[1\]\.tasks\[1\] \(sentiment\): duplicate task name/],
     ['duplicate stage name', (d) => (d.stages[1]!.name = 'datasets'), /stages\[1\]: duplicate stage name "datasets"/],
@@ -38,8 +42,17 @@ test('subject wildcards and "which consumer gets this task"', () => {
   assert.ok(!subjectMatches('jetflow.task.analyst', 'jetflow.task.analyst.sentiment'));
   const reg = new FlowRegistry([INSIGHTS]);
   const [r] = routesFor('jetflow.task.analyst.sentiment', reg);
-  assert.deepEqual(r, { subject: 'jetflow.task.analyst.sentiment', stream: 'JETFLOW_TASKS', consumer: 'task-analyst-sentiment', servedBy: 'analyst', usedBy: [{ flow: 'insights', version: 1, stage: 'analysis', task: 'sentiment' }] });
-  assert.deepEqual(routesFor('jetflow.task.dataset.>', reg).map((x) => x.consumer), ['task-dataset-embeddings', 'task-dataset-features', 'task-dataset-text']);
+  assert.deepEqual(r, {
+    subject: 'jetflow.task.analyst.sentiment',
+    stream: 'JETFLOW_TASKS',
+    consumer: 'task-analyst-sentiment',
+    servedBy: 'analyst',
+    usedBy: [{ flow: 'insights', version: 1, stage: 'analysis', task: 'sentiment' }],
+  });
+  assert.deepEqual(
+    routesFor('jetflow.task.dataset.>', reg).map((x) => x.consumer),
+    ['task-dataset-embeddings', 'task-dataset-features', 'task-dataset-text'],
+  );
   assert.deepEqual(routesFor('jetflow.task.nothing.here', reg), []);
 });
 

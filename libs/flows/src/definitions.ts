@@ -35,7 +35,10 @@ export type StageDef = z.infer<typeof StageDefSchema>;
 export type FlowDef = z.infer<typeof FlowDefSchema>;
 
 export class DefinitionError extends Error {
-  constructor(readonly where: string, message: string) {
+  constructor(
+    readonly where: string,
+    message: string,
+  ) {
     super(`flow definition ${where}: ${message}`);
     this.name = 'DefinitionError';
   }

@@ -28,6 +28,8 @@ export function routesFor(query: string, registry: FlowRegistry): Route[] {
     stream: STREAMS.tasks,
     consumer: CONSUMERS.task(subject),
     servedBy: SERVICES.find(([p]) => subjectMatches(p, subject))?.[1] ?? 'none',
-    usedBy: registry.defs.flatMap((d) => d.stages.flatMap((st) => st.tasks.filter((t) => t.subject === subject).map((t) => ({ flow: d.name, version: d.version, stage: st.name, task: t.name })))),
+    usedBy: registry.defs.flatMap((d) =>
+      d.stages.flatMap((st) => st.tasks.filter((t) => t.subject === subject).map((t) => ({ flow: d.name, version: d.version, stage: st.name, task: t.name }))),
+    ),
   }));
 }

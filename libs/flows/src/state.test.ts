@@ -30,7 +30,14 @@ const V1: FlowDef = {
   deadlineMs: 30_000,
   stages: [
     { name: 'prepare', onFailure: 'fail_flow', tasks: [{ name: 'slow-prep', subject: 'jetflow.task.test.slow', ...limits }] },
-    { name: 'report', onFailure: 'continue', tasks: [{ name: 'echo-a', subject: 'jetflow.task.test.echo', ...limits }, { name: 'echo-b', subject: 'jetflow.task.test.echo', ...limits }] },
+    {
+      name: 'report',
+      onFailure: 'continue',
+      tasks: [
+        { name: 'echo-a', subject: 'jetflow.task.test.echo', ...limits },
+        { name: 'echo-b', subject: 'jetflow.task.test.echo', ...limits },
+      ],
+    },
   ],
 };
 // The same flow name after an edit: stages and tasks renamed or removed, version bumped.
@@ -83,7 +90,11 @@ test('after the definitions change, a flow started on v1 finishes on v1 (read ba
   let t = apply(s, got.def, ok('slow-prep'), 2_000);
   assert.equal(t.changed, true);
   assert.equal(s.stage, 1);
-  assert.deepEqual(tasksToDispatch(s, got.def).map((td) => td.name), ['echo-a', 'echo-b'], "v1's second stage is dispatched, not v2's");
+  assert.deepEqual(
+    tasksToDispatch(s, got.def).map((td) => td.name),
+    ['echo-a', 'echo-b'],
+    "v1's second stage is dispatched, not v2's",
+  );
   apply(s, got.def, ok('echo-a'), 2_100);
   t = apply(s, got.def, ok('echo-b'), 2_200);
   assert.equal(s.status, 'succeeded');
@@ -179,7 +190,7 @@ test('a result is applied only with the token of its dispatch; each dispatched t
   assert.equal(tokens.size, 1_000);
 });
 
-test('a state written before tokens takes its dispatched tasks\' results as before', () => {
+test("a state written before tokens takes its dispatched tasks' results as before", () => {
   const s = start(V1);
   delete s.tasks['slow-prep']!.token;
   assert.equal(resultProblem(s, { task: 'slow-prep' }), undefined);
@@ -209,7 +220,11 @@ test('the callback body comes from the state alone, so a flow without its defini
   assert.deepEqual(body.results.anomaly, { status: 'failed', error: { code: 'timeout', message: 'slow' } });
   assert.deepEqual(body.results.keywords, { status: 'timed_out', error: null });
 
-  const u = unstartableFlowState({ flowId: 'fgone', tenant: 'default', flow: 'retired', submittedAt: 1_000, callbackUrl: 'http://127.0.0.1/x' }, { task: '', code: 'unknown_flow', message: 'flow "retired" is not defined' }, 1_500);
+  const u = unstartableFlowState(
+    { flowId: 'fgone', tenant: 'default', flow: 'retired', submittedAt: 1_000, callbackUrl: 'http://127.0.0.1/x' },
+    { task: '', code: 'unknown_flow', message: 'flow "retired" is not defined' },
+    1_500,
+  );
   assert.deepEqual([u.status, u.version, u.endReason, u.callbackUrl], ['failed', 0, 'flow "retired" is not defined', 'http://127.0.0.1/x']);
   const ub = callbackBody(u);
   assert.deepEqual([ub.status, ub.results, ub.datasets, ub.errors], ['failed', {}, {}, [{ task: '', code: 'unknown_flow', message: 'flow "retired" is not defined' }]]);
@@ -218,14 +233,24 @@ test('the callback body comes from the state alone, so a flow without its defini
 test('the public view uses a definition only if it is the flow own one; otherwise the stages come from the state', () => {
   const s = start(V1);
   const own = publicView(s, V1);
-  assert.deepEqual(own.stages.map((st) => st.name), ['prepare', 'report']);
+  assert.deepEqual(
+    own.stages.map((st) => st.name),
+    ['prepare', 'report'],
+  );
   assert.equal(own.version, 1);
   const other = publicView(s, V2);
   assert.deepEqual(
     other.stages.map((st) => [st.name, st.onFailure, st.tasks.map((t) => [t.name, t.subject, t.status])]),
     [
       ['stage-0', null, [['slow-prep', null, 'dispatched']]],
-      ['stage-1', null, [['echo-a', null, 'pending'], ['echo-b', null, 'pending']]],
+      [
+        'stage-1',
+        null,
+        [
+          ['echo-a', null, 'pending'],
+          ['echo-b', null, 'pending'],
+        ],
+      ],
     ],
   );
   assert.equal(publicView(s, undefined).stages.length, 2);

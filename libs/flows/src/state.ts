@@ -90,7 +90,8 @@ export function isTerminal(s: FlowState): boolean {
 export function newFlowState(req: StartRequest, def: FlowDef, now: number): FlowState {
   const tasks: Record<string, TaskState> = {};
   def.stages.forEach((st, i) => {
-    for (const t of st.tasks) tasks[t.name] = i === 0 ? { stage: i, status: 'dispatched', attempts: 0, dispatchedAt: now, token: newTaskToken() } : { stage: i, status: 'pending', attempts: 0 };
+    for (const t of st.tasks)
+      tasks[t.name] = i === 0 ? { stage: i, status: 'dispatched', attempts: 0, dispatchedAt: now, token: newTaskToken() } : { stage: i, status: 'pending', attempts: 0 };
   });
   const s: FlowState = {
     flowId: req.flowId,
@@ -239,7 +240,8 @@ export function resultProblem(s: FlowState, r: { task: string; token?: string })
     // A state from before tokens: its dispatched tasks' results are taken as they were.
     return ts.status === 'pending' ? { task: r.task, code: 'unexpected_result', message: `a result arrived for task "${r.task}", which was never dispatched (pending)` } : undefined;
   }
-  if (!sameToken(r.token ?? '', ts.token)) return { task: r.task, code: 'bad_token', message: `a result for task "${r.task}" does not carry the token of its dispatch${r.token ? '' : ' (it carries none)'}` };
+  if (!sameToken(r.token ?? '', ts.token))
+    return { task: r.task, code: 'bad_token', message: `a result for task "${r.task}" does not carry the token of its dispatch${r.token ? '' : ' (it carries none)'}` };
   return undefined;
 }
 

@@ -36,7 +36,12 @@ export const SubmissionSchema = z
     flow: z.string().min(1).max(64),
     input: z.record(z.string(), z.unknown()),
     callbackUrl: z.string().max(2_048).optional(),
-    idempotencyKey: z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+    idempotencyKey: z
+      .string()
+      .min(1)
+      .max(256)
+      .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+      .optional(),
     deadlineMs: z.number().int().min(100).max(3_600_000).optional(),
     metadata: z
       .record(z.string().max(128), z.string().max(1_024))

@@ -58,7 +58,8 @@ export class DefinitionVersions {
     if (k) return { def: k };
     const what = `flow ${s.flowId} started on definition ${s.flow} v${s.version}`;
     if (s.defHash === undefined) return { problem: `${what} (state without a definition hash); the loaded ${s.flow} has other stages or tasks` };
-    if (!DEFINITION_HASH_RE.test(s.defHash) || !/^[a-z][a-z0-9_-]{0,40}$/.test(s.flow) || !Number.isInteger(s.version)) return { problem: `${what}: the state names no valid definition (${JSON.stringify(s.defHash).slice(0, 40)})` };
+    if (!DEFINITION_HASH_RE.test(s.defHash) || !/^[a-z][a-z0-9_-]{0,40}$/.test(s.flow) || !Number.isInteger(s.version))
+      return { problem: `${what}: the state names no valid definition (${JSON.stringify(s.defHash).slice(0, 40)})` };
     const key = definitionKey(s.flow, s.version, s.defHash);
     const bytes = await this.read(key);
     if (!bytes) return { problem: `${what} (${s.defHash}), which is neither loaded nor in the definitions store` };

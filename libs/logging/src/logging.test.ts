@@ -29,7 +29,7 @@ describe('logging', () => {
     assert.equal(lines[1]!.msg, 'plain');
   });
 
-  test('a line about a flow names its trace without a span: the message\'s traceparent, the one noted, or one derived from the flow id', () => {
+  test("a line about a flow names its trace without a span: the message's traceparent, the one noted, or one derived from the flow id", () => {
     const { lines, stream } = capture();
     const log = createLogger('svc', 'info', stream);
     const caller = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
@@ -62,7 +62,10 @@ describe('logging', () => {
   test('credentials and payload bodies are censored wherever they are passed', () => {
     const { lines, stream } = capture();
     const log = createLogger('svc', 'info', stream);
-    log.info({ apiKey: 'k-123', secret: 's-456', input: { records: ['text-789'] }, body: 'b-000', headers: { authorization: 'Bearer a-111' }, job: { bodyJson: 'j-222', secret: 's-333' } }, 'oops');
+    log.info(
+      { apiKey: 'k-123', secret: 's-456', input: { records: ['text-789'] }, body: 'b-000', headers: { authorization: 'Bearer a-111' }, job: { bodyJson: 'j-222', secret: 's-333' } },
+      'oops',
+    );
     const raw = JSON.stringify(lines);
     for (const s of ['k-123', 's-456', 'text-789', 'b-000', 'a-111', 'j-222', 's-333']) assert.ok(!raw.includes(s), `${s} censored`);
     assert.equal(lines[0]!.apiKey, '[redacted]');

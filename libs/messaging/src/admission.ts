@@ -28,7 +28,10 @@ const INSTANCE_RE = /^[\x21-\x7e]{1,200}$/;
 export const ADMISSION_LIMITS = { tenants: 10_000, count: 100_000_000, flowIds: 5_000 } as const;
 
 export function encodeLoad(l: AdmissionLoad): Uint8Array {
-  return toBinary(AdmissionLoadSchema, create(AdmissionLoadSchema, { instance: l.instance, running: Object.fromEntries(l.running), queued: Object.fromEntries(l.queued), queuedNow: l.queuedNow ?? false }));
+  return toBinary(
+    AdmissionLoadSchema,
+    create(AdmissionLoadSchema, { instance: l.instance, running: Object.fromEntries(l.running), queued: Object.fromEntries(l.queued), queuedNow: l.queuedNow ?? false }),
+  );
 }
 
 /** A decoded, checked report; throws naming what is wrong (bad bytes, a bad tenant name, too many entries). */

@@ -40,7 +40,13 @@ export async function connectNats(opts: { servers: string[]; name: string; log?:
 export function authOptions(auth: NatsAuth | undefined): Partial<ConnectionOptions> {
   if (!auth) return {};
   const c = auth.credentials;
-  const creds: Partial<ConnectionOptions> = !c ? {} : c.kind === 'user' ? { user: c.user, pass: c.password } : c.kind === 'token' ? { token: c.token } : { authenticator: credsAuthenticator(c.contents) };
+  const creds: Partial<ConnectionOptions> = !c
+    ? {}
+    : c.kind === 'user'
+      ? { user: c.user, pass: c.password }
+      : c.kind === 'token'
+        ? { token: c.token }
+        : { authenticator: credsAuthenticator(c.contents) };
   return { inboxPrefix: auth.inboxPrefix, ...creds };
 }
 

@@ -28,12 +28,7 @@ export function onDeadLetter(observer: DeadLetterObserver): () => void {
  * Dead-letters a JetStream message: the original body and headers, plus the reason, the attempts and
  * where it came from, so it can be read and redriven. Deduplicated on the original stream sequence.
  */
-export async function deadLetter(
-  pub: JetStreamPublisher,
-  m: JsMsg,
-  source: string,
-  reason: { code: string; message: string; flowId?: string; attempts?: number },
-): Promise<void> {
+export async function deadLetter(pub: JetStreamPublisher, m: JsMsg, source: string, reason: { code: string; message: string; flowId?: string; attempts?: number }): Promise<void> {
   const h: MsgHdrs = natsHeaders();
   if (m.headers) for (const [k, vs] of m.headers) if (k !== 'Nats-Msg-Id') for (const v of vs) h.append(k, v);
   h.set(DLQ_HEADERS.reason, reason.message.slice(0, 1_000).replace(/[\r\n]+/g, ' '));

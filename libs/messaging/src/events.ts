@@ -21,7 +21,8 @@ export interface EventIn {
  */
 export function publishEvent(nc: NatsConnection, tenant: string, e: EventIn): void {
   // The transition's span shows what it did (task.succeeded, stage.completed, flow.completed…).
-  if (tracingEnabled()) addActiveSpanEvent(e.type, { ...(e.task ? { 'jetflow.task': e.task } : {}), ...(e.status ? { 'jetflow.status': e.status } : {}), ...(e.stage ? { 'jetflow.stage': e.stage } : {}) });
+  if (tracingEnabled())
+    addActiveSpanEvent(e.type, { ...(e.task ? { 'jetflow.task': e.task } : {}), ...(e.status ? { 'jetflow.status': e.status } : {}), ...(e.stage ? { 'jetflow.stage': e.stage } : {}) });
   try {
     nc.publish(eventSubject(tenant, e.flowId), encodeFlowEvent({ ...e, tenant, atMs: Date.now() }));
   } catch {

@@ -178,25 +178,80 @@ const big = (v: bigint | string) => (typeof v === 'bigint' ? v : BigInt(v));
 
 /** jetflow.v1.TaskResult, as the generated fromBinary() would give it. */
 export function decodeTaskResult(bytes: Uint8Array): TaskResult {
-  const r: TaskResult = { $typeName: 'jetflow.v1.TaskResult', flowId: '', task: '', stage: 0, status: 0, outputJson: EMPTY, outputRef: '', errorCode: '', errorMessage: '', attempts: 0, startedAtMs: 0n, finishedAtMs: 0n, worker: '', resultToken: '' };
+  const r: TaskResult = {
+    $typeName: 'jetflow.v1.TaskResult',
+    flowId: '',
+    task: '',
+    stage: 0,
+    status: 0,
+    outputJson: EMPTY,
+    outputRef: '',
+    errorCode: '',
+    errorMessage: '',
+    attempts: 0,
+    startedAtMs: 0n,
+    finishedAtMs: 0n,
+    worker: '',
+    resultToken: '',
+  };
   const rd = new BinaryReader(bytes);
   while (rd.pos < rd.len) {
     const [field, wt] = rd.tag();
     switch (field) {
-      case 1: want(wt, LEN, 1); r.flowId = rd.string(); break;
-      case 2: want(wt, LEN, 2); r.task = rd.string(); break;
-      case 3: want(wt, VARINT, 3); r.stage = rd.uint32(); break;
-      case 4: want(wt, VARINT, 4); r.status = rd.int32(); break;
-      case 5: want(wt, LEN, 5); r.outputJson = rd.bytes(); break;
-      case 6: want(wt, LEN, 6); r.outputRef = rd.string(); break;
-      case 7: want(wt, LEN, 7); r.errorCode = rd.string(); break;
-      case 8: want(wt, LEN, 8); r.errorMessage = rd.string(); break;
-      case 9: want(wt, VARINT, 9); r.attempts = rd.uint32(); break;
-      case 10: want(wt, VARINT, 10); r.startedAtMs = big(rd.int64()); break;
-      case 11: want(wt, VARINT, 11); r.finishedAtMs = big(rd.int64()); break;
-      case 12: want(wt, LEN, 12); r.worker = rd.string(); break;
-      case 13: want(wt, LEN, 13); r.resultToken = rd.string(); break;
-      default: rd.skip(wt, field);
+      case 1:
+        want(wt, LEN, 1);
+        r.flowId = rd.string();
+        break;
+      case 2:
+        want(wt, LEN, 2);
+        r.task = rd.string();
+        break;
+      case 3:
+        want(wt, VARINT, 3);
+        r.stage = rd.uint32();
+        break;
+      case 4:
+        want(wt, VARINT, 4);
+        r.status = rd.int32();
+        break;
+      case 5:
+        want(wt, LEN, 5);
+        r.outputJson = rd.bytes();
+        break;
+      case 6:
+        want(wt, LEN, 6);
+        r.outputRef = rd.string();
+        break;
+      case 7:
+        want(wt, LEN, 7);
+        r.errorCode = rd.string();
+        break;
+      case 8:
+        want(wt, LEN, 8);
+        r.errorMessage = rd.string();
+        break;
+      case 9:
+        want(wt, VARINT, 9);
+        r.attempts = rd.uint32();
+        break;
+      case 10:
+        want(wt, VARINT, 10);
+        r.startedAtMs = big(rd.int64());
+        break;
+      case 11:
+        want(wt, VARINT, 11);
+        r.finishedAtMs = big(rd.int64());
+        break;
+      case 12:
+        want(wt, LEN, 12);
+        r.worker = rd.string();
+        break;
+      case 13:
+        want(wt, LEN, 13);
+        r.resultToken = rd.string();
+        break;
+      default:
+        rd.skip(wt, field);
     }
   }
   return r;
@@ -208,11 +263,24 @@ function decodeTaskInput(bytes: Uint8Array): TaskInput {
   while (rd.pos < rd.len) {
     const [field, wt] = rd.tag();
     switch (field) {
-      case 1: want(wt, LEN, 1); d.task = rd.string(); break;
-      case 2: want(wt, LEN, 2); d.status = rd.string(); break;
-      case 3: want(wt, LEN, 3); d.outputJson = rd.bytes(); break;
-      case 4: want(wt, LEN, 4); d.outputRef = rd.string(); break;
-      default: rd.skip(wt, field);
+      case 1:
+        want(wt, LEN, 1);
+        d.task = rd.string();
+        break;
+      case 2:
+        want(wt, LEN, 2);
+        d.status = rd.string();
+        break;
+      case 3:
+        want(wt, LEN, 3);
+        d.outputJson = rd.bytes();
+        break;
+      case 4:
+        want(wt, LEN, 4);
+        d.outputRef = rd.string();
+        break;
+      default:
+        rd.skip(wt, field);
     }
   }
   return d;
@@ -221,33 +289,109 @@ function decodeTaskInput(bytes: Uint8Array): TaskInput {
 /** jetflow.v1.Task, as the generated fromBinary() would give it (what every worker decodes per task). */
 export function decodeTask(bytes: Uint8Array): Task {
   const t: Task = {
-    $typeName: 'jetflow.v1.Task', flowId: '', tenant: '', flow: '', flowVersion: 0, stage: 0, task: '', subject: '', inputJson: EMPTY, inputRef: '', deps: [],
-    softLimitMs: 0, hardLimitMs: 0, maxAttempts: 0, backoffInitialMs: 0, backoffMaxMs: 0, deadlineAtMs: 0n, dispatchedAtMs: 0n, backoffMultiplier: 0, resultToken: '',
+    $typeName: 'jetflow.v1.Task',
+    flowId: '',
+    tenant: '',
+    flow: '',
+    flowVersion: 0,
+    stage: 0,
+    task: '',
+    subject: '',
+    inputJson: EMPTY,
+    inputRef: '',
+    deps: [],
+    softLimitMs: 0,
+    hardLimitMs: 0,
+    maxAttempts: 0,
+    backoffInitialMs: 0,
+    backoffMaxMs: 0,
+    deadlineAtMs: 0n,
+    dispatchedAtMs: 0n,
+    backoffMultiplier: 0,
+    resultToken: '',
   };
   const rd = new BinaryReader(bytes);
   while (rd.pos < rd.len) {
     const [field, wt] = rd.tag();
     switch (field) {
-      case 1: want(wt, LEN, 1); t.flowId = rd.string(); break;
-      case 2: want(wt, LEN, 2); t.tenant = rd.string(); break;
-      case 3: want(wt, LEN, 3); t.flow = rd.string(); break;
-      case 4: want(wt, VARINT, 4); t.flowVersion = rd.uint32(); break;
-      case 5: want(wt, VARINT, 5); t.stage = rd.uint32(); break;
-      case 6: want(wt, LEN, 6); t.task = rd.string(); break;
-      case 7: want(wt, LEN, 7); t.subject = rd.string(); break;
-      case 8: want(wt, LEN, 8); t.inputJson = rd.bytes(); break;
-      case 9: want(wt, LEN, 9); t.inputRef = rd.string(); break;
-      case 10: want(wt, LEN, 10); t.deps.push(decodeTaskInput(rd.bytes())); break;
-      case 11: want(wt, VARINT, 11); t.softLimitMs = rd.uint32(); break;
-      case 12: want(wt, VARINT, 12); t.hardLimitMs = rd.uint32(); break;
-      case 13: want(wt, VARINT, 13); t.maxAttempts = rd.uint32(); break;
-      case 14: want(wt, VARINT, 14); t.backoffInitialMs = rd.uint32(); break;
-      case 15: want(wt, VARINT, 15); t.backoffMaxMs = rd.uint32(); break;
-      case 16: want(wt, VARINT, 16); t.deadlineAtMs = big(rd.int64()); break;
-      case 17: want(wt, VARINT, 17); t.dispatchedAtMs = big(rd.int64()); break;
-      case 18: want(wt, BIT32, 18); t.backoffMultiplier = rd.float(); break;
-      case 19: want(wt, LEN, 19); t.resultToken = rd.string(); break;
-      default: rd.skip(wt, field);
+      case 1:
+        want(wt, LEN, 1);
+        t.flowId = rd.string();
+        break;
+      case 2:
+        want(wt, LEN, 2);
+        t.tenant = rd.string();
+        break;
+      case 3:
+        want(wt, LEN, 3);
+        t.flow = rd.string();
+        break;
+      case 4:
+        want(wt, VARINT, 4);
+        t.flowVersion = rd.uint32();
+        break;
+      case 5:
+        want(wt, VARINT, 5);
+        t.stage = rd.uint32();
+        break;
+      case 6:
+        want(wt, LEN, 6);
+        t.task = rd.string();
+        break;
+      case 7:
+        want(wt, LEN, 7);
+        t.subject = rd.string();
+        break;
+      case 8:
+        want(wt, LEN, 8);
+        t.inputJson = rd.bytes();
+        break;
+      case 9:
+        want(wt, LEN, 9);
+        t.inputRef = rd.string();
+        break;
+      case 10:
+        want(wt, LEN, 10);
+        t.deps.push(decodeTaskInput(rd.bytes()));
+        break;
+      case 11:
+        want(wt, VARINT, 11);
+        t.softLimitMs = rd.uint32();
+        break;
+      case 12:
+        want(wt, VARINT, 12);
+        t.hardLimitMs = rd.uint32();
+        break;
+      case 13:
+        want(wt, VARINT, 13);
+        t.maxAttempts = rd.uint32();
+        break;
+      case 14:
+        want(wt, VARINT, 14);
+        t.backoffInitialMs = rd.uint32();
+        break;
+      case 15:
+        want(wt, VARINT, 15);
+        t.backoffMaxMs = rd.uint32();
+        break;
+      case 16:
+        want(wt, VARINT, 16);
+        t.deadlineAtMs = big(rd.int64());
+        break;
+      case 17:
+        want(wt, VARINT, 17);
+        t.dispatchedAtMs = big(rd.int64());
+        break;
+      case 18:
+        want(wt, BIT32, 18);
+        t.backoffMultiplier = rd.float();
+        break;
+      case 19:
+        want(wt, LEN, 19);
+        t.resultToken = rd.string();
+        break;
+      default:
+        rd.skip(wt, field);
     }
   }
   return t;

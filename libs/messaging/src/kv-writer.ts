@@ -35,7 +35,9 @@ export class KvWriter {
     const ack = await this.pub.publish(`$KV.${this.bucket}.${key}`, data, { headers: h, msgId: `${key}@0` });
     if (ack.duplicate) {
       const description = `wrong last sequence: key ${key} was created already (a duplicate of create ${ack.seq})`;
-      throw Object.assign(new CasConflictError(`JetStream collapsed a create of ${key}: ${description}`), { api_error: { code: 400, err_code: JetStreamApiCodes.StreamWrongLastSequence, description } });
+      throw Object.assign(new CasConflictError(`JetStream collapsed a create of ${key}: ${description}`), {
+        api_error: { code: 400, err_code: JetStreamApiCodes.StreamWrongLastSequence, description },
+      });
     }
     return ack.seq;
   }

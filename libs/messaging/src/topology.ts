@@ -1,4 +1,17 @@
-import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type ConsumerInfo, type JetStreamManager, type NatsConnection, type StreamConfig, type StreamInfo, type ConsumerConfig, nanos } from 'nats';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerInfo,
+  type JetStreamManager,
+  type NatsConnection,
+  type StreamConfig,
+  type StreamInfo,
+  type ConsumerConfig,
+  nanos,
+} from 'nats';
 import type { Logger } from '../../logging/src/index.js';
 import { JetStreamApiCodes as C, isJsError } from './js-errors.js';
 import { retryTransient } from './transient.js';
@@ -122,7 +135,15 @@ export function streamConfigs(o: TopologyOptions): Array<Partial<StreamConfig> &
   const dup = nanos(o.duplicateWindowMs ?? 120_000);
   const base = { storage: StorageType.File, num_replicas: replicas, discard: DiscardPolicy.Old };
   return [
-    { ...base, name: STREAMS.ingest, subjects: [`${SUBJECTS.ingest}.>`, `${SUBJECTS.submit}.>`], retention: RetentionPolicy.Workqueue, duplicate_window: nanos(o.ingestDuplicateWindowMs ?? 100), discard: DiscardPolicy.New, max_bytes: 4 * 1024 ** 3 },
+    {
+      ...base,
+      name: STREAMS.ingest,
+      subjects: [`${SUBJECTS.ingest}.>`, `${SUBJECTS.submit}.>`],
+      retention: RetentionPolicy.Workqueue,
+      duplicate_window: nanos(o.ingestDuplicateWindowMs ?? 100),
+      discard: DiscardPolicy.New,
+      max_bytes: 4 * 1024 ** 3,
+    },
     { ...base, name: STREAMS.tasks, subjects: [`${SUBJECTS.task}.>`], retention: RetentionPolicy.Workqueue, duplicate_window: dup },
     { ...base, name: STREAMS.results, subjects: [`${SUBJECTS.result}.>`], retention: RetentionPolicy.Workqueue, duplicate_window: dup },
     { ...base, name: STREAMS.callbacks, subjects: [`${SUBJECTS.callback}.>`], retention: RetentionPolicy.Workqueue, duplicate_window: dup },
@@ -137,7 +158,10 @@ export function consumerConfigs(o: TopologyOptions): Array<{ stream: string; con
   // The ingest stream's consumers are per tenant, made by the orchestrator (ingestConsumerConfigs).
   for (let p = 0; p < o.partitions; p++) {
     // max_deliver -1: deadline timers are redelivered by delayed nak until due; poison is handled by the router.
-    out.push({ stream: STREAMS.results, config: { ...common, durable_name: CONSUMERS.results(p), filter_subject: `${SUBJECTS.result}.${p}.>`, ack_wait: nanos(5_000), max_ack_pending: 50_000, max_deliver: -1 } });
+    out.push({
+      stream: STREAMS.results,
+      config: { ...common, durable_name: CONSUMERS.results(p), filter_subject: `${SUBJECTS.result}.${p}.>`, ack_wait: nanos(5_000), max_ack_pending: 50_000, max_deliver: -1 },
+    });
   }
   out.push({ stream: STREAMS.callbacks, config: { ...common, durable_name: CONSUMERS.callbacks, ack_wait: nanos(10_000), max_ack_pending: 1_000, max_deliver: -1 } });
   for (const s of o.taskSubjects) {
@@ -194,14 +218,18 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
       info = await streamInfo(jsm, cfg.name);
       if (!info) {
         const owner = isJsError(err, C.StreamSubjectOverlap) ? await otherStreamOwning(jsm, cfg) : undefined;
-        if (owner) throw new Error(`stream ${cfg.name}: its subjects ${cfg.subjects.join(', ')} overlap with those of stream ${owner}, which is not Jetflow's; remove or rename it`, { cause: err });
+        if (owner)
+          throw new Error(`stream ${cfg.name}: its subjects ${cfg.subjects.join(', ')} overlap with those of stream ${owner}, which is not Jetflow's; remove or rename it`, { cause: err });
         throw notVisibleYet(`stream ${cfg.name}`, err);
       }
     }
   }
   // Update only what may change in place; retention and storage cannot.
   const cur = info.config;
-  const changed = JSON.stringify(cur.subjects) !== JSON.stringify(cfg.subjects) || (cfg.max_age !== undefined && cur.max_age !== cfg.max_age) || (cfg.duplicate_window !== undefined && cur.duplicate_window !== cfg.duplicate_window);
+  const changed =
+    JSON.stringify(cur.subjects) !== JSON.stringify(cfg.subjects) ||
+    (cfg.max_age !== undefined && cur.max_age !== cfg.max_age) ||
+    (cfg.duplicate_window !== undefined && cur.duplicate_window !== cfg.duplicate_window);
   const replicas = replicasDiffer(cur, cfg);
   if (replicas) logReplicas(log, cfg.name, cur.num_replicas, cfg.num_replicas!);
   if (changed || replicas) await jsm.streams.update(cfg.name, { ...cur, ...cfg });

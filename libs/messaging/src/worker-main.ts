@@ -25,7 +25,16 @@ export async function runWorkerService(service: string, cfg: WorkerConfig, makeH
   await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: all, replicas: cfg.replicas, log });
   // After connecting: a handler may use the connection's KV buckets (the analyst's dataset cache).
   const { handler, close } = await makeHandler(log, nc);
-  const worker = await startTaskWorker({ nc, subjects, concurrency: cfg.concurrency, partitions: cfg.partitions, handler, log, workerId: cfg.instanceId, onOutcome: (task, outcome, ms, err) => obs.onOutcome(task, outcome, ms, err) });
+  const worker = await startTaskWorker({
+    nc,
+    subjects,
+    concurrency: cfg.concurrency,
+    partitions: cfg.partitions,
+    handler,
+    log,
+    workerId: cfg.instanceId,
+    onOutcome: (task, outcome, ms, err) => obs.onOutcome(task, outcome, ms, err),
+  });
   obs.watchConsumers(nc, subjects);
   log.info({ subjects, concurrency: cfg.concurrency, threads: cfg.threads, mode: cfg.mode }, `${service} started`);
   let stopping = false;

@@ -77,7 +77,19 @@ export function registerConsumerGauges(o: ConsumerGaugeOptions): void {
       infos = await Promise.all((o.consumers?.() ?? []).map((r) => m.consumers.info(r.stream, r.consumer).catch(() => null)));
     }
     const consumers = infos.flatMap((ci) =>
-      ci ? [{ stream: ci.stream_name, consumer: ci.name, pending: ci.num_pending, ackPending: ci.num_ack_pending, redelivered: ci.num_redelivered, waiting: ci.num_waiting, delivered: ci.delivered.consumer_seq }] : [],
+      ci
+        ? [
+            {
+              stream: ci.stream_name,
+              consumer: ci.name,
+              pending: ci.num_pending,
+              ackPending: ci.num_ack_pending,
+              redelivered: ci.num_redelivered,
+              waiting: ci.num_waiting,
+              delivered: ci.delivered.consumer_seq,
+            },
+          ]
+        : [],
     );
     return { consumers, streams };
   };
@@ -102,10 +114,30 @@ export function registerConsumerGauges(o: ConsumerGaugeOptions): void {
     g.reset();
     for (const r of rows) g.set({ stream: r.stream, consumer: r.consumer }, pick(r));
   };
-  consumerGauge(registry, METRICS.consumerPending, 'Messages in the stream not yet delivered to this consumer (the backlog; scale workers on it).', fill((r) => r.pending));
-  consumerGauge(registry, METRICS.consumerAckPending, 'Messages delivered to this consumer and not yet acknowledged (in flight).', fill((r) => r.ackPending));
-  consumerGauge(registry, METRICS.consumerRedelivered, 'Messages of this consumer delivered more than once and still unacknowledged.', fill((r) => r.redelivered));
-  consumerGauge(registry, METRICS.consumerWaiting, 'Pull requests waiting on this consumer (idle capacity).', fill((r) => r.waiting));
+  consumerGauge(
+    registry,
+    METRICS.consumerPending,
+    'Messages in the stream not yet delivered to this consumer (the backlog; scale workers on it).',
+    fill((r) => r.pending),
+  );
+  consumerGauge(
+    registry,
+    METRICS.consumerAckPending,
+    'Messages delivered to this consumer and not yet acknowledged (in flight).',
+    fill((r) => r.ackPending),
+  );
+  consumerGauge(
+    registry,
+    METRICS.consumerRedelivered,
+    'Messages of this consumer delivered more than once and still unacknowledged.',
+    fill((r) => r.redelivered),
+  );
+  consumerGauge(
+    registry,
+    METRICS.consumerWaiting,
+    'Pull requests waiting on this consumer (idle capacity).',
+    fill((r) => r.waiting),
+  );
   if (!registry.getSingleMetric(METRICS.consumerDelivered)) {
     // A counter read from the server: set to the consumer's own count at each scrape (it restarts at 0 only with the consumer).
     new Counter({

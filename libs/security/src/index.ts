@@ -2,7 +2,20 @@ import { issueSecrets, type NatsSecret } from './credentials.js';
 import { deriveIdentities, type Identity, type SecurityInput } from './roles.js';
 import { renderServerConfig, type NatsAuthConfig, type RenderOptions } from './server-config.js';
 
-export { DEFAULT_SERVES, JETFLOW_ACCOUNT, SERVICE_ROLES, SecurityInputError, deriveIdentities, inboxPrefixOf, tenantAccount, type Identity, type Permissions, type Role, type SecurityInput, type ServiceRole } from './roles.js';
+export {
+  DEFAULT_SERVES,
+  JETFLOW_ACCOUNT,
+  SERVICE_ROLES,
+  SecurityInputError,
+  deriveIdentities,
+  inboxPrefixOf,
+  tenantAccount,
+  type Identity,
+  type Permissions,
+  type Role,
+  type SecurityInput,
+  type ServiceRole,
+} from './roles.js';
 export { MIN_PASSWORD_LENGTH, checkPassword, hashPassword, issueSecrets, newPassword, secretEnv, verifyPassword, type NatsSecret } from './credentials.js';
 export { renderServerConfig, renderServerConfigText, type NatsAuthConfig, type RenderOptions } from './server-config.js';
 export { NEVER as NEVER_GRANTED } from './grants.js';

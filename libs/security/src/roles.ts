@@ -1,7 +1,23 @@
 import { RetentionPolicy } from 'nats';
 import { ID_RULES, subjectMatches } from '../../flows/src/index.js';
 import { ADMISSION_SUBJECTS, BUCKETS, CONSUMERS, LEGACY_INGEST_CONSUMER, STREAMS, SUBJECTS, consumerConfigs, streamConfigs } from '../../messaging/src/index.js';
-import { accountInfo, consume, consumeAny, getMessages, inbox, kvRead, kvWrite, listConsumers, merge, provisionConsumer, provisionStream, publish, readStream, subscribe, type Grant } from './grants.js';
+import {
+  accountInfo,
+  consume,
+  consumeAny,
+  getMessages,
+  inbox,
+  kvRead,
+  kvWrite,
+  listConsumers,
+  merge,
+  provisionConsumer,
+  provisionStream,
+  publish,
+  readStream,
+  subscribe,
+  type Grant,
+} from './grants.js';
 
 /** The roles of Jetflow's own processes, plus the operator (CLI, admin tools). */
 export const SERVICE_ROLES = ['ingest', 'orchestrator', 'dataset-generator', 'analyst', 'operator'] as const;
@@ -80,7 +96,10 @@ export function deriveIdentities(input: SecurityInput): Identity[] {
   for (const [name, patterns] of Object.entries(input.workers ?? {})) {
     const user = `worker-${name}`;
     const served = servedBy(`workers.${name}`, patterns, t.taskSubjects);
-    out.push({ ...identity(`worker:${name}`, user, JETFLOW_ACCOUNT, inboxPrefixOf(user), workerGrants(inboxPrefixOf(user), served, t, { provision: false, cache: false })), serves: served.map(CONSUMERS.task) });
+    out.push({
+      ...identity(`worker:${name}`, user, JETFLOW_ACCOUNT, inboxPrefixOf(user), workerGrants(inboxPrefixOf(user), served, t, { provision: false, cache: false })),
+      serves: served.map(CONSUMERS.task),
+    });
   }
   for (const tenant of input.tenants) {
     // A tenant's account has no JetStream and nothing else in it, so its default inboxes are private.
@@ -101,7 +120,8 @@ interface Topology {
 }
 
 function checkInput(input: SecurityInput): Topology {
-  if (!Number.isInteger(input.partitions) || input.partitions < 1 || input.partitions > 256) throw new SecurityInputError('partitions', `must be an integer from 1 to 256, got ${input.partitions}`);
+  if (!Number.isInteger(input.partitions) || input.partitions < 1 || input.partitions > 256)
+    throw new SecurityInputError('partitions', `must be an integer from 1 to 256, got ${input.partitions}`);
   for (const s of input.taskSubjects) if (!TASK_SUBJECT.test(s)) throw new SecurityInputError('taskSubjects', `"${s}" is not a task subject (jetflow.task.<kind>.<name>)`);
   const seen = new Set<string>();
   for (const tenant of input.tenants) {
@@ -109,7 +129,8 @@ function checkInput(input: SecurityInput): Topology {
     if (seen.has(tenant)) throw new SecurityInputError('tenants', `tenant "${tenant}" is listed twice`);
     seen.add(tenant);
   }
-  for (const name of Object.keys(input.workers ?? {})) if (!NAME.test(name)) throw new SecurityInputError('workers', `invalid worker name "${name}" (lowercase letters, digits, - and _, at most 63)`);
+  for (const name of Object.keys(input.workers ?? {}))
+    if (!NAME.test(name)) throw new SecurityInputError('workers', `invalid worker name "${name}" (lowercase letters, digits, - and _, at most 63)`);
   const taskSubjects = [...new Set(input.taskSubjects)];
   const topo = { partitions: input.partitions, taskSubjects };
   const durables = new Map<string, string[]>();
@@ -130,7 +151,8 @@ function servedBy(field: string, patterns: readonly string[], subjects: string[]
   if (!patterns.length) throw new SecurityInputError(field, 'no task subject patterns');
   for (const p of patterns) {
     const tokens = p.split('.');
-    if (!p.startsWith(`${SUBJECTS.task}.`) || tokens.some((x) => !TOKEN.test(x)) || tokens.slice(0, -1).includes('>')) throw new SecurityInputError(field, `"${p}" is not a task subject pattern (jetflow.task.… with * or a final >)`);
+    if (!p.startsWith(`${SUBJECTS.task}.`) || tokens.some((x) => !TOKEN.test(x)) || tokens.slice(0, -1).includes('>'))
+      throw new SecurityInputError(field, `"${p}" is not a task subject pattern (jetflow.task.… with * or a final >)`);
   }
   const served = subjects.filter((s) => patterns.some((p) => subjectMatches(p, s)));
   if (!served.length) throw new SecurityInputError(field, `${patterns.join(', ')} matches no task subject; known: ${subjects.join(', ')}`);

@@ -1,7 +1,18 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CONSUMERS, STREAMS, consumerConfigs } from '../../messaging/src/index.js';
-import { JETFLOW_ACCOUNT, NEVER_GRANTED, SecurityInputError, deriveIdentities, issueSecrets, natsSecurity, renderServerConfigText, verifyPassword, type Identity, type SecurityInput } from './index.js';
+import {
+  JETFLOW_ACCOUNT,
+  NEVER_GRANTED,
+  SecurityInputError,
+  deriveIdentities,
+  issueSecrets,
+  natsSecurity,
+  renderServerConfigText,
+  verifyPassword,
+  type Identity,
+  type SecurityInput,
+} from './index.js';
 
 const TASKS = ['jetflow.task.dataset.text', 'jetflow.task.dataset.features', 'jetflow.task.analyst.sentiment', 'jetflow.task.analyst.keywords'];
 const INPUT: SecurityInput = { partitions: 4, taskSubjects: TASKS, tenants: ['acme', 'globex'] };
@@ -31,7 +42,16 @@ describe('NATS identities derived from the roles, the topology and the tenants',
     assert.deepEqual(acme.permissions.publish.allow, ['jetflow.ingest.acme.>']);
     assert.deepEqual(acme.permissions.subscribe.allow, ['_INBOX.>']);
     assert.equal(canPub(acme, 'jetflow.ingest.acme.insights'), true);
-    for (const s of ['jetflow.ingest.globex.insights', 'jetflow.submit.acme.fabc', 'jetflow.submit.globex.fabc', 'jetflow.result.0.fabc', 'jetflow.task.analyst.sentiment', '$KV.jetflow_cancel.fabc', '$JS.API.STREAM.DELETE.JETFLOW_INGEST', '$JS.API.INFO']) {
+    for (const s of [
+      'jetflow.ingest.globex.insights',
+      'jetflow.submit.acme.fabc',
+      'jetflow.submit.globex.fabc',
+      'jetflow.result.0.fabc',
+      'jetflow.task.analyst.sentiment',
+      '$KV.jetflow_cancel.fabc',
+      '$JS.API.STREAM.DELETE.JETFLOW_INGEST',
+      '$JS.API.INFO',
+    ]) {
       assert.equal(canPub(acme, s), false, `tenant may not publish ${s}`);
     }
   });
@@ -60,7 +80,7 @@ describe('NATS identities derived from the roles, the topology and the tenants',
     assert.deepEqual(byRole(ids, 'worker:ext').serves, ['task-analyst-keywords']);
   });
 
-  test('pre-validated submissions travel on jetflow.submit, which only ingest (and the operator\'s redrive) may publish to', () => {
+  test("pre-validated submissions travel on jetflow.submit, which only ingest (and the operator's redrive) may publish to", () => {
     const publishers = ids.filter((i) => canPub(i, 'jetflow.submit.acme.fabc')).map((i) => i.role);
     assert.deepEqual(publishers.sort(), ['ingest', 'operator']);
     const orch = byRole(ids, 'orchestrator');
@@ -86,7 +106,16 @@ describe('NATS identities derived from the roles, the topology and the tenants',
       assert.equal(canPub(w, 'jetflow.result.3.fabc'), true);
       assert.equal(canPub(w, 'jetflow.dlq.task.jetflow.task.analyst.keywords'), true);
       assert.equal(canPub(w, 'jetflow.event.acme.fabc'), true);
-      for (const s of ['jetflow.ingest.acme.insights', 'jetflow.submit.acme.fabc', 'jetflow.task.analyst.keywords', 'jetflow.callback.acme', '$KV.jetflow_flows.fabc', '$KV.jetflow_cancel.fabc', 'jetflow.dlq.ingest.x']) assert.equal(canPub(w, s), false, `${role} publishes ${s}`);
+      for (const s of [
+        'jetflow.ingest.acme.insights',
+        'jetflow.submit.acme.fabc',
+        'jetflow.task.analyst.keywords',
+        'jetflow.callback.acme',
+        '$KV.jetflow_flows.fabc',
+        '$KV.jetflow_cancel.fabc',
+        'jetflow.dlq.ingest.x',
+      ])
+        assert.equal(canPub(w, s), false, `${role} publishes ${s}`);
       assert.equal(canSub(w, 'jetflow.task.analyst.keywords'), false);
     }
     const ext = byRole(ids, 'worker:ext');
@@ -99,7 +128,15 @@ describe('NATS identities derived from the roles, the topology and the tenants',
 
   test('ingest submits, cancels and redrives; the operator reads everything and deletes only its own readers', () => {
     const ingest = byRole(ids, 'ingest');
-    for (const s of ['jetflow.ingest.acme.insights', 'jetflow.result.1.fabc', 'jetflow.task.dataset.text', 'jetflow.callback.acme', '$KV.jetflow_cancel.fabc', '$KV.jetflow_idempotency.acme.x', `$JS.API.STREAM.MSG.DELETE.${STREAMS.dlq}`]) {
+    for (const s of [
+      'jetflow.ingest.acme.insights',
+      'jetflow.result.1.fabc',
+      'jetflow.task.dataset.text',
+      'jetflow.callback.acme',
+      '$KV.jetflow_cancel.fabc',
+      '$KV.jetflow_idempotency.acme.x',
+      `$JS.API.STREAM.MSG.DELETE.${STREAMS.dlq}`,
+    ]) {
       assert.equal(canPub(ingest, s), true, `ingest publishes ${s}`);
     }
     assert.equal(canPub(ingest, '$KV.jetflow_flows.fabc'), false, 'only the orchestrator writes flow state');
@@ -115,7 +152,10 @@ describe('NATS identities derived from the roles, the topology and the tenants',
   });
 
   test('invalid input is refused naming what is wrong', () => {
-    assert.throws(() => deriveIdentities({ ...INPUT, tenants: ['Acme!'] }), (e: Error) => e instanceof SecurityInputError && e.field === 'tenants' && /Acme!/.test(e.message));
+    assert.throws(
+      () => deriveIdentities({ ...INPUT, tenants: ['Acme!'] }),
+      (e: Error) => e instanceof SecurityInputError && e.field === 'tenants' && /Acme!/.test(e.message),
+    );
     assert.throws(() => deriveIdentities({ ...INPUT, tenants: ['acme', 'acme'] }), /tenant "acme" is listed twice/);
     assert.throws(() => deriveIdentities({ ...INPUT, workers: { ext: ['jetflow.ingest.>'] } }), /workers\.ext: "jetflow\.ingest\.>" is not a task subject pattern/);
     assert.throws(() => deriveIdentities({ ...INPUT, workers: { ext: ['jetflow.task.ml.>'] } }), /workers\.ext: jetflow\.task\.ml\.> matches no task subject/);

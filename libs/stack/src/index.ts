@@ -92,9 +92,12 @@ export class Stack {
       this.o.onExit?.(sp, code, signal);
       if (!this.stopping && this.o.restartOnExit && this.find(name, index) === sp) {
         // Back off a little so a crash loop does not spin.
-        setTimeout(() => {
-          if (!this.stopping && this.find(name, index) === sp) this.replace(sp, this.spawnOne(name, index, restarts + 1));
-        }, Math.min(5_000, 200 * 2 ** Math.min(restarts, 5)));
+        setTimeout(
+          () => {
+            if (!this.stopping && this.find(name, index) === sp) this.replace(sp, this.spawnOne(name, index, restarts + 1));
+          },
+          Math.min(5_000, 200 * 2 ** Math.min(restarts, 5)),
+        );
       }
     });
     const at = this.procs.findIndex((p) => p.name === name && p.index === index);

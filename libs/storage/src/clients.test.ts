@@ -25,10 +25,7 @@ describe('awsConfigFromEnv', () => {
       { region: 'eu-west-1', s3Endpoint: 'http://127.0.0.1:4568', dynamoEndpoint: 'http://localhost:4566' },
     );
     assert.deepEqual(awsConfigFromEnv({ AWS_REGION: '', AWS_ENDPOINT_URL_S3: '' }), { region: 'us-east-1' });
-    assert.deepEqual(
-      awsConfigFromEnv({ AWS_ENDPOINT_URL_S3: 'http://x:1', AWS_IGNORE_CONFIGURED_ENDPOINT_URLS: 'true' }),
-      { region: 'us-east-1' },
-    );
+    assert.deepEqual(awsConfigFromEnv({ AWS_ENDPOINT_URL_S3: 'http://x:1', AWS_IGNORE_CONFIGURED_ENDPOINT_URLS: 'true' }), { region: 'us-east-1' });
     assert.deepEqual(storageConfigFromEnv({ JETFLOW_S3_BUCKET: 'b-1', JETFLOW_FLOWS_TABLE: 't-1' }), {
       region: 'us-east-1',
       bucket: 'b-1',

@@ -23,8 +23,7 @@ export function createS3Client(config: AwsClientConfig = awsConfigFromEnv()): S3
 
 /** A low-level DynamoDB client for `config`, or for the standard AWS environment. */
 export function createDynamoClient(config: AwsClientConfig = awsConfigFromEnv()): DynamoDBClient {
-  const endpoint =
-    config.dynamoEndpoint === undefined ? undefined : checkEndpoint(config.dynamoEndpoint, 'dynamoEndpoint');
+  const endpoint = config.dynamoEndpoint === undefined ? undefined : checkEndpoint(config.dynamoEndpoint, 'dynamoEndpoint');
   return new DynamoDBClient({
     region: config.region ?? DEFAULT_REGION,
     ...(endpoint ? { endpoint } : {}),

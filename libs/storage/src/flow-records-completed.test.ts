@@ -36,7 +36,10 @@ describe('FlowRecords.recordCompleted (start and end in one write)', () => {
     assert.deepEqual(rec?.results, { sentiment: { headline: 'ok' } });
     assert.deepEqual(rec?.datasets, { text: { ref: 's3://b/k', rows: 3 } });
     const listed = await flows.list({ tenant: 'acme', status: 'succeeded' });
-    assert.deepEqual(listed.items.map((i) => i.flowId), ['c1']);
+    assert.deepEqual(
+      listed.items.map((i) => i.flowId),
+      ['c1'],
+    );
     assert.deepEqual((await flows.list({ tenant: 'acme', status: 'running' })).items, []);
   });
 
@@ -49,6 +52,9 @@ describe('FlowRecords.recordCompleted (start and end in one write)', () => {
     assert.equal(rec?.errorCount, 1);
     assert.match(rec?.resultsRef ?? '', /^s3:\/\/jetflow-completed-test\/flows\/c2\/results\//);
     assert.deepEqual(rec?.results, big);
-    assert.deepEqual((await flows.list({ tenant: 'acme', status: 'failed' })).items.map((i) => i.flowId), ['c2']);
+    assert.deepEqual(
+      (await flows.list({ tenant: 'acme', status: 'failed' })).items.map((i) => i.flowId),
+      ['c2'],
+    );
   });
 });

@@ -77,10 +77,7 @@ describe('FlowRecords against dynalite and s3rver', () => {
       datasets: { text: 's3://b/datasets/f-fin/text.jsonl.gz' },
     };
     assert.equal(await flows.recordFinished('f-fin', outcome), true);
-    assert.equal(
-      await flows.recordFinished('f-fin', { ...outcome, status: 'succeeded', results: [{ analyst: 'x' }], errors: [] }),
-      false,
-    );
+    assert.equal(await flows.recordFinished('f-fin', { ...outcome, status: 'succeeded', results: [{ analyst: 'x' }], errors: [] }), false);
     const rec = await flows.get('f-fin');
     assert.equal(rec?.status, 'partial');
     assert.equal(rec?.finishedAt, '2024-05-01T11:00:04.500Z');
@@ -121,10 +118,7 @@ describe('FlowRecords against dynalite and s3rver', () => {
       return true;
     });
     await flows.recordStarted(start('f-bad', 'acme', '2024-05-01T13:00:00Z'));
-    await assert.rejects(
-      flows.recordFinished('f-bad', { ...finish, status: 'running' as unknown as 'failed' }),
-      (err: unknown) => isStorageError(err, 'invalid_argument'),
-    );
+    await assert.rejects(flows.recordFinished('f-bad', { ...finish, status: 'running' as unknown as 'failed' }), (err: unknown) => isStorageError(err, 'invalid_argument'));
     await assert.rejects(flows.recordFinished('f-bad', { ...finish, durationMs: -1 }), /durationMs/);
     await assert.rejects(flows.recordFinished('f-bad', { ...finish, finishedAt: 'yesterday' }), /finishedAt/);
     await assert.rejects(flows.recordStarted(start('f-x', 'a#b', '2024-05-01T13:00:00Z')), /tenant/);
@@ -135,10 +129,7 @@ describe('FlowRecords against dynalite and s3rver', () => {
     await flows.recordStarted(start('f-big', 'acme', '2024-05-01T14:00:00Z'));
     const results = Array.from({ length: 200 }, (_, i) => ({ analyst: `a${i}`, summary: 'z'.repeat(100) }));
     const errors = [{ task: 't', code: 'terminal', message: 'small' }];
-    assert.equal(
-      await flows.recordFinished('f-big', { status: 'succeeded', finishedAt: new Date(), durationMs: 10, results, errors }),
-      true,
-    );
+    assert.equal(await flows.recordFinished('f-big', { status: 'succeeded', finishedAt: new Date(), durationMs: 10, results, errors }), true);
     const full = await flows.get('f-big');
     assert.match(full?.resultsRef ?? '', /^s3:\/\/jetflow-flows-test\/flows\/f-big\/results\/[0-9a-f]{64}$/);
     assert.deepEqual(full?.results, results);
@@ -196,10 +187,16 @@ describe('FlowRecords against dynalite and s3rver', () => {
     assert.equal(exact.cursor, undefined);
 
     const done = await flows.list({ tenant, status: 'succeeded', limit: 4 });
-    assert.deepEqual(done.items.map((f) => f.flowId), ['L24', 'L21', 'L18', 'L15']);
+    assert.deepEqual(
+      done.items.map((f) => f.flowId),
+      ['L24', 'L21', 'L18', 'L15'],
+    );
     assert.ok(done.items.every((f) => f.status === 'succeeded' && f.durationMs === 500 && f.errorCount === 0));
     const rest = await flows.list({ tenant, status: 'succeeded', limit: 100, cursor: done.cursor! });
-    assert.deepEqual(rest.items.map((f) => f.flowId), ['L12', 'L09', 'L06', 'L03', 'L00']);
+    assert.deepEqual(
+      rest.items.map((f) => f.flowId),
+      ['L12', 'L09', 'L06', 'L03', 'L00'],
+    );
     assert.equal(rest.cursor, undefined);
 
     const running = await flows.list({ tenant, status: 'running', limit: 100 });
@@ -218,13 +215,14 @@ describe('FlowRecords against dynalite and s3rver', () => {
     const page = await flows.list({ tenant: 'cur-a', limit: 1 });
     assert.ok(page.cursor);
     await assert.rejects(flows.list({ tenant: 'cur-b', cursor: page.cursor }), (err: unknown) => isStorageError(err, 'invalid_cursor'));
-    await assert.rejects(flows.list({ tenant: 'cur-a', status: 'running', cursor: page.cursor }), (err: unknown) =>
-      isStorageError(err, 'invalid_cursor'),
-    );
+    await assert.rejects(flows.list({ tenant: 'cur-a', status: 'running', cursor: page.cursor }), (err: unknown) => isStorageError(err, 'invalid_cursor'));
     await assert.rejects(flows.list({ tenant: 'cur-a', cursor: 'garbage!' }), (err: unknown) => isStorageError(err, 'invalid_cursor'));
     await assert.rejects(flows.list({ tenant: 'cur-a', limit: 0 }), /limit/);
     await assert.rejects(flows.list({ tenant: 'cur-a', status: 'nope' as 'running' }), /status/);
     const next = await flows.list({ tenant: 'cur-a', limit: 1, cursor: page.cursor });
-    assert.deepEqual(next.items.map((f) => f.flowId), ['c1']);
+    assert.deepEqual(
+      next.items.map((f) => f.flowId),
+      ['c1'],
+    );
   });
 });

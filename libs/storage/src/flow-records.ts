@@ -4,17 +4,7 @@ import { createDocumentClient } from './clients.js';
 import { DEFAULT_FLOWS_TABLE } from './config.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { awsErrorName, isStorageError, StorageError } from './errors.js';
-import {
-  ensureFlowTable,
-  flowPk,
-  FLOW_INDEX_BY_TENANT,
-  FLOW_INDEX_BY_TENANT_STATUS,
-  SUMMARY_ATTRIBUTES,
-  tenantPk,
-  tenantStatusPk,
-  timeSk,
-  type EnsureTableOptions,
-} from './flow-table.js';
+import { ensureFlowTable, flowPk, FLOW_INDEX_BY_TENANT, FLOW_INDEX_BY_TENANT_STATUS, SUMMARY_ATTRIBUTES, tenantPk, tenantStatusPk, timeSk, type EnsureTableOptions } from './flow-table.js';
 import type { ObjectStore } from './object-store.js';
 
 export type FlowStatus = 'accepted' | 'running' | 'succeeded' | 'partial' | 'failed' | 'cancelled';
@@ -214,13 +204,7 @@ export class FlowRecords {
       ':gsi2pk': tenantStatusPk(item.tenant, finish.status),
       ':errorCount': finish.errors?.length ?? 0,
     };
-    const sets = [
-      '#status = :status',
-      'finishedAt = :finishedAt',
-      'durationMs = :durationMs',
-      'gsi2pk = :gsi2pk',
-      'errorCount = :errorCount',
-    ];
+    const sets = ['#status = :status', 'finishedAt = :finishedAt', 'durationMs = :durationMs', 'gsi2pk = :gsi2pk', 'errorCount = :errorCount'];
     for (const field of BLOB_FIELDS) {
       const value = finish[field];
       if (value === undefined) continue;
@@ -253,9 +237,7 @@ export class FlowRecords {
    */
   async get(flowId: string, opts: { resolve?: boolean } = {}): Promise<FlowRecord | undefined> {
     checkId(flowId, 'flowId');
-    const res = await this.doc.send(
-      new GetCommand({ TableName: this.table, Key: { pk: flowPk(flowId) }, ConsistentRead: true }),
-    );
+    const res = await this.doc.send(new GetCommand({ TableName: this.table, Key: { pk: flowPk(flowId) }, ConsistentRead: true }));
     if (!res.Item) return undefined;
     const item = res.Item as Record<string, unknown>;
     const record = toSummary(item) as FlowRecord;

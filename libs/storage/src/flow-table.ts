@@ -1,9 +1,4 @@
-import {
-  CreateTableCommand,
-  DescribeTableCommand,
-  type DynamoDBClient,
-  type TableDescription,
-} from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, type TableDescription } from '@aws-sdk/client-dynamodb';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { awsErrorName, StorageError } from './errors.js';
 
@@ -21,19 +16,7 @@ import { awsErrorName, StorageError } from './errors.js';
 export const FLOW_INDEX_BY_TENANT = 'by-tenant';
 export const FLOW_INDEX_BY_TENANT_STATUS = 'by-tenant-status';
 
-export const SUMMARY_ATTRIBUTES = [
-  'flowId',
-  'flow',
-  'tenant',
-  'status',
-  'startedAt',
-  'finishedAt',
-  'durationMs',
-  'deadlineAt',
-  'idempotencyKey',
-  'metadata',
-  'errorCount',
-] as const;
+export const SUMMARY_ATTRIBUTES = ['flowId', 'flow', 'tenant', 'status', 'startedAt', 'finishedAt', 'durationMs', 'deadlineAt', 'idempotencyKey', 'metadata', 'errorCount'] as const;
 
 export const flowPk = (flowId: string): string => `FLOW#${flowId}`;
 export const tenantPk = (tenant: string): string => `TENANT#${tenant}`;
@@ -90,10 +73,7 @@ function tableSpec(table: string) {
       AttributeType: 'S' as const,
     })),
     KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' as const }],
-    GlobalSecondaryIndexes: [
-      index(FLOW_INDEX_BY_TENANT, 'gsi1pk', 'gsi1sk'),
-      index(FLOW_INDEX_BY_TENANT_STATUS, 'gsi2pk', 'gsi2sk'),
-    ],
+    GlobalSecondaryIndexes: [index(FLOW_INDEX_BY_TENANT, 'gsi1pk', 'gsi1sk'), index(FLOW_INDEX_BY_TENANT_STATUS, 'gsi2pk', 'gsi2sk')],
   };
 }
 
@@ -119,9 +99,6 @@ function checkShape(desc: TableDescription, table: string): void {
   const names = new Set((desc.GlobalSecondaryIndexes ?? []).map((g) => g.IndexName));
   const missing = [FLOW_INDEX_BY_TENANT, FLOW_INDEX_BY_TENANT_STATUS].filter((n) => !names.has(n));
   if (missing.length > 0) {
-    throw new StorageError(
-      'schema_mismatch',
-      `DynamoDB table '${table}' exists but lacks the index(es) ${missing.join(', ')}: recreate it or add them`,
-    );
+    throw new StorageError('schema_mismatch', `DynamoDB table '${table}' exists but lacks the index(es) ${missing.join(', ')}: recreate it or add them`);
   }
 }

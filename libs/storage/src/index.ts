@@ -1,13 +1,5 @@
 export { createDocumentClient, createDynamoClient, createS3Client } from './clients.js';
-export {
-  awsConfigFromEnv,
-  storageConfigFromEnv,
-  DEFAULT_BUCKET,
-  DEFAULT_FLOWS_TABLE,
-  DEFAULT_REGION,
-  type AwsClientConfig,
-  type StorageConfig,
-} from './config.js';
+export { awsConfigFromEnv, storageConfigFromEnv, DEFAULT_BUCKET, DEFAULT_FLOWS_TABLE, DEFAULT_REGION, type AwsClientConfig, type StorageConfig } from './config.js';
 export { isStorageError, StorageError, type StorageErrorCode, type StorageErrorReason } from './errors.js';
 export {
   FINAL_FLOW_STATUSES,

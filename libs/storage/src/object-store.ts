@@ -1,13 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import {
-  CreateBucketCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  PutObjectCommand,
-  type BucketLocationConstraint,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, type BucketLocationConstraint, type S3Client } from '@aws-sdk/client-s3';
 import { awsErrorName, awsHttpStatus, StorageError } from './errors.js';
 import { decodeJsonLines, encodeJsonLines } from './json-lines.js';
 import { checkKey, formatS3Ref, parseS3Ref } from './refs.js';
@@ -85,9 +78,7 @@ export class ObjectStore {
         new CreateBucketCommand({
           Bucket: this.bucket,
           // us-east-1 is the one region that rejects an explicit location constraint.
-          ...(region && region !== 'us-east-1'
-            ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } }
-            : {}),
+          ...(region && region !== 'us-east-1' ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } } : {}),
         }),
       );
     } catch (err) {

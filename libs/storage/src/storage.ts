@@ -17,10 +17,7 @@ export interface Storage {
   close(): void;
 }
 
-export function createStorage(
-  config: StorageConfig,
-  opts: { claimThresholdBytes?: number; inlineLimitBytes?: number } = {},
-): Storage {
+export function createStorage(config: StorageConfig, opts: { claimThresholdBytes?: number; inlineLimitBytes?: number } = {}): Storage {
   const s3 = createS3Client(config);
   const dynamo = createDynamoClient(config);
   const objects = new ObjectStore({

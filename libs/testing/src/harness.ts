@@ -194,7 +194,10 @@ function startFailureReport(stack: Stack, logDir: string): string {
     const state = p.proc.exitCode !== null || p.proc.signalCode !== null ? `exited (${p.proc.exitCode ?? p.proc.signalCode})` : 'running';
     let tail = '';
     try {
-      tail = readFileSync(join(logDir, `${p.name}-${p.index}.log`), 'utf8').split('\n').slice(-15).join('\n');
+      tail = readFileSync(join(logDir, `${p.name}-${p.index}.log`), 'utf8')
+        .split('\n')
+        .slice(-15)
+        .join('\n');
     } catch {
       tail = '(no log)';
     }

@@ -230,7 +230,15 @@ export async function startNatsCluster(opts: { size?: number; args?: string[]; c
     const spawnIt = () => {
       stderr = '';
       const args = [...conf.args, '-a', '127.0.0.1', '-p', String(s.port), '-m', String(s.monitorPort), '-n', s.name, '-js', '-sd', s.storeDir];
-      args.push('--cluster_name', clusterName, '--cluster', `nats://127.0.0.1:${s.clusterPort}`, '--routes', routes.filter((r) => !r.endsWith(`:${s.clusterPort}`)).join(','), ...(opts.args ?? []));
+      args.push(
+        '--cluster_name',
+        clusterName,
+        '--cluster',
+        `nats://127.0.0.1:${s.clusterPort}`,
+        '--routes',
+        routes.filter((r) => !r.endsWith(`:${s.clusterPort}`)).join(','),
+        ...(opts.args ?? []),
+      );
       const p = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
       p.stderr?.on('data', (d: Buffer) => {
         if (stderr.length < 8192) stderr += d.toString();
@@ -280,7 +288,11 @@ export async function startNatsCluster(opts: { size?: number; args?: string[]; c
 
   for (const n of nodes) n.spawn();
   try {
-    await waitMetaLeader(() => nodes.map((n) => n.monitorPort), 30_000, () => nodes.map((n) => n.exitedWhy()).find(Boolean));
+    await waitMetaLeader(
+      () => nodes.map((n) => n.monitorPort),
+      30_000,
+      () => nodes.map((n) => n.exitedWhy()).find(Boolean),
+    );
   } catch (err) {
     await stop();
     throw err;
@@ -314,7 +326,11 @@ export async function startNatsCluster(opts: { size?: number; args?: string[]; c
       }
     },
     waitForMetaLeader(timeoutMs = 30_000) {
-      return waitMetaLeader(() => nodes.filter((n) => n.running).map((n) => n.monitorPort), timeoutMs, () => undefined);
+      return waitMetaLeader(
+        () => nodes.filter((n) => n.running).map((n) => n.monitorPort),
+        timeoutMs,
+        () => undefined,
+      );
     },
     stop,
   };

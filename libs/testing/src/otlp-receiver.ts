@@ -78,7 +78,21 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       }
       try {
         const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-          resourceSpans?: Array<{ resource?: { attributes?: KeyValue[] }; scopeSpans?: Array<{ spans?: Array<{ traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; attributes?: KeyValue[]; status?: { code?: number; message?: string }; events?: Array<{ name: string }> }> }> }>;
+          resourceSpans?: Array<{
+            resource?: { attributes?: KeyValue[] };
+            scopeSpans?: Array<{
+              spans?: Array<{
+                traceId: string;
+                spanId: string;
+                parentSpanId?: string;
+                name: string;
+                kind: number;
+                attributes?: KeyValue[];
+                status?: { code?: number; message?: string };
+                events?: Array<{ name: string }>;
+              }>;
+            }>;
+          }>;
         };
         for (const rs of body.resourceSpans ?? []) {
           const name = attrs(rs.resource?.attributes)['service.name'];

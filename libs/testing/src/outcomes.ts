@@ -70,7 +70,12 @@ async function describeFlow(j: JetflowUnderTest, id: string): Promise<string> {
   try {
     const r = await j.api(`/v1/flows/${id}`);
     if (r.status !== 200) return `GET ${r.status} ${await r.text()}`;
-    const v = (await r.json()) as { status: string; endReason: string | null; callback: unknown; stages: Array<{ name: string; status: string; tasks: Array<{ name: string; status: string; attempts: number }> }> };
+    const v = (await r.json()) as {
+      status: string;
+      endReason: string | null;
+      callback: unknown;
+      stages: Array<{ name: string; status: string; tasks: Array<{ name: string; status: string; attempts: number }> }>;
+    };
     const stages = v.stages.map((s) => `${s.name}:${s.status}[${s.tasks.map((t) => `${t.name}=${t.status}/${t.attempts}`).join(' ')}]`).join(' ');
     return `${v.status}${v.endReason ? ` (${v.endReason})` : ''} ${stages} callback=${JSON.stringify(v.callback)}`;
   } catch (err) {

@@ -35,9 +35,7 @@ export function jetflowPerSuite(onStarted: (s: { j: JetflowUnderTest; cb: Callba
     const auth = opts.cluster && wantAuth ? (wantAuth === true ? natsAuthFor({ ...opts.jetflow, env: clusterEnv! }) : wantAuth) : undefined;
     if (opts.cluster) cluster = await startNatsCluster({ size: opts.cluster.size, ...(auth ? { config: auth.config, connect: auth.options('admin') } : {}) });
     cb = await startCallbackReceiver(opts.receiver);
-    const jetflow: StartOptions = cluster
-      ? { ...opts.jetflow, natsUrls: cluster.urls, env: clusterEnv!, ...(auth ? { auth } : { auth: false }) }
-      : (opts.jetflow ?? {});
+    const jetflow: StartOptions = cluster ? { ...opts.jetflow, natsUrls: cluster.urls, env: clusterEnv!, ...(auth ? { auth } : { auth: false }) } : (opts.jetflow ?? {});
     j = await startJetflow(jetflow);
     onStarted({ j, cb, cluster });
   });

@@ -31,7 +31,15 @@ test('defineTask refuses bad definitions, naming what is wrong', () => {
 });
 
 test('taskInputOf: deps by task name, flow input, malformed input is terminal', () => {
-  const task = create(TaskSchema, { flowId: 'f1', task: 'count', inputJson: enc.encode('{"records":[{"text":"x"}],"lang":"en"}'), deps: [create(TaskInputSchema, { task: 'tokenize', outputJson: enc.encode('{"tokens":[1]}') }), create(TaskInputSchema, { task: 'big', outputRef: 's3://b/k' })] });
+  const task = create(TaskSchema, {
+    flowId: 'f1',
+    task: 'count',
+    inputJson: enc.encode('{"records":[{"text":"x"}],"lang":"en"}'),
+    deps: [create(TaskInputSchema, { task: 'tokenize', outputJson: enc.encode('{"tokens":[1]}') }), create(TaskInputSchema, { task: 'big', outputRef: 's3://b/k' })],
+  });
   assert.deepEqual(taskInputOf(task), { items: [{ text: 'x' }], deps: { tokenize: { tokens: [1] }, big: { ref: 's3://b/k' } }, flowInput: { records: [{ text: 'x' }], lang: 'en' } });
-  assert.throws(() => taskInputOf(create(TaskSchema, { flowId: 'f1', task: 't', inputJson: enc.encode('[1]') })), (e) => errorCodeOf(e) === 'terminal' && /not a JSON object/.test((e as Error).message));
+  assert.throws(
+    () => taskInputOf(create(TaskSchema, { flowId: 'f1', task: 't', inputJson: enc.encode('[1]') })),
+    (e) => errorCodeOf(e) === 'terminal' && /not a JSON object/.test((e as Error).message),
+  );
 });

@@ -72,7 +72,8 @@ const SUBJECT = /^jetflow\.task\.[a-z0-9_-]+\.[a-z0-9_-]+$/;
 /** Checks a task definition and returns it (typed). */
 export function defineTask<F = Record<string, unknown>, O = unknown>(def: TaskDefinition<F, O>): TaskDefinition<F, O> {
   if (!def || typeof def !== 'object') throw new TypeError('defineTask: expected { subject, run } or { subject, thread }');
-  if (typeof def.subject !== 'string' || !SUBJECT.test(def.subject)) throw new TypeError(`defineTask: subject ${JSON.stringify(def.subject)} must be jetflow.task.<kind>.<name> (lowercase letters, digits, - and _)`);
+  if (typeof def.subject !== 'string' || !SUBJECT.test(def.subject))
+    throw new TypeError(`defineTask: subject ${JSON.stringify(def.subject)} must be jetflow.task.<kind>.<name> (lowercase letters, digits, - and _)`);
   const hasRun = typeof def.run === 'function';
   const hasThread = typeof def.thread === 'string' || def.thread instanceof URL;
   if (hasRun === hasThread) throw new TypeError(`defineTask(${def.subject}): give exactly one of run (a function) and thread (a module URL)`);
@@ -136,7 +137,8 @@ function parseJson(bytes: Uint8Array, what: string): unknown {
 
 /** The task message as the SDK's input: a malformed one is terminal (a retry reads the same bytes). */
 export function taskInputOf(task: Task): TaskInput {
-  if (task.inputRef && !task.inputJson.length) throw new TerminalError(`task ${task.task} of flow ${task.flowId}: its input is stored in S3 (${task.inputRef}); @jetflow/worker reads inline inputs only`);
+  if (task.inputRef && !task.inputJson.length)
+    throw new TerminalError(`task ${task.task} of flow ${task.flowId}: its input is stored in S3 (${task.inputRef}); @jetflow/worker reads inline inputs only`);
   const flowInput = task.inputJson.length ? parseJson(task.inputJson, 'the flow input') : {};
   if (!flowInput || typeof flowInput !== 'object' || Array.isArray(flowInput)) throw new TerminalError(`task ${task.task} of flow ${task.flowId}: the flow input is not a JSON object`);
   const deps: Record<string, unknown> = {};
@@ -147,8 +149,17 @@ export function taskInputOf(task: Task): TaskInput {
 
 function checkOptions(o: WorkerOptions) {
   if (!o || typeof o !== 'object') throw new TypeError('createWorker: expected an options object');
-  const servers = typeof o.servers === 'string' ? o.servers.split(',').map((s) => s.trim()).filter(Boolean) : Array.isArray(o.servers) ? o.servers : [];
-  if (!servers.length || servers.some((s) => typeof s !== 'string' || !s)) throw new TypeError('createWorker: servers must be a NATS URL or a non-empty list of them (e.g. process.env.NATS_URL)');
+  const servers =
+    typeof o.servers === 'string'
+      ? o.servers
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : Array.isArray(o.servers)
+        ? o.servers
+        : [];
+  if (!servers.length || servers.some((s) => typeof s !== 'string' || !s))
+    throw new TypeError('createWorker: servers must be a NATS URL or a non-empty list of them (e.g. process.env.NATS_URL)');
   if (!Array.isArray(o.tasks) || !o.tasks.length) throw new TypeError('createWorker: tasks must list at least one defineTask(...)');
   const bySubject = new Map<string, TaskDefinition>();
   for (const t of o.tasks as TaskDefinition[]) {
@@ -162,7 +173,8 @@ function checkOptions(o: WorkerOptions) {
     ['pool.threads', o.pool?.threads, 1, 256],
     ['consumerWaitMs', o.consumerWaitMs, 0, 3_600_000],
   ];
-  for (const [name, v, min, max] of ints) if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) throw new TypeError(`createWorker: ${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+  for (const [name, v, min, max] of ints)
+    if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) throw new TypeError(`createWorker: ${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
   const kinds = [o.user !== undefined || o.password !== undefined, o.token !== undefined, o.credsFile !== undefined, o.authenticator !== undefined].filter(Boolean).length;
   if (kinds > 1) throw new TypeError('createWorker: give one kind of credentials: user + password, token, credsFile or authenticator');
   if ((o.user === undefined) !== (o.password === undefined)) throw new TypeError('createWorker: user and password go together');
@@ -181,7 +193,12 @@ function authOf(o: WorkerOptions) {
     }
     authenticator = credsAuthenticator(contents);
   }
-  return { ...(inboxPrefix ? { inboxPrefix } : {}), ...(o.user !== undefined ? { user: o.user, pass: o.password } : {}), ...(o.token !== undefined ? { token: o.token } : {}), ...(authenticator ? { authenticator } : {}) };
+  return {
+    ...(inboxPrefix ? { inboxPrefix } : {}),
+    ...(o.user !== undefined ? { user: o.user, pass: o.password } : {}),
+    ...(o.token !== undefined ? { token: o.token } : {}),
+    ...(authenticator ? { authenticator } : {}),
+  };
 }
 
 /**
@@ -195,12 +212,13 @@ async function ensureTaskConsumers(nc: NatsConnection, subjects: string[], waitM
   const configs = consumerConfigs({ partitions: 0, taskSubjects: subjects }).filter((c) => c.stream === STREAMS.tasks);
   await Promise.all(
     configs.map(async ({ config }) => {
-      for (let warned = false; ; ) {
+      for (let warned = false; ;) {
         try {
           await jsm.consumers.info(STREAMS.tasks, config.durable_name);
           return;
         } catch (err) {
-          if (!isJsError(err, JetStreamApiCodes.ConsumerNotFound) && Date.now() > until) throw new Error(`task consumer ${STREAMS.tasks}/${config.durable_name}: ${(err as Error).message}`, { cause: err });
+          if (!isJsError(err, JetStreamApiCodes.ConsumerNotFound) && Date.now() > until)
+            throw new Error(`task consumer ${STREAMS.tasks}/${config.durable_name}: ${(err as Error).message}`, { cause: err });
         }
         try {
           await ensureConsumer(jsm, STREAMS.tasks, config);
@@ -239,11 +257,21 @@ async function startPool(threads: number): Promise<ThreadPool> {
 export async function createWorker(o: WorkerOptions): Promise<Worker> {
   const { servers, bySubject } = checkOptions(o);
   const name = o.name ?? `${hostname()}-${process.pid}`;
-  const log = o.log ?? (pino({ name: 'jetflow-worker', level: process.env.LOG_LEVEL ?? 'info' }));
+  const log = o.log ?? pino({ name: 'jetflow-worker', level: process.env.LOG_LEVEL ?? 'info' });
   const needsPool = [...bySubject.values()].some((d) => d.thread);
   const threads = o.pool?.threads ?? o.concurrency ?? 4;
   const concurrency = o.concurrency ?? (needsPool ? threads : 4);
-  const nc = await connect({ servers, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, reconnectJitter: 100, pingInterval: 10_000, waitOnFirstConnect: true, timeout: 5_000, ...authOf(o) });
+  const nc = await connect({
+    servers,
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    reconnectJitter: 100,
+    pingInterval: 10_000,
+    waitOnFirstConnect: true,
+    timeout: 5_000,
+    ...authOf(o),
+  });
   let pool: ThreadPool | undefined;
   try {
     const subjects = [...bySubject.keys()].sort();
@@ -253,7 +281,17 @@ export async function createWorker(o: WorkerOptions): Promise<Worker> {
       const def = bySubject.get(task.subject);
       if (!def) throw new TerminalError(`no task of this worker serves ${task.subject}`);
       const input = taskInputOf(task);
-      if (def.thread) return { output: await pool!.run({ module: String(def.thread), input, ctx: { flowId: task.flowId, tenant: task.tenant, flow: task.flow, task: task.task, attempt: rc.attempt, softDeadlineAt: rc.softDeadlineAt } }, rc.hardSignal) };
+      if (def.thread)
+        return {
+          output: await pool!.run(
+            {
+              module: String(def.thread),
+              input,
+              ctx: { flowId: task.flowId, tenant: task.tenant, flow: task.flow, task: task.task, attempt: rc.attempt, softDeadlineAt: rc.softDeadlineAt },
+            },
+            rc.hardSignal,
+          ),
+        };
       const ctx: TaskContext = {
         flowId: task.flowId,
         tenant: task.tenant,
@@ -317,15 +355,34 @@ const silent: WorkerLogger = { child: () => silent, debug: () => undefined, info
  * (items from flowInput.records, empty deps). A thread task's module is imported here, not in a thread.
  * Resolves with the output, rejects with what the task threw; `heartbeats` counts ctx.heartbeat() calls.
  */
-export async function runTask<F = Record<string, unknown>, O = unknown>(def: TaskDefinition<F, O>, input: Partial<TaskInput<F>> = {}, o: RunTaskOptions = {}): Promise<{ output: O; heartbeats: number }> {
+export async function runTask<F = Record<string, unknown>, O = unknown>(
+  def: TaskDefinition<F, O>,
+  input: Partial<TaskInput<F>> = {},
+  o: RunTaskOptions = {},
+): Promise<{ output: O; heartbeats: number }> {
   const d = defineTask(def);
   const flowInput = (input.flowInput ?? {}) as F;
   const records = (flowInput as { records?: unknown }).records;
-  const full: TaskInput<F> = { items: input.items ?? (Array.isArray(records) ? (records as unknown[]) : []), deps: input.deps ?? {}, flowInput, ...(input.chunk ? { chunk: input.chunk } : {}) };
+  const full: TaskInput<F> = {
+    items: input.items ?? (Array.isArray(records) ? (records as unknown[]) : []),
+    deps: input.deps ?? {},
+    flowInput,
+    ...(input.chunk ? { chunk: input.chunk } : {}),
+  };
   const signals = [o.signal, o.softLimitMs !== undefined ? AbortSignal.timeout(o.softLimitMs) : undefined].filter((s): s is AbortSignal => !!s);
   const signal = signals.length ? AbortSignal.any(signals) : new AbortController().signal;
   let heartbeats = 0;
-  const ctx: TaskContext = { flowId: o.flowId ?? 'f-test', tenant: o.tenant ?? 'default', flow: o.flow ?? 'test', task: o.task ?? d.subject.split('.').pop()!, attempt: o.attempt ?? 1, signal, hardSignal: o.signal ?? new AbortController().signal, heartbeat: () => void heartbeats++, log: o.log ?? silent };
+  const ctx: TaskContext = {
+    flowId: o.flowId ?? 'f-test',
+    tenant: o.tenant ?? 'default',
+    flow: o.flow ?? 'test',
+    task: o.task ?? d.subject.split('.').pop()!,
+    attempt: o.attempt ?? 1,
+    signal,
+    hardSignal: o.signal ?? new AbortController().signal,
+    heartbeat: () => void heartbeats++,
+    log: o.log ?? silent,
+  };
   const run = d.run ?? ((await import(String(d.thread))) as { default?: TaskDefinition<F, O>['run'] }).default;
   if (typeof run !== 'function') throw new TypeError(`runTask(${d.subject}): ${String(d.thread)} has no default export function`);
   const output = await run(full, ctx);

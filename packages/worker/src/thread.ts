@@ -22,9 +22,16 @@ export default async function runInThread(job: ThreadJob) {
       heartbeat: () => undefined,
       log: silent,
     };
-    return { ok: true, output: (await (run as (i: unknown, c: TaskContext) => unknown)(job.input, ctx)) };
+    return { ok: true, output: await (run as (i: unknown, c: TaskContext) => unknown)(job.input, ctx) };
   } catch (err) {
     const e = err as { code?: unknown; message?: unknown; name?: unknown } | null;
-    return { ok: false, error: { code: typeof e?.code === 'string' ? e.code : undefined, message: typeof e?.message === 'string' ? e.message : String(err), name: typeof e?.name === 'string' ? e.name : 'Error' } };
+    return {
+      ok: false,
+      error: {
+        code: typeof e?.code === 'string' ? e.code : undefined,
+        message: typeof e?.message === 'string' ? e.message : String(err),
+        name: typeof e?.name === 'string' ? e.name : 'Error',
+      },
+    };
   }
 }

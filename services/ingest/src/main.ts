@@ -39,8 +39,31 @@ const quota: TenantQuota = new TenantQuota(cfg.tenantLimits, tenantLoad);
 const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, quota, ...(storage.history ? { history: storage.history } : {}) });
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);
 
-const ops = operations({ nc, pub, gateway, flows, registry, auth, log, jaegerUrl: cfg.jaegerUrl, operatorTenants: cfg.operatorTenants, publishTimeoutMs: cfg.publishTimeoutMs, limits: cfg.limits, lister: storage.lister });
-const app = await buildHttpServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, limits: cfg.limits, ready: () => gateway.connected(), before: obs.before(ops.before), extend: obs.extend(ops.extend) });
+const ops = operations({
+  nc,
+  pub,
+  gateway,
+  flows,
+  registry,
+  auth,
+  log,
+  jaegerUrl: cfg.jaegerUrl,
+  operatorTenants: cfg.operatorTenants,
+  publishTimeoutMs: cfg.publishTimeoutMs,
+  limits: cfg.limits,
+  lister: storage.lister,
+});
+const app = await buildHttpServer({
+  flows,
+  auth,
+  nc,
+  log,
+  maxBodyBytes: cfg.maxBodyBytes,
+  limits: cfg.limits,
+  ready: () => gateway.connected(),
+  before: obs.before(ops.before),
+  extend: obs.extend(ops.extend),
+});
 await app.listen({ port: cfg.httpPort, host: cfg.host });
 const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, limits: cfg.limits, interceptors: obs.interceptors });
 addReflection(grpcServer);

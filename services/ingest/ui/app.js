@@ -50,7 +50,10 @@ function bytes(n) {
   if (n < 1024) return `${n} B`;
   const u = ['KB', 'MB', 'GB', 'TB'];
   let i = -1;
-  do { n /= 1024; i++; } while (n >= 1024 && i < u.length - 1);
+  do {
+    n /= 1024;
+    i++;
+  } while (n >= 1024 && i < u.length - 1);
   return `${n.toFixed(n < 10 ? 1 : 0)} ${u[i]}`;
 }
 
@@ -95,7 +98,10 @@ class ApiError extends Error {
 async function api(path, init = {}, key = apiKey) {
   const res = await fetch(path, { ...init, headers: { authorization: `Bearer ${key}`, ...(init.body ? { 'content-type': 'application/json' } : {}), ...(init.headers || {}) } });
   const body = await res.json().catch(() => null);
-  if (res.status === 401 && key === apiKey) { logout('Your API key was refused. Enter it again.'); throw new ApiError(401, body); }
+  if (res.status === 401 && key === apiKey) {
+    logout('Your API key was refused. Enter it again.');
+    throw new ApiError(401, body);
+  }
   if (!res.ok) throw new ApiError(res.status, body);
   return body;
 }
@@ -113,8 +119,14 @@ function connectEvents() {
   source?.close();
   const live = document.getElementById('live');
   source = new EventSource(`/v1/stream/events?access_token=${encodeURIComponent(apiKey)}`);
-  source.addEventListener('open', () => { live.classList.add('on'); live.lastChild.textContent = 'live'; });
-  source.addEventListener('error', () => { live.classList.remove('on'); live.lastChild.textContent = 'reconnecting'; });
+  source.addEventListener('open', () => {
+    live.classList.add('on');
+    live.lastChild.textContent = 'live';
+  });
+  source.addEventListener('error', () => {
+    live.classList.remove('on');
+    live.lastChild.textContent = 'reconnecting';
+  });
   source.addEventListener('event', (e) => {
     const ev = JSON.parse(e.data);
     for (const fn of listeners) fn(ev);
@@ -132,7 +144,9 @@ async function refreshDlqCount() {
     const c = document.getElementById('dlq-count');
     c.hidden = r.deadLetters.length === 0;
     c.textContent = r.deadLetters.length >= 100 ? '99+' : String(r.deadLetters.length);
-  } catch { /* shown on the page itself */ }
+  } catch {
+    /* shown on the page itself */
+  }
 }
 
 // ------------------------------------------------------------------ session
@@ -152,26 +166,29 @@ function loginPage(message) {
   cleanup = () => {};
   const err = h('div', { class: 'error', role: 'alert' }, message || '');
   const input = h('input', { type: 'password', id: 'api-key', placeholder: 'API key', autocomplete: 'off', spellcheck: 'false', required: true });
-  const form = h('form', {
-    onsubmit: async (e) => {
-      e.preventDefault();
-      err.textContent = '';
-      const key = input.value.trim();
-      try {
-        await api('/v1/flows?limit=1', {}, key);
-      } catch (ex) {
-        err.textContent = ex.status === 401 ? 'That key was refused: check JETFLOW_API_KEYS.' : `Cannot reach the API: ${ex.message}`;
-        return;
-      }
-      apiKey = key;
-      localStorage.setItem(KEY, key);
-      start();
+  const form = h(
+    'form',
+    {
+      onsubmit: async (e) => {
+        e.preventDefault();
+        err.textContent = '';
+        const key = input.value.trim();
+        try {
+          await api('/v1/flows?limit=1', {}, key);
+        } catch (ex) {
+          err.textContent = ex.status === 401 ? 'That key was refused: check JETFLOW_API_KEYS.' : `Cannot reach the API: ${ex.message}`;
+          return;
+        }
+        apiKey = key;
+        localStorage.setItem(KEY, key);
+        start();
+      },
     },
-  }, input, h('button', { class: 'btn', type: 'submit' }, 'Connect'), err);
-  main.replaceChildren(h('div', { class: 'login' },
-    h('h1', {}, 'Connect to Jetflow'),
-    h('p', {}, 'Enter an API key. It is kept in this browser only and identifies your tenant.'),
-    form));
+    input,
+    h('button', { class: 'btn', type: 'submit' }, 'Connect'),
+    err,
+  );
+  main.replaceChildren(h('div', { class: 'login' }, h('h1', {}, 'Connect to Jetflow'), h('p', {}, 'Enter an API key. It is kept in this browser only and identifies your tenant.'), form));
   input.focus();
 }
 
@@ -227,7 +244,9 @@ function progress(t, ended) {
 /** The callback's own state, beside the flow's: a flow can succeed while its callback is dead-lettered. */
 function callbackChip(cb) {
   if (!cb || !cb.status) return null;
-  const tip = [cb.attempts ? `${cb.attempts} attempt${cb.attempts === 1 ? '' : 's'}` : null, cb.lastStatusCode ? `last HTTP ${cb.lastStatusCode}` : null, cb.lastError || null].filter(Boolean).join(' · ');
+  const tip = [cb.attempts ? `${cb.attempts} attempt${cb.attempts === 1 ? '' : 's'}` : null, cb.lastStatusCode ? `last HTTP ${cb.lastStatusCode}` : null, cb.lastError || null]
+    .filter(Boolean)
+    .join(' · ');
   const c = h('span', { class: `chip cb ${cb.status}`, title: tip || null, dataset: { callback: cb.status } }, `callback ${CALLBACK_LABEL[cb.status] || cb.status}`);
   return c;
 }
@@ -281,7 +300,10 @@ function throughputChart(flows) {
     r.append(t);
     svg.append(r);
   });
-  for (const [p, cls] of [[50, 'p50'], [95, 'p95']]) {
+  for (const [p, cls] of [
+    [50, 'p50'],
+    [95, 'p95'],
+  ]) {
     // A step per bucket, so a single bucket still shows its level.
     const pts = buckets.flatMap((b, i) => {
       if (!b.length) return [];
@@ -293,10 +315,26 @@ function throughputChart(flows) {
   const all = done.map((d) => d.ms).sort((a, c) => a - c);
   const perMin = (done.filter((d) => d.at >= start).length / ((n * size) / 60_000)).toFixed(1);
   const key = (cls, text) => h('span', {}, h('i', { class: cls }), text);
-  return h('div', { class: 'panel', id: 'chart' },
-    h('div', { class: 'panel-head' }, h('h2', {}, 'Throughput and latency'), h('span', { class: 'sub' }, `${done.length} finished flows among the ${flows.length} listed · ${perMin}/min · p50 ${dur(pct(all, 50))} · p95 ${dur(pct(all, 95))}`)),
+  return h(
+    'div',
+    { class: 'panel', id: 'chart' },
+    h(
+      'div',
+      { class: 'panel-head' },
+      h('h2', {}, 'Throughput and latency'),
+      h('span', { class: 'sub' }, `${done.length} finished flows among the ${flows.length} listed · ${perMin}/min · p50 ${dur(pct(all, 50))} · p95 ${dur(pct(all, 95))}`),
+    ),
     h('div', { class: 'chart-wrap' }, svg),
-    h('div', { class: 'legend' }, key('k-tput', `finished per ${dur(size)} (max ${maxCount})`), key('k-p50', 'p50 duration'), key('k-p95', `p95 duration (max ${dur(maxMs)})`), h('span', { class: 'spacer' }), h('span', {}, `last ${dur(n * size)}`)));
+    h(
+      'div',
+      { class: 'legend' },
+      key('k-tput', `finished per ${dur(size)} (max ${maxCount})`),
+      key('k-p50', 'p50 duration'),
+      key('k-p95', `p95 duration (max ${dur(maxMs)})`),
+      h('span', { class: 'spacer' }),
+      h('span', {}, `last ${dur(n * size)}`),
+    ),
+  );
 }
 
 /**
@@ -305,23 +343,39 @@ function throughputChart(flows) {
  */
 function armedButton(label, confirmLabel, run) {
   let armed = 0;
-  const b = h('button', {
-    class: 'btn small',
-    onclick: async () => {
-      if (!armed) {
-        b.textContent = confirmLabel();
-        b.classList.add('danger');
-        armed = setTimeout(() => { armed = 0; b.textContent = label(); b.classList.remove('danger'); }, 5_000);
-        return;
-      }
-      clearTimeout(armed);
-      armed = 0;
-      b.disabled = true;
-      b.textContent = 'Working…';
-      try { await run(); } finally { b.disabled = false; b.classList.remove('danger'); b.textContent = label(); }
+  const b = h(
+    'button',
+    {
+      class: 'btn small',
+      onclick: async () => {
+        if (!armed) {
+          b.textContent = confirmLabel();
+          b.classList.add('danger');
+          armed = setTimeout(() => {
+            armed = 0;
+            b.textContent = label();
+            b.classList.remove('danger');
+          }, 5_000);
+          return;
+        }
+        clearTimeout(armed);
+        armed = 0;
+        b.disabled = true;
+        b.textContent = 'Working…';
+        try {
+          await run();
+        } finally {
+          b.disabled = false;
+          b.classList.remove('danger');
+          b.textContent = label();
+        }
+      },
     },
-  }, label());
-  b.relabel = () => { if (!armed) b.textContent = label(); };
+    label(),
+  );
+  b.relabel = () => {
+    if (!armed) b.textContent = label();
+  };
   return b;
 }
 
@@ -329,12 +383,18 @@ function armedButton(label, confirmLabel, run) {
 async function eachLimited(items, fn, limit = 4) {
   const out = new Array(items.length);
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      try { out[i] = { ok: true, value: await fn(items[i]) }; } catch (err) { out[i] = { ok: false, err }; }
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        try {
+          out[i] = { ok: true, value: await fn(items[i]) };
+        } catch (err) {
+          out[i] = { ok: false, err };
+        }
+      }
+    }),
+  );
   return out;
 }
 
@@ -354,23 +414,94 @@ function flowsPage(params) {
     const s = q.toString();
     return s ? `#/flows?${s}` : '#/flows';
   };
-  const filters = h('div', { class: 'filters' },
+  const filters = h(
+    'div',
+    { class: 'filters' },
     [['', 'All'], ...STATUSES.map((s) => [s, s[0].toUpperCase() + s.slice(1)])].map(([s, label]) =>
-      h('button', { class: `filter${s === status ? ' on' : ''}`, onclick: () => { location.hash = hashFor({ status: s }); } }, label)));
+      h(
+        'button',
+        {
+          class: `filter${s === status ? ' on' : ''}`,
+          onclick: () => {
+            location.hash = hashFor({ status: s });
+          },
+        },
+        label,
+      ),
+    ),
+  );
   const keyInput = h('input', { type: 'text', id: 'search-key', placeholder: 'idempotency key', value: key, autocomplete: 'off', spellcheck: 'false' });
   const metaInput = h('input', { type: 'text', id: 'search-meta', placeholder: 'metadata key=value', value: meta, autocomplete: 'off', spellcheck: 'false' });
-  const search = h('form', { class: 'search', id: 'flow-search', role: 'search', onsubmit: (e) => { e.preventDefault(); location.hash = hashFor({ key: keyInput.value.trim(), meta: metaInput.value.trim() }); } },
-    keyInput, metaInput, h('button', { class: 'btn secondary small', type: 'submit' }, 'Search'),
-    key || meta ? h('a', { href: hashFor({ key: '', meta: '' }), class: 'small' }, 'Clear') : null);
+  const search = h(
+    'form',
+    {
+      class: 'search',
+      id: 'flow-search',
+      role: 'search',
+      onsubmit: (e) => {
+        e.preventDefault();
+        location.hash = hashFor({ key: keyInput.value.trim(), meta: metaInput.value.trim() });
+      },
+    },
+    keyInput,
+    metaInput,
+    h('button', { class: 'btn secondary small', type: 'submit' }, 'Search'),
+    key || meta ? h('a', { href: hashFor({ key: '', meta: '' }), class: 'small' }, 'Clear') : null,
+  );
   const running = () => flows.filter((f) => selected.has(f.flowId) && f.status === 'running');
-  const cancelBtn = armedButton(() => `Cancel selected (${running().length})`, () => `Confirm: cancel ${running().length} flow${running().length === 1 ? '' : 's'}`, bulkCancel);
+  const cancelBtn = armedButton(
+    () => `Cancel selected (${running().length})`,
+    () => `Confirm: cancel ${running().length} flow${running().length === 1 ? '' : 's'}`,
+    bulkCancel,
+  );
   cancelBtn.id = 'bulk-cancel';
   const selCount = h('span', { class: 'sub', id: 'selected-count' });
-  const bulk = h('div', { class: 'bulk', hidden: true }, selCount, cancelBtn, h('button', { class: 'btn secondary small', onclick: () => { selected.clear(); render(); } }, 'Clear selection'));
-  const all = h('input', { type: 'checkbox', 'aria-label': 'Select all listed flows', onchange: (e) => { for (const f of flows) (e.target.checked ? selected.add(f.flowId) : selected.delete(f.flowId)); render(); } });
-  const table = h('table', {},
-    h('thead', {}, h('tr', {}, h('th', { class: 'sel' }, all), h('th', {}, 'Status'), h('th', {}, 'Flow id'), h('th', { class: 'opt' }, 'Flow'), h('th', {}, 'Tasks'), h('th', { class: 'opt' }, 'Submitted'), h('th', { class: 'num opt' }, 'Duration'), h('th', { class: 'opt' }, 'Updated'))),
-    tbody);
+  const bulk = h(
+    'div',
+    { class: 'bulk', hidden: true },
+    selCount,
+    cancelBtn,
+    h(
+      'button',
+      {
+        class: 'btn secondary small',
+        onclick: () => {
+          selected.clear();
+          render();
+        },
+      },
+      'Clear selection',
+    ),
+  );
+  const all = h('input', {
+    type: 'checkbox',
+    'aria-label': 'Select all listed flows',
+    onchange: (e) => {
+      for (const f of flows) e.target.checked ? selected.add(f.flowId) : selected.delete(f.flowId);
+      render();
+    },
+  });
+  const table = h(
+    'table',
+    {},
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        h('th', { class: 'sel' }, all),
+        h('th', {}, 'Status'),
+        h('th', {}, 'Flow id'),
+        h('th', { class: 'opt' }, 'Flow'),
+        h('th', {}, 'Tasks'),
+        h('th', { class: 'opt' }, 'Submitted'),
+        h('th', { class: 'num opt' }, 'Duration'),
+        h('th', { class: 'opt' }, 'Updated'),
+      ),
+    ),
+    tbody,
+  );
   const panel = h('div', { class: 'panel' }, table);
   let chart = h('div', { class: 'panel', id: 'chart' });
   main.replaceChildren(
@@ -378,12 +509,24 @@ function flowsPage(params) {
     h('div', { class: 'page-head' }, search, h('span', { class: 'spacer' }), bulk),
     chart,
     panel,
-    h('div', { class: 'page-head', style: null }, h('span', { class: 'spacer' }), more));
+    h('div', { class: 'page-head', style: null }, h('span', { class: 'spacer' }), more),
+  );
 
   function row(f) {
     const ended = FINAL.includes(f.status);
-    const box = h('input', { type: 'checkbox', 'aria-label': `Select ${f.flowId}`, checked: selected.has(f.flowId), onchange: (e) => { if (e.target.checked) selected.add(f.flowId); else selected.delete(f.flowId); render(); } });
-    const tr = h('tr', { dataset: { flowId: f.flowId }, class: flashed.has(f.flowId) ? 'flash' : null },
+    const box = h('input', {
+      type: 'checkbox',
+      'aria-label': `Select ${f.flowId}`,
+      checked: selected.has(f.flowId),
+      onchange: (e) => {
+        if (e.target.checked) selected.add(f.flowId);
+        else selected.delete(f.flowId);
+        render();
+      },
+    });
+    const tr = h(
+      'tr',
+      { dataset: { flowId: f.flowId }, class: flashed.has(f.flowId) ? 'flash' : null },
       h('td', { class: 'sel' }, box),
       h('td', {}, h('div', { class: 'chips wrap' }, chip(f.status), ended ? callbackChip(f.callback) : null)),
       h('td', { class: 'nowrap' }, h('a', { href: `#/flows/${f.flowId}`, class: 'mono' }, f.flowId), copyButton(f.flowId)),
@@ -391,13 +534,32 @@ function flowsPage(params) {
       h('td', {}, f.tasks ? progress(f.tasks, ended) : '—'),
       h('td', { class: 'opt' }, when(f.submittedAt)),
       h('td', { class: 'num opt' }, f.durationMs !== null && f.durationMs !== undefined ? dur(f.durationMs) : h('span', { class: 'zero' }, '—')),
-      h('td', { class: 'opt' }, when(f.updatedAt)));
-    tr.addEventListener('click', (e) => { if (!(e.target instanceof HTMLAnchorElement) && !(e.target instanceof HTMLButtonElement) && !(e.target instanceof HTMLInputElement)) location.hash = `#/flows/${f.flowId}`; });
+      h('td', { class: 'opt' }, when(f.updatedAt)),
+    );
+    tr.addEventListener('click', (e) => {
+      if (!(e.target instanceof HTMLAnchorElement) && !(e.target instanceof HTMLButtonElement) && !(e.target instanceof HTMLInputElement)) location.hash = `#/flows/${f.flowId}`;
+    });
     return tr;
   }
   function render() {
     const filtered = [status && `${status} `, key && `with idempotency key "${key}" `, meta && `with metadata ${meta} `].filter(Boolean).join('');
-    if (!flows.length) tbody.replaceChildren(h('tr', {}, h('td', { colspan: 8 }, h('div', { class: 'empty' }, h('strong', {}, filtered ? 'No matching flows' : 'No flows yet'), filtered ? `No flows ${filtered}among the recent ones.` : 'Submit one with POST /v1/flows or `jetflow submit`.'))));
+    if (!flows.length)
+      tbody.replaceChildren(
+        h(
+          'tr',
+          {},
+          h(
+            'td',
+            { colspan: 8 },
+            h(
+              'div',
+              { class: 'empty' },
+              h('strong', {}, filtered ? 'No matching flows' : 'No flows yet'),
+              filtered ? `No flows ${filtered}among the recent ones.` : 'Submit one with POST /v1/flows or `jetflow submit`.',
+            ),
+          ),
+        ),
+      );
     else tbody.replaceChildren(...flows.map(row));
     for (const id of [...selected]) if (!flows.some((f) => f.flowId === id)) selected.delete(id);
     all.checked = flows.length > 0 && flows.every((f) => selected.has(f.flowId));
@@ -451,11 +613,19 @@ function flowsPage(params) {
       const next = throughputChart(r.flows);
       chart.replaceWith(next);
       chart = next;
-    } catch { /* the table says what went wrong */ }
+    } catch {
+      /* the table says what went wrong */
+    }
   }
   // Under load every flow sends events: reload the page of flows at most every 1.5 s.
   let pending = 0;
-  const refreshSoon = () => { if (!pending) pending = setTimeout(() => { pending = 0; void load(); }, 1_500); };
+  const refreshSoon = () => {
+    if (!pending)
+      pending = setTimeout(() => {
+        pending = 0;
+        void load();
+      }, 1_500);
+  };
   const off = onEvent((ev) => {
     const f = flows.find((x) => x.flowId === ev.flowId);
     if (f) {
@@ -464,8 +634,14 @@ function flowsPage(params) {
       if (ev.status && !FINAL.includes(ev.status) && ev.status !== f.status) f.status = ev.status;
       const n = ev.task ? ev.task.split(',').length : 0;
       if (f.tasks && f.status === 'running' && n) {
-        if (ev.type === 'task.succeeded') { f.tasks.succeeded += n; f.tasks.running = Math.max(0, f.tasks.running - n); }
-        if (ev.type === 'task.failed') { f.tasks.failed += n; f.tasks.running = Math.max(0, f.tasks.running - n); }
+        if (ev.type === 'task.succeeded') {
+          f.tasks.succeeded += n;
+          f.tasks.running = Math.max(0, f.tasks.running - n);
+        }
+        if (ev.type === 'task.failed') {
+          f.tasks.failed += n;
+          f.tasks.running = Math.max(0, f.tasks.running - n);
+        }
       }
       flashed.add(f.flowId);
       if (!status || f.status === status) render();
@@ -475,7 +651,11 @@ function flowsPage(params) {
   void load();
   void loadChart();
   const chartTimer = setInterval(loadChart, 5_000);
-  return () => { off(); clearTimeout(pending); clearInterval(chartTimer); };
+  return () => {
+    off();
+    clearTimeout(pending);
+    clearInterval(chartTimer);
+  };
 }
 
 // ------------------------------------------------------------------ one flow: waterfall
@@ -504,7 +684,14 @@ function waterfall(t) {
   };
   const rows = [h('div', { class: 'wf-row wf-axis' }, h('div', { class: 'wf-label sub' }, 'since submission'), h('div', { class: 'wf-track' }, ticks(true)))];
   for (const st of t.stages) {
-    rows.push(h('div', { class: 'wf-row wf-stage' }, h('div', { class: 'wf-label' }, st.name, h('span', { class: 'policy' }, st.onFailure === 'fail_flow' ? '· fails the flow' : '· continues on failure')), h('div', { class: 'wf-track' })));
+    rows.push(
+      h(
+        'div',
+        { class: 'wf-row wf-stage' },
+        h('div', { class: 'wf-label' }, st.name, h('span', { class: 'policy' }, st.onFailure === 'fail_flow' ? '· fails the flow' : '· continues on failure')),
+        h('div', { class: 'wf-track' }),
+      ),
+    );
     for (const k of st.tasks) {
       const track = h('div', { class: 'wf-track' }, ticks(false));
       const begin = k.startedAt || k.dispatchedAt;
@@ -516,27 +703,57 @@ function waterfall(t) {
         track.append(q);
       }
       if (begin && stop) {
-        const tip = [`${k.name}: ${k.status}`, k.durationMs !== null ? `ran ${dur(k.durationMs)}` : null, `attempts ${k.attempts}`, k.worker ? `worker ${k.worker}` : null, k.error ? `${k.error.code}: ${k.error.message}` : null].filter(Boolean).join('\n');
+        const tip = [
+          `${k.name}: ${k.status}`,
+          k.durationMs !== null ? `ran ${dur(k.durationMs)}` : null,
+          `attempts ${k.attempts}`,
+          k.worker ? `worker ${k.worker}` : null,
+          k.error ? `${k.error.code}: ${k.error.message}` : null,
+        ]
+          .filter(Boolean)
+          .join('\n');
         const bar = h('div', { class: `bar task ${k.status}`, title: tip, dataset: { task: k.name } });
         bar.style.left = x(begin);
         bar.style.width = `calc(${x(stop)} - ${x(begin)})`;
-        const label = h('span', { class: 'bar-label' }, [k.durationMs !== null ? dur(k.durationMs) : k.status === 'dispatched' ? 'running…' : '', k.attempts > 1 ? ` · ${k.attempts} attempts` : '', k.error ? ` · ${k.error.code}` : ''].join(''));
+        const label = h(
+          'span',
+          { class: 'bar-label' },
+          [
+            k.durationMs !== null ? dur(k.durationMs) : k.status === 'dispatched' ? 'running…' : '',
+            k.attempts > 1 ? ` · ${k.attempts} attempts` : '',
+            k.error ? ` · ${k.error.code}` : '',
+          ].join(''),
+        );
         label.style.left = x(stop);
         track.append(bar, label);
       }
-      rows.push(h('div', { class: 'wf-row' },
-        h('div', { class: 'wf-label' }, chip(k.status), h('span', { class: 'name' }, k.name), k.attempts > 1 ? h('span', { class: 'att' }, `×${k.attempts}`) : null),
-        track));
+      rows.push(
+        h(
+          'div',
+          { class: 'wf-row' },
+          h('div', { class: 'wf-label' }, chip(k.status), h('span', { class: 'name' }, k.name), k.attempts > 1 ? h('span', { class: 'att' }, `×${k.attempts}`) : null),
+          track,
+        ),
+      );
     }
   }
-  const legend = h('div', { class: 'legend' },
-    ...[['#cbd5e1', 'queued'], ['var(--ok-bar)', 'succeeded'], ['var(--run-bar)', 'running'], ['var(--bad-bar)', 'failed'], ['var(--warn-bar)', 'timed out']].map(([c, l]) => {
+  const legend = h(
+    'div',
+    { class: 'legend' },
+    ...[
+      ['#cbd5e1', 'queued'],
+      ['var(--ok-bar)', 'succeeded'],
+      ['var(--run-bar)', 'running'],
+      ['var(--bad-bar)', 'failed'],
+      ['var(--warn-bar)', 'timed out'],
+    ].map(([c, l]) => {
       const i = h('i');
       i.style.background = c;
       return h('span', {}, i, l);
     }),
     h('span', { class: 'spacer' }),
-    h('span', {}, `axis: ${dur(span)} from submission`));
+    h('span', {}, `axis: ${dur(span)} from submission`),
+  );
   return h('div', {}, h('div', { class: 'waterfall' }, rows), legend);
 }
 
@@ -554,22 +771,42 @@ function attemptsPanel(a) {
   if (!a) return null;
   const tasks = Object.entries(a.tasks || {});
   if (!tasks.length && !(a.callback || []).length) return null;
-  const line = (x, label) => h('li', { dataset: { attempt: String(x.attempt) } },
-    h('span', { class: 'att-n' }, x.attempt ? `#${x.attempt}` : '#?'),
-    when(x.at),
-    label,
-    h('span', { class: 'att-msg' }, x.message));
-  const groups = tasks.map(([name, list]) => h('div', { class: 'att-group', dataset: { task: name } },
-    h('h3', { class: 'mono' }, name, h('span', { class: 'sub' }, ` · ${list.length} failed attempt${list.length === 1 ? '' : 's'}`)),
-    h('ol', { class: 'att-list' }, list.map((x) => line(x, h('span', { class: 'chips' }, chip(x.code, 'failed'), chip(x.outcome === 'retrying' ? 'retried' : 'final', x.outcome === 'retrying' ? 'retrying plain' : 'failed plain')))))));
+  const line = (x, label) =>
+    h('li', { dataset: { attempt: String(x.attempt) } }, h('span', { class: 'att-n' }, x.attempt ? `#${x.attempt}` : '#?'), when(x.at), label, h('span', { class: 'att-msg' }, x.message));
+  const groups = tasks.map(([name, list]) =>
+    h(
+      'div',
+      { class: 'att-group', dataset: { task: name } },
+      h('h3', { class: 'mono' }, name, h('span', { class: 'sub' }, ` · ${list.length} failed attempt${list.length === 1 ? '' : 's'}`)),
+      h(
+        'ol',
+        { class: 'att-list' },
+        list.map((x) =>
+          line(x, h('span', { class: 'chips' }, chip(x.code, 'failed'), chip(x.outcome === 'retrying' ? 'retried' : 'final', x.outcome === 'retrying' ? 'retrying plain' : 'failed plain'))),
+        ),
+      ),
+    ),
+  );
   if ((a.callback || []).length) {
-    groups.push(h('div', { class: 'att-group', dataset: { task: 'callback' } },
-      h('h3', {}, 'Callback deliveries'),
-      h('ol', { class: 'att-list' }, a.callback.map((x) => line(x, chip(CALLBACK_LABEL[x.outcome] || x.outcome, x.outcome))))));
+    groups.push(
+      h(
+        'div',
+        { class: 'att-group', dataset: { task: 'callback' } },
+        h('h3', {}, 'Callback deliveries'),
+        h(
+          'ol',
+          { class: 'att-list' },
+          a.callback.map((x) => line(x, chip(CALLBACK_LABEL[x.outcome] || x.outcome, x.outcome))),
+        ),
+      ),
+    );
   }
-  return h('div', { class: 'panel', id: 'attempts' },
+  return h(
+    'div',
+    { class: 'panel', id: 'attempts' },
     h('div', { class: 'panel-head' }, h('h2', {}, 'Attempt history'), h('span', { class: 'sub' }, `from the flow's events${a.truncated ? ' (the oldest shown; more exist)' : ''}`)),
-    h('div', { class: 'panel-body att' }, groups));
+    h('div', { class: 'panel-body att' }, groups),
+  );
 }
 
 function flowPage(id) {
@@ -581,33 +818,90 @@ function flowPage(id) {
   let attempts = null;
 
   function render() {
-    const traceCell = t.traceUrl ? h('a', { href: t.traceUrl, target: '_blank', rel: 'noopener', id: 'trace-link' }, 'Open in Jaeger ↗') : t.traceId ? mono(t.traceId.slice(0, 16) + '…', t.traceId) : h('span', { class: 'zero' }, 'not traced');
+    const traceCell = t.traceUrl
+      ? h('a', { href: t.traceUrl, target: '_blank', rel: 'noopener', id: 'trace-link' }, 'Open in Jaeger ↗')
+      : t.traceId
+        ? mono(t.traceId.slice(0, 16) + '…', t.traceId)
+        : h('span', { class: 'zero' }, 'not traced');
     const duration = t.finishedAt ? dur(t.finishedAt - t.submittedAt) : `${dur(t.now - t.submittedAt)} so far`;
-    const actions = h('div', { class: 'filters' },
+    const actions = h(
+      'div',
+      { class: 'filters' },
       t.status === 'running' ? h('button', { class: 'btn danger', onclick: cancel }, 'Cancel flow') : null,
-      h('button', { class: 'btn secondary', onclick: toggleJson }, showJson ? 'Hide JSON' : 'JSON'));
+      h('button', { class: 'btn secondary', onclick: toggleJson }, showJson ? 'Hide JSON' : 'JSON'),
+    );
     const parts = [
-      h('div', { class: 'page-head' }, h('h1', { class: 'mono' }, t.flowId), copyButton(t.flowId), chip(t.status), t.finishedAt ? callbackChip(t.callback) : null, h('span', { class: 'spacer' }), actions),
-      h('div', { class: 'panel' }, h('div', { class: 'facts' },
-        fact('Flow', `${t.flow} v${t.version}`),
-        fact('Submitted', when(t.submittedAt)),
-        fact('Duration', duration),
-        fact('Deadline', new Date(t.deadlineAt).toLocaleTimeString()),
-        fact('Ended', t.endReason || '—'),
-        fact('Trace', traceCell),
-        fact('Idempotency key', t.idempotencyKey ? mono(t.idempotencyKey) : '—'),
-        fact('Callback', callbackFact(t.callback, !!t.finishedAt)))),
+      h(
+        'div',
+        { class: 'page-head' },
+        h('h1', { class: 'mono' }, t.flowId),
+        copyButton(t.flowId),
+        chip(t.status),
+        t.finishedAt ? callbackChip(t.callback) : null,
+        h('span', { class: 'spacer' }),
+        actions,
+      ),
+      h(
+        'div',
+        { class: 'panel' },
+        h(
+          'div',
+          { class: 'facts' },
+          fact('Flow', `${t.flow} v${t.version}`),
+          fact('Submitted', when(t.submittedAt)),
+          fact('Duration', duration),
+          fact('Deadline', new Date(t.deadlineAt).toLocaleTimeString()),
+          fact('Ended', t.endReason || '—'),
+          fact('Trace', traceCell),
+          fact('Idempotency key', t.idempotencyKey ? mono(t.idempotencyKey) : '—'),
+          fact('Callback', callbackFact(t.callback, !!t.finishedAt)),
+        ),
+      ),
       h('div', { class: 'panel', id: 'waterfall' }, h('div', { class: 'panel-head' }, h('h2', {}, 'Stages and tasks')), waterfall(t)),
     ];
     const history = attemptsPanel(attempts);
     if (history) parts.push(history);
     if (t.errors.length) {
-      parts.push(h('div', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', {}, `Errors (${t.errors.length})`)),
-        h('ul', { class: 'errors-list' }, t.errors.map((e) => h('li', {}, mono(e.task), chip(e.code, 'failed'), h('span', {}, e.message))))));
+      parts.push(
+        h(
+          'div',
+          { class: 'panel' },
+          h('div', { class: 'panel-head' }, h('h2', {}, `Errors (${t.errors.length})`)),
+          h(
+            'ul',
+            { class: 'errors-list' },
+            t.errors.map((e) => h('li', {}, mono(e.task), chip(e.code, 'failed'), h('span', {}, e.message))),
+          ),
+        ),
+      );
     }
     const meta = Object.entries(t.metadata || {});
-    if (meta.length) parts.push(h('div', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', {}, 'Metadata')), h('div', { class: 'panel-body' }, h('dl', { class: 'kv' }, meta.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])))));
-    if (showJson && json) parts.push(h('div', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', {}, 'GET /v1/flows/' + t.flowId)), h('div', { class: 'panel-body' }, h('pre', {}, JSON.stringify(json, null, 2)))));
+    if (meta.length)
+      parts.push(
+        h(
+          'div',
+          { class: 'panel' },
+          h('div', { class: 'panel-head' }, h('h2', {}, 'Metadata')),
+          h(
+            'div',
+            { class: 'panel-body' },
+            h(
+              'dl',
+              { class: 'kv' },
+              meta.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
+            ),
+          ),
+        ),
+      );
+    if (showJson && json)
+      parts.push(
+        h(
+          'div',
+          { class: 'panel' },
+          h('div', { class: 'panel-head' }, h('h2', {}, 'GET /v1/flows/' + t.flowId)),
+          h('div', { class: 'panel-body' }, h('pre', {}, JSON.stringify(json, null, 2))),
+        ),
+      );
     body.replaceChildren(...parts);
   }
   const fact = (label, value) => h('div', { class: 'fact' }, h('label', {}, label), h('div', {}, value));
@@ -618,7 +912,14 @@ function flowPage(id) {
       if (showJson) json = await api(`/v1/flows/${encodeURIComponent(id)}`);
       render();
     } catch (err) {
-      if (err.status === 404 && !t) body.replaceChildren(h('div', { class: 'panel' }, h('div', { class: 'empty' }, h('strong', {}, 'Flow not found'), 'It may not have started yet, it expired from the flows bucket, or it belongs to another tenant.')));
+      if (err.status === 404 && !t)
+        body.replaceChildren(
+          h(
+            'div',
+            { class: 'panel' },
+            h('div', { class: 'empty' }, h('strong', {}, 'Flow not found'), 'It may not have started yet, it expired from the flows bucket, or it belongs to another tenant.'),
+          ),
+        );
       else if (err.status !== 401) body.replaceChildren(failure('the flow', err));
     }
   }
@@ -638,21 +939,37 @@ function flowPage(id) {
     try {
       attempts = await api(`/v1/flows/${encodeURIComponent(id)}/attempts`);
       if (t) render();
-    } catch { /* the history is an extra: the page works without it */ }
+    } catch {
+      /* the history is an extra: the page works without it */
+    }
   }
   let pending = 0;
   let pendingAttempts = 0;
   const off = onEvent((ev) => {
     if (ev.flowId !== id) return;
-    if (/^(task\.retrying|task\.failed|callback\.)/.test(ev.type) && !pendingAttempts) pendingAttempts = setTimeout(() => { pendingAttempts = 0; void loadAttempts(); }, 300);
+    if (/^(task\.retrying|task\.failed|callback\.)/.test(ev.type) && !pendingAttempts)
+      pendingAttempts = setTimeout(() => {
+        pendingAttempts = 0;
+        void loadAttempts();
+      }, 300);
     if (pending) return;
-    pending = setTimeout(() => { pending = 0; void load(); }, 150);
+    pending = setTimeout(() => {
+      pending = 0;
+      void load();
+    }, 150);
   });
   // While it runs, the bars grow with the clock; also covers events missed before the page opened.
-  const tick = setInterval(() => { if (!t || t.status === 'running') void load(); }, 1_000);
+  const tick = setInterval(() => {
+    if (!t || t.status === 'running') void load();
+  }, 1_000);
   void load();
   void loadAttempts();
-  return () => { off(); clearTimeout(pending); clearTimeout(pendingAttempts); clearInterval(tick); };
+  return () => {
+    off();
+    clearTimeout(pending);
+    clearTimeout(pendingAttempts);
+    clearInterval(tick);
+  };
 }
 
 // ------------------------------------------------------------------ dead letters
@@ -664,21 +981,93 @@ function deadLettersPage(params) {
   const selected = new Set();
   let items = [];
   const tbody = h('tbody');
-  const select = h('select', { id: 'dlq-source', onchange: (e) => { location.hash = e.target.value ? `#/deadletters?source=${e.target.value}` : '#/deadletters'; } },
-    [['', 'All sources'], ['task', 'task'], ['ingest', 'ingest'], ['callback', 'callback'], ['result', 'result']].map(([v, l]) => h('option', { value: v, selected: v === src }, l)));
+  const select = h(
+    'select',
+    {
+      id: 'dlq-source',
+      onchange: (e) => {
+        location.hash = e.target.value ? `#/deadletters?source=${e.target.value}` : '#/deadletters';
+      },
+    },
+    [
+      ['', 'All sources'],
+      ['task', 'task'],
+      ['ingest', 'ingest'],
+      ['callback', 'callback'],
+      ['result', 'result'],
+    ].map(([v, l]) => h('option', { value: v, selected: v === src }, l)),
+  );
   const chosen = () => items.filter((d) => selected.has(d.seq));
-  const redriveBtn = armedButton(() => `Redrive selected (${chosen().length})`, () => `Confirm: redrive ${chosen().length}`, bulkRedrive);
+  const redriveBtn = armedButton(
+    () => `Redrive selected (${chosen().length})`,
+    () => `Confirm: redrive ${chosen().length}`,
+    bulkRedrive,
+  );
   redriveBtn.id = 'bulk-redrive';
   const selCount = h('span', { class: 'sub' });
-  const bulk = h('div', { class: 'bulk', hidden: true }, selCount, redriveBtn, h('button', { class: 'btn secondary small', onclick: () => { selected.clear(); render(); } }, 'Clear selection'));
-  const all = h('input', { type: 'checkbox', 'aria-label': 'Select all listed dead letters', onchange: (e) => { for (const d of items) (e.target.checked ? selected.add(d.seq) : selected.delete(d.seq)); render(); } });
-  const panel = h('div', { class: 'panel' }, h('table', { class: 'dlq' },
-    h('thead', {}, h('tr', {}, h('th', { class: 'sel' }, all), h('th', { class: 'num' }, 'Seq'), h('th', { class: 'opt' }, 'When'), h('th', {}, h('span', { class: 'wide' }, 'Source · code'), h('span', { class: 'narrow' }, 'Source · code · reason')), h('th', { class: 'opt' }, 'Original subject'), h('th', { class: 'opt' }, 'Reason'), h('th', { class: 'num opt' }, 'Attempts'), h('th', { class: 'opt' }, 'Flow'), h('th', { class: 'act' }))),
-    tbody));
+  const bulk = h(
+    'div',
+    { class: 'bulk', hidden: true },
+    selCount,
+    redriveBtn,
+    h(
+      'button',
+      {
+        class: 'btn secondary small',
+        onclick: () => {
+          selected.clear();
+          render();
+        },
+      },
+      'Clear selection',
+    ),
+  );
+  const all = h('input', {
+    type: 'checkbox',
+    'aria-label': 'Select all listed dead letters',
+    onchange: (e) => {
+      for (const d of items) e.target.checked ? selected.add(d.seq) : selected.delete(d.seq);
+      render();
+    },
+  });
+  const panel = h(
+    'div',
+    { class: 'panel' },
+    h(
+      'table',
+      { class: 'dlq' },
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          h('th', { class: 'sel' }, all),
+          h('th', { class: 'num' }, 'Seq'),
+          h('th', { class: 'opt' }, 'When'),
+          h('th', {}, h('span', { class: 'wide' }, 'Source · code'), h('span', { class: 'narrow' }, 'Source · code · reason')),
+          h('th', { class: 'opt' }, 'Original subject'),
+          h('th', { class: 'opt' }, 'Reason'),
+          h('th', { class: 'num opt' }, 'Attempts'),
+          h('th', { class: 'opt' }, 'Flow'),
+          h('th', { class: 'act' }),
+        ),
+      ),
+      tbody,
+    ),
+  );
   main.replaceChildren(
-    h('div', { class: 'page-head' }, h('h1', {}, 'Dead letters'), h('span', { class: 'sub' }, 'messages that could not be processed; redrive sends one back to its original subject'), h('span', { class: 'spacer' }), select),
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', {}, 'Dead letters'),
+      h('span', { class: 'sub' }, 'messages that could not be processed; redrive sends one back to its original subject'),
+      h('span', { class: 'spacer' }),
+      select,
+    ),
     h('div', { class: 'page-head', hidden: true }, bulk),
-    panel);
+    panel,
+  );
   const bulkHead = bulk.parentElement;
 
   function render() {
@@ -693,28 +1082,82 @@ function deadLettersPage(params) {
     }
     const rows = [];
     for (const d of items) {
-      const box = h('input', { type: 'checkbox', 'aria-label': `Select dead letter ${d.seq}`, checked: selected.has(d.seq), onchange: (e) => { if (e.target.checked) selected.add(d.seq); else selected.delete(d.seq); render(); } });
-      rows.push(h('tr', { dataset: { seq: String(d.seq) } },
-        h('td', { class: 'sel' }, box),
-        h('td', { class: 'num mono' }, String(d.seq)),
-        h('td', { class: 'nowrap opt' }, when(d.time)),
-        h('td', {}, h('div', { class: 'chips' }, chip(d.source, 'src plain'), chip(d.code, 'failed')), h('div', { class: 'reason-inline narrow', title: d.reason }, d.reason || '')),
-        // max-width holds on a block, not on a table cell: the clipped text sits in a div.
-        h('td', { class: 'opt' }, h('div', { class: 'mono clip', title: d.originalSubject }, d.originalSubject)),
-        h('td', { class: 'opt' }, h('div', { class: 'reason clip', title: d.reason }, d.reason || '—')),
-        h('td', { class: 'num opt' }, d.attempts ?? '—'),
-        h('td', { class: 'opt' }, d.flowId ? h('a', { class: 'mono', href: `#/flows/${d.flowId}`, title: d.flowId }, d.flowId) : h('span', { class: 'zero' }, '—')),
-        h('td', { class: 'act' }, h('div', { class: 'actions' },
-          h('button', { class: 'btn secondary small', onclick: () => toggle(d.seq) }, open.has(d.seq) ? 'Hide' : 'Details'),
-          h('button', { class: 'btn small', dataset: { action: 'redrive' }, onclick: (e) => redrive(d, e.target) }, 'Redrive')))));
+      const box = h('input', {
+        type: 'checkbox',
+        'aria-label': `Select dead letter ${d.seq}`,
+        checked: selected.has(d.seq),
+        onchange: (e) => {
+          if (e.target.checked) selected.add(d.seq);
+          else selected.delete(d.seq);
+          render();
+        },
+      });
+      rows.push(
+        h(
+          'tr',
+          { dataset: { seq: String(d.seq) } },
+          h('td', { class: 'sel' }, box),
+          h('td', { class: 'num mono' }, String(d.seq)),
+          h('td', { class: 'nowrap opt' }, when(d.time)),
+          h('td', {}, h('div', { class: 'chips' }, chip(d.source, 'src plain'), chip(d.code, 'failed')), h('div', { class: 'reason-inline narrow', title: d.reason }, d.reason || '')),
+          // max-width holds on a block, not on a table cell: the clipped text sits in a div.
+          h('td', { class: 'opt' }, h('div', { class: 'mono clip', title: d.originalSubject }, d.originalSubject)),
+          h('td', { class: 'opt' }, h('div', { class: 'reason clip', title: d.reason }, d.reason || '—')),
+          h('td', { class: 'num opt' }, d.attempts ?? '—'),
+          h('td', { class: 'opt' }, d.flowId ? h('a', { class: 'mono', href: `#/flows/${d.flowId}`, title: d.flowId }, d.flowId) : h('span', { class: 'zero' }, '—')),
+          h(
+            'td',
+            { class: 'act' },
+            h(
+              'div',
+              { class: 'actions' },
+              h('button', { class: 'btn secondary small', onclick: () => toggle(d.seq) }, open.has(d.seq) ? 'Hide' : 'Details'),
+              h('button', { class: 'btn small', dataset: { action: 'redrive' }, onclick: (e) => redrive(d, e.target) }, 'Redrive'),
+            ),
+          ),
+        ),
+      );
       if (open.has(d.seq)) {
         const det = details.get(d.seq);
         // The wrapper has no width of its own, so long header or body lines scroll inside it instead of widening the table.
-        rows.push(h('tr', { class: 'detail' }, h('td', { colspan: 9 }, h('div', { class: 'detail-wrap' }, det
-          ? h('div', { class: 'detail-grid' },
-            h('div', {}, h('h2', {}, 'Headers'), h('pre', {}, Object.entries(det.headers).map(([k, v]) => `${k}: ${v.join(', ')}`).join('\n'))),
-            h('div', {}, h('h2', {}, `Body (${det.body.encoding}, ${bytes(det.size)})`), h('pre', {}, det.body.encoding === 'json' ? JSON.stringify(det.body.value, null, 2) : String(det.body.value))))
-          : 'Loading…'))));
+        rows.push(
+          h(
+            'tr',
+            { class: 'detail' },
+            h(
+              'td',
+              { colspan: 9 },
+              h(
+                'div',
+                { class: 'detail-wrap' },
+                det
+                  ? h(
+                      'div',
+                      { class: 'detail-grid' },
+                      h(
+                        'div',
+                        {},
+                        h('h2', {}, 'Headers'),
+                        h(
+                          'pre',
+                          {},
+                          Object.entries(det.headers)
+                            .map(([k, v]) => `${k}: ${v.join(', ')}`)
+                            .join('\n'),
+                        ),
+                      ),
+                      h(
+                        'div',
+                        {},
+                        h('h2', {}, `Body (${det.body.encoding}, ${bytes(det.size)})`),
+                        h('pre', {}, det.body.encoding === 'json' ? JSON.stringify(det.body.value, null, 2) : String(det.body.value)),
+                      ),
+                    )
+                  : 'Loading…',
+              ),
+            ),
+          ),
+        );
       }
     }
     tbody.replaceChildren(...rows);
@@ -723,7 +1166,14 @@ function deadLettersPage(params) {
     if (open.has(seq)) open.delete(seq);
     else {
       open.add(seq);
-      if (!details.has(seq)) api(`/v1/deadletters/${seq}`).then((d) => { details.set(seq, d); render(); }, (err) => toast(err.message, true));
+      if (!details.has(seq))
+        api(`/v1/deadletters/${seq}`).then(
+          (d) => {
+            details.set(seq, d);
+            render();
+          },
+          (err) => toast(err.message, true),
+        );
     }
     render();
   }
@@ -782,14 +1232,77 @@ function consumersPage() {
   const workers = h('tbody');
   const tbody = h('tbody');
   const stamp = h('span', { class: 'sub' });
-  const workersPanel = h('div', { class: 'panel', id: 'workers' },
-    h('div', { class: 'panel-head' }, h('h2', {}, 'Task subjects and their pulling workers'),
-      h('span', { class: 'sub' }, 'what JetStream knows of the workers: each idle one holds a pull request open (waiting pulls); a busy one holds unacknowledged tasks. There is no worker registry yet.')),
-    h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Task subject'), h('th', { class: 'num' }, 'Pulling workers'), h('th', { class: 'num' }, 'In flight'), h('th', { class: 'num' }, 'Queued'), h('th', { class: 'num opt' }, 'Redelivered'), h('th', { class: 'num' }, 'Served'))), workers));
-  const panel = h('div', { class: 'panel' }, h('table', {},
-    h('thead', {}, h('tr', {}, h('th', {}, 'Consumer'), h('th', { class: 'opt' }, 'Stream'), h('th', { class: 'num' }, 'Pending'), h('th', { class: 'num' }, 'Ack pending'), h('th', { class: 'num opt' }, 'Redelivered'), h('th', { class: 'num' }, 'Waiting pulls'), h('th', { class: 'num opt' }, 'Delivered'), h('th', { class: 'num' }, 'Throughput'))),
-    tbody));
-  main.replaceChildren(h('div', { class: 'page-head' }, h('h1', {}, 'Consumers and their pulling workers'), h('span', { class: 'sub' }, 'JetStream lag and load, refreshed every 2 s'), h('span', { class: 'spacer' }), stamp), cards, workersPanel, panel);
+  const workersPanel = h(
+    'div',
+    { class: 'panel', id: 'workers' },
+    h(
+      'div',
+      { class: 'panel-head' },
+      h('h2', {}, 'Task subjects and their pulling workers'),
+      h(
+        'span',
+        { class: 'sub' },
+        'what JetStream knows of the workers: each idle one holds a pull request open (waiting pulls); a busy one holds unacknowledged tasks. There is no worker registry yet.',
+      ),
+    ),
+    h(
+      'table',
+      {},
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          h('th', {}, 'Task subject'),
+          h('th', { class: 'num' }, 'Pulling workers'),
+          h('th', { class: 'num' }, 'In flight'),
+          h('th', { class: 'num' }, 'Queued'),
+          h('th', { class: 'num opt' }, 'Redelivered'),
+          h('th', { class: 'num' }, 'Served'),
+        ),
+      ),
+      workers,
+    ),
+  );
+  const panel = h(
+    'div',
+    { class: 'panel' },
+    h(
+      'table',
+      {},
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          h('th', {}, 'Consumer'),
+          h('th', { class: 'opt' }, 'Stream'),
+          h('th', { class: 'num' }, 'Pending'),
+          h('th', { class: 'num' }, 'Ack pending'),
+          h('th', { class: 'num opt' }, 'Redelivered'),
+          h('th', { class: 'num' }, 'Waiting pulls'),
+          h('th', { class: 'num opt' }, 'Delivered'),
+          h('th', { class: 'num' }, 'Throughput'),
+        ),
+      ),
+      tbody,
+    ),
+  );
+  main.replaceChildren(
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', {}, 'Consumers and their pulling workers'),
+      h('span', { class: 'sub' }, 'JetStream lag and load, refreshed every 2 s'),
+      h('span', { class: 'spacer' }),
+      stamp,
+    ),
+    cards,
+    workersPanel,
+    panel,
+  );
 
   async function load() {
     let r;
@@ -800,31 +1313,61 @@ function consumersPage() {
       return;
     }
     stamp.textContent = `sampled ${new Date(r.sampledAt).toLocaleTimeString()}`;
-    cards.replaceChildren(...r.streams.map((s) => h('div', { class: 'card' }, h('label', {}, s.name.replace('JETFLOW_', '').toLowerCase()), h('div', { class: 'big' }, num(s.messages)), h('div', { class: 'sub' }, `messages · ${bytes(s.bytes)} · ${s.consumers} consumer${s.consumers === 1 ? '' : 's'}`))));
+    cards.replaceChildren(
+      ...r.streams.map((s) =>
+        h(
+          'div',
+          { class: 'card' },
+          h('label', {}, s.name.replace('JETFLOW_', '').toLowerCase()),
+          h('div', { class: 'big' }, num(s.messages)),
+          h('div', { class: 'sub' }, `messages · ${bytes(s.bytes)} · ${s.consumers} consumer${s.consumers === 1 ? '' : 's'}`),
+        ),
+      ),
+    );
     const z = (n, hot) => h('span', { class: n === 0 ? 'zero' : hot ? 'hot' : null }, num(n));
     const rate = (c) => (c.deliveredPerSec === null || c.deliveredPerSec === undefined ? h('span', { class: 'zero' }, 'measuring…') : `${num(c.deliveredPerSec)}/s`);
     const tasks = r.consumers.filter((c) => c.stream === 'JETFLOW_TASKS');
-    workers.replaceChildren(...(tasks.length ? tasks.map((c) => h('tr', { dataset: { workerSubject: c.filterSubject || c.name } },
-      h('td', {}, h('div', { class: 'mono' }, subjectLabel(c.filterSubject || c.name)), h('div', { class: 'sub mono opt' }, c.name)),
-      h('td', { class: 'num' }, c.numWaiting > 0 ? h('strong', {}, num(c.numWaiting)) : h('span', { class: c.numAckPending > 0 ? 'zero' : 'hot', title: c.numAckPending > 0 ? 'all busy' : 'nobody is pulling this subject' }, '0')),
-      h('td', { class: 'num' }, z(c.numAckPending)),
-      h('td', { class: 'num' }, z(c.numPending, c.numPending > 1000)),
-      h('td', { class: 'num opt' }, z(c.numRedelivered, true)),
-      h('td', { class: 'num' }, rate(c)))) : [h('tr', {}, h('td', { colspan: 6 }, h('div', { class: 'empty' }, 'No task consumers yet.')))]));
+    workers.replaceChildren(
+      ...(tasks.length
+        ? tasks.map((c) =>
+            h(
+              'tr',
+              { dataset: { workerSubject: c.filterSubject || c.name } },
+              h('td', {}, h('div', { class: 'mono' }, subjectLabel(c.filterSubject || c.name)), h('div', { class: 'sub mono opt' }, c.name)),
+              h(
+                'td',
+                { class: 'num' },
+                c.numWaiting > 0
+                  ? h('strong', {}, num(c.numWaiting))
+                  : h('span', { class: c.numAckPending > 0 ? 'zero' : 'hot', title: c.numAckPending > 0 ? 'all busy' : 'nobody is pulling this subject' }, '0'),
+              ),
+              h('td', { class: 'num' }, z(c.numAckPending)),
+              h('td', { class: 'num' }, z(c.numPending, c.numPending > 1000)),
+              h('td', { class: 'num opt' }, z(c.numRedelivered, true)),
+              h('td', { class: 'num' }, rate(c)),
+            ),
+          )
+        : [h('tr', {}, h('td', { colspan: 6 }, h('div', { class: 'empty' }, 'No task consumers yet.')))]),
+    );
     const maxPending = Math.max(1, ...r.consumers.map((c) => c.numPending));
-    tbody.replaceChildren(...r.consumers.map((c) => {
-      const bar = h('div', { class: 'pbar' }, h('i', { class: c.numPending > 0 ? 'bad' : 'ok' }));
-      bar.firstChild.style.width = `${(c.numPending / maxPending) * 100}%`;
-      return h('tr', { dataset: { consumer: c.name } },
-        h('td', {}, h('div', { class: 'mono' }, c.name), c.filterSubject ? h('div', { class: 'sub mono' }, c.filterSubject) : null),
-        h('td', { class: 'sub opt' }, c.stream),
-        h('td', { class: 'num' }, h('div', { class: 'lag' }, bar, z(c.numPending, c.numPending > 1000))),
-        h('td', { class: 'num' }, z(c.numAckPending), c.maxAckPending ? h('span', { class: 'zero' }, ` / ${num(c.maxAckPending)}`) : null),
-        h('td', { class: 'num opt' }, z(c.numRedelivered, true)),
-        h('td', { class: 'num' }, z(c.numWaiting)),
-        h('td', { class: 'num opt' }, num(c.delivered)),
-        h('td', { class: 'num' }, rate(c)));
-    }));
+    tbody.replaceChildren(
+      ...r.consumers.map((c) => {
+        const bar = h('div', { class: 'pbar' }, h('i', { class: c.numPending > 0 ? 'bad' : 'ok' }));
+        bar.firstChild.style.width = `${(c.numPending / maxPending) * 100}%`;
+        return h(
+          'tr',
+          { dataset: { consumer: c.name } },
+          h('td', {}, h('div', { class: 'mono' }, c.name), c.filterSubject ? h('div', { class: 'sub mono' }, c.filterSubject) : null),
+          h('td', { class: 'sub opt' }, c.stream),
+          h('td', { class: 'num' }, h('div', { class: 'lag' }, bar, z(c.numPending, c.numPending > 1000))),
+          h('td', { class: 'num' }, z(c.numAckPending), c.maxAckPending ? h('span', { class: 'zero' }, ` / ${num(c.maxAckPending)}`) : null),
+          h('td', { class: 'num opt' }, z(c.numRedelivered, true)),
+          h('td', { class: 'num' }, z(c.numWaiting)),
+          h('td', { class: 'num opt' }, num(c.delivered)),
+          h('td', { class: 'num' }, rate(c)),
+        );
+      }),
+    );
   }
   void load();
   const timer = setInterval(load, 2_000);

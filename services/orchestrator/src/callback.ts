@@ -177,7 +177,14 @@ const agents = { http: new http.Agent({ keepAlive: true, maxSockets: 64 }), http
  * policy, then POSTs to exactly the checked address. `blocked` when the policy refuses the target;
  * rejects on DNS, network errors and timeouts.
  */
-export async function deliver(policy: CallbackPolicy, url: string, body: string, headers: Record<string, string>, timeoutMs: number, resolve?: Resolver): Promise<{ blocked: string } | { statusCode: number }> {
+export async function deliver(
+  policy: CallbackPolicy,
+  url: string,
+  body: string,
+  headers: Record<string, string>,
+  timeoutMs: number,
+  resolve?: Resolver,
+): Promise<{ blocked: string } | { statusCode: number }> {
   const target = await policy.target(url, resolve).catch((e: Error) => {
     throw new Error(`cannot resolve callback host: ${e.message}`, { cause: e });
   });

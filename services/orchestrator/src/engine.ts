@@ -1,13 +1,6 @@
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type JsMsg, type KV, type NatsConnection } from 'nats';
-import {
-  CallbackJobSchema,
-  FlowControlSchema,
-  FlowRequestSchema,
-  SubmitFlowRequestSchema,
-  TaskStatus,
-  type FlowRequest,
-} from '../../../libs/proto/src/index.js';
+import { CallbackJobSchema, FlowControlSchema, FlowRequestSchema, SubmitFlowRequestSchema, TaskStatus, type FlowRequest } from '../../../libs/proto/src/index.js';
 import {
   applyCancel,
   applyDeadline,
@@ -40,7 +33,21 @@ import {
   type FlowState,
   type Transition,
 } from '../../../libs/flows/src/index.js';
-import { BUCKETS, SUBJECTS, callbackSubject, deadLetter, decodeTaskResult, encodeTask, encodeTaskShared, isCasConflict, isTransientNatsError, publishEvent, resultSubject, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
+import {
+  BUCKETS,
+  SUBJECTS,
+  callbackSubject,
+  deadLetter,
+  decodeTaskResult,
+  encodeTask,
+  encodeTaskShared,
+  isCasConflict,
+  isTransientNatsError,
+  publishEvent,
+  resultSubject,
+  type JetStreamPublisher,
+  type KvWriter,
+} from '../../../libs/messaging/src/index.js';
 import { flowTraceparent, noteFlowTrace, type Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
 import { ATTR, activeTraceparent, annotateActiveSpan } from '../../../libs/telemetry/src/index.js';
@@ -357,7 +364,10 @@ export class SagaEngine {
     }
     if (prev?.hash === c.hash) return;
     const held = typeof prev?.flowId === 'string' ? prev.flowId : flowId;
-    throw new Rejection('idempotency_conflict', `idempotency key ${quoteId(c.key)} (Nats-Msg-Id) was already used with a different body (flow ${held}); this submission was not accepted`, { tenant, flowId: held });
+    throw new Rejection('idempotency_conflict', `idempotency key ${quoteId(c.key)} (Nats-Msg-Id) was already used with a different body (flow ${held}); this submission was not accepted`, {
+      tenant,
+      flowId: held,
+    });
   }
 
   /**
@@ -377,7 +387,11 @@ export class SagaEngine {
     if (badToken) throw new Rejection('invalid_argument', `subject ${quoteId(m.subject)}: ${badToken}`);
     if (ctype === INGEST_CONTENT_TYPE) {
       // Only the ingest service's own subject carries pre-validated submissions; here it would choose its tenant and flow id.
-      throw new Rejection('forbidden_content_type', `content type ${INGEST_CONTENT_TYPE} is not accepted on ${SUBJECTS.ingest}.>; publish JSON or a SubmitFlowRequest (application/protobuf)`, { tenant });
+      throw new Rejection(
+        'forbidden_content_type',
+        `content type ${INGEST_CONTENT_TYPE} is not accepted on ${SUBJECTS.ingest}.>; publish JSON or a SubmitFlowRequest (application/protobuf)`,
+        { tenant },
+      );
     }
     let body: unknown;
     if (ctype === 'application/protobuf' || ctype === 'application/x-protobuf') {
@@ -411,8 +425,10 @@ export class SagaEngine {
     }
     if (sub.flow !== flowName) throw new Rejection('invalid_argument', `flow: body names "${sub.flow}" but the subject names "${flowName}"`);
     const msgId = m.headers?.get('Nats-Msg-Id') ?? '';
-    if (msgId && !IDEMPOTENCY_KEY_RE.test(msgId)) throw new Rejection('invalid_argument', `Nats-Msg-Id ${quoteId(msgId)} is not an idempotency key (printable ASCII without spaces, 1 to 256 characters)`);
-    if (msgId && sub.idempotencyKey && sub.idempotencyKey !== msgId) throw new Rejection('invalid_argument', `idempotencyKey: the body names ${quoteId(sub.idempotencyKey)} but Nats-Msg-Id is ${quoteId(msgId)}; on NATS the key is the header`);
+    if (msgId && !IDEMPOTENCY_KEY_RE.test(msgId))
+      throw new Rejection('invalid_argument', `Nats-Msg-Id ${quoteId(msgId)} is not an idempotency key (printable ASCII without spaces, 1 to 256 characters)`);
+    if (msgId && sub.idempotencyKey && sub.idempotencyKey !== msgId)
+      throw new Rejection('invalid_argument', `idempotencyKey: the body names ${quoteId(sub.idempotencyKey)} but Nats-Msg-Id is ${quoteId(msgId)}; on NATS the key is the header`);
     const key = msgId || sub.idempotencyKey || '';
     const req = create(FlowRequestSchema, {
       flowId: key ? deriveFlowId(tenant, key) : flowIdForSequence(m.info.streamSequence),
@@ -435,14 +451,19 @@ export class SagaEngine {
     const [, , tenant, flowId] = tokens as [string, string, string, string];
     const badToken = idProblem('tenant', tenant) ?? idProblem('flowId', flowId);
     if (badToken) throw new Rejection('invalid_argument', `subject ${quoteId(m.subject)}: ${badToken}`);
-    if (ctype !== INGEST_CONTENT_TYPE) throw new Rejection('invalid_argument', `${SUBJECTS.submit}.> carries ${INGEST_CONTENT_TYPE} only, got content type ${quoteId(ctype)}`, { tenant, flowId });
+    if (ctype !== INGEST_CONTENT_TYPE)
+      throw new Rejection('invalid_argument', `${SUBJECTS.submit}.> carries ${INGEST_CONTENT_TYPE} only, got content type ${quoteId(ctype)}`, { tenant, flowId });
     let req: FlowRequest;
     try {
       req = fromBinary(FlowRequestSchema, m.data);
     } catch (err) {
       throw new Rejection('invalid_argument', `body is not a FlowRequest: ${(err as Error).message}`, { tenant, flowId });
     }
-    if (req.tenant !== tenant || req.flowId !== flowId) throw new Rejection('invalid_argument', `the FlowRequest names tenant ${quoteId(req.tenant)} and flow id ${quoteId(req.flowId)}, its subject ${tenant} and ${flowId}`, { tenant, flowId });
+    if (req.tenant !== tenant || req.flowId !== flowId)
+      throw new Rejection('invalid_argument', `the FlowRequest names tenant ${quoteId(req.tenant)} and flow id ${quoteId(req.flowId)}, its subject ${tenant} and ${flowId}`, {
+        tenant,
+        flowId,
+      });
     // A flow name this orchestrator does not know was accepted under other definitions: start() ends it failed.
     const badFlow = idProblem('flow', req.flow);
     if (badFlow) throw new Rejection('invalid_argument', badFlow, { tenant, flowId });
@@ -492,7 +513,11 @@ export class SagaEngine {
     // with a callback, instead of never.
     const state = def
       ? newFlowState(startReq, def, now)
-      : unstartableFlowState(startReq, { task: '', code: 'unknown_flow', message: `flow "${req.flow}" is not defined on this orchestrator (defined: ${this.d.registry.names().join(', ')})` }, now);
+      : unstartableFlowState(
+          startReq,
+          { task: '', code: 'unknown_flow', message: `flow "${req.flow}" is not defined on this orchestrator (defined: ${this.d.registry.names().join(', ')})` },
+          now,
+        );
     // Stored before any state names it, so a restart with other definitions still finds it.
     if (def) await this.storeDefinition(def);
     try {
@@ -520,11 +545,18 @@ export class SagaEngine {
     // A replayed submission re-derives the same publishes (JetStream collapses them), from the
     // definition the flow started on, which need not be the one loaded now.
     const runsOn = fresh ? def : isTerminal(cur.state) ? undefined : await this.versions.lookup(cur.state).then((r) => ('def' in r ? r.def : undefined));
-    await this.publishEffects(cur.state, runsOn, fresh && def ? [{ type: 'flow.started', stage: def.stages[0]!.name }] : fresh ? [{ type: 'flow.completed', message: `failed: ${cur.state.endReason}` }] : []);
+    await this.publishEffects(
+      cur.state,
+      runsOn,
+      fresh && def ? [{ type: 'flow.started', stage: def.stages[0]!.name }] : fresh ? [{ type: 'flow.completed', message: `failed: ${cur.state.endReason}` }] : [],
+    );
     if (!isTerminal(cur.state)) {
       const ctl = create(FlowControlSchema, { flowId: req.flowId, kind: 'deadline', dueAtMs: BigInt(cur.state.deadlineAt) });
       const nonce = Object.values(cur.state.tasks).find((t) => t.token)?.token;
-      await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), { msgId: msgIds.deadline(req.flowId, nonce), headers: kindHeaders('control', req.flowId) });
+      await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), {
+        msgId: msgIds.deadline(req.flowId, nonce),
+        headers: kindHeaders('control', req.flowId),
+      });
     }
     m.ack();
   }
@@ -580,7 +612,8 @@ export class SagaEngine {
       }
       if (kind === 'control') {
         const c = undecodable('FlowControl', () => fromBinary(FlowControlSchema, m.data));
-        if (c.flowId !== addressed || !FLOW_ID_RE.test(c.flowId)) throw new Refused('invalid_message', `a ${quoteId(c.kind)} message for flow ${quoteId(c.flowId)} was published to ${m.subject}`);
+        if (c.flowId !== addressed || !FLOW_ID_RE.test(c.flowId))
+          throw new Refused('invalid_message', `a ${quoteId(c.kind)} message for flow ${quoteId(c.flowId)} was published to ${m.subject}`);
         if (c.kind === 'deadline') {
           const wait = Number(c.dueAtMs) - Date.now();
           if (this.finished.has(c.flowId)) {
@@ -606,7 +639,8 @@ export class SagaEngine {
           // Ingest sets the durable cancel flag before it publishes the control; no one else may set it.
           if (!this.finished.has(c.flowId) && this.d.cancelFlags) {
             const flag = await this.d.cancelFlags.get(c.flowId);
-            if (!flag || flag.operation !== 'PUT') throw new Refused('unverified_cancel', `a cancel for flow ${c.flowId} whose cancel flag (${BUCKETS.cancel}) is not set; only the cancel API sets it`);
+            if (!flag || flag.operation !== 'PUT')
+              throw new Refused('unverified_cancel', `a cancel for flow ${c.flowId} whose cancel flag (${BUCKETS.cancel}) is not set; only the cancel API sets it`);
           }
           await this.withFlow(c.flowId, () => this.transition(c.flowId, m, (s, _def, now) => applyCancel(s, c.reason, now)));
           return;
@@ -630,7 +664,10 @@ export class SagaEngine {
         m.nak(Math.min(5_000, 250 * m.info.deliveryCount));
         return;
       }
-      await this.rejectMessage(m, addressed, { code: err instanceof Unappliable ? err.code : 'invalid_message', message: `a message for this flow could not be applied: ${(err as Error).message}` });
+      await this.rejectMessage(m, addressed, {
+        code: err instanceof Unappliable ? err.code : 'invalid_message',
+        message: `a message for this flow could not be applied: ${(err as Error).message}`,
+      });
     }
   }
 
@@ -734,7 +771,8 @@ export class SagaEngine {
       m.ack();
       return;
     }
-    if (t.changed) this.d.log.error({ flowId, code: t.rejected.code, reason: t.rejected.message, subject: m.subject }, 'unappliable message on result partition; the flow failed; dead-lettered');
+    if (t.changed)
+      this.d.log.error({ flowId, code: t.rejected.code, reason: t.rejected.message, subject: m.subject }, 'unappliable message on result partition; the flow failed; dead-lettered');
     else this.d.log.warn({ flowId, code: t.rejected.code, reason: t.rejected.message, subject: m.subject }, 'message not applied; dead-lettered, the flow is unchanged');
     await deadLetter(this.d.pub, m, 'result', { ...t.rejected, flowId });
     m.term();
@@ -816,7 +854,15 @@ export class SagaEngine {
       .filter((e) => e.message || e.type === 'stage.completed')
       .map((e) => (e.type === 'stage.completed' ? `stage ${e.stage} completed` : e.message!))
       .join('; ');
-    publishEvent(this.d.nc, s.tenant, { flowId: s.flowId, flow: s.flow, status: s.status, type: top.type, ...(tasks.length ? { task: tasks.join(',') } : top.task ? { task: top.task } : {}), ...(stage ? { stage } : {}), ...(message ? { message } : {}) });
+    publishEvent(this.d.nc, s.tenant, {
+      flowId: s.flowId,
+      flow: s.flow,
+      status: s.status,
+      type: top.type,
+      ...(tasks.length ? { task: tasks.join(',') } : top.task ? { task: top.task } : {}),
+      ...(stage ? { stage } : {}),
+      ...(message ? { message } : {}),
+    });
   }
 }
 

@@ -1,6 +1,18 @@
 import { CallbackPolicy, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import { BUCKETS, CONSUMERS, JetStreamPublisher, KvWriter, STREAMS, connectNats, openKv, partitionOf, provisionTopology, startPullLoop, type PullLoop } from '../../../libs/messaging/src/index.js';
+import {
+  BUCKETS,
+  CONSUMERS,
+  JetStreamPublisher,
+  KvWriter,
+  STREAMS,
+  connectNats,
+  openKv,
+  partitionOf,
+  provisionTopology,
+  startPullLoop,
+  type PullLoop,
+} from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
 import { SagaEngine } from './engine.js';
 import { FairAdmission } from './admission.js';
@@ -35,9 +47,32 @@ const definitions = await openKv(nc, BUCKETS.definitions, { leader: true });
 // Both read right after another writer's write (a claim, a cancel flag set before its control): from the leader.
 const [idempotency, cancelFlags] = await Promise.all([openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel, { leader: true })]);
 // New flows start in weighted turns across tenants, within this replica's room and each tenant's in-flight limit.
-const admission = new FairAdmission({ maxRunning: cfg.maxRunningFlows, concurrency: cfg.concurrency, limits: cfg.tenantLimits, instance: cfg.instanceId, onChange: () => lanes.reportSoon() });
+const admission = new FairAdmission({
+  maxRunning: cfg.maxRunningFlows,
+  concurrency: cfg.concurrency,
+  limits: cfg.tenantLimits,
+  instance: cfg.instanceId,
+  onChange: () => lanes.reportSoon(),
+});
 const lanes = new IngestLanes({ nc, admission, instanceId: cfg.instanceId, tenants: cfg.tenants, handle: (m) => startFlow(m), log });
-const engine = new SagaEngine({ nc, kv, writer, pub, registry, definitions, idempotency, cancelFlags, partitions: cfg.partitions, policy, log, onTerminal: (s) => obs.flowEnded(s), admission: lanes.hooks, ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)), historyJobs: !!storage.history, ...(storage.claimInput ? { claimInput: storage.claimInput } : {}) });
+const engine = new SagaEngine({
+  nc,
+  kv,
+  writer,
+  pub,
+  registry,
+  definitions,
+  idempotency,
+  cancelFlags,
+  partitions: cfg.partitions,
+  policy,
+  log,
+  onTerminal: (s) => obs.flowEnded(s),
+  admission: lanes.hooks,
+  ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)),
+  historyJobs: !!storage.history,
+  ...(storage.claimInput ? { claimInput: storage.claimInput } : {}),
+});
 const sender = new CallbackSender({
   nc,
   kv,
@@ -57,9 +92,7 @@ const sender = new CallbackSender({
 const startFlow = obs.countIngest((m) => engine.handleIngest(m));
 // Flows in flight come first: new flows are pulled only while this replica has room for them (admission).
 await lanes.start();
-const loops: PullLoop[] = [
-  startPullLoop({ js, stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks, concurrency: 64, mode: 'consume', handle: (m) => sender.handle(m), log }),
-];
+const loops: PullLoop[] = [startPullLoop({ js, stream: STREAMS.callbacks, consumer: CONSUMERS.callbacks, concurrency: 64, mode: 'consume', handle: (m) => sender.handle(m), log })];
 // Result partitions are owned through leases, so each flow has one writer across replicas.
 const leases = new PartitionLeases({
   kv: await openKv(nc, BUCKETS.leases, { leader: true }),
@@ -68,7 +101,19 @@ const leases = new PartitionLeases({
   log,
   onAcquire: (p) => {
     log.info({ partition: p }, 'partition acquired');
-    partitionLoops.set(p, startPullLoop({ js, stream: STREAMS.results, consumer: CONSUMERS.results(p), concurrency: cfg.concurrency, mode: 'consume', handle: (m) => engine.handlePartition(m), trace: { skip: obs.isControl }, log }));
+    partitionLoops.set(
+      p,
+      startPullLoop({
+        js,
+        stream: STREAMS.results,
+        consumer: CONSUMERS.results(p),
+        concurrency: cfg.concurrency,
+        mode: 'consume',
+        handle: (m) => engine.handlePartition(m),
+        trace: { skip: obs.isControl },
+        log,
+      }),
+    );
   },
   onRelease: async (p) => {
     const l = partitionLoops.get(p);

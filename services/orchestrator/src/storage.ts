@@ -25,7 +25,10 @@ export async function startOrchestratorStorage(cfg: Pick<OrchestratorConfig, 'st
     await Promise.all([cfg.history === 'dynamodb' ? storage.flows.ensureTable() : undefined, cfg.claimCheckBytes > 0 ? storage.objects.ensureBucket() : undefined]);
   } catch (err) {
     storage.close();
-    throw new Error(`orchestrator: storage is not usable (table ${storage.flows.table}, bucket ${storage.objects.bucket}; AWS_REGION, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_DYNAMODB, or JETFLOW_HISTORY=off): ${(err as Error).message}`, { cause: err });
+    throw new Error(
+      `orchestrator: storage is not usable (table ${storage.flows.table}, bucket ${storage.objects.bucket}; AWS_REGION, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_DYNAMODB, or JETFLOW_HISTORY=off): ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   log.info({ history: cfg.history, table: storage.flows.table, claimCheckBytes: cfg.claimCheckBytes, bucket: storage.objects.bucket }, 'storage ready');
   const out: OrchestratorStorage = { close: () => storage.close() };

@@ -90,7 +90,10 @@ describe('anomaly', () => {
     const outliers = report.outliers as Array<{ id: string; reasons: Array<{ feature: string }> }>;
     for (const id of ['odd', 'de']) {
       const o = outliers.find((x) => x.id === id);
-      assert.ok(o?.reasons.some((r) => r.feature.startsWith('embedding.')), `${id}: ${JSON.stringify(outliers).slice(0, 800)}`);
+      assert.ok(
+        o?.reasons.some((r) => r.feature.startsWith('embedding.')),
+        `${id}: ${JSON.stringify(outliers).slice(0, 800)}`,
+      );
     }
   });
 
@@ -113,7 +116,10 @@ describe('keywords', () => {
     const report = await keywords.analyze({ records, datasets }, ctx());
     const topics = report.topics as { k: number; items: Array<{ size: number; terms: string[]; representative: string[] }> };
     assert.ok(topics.k >= 2);
-    assert.equal(topics.items.reduce((s, t) => s + t.size, 0), records.length);
+    assert.equal(
+      topics.items.reduce((s, t) => s + t.size, 0),
+      records.length,
+    );
     for (const t of topics.items) {
       assert.ok(t.terms.length > 0);
       assert.ok(t.representative.length > 0);

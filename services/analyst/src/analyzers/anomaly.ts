@@ -289,7 +289,10 @@ export const analyzer: Analyzer = {
           reasons: rs,
           explanation: rs.length
             ? rs
-                .map((x) => `${x.feature} = ${r3(x.value)} is ${x.direction === 'high' ? 'far above' : 'far below'} the typical ${x.median} (robust z ${x.robustZ}${x.logScale ? ', log scale' : ''})${HINTS[x.feature] ?? ''}`)
+                .map(
+                  (x) =>
+                    `${x.feature} = ${r3(x.value)} is ${x.direction === 'high' ? 'far above' : 'far below'} the typical ${x.median} (robust z ${x.robustZ}${x.logScale ? ', log scale' : ''})${HINTS[x.feature] ?? ''}`,
+                )
                 .join('; ')
             : `an unusual combination of values (isolation forest), mostly ${used
                 .map((name, j) => ({ name, z: Math.abs(zs[i]?.[j] ?? 0) }))
@@ -308,9 +311,7 @@ export const analyzer: Analyzer = {
         combined: `isolation forest (100 trees, seeded) score >= ${ISOLATION_THRESHOLD}`,
       },
       inputs: { features: featureRows.size ? 'dataset' : 'records', embeddings: table.has(NEIGHBOUR_FEATURE) },
-      headline: first
-        ? `${outliers.length} of ${records.length} records look anomalous; the strongest is ${first.id}: ${first.explanation}`
-        : `no anomalies among ${records.length} records`,
+      headline: first ? `${outliers.length} of ${records.length} records look anomalous; the strongest is ${first.id}: ${first.explanation}` : `no anomalies among ${records.length} records`,
       count: records.length,
       outlierCount: outliers.length,
       outlierShare: records.length ? r3(outliers.length / records.length) : 0,

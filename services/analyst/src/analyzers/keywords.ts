@@ -138,8 +138,14 @@ export const analyzer: Analyzer = {
     for (const tf of tfs) for (const [t, c] of tf) score.set(t, (score.get(t) ?? 0) + ((1 + Math.log(c)) * idf(t)) / n);
     const ranked = [...score].filter(([t]) => (df.get(t) ?? 0) >= minDf).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
     const entry = ([term, s]: [string, number]) => ({ term, score: r3(s), documents: df.get(term) ?? 0, share: r3((df.get(term) ?? 0) / Math.max(n, 1)) });
-    const keywords = ranked.filter(([t]) => !t.includes(' ')).slice(0, TOP_KEYWORDS).map(entry);
-    const phrases = ranked.filter(([t]) => t.includes(' ')).slice(0, TOP_PHRASES).map(entry);
+    const keywords = ranked
+      .filter(([t]) => !t.includes(' '))
+      .slice(0, TOP_KEYWORDS)
+      .map(entry);
+    const phrases = ranked
+      .filter(([t]) => t.includes(' '))
+      .slice(0, TOP_PHRASES)
+      .map(entry);
 
     const perRecord: Array<{ id: string; keywords: string[]; topic: number | null }> = docs.map((d, i) => ({
       id: d.id,
@@ -153,9 +159,20 @@ export const analyzer: Analyzer = {
     }));
 
     await checkpoint(ctx.signal);
-    const topics = await findTopics(records.map((r) => r.id), datasets.embeddings, tfs, perRecord, ctx.signal);
+    const topics = await findTopics(
+      records.map((r) => r.id),
+      datasets.embeddings,
+      tfs,
+      perRecord,
+      ctx.signal,
+    );
     return {
-      headline: keywords.length ? `top keywords: ${keywords.slice(0, 5).map((k) => k.term).join(', ')}` : 'no keywords',
+      headline: keywords.length
+        ? `top keywords: ${keywords
+            .slice(0, 5)
+            .map((k) => k.term)
+            .join(', ')}`
+        : 'no keywords',
       documents: n,
       keywords,
       phrases,

@@ -18,7 +18,7 @@ const r3 = (x: number) => Math.round(x * 1000) / 1000;
 function ranks(xs: readonly number[]): number[] {
   const order = xs.map((x, i) => [x, i] as const).sort((a, b) => a[0] - b[0]);
   const out = new Array<number>(xs.length);
-  for (let i = 0; i < order.length; ) {
+  for (let i = 0; i < order.length;) {
     let j = i;
     while (j + 1 < order.length && order[j + 1]![0] === order[i]![0]) j++;
     for (let k = i; k <= j; k++) out[order[k]![1]] = (i + j) / 2 + 1;
@@ -86,16 +86,21 @@ export const analyzer: Analyzer = {
     const unreliable = perRecord.filter((p) => !p.reliable).map((p) => p.id);
     return {
       model: { name: model.name, version: model.version, languages: ['eng'] },
-      headline: n
-        ? `${Math.round((distribution.negative / n) * 100)} % negative, ${Math.round((distribution.positive / n) * 100)} % positive of ${n} records`
-        : 'no records',
+      headline: n ? `${Math.round((distribution.negative / n) * 100)} % negative, ${Math.round((distribution.positive / n) * 100)} % positive of ${n} records` : 'no records',
       count: n,
       distribution,
       shares: { negative: share(distribution.negative), neutral: share(distribution.neutral), positive: share(distribution.positive) },
       negativeShare: share(distribution.negative),
       averageScore: n ? r3(perRecord.reduce((s, p) => s + p.score, 0) / n) : null,
-      mostNegative: ranked.filter((p) => p.label === 'negative').slice(0, TOP).map(brief),
-      mostPositive: ranked.filter((p) => p.label === 'positive').reverse().slice(0, TOP).map(brief),
+      mostNegative: ranked
+        .filter((p) => p.label === 'negative')
+        .slice(0, TOP)
+        .map(brief),
+      mostPositive: ranked
+        .filter((p) => p.label === 'positive')
+        .reverse()
+        .slice(0, TOP)
+        .map(brief),
       // Spearman correlation of the sentiment score with each numeric field.
       correlations,
       // Verdicts to take with care: not English, or mostly words the model never saw.

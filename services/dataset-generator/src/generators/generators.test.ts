@@ -22,9 +22,18 @@ describe('registry', () => {
 describe('text', () => {
   it('tokenizes every record and finds the language', async () => {
     const { rows, summary } = await text.generate(records, ctx());
-    assert.deepEqual(rows.map((r) => r.id), records.map((r) => r.id));
+    assert.deepEqual(
+      rows.map((r) => r.id),
+      records.map((r) => r.id),
+    );
     const first = rows[0]!;
-    assert.deepEqual(first.tokens.slice(0, 3), first.normalized.split(/[^\p{L}\p{N}']+/u).filter(Boolean).slice(0, 3));
+    assert.deepEqual(
+      first.tokens.slice(0, 3),
+      first.normalized
+        .split(/[^\p{L}\p{N}']+/u)
+        .filter(Boolean)
+        .slice(0, 3),
+    );
     assert.equal(first.bigrams.length, first.tokens.length - 1);
     assert.equal(summary.primaryLanguage, 'eng');
     assert.ok(((summary.languages as Record<string, number>).eng ?? 0) >= 295, JSON.stringify(summary.languages));

@@ -100,7 +100,7 @@ export const generator: DatasetGenerator<TextRow> = {
     for (const row of rows) {
       languages[row.language] = (languages[row.language] ?? 0) + 1;
       totalTokens += row.tokens.length;
-      const stop = stopwordsFor(row.language === 'und' ? primary ?? 'eng' : row.language);
+      const stop = stopwordsFor(row.language === 'und' ? (primary ?? 'eng') : row.language);
       const content = (t: string) => t.length > 1 && !stop.has(t) && !/^\d+$/.test(t);
       for (const t of row.tokens) tokenCounts.set(t, (tokenCounts.get(t) ?? 0) + 1);
       for (const t of new Set(row.tokens)) if (content(t)) docCounts.set(t, (docCounts.get(t) ?? 0) + 1);

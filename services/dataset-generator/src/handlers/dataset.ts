@@ -34,7 +34,6 @@ export interface DatasetHandlerDeps {
   instance: string;
 }
 
-
 /** Where a flow's dataset lives in the bucket. */
 export const datasetKey = (tenant: string, flowId: string, task: string) => `datasets/${tenant}/${flowId}/${task}.jsonl.gz`;
 

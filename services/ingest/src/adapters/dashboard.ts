@@ -23,7 +23,8 @@ export function registerDashboard(app: FastifyInstance): void {
   } catch {
     // An image built without the ui/ folder: the API works, the dashboard says what is missing.
     app.log.warn('dashboard files (services/ingest/ui) not found; /ui is disabled');
-    const missing = async (_req: unknown, reply: FastifyReply) => reply.code(404).send({ error: { code: 'not_found', message: 'the dashboard files (services/ingest/ui) are not in this deployment', details: [] } });
+    const missing = async (_req: unknown, reply: FastifyReply) =>
+      reply.code(404).send({ error: { code: 'not_found', message: 'the dashboard files (services/ingest/ui) are not in this deployment', details: [] } });
     app.get('/ui', { schema: { hide: true } }, missing);
     app.get('/ui/*', { schema: { hide: true } }, missing);
     return;

@@ -7,7 +7,11 @@ import type { DeadLetterDetail, DeadLetterRecord, DeadLetterStore } from '../han
 import { scanNewestFirst } from './stream-scan.js';
 
 /** Headers the dead-lettering added: dropped on redrive (Jetflow-Flow-Id stays: originals carry it too). */
-const ADDED = new Set(Object.values(DLQ_HEADERS).filter((h) => h !== DLQ_HEADERS.flowId).map((h) => h.toLowerCase()));
+const ADDED = new Set(
+  Object.values(DLQ_HEADERS)
+    .filter((h) => h !== DLQ_HEADERS.flowId)
+    .map((h) => h.toLowerCase()),
+);
 const isAdded = (h: string) => ADDED.has(h.toLowerCase()) || /^jetflow-dlq-/i.test(h) || /^nats-/i.test(h);
 
 interface RawMsg {
@@ -52,7 +56,13 @@ export class JetStreamDeadLetterStore implements DeadLetterStore {
   async redrive(d: DeadLetterDetail, msgId: string) {
     const target = d.originalSubject;
     // Only back into Jetflow's own streams, and never into the dead-letter stream itself.
-    if (!target.startsWith(`${SUBJECTS.ingest}.`) && !target.startsWith(`${SUBJECTS.submit}.`) && !target.startsWith(`${SUBJECTS.task}.`) && !target.startsWith(`${SUBJECTS.result}.`) && !target.startsWith(`${SUBJECTS.callback}.`)) {
+    if (
+      !target.startsWith(`${SUBJECTS.ingest}.`) &&
+      !target.startsWith(`${SUBJECTS.submit}.`) &&
+      !target.startsWith(`${SUBJECTS.task}.`) &&
+      !target.startsWith(`${SUBJECTS.result}.`) &&
+      !target.startsWith(`${SUBJECTS.callback}.`)
+    ) {
       throw new JetflowError(ErrorCodes.INVALID_ARGUMENT, `dead letter ${d.seq} names original subject "${target}", which is not a Jetflow work subject; it cannot be redriven`, {
         details: [{ path: 'seq', message: 'not redrivable' }],
       });

@@ -3,7 +3,16 @@ import { Events, headers as natsHeaders, type KV, type NatsConnection } from 'na
 import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
 import { idempotencyClaimKey, msgIds, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { INGEST_CONTENT_TYPE, JetStreamApiCodes, isCasConflict, isJsError, resultSubject, retryTransient, submitSubject, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
+import {
+  INGEST_CONTENT_TYPE,
+  JetStreamApiCodes,
+  isCasConflict,
+  isJsError,
+  resultSubject,
+  retryTransient,
+  submitSubject,
+  type JetStreamPublisher,
+} from '../../../../libs/messaging/src/index.js';
 import type { Gateway } from '../handlers/flows.js';
 
 const enc = new TextEncoder();

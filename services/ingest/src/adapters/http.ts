@@ -41,7 +41,8 @@ export function toHttpError(err: unknown): { status: number; body: { error: { co
   else if (fe?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') je = new JetflowError(ErrorCodes.PAYLOAD_TOO_LARGE, fe.message);
   else if (fe?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') je = new JetflowError(ErrorCodes.UNSUPPORTED_MEDIA_TYPE, 'Content-Type must be application/json');
   else if (fe?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') je = new JetflowError(ErrorCodes.INVALID_ARGUMENT, 'body is empty', { details: [{ path: '', message: 'a JSON object is required' }] });
-  else if (fe?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (fe?.statusCode === 400 && fe instanceof SyntaxError)) je = new JetflowError(ErrorCodes.INVALID_ARGUMENT, 'body is not valid JSON', { details: [{ path: '', message: fe.message }] });
+  else if (fe?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (fe?.statusCode === 400 && fe instanceof SyntaxError))
+    je = new JetflowError(ErrorCodes.INVALID_ARGUMENT, 'body is not valid JSON', { details: [{ path: '', message: fe.message }] });
   else if (fe?.statusCode && fe.statusCode < 500 && fe.statusCode >= 400) je = new JetflowError(fe.statusCode === 404 ? ErrorCodes.NOT_FOUND : ErrorCodes.INVALID_ARGUMENT, fe.message);
   else je = new JetflowError(codeOf(err), (err as Error)?.message ?? 'internal error');
   const out: ReturnType<typeof toHttpError> = { status: STATUS[je.code].http, body: { error: { code: je.code, message: je.message, details: je.details } } };
@@ -64,7 +65,10 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
     // What the router refuses before any route (a path parameter over its length, a malformed URL)
     // answers the typed error shape too, not fastify's own (found by test/fuzz.test.ts).
     frameworkErrors: (err, _req, reply) => {
-      const e = (err as { code?: string }).code === 'FST_ERR_MAX_PARAM_LENGTH' ? toHttpError(new JetflowError(ErrorCodes.NOT_FOUND, 'no such resource: a path parameter longer than any id')) : toHttpError(new JetflowError(ErrorCodes.INVALID_ARGUMENT, err.message));
+      const e =
+        (err as { code?: string }).code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? toHttpError(new JetflowError(ErrorCodes.NOT_FOUND, 'no such resource: a path parameter longer than any id'))
+          : toHttpError(new JetflowError(ErrorCodes.INVALID_ARGUMENT, err.message));
       void (reply as unknown as FastifyReply).code(e.status).send(e.body);
     },
   });
@@ -110,15 +114,11 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
     return reply.code(202).send({ flowId: r.flowId, status: r.status });
   });
 
-  app.get<{ Querystring: { subject?: string } }>(
-    '/v1/routes',
-    { preHandler: authenticate },
-    async (req) => {
-      // The deployment's streams and consumers: not a tenant's business.
-      requireOperator(req, 'GET /v1/routes');
-      return d.flows.routes(req.query.subject ?? 'jetflow.task.>');
-    },
-  );
+  app.get<{ Querystring: { subject?: string } }>('/v1/routes', { preHandler: authenticate }, async (req) => {
+    // The deployment's streams and consumers: not a tenant's business.
+    requireOperator(req, 'GET /v1/routes');
+    return d.flows.routes(req.query.subject ?? 'jetflow.task.>');
+  });
 
   app.get<{ Params: { id: string } }>('/v1/flows/:id', { preHandler: authenticate }, async (req) => d.flows.get(req.tenant, req.params.id));
 

@@ -40,7 +40,13 @@ describe('ingest adapters read JetStream refusals by their codes (real nats-serv
   test('a full ingest stream answers overloaded at once; a taken idempotency key returns its record', async () => {
     const jsm = await nc.jetstreamManager();
     // The ingest stream at its limit (discard new), as after a long outage of the orchestrator.
-    await jsm.streams.add({ name: STREAMS.ingest, subjects: [`${SUBJECTS.ingest}.>`, `${SUBJECTS.submit}.>`], retention: RetentionPolicy.Workqueue, discard: DiscardPolicy.New, max_msgs: 1 });
+    await jsm.streams.add({
+      name: STREAMS.ingest,
+      subjects: [`${SUBJECTS.ingest}.>`, `${SUBJECTS.submit}.>`],
+      retention: RetentionPolicy.Workqueue,
+      discard: DiscardPolicy.New,
+      max_msgs: 1,
+    });
     const js = nc.jetstream();
     const [flows, idempotency, cancel] = await Promise.all([js.views.kv(BUCKETS.flows), js.views.kv(BUCKETS.idempotency), js.views.kv(BUCKETS.cancel)]);
     const gw = new JetStreamGateway(nc, pub, { flows, idempotency, cancel }, 2, 5_000);

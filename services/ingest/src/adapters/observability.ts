@@ -4,7 +4,20 @@ import type { NatsConnection } from 'nats';
 import type { Logger } from '../../../../libs/logging/src/index.js';
 import { STREAMS } from '../../../../libs/messaging/src/index.js';
 import { LABEL_VALUES, initMetrics, metricsText, registerConsumerGauges, submissionsCounter, zeroSeries } from '../../../../libs/metrics/src/index.js';
-import { ATTR, ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, recordError, startTelemetry, trace, tracer, tracingEnabled, type Span, type TelemetryConfig } from '../../../../libs/telemetry/src/index.js';
+import {
+  ATTR,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  propagation,
+  recordError,
+  startTelemetry,
+  trace,
+  tracer,
+  tracingEnabled,
+  type Span,
+  type TelemetryConfig,
+} from '../../../../libs/telemetry/src/index.js';
 
 type Submissions = ReturnType<typeof submissionsCounter>;
 
@@ -47,7 +60,11 @@ export function observeHttpSubmissions(app: FastifyInstance, submissions: Submis
     if (isSubmit(req)) {
       const parent = propagation.extract(ROOT_CONTEXT, req.headers);
       const path = req.url.split('?')[0] ?? req.url;
-      const span = tracer.startSpan('POST /v1/flows', { kind: SpanKind.SERVER, attributes: { [ATTR.httpMethod]: 'POST', [ATTR.httpRoute]: '/v1/flows', [ATTR.urlPath]: path, [ATTR.urlScheme]: req.protocol, [ATTR.door]: 'http' } }, parent);
+      const span = tracer.startSpan(
+        'POST /v1/flows',
+        { kind: SpanKind.SERVER, attributes: { [ATTR.httpMethod]: 'POST', [ATTR.httpRoute]: '/v1/flows', [ATTR.urlPath]: path, [ATTR.urlScheme]: req.protocol, [ATTR.door]: 'http' } },
+        parent,
+      );
       propagation.inject(trace.setSpan(parent, span), req.headers);
       spans.set(req, span);
     }

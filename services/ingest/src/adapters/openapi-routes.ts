@@ -71,7 +71,9 @@ const T0 = '2026-01-05T10:00:00.000Z';
 const T1 = '2026-01-05T10:00:00.412Z';
 
 /** Schemas in components.schemas: the input each flow with its own validation accepts. */
-export const FLOW_INPUT_COMPONENTS: Record<string, Schema> = Object.fromEntries(Object.entries(INPUT_SCHEMAS).map(([flow, s]) => [`FlowInput.${flow}`, { ...fromZod(s), description: `The \`input\` of flow "${flow}"` }]));
+export const FLOW_INPUT_COMPONENTS: Record<string, Schema> = Object.fromEntries(
+  Object.entries(INPUT_SCHEMAS).map(([flow, s]) => [`FlowInput.${flow}`, { ...fromZod(s), description: `The \`input\` of flow "${flow}"` }]),
+);
 
 const submission: Schema = {
   ...fromZod(SubmissionSchema),
@@ -176,36 +178,54 @@ const flowViewExample = {
       name: 'datasets',
       onFailure: 'fail_flow',
       status: 'running',
-      tasks: [{ name: 'text', subject: 'jetflow.task.dataset.text', status: 'succeeded', attempts: 1, dispatchedAt: T0, startedAt: T0, finishedAt: T1, durationMs: 380, error: null, worker: 'dataset-generator-1' }],
+      tasks: [
+        {
+          name: 'text',
+          subject: 'jetflow.task.dataset.text',
+          status: 'succeeded',
+          attempts: 1,
+          dispatchedAt: T0,
+          startedAt: T0,
+          finishedAt: T1,
+          durationMs: 380,
+          error: null,
+          worker: 'dataset-generator-1',
+        },
+      ],
     },
   ],
   errors: [],
   callback: null,
 };
 
-const flowSummary = rec({
-  flowId: str('Flow id'),
-  flow: str('Flow definition name'),
-  status: str('Flow status', { enum: FLOW_STATUS.slice(1) }),
-  stage: int('Index of the stage in progress, or the last reached'),
-  submittedAt: str('Accepted at', { format: 'date-time' }),
-  finishedAt: iso('Ended at'),
-  durationMs: nullable(int('From submission to end')),
-  updatedAt: iso('Last state change (the listing order)'),
-  tasks: rec({ total: int('Tasks'), succeeded: int('Succeeded'), failed: int('Failed or timed out'), running: int('Dispatched, not settled') }),
-  errors: int('Number of task errors'),
-  endReason: nullable(str('Why it ended')),
-  idempotencyKey: nullable(str('As submitted')),
-  metadata: map('As submitted', { type: 'string' }),
-  callback: callbackDelivery,
-}, { optional: ['callback'] });
+const flowSummary = rec(
+  {
+    flowId: str('Flow id'),
+    flow: str('Flow definition name'),
+    status: str('Flow status', { enum: FLOW_STATUS.slice(1) }),
+    stage: int('Index of the stage in progress, or the last reached'),
+    submittedAt: str('Accepted at', { format: 'date-time' }),
+    finishedAt: iso('Ended at'),
+    durationMs: nullable(int('From submission to end')),
+    updatedAt: iso('Last state change (the listing order)'),
+    tasks: rec({ total: int('Tasks'), succeeded: int('Succeeded'), failed: int('Failed or timed out'), running: int('Dispatched, not settled') }),
+    errors: int('Number of task errors'),
+    endReason: nullable(str('Why it ended')),
+    idempotencyKey: nullable(str('As submitted')),
+    metadata: map('As submitted', { type: 'string' }),
+    callback: callbackDelivery,
+  },
+  { optional: ['callback'] },
+);
 
 const flowEvent = rec(
   {
     flowId: str('Flow id'),
     tenant: str('Tenant'),
     flow: str('Flow name'),
-    type: str('accepted, flow.started, task.dispatched, task.succeeded, task.failed, task.retrying, task.skipped, task.cancelled, stage.completed, flow.completed, flow.rejected, callback.delivered, callback.retrying, callback.failed'),
+    type: str(
+      'accepted, flow.started, task.dispatched, task.succeeded, task.failed, task.retrying, task.skipped, task.cancelled, stage.completed, flow.completed, flow.rejected, callback.delivered, callback.retrying, callback.failed',
+    ),
     status: str('Flow status after the event'),
     task: str('Task, for task events (comma-separated when one transition touched several)'),
     stage: str('Stage, for stage events'),
@@ -225,7 +245,12 @@ const sse = (what: string, events: Record<string, string>) => ({
     .map(([e, c]) => `\`${e}\` (data: a ${c})`)
     .join(', ')}; comment lines keep the connection alive. EventSource clients may pass ?access_token=<api key> instead of the Authorization header.`,
   'x-sse-events': Object.fromEntries(Object.entries(events).map(([e, c]) => [e, { $ref: `#/components/schemas/${c}` }])),
-  content: { 'text/event-stream': { schema: { type: 'string' }, example: 'event: event\ndata: {"flowId":"fk2q7v1c9m3n8p0r5s6t4u2w1x","type":"task.succeeded","task":"text","atMs":"1767607200412"}\n\n' } },
+  content: {
+    'text/event-stream': {
+      schema: { type: 'string' },
+      example: 'event: event\ndata: {"flowId":"fk2q7v1c9m3n8p0r5s6t4u2w1x","type":"task.succeeded","task":"text","atMs":"1767607200412"}\n\n',
+    },
+  },
 });
 
 const deadLetterFields = {
@@ -274,7 +299,14 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     summary: 'Prometheus metrics',
     tags: ['probes'],
     auth: false,
-    ok: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' }, example: '# TYPE jetflow_flows_completed_total counter\njetflow_flows_completed_total{flow="insights",status="succeeded"} 12\n' } } } },
+    ok: {
+      200: {
+        description: 'Prometheus text exposition format',
+        content: {
+          'text/plain': { schema: { type: 'string' }, example: '# TYPE jetflow_flows_completed_total counter\njetflow_flows_completed_total{flow="insights",status="succeeded"} 12\n' },
+        },
+      },
+    },
   },
   'POST /v1/flows': {
     operationId: 'submitFlow',
@@ -288,7 +320,8 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/flows': {
     operationId: 'listFlows',
     summary: 'List recent flows of the tenant',
-    description: 'Without `status`, or with `running` in it: flows changed in the last 24 h (the KV state), most recently changed first. With final statuses only (succeeded, partial, failed, cancelled) and the DynamoDB history on: every finished flow, however old, newest start first. A page may hold fewer than `limit` flows, even none, while older ones exist: follow `nextCursor` until it is null.',
+    description:
+      'Without `status`, or with `running` in it: flows changed in the last 24 h (the KV state), most recently changed first. With final statuses only (succeeded, partial, failed, cancelled) and the DynamoDB history on: every finished flow, however old, newest start first. A page may hold fewer than `limit` flows, even none, while older ones exist: follow `nextCursor` until it is null.',
     tags: ['flows'],
     querystring: fromZod(ListQuerySchema),
     ok: {
@@ -296,7 +329,23 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
         { flows: arr(flowSummary), nextCursor: nullable(str('Cursor of the next page')) },
         {
           example: {
-            flows: [{ flowId: FLOW_ID, flow: 'insights', status: 'succeeded', stage: 1, submittedAt: T0, finishedAt: T1, durationMs: 412, updatedAt: T1, tasks: { total: 6, succeeded: 6, failed: 0, running: 0 }, errors: 0, endReason: null, idempotencyKey: 'order-123', metadata: { source: 'crm' } }],
+            flows: [
+              {
+                flowId: FLOW_ID,
+                flow: 'insights',
+                status: 'succeeded',
+                stage: 1,
+                submittedAt: T0,
+                finishedAt: T1,
+                durationMs: 412,
+                updatedAt: T1,
+                tasks: { total: 6, succeeded: 6, failed: 0, running: 0 },
+                errors: 0,
+                endReason: null,
+                idempotencyKey: 'order-123',
+                metadata: { source: 'crm' },
+              },
+            ],
             nextCursor: 'a3Y6MTIzNA',
           },
         },
@@ -380,7 +429,27 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
             traceId: null,
             traceUrl: null,
             callback: { deliveryId: `dlv_${FLOW_ID}`, status: 'delivered', attempts: 1, lastStatusCode: 200, deliveredAt: T1 },
-            stages: [{ name: 'datasets', onFailure: 'fail_flow', tasks: [{ name: 'text', subject: 'jetflow.task.dataset.text', status: 'succeeded', attempts: 1, dispatchedAt: 1767607200003, startedAt: 1767607200005, finishedAt: 1767607200190, durationMs: 185, error: null, worker: 'dataset-generator-1', stage: 0 }] }],
+            stages: [
+              {
+                name: 'datasets',
+                onFailure: 'fail_flow',
+                tasks: [
+                  {
+                    name: 'text',
+                    subject: 'jetflow.task.dataset.text',
+                    status: 'succeeded',
+                    attempts: 1,
+                    dispatchedAt: 1767607200003,
+                    startedAt: 1767607200005,
+                    finishedAt: 1767607200190,
+                    durationMs: 185,
+                    error: null,
+                    worker: 'dataset-generator-1',
+                    stage: 0,
+                  },
+                ],
+              },
+            ],
           },
         },
       ),
@@ -390,7 +459,8 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/flows/:id/attempts': {
     operationId: 'getFlowAttempts',
     summary: "Each task's failed attempts and the callback's delivery attempts",
-    description: 'Retried attempts from the flow\'s task.retrying events and the callback\'s from callback.* events (the events stream keeps them an hour), then each failed task\'s final error from the flow state, which keeps only that last one.',
+    description:
+      "Retried attempts from the flow's task.retrying events and the callback's from callback.* events (the events stream keeps them an hour), then each failed task's final error from the flow state, which keeps only that last one.",
     tags: ['flows'],
     params: flowIdParam,
     ok: {
@@ -423,7 +493,12 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
         {
           example: {
             flowId: FLOW_ID,
-            tasks: { sentiment: [{ attempt: 1, at: T0, outcome: 'retrying', code: 'retryable', message: 'model busy' }, { attempt: 2, at: T1, outcome: 'failed', code: 'terminal', message: 'bad text' }] },
+            tasks: {
+              sentiment: [
+                { attempt: 1, at: T0, outcome: 'retrying', code: 'retryable', message: 'model busy' },
+                { attempt: 2, at: T1, outcome: 'failed', code: 'terminal', message: 'bad text' },
+              ],
+            },
             callback: [{ attempt: 1, at: T1, outcome: 'delivered', message: 'HTTP 200' }],
             truncated: false,
           },
@@ -447,7 +522,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     summary: 'Follow one flow until it ends',
     tags: ['flows', 'events'],
     params: flowIdParam,
-    ok: { 200: sse('The flow\'s lifecycle: `snapshot` (the flow as GET returns it) first and last, `event` in between', { snapshot: 'Flow', event: 'FlowEvent' }) },
+    ok: { 200: sse("The flow's lifecycle: `snapshot` (the flow as GET returns it) first and last, `event` in between", { snapshot: 'Flow', event: 'FlowEvent' }) },
     errors: ['not_found'],
   },
   'GET /v1/stream/events': {
@@ -461,8 +536,9 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   },
   'GET /v1/deadletters': {
     operationId: 'listDeadLetters',
-    summary: 'List the tenant\'s dead letters',
-    description: 'Newest first. Visible to a tenant: those whose original subject, flow or body names it (plus, for JETFLOW_OPERATOR_TENANTS, those no tenant can be found for). A page may hold fewer than `limit`, even none, while older ones exist: follow `nextCursor` until it is null.',
+    summary: "List the tenant's dead letters",
+    description:
+      'Newest first. Visible to a tenant: those whose original subject, flow or body names it (plus, for JETFLOW_OPERATOR_TENANTS, those no tenant can be found for). A page may hold fewer than `limit`, even none, while older ones exist: follow `nextCursor` until it is null.',
     tags: ['dead letters'],
     querystring: fromZod(DeadLetterQuerySchema),
     ok: { 200: rec({ deadLetters: arr(deadLetter), nextCursor: nullable(str('Cursor of the next page')) }, { example: { deadLetters: [deadLetterExample], nextCursor: null } }) },
@@ -482,7 +558,15 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
           headers: map('All headers, each with its values', arr({ type: 'string' })),
           body: rec({ encoding: str('How `value` holds the body', { enum: ['json', 'text', 'base64'] }), value: { description: 'The body: parsed JSON, text, or base64' } }),
         },
-        { example: { ...deadLetterExample, originalStream: 'JETFLOW_CALLBACKS', originalSeq: 17, headers: { 'Jetflow-Dlq-Code': ['callback_failed'], 'Nats-Msg-Id': [`${FLOW_ID}:callback`] }, body: { encoding: 'base64', value: 'CgR0ZXN0' } } },
+        {
+          example: {
+            ...deadLetterExample,
+            originalStream: 'JETFLOW_CALLBACKS',
+            originalSeq: 17,
+            headers: { 'Jetflow-Dlq-Code': ['callback_failed'], 'Nats-Msg-Id': [`${FLOW_ID}:callback`] },
+            body: { encoding: 'base64', value: 'CgR0ZXN0' },
+          },
+        },
       ),
     },
     errors: ['invalid_argument', 'not_found'],
@@ -490,12 +574,20 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /v1/deadletters/:seq/redrive': {
     operationId: 'redriveDeadLetter',
     summary: 'Redrive a dead letter',
-    description: 'Republishes the original body and headers (without the dead-letter ones) to the original subject with Nats-Msg-Id `redrive:<seq>`, then deletes the dead letter. Retrying is safe.',
+    description:
+      'Republishes the original body and headers (without the dead-letter ones) to the original subject with Nats-Msg-Id `redrive:<seq>`, then deletes the dead letter. Retrying is safe.',
     tags: ['dead letters'],
     params: seqParam,
     ok: {
       200: rec(
-        { seq: int('The dead letter'), subject: str('Republished to'), msgId: str('redrive:<seq>'), stream: str('Stream that stored it'), streamSeq: int('Its sequence there'), duplicate: bool('Already redriven (deduplicated)') },
+        {
+          seq: int('The dead letter'),
+          subject: str('Republished to'),
+          msgId: str('redrive:<seq>'),
+          stream: str('Stream that stored it'),
+          streamSeq: int('Its sequence there'),
+          duplicate: bool('Already redriven (deduplicated)'),
+        },
         { example: { seq: 42, subject: 'jetflow.callback.default', msgId: 'redrive:42', stream: 'JETFLOW_CALLBACKS', streamSeq: 18, duplicate: false } },
       ),
     },
@@ -504,7 +596,8 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/routes': {
     operationId: 'routes',
     summary: 'Which consumer gets a task subject',
-    description: 'Routing is by subject hierarchy: one durable consumer per task subject on stream JETFLOW_TASKS. The subject may be a pattern with * and > wildcards. Operator keys only (a tenant key gets 403 `permission_denied`).',
+    description:
+      'Routing is by subject hierarchy: one durable consumer per task subject on stream JETFLOW_TASKS. The subject may be a pattern with * and > wildcards. Operator keys only (a tenant key gets 403 `permission_denied`).',
     tags: ['operations'],
     querystring: rec({ subject: str('A task subject or pattern under jetflow.task (default jetflow.task.>)') }, { optional: ['subject'] }),
     ok: {
@@ -521,7 +614,20 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
             }),
           ),
         },
-        { example: { query: 'jetflow.task.analyst.>', routes: [{ subject: 'jetflow.task.analyst.sentiment', stream: 'JETFLOW_TASKS', consumer: 'task-analyst-sentiment', servedBy: 'analyst', usedBy: [{ flow: 'insights', version: 1, stage: 'analysis', task: 'sentiment' }] }] } },
+        {
+          example: {
+            query: 'jetflow.task.analyst.>',
+            routes: [
+              {
+                subject: 'jetflow.task.analyst.sentiment',
+                stream: 'JETFLOW_TASKS',
+                consumer: 'task-analyst-sentiment',
+                servedBy: 'analyst',
+                usedBy: [{ flow: 'insights', version: 1, stage: 'analysis', task: 'sentiment' }],
+              },
+            ],
+          },
+        },
       ),
     },
     errors: ['invalid_argument', 'permission_denied'],
@@ -529,7 +635,8 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/consumers': {
     operationId: 'consumers',
     summary: 'JetStream consumers of the Jetflow streams',
-    description: 'Lag and load per consumer. deliveredPerSec is estimated from the previous call at least a second earlier (null on the first). Operator keys only: it shows every tenant\'s load (a tenant key gets 403 `permission_denied`).',
+    description:
+      "Lag and load per consumer. deliveredPerSec is estimated from the previous call at least a second earlier (null on the first). Operator keys only: it shows every tenant's load (a tenant key gets 403 `permission_denied`).",
     tags: ['operations'],
     ok: {
       200: rec(
@@ -556,7 +663,21 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
           example: {
             sampledAt: T1,
             streams: [{ name: 'JETFLOW_TASKS', messages: 0, bytes: 0, consumers: 6 }],
-            consumers: [{ stream: 'JETFLOW_TASKS', name: 'task-analyst-sentiment', filterSubject: 'jetflow.task.analyst.sentiment', numPending: 0, numAckPending: 1, numRedelivered: 0, numWaiting: 2, delivered: 1200, maxAckPending: 1000, lastActive: T1, deliveredPerSec: 31.5 }],
+            consumers: [
+              {
+                stream: 'JETFLOW_TASKS',
+                name: 'task-analyst-sentiment',
+                filterSubject: 'jetflow.task.analyst.sentiment',
+                numPending: 0,
+                numAckPending: 1,
+                numRedelivered: 0,
+                numWaiting: 2,
+                delivered: 1200,
+                maxAckPending: 1000,
+                lastActive: T1,
+                deliveredPerSec: 31.5,
+              },
+            ],
           },
         },
       ),

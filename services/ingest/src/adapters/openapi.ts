@@ -42,7 +42,9 @@ export async function registerDocs(app: FastifyInstance, o: { version: string })
       const doc = 'openapiObject' in o ? o.openapiObject : undefined;
       for (const [key, d] of Object.entries(ROUTE_DOCS)) {
         const [method, url] = key.split(' ') as [string, string];
-        const op = (doc?.paths?.[url.replace(/:(\w+)/g, '{$1}')] as Record<string, { requestBody?: { required?: boolean }; responses?: Record<string, Record<string, unknown>> }> | undefined)?.[method.toLowerCase()];
+        const op = (
+          doc?.paths?.[url.replace(/:(\w+)/g, '{$1}')] as Record<string, { requestBody?: { required?: boolean }; responses?: Record<string, Record<string, unknown>> }> | undefined
+        )?.[method.toLowerCase()];
         if (!op) continue;
         if (d.bodyOptional && op.requestBody) op.requestBody.required = false;
         for (const [status, s] of Object.entries(d.ok)) {

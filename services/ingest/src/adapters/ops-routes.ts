@@ -70,7 +70,9 @@ export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
   app.get<{ Params: { id: string } }>('/v1/flows/:id/attempts', { preHandler: authenticate }, async (req) => {
     const s = await d.flows.state(req.tenant, req.params.id);
     const { events, truncated } = await readFlowEvents(d.nc, req.tenant, s.flowId);
-    const finals = Object.entries(s.tasks).flatMap(([task, t]) => ((t.status === 'failed' || t.status === 'timed_out') && t.error ? [{ task, attempts: t.attempts, finishedAt: t.finishedAt, error: t.error }] : []));
+    const finals = Object.entries(s.tasks).flatMap(([task, t]) =>
+      (t.status === 'failed' || t.status === 'timed_out') && t.error ? [{ task, attempts: t.attempts, finishedAt: t.finishedAt, error: t.error }] : [],
+    );
     return { flowId: s.flowId, ...attemptHistory(events, finals), truncated };
   });
 
@@ -92,7 +94,8 @@ export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
 
   app.get<{ Querystring: { flowId?: string } }>('/v1/stream/events', { preHandler: authenticate }, async (req, reply) => {
     const flowId = req.query.flowId;
-    if (flowId !== undefined && !FLOW_ID_RE.test(flowId)) throw new JetflowError(ErrorCodes.INVALID_ARGUMENT, `flowId "${flowId}" is not a flow id`, { details: [{ path: 'flowId', message: 'lowercase letters and digits' }] });
+    if (flowId !== undefined && !FLOW_ID_RE.test(flowId))
+      throw new JetflowError(ErrorCodes.INVALID_ARGUMENT, `flowId "${flowId}" is not a flow id`, { details: [{ path: 'flowId', message: 'lowercase letters and digits' }] });
     const sub = d.nc.subscribe(eventSubject(req.tenant, flowId ?? '>'));
     const sse = openSse(req, reply, sseBounds(d.limits, d.log, '/v1/stream/events', { watch: false }));
     streams.add(sse);

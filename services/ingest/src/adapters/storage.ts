@@ -32,7 +32,10 @@ export async function startIngestStorage(
     await Promise.all([cfg.claimCheckBytes > 0 ? storage.objects.ensureBucket() : undefined, cfg.history === 'dynamodb' ? storage.flows.ensureTable() : undefined]);
   } catch (err) {
     storage.close();
-    throw new Error(`ingest: storage is not usable (bucket ${storage.objects.bucket}, table ${storage.flows.table}; AWS_REGION, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_DYNAMODB, JETFLOW_CLAIM_CHECK_BYTES=0, JETFLOW_HISTORY=off): ${(err as Error).message}`, { cause: err });
+    throw new Error(
+      `ingest: storage is not usable (bucket ${storage.objects.bucket}, table ${storage.flows.table}; AWS_REGION, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_DYNAMODB, JETFLOW_CLAIM_CHECK_BYTES=0, JETFLOW_HISTORY=off): ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   deps.log.info({ claimCheckBytes: cfg.claimCheckBytes, bucket: storage.objects.bucket, history: cfg.history, table: storage.flows.table }, 'storage ready');
   const out: IngestStorage = { lister: kvLister, close: () => storage.close() };

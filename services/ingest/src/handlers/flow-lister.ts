@@ -59,7 +59,14 @@ export const ListQuerySchema = z.object({
   status: z
     .string()
     .optional()
-    .transform((s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : []))
+    .transform((s) =>
+      s
+        ? s
+            .split(',')
+            .map((x) => x.trim())
+            .filter(Boolean)
+        : [],
+    )
     .pipe(z.array(z.enum(STATUSES, { message: `expected one or more of ${STATUSES.join(', ')} (comma-separated)` })))
     .describe(`Only these statuses, comma-separated (${STATUSES.join(', ')})`),
   limit: z.coerce.number().int().min(1).max(MAX_LIST_LIMIT).default(50).describe('Most flows on a page'),

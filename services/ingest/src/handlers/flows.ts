@@ -133,7 +133,8 @@ export class FlowHandlers {
 
   /** Which consumer gets a task: the routes matching a subject or wildcard pattern. */
   routes(query: string) {
-    if (!/^jetflow\.task(\.[a-z0-9_*>-]+)+$/.test(query)) throw invalid([{ path: 'subject', message: 'expected a task subject or pattern under jetflow.task, e.g. jetflow.task.analyst.sentiment or jetflow.task.analyst.>' }]);
+    if (!/^jetflow\.task(\.[a-z0-9_*>-]+)+$/.test(query))
+      throw invalid([{ path: 'subject', message: 'expected a task subject or pattern under jetflow.task, e.g. jetflow.task.analyst.sentiment or jetflow.task.analyst.>' }]);
     return { query, routes: routesFor(query, this.d.registry) };
   }
 
@@ -141,7 +142,8 @@ export class FlowHandlers {
     const s = await this.stateOf(tenant, flowId);
     if (!s) {
       // Accepted but not started yet: there is nothing to cancel until the orchestrator has written its state.
-      if (this.recent.get(flowId)?.tenant === tenant) throw new JetflowError(ErrorCodes.UNAVAILABLE, `flow ${flowId} is accepted but not started yet; retry the cancel in a moment`, { retryAfterMs: 200 });
+      if (this.recent.get(flowId)?.tenant === tenant)
+        throw new JetflowError(ErrorCodes.UNAVAILABLE, `flow ${flowId} is accepted but not started yet; retry the cancel in a moment`, { retryAfterMs: 200 });
       throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     }
     if (isTerminal(s)) throw new JetflowError(ErrorCodes.CONFLICT, `flow ${flowId} already ended as ${s.status}`);

@@ -9,7 +9,18 @@ import { traceIdOf } from './timeline.js';
 // The operations handlers without a broker: the stores are plain in-memory implementations.
 
 describe('ConsumerStats', () => {
-  const counters = (delivered: number): ConsumerCounters => ({ stream: 'S', name: 'c', filterSubject: null, numPending: 0, numAckPending: 0, numRedelivered: 0, numWaiting: 0, delivered, maxAckPending: null, lastActive: null });
+  const counters = (delivered: number): ConsumerCounters => ({
+    stream: 'S',
+    name: 'c',
+    filterSubject: null,
+    numPending: 0,
+    numAckPending: 0,
+    numRedelivered: 0,
+    numWaiting: 0,
+    delivered,
+    maxAckPending: null,
+    lastActive: null,
+  });
 
   test('rate is null until a sample a second old exists, then deliveries per second', async () => {
     let now = 10_000;
@@ -50,8 +61,14 @@ describe('parseListQuery', () => {
   test('defaults, comma-separated statuses, and errors naming the parameter', () => {
     assert.deepEqual(parseListQuery('t', {}), { tenant: 't', status: [], limit: 50 });
     assert.deepEqual(parseListQuery('t', { status: 'failed,partial', limit: '5' }).status, ['failed', 'partial']);
-    assert.throws(() => parseListQuery('t', { limit: '500' }), (e: { code: string; details: Array<{ path: string }> }) => e.code === 'invalid_argument' && e.details[0]!.path === 'limit');
-    assert.throws(() => parseListQuery('t', { status: 'done' }), (e: { details: Array<{ path: string }> }) => e.details[0]!.path === 'status');
+    assert.throws(
+      () => parseListQuery('t', { limit: '500' }),
+      (e: { code: string; details: Array<{ path: string }> }) => e.code === 'invalid_argument' && e.details[0]!.path === 'limit',
+    );
+    assert.throws(
+      () => parseListQuery('t', { status: 'done' }),
+      (e: { details: Array<{ path: string }> }) => e.details[0]!.path === 'status',
+    );
   });
 });
 
@@ -101,22 +118,37 @@ describe('DeadLetterHandlers', () => {
   const h = new DeadLetterHandlers({ store, getState: async (id) => (states[id] ? ({ tenant: states[id] } as FlowState) : null), operatorTenants: new Set(['ops']) });
 
   test('a tenant sees its own by subject, by flow, then by body; operators also see the unattributed', async () => {
-    assert.deepEqual((await h.list('acme', {})).deadLetters.map((d) => d.seq), [6, 5, 4]);
-    assert.deepEqual((await h.list('globex', {})).deadLetters.map((d) => d.seq), [2, 1]);
-    assert.deepEqual((await h.list('ops', {})).deadLetters.map((d) => d.seq), [3]);
+    assert.deepEqual(
+      (await h.list('acme', {})).deadLetters.map((d) => d.seq),
+      [6, 5, 4],
+    );
+    assert.deepEqual(
+      (await h.list('globex', {})).deadLetters.map((d) => d.seq),
+      [2, 1],
+    );
+    assert.deepEqual(
+      (await h.list('ops', {})).deadLetters.map((d) => d.seq),
+      [3],
+    );
   });
 
   test('pages with an opaque cursor', async () => {
     const p1 = await h.list('acme', { limit: '2' });
-    assert.deepEqual(p1.deadLetters.map((d) => d.seq), [6, 5]);
+    assert.deepEqual(
+      p1.deadLetters.map((d) => d.seq),
+      [6, 5],
+    );
     assert.ok(p1.nextCursor);
     const p2 = await h.list('acme', { limit: '2', cursor: p1.nextCursor });
-    assert.deepEqual(p2.deadLetters.map((d) => d.seq), [4]);
+    assert.deepEqual(
+      p2.deadLetters.map((d) => d.seq),
+      [4],
+    );
     assert.equal(p2.nextCursor, null);
     await assert.rejects(h.list('acme', { cursor: 'bad' }), { code: 'invalid_argument' });
   });
 
-  test('redrive uses redrive:<seq>; another tenant\'s or an unknown one is not found', async () => {
+  test("redrive uses redrive:<seq>; another tenant's or an unknown one is not found", async () => {
     const r = await h.redrive('acme', '5');
     assert.equal(r.msgId, 'redrive:5');
     assert.deepEqual(redriven, [{ seq: 5, msgId: 'redrive:5' }]);
