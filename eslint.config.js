@@ -9,7 +9,7 @@ import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescrip
 import globals from 'globals';
 
 export default defineConfig(
-  { ignores: ['dist/', 'node_modules/', 'libs/proto/src/gen/', '.jetflow/', 'test-artifacts/', '.scratch*/'] },
+  { ignores: ['**/dist/', 'node_modules/', 'libs/proto/src/gen/', '.jetflow/', 'test-artifacts/', '.scratch*/'] },
   js.configs.recommended,
   {
     files: ['**/*.ts'],
