@@ -15,12 +15,12 @@ import * as grpc from '@grpc/grpc-js';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
 import { deriveFlowId } from '../libs/flows/src/index.js';
-import { CancelFlowRequestSchema, FlowRequestSchema, GetFlowRequestSchema, SubmitFlowRequestSchema, SubmitFlowResponseSchema, WatchFlowRequestSchema } from '../libs/proto/src/index.js';
+import { FlowRequestSchema, SubmitFlowResponseSchema } from '../libs/proto/src/index.js';
 import { INGEST_CONTENT_TYPE, STREAMS } from '../libs/messaging/src/index.js';
 import { mulberry32, type Rng } from '../libs/random/src/index.js';
 import { assertExactlyOnce, jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { ingestClient } from './grpc-client.js';
-import { malformed, rawClient } from './grpc-raw.js';
+import { malformed, rawClient, validRequests } from './grpc-raw.js';
 
 const SEED = Number(process.env.JETFLOW_FUZZ_SEED ?? 20_261_202);
 const COUNTS = { http: 5_200, grpc: 2_000, nats: 3_000, property: 100, repeats: 40 };
@@ -348,21 +348,7 @@ describe(`fuzzing every door (seed ${SEED})`, () => {
 
   test(`gRPC: ${COUNTS.grpc} random and mutated messages to every method get typed statuses, never INTERNAL or UNKNOWN`, async () => {
     const rng = mulberry32(SEED + 1);
-    const valid = {
-      SubmitFlow: toBinary(
-        SubmitFlowRequestSchema,
-        create(SubmitFlowRequestSchema, {
-          flow: 'insights',
-          input: { records: [{ id: 'r1', text: 'late and damaged', fields: { rating: 2 } }] },
-          idempotencyKey: 'fuzz-k1',
-          deadlineMs: 5_000,
-          metadata: { a: 'b' },
-        }),
-      ),
-      GetFlow: toBinary(GetFlowRequestSchema, create(GetFlowRequestSchema, { flowId: deriveFlowId('default', 'fuzz-none') })),
-      CancelFlow: toBinary(CancelFlowRequestSchema, create(CancelFlowRequestSchema, { flowId: deriveFlowId('default', 'fuzz-none'), reason: 'fuzz' })),
-      WatchFlow: toBinary(WatchFlowRequestSchema, create(WatchFlowRequestSchema, { flowId: deriveFlowId('default', 'fuzz-none') })),
-    };
+    const valid = validRequests(deriveFlowId('default', 'fuzz-none'), 'fuzz-k1');
     const methods = Object.keys(valid) as Array<keyof typeof valid>;
     const inputs = Array.from({ length: COUNTS.grpc }, () => {
       const method = pick(rng, methods);

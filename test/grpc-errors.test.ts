@@ -1,13 +1,12 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { create, fromBinary, toBinary, type DescMessage } from '@bufbuild/protobuf';
+import { fromBinary, type DescMessage } from '@bufbuild/protobuf';
 import { deriveFlowId } from '../libs/flows/src/index.js';
-import { CancelFlowRequestSchema, GetFlowRequestSchema, SubmitFlowRequestSchema, WatchFlowRequestSchema } from '../libs/proto/src/index.js';
 import { mulberry32 } from '../libs/random/src/index.js';
 import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { ingestClient } from './grpc-client.js';
-import { malformed, PROMPT_MS, rawClient } from './grpc-raw.js';
+import { malformed, PROMPT_MS, rawClient, REQUEST_SCHEMAS, validRequests } from './grpc-raw.js';
 
 const OTHER_KEY = 'other-key-0123456789abcdef';
 
@@ -93,22 +92,8 @@ describe('gRPC errors', () => {
 
   test('undecodable requests to every method get INVALID_ARGUMENT naming the message type; decodable ones a typed status, never INTERNAL or UNKNOWN; the server keeps serving', async () => {
     const done = await ingestClient(j.grpc, j.apiKey).submit(sampleSubmission(cb.url, { idempotencyKey: 'grpc-errors-done' }));
-    const valid = {
-      SubmitFlow: toBinary(
-        SubmitFlowRequestSchema,
-        create(SubmitFlowRequestSchema, {
-          flow: 'insights',
-          input: { records: [{ id: 'r1', text: 'late and damaged', fields: { rating: 2 } }] },
-          idempotencyKey: 'k1',
-          deadlineMs: 5_000,
-          metadata: { a: 'b' },
-        }),
-      ),
-      GetFlow: toBinary(GetFlowRequestSchema, create(GetFlowRequestSchema, { flowId: done.flowId })),
-      CancelFlow: toBinary(CancelFlowRequestSchema, create(CancelFlowRequestSchema, { flowId: done.flowId, reason: 'test' })),
-      WatchFlow: toBinary(WatchFlowRequestSchema, create(WatchFlowRequestSchema, { flowId: done.flowId })),
-    };
-    const schemas = { SubmitFlow: SubmitFlowRequestSchema, GetFlow: GetFlowRequestSchema, CancelFlow: CancelFlowRequestSchema, WatchFlow: WatchFlowRequestSchema };
+    const valid = validRequests(done.flowId, 'k1');
+    const schemas = REQUEST_SCHEMAS;
     const raw = rawClient(j.grpc);
     const rng = mulberry32(20_240_611);
     const wrong: string[] = [];

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
-import { IngestService } from '../libs/proto/src/index.js';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { CancelFlowRequestSchema, GetFlowRequestSchema, IngestService, SubmitFlowRequestSchema, WatchFlowRequestSchema } from '../libs/proto/src/index.js';
 import type { Rng } from '../libs/random/src/index.js';
 
 /** Long enough for a status on a busy 2-core box; far shorter than "hangs until the deadline". */
@@ -61,4 +62,26 @@ export function malformed(rng: Rng, valid: Uint8Array): Buffer {
     else b.length = Math.max(1, at);
   }
   return Buffer.from(b);
+}
+
+/** The request schema of each IngestService method. */
+export const REQUEST_SCHEMAS = { SubmitFlow: SubmitFlowRequestSchema, GetFlow: GetFlowRequestSchema, CancelFlow: CancelFlowRequestSchema, WatchFlow: WatchFlowRequestSchema };
+
+/** One valid request per IngestService method, encoded: the seeds that malformed() mutates. */
+export function validRequests(flowId: string, idempotencyKey: string): Record<keyof typeof REQUEST_SCHEMAS, Uint8Array> {
+  return {
+    SubmitFlow: toBinary(
+      SubmitFlowRequestSchema,
+      create(SubmitFlowRequestSchema, {
+        flow: 'insights',
+        input: { records: [{ id: 'r1', text: 'late and damaged', fields: { rating: 2 } }] },
+        idempotencyKey,
+        deadlineMs: 5_000,
+        metadata: { a: 'b' },
+      }),
+    ),
+    GetFlow: toBinary(GetFlowRequestSchema, create(GetFlowRequestSchema, { flowId })),
+    CancelFlow: toBinary(CancelFlowRequestSchema, create(CancelFlowRequestSchema, { flowId, reason: 'test' })),
+    WatchFlow: toBinary(WatchFlowRequestSchema, create(WatchFlowRequestSchema, { flowId })),
+  };
 }
