@@ -139,6 +139,13 @@ export class FlowRegistry {
   names(): string[] {
     return [...this.byName.keys()];
   }
+  /** Makes `def` the definition of its name: a newer version registered while running (registrations.ts). */
+  use(def: FlowDef): void {
+    const i = this.defs.findIndex((d) => d.name === def.name);
+    if (i >= 0) this.defs[i] = def;
+    else this.defs.push(def);
+    this.byName.set(def.name, def);
+  }
 }
 
 /** JSON with the keys of every object sorted: one definition gives the same bytes in every process. */
