@@ -95,6 +95,11 @@ export interface EngineDeps {
   cancelFlags?: Pick<KV, 'get'>;
   /** Claim check of the NATS door: an input JSON over `thresholdBytes` is stored and the flow keeps only the ref. */
   claimInput?: { thresholdBytes: number; store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string> };
+  /**
+   * A flow name the registry does not hold yet: read from the definitions store before the flow is refused
+   * (a version registered a moment ago that this replica's watch has not brought yet).
+   */
+  findDefinition?: (name: string) => Promise<FlowDef | undefined>;
 }
 
 interface Cached {
@@ -487,7 +492,7 @@ export class SagaEngine {
   }
 
   private async start(req: FlowRequest, m: JsMsg): Promise<void> {
-    const def = this.d.registry.get(req.flow);
+    const def = this.d.registry.get(req.flow) ?? (await this.d.findDefinition?.(req.flow));
     const now = Date.now();
     // The flow's trace: this start span when tracing (a NATS submission without a traceparent gets its
     // root here), else the submitter's header, else one derived from the flow id (not sampled), so
