@@ -185,6 +185,10 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         kvRead(BUCKETS.idempotency),
         kvWrite(BUCKETS.idempotency),
         kvWrite(BUCKETS.cancel),
+        // Flow definitions registered through the API (PUT /v1/flow-definitions), seeded from the file, watched.
+        kvRead(BUCKETS.definitions),
+        kvWrite(BUCKETS.definitions),
+        readStream(`KV_${BUCKETS.definitions}`, t.durables.get(`KV_${BUCKETS.definitions}`)),
         // Listings scan these streams with ephemeral consumers; live views read events.
         readStream(`KV_${BUCKETS.flows}`, t.durables.get(`KV_${BUCKETS.flows}`)),
         readStream(STREAMS.dlq, t.durables.get(STREAMS.dlq)),
@@ -221,6 +225,8 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         // Every definition a flow starts on is stored first, and read back for flows started on older ones.
         kvRead(BUCKETS.definitions),
         kvWrite(BUCKETS.definitions),
+        // The newest version of each name is followed there (a KV watch of the indexes).
+        readStream(`KV_${BUCKETS.definitions}`, t.durables.get(`KV_${BUCKETS.definitions}`)),
         // Leases: get, put, create, update, delete, and keys() (an ordered consumer).
         kvRead(BUCKETS.leases),
         kvWrite(BUCKETS.leases),
