@@ -3,6 +3,9 @@ import { z } from 'zod';
 import { invalid, type FieldIssue } from '../../errors/src/index.js';
 import type { FlowRegistry } from './definitions.js';
 
+/** The furthest a delayed start may lie ahead (`startAt`, `delayMs`): 30 days. */
+export const MAX_START_DELAY_MS = 30 * 86_400_000;
+
 /** The submission as all three doors accept it (README, "Submit a flow"; GET /docs on ingest). */
 const RecordSchema = z
   .object({
@@ -47,8 +50,47 @@ export const SubmissionSchema = z
       .record(z.string().max(128), z.string().max(1_024))
       .refine((m) => Object.keys(m).length <= 32, 'at most 32 entries')
       .optional(),
+    /** Delayed start: an RFC 3339 time (startProblem checks it against the clock) or a delay; not both. */
+    startAt: z.string().max(64).optional(),
+    delayMs: z.number().int().min(0).max(MAX_START_DELAY_MS).optional(),
   })
   .strict();
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/**
+ * What is wrong with a submission's delayed start, or undefined: `startAt` must be an RFC 3339 time
+ * with an offset and at most MAX_START_DELAY_MS after `now` (a time already past starts at once);
+ * `delayMs` and `startAt` exclude each other.
+ */
+export function startProblem(raw: { startAt?: unknown; delayMs?: unknown }, now: number): FieldIssue | undefined {
+  if (raw.startAt !== undefined && raw.delayMs !== undefined) return { path: 'startAt', message: 'give startAt or delayMs, not both' };
+  if (typeof raw.startAt !== 'string') return undefined;
+  const t = RFC3339.test(raw.startAt) && calendarOk(raw.startAt) ? Date.parse(raw.startAt.replace(' ', 'T')) : NaN;
+  if (!Number.isFinite(t)) return { path: 'startAt', message: 'not an RFC 3339 time with an offset, e.g. 2030-01-31T12:00:00Z' };
+  if (t - now > MAX_START_DELAY_MS) return { path: 'startAt', message: `at most ${MAX_START_DELAY_MS / 86_400_000} days ahead` };
+  return undefined;
+}
+
+/** Date.parse rolls 2026-02-30 over into March: the fields must name a real day and time. */
+function calendarOk(v: string): boolean {
+  const [y, mo, d, h, mi, se] = [v.slice(0, 4), v.slice(5, 7), v.slice(8, 10), v.slice(11, 13), v.slice(14, 16), v.slice(17, 19)].map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  return mo >= 1 && mo <= 12 && d >= 1 && d <= new Date(Date.UTC(y, mo, 0)).getUTCDate() && h < 24 && mi < 60 && se < 60;
+}
+
+/** When a valid submission starts (epoch ms): `startAt`, or `now + delayMs`; undefined for at once. */
+export function startTimeOf(sub: Pick<Submission, 'startAt' | 'delayMs'>, now: number): number | undefined {
+  if (sub.startAt !== undefined) return Date.parse(sub.startAt.replace(' ', 'T'));
+  if (sub.delayMs !== undefined) return now + sub.delayMs;
+  return undefined;
+}
 
 export type Submission = z.infer<typeof SubmissionSchema>;
 
@@ -65,6 +107,8 @@ export interface ValidateOptions {
   registry: FlowRegistry;
   /** Called for callbackUrl; returns an error message or undefined. */
   checkCallbackUrl?: (url: string) => string | undefined;
+  /** The clock `startAt` is checked against (default Date.now()). */
+  now?: number;
 }
 
 /** Validates a parsed body; throws invalid_argument naming every bad field. */
@@ -97,6 +141,10 @@ export function validateSubmission(body: unknown, opts: ValidateOptions): Submis
       const why = opts.checkCallbackUrl(url);
       if (why) details.push({ path: 'callbackUrl', message: why });
     }
+  }
+  if (!details.some((d) => d.path === 'startAt')) {
+    const start = startProblem(body, opts.now ?? Date.now());
+    if (start) details.push(start);
   }
   if (!parsed.success || details.length) throw invalid(details);
   return parsed.data;

@@ -73,7 +73,7 @@ export class JetStreamGateway implements Gateway {
     }
   }
 
-  async publishSubmission(tenant: string, flowId: string, sub: Submission, msgId: string, traceparent?: string) {
+  async publishSubmission(tenant: string, flowId: string, sub: Submission, msgId: string, traceparent?: string, startAtMs?: number) {
     let inputJson = enc.encode(JSON.stringify(sub.input));
     let inputRef = '';
     if (this.claim && inputJson.byteLength > this.claim.thresholdBytes) {
@@ -96,6 +96,7 @@ export class JetStreamGateway implements Gateway {
       deadlineMs: sub.deadlineMs ?? 0,
       metadata: sub.metadata ?? {},
       submittedAtMs: BigInt(Date.now()),
+      startAtMs: BigInt(startAtMs ?? 0),
     });
     const h = natsHeaders();
     h.set('Content-Type', INGEST_CONTENT_TYPE);

@@ -144,6 +144,8 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
       if (req.idempotencyKey) body.idempotencyKey = req.idempotencyKey;
       if (req.deadlineMs) body.deadlineMs = req.deadlineMs;
       if (Object.keys(req.metadata).length) body.metadata = req.metadata;
+      if (req.startAt) body.startAt = req.startAt;
+      if (req.delayMs) body.delayMs = req.delayMs;
       const tp = md.get('traceparent')[0];
       const r = await d.flows.submit(tenant, body, typeof tp === 'string' ? tp : undefined);
       return create(SubmitFlowResponseSchema, { flowId: r.flowId, status: r.status });

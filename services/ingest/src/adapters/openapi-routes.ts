@@ -63,7 +63,7 @@ const fromZod = (schema: z.ZodType): Schema => {
   return js;
 };
 
-const FLOW_STATUS = ['accepted', 'running', 'succeeded', 'partial', 'failed', 'cancelled'];
+const FLOW_STATUS = ['accepted', 'scheduled', 'running', 'succeeded', 'partial', 'failed', 'cancelled'];
 const TASK_STATUS = ['pending', 'dispatched', 'succeeded', 'failed', 'cancelled', 'skipped', 'timed_out'];
 const ON_FAILURE = ['fail_flow', 'continue'];
 const FLOW_ID = 'fk2q7v1c9m3n8p0r5s6t4u2w1x';
@@ -134,6 +134,7 @@ const flowView = rec(
     submittedAt: iso('Accepted at'),
     startedAt: iso('Started by the orchestrator at'),
     deadlineAt: iso('Ends as partial if not finished by then'),
+    startAt: iso('A delayed start: the flow is `scheduled` until then, and its deadline counts from it'),
     finishedAt: iso('Ended at'),
     durationMs: nullable(int('From submission to end')),
     endReason: nullable(str('Why it ended')),
@@ -155,7 +156,7 @@ const flowView = rec(
   },
   {
     // An accepted flow whose saga has not started yet has only the first fields; results and datasets come with the end.
-    optional: ['version', 'startedAt', 'deadlineAt', 'finishedAt', 'durationMs', 'endReason', 'idempotencyKey', 'metadata', 'errors', 'results', 'datasets', 'callback', 'source'],
+    optional: ['version', 'startedAt', 'deadlineAt', 'startAt', 'finishedAt', 'durationMs', 'endReason', 'idempotencyKey', 'metadata', 'errors', 'results', 'datasets', 'callback', 'source'],
     description: 'A flow as GET /v1/flows/{flowId} shows it. Right after acceptance (status `accepted`) only flowId, flow, tenant, status, submittedAt and an empty stages are there.',
   },
 );
@@ -224,7 +225,7 @@ const flowEvent = rec(
     tenant: str('Tenant'),
     flow: str('Flow name'),
     type: str(
-      'accepted, flow.started, task.dispatched, task.succeeded, task.failed, task.retrying, task.skipped, task.cancelled, stage.completed, flow.completed, flow.rejected, callback.delivered, callback.retrying, callback.failed',
+      'accepted, flow.scheduled, flow.started, task.dispatched, task.succeeded, task.failed, task.retrying, task.skipped, task.cancelled, stage.completed, flow.completed, flow.rejected, callback.delivered, callback.retrying, callback.failed',
     ),
     status: str('Flow status after the event'),
     task: str('Task, for task events (comma-separated when one transition touched several)'),
@@ -314,7 +315,12 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     description: 'Durably accepted when this answers 202. The same idempotency key and body give the same flowId.',
     tags: ['flows'],
     body: submission,
-    ok: { 202: rec({ flowId: str('Flow id'), status: str('accepted', { enum: ['accepted'] }) }, { description: 'Accepted', example: { flowId: FLOW_ID, status: 'accepted' } }) },
+    ok: {
+      202: rec(
+        { flowId: str('Flow id'), status: str('accepted, or scheduled for a delayed start (startAt or delayMs) that lies ahead', { enum: ['accepted', 'scheduled'] }) },
+        { description: 'Accepted', example: { flowId: FLOW_ID, status: 'accepted' } },
+      ),
+    },
     errors: ['invalid_argument', 'conflict', 'payload_too_large', 'unsupported_media_type', 'overloaded', 'quota_exceeded'],
   },
   'GET /v1/flows': {

@@ -51,7 +51,7 @@ export interface FlowSummary {
   callback?: { status: 'pending' | 'delivered' | 'retrying' | 'dead_lettered'; attempts?: number; lastError?: string; lastStatusCode?: number } | null;
 }
 
-const STATUSES = ['running', 'succeeded', 'partial', 'failed', 'cancelled'] as const;
+const STATUSES = ['scheduled', 'running', 'succeeded', 'partial', 'failed', 'cancelled'] as const;
 export const MAX_LIST_LIMIT = 200;
 
 /** The query string of GET /v1/flows: validates requests, and the OpenAPI document is generated from it. */

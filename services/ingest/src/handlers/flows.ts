@@ -5,6 +5,7 @@ import {
   publicView,
   randomFlowId,
   routesFor,
+  startTimeOf,
   submissionHash,
   validateSubmission,
   FLOW_ID_RE,
@@ -20,7 +21,8 @@ import { historyView, type FlowHistoryReader } from './flow-history.js';
 export interface Gateway {
   /** Claims an idempotency key; returns the record already there if any. */
   claimIdempotency(tenant: string, key: string, rec: { flowId: string; hash: string }): Promise<{ flowId: string; hash: string } | null>;
-  publishSubmission(tenant: string, flowId: string, sub: Submission, msgId: string, traceparent?: string): Promise<void>;
+  /** `startAtMs`: a delayed start's time (the orchestrator creates the flow `scheduled`). */
+  publishSubmission(tenant: string, flowId: string, sub: Submission, msgId: string, traceparent?: string, startAtMs?: number): Promise<void>;
   getState(flowId: string): Promise<FlowState | null>;
   getCallbackStatus(flowId: string): Promise<unknown>;
   requestCancel(state: FlowState, reason: string): Promise<void>;
@@ -42,7 +44,8 @@ export interface FlowHandlersDeps {
 
 export interface SubmitResult {
   flowId: string;
-  status: 'accepted';
+  /** `scheduled` for a delayed start (startAt or delayMs) that lies ahead. */
+  status: 'accepted' | 'scheduled';
   /** True when an earlier request with the same idempotency key already created it. */
   existing: boolean;
 }
@@ -66,7 +69,9 @@ export class FlowHandlers {
   /** Validates and durably accepts a submission; the same idempotency key and body give the same flowId. */
   async submit(tenant: string, body: unknown, traceparent?: string): Promise<SubmitResult> {
     this.d.quota?.check(tenant);
-    const sub = validateSubmission(body, { registry: this.d.registry, checkCallbackUrl: (u) => this.d.policy.checkUrl(u) });
+    const now = Date.now();
+    const sub = validateSubmission(body, { registry: this.d.registry, checkCallbackUrl: (u) => this.d.policy.checkUrl(u), now });
+    const startAt = startTimeOf(sub, now);
     if (!this.d.gateway.connected()) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'the broker is unreachable; nothing was accepted', { retryAfterMs: 1_000 });
     if (this.d.gateway.pending() >= this.d.maxPending) throw new JetflowError(ErrorCodes.OVERLOADED, 'too many submissions in flight; retry later', { retryAfterMs: 1_000 });
     let flowId: string;
@@ -87,12 +92,12 @@ export class FlowHandlers {
     }
     // Published even when the key existed: the first request may have died before its publish.
     // The ingest stream's duplicate window and the saga's create-once state collapse repeats.
-    await this.d.gateway.publishSubmission(tenant, flowId, sub, msgId, traceparent);
+    await this.d.gateway.publishSubmission(tenant, flowId, sub, msgId, traceparent, startAt);
     // Lines logged here about the flow name its trace (tracing on or off).
     noteFlowTrace(flowId, traceparent);
     this.recent.add(flowId, tenant, sub.flow);
     if (!existing) this.d.quota?.accepted(tenant);
-    return { flowId, status: 'accepted', existing };
+    return { flowId, status: startAt !== undefined && startAt > now ? 'scheduled' : 'accepted', existing };
   }
 
   async get(tenant: string, flowId: string) {
