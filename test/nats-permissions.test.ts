@@ -11,7 +11,19 @@ import { TaskSchema } from '../libs/proto/src/index.js';
 import { loadFlowRegistry, taskSubjects } from '../libs/flows/src/index.js';
 import { createLogger } from '../libs/logging/src/index.js';
 import { AckPolicy } from 'nats';
-import { ADMISSION_SUBJECTS, BUCKETS, CONSUMERS, JetStreamPublisher, LEGACY_INGEST_CONSUMER, STREAMS, decodeLoad, provisionTopology, startTaskWorker } from '../libs/messaging/src/index.js';
+import {
+  ADMISSION_SUBJECTS,
+  BUCKETS,
+  CONSUMERS,
+  JetStreamPublisher,
+  LEGACY_INGEST_CONSUMER,
+  STREAMS,
+  announceWorker,
+  decodeLoad,
+  provisionTopology,
+  startTaskWorker,
+  watchWorkerRegistry,
+} from '../libs/messaging/src/index.js';
 import { tenantLimits } from '../libs/config/src/tenant-limits.js';
 import { FairAdmission } from '../services/orchestrator/src/admission.js';
 import { IngestLanes } from '../services/orchestrator/src/ingest-lanes.js';
@@ -249,6 +261,57 @@ describe('NATS identities on a nats-server with the generated configuration', ()
     await refusedSubscribe(ext, 'jetflow.task.>');
     const jsm = await admin.jetstreamManager();
     for (const s of Object.values(STREAMS)) assert.equal((await jsm.streams.info(s)).config.name, s, `${s} still there`);
+  });
+
+  test("each worker announces itself in the registry under its own name only; ingest reads it; nobody overwrites another's entry", async () => {
+    const ext = await as('worker:ext');
+    const analyst = await as('analyst');
+    const ingest = await as('ingest');
+    const violation = Promise.race([nextPermissionError(ext), nextPermissionError(analyst), nextPermissionError(ingest)]);
+    const log = createLogger('perm', 'silent');
+    const view = await watchWorkerRegistry(ingest, log);
+    const common = { service: 'test', version: '0', concurrency: 2, busy: () => 0, intervalMs: 1_000, log };
+    const mine = announceWorker({ nc: ext, name: 'ext', id: 'ext-1', subjects: ['jetflow.task.analyst.keywords'], ...common });
+    const theirs = announceWorker({ nc: analyst, name: 'analyst', id: 'analyst-1', subjects: ['jetflow.task.analyst.sentiment'], ...common });
+    const until = Date.now() + 10_000;
+    while (view.instances().length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(
+      view.instances().map((i) => [i.name, i.id, i.subjects, i.status]),
+      [
+        ['analyst', 'analyst-1', ['jetflow.task.analyst.sentiment'], 'live'],
+        ['ext', 'ext-1', ['jetflow.task.analyst.keywords'], 'live'],
+      ],
+    );
+    const none = await Promise.race([violation, new Promise((r) => setTimeout(() => r('none'), 200))]);
+    assert.equal(none, 'none', 'announcing and watching needed nothing the roles lack');
+    // Neither an outside worker nor a built-in one may write (or delete) another worker's key.
+    const forged = JSON.stringify({ name: 'analyst', id: 'forged', subjects: ['jetflow.task.analyst.sentiment'] });
+    for (const [w, key] of [
+      [ext, 'analyst.analyst-1'],
+      [ext, 'analyst.forged'],
+      [analyst, 'ext.ext-1'],
+      [ext, 'extra.x'],
+    ] as const) {
+      const kv = await w.jetstream().views.kv(BUCKETS.workers, { bindOnly: true });
+      await assert.rejects(kv.put(key, forged), (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION', `${key} refused`);
+    }
+    await refusedPublish(ext, `$KV.${BUCKETS.workers}.analyst.analyst-1`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(
+      view.instances().map((i) => i.id),
+      ['analyst-1', 'ext-1'],
+      'the entries are unchanged',
+    );
+    await mine.stop();
+    const gone = Date.now() + 5_000;
+    while (view.instances().length > 1 && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(
+      view.instances().map((i) => i.id),
+      ['analyst-1'],
+      'stop() removed its own entry',
+    );
+    await theirs.stop();
+    view.stop();
   });
 
   test("no identity reads another's replies: inbox subscriptions outside its own prefix are refused", async () => {

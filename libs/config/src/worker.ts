@@ -28,6 +28,8 @@ export interface WorkerConfig {
   /** "noop" answers every task at once (to measure orchestration cost alone). */
   mode: 'real' | 'noop';
   graceMs: number;
+  /** How often the worker renews its entry in the worker registry (JETFLOW_WORKER_ANNOUNCE_MS, default 3 s, 100 ms to 10 s). */
+  announceIntervalMs: number;
   metricsPort: number;
   /** OpenTelemetry: whether to start the SDK (OTEL_* variables). */
   telemetry: TelemetryConfig;
@@ -51,6 +53,7 @@ export function loadWorkerConfig(env: Env, defaults: { subjects: string; service
     threads,
     mode: oneOf(env, 'JETFLOW_TASK_MODE', ['real', 'noop'] as const, 'real'),
     graceMs: int(env, 'JETFLOW_SHUTDOWN_GRACE_MS', 10_000, { min: 0, max: 600_000 }),
+    announceIntervalMs: int(env, 'JETFLOW_WORKER_ANNOUNCE_MS', 3_000, { min: 100, max: 10_000 }),
     metricsPort: int(env, 'JETFLOW_METRICS_PORT', defaults.metricsPort, { min: 0, max: 65_535 }),
     telemetry: telemetryConfig(env),
   });

@@ -12,3 +12,4 @@ export * from './fast-codec.js';
 export * from './transient.js';
 export * from './kv-view.js';
 export * from './js-errors.js';
+export * from './worker-registry.js';

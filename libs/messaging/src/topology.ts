@@ -83,7 +83,12 @@ export const BUCKETS = {
   cache: 'jetflow_cache',
   /** Every flow definition a flow started on, `<name>.v<version>.<hash>`; never expires (libs/flows versions.ts). */
   definitions: 'jetflow_definitions',
+  /** The worker registry: `<worker name>.<instance>` → what it serves, renewed every few seconds (worker-registry.ts). */
+  workers: 'jetflow_workers',
 } as const;
+
+/** Max age of a worker registry entry: one not renewed for this long (its worker was killed) is removed. */
+export const WORKER_REGISTRY_TTL_MS = 30_000;
 
 export interface TopologyOptions {
   /** Number of result partitions (fixed per deployment: changing it needs a drain). */
@@ -182,6 +187,7 @@ export function bucketConfigs(o: TopologyOptions) {
     { name: BUCKETS.leases, ttl: 6_000, history: 1, replicas },
     { name: BUCKETS.cache, ttl: 300_000, history: 1, replicas },
     { name: BUCKETS.definitions, ttl: 0, history: 1, replicas },
+    { name: BUCKETS.workers, ttl: WORKER_REGISTRY_TTL_MS, history: 1, replicas },
   ];
 }
 

@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from 'nats';
 import { knownSubjects, subjectMatches, taskSubjects } from '../../flows/src/index.js';
 import type { WorkerConfig } from '../../config/src/worker.js';
@@ -33,6 +36,7 @@ export async function runWorkerService(service: string, cfg: WorkerConfig, makeH
     handler,
     log,
     workerId: cfg.instanceId,
+    announce: { name: service, service, version: packageVersion(), intervalMs: cfg.announceIntervalMs },
     onOutcome: (task, outcome, ms, err) => obs.onOutcome(task, outcome, ms, err),
   });
   obs.watchConsumers(nc, subjects);
@@ -51,4 +55,17 @@ export async function runWorkerService(service: string, cfg: WorkerConfig, makeH
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** The version in the nearest package.json above this file (the repository's, or the image's). */
+function packageVersion(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ;) {
+    try {
+      return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version?: string }).version ?? '0.0.0';
+    } catch {
+      const up = dirname(dir);
+      if (up === dir) return '0.0.0';
+      dir = up;
+    }
+  }
 }

@@ -10,6 +10,7 @@ import { publishEvent } from './events.js';
 import { decodeTask, encodeTaskResult } from './fast-codec.js';
 import { encodeUtf8 } from './utf8.js';
 import { HardLimitError, TaskLimits } from './limits.js';
+import { announceWorker, type Announcer } from './worker-registry.js';
 
 export interface TaskContext {
   /** Aborted at the task's soft time limit, or at once when its flow is cancelled: the handler should wrap up. */
@@ -55,12 +56,19 @@ export interface TaskWorkerOptions {
   cancelGraceMs?: number;
   /** Observer hooks (metrics, the attempt's span); `error` is what made an attempt fail (retried, dead_lettered). */
   onOutcome?: (task: Task | undefined, outcome: 'succeeded' | 'failed' | 'retried' | 'dead_lettered' | 'cancelled', durationMs: number, error?: unknown) => void;
+  /**
+   * Announce this worker in the registry (KV jetflow_workers, worker-registry.ts) under `<name>.<workerId>`
+   * every intervalMs while it runs, with its subjects, slots and busy slots; removed by stop().
+   */
+  announce?: { name: string; service: string; version: string; intervalMs?: number };
 }
 
 export interface TaskWorker {
   /** Stop fetching; finish in-flight work within graceMs, hand back the rest. */
   stop(graceMs: number): Promise<void>;
   readonly inFlight: number;
+  /** Slots in use (tasks running). */
+  readonly busy: number;
 }
 
 /** What admits a task that waits for a slot, or turns it away. */
@@ -348,11 +356,20 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     }),
   );
 
+  const announcer: Announcer | undefined = o.announce
+    ? announceWorker({ nc: o.nc, ...o.announce, id: o.workerId, subjects: o.subjects, concurrency: slots, busy: () => running, log: o.log })
+    : undefined;
+
   return {
     get inFlight() {
       return inflight.size;
     },
+    get busy() {
+      return running;
+    },
     async stop(graceMs: number) {
+      // It fetches no more from now on: readers stop counting it as serving its subjects.
+      const unannounced = announcer?.stop();
       const all = Promise.all(loops.map((l) => l.stop()));
       const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceMs).unref());
       if ((await Promise.race([all, timeout])) === 'timeout') {
@@ -367,6 +384,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       }
       clearInterval(beat);
       cancelled.stop();
+      await unannounced;
       pub.close();
     },
   };

@@ -97,7 +97,7 @@ export function deriveIdentities(input: SecurityInput): Identity[] {
     const user = `worker-${name}`;
     const served = servedBy(`workers.${name}`, patterns, t.taskSubjects);
     out.push({
-      ...identity(`worker:${name}`, user, JETFLOW_ACCOUNT, inboxPrefixOf(user), workerGrants(inboxPrefixOf(user), served, t, { provision: false, cache: false })),
+      ...identity(`worker:${name}`, user, JETFLOW_ACCOUNT, inboxPrefixOf(user), workerGrants(inboxPrefixOf(user), served, t, { provision: false, cache: false, name })),
       serves: served.map(CONSUMERS.task),
     });
   }
@@ -193,6 +193,9 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         readStream(`KV_${BUCKETS.flows}`, t.durables.get(`KV_${BUCKETS.flows}`)),
         readStream(STREAMS.dlq, t.durables.get(STREAMS.dlq)),
         readStream(STREAMS.events, t.durables.get(STREAMS.events)),
+        // The worker registry, watched (GET /v1/workers, which tasks wait for a worker).
+        kvRead(BUCKETS.workers),
+        readStream(`KV_${BUCKETS.workers}`, t.durables.get(`KV_${BUCKETS.workers}`)),
         getMessages(STREAMS.dlq),
         publish(`$JS.API.STREAM.MSG.DELETE.${STREAMS.dlq}`),
         subscribe(`${S.event}.>`),
@@ -234,14 +237,14 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
       ];
     case 'dataset-generator':
     case 'analyst':
-      return workerGrants(inboxPrefixOf(role), t.serves[role], t, { provision: true, cache: role === 'analyst' });
+      return workerGrants(inboxPrefixOf(role), t.serves[role], t, { provision: true, cache: role === 'analyst', name: role });
     case 'operator':
       return operatorGrants(t);
   }
 }
 
 /** A task worker: pulls its task consumers, publishes results; outside workers provision nothing. */
-function workerGrants(prefix: string, served: string[], t: Topology, o: { provision: boolean; cache: boolean }): Grant[] {
+function workerGrants(prefix: string, served: string[], t: Topology, o: { provision: boolean; cache: boolean; name: string }): Grant[] {
   return [
     ...(o.provision ? provisioning(t) : [accountInfo()]),
     inbox(prefix),
@@ -252,6 +255,9 @@ function workerGrants(prefix: string, served: string[], t: Topology, o: { provis
     kvRead(BUCKETS.cancel),
     readStream(`KV_${BUCKETS.cancel}`, t.durables.get(`KV_${BUCKETS.cancel}`)),
     ...(o.cache ? [kvRead(BUCKETS.cache), kvWrite(BUCKETS.cache)] : []),
+    // Its own entries in the worker registry (`<name>.<instance>`), never another worker's.
+    kvRead(BUCKETS.workers),
+    publish(`$KV.${BUCKETS.workers}.${o.name}.>`),
   ];
 }
 

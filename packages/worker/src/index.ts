@@ -12,6 +12,7 @@ import { RetryableError, TerminalError, codeOf } from '../../../libs/errors/src/
 import { STREAMS, consumerConfigs, ensureConsumer } from '../../../libs/messaging/src/topology.js';
 import { isJsError, JetStreamApiCodes } from '../../../libs/messaging/src/js-errors.js';
 import { startTaskWorker, type TaskContext as RuntimeContext, type TaskHandler } from '../../../libs/messaging/src/worker.js';
+import { WORKER_REGISTRY, checkAnnounceInterval, workerNameOfUser } from '../../../libs/messaging/src/worker-registry.js';
 import type { Task } from '../../../libs/proto/src/index.js';
 
 export { RetryableError, TerminalError };
@@ -105,6 +106,13 @@ export interface WorkerOptions {
   name?: string;
   /** How long to wait at start for a task consumer this identity may not create (the orchestrator provisions it). Default 60 s. */
   consumerWaitMs?: number;
+  /**
+   * The worker's name in the worker registry (KV jetflow_workers, key `<workerName>.<name>`): the `<name>` of
+   * its `worker:<name>` identity, which may write only its own keys. Default: taken from `user` (`worker-<name>`), else `worker`.
+   */
+  workerName?: string;
+  /** How often it renews its registry entry (ms, 100 to 10,000; default 3,000); readers call it stale after 3 intervals without one. */
+  announceIntervalMs?: number;
 }
 
 export interface Worker {
@@ -178,6 +186,9 @@ function checkOptions(o: WorkerOptions) {
   const kinds = [o.user !== undefined || o.password !== undefined, o.token !== undefined, o.credsFile !== undefined, o.authenticator !== undefined].filter(Boolean).length;
   if (kinds > 1) throw new TypeError('createWorker: give one kind of credentials: user + password, token, credsFile or authenticator');
   if ((o.user === undefined) !== (o.password === undefined)) throw new TypeError('createWorker: user and password go together');
+  if (o.workerName !== undefined && (typeof o.workerName !== 'string' || !/^[a-z0-9_-]{1,63}$/.test(o.workerName)))
+    throw new TypeError(`createWorker: workerName must be lowercase letters, digits, - and _ (at most 63), got ${JSON.stringify(o.workerName)}`);
+  if (o.announceIntervalMs !== undefined) checkAnnounceInterval('createWorker: announceIntervalMs', o.announceIntervalMs);
   return { servers, bySubject };
 }
 
@@ -311,7 +322,21 @@ export async function createWorker(o: WorkerOptions): Promise<Worker> {
       };
       return { output: await def.run!(input, ctx) };
     };
-    const worker = await startTaskWorker({ nc, subjects, concurrency, partitions: o.partitions ?? 8, handler, log: log as never, workerId: name });
+    const worker = await startTaskWorker({
+      nc,
+      subjects,
+      concurrency,
+      partitions: o.partitions ?? 8,
+      handler,
+      log: log as never,
+      workerId: name,
+      announce: {
+        name: o.workerName ?? workerNameOfUser(o.user) ?? 'worker',
+        service: 'sdk',
+        version: sdkVersion(),
+        intervalMs: o.announceIntervalMs ?? WORKER_REGISTRY.defaultIntervalMs,
+      },
+    });
     log.info({ subjects, concurrency, threads: needsPool ? threads : 0 }, 'jetflow worker started');
     let stopping: Promise<void> | undefined;
     return {
@@ -332,6 +357,15 @@ export async function createWorker(o: WorkerOptions): Promise<Worker> {
     await pool?.close().catch(() => undefined);
     await nc.close().catch(() => undefined);
     throw err;
+  }
+}
+
+/** This package's version (its package.json sits one level above both src/ and dist/). */
+function sdkVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
   }
 }
 
