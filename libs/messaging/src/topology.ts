@@ -85,6 +85,8 @@ export const BUCKETS = {
   definitions: 'jetflow_definitions',
   /** The worker registry: `<worker name>.<instance>` → what it serves, renewed every few seconds (worker-registry.ts). */
   workers: 'jetflow_workers',
+  /** Cron schedules, `<tenant>.<schedule id>`; written by ingest, fired by the orchestrator owning their partition; never expire. */
+  schedules: 'jetflow_schedules',
 } as const;
 
 /** Max age of a worker registry entry: one not renewed for this long (its worker was killed) is removed. */
@@ -188,6 +190,7 @@ export function bucketConfigs(o: TopologyOptions) {
     { name: BUCKETS.cache, ttl: 300_000, history: 1, replicas },
     { name: BUCKETS.definitions, ttl: 0, history: 1, replicas },
     { name: BUCKETS.workers, ttl: WORKER_REGISTRY_TTL_MS, history: 1, replicas },
+    { name: BUCKETS.schedules, ttl: 0, history: 1, replicas },
   ];
 }
 
