@@ -189,6 +189,10 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         kvRead(BUCKETS.definitions),
         kvWrite(BUCKETS.definitions),
         readStream(`KV_${BUCKETS.definitions}`, t.durables.get(`KV_${BUCKETS.definitions}`)),
+        // The schedules API: records by <tenant>.<id>, listed with keys() (an ordered consumer).
+        kvRead(BUCKETS.schedules),
+        kvWrite(BUCKETS.schedules),
+        readStream(`KV_${BUCKETS.schedules}`, t.durables.get(`KV_${BUCKETS.schedules}`)),
         // Listings scan these streams with ephemeral consumers; live views read events.
         readStream(`KV_${BUCKETS.flows}`, t.durables.get(`KV_${BUCKETS.flows}`)),
         readStream(STREAMS.dlq, t.durables.get(STREAMS.dlq)),
@@ -234,6 +238,12 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         kvRead(BUCKETS.leases),
         kvWrite(BUCKETS.leases),
         readStream(`KV_${BUCKETS.leases}`, t.durables.get(`KV_${BUCKETS.leases}`)),
+        // Schedules: watched, fired by the owner of their partition (a compare-and-set on the record), each
+        // firing a validated submission to jetflow.submit like ingest's.
+        kvRead(BUCKETS.schedules),
+        kvWrite(BUCKETS.schedules),
+        readStream(`KV_${BUCKETS.schedules}`, t.durables.get(`KV_${BUCKETS.schedules}`)),
+        publish(`${S.submit}.>`),
       ];
     case 'dataset-generator':
     case 'analyst':

@@ -80,9 +80,9 @@ describe('NATS identities derived from the roles, the topology and the tenants',
     assert.deepEqual(byRole(ids, 'worker:ext').serves, ['task-analyst-keywords']);
   });
 
-  test("pre-validated submissions travel on jetflow.submit, which only ingest (and the operator's redrive) may publish to", () => {
+  test("pre-validated submissions travel on jetflow.submit, which only ingest, the orchestrator (schedule firings) and the operator's redrive may publish to", () => {
     const publishers = ids.filter((i) => canPub(i, 'jetflow.submit.acme.fabc')).map((i) => i.role);
-    assert.deepEqual(publishers.sort(), ['ingest', 'operator']);
+    assert.deepEqual(publishers.sort(), ['ingest', 'operator', 'orchestrator']);
     const orch = byRole(ids, 'orchestrator');
     // The orchestrator claims NATS-door keys in the idempotency bucket and reads cancel flags.
     assert.equal(canPub(orch, '$KV.jetflow_idempotency.acme.0123'), true);
