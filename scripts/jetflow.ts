@@ -8,6 +8,7 @@ import { cliVersion, resolveSettings } from './cli/config.js';
 import { EXIT, UsageError, exitCodeOfError } from './cli/exit.js';
 import { ago, c, clip, duration, status, table } from './cli/format.js';
 import { exitCodeOf, summary, watchFlow } from './cli/watch.js';
+import { registerFlowsCommands } from './cli/flows.js';
 
 interface Globals {
   url?: string;
@@ -294,6 +295,8 @@ program
       await new Promise((res) => setTimeout(res, every * 1000));
     }
   });
+
+registerFlowsCommands(program, { api, json: () => Boolean(globals().json), print });
 
 program
   .command('start')

@@ -6,4 +6,5 @@ export * from './catalogue.js';
 export * from './load.js';
 export * from './routing.js';
 export * from './versions.js';
+export * from './registrations.js';
 export * from './ids.js';

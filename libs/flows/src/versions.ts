@@ -47,7 +47,14 @@ export class DefinitionVersions {
 
   /** The flow's definition when it is in memory (the hot path: no await). */
   known(s: FlowState): FlowDef | undefined {
-    if (s.defHash !== undefined) return this.byHash.get(s.defHash);
+    if (s.defHash !== undefined) {
+      const hit = this.byHash.get(s.defHash);
+      if (hit) return hit;
+      // A version registered while running is loaded without a store read (its hash is memoised).
+      const d = this.registry.get(s.flow);
+      if (d && definitionHash(d) === s.defHash) this.byHash.set(s.defHash, d);
+      return d && definitionHash(d) === s.defHash ? d : undefined;
+    }
     const d = this.registry.get(s.flow);
     return d && defFits(s, d) ? d : undefined;
   }

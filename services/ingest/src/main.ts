@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { CallbackPolicy, taskSubjects } from '../../../libs/flows/src/index.js';
+import { CallbackPolicy, followDefinitions, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
 import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
@@ -28,6 +28,8 @@ await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubj
 obs.watchConsumers(nc);
 // The idempotency record is read only after a conflict, to compare bodies: from the leader (see openKv).
 const [flowsKv, idemKv, cancelKv] = await Promise.all([openKv(nc, BUCKETS.flows), openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel)]);
+// Definitions: the file's seeded into KV jetflow_definitions, then the newest version of each name followed there.
+const definitions = await followDefinitions(await openKv(nc, BUCKETS.definitions, { leader: true }), registry, { log });
 const pub = new JetStreamPublisher(nc);
 // S3 for the input claim check, DynamoDB for the history of finished flows.
 const storage = await startIngestStorage(cfg, { nc, registry: cfg.registry, log });
@@ -52,6 +54,7 @@ const ops = operations({
   publishTimeoutMs: cfg.publishTimeoutMs,
   limits: cfg.limits,
   lister: storage.lister,
+  definitions,
 });
 const app = await buildHttpServer({
   flows,
@@ -88,6 +91,7 @@ const shutdown = async (sig: string) => {
   await app.close();
   pub.close();
   tenantLoad.stop();
+  definitions.live.stop();
   await nc.drain();
   storage.close();
   await obs.close();

@@ -1,4 +1,4 @@
-import { CallbackPolicy, taskSubjects } from '../../../libs/flows/src/index.js';
+import { CallbackPolicy, followDefinitions, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
 import {
   BUCKETS,
@@ -44,6 +44,8 @@ const storage = await startOrchestratorStorage(cfg, log);
 const partitionLoops = new Map<number, PullLoop>();
 const writer = new KvWriter(pub, BUCKETS.flows);
 const definitions = await openKv(nc, BUCKETS.definitions, { leader: true });
+// The file's definitions seeded into the store; from now on the newest version of each name (PUT /v1/flow-definitions) is followed there.
+const live = await followDefinitions(definitions, registry, { log });
 // Both read right after another writer's write (a claim, a cancel flag set before its control): from the leader.
 const [idempotency, cancelFlags] = await Promise.all([openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel, { leader: true })]);
 // New flows start in weighted turns across tenants, within this replica's room and each tenant's in-flight limit.
@@ -72,6 +74,7 @@ const engine = new SagaEngine({
   ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)),
   historyJobs: !!storage.history,
   ...(storage.claimInput ? { claimInput: storage.claimInput } : {}),
+  findDefinition: (name) => live.live.refresh(name),
 });
 const sender = new CallbackSender({
   nc,
@@ -138,6 +141,7 @@ const shutdown = async (sig: string) => {
   await engine.flushAll();
   engine.stop();
   await leases.stop();
+  live.live.stop();
   pub.close();
   await nc.drain();
   storage.close();

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { NatsConnection } from 'nats';
-import type { FlowRegistry } from '../../../../libs/flows/src/index.js';
+import type { DefinitionStore, FlowRegistry, LiveDefinitions } from '../../../../libs/flows/src/index.js';
 import type { JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers, Gateway } from '../handlers/flows.js';
@@ -14,6 +14,7 @@ import { KvFlowLister } from './kv-flow-lister.js';
 import { JetStreamDeadLetterStore } from './dlq-store.js';
 import { JetStreamConsumerSource } from './consumer-source.js';
 import { registerOpsRoutes } from './ops-routes.js';
+import { registerDefinitionRoutes } from './definition-routes.js';
 import { registerDocs } from './openapi.js';
 import { registerDashboard } from './dashboard.js';
 import { findUp } from './find-up.js';
@@ -32,6 +33,8 @@ export interface OperationsDeps {
   limits: ClientLimits;
   /** Another history (e.g. DynamoDB) instead of the flows KV bucket. */
   lister?: FlowLister;
+  /** The definitions store and its follower: the /v1/flow-definitions routes. */
+  definitions?: { store: DefinitionStore; live: LiveDefinitions };
 }
 
 /**
@@ -50,6 +53,7 @@ export function operations(d: OperationsDeps) {
     before: (app: FastifyInstance) => registerDocs(app, { version: packageVersion() }),
     extend: (app: FastifyInstance) => {
       registerOpsRoutes(app, { auth: d.auth, flows: d.flows, registry: d.registry, lister, deadLetters, consumers, nc: d.nc, log: d.log, jaegerUrl: d.jaegerUrl, limits: d.limits });
+      if (d.definitions) registerDefinitionRoutes(app, { auth: d.auth, registry: d.registry, ...d.definitions });
       registerDashboard(app);
     },
   };

@@ -16,7 +16,6 @@ import {
 } from '../../../../libs/flows/src/index.js';
 import { noteFlowTrace } from '../../../../libs/logging/src/index.js';
 import { historyView, type FlowHistoryReader } from './flow-history.js';
-import { markWaitingForWorkers } from './workers.js';
 
 /** What the flow handlers need from the broker (implemented over JetStream in adapters/gateway.ts). */
 export interface Gateway {
@@ -37,14 +36,10 @@ export interface FlowHandlersDeps {
   registry: FlowRegistry;
   policy: CallbackPolicy;
   maxPending: number;
-  /** Task instances a flow may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
-  maxTasksPerFlow?: number;
   /** Finished flows after their KV state expired (DynamoDB); GET falls back to it. */
   history?: FlowHistoryReader;
   /** Per-tenant limits (quota.ts): checked before anything else a submission costs. */
   quota?: { check(tenant: string): void; accepted(tenant: string): void };
-  /** The worker registry's live subjects: a dispatched task whose subject none serves says it waits for a worker. */
-  workers?: { liveSubjects(): ReadonlySet<string> | undefined };
 }
 
 export interface SubmitResult {
@@ -75,12 +70,7 @@ export class FlowHandlers {
   async submit(tenant: string, body: unknown, traceparent?: string): Promise<SubmitResult> {
     this.d.quota?.check(tenant);
     const now = Date.now();
-    const sub = validateSubmission(body, {
-      registry: this.d.registry,
-      checkCallbackUrl: (u) => this.d.policy.checkUrl(u),
-      now,
-      ...(this.d.maxTasksPerFlow ? { maxTasksPerFlow: this.d.maxTasksPerFlow } : {}),
-    });
+    const sub = validateSubmission(body, { registry: this.d.registry, checkCallbackUrl: (u) => this.d.policy.checkUrl(u), now });
     const startAt = startTimeOf(sub, now);
     if (!this.d.gateway.connected()) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'the broker is unreachable; nothing was accepted', { retryAfterMs: 1_000 });
     if (this.d.gateway.pending() >= this.d.maxPending) throw new JetflowError(ErrorCodes.OVERLOADED, 'too many submissions in flight; retry later', { retryAfterMs: 1_000 });
@@ -126,8 +116,7 @@ export class FlowHandlers {
       throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     }
     const cb = isTerminal(s) && s.callbackUrl ? await this.d.gateway.getCallbackStatus(flowId) : undefined;
-    const view = publicView(s, this.d.registry.get(s.flow), cb);
-    return markWaitingForWorkers(view, this.d.workers?.liveSubjects());
+    return publicView(s, this.d.registry.get(s.flow), cb);
   }
 
   /** The callback sender's record of a flow's delivery (`{ status: 'pending' }` before its first attempt). */
