@@ -7,7 +7,7 @@ import { definitionHash, type FlowDef, type TaskDef } from './definitions.js';
  * count twice. Side effects are derived from the state (pendingEffects), so a replay after a crash
  * re-derives exactly the same publishes with the same message ids, and JetStream collapses them.
  */
-export type FlowStatus = 'running' | 'succeeded' | 'partial' | 'failed' | 'cancelled';
+export type FlowStatus = 'scheduled' | 'running' | 'succeeded' | 'partial' | 'failed' | 'cancelled';
 export type TaskStatus = 'pending' | 'dispatched' | 'succeeded' | 'failed' | 'cancelled' | 'skipped' | 'timed_out';
 
 export const TERMINAL_FLOW: ReadonlySet<FlowStatus> = new Set(['succeeded', 'partial', 'failed', 'cancelled']);
@@ -56,6 +56,8 @@ export interface FlowState {
   submittedAt: number;
   startedAt: number;
   deadlineAt: number;
+  /** Delayed start: the flow waits `scheduled` until this time (applyStart); its deadline counts from it. */
+  startAt?: number;
   finishedAt?: number;
   callbackUrl?: string;
   idempotencyKey?: string;
@@ -81,6 +83,8 @@ export interface StartRequest {
   metadata?: Record<string, string>;
   submittedAt: number;
   traceparent?: string;
+  /** Delayed start (epoch ms); a time not after `now` starts at once. */
+  startAt?: number;
 }
 
 export function isTerminal(s: FlowState): boolean {
@@ -89,9 +93,16 @@ export function isTerminal(s: FlowState): boolean {
 
 export function newFlowState(req: StartRequest, def: FlowDef, now: number): FlowState {
   const tasks: Record<string, TaskState> = {};
+  const later = req.startAt !== undefined && req.startAt > now;
   def.stages.forEach((st, i) => {
     for (const t of st.tasks)
-      tasks[t.name] = i === 0 ? { stage: i, status: 'dispatched', attempts: 0, dispatchedAt: now, token: newTaskToken() } : { stage: i, status: 'pending', attempts: 0 };
+      tasks[t.name] =
+        i === 0 && later
+          ? // Scheduled: the first stage's tokens are drawn now (the timers' message ids use one) and dispatched by applyStart.
+            { stage: i, status: 'pending', attempts: 0, token: newTaskToken() }
+          : i === 0
+            ? { stage: i, status: 'dispatched', attempts: 0, dispatchedAt: now, token: newTaskToken() }
+            : { stage: i, status: 'pending', attempts: 0 };
   });
   const s: FlowState = {
     flowId: req.flowId,
@@ -99,15 +110,16 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
     flow: def.name,
     version: def.version,
     defHash: definitionHash(def),
-    status: 'running',
+    status: later ? 'scheduled' : 'running',
     stage: 0,
     submittedAt: req.submittedAt,
     startedAt: now,
-    deadlineAt: req.submittedAt + (req.deadlineMs || def.deadlineMs),
+    deadlineAt: (later ? req.startAt! : req.submittedAt) + (req.deadlineMs || def.deadlineMs),
     metadata: req.metadata ?? {},
     tasks,
     errors: [],
   };
+  if (later) s.startAt = req.startAt!;
   if (req.callbackUrl) s.callbackUrl = req.callbackUrl;
   if (req.idempotencyKey) s.idempotencyKey = req.idempotencyKey;
   if (req.inputJson !== undefined) s.input = req.inputJson;
@@ -286,6 +298,27 @@ export function applyResult(s: FlowState, def: FlowDef, r: ResultIn, now: number
   return t;
 }
 
+/**
+ * A scheduled flow's start timer is due: it runs, its first stage dispatched with the tokens drawn when
+ * it was scheduled. Anything but a scheduled flow (started, cancelled, ended) is unchanged.
+ */
+export function applyStart(s: FlowState, def: FlowDef, now: number): Transition {
+  const t: Transition = { changed: false, events: [] };
+  if (s.status !== 'scheduled') return t;
+  t.changed = true;
+  s.status = 'running';
+  s.startedAt = now;
+  t.events.push({ type: 'flow.started', stage: def.stages[0]!.name });
+  for (const td of def.stages[0]!.tasks) {
+    const ts = s.tasks[td.name]!;
+    ts.status = 'dispatched';
+    ts.dispatchedAt = now;
+    ts.token ??= newTaskToken();
+    t.events.push({ type: 'task.dispatched', task: td.name, stage: def.stages[0]!.name });
+  }
+  return t;
+}
+
 export function applyDeadline(s: FlowState, now: number): Transition {
   const t: Transition = { changed: false, events: [] };
   if (isTerminal(s)) return t;
@@ -345,6 +378,8 @@ export const msgIds = {
   /** `nonce` (a token of the flow's first dispatch) keeps anyone who guesses a flow id from taking its timer's id first. */
   deadline: (flowId: string, nonce = '') => (nonce ? `${flowId}:deadline:${nonce}` : `${flowId}:deadline`),
   cancel: (flowId: string) => `${flowId}:cancel`,
+  /** A scheduled flow's start timer (the nonce as for the deadline timer). */
+  start: (flowId: string, nonce: string) => `${flowId}:start:${nonce}`,
 };
 
 export const deliveryIdOf = (flowId: string) => `dlv_${flowId}`;
@@ -401,7 +436,7 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
   const stages = shape.map((st, i) => ({
     name: st.name,
     onFailure: st.onFailure,
-    status: i < s.stage || isTerminal(s) ? 'settled' : i === s.stage ? 'running' : 'pending',
+    status: i < s.stage || isTerminal(s) ? 'settled' : i === s.stage && s.status !== 'scheduled' ? 'running' : 'pending',
     tasks: st.tasks.map((td) => {
       const ts = s.tasks[td.name]!;
       return {
@@ -426,8 +461,9 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
     tenant: s.tenant,
     status: s.status,
     submittedAt: iso(s.submittedAt),
-    startedAt: iso(s.startedAt),
+    startedAt: s.status === 'scheduled' ? null : iso(s.startedAt),
     deadlineAt: iso(s.deadlineAt),
+    ...(s.startAt !== undefined ? { startAt: iso(s.startAt) } : {}),
     finishedAt: iso(s.finishedAt),
     durationMs: s.finishedAt ? s.finishedAt - s.submittedAt : null,
     endReason: s.endReason ?? null,

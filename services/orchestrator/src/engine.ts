@@ -4,6 +4,7 @@ import { CallbackJobSchema, FlowControlSchema, FlowRequestSchema, SubmitFlowRequ
 import {
   applyCancel,
   applyDeadline,
+  applyStart,
   applyResult,
   callbackBody,
   DefinitionVersions,
@@ -21,6 +22,7 @@ import {
   newFlowState,
   quoteId,
   resultProblem,
+  startTimeOf,
   storedDefinition,
   submissionHash,
   tasksToDispatch,
@@ -53,6 +55,9 @@ import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
 import { ATTR, activeTraceparent, annotateActiveSpan } from '../../../libs/telemetry/src/index.js';
 
 const dec = new TextDecoder();
+
+/** A scheduled flow's start timer comes back at least this often, to rewrite its state before the KV TTL (24 h). */
+export const START_REFRESH_MS = 6 * 3_600_000;
 
 export { INGEST_CONTENT_TYPE } from '../../../libs/messaging/src/index.js';
 import { INGEST_CONTENT_TYPE } from '../../../libs/messaging/src/index.js';
@@ -410,6 +415,8 @@ export class SagaEngine {
           ...(sub.idempotencyKey ? { idempotencyKey: sub.idempotencyKey } : {}),
           ...(sub.deadlineMs ? { deadlineMs: sub.deadlineMs } : {}),
           ...(Object.keys(sub.metadata).length ? { metadata: sub.metadata } : {}),
+          ...(sub.startAt ? { startAt: sub.startAt } : {}),
+          ...(sub.delayMs ? { delayMs: sub.delayMs } : {}),
         };
       } catch (err) {
         throw new Rejection('invalid_argument', `body is not a SubmitFlowRequest: ${(err as Error).message}`);
@@ -423,8 +430,10 @@ export class SagaEngine {
       if (body && typeof body === 'object' && !Array.isArray(body) && (body as { flow?: unknown }).flow === undefined) (body as { flow: string }).flow = flowName;
     }
     let sub;
+    // A delay counts from the message's arrival, so every redelivery computes the same start.
+    const arrived = m.info.timestampNanos ? Math.floor(m.info.timestampNanos / 1e6) : Date.now();
     try {
-      sub = validateSubmission(body, { registry: this.d.registry, checkCallbackUrl: (u) => this.d.policy.checkUrl(u) });
+      sub = validateSubmission(body, { registry: this.d.registry, checkCallbackUrl: (u) => this.d.policy.checkUrl(u), now: arrived });
     } catch (err) {
       throw new Rejection('invalid_argument', (err as Error).message);
     }
@@ -444,7 +453,8 @@ export class SagaEngine {
       idempotencyKey: key,
       deadlineMs: sub.deadlineMs ?? 0,
       metadata: sub.metadata ?? {},
-      submittedAtMs: BigInt(m.info.timestampNanos ? Math.floor(m.info.timestampNanos / 1e6) : Date.now()),
+      submittedAtMs: BigInt(arrived),
+      startAtMs: BigInt(startTimeOf(sub, arrived) ?? 0),
     });
     // The hash HTTP computes for the same submission (its body names the key), so both doors agree.
     return { req, ...(key ? { key: { key, hash: submissionHash({ ...sub, idempotencyKey: key }) } } : {}) };
@@ -513,6 +523,7 @@ export class SagaEngine {
       metadata: req.metadata,
       submittedAt: Number(req.submittedAtMs) || now,
       ...(traceparent ? { traceparent } : {}),
+      ...(req.startAtMs ? { startAt: Number(req.startAtMs) } : {}),
     };
     // Accepted by an ingest that knew the flow, queued while the definitions changed: it ends failed,
     // with a callback, instead of never.
@@ -529,7 +540,8 @@ export class SagaEngine {
       const rev = await this.d.writer.create(req.flowId, encodeUtf8(JSON.stringify(state)));
       cur = { state, rev };
       fresh = true;
-      if (!isTerminal(state)) this.d.admission?.started(req.flowId, req.tenant, state.deadlineAt);
+      // A scheduled flow takes no room until it starts (the start timer's handler tells admission then).
+      if (state.status === 'running') this.d.admission?.started(req.flowId, req.tenant, state.deadlineAt);
       // The partition owner keeps the working copy; saves a KV read on the first result.
       if (this.d.ownsFlow?.(req.flowId)) {
         this.remember(state, rev);
@@ -553,9 +565,25 @@ export class SagaEngine {
     await this.publishEffects(
       cur.state,
       runsOn,
-      fresh && def ? [{ type: 'flow.started', stage: def.stages[0]!.name }] : fresh ? [{ type: 'flow.completed', message: `failed: ${cur.state.endReason}` }] : [],
+      fresh && def
+        ? [
+            cur.state.status === 'scheduled'
+              ? { type: 'flow.scheduled', message: `starts at ${new Date(cur.state.startAt!).toISOString()}` }
+              : { type: 'flow.started', stage: def.stages[0]!.name },
+          ]
+        : fresh
+          ? [{ type: 'flow.completed', message: `failed: ${cur.state.endReason}` }]
+          : [],
     );
-    if (!isTerminal(cur.state)) {
+    if (cur.state.status === 'scheduled') {
+      // A durable start timer like the deadline timer; its handler publishes the deadline timer before it starts the flow.
+      const ctl = create(FlowControlSchema, { flowId: req.flowId, kind: 'start', dueAtMs: BigInt(cur.state.startAt!) });
+      const nonce = Object.values(cur.state.tasks).find((t) => t.token)?.token ?? '';
+      await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), {
+        msgId: msgIds.start(req.flowId, nonce),
+        headers: kindHeaders('control', req.flowId),
+      });
+    } else if (!isTerminal(cur.state)) {
       const ctl = create(FlowControlSchema, { flowId: req.flowId, kind: 'deadline', dueAtMs: BigInt(cur.state.deadlineAt) });
       const nonce = Object.values(cur.state.tasks).find((t) => t.token)?.token;
       await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), {
@@ -640,6 +668,10 @@ export class SagaEngine {
           await this.withFlow(c.flowId, () => this.transition(c.flowId, m, (s, _def, now) => applyDeadline(s, now)));
           return;
         }
+        if (c.kind === 'start') {
+          await this.handleStartTimer(m, c.flowId, Number(c.dueAtMs));
+          return;
+        }
         if (c.kind === 'cancel') {
           // Ingest sets the durable cancel flag before it publishes the control; no one else may set it.
           if (!this.finished.has(c.flowId) && this.d.cancelFlags) {
@@ -674,6 +706,60 @@ export class SagaEngine {
         message: `a message for this flow could not be applied: ${(err as Error).message}`,
       });
     }
+  }
+
+  /**
+   * A scheduled flow's start timer. Naked until due, in steps of at most START_REFRESH_MS: each time it
+   * comes back early it rewrites the scheduled state, whose KV entry would otherwise expire with the
+   * bucket's TTL (24 h) before a start days ahead. When due (by the state's startAt: anyone may publish an
+   * early timer), the deadline timer is published first, then the flow starts; a replay publishes the
+   * same timer (its message id) and finds the flow started.
+   */
+  private async handleStartTimer(m: JsMsg, flowId: string, dueAtMs: number): Promise<void> {
+    if (this.finished.has(flowId)) {
+      m.ack();
+      return;
+    }
+    const cur = await this.withFlow(flowId, () => this.load(flowId));
+    if (!cur || cur.state.status !== 'scheduled') {
+      // Started already (a replay), cancelled, or gone: nothing to start. Gone is logged: it should not happen.
+      if (!cur) this.d.log.error({ flowId }, 'the start timer of a scheduled flow found no state (expired?); dropped');
+      m.ack();
+      return;
+    }
+    const s = cur.state;
+    const wait = Math.max(dueAtMs, s.startAt ?? 0) - Date.now();
+    if (wait > 0) {
+      if (wait > START_REFRESH_MS && m.info.deliveryCount > 1) {
+        await this.withFlow(flowId, async () => {
+          const c = await this.load(flowId, true);
+          if (!c || c.state.status !== 'scheduled') return;
+          const rev = await this.d.writer.update(flowId, encodeUtf8(JSON.stringify(c.state)), c.rev);
+          if (this.d.ownsFlow?.(flowId) !== false) this.remember(c.state, rev);
+        });
+      }
+      m.nak(Math.min(wait, START_REFRESH_MS));
+      return;
+    }
+    const ctl = create(FlowControlSchema, { flowId, kind: 'deadline', dueAtMs: BigInt(s.deadlineAt) });
+    const nonce = Object.values(s.tasks).find((t) => t.token)?.token;
+    await this.d.pub.publish(resultSubject(this.d.partitions, flowId), toBinary(FlowControlSchema, ctl), { msgId: msgIds.deadline(flowId, nonce), headers: kindHeaders('control', flowId) });
+    let started: FlowState | undefined;
+    await this.withFlow(flowId, () =>
+      this.transition(
+        flowId,
+        m,
+        (st, runsOn, now) => {
+          if ('problem' in runsOn)
+            return st.status === 'scheduled' ? failFlow(st, { task: '', code: 'definition_unavailable', message: runsOn.problem }, now) : { changed: false, events: [] };
+          const t = applyStart(st, runsOn.def, now);
+          started = t.changed ? st : undefined;
+          return t;
+        },
+        { needsDef: true },
+      ),
+    );
+    if (started) this.d.admission?.started(flowId, started.tenant, started.deadlineAt);
   }
 
   /**
@@ -724,6 +810,7 @@ export class SagaEngine {
       const runsOn: DefinitionLookup = known ? { def: known } : o.needsDef && !isTerminal(cur.state) ? await this.versions.lookup(cur.state) : { problem: 'not looked up' };
       const def = 'def' in runsOn ? runsOn.def : undefined;
       const stageBefore = cur.state.stage;
+      const statusBefore = cur.state.status;
       const t = apply(cur.state, runsOn, Date.now());
       const held = this.held.get(flowId);
       if (!t.changed) {
@@ -742,7 +829,7 @@ export class SagaEngine {
         await this.settle(m, flowId, t);
         return;
       }
-      const boundary = isTerminal(cur.state) || cur.state.stage !== stageBefore;
+      const boundary = isTerminal(cur.state) || cur.state.stage !== stageBefore || cur.state.status !== statusBefore;
       if (!boundary) {
         // Within a stage: keep the result in memory and ack it with the next write.
         if (held) held.msgs.push(m);
