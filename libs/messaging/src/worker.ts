@@ -71,6 +71,13 @@ export interface TaskWorker {
   readonly busy: number;
 }
 
+/** The ids of a Task that end up in subjects or message ids, with the rule of each (libs/flows ids.ts). */
+const TASK_IDS = (t: Task): Array<[string, string, RegExp]> => [
+  ['flow_id', t.flowId, /^[a-z0-9]{2,64}$/],
+  ['task', t.task, /^[a-z][a-z0-9_-]{0,40}$/],
+  ['tenant', t.tenant, /^[a-z0-9][a-z0-9_-]{0,62}$/],
+];
+
 /** What admits a task that waits for a slot, or turns it away. */
 type Admission = 'run' | 'cancelled' | 'deadline' | 'stop';
 
@@ -215,6 +222,9 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     try {
       task = decodeTask(m.data);
       if (!task.flowId || !task.task) throw new Error('task without flow_id or task name');
+      // These become subject tokens (the result and event subjects): a space or wildcard there makes the
+      // server drop this worker's connection, and the publish never completes (the task held forever).
+      for (const [field, v, re] of TASK_IDS(task)) if (!re.test(v)) throw new Error(`${field} ${JSON.stringify(v.slice(0, 80))} is not a valid id`);
     } catch (err) {
       // A message that cannot be decoded can never succeed: dead-letter it at once.
       await deadLetter(pub, m, 'task', { code: 'decode_error', message: `cannot decode task: ${(err as Error).message}` });
