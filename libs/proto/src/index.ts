@@ -3,3 +3,4 @@ export * from './gen/jetflow/v1/admission_pb.js';
 export * from './gen/jetflow/v1/ingest_pb.js';
 export * from './gen/jetflow/v1/messages_pb.js';
 export * from './gen/jetflow/v1/orchestrator_pb.js';
+export * from './gen/jetflow/v1/worker_pb.js';

@@ -205,6 +205,12 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         subscribe(`${S.event}.>`),
         // The orchestrators' admission reports: flows running per tenant (in-flight limits).
         subscribe(ADMISSION_SUBJECTS.load),
+        // The gRPC worker door runs the worker runtime for its streams: every task consumer, task dead
+        // letters and events, the cancel flags, and its workers' registry entries (`grpc.<instance>`).
+        ...t.taskSubjects.map((s) => consume(STREAMS.tasks, CONSUMERS.task(s))),
+        publish(`${S.dlq}.task.>`, `${S.event}.>`, `$KV.${BUCKETS.workers}.grpc.>`),
+        kvRead(BUCKETS.cancel),
+        readStream(`KV_${BUCKETS.cancel}`, t.durables.get(`KV_${BUCKETS.cancel}`)),
         // The ops API's consumer overview and the lag gauges.
         ...Object.values(STREAMS).map(listConsumers),
       ];

@@ -23,6 +23,8 @@ export interface IngestConfig {
   authDisabled: boolean;
   /** sha256(hex) of each API key → its tenant and role. */
   apiKeys: ReadonlyMap<string, ApiKeyIdentity>;
+  /** sha256(hex) of each worker key (gRPC worker door) → the worker's name and the subject patterns it may serve (JETFLOW_WORKER_KEYS). */
+  workerKeys: ReadonlyMap<string, WorkerKeyIdentity>;
   callbackAllowlist: string[];
   maxBodyBytes: number;
   /** Most submissions waiting for their PubAck before new ones get 429. */
@@ -131,6 +133,62 @@ export function apiKeyEntries(env: Env): ApiKeyEntry[] {
   });
 }
 
+/** A worker API key: the worker's name and the task subject patterns it may serve. */
+export interface WorkerKeyIdentity {
+  name: string;
+  patterns: string[];
+}
+
+/** A task subject pattern: jetflow.task.… with `*` tokens or a final `>`. */
+const PATTERN_TOKEN = /^([a-z0-9_-]+|\*|>)$/;
+const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+function isTaskSubjectPattern(p: string): boolean {
+  const tokens = p.split('.');
+  return p.startsWith('jetflow.task.') && tokens.every((t) => PATTERN_TOKEN.test(t)) && !tokens.slice(0, -1).includes('>');
+}
+
+/** JETFLOW_WORKER_KEYS entries: `<name>:<pattern>[|<pattern>…]:<key>` (the key may be `sha256:<64 hex>`). */
+export function parseWorkerKeys(raw: string | undefined, fail: (message: string) => never): Map<string, WorkerKeyIdentity> {
+  const out = new Map<string, WorkerKeyIdentity>();
+  for (const item of (raw ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
+    const i = item.indexOf(':');
+    const j = i < 0 ? -1 : item.indexOf(':', i + 1);
+    if (i <= 0 || j < 0 || j === item.length - 1) fail(`expected "<name>:<subject pattern>[|<pattern>…]:<key>" entries, got "${item.split(':').slice(0, 2).join(':')}:…"`);
+    const name = item.slice(0, i);
+    const patterns = item.slice(i + 1, j).split('|');
+    const key = item.slice(j + 1);
+    if (!NAME.test(name)) fail(`invalid worker name "${name}" (lowercase letters, digits, - and _, at most 63)`);
+    for (const p of patterns) if (!isTaskSubjectPattern(p)) fail(`worker "${name}": "${p}" is not a task subject pattern (jetflow.task.… with * or a final >)`);
+    let hash: string;
+    if (/^sha256:/i.test(key)) {
+      const m = /^sha256:([0-9a-f]{64})$/i.exec(key);
+      if (!m) fail(`the key of worker "${name}" starts with "sha256:" but is not followed by 64 hex digits`);
+      hash = m[1]!.toLowerCase();
+    } else {
+      if (key.length < 16) fail(`the key of worker "${name}" is shorter than 16 characters`);
+      hash = sha256hex(key);
+    }
+    const other = out.get(hash);
+    if (other) fail(`workers "${other.name}" and "${name}" have the same key`);
+    out.set(hash, { name, patterns });
+  }
+  return out;
+}
+
+/** JETFLOW_WORKER_KEYS: `<name>:<subject pattern>[|<pattern>…]:<key>` entries; no key may also be an API key. */
+export function workerKeys(env: Env, apiKeys: ReadonlyMap<string, unknown> = new Map()): Map<string, WorkerKeyIdentity> {
+  const fail = (message: string): never => {
+    throw new ConfigError('JETFLOW_WORKER_KEYS', message);
+  };
+  const keys = parseWorkerKeys(env.JETFLOW_WORKER_KEYS, fail);
+  for (const [hash, w] of keys) if (apiKeys.has(hash)) fail(`the key of worker "${w.name}" is also an API key in JETFLOW_API_KEYS; a key has one role`);
+  return keys;
+}
+
 const HOSTNAME_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 /** JETFLOW_HOST: the address the HTTP and gRPC doors listen on (an IP, IPv6 with or without brackets, or a host name). */
@@ -160,6 +218,7 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     logLevel: str(env, 'LOG_LEVEL', 'info'),
     authDisabled: auth === 'disabled',
     apiKeys: keys,
+    workerKeys: workerKeys(env, keys),
     callbackAllowlist: allow,
     maxBodyBytes: int(env, 'JETFLOW_MAX_BODY_BYTES', 4 * 1024 * 1024, { min: 1024, max: 64 * 1024 * 1024 }),
     maxPending: int(env, 'JETFLOW_MAX_PENDING', 5_000, { min: 1, max: 1_000_000 }),

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { CallbackPolicy, followDefinitions, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology, watchWorkerRegistry } from '../../../libs/messaging/src/index.js';
+import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
 import { FlowHandlers } from './handlers/flows.js';
 import { JetStreamGateway } from './adapters/gateway.js';
@@ -15,6 +15,7 @@ import { startIngestObservability } from './adapters/observability.js';
 import { startIngestStorage } from './adapters/storage.js';
 import { TenantQuota } from './handlers/quota.js';
 import { TenantLoad } from './adapters/tenant-load.js';
+import { workerDoor } from './adapters/worker-door.js';
 
 const cfg = loadConfig();
 const log = createLogger('ingest', cfg.logLevel);
@@ -31,8 +32,6 @@ const [flowsKv, idemKv, cancelKv] = await Promise.all([openKv(nc, BUCKETS.flows)
 // Definitions: the file's seeded into KV jetflow_definitions, then the newest version of each name followed there.
 const definitions = await followDefinitions(await openKv(nc, BUCKETS.definitions, { leader: true }), registry, { log });
 const pub = new JetStreamPublisher(nc);
-// The worker registry (KV jetflow_workers), watched: GET /v1/workers, and which tasks of a flow wait for a worker.
-const workers = await watchWorkerRegistry(nc, log);
 // S3 for the input claim check, DynamoDB for the history of finished flows.
 const storage = await startIngestStorage(cfg, { nc, registry: cfg.registry, log });
 const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv }, cfg.partitions, cfg.publishTimeoutMs, storage.claim);
@@ -40,7 +39,7 @@ const policy = new CallbackPolicy(cfg.callbackAllowlist);
 // Per-tenant limits: a rate per replica, and flows in flight from the orchestrators' reports.
 const tenantLoad = new TenantLoad({ log, onReport: (l) => l.queuedNow && quota.reported() }).start(nc);
 const quota: TenantQuota = new TenantQuota(cfg.tenantLimits, tenantLoad);
-const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, quota, workers, ...(storage.history ? { history: storage.history } : {}) });
+const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, quota, ...(storage.history ? { history: storage.history } : {}) });
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);
 
 const ops = operations({
@@ -56,7 +55,6 @@ const ops = operations({
   publishTimeoutMs: cfg.publishTimeoutMs,
   limits: cfg.limits,
   lister: storage.lister,
-  workers,
   definitions,
 });
 const app = await buildHttpServer({
@@ -72,6 +70,16 @@ const app = await buildHttpServer({
 });
 await app.listen({ port: cfg.httpPort, host: cfg.host });
 const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, limits: cfg.limits, interceptors: obs.interceptors });
+// The gRPC worker door (jetflow.v1.WorkerService): workers without a NATS client serve task subjects through it.
+const door = workerDoor({
+  nc,
+  partitions: cfg.partitions,
+  keys: cfg.workerKeys,
+  authDisabled: cfg.authDisabled,
+  subjects: () => taskSubjects(registry.defs),
+  log: log.child({ door: 'worker' }),
+});
+grpcServer.addService(door.definition, door.implementation);
 addReflection(grpcServer);
 const grpcHealth = addHealth(grpcServer, () => gateway.connected());
 const grpcPort = await new Promise<number>((resolve, reject) =>
@@ -90,11 +98,12 @@ const shutdown = async (sig: string) => {
   log.info({ sig }, 'draining');
   const t = setTimeout(() => process.exit(1), 10_000);
   grpcHealth.close();
+  // Workers' tasks go back to the stream at once, and their streams end (they reconnect elsewhere).
+  await door.close();
   await new Promise<void>((r) => grpcServer.tryShutdown(() => r()));
   await app.close();
   pub.close();
   tenantLoad.stop();
-  workers.stop();
   definitions.live.stop();
   await nc.drain();
   storage.close();
