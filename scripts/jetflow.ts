@@ -9,6 +9,7 @@ import { EXIT, UsageError, exitCodeOfError } from './cli/exit.js';
 import { ago, c, clip, duration, status, table } from './cli/format.js';
 import { exitCodeOf, summary, watchFlow } from './cli/watch.js';
 import { registerFlowsCommands } from './cli/flows.js';
+import { registerWorkersCommand } from './cli/workers.js';
 
 interface Globals {
   url?: string;
@@ -297,6 +298,7 @@ program
   });
 
 registerFlowsCommands(program, { api, json: () => Boolean(globals().json), print });
+registerWorkersCommand(program, { api, json: () => Boolean(globals().json), print });
 
 program
   .command('start')

@@ -288,6 +288,7 @@ describe('OpenAPI document', () => {
     await call('GET', '/v1/routes', '/v1/routes?subject=jetflow.task.analyst.>');
     await call('GET', '/v1/routes', '/v1/routes?subject=nope');
     await call('GET', '/v1/consumers', '/v1/consumers');
+    await call('GET', '/v1/workers', '/v1/workers');
     await new Promise((r) => setTimeout(r, 1_100));
     const consumers = await call('GET', '/v1/consumers', '/v1/consumers');
     assert.ok(

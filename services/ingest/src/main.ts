@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { CallbackPolicy, followDefinitions, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology } from '../../../libs/messaging/src/index.js';
+import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology, watchWorkerRegistry } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
 import { FlowHandlers } from './handlers/flows.js';
 import { JetStreamGateway } from './adapters/gateway.js';
@@ -32,6 +32,8 @@ const [flowsKv, idemKv, cancelKv] = await Promise.all([openKv(nc, BUCKETS.flows)
 // Definitions: the file's seeded into KV jetflow_definitions, then the newest version of each name followed there.
 const definitions = await followDefinitions(await openKv(nc, BUCKETS.definitions, { leader: true }), registry, { log });
 const pub = new JetStreamPublisher(nc);
+// The worker registry (KV jetflow_workers), watched: GET /v1/workers, and which tasks of a flow wait for a worker.
+const workers = await watchWorkerRegistry(nc, log);
 // S3 for the input claim check, DynamoDB for the history of finished flows.
 const storage = await startIngestStorage(cfg, { nc, registry: cfg.registry, log });
 const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv }, cfg.partitions, cfg.publishTimeoutMs, storage.claim);
@@ -39,7 +41,7 @@ const policy = new CallbackPolicy(cfg.callbackAllowlist);
 // Per-tenant limits: a rate per replica, and flows in flight from the orchestrators' reports.
 const tenantLoad = new TenantLoad({ log, onReport: (l) => l.queuedNow && quota.reported() }).start(nc);
 const quota: TenantQuota = new TenantQuota(cfg.tenantLimits, tenantLoad);
-const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, quota, ...(storage.history ? { history: storage.history } : {}) });
+const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, quota, workers, ...(storage.history ? { history: storage.history } : {}) });
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);
 
 const ops = operations({
@@ -55,6 +57,7 @@ const ops = operations({
   publishTimeoutMs: cfg.publishTimeoutMs,
   limits: cfg.limits,
   lister: storage.lister,
+  workers,
   definitions,
 });
 const app = await buildHttpServer({
@@ -104,6 +107,7 @@ const shutdown = async (sig: string) => {
   await app.close();
   pub.close();
   tenantLoad.stop();
+  workers.stop();
   definitions.live.stop();
   await nc.drain();
   storage.close();

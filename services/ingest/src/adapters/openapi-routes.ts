@@ -95,18 +95,22 @@ const submission: Schema = {
 const taskError = rec({ task: str('Task name'), code: str('An error code (see ErrorCode), or a task-specific code'), message: str('What went wrong') });
 const errorRef = nullable({ ...rec({ code: str('Error code'), message: str('Message') }), description: 'Why the task failed' });
 
-const flowTask = rec({
-  name: str('Task name'),
-  subject: nullable(str('Task subject (null when the definition the flow ran on is gone)')),
-  status: str('Task status', { enum: TASK_STATUS }),
-  attempts: int('Deliveries so far'),
-  dispatchedAt: iso('Dispatched at'),
-  startedAt: iso('Started by a worker at'),
-  finishedAt: iso('Finished at'),
-  durationMs: nullable(int('Run time')),
-  error: errorRef,
-  worker: nullable(str('Worker instance')),
-});
+const flowTask = rec(
+  {
+    name: str('Task name'),
+    subject: nullable(str('Task subject (null when the definition the flow ran on is gone)')),
+    status: str('Task status', { enum: TASK_STATUS }),
+    attempts: int('Deliveries so far'),
+    dispatchedAt: iso('Dispatched at'),
+    startedAt: iso('Started by a worker at'),
+    finishedAt: iso('Finished at'),
+    durationMs: nullable(int('Run time')),
+    error: errorRef,
+    worker: nullable(str('Worker instance')),
+    waitingForWorker: bool('Dispatched, and no live worker in the registry serves its subject (absent until ingest has read the registry)'),
+  },
+  { optional: ['waitingForWorker'] },
+);
 
 /** The callback's own state, apart from the flow's. */
 const callbackDelivery = nullable({
@@ -153,10 +157,30 @@ const flowView = rec(
     datasets: map('When finished: dataset references'),
     callback: callbackDelivery,
     source: str('"history" when read from the DynamoDB history after the KV state expired (then `stages` is empty); absent for live state', { enum: ['history'] }),
+    waitingFor: arr(
+      rec({ task: str('Task name'), subject: str('Its task subject') }),
+      'Dispatched tasks no live worker serves (the worker registry, GET /v1/workers): the flow waits for a worker of that subject until its deadline',
+    ),
   },
   {
     // An accepted flow whose saga has not started yet has only the first fields; results and datasets come with the end.
-    optional: ['version', 'startedAt', 'deadlineAt', 'startAt', 'finishedAt', 'durationMs', 'endReason', 'idempotencyKey', 'metadata', 'errors', 'results', 'datasets', 'callback', 'source'],
+    optional: [
+      'version',
+      'startedAt',
+      'deadlineAt',
+      'startAt',
+      'finishedAt',
+      'durationMs',
+      'endReason',
+      'idempotencyKey',
+      'metadata',
+      'errors',
+      'results',
+      'datasets',
+      'callback',
+      'source',
+      'waitingFor',
+    ],
     description: 'A flow as GET /v1/flows/{flowId} shows it. Right after acceptance (status `accepted`) only flowId, flow, tenant, status, submittedAt and an empty stages are there.',
   },
 );
@@ -684,6 +708,72 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
                 deliveredPerSec: 31.5,
               },
             ],
+          },
+        },
+      ),
+    },
+    errors: ['permission_denied'],
+  },
+  'GET /v1/workers': {
+    operationId: 'workers',
+    summary: 'The worker registry: who serves which task subject, live',
+    description:
+      'Every worker instance announced in KV jetflow_workers (built-in services, @jetflow/worker, other doors), `live` while it renews its entry and `stale` after 3 of its intervals without a renewal (a killed worker; its entry expires 30 s after the last renewal). Per task subject: live instances, their slots and busy slots, and the tasks waiting in its consumer. Operator keys only (a tenant key gets 403 `permission_denied`).',
+    tags: ['operations'],
+    ok: {
+      200: rec(
+        {
+          sampledAt: str('When read', { format: 'date-time' }),
+          staleAfterIntervals: int('Intervals without a renewal after which an instance is stale'),
+          workers: arr(
+            rec({
+              id: str('Instance id'),
+              name: str('Worker name (its registry key prefix: dataset-generator, analyst, or the <name> of a worker:<name> identity)'),
+              service: str('What runs it: a built-in service, sdk (@jetflow/worker), or a door'),
+              version: str('Its version'),
+              host: str('Host name'),
+              pid: int('Process id'),
+              subjects: arr(str('Task subject')),
+              concurrency: int('Slots: tasks it runs at once across its subjects'),
+              busy: int('Slots in use at its last announcement'),
+              startedAt: str('Started at', { format: 'date-time' }),
+              heartbeatAt: str('Last announcement', { format: 'date-time' }),
+              intervalMs: int('Its re-announce interval'),
+              status: str('live, or stale (not renewed within staleAfterIntervals of its interval)', { enum: ['live', 'stale'] }),
+            }),
+          ),
+          subjects: arr(
+            rec({
+              subject: str('Task subject (announced, or named by a flow definition)'),
+              instances: int('Live instances serving it'),
+              slots: int('Their slots (shared with their other subjects)'),
+              busy: int('Their busy slots'),
+              pending: nullable(int('Tasks waiting in its consumer (num_pending); null when unknown')),
+            }),
+          ),
+        },
+        {
+          example: {
+            sampledAt: T1,
+            staleAfterIntervals: 3,
+            workers: [
+              {
+                id: 'analyst-host-41',
+                name: 'analyst',
+                service: 'analyst',
+                version: '0.1.0',
+                host: 'host',
+                pid: 41,
+                subjects: ['jetflow.task.analyst.sentiment'],
+                concurrency: 2,
+                busy: 1,
+                startedAt: T0,
+                heartbeatAt: T1,
+                intervalMs: 3000,
+                status: 'live',
+              },
+            ],
+            subjects: [{ subject: 'jetflow.task.analyst.sentiment', instances: 1, slots: 2, busy: 1, pending: 0 }],
           },
         },
       ),

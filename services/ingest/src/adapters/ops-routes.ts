@@ -10,6 +10,7 @@ import type { FlowHandlers } from '../handlers/flows.js';
 import { parseListQuery, type FlowLister } from '../handlers/flow-lister.js';
 import type { DeadLetterHandlers } from '../handlers/deadletters.js';
 import type { ConsumerStats } from '../handlers/consumers.js';
+import type { WorkerHandlers } from '../handlers/workers.js';
 import { timelineOf } from '../handlers/timeline.js';
 import { attemptHistory } from '../handlers/attempts.js';
 import { readFlowEvents } from './flow-events.js';
@@ -24,6 +25,8 @@ export interface OpsDeps {
   lister: FlowLister;
   deadLetters: DeadLetterHandlers;
   consumers: ConsumerStats;
+  /** The worker registry (GET /v1/workers). */
+  workers?: WorkerHandlers;
   nc: NatsConnection;
   log: Logger;
   jaegerUrl: string | undefined;
@@ -85,6 +88,14 @@ export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
     requireOperator(req, 'GET /v1/consumers');
     return d.consumers.list();
   });
+
+  // The worker registry: every worker instance (live or stale) and who serves each task subject.
+  const workers = d.workers;
+  if (workers)
+    app.get('/v1/workers', { preHandler: authenticate }, async (req) => {
+      requireOperator(req, 'GET /v1/workers');
+      return workers.list();
+    });
 
   // Live streams never end on their own: end them when the server closes, or close() waits for them.
   const streams = new Set<SseStream>();

@@ -1,19 +1,21 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { NatsConnection } from 'nats';
-import type { DefinitionStore, FlowRegistry, LiveDefinitions } from '../../../../libs/flows/src/index.js';
+import { taskSubjects, type DefinitionStore, type FlowRegistry, type LiveDefinitions } from '../../../../libs/flows/src/index.js';
 import type { JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
 import type { Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers, Gateway } from '../handlers/flows.js';
 import type { FlowLister } from '../handlers/flow-lister.js';
 import { DeadLetterHandlers } from '../handlers/deadletters.js';
 import { ConsumerStats } from '../handlers/consumers.js';
+import { WorkerHandlers, type WorkerRegistryReader } from '../handlers/workers.js';
 import type { Authenticator } from './auth.js';
 import type { ClientLimits } from '../config.js';
 import { KvFlowLister } from './kv-flow-lister.js';
 import { JetStreamDeadLetterStore } from './dlq-store.js';
 import { JetStreamConsumerSource } from './consumer-source.js';
 import { registerOpsRoutes } from './ops-routes.js';
+import { registerScheduleRoutes } from './schedule-routes.js';
 import { registerDefinitionRoutes } from './definition-routes.js';
 import { registerDocs } from './openapi.js';
 import { registerDashboard } from './dashboard.js';
@@ -33,6 +35,8 @@ export interface OperationsDeps {
   limits: ClientLimits;
   /** Another history (e.g. DynamoDB) instead of the flows KV bucket. */
   lister?: FlowLister;
+  /** The worker registry, watched: GET /v1/workers. */
+  workers?: WorkerRegistryReader;
   /** The definitions store and its follower: the /v1/flow-definitions routes. */
   definitions?: { store: DefinitionStore; live: LiveDefinitions };
 }
@@ -47,13 +51,28 @@ export function operations(d: OperationsDeps) {
     getState: (id) => d.gateway.getState(id),
     operatorTenants: new Set(d.operatorTenants),
   });
-  const consumers = new ConsumerStats(new JetStreamConsumerSource(d.nc));
+  const source = new JetStreamConsumerSource(d.nc);
+  const consumers = new ConsumerStats(source);
+  const workers = d.workers ? new WorkerHandlers({ workers: d.workers, consumers: source, subjects: () => taskSubjects(d.registry.defs) }) : undefined;
   const lister = d.lister ?? new KvFlowLister(d.nc);
   return {
     before: (app: FastifyInstance) => registerDocs(app, { version: packageVersion() }),
     extend: (app: FastifyInstance) => {
-      registerOpsRoutes(app, { auth: d.auth, flows: d.flows, registry: d.registry, lister, deadLetters, consumers, nc: d.nc, log: d.log, jaegerUrl: d.jaegerUrl, limits: d.limits });
+      registerOpsRoutes(app, {
+        auth: d.auth,
+        flows: d.flows,
+        registry: d.registry,
+        lister,
+        deadLetters,
+        consumers,
+        ...(workers ? { workers } : {}),
+        nc: d.nc,
+        log: d.log,
+        jaegerUrl: d.jaegerUrl,
+        limits: d.limits,
+      });
       if (d.definitions) registerDefinitionRoutes(app, { auth: d.auth, registry: d.registry, ...d.definitions });
+      registerScheduleRoutes(app, { auth: d.auth, nc: d.nc, registry: d.registry, checkCallbackUrl: (u) => d.flows.checkCallbackUrl(u) });
       registerDashboard(app);
     },
   };

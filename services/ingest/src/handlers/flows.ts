@@ -16,6 +16,7 @@ import {
 } from '../../../../libs/flows/src/index.js';
 import { noteFlowTrace } from '../../../../libs/logging/src/index.js';
 import { historyView, type FlowHistoryReader } from './flow-history.js';
+import { markWaitingForWorkers } from './workers.js';
 
 /** What the flow handlers need from the broker (implemented over JetStream in adapters/gateway.ts). */
 export interface Gateway {
@@ -40,6 +41,8 @@ export interface FlowHandlersDeps {
   history?: FlowHistoryReader;
   /** Per-tenant limits (quota.ts): checked before anything else a submission costs. */
   quota?: { check(tenant: string): void; accepted(tenant: string): void };
+  /** The worker registry's live subjects: a dispatched task whose subject none serves says it waits for a worker. */
+  workers?: { liveSubjects(): ReadonlySet<string> | undefined };
 }
 
 export interface SubmitResult {
@@ -116,7 +119,8 @@ export class FlowHandlers {
       throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     }
     const cb = isTerminal(s) && s.callbackUrl ? await this.d.gateway.getCallbackStatus(flowId) : undefined;
-    return publicView(s, this.d.registry.get(s.flow), cb);
+    const view = publicView(s, this.d.registry.get(s.flow), cb);
+    return markWaitingForWorkers(view, this.d.workers?.liveSubjects());
   }
 
   /** The callback sender's record of a flow's delivery (`{ status: 'pending' }` before its first attempt). */
