@@ -211,8 +211,8 @@ interface TaskSpec {
   deadlineAtMs?: number;
   /** Publishes these bytes instead of a Task (a malformed message). */
   raw?: Uint8Array;
-  /** Overrides of the Task's fields (a hostile one). */
-  fields?: { flowId?: string; task?: string };
+  /** Overrides of the Task's fields (a hostile one); inputJson replaces the encoded input. */
+  fields?: { flowId?: string; task?: string; inputJson?: Uint8Array };
 }
 
 const TASK_NAME: Record<keyof typeof BEHAVIOURS, string> = { echo: 'echo', failRetryable: 'fail-retryable', failTerminal: 'fail-terminal', slow: 'slow', waitForCancel: 'wait-for-cancel' };
@@ -252,7 +252,7 @@ class Orchestrator {
           stage: 0,
           task,
           subject,
-          inputJson: enc.encode(JSON.stringify(input)),
+          inputJson: spec.fields?.inputJson ?? enc.encode(JSON.stringify(input)),
           softLimitMs: spec.softLimitMs ?? 10_000,
           hardLimitMs: spec.hardLimitMs ?? 15_000,
           maxAttempts: spec.maxAttempts ?? 3,
@@ -579,6 +579,21 @@ const CASES: Case[] = [
           `a task past its deadline answered ${TaskStatus[r.status]} (${r.errorCode}); expected FAILED with error_code timeout, or no result`,
         );
       }
+    },
+  },
+  {
+    name: 'invalid-input',
+    title: 'a task whose input_json is not JSON fails at once (FAILED, not retried)',
+    async run(o) {
+      const t = await o.publish({ behaviour: 'echo', fields: { inputJson: enc.encode('{"records": [ not json') }, maxAttempts: 3 });
+      const { r, seen } = await o.resultOf(t, 10_000, 'a FAILED result for a task whose input is not JSON');
+      check(r.status === TaskStatus.FAILED, `a task whose input_json is not JSON answered ${TaskStatus[r.status]}; expected FAILED (a retry reads the same bytes)`);
+      check(r.attempts === 1, `attempts ${r.attempts}; an input that cannot parse is not retried`);
+      await o.settled(t, 5_000);
+      checkResultBeforeSettle(o, t, seen);
+      await sleep(1_000);
+      const ops = o.seen.opsOf(t.seq);
+      check(!ops.some((x) => x.kind === '-NAK' || x.delivered > 1), `it was handed back for another attempt; ${describeOps(ops)}`);
     },
   },
   {
