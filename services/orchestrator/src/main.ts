@@ -73,6 +73,7 @@ const engine = new SagaEngine({
   admission: lanes.hooks,
   ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)),
   historyJobs: !!storage.history,
+  maxTasksPerFlow: cfg.maxTasksPerFlow,
   ...(storage.claimInput ? { claimInput: storage.claimInput } : {}),
   findDefinition: (name) => live.live.refresh(name),
 });

@@ -37,6 +37,8 @@ export interface FlowHandlersDeps {
   registry: FlowRegistry;
   policy: CallbackPolicy;
   maxPending: number;
+  /** Task instances a flow may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
+  maxTasksPerFlow?: number;
   /** Finished flows after their KV state expired (DynamoDB); GET falls back to it. */
   history?: FlowHistoryReader;
   /** Per-tenant limits (quota.ts): checked before anything else a submission costs. */
@@ -73,7 +75,12 @@ export class FlowHandlers {
   async submit(tenant: string, body: unknown, traceparent?: string): Promise<SubmitResult> {
     this.d.quota?.check(tenant);
     const now = Date.now();
-    const sub = validateSubmission(body, { registry: this.d.registry, checkCallbackUrl: (u) => this.d.policy.checkUrl(u), now });
+    const sub = validateSubmission(body, {
+      registry: this.d.registry,
+      checkCallbackUrl: (u) => this.d.policy.checkUrl(u),
+      now,
+      ...(this.d.maxTasksPerFlow ? { maxTasksPerFlow: this.d.maxTasksPerFlow } : {}),
+    });
     const startAt = startTimeOf(sub, now);
     if (!this.d.gateway.connected()) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'the broker is unreachable; nothing was accepted', { retryAfterMs: 1_000 });
     if (this.d.gateway.pending() >= this.d.maxPending) throw new JetflowError(ErrorCodes.OVERLOADED, 'too many submissions in flight; retry later', { retryAfterMs: 1_000 });
