@@ -186,9 +186,9 @@ describe('flow definitions registered while running', () => {
     assert.equal((await view(ids[1]!)).version, 3);
 
     const all = (await (await j.api('/v1/flow-definitions')).json()) as {
-      definitions: Array<{ name: string; newest: number; versions: Array<{ version: number; source: string; hash: string; storedAt: string }> }>;
+      flows: Array<{ name: string; newest: number; versions: Array<{ version: number; source: string; hash: string; storedAt: string }> }>;
     };
-    const by = Object.fromEntries(all.definitions.map((d) => [d.name, d]));
+    const by = Object.fromEntries(all.flows.map((d) => [d.name, d]));
     assert.deepEqual(
       by.insights?.versions.map((v) => v.source),
       ['builtin'],

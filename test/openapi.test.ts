@@ -287,6 +287,29 @@ describe('OpenAPI document', () => {
     await call('GET', '/v1/flows', '/v1/flows', { key: 'wrong-key-0123456789abcdef' });
     await call('GET', '/v1/routes', '/v1/routes?subject=jetflow.task.analyst.>');
     await call('GET', '/v1/routes', '/v1/routes?subject=nope');
+    // Flow definitions: a new name, the same again, other content under its version, a bad body; the reads.
+    const defn = {
+      name: 'openapi-def',
+      version: 1,
+      deadlineMs: 10_000,
+      stages: [
+        {
+          name: 'only',
+          onFailure: 'continue',
+          tasks: [{ name: 't', subject: 'jetflow.task.custom.nothing', softLimitMs: 1_000, hardLimitMs: 2_000, maxAttempts: 1, backoff: { initialMs: 100, maxMs: 200, multiplier: 2 } }],
+        },
+      ],
+    };
+    const putDef = (json: unknown) => call('PUT', '/v1/flow-definitions/{name}', '/v1/flow-definitions/openapi-def', { json });
+    assert.equal((await putDef(defn)).status, 201);
+    assert.equal((await putDef(defn)).status, 200);
+    assert.equal((await putDef({ ...defn, deadlineMs: 20_000 })).status, 409);
+    assert.equal((await putDef({ ...defn, version: 2, deadlineMs: 'soon' })).status, 400);
+    assert.equal((await call('PUT', '/v1/flow-definitions/{name}', '/v1/flow-definitions/openapi-def', { json: defn, key: 'other-key-0123456789abcdef' })).status, 403);
+    await call('GET', '/v1/flow-definitions', '/v1/flow-definitions');
+    await call('GET', '/v1/flow-definitions/{name}', '/v1/flow-definitions/openapi-def');
+    await call('GET', '/v1/flow-definitions/{name}/versions/{version}', '/v1/flow-definitions/openapi-def/versions/1');
+    assert.equal((await call('GET', '/v1/flow-definitions/{name}/versions/{version}', '/v1/flow-definitions/openapi-def/versions/9')).status, 404);
     await call('GET', '/v1/consumers', '/v1/consumers');
     await call('GET', '/v1/workers', '/v1/workers');
     await new Promise((r) => setTimeout(r, 1_100));

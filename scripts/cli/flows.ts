@@ -84,12 +84,12 @@ export function registerFlowsCommands(program: Command, d: FlowsCommandDeps): vo
     .command('list')
     .description('every flow definition with its versions, newest first (source: builtin, file or api)')
     .action(async () => {
-      const r = await d.api().json<{ definitions: Array<{ name: string; newest: number; versions: Version[] }> }>('GET', '/v1/flow-definitions');
+      const r = await d.api().json<{ flows: Array<{ name: string; newest: number; versions: Version[] }> }>('GET', '/v1/flow-definitions');
       if (d.json()) return d.print(JSON.stringify(r, null, 2));
       d.print(
         table(
           ['NAME', 'NEWEST', 'HASH', 'SOURCE', 'STORED', 'VERSIONS'],
-          r.definitions.map((x) => {
+          r.flows.map((x) => {
             const n = x.versions[0]!;
             return [x.name, `v${n.version}`, n.hash, n.source, ago(n.storedAt), x.versions.map((v) => `v${v.version}`).join(' ')];
           }),

@@ -84,7 +84,7 @@ export function registerDefinitionRoutes(app: FastifyInstance, d: DefinitionRout
   app.get('/v1/flow-definitions', { preHandler: authenticate }, async (req) => {
     requireOperator(req, 'GET /v1/flow-definitions');
     const all = await d.store.list().catch(storeError);
-    return { definitions: all.map((i) => ({ name: i.name, newest: i.versions[0]!.version, versions: i.versions.map(versionView) })) };
+    return { flows: all.map((i) => ({ name: i.name, newest: i.versions[0]!.version, versions: i.versions.map(versionView) })) };
   });
 
   app.get<{ Params: { name: string } }>('/v1/flow-definitions/:name', { preHandler: authenticate }, async (req) => {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { STATUS, type ErrorCode } from '../../../../libs/errors/src/index.js';
-import { FLOW_ID_RE, INPUT_SCHEMAS, SubmissionSchema } from '../../../../libs/flows/src/index.js';
+import { FLOW_ID_RE, FlowDefSchema, INPUT_SCHEMAS, SubmissionSchema } from '../../../../libs/flows/src/index.js';
 import { ListQuerySchema } from '../handlers/flow-lister.js';
 import { DeadLetterQuerySchema } from '../handlers/deadletters.js';
 
@@ -306,6 +306,20 @@ const deadLetter = rec(deadLetterFields);
 
 const flowIdParam = rec({ id: str('Flow id', { pattern: FLOW_ID_RE.source }) });
 const seqParam = rec({ seq: int('Dead-letter sequence', { minimum: 1 }) });
+
+const definitionVersionProps = {
+  version: int('Version'),
+  hash: str('First 16 hex digits of the sha256 of its canonical JSON', { pattern: '^[0-9a-f]{16}$' }),
+  storedAt: str('When it was stored', { format: 'date-time' }),
+  source: str('Where it came from', { enum: ['builtin', 'file', 'api'] }),
+};
+const definitionVersion = rec(definitionVersionProps);
+const DEF_VERSION_EXAMPLE = { version: 1, hash: '3f9a0c1d2e4b5a69', storedAt: T0, source: 'builtin' };
+const definitionRegistered = (outcome: 'created' | 'unchanged') =>
+  rec(
+    { name: str('Flow name'), ...definitionVersionProps, outcome: str('What the request did', { enum: [outcome] }) },
+    { example: { name: 'wordcount', version: 2, hash: '8c1e0f2a9b3d4c57', storedAt: T1, source: 'api', outcome } },
+  );
 
 export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /healthz': { operationId: 'healthz', summary: 'Liveness', tags: ['probes'], auth: false, ok: { 200: rec({ status: str('ok', { enum: ['ok'] }) }, { example: { status: 'ok' } }) } },
@@ -622,6 +636,61 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
       ),
     },
     errors: ['invalid_argument', 'not_found'],
+  },
+  'PUT /v1/flow-definitions/:name': {
+    operationId: 'putFlowDefinition',
+    summary: 'Register a flow definition version',
+    description:
+      'Stores a new version of a flow definition (the same JSON as an entry of JETFLOW_FLOWS_FILE; `name` absent or equal to the path) in KV jetflow_definitions. New submissions use the newest version of a name within a second on every replica; flows in flight finish on the version they started with. A version newer than every stored one: 201 `created`. The same version with the same content: 200 `unchanged` (nothing stored). The same version with other content, or an older version not stored: 409 `conflict` naming the versions. Operator keys only (a tenant key gets 403 `permission_denied`).',
+    tags: ['operations'],
+    params: rec({ name: str('Flow name', { pattern: '^[a-z][a-z0-9_-]{0,40}$' }) }),
+    body: { ...fromZod(FlowDefSchema), description: 'One flow definition' },
+    ok: {
+      201: definitionRegistered('created'),
+      200: definitionRegistered('unchanged'),
+    },
+    errors: ['invalid_argument', 'permission_denied', 'conflict'],
+  },
+  'GET /v1/flow-definitions': {
+    operationId: 'listFlowDefinitions',
+    summary: 'Flow definitions and their versions',
+    description: 'Every stored flow definition (built-in, from JETFLOW_FLOWS_FILE, or registered through the API) with its versions, newest first. Operator keys only.',
+    tags: ['operations'],
+    ok: {
+      200: rec(
+        { flows: arr(rec({ name: str('Flow name'), newest: int('The version new submissions use'), versions: arr(definitionVersion) })) },
+        { example: { flows: [{ name: 'insights', newest: 1, versions: [DEF_VERSION_EXAMPLE] }] } },
+      ),
+    },
+    errors: ['permission_denied'],
+  },
+  'GET /v1/flow-definitions/:name': {
+    operationId: 'getFlowDefinition',
+    summary: 'The newest version of a flow definition',
+    description: 'The version new submissions use, with the definition, and every stored version. Operator keys only.',
+    tags: ['operations'],
+    params: rec({ name: str('Flow name') }),
+    ok: {
+      200: rec(
+        { name: str('Flow name'), ...definitionVersionProps, definition: map('The flow definition'), versions: arr(definitionVersion) },
+        { example: { name: 'insights', ...DEF_VERSION_EXAMPLE, definition: { name: 'insights', version: 1, deadlineMs: 10000, stages: [] }, versions: [DEF_VERSION_EXAMPLE] } },
+      ),
+    },
+    errors: ['invalid_argument', 'permission_denied', 'not_found'],
+  },
+  'GET /v1/flow-definitions/:name/versions/:version': {
+    operationId: 'getFlowDefinitionVersion',
+    summary: 'One stored version of a flow definition',
+    description: 'Operator keys only.',
+    tags: ['operations'],
+    params: rec({ name: str('Flow name'), version: int('Version', { minimum: 1 }) }),
+    ok: {
+      200: rec(
+        { name: str('Flow name'), ...definitionVersionProps, definition: map('The flow definition') },
+        { example: { name: 'insights', ...DEF_VERSION_EXAMPLE, definition: { name: 'insights', version: 1, deadlineMs: 10000, stages: [] } } },
+      ),
+    },
+    errors: ['invalid_argument', 'permission_denied', 'not_found'],
   },
   'GET /v1/routes': {
     operationId: 'routes',
