@@ -52,7 +52,7 @@ const SHIFT_V2: FlowDef = {
     },
   ],
 };
-const SHIFT_V3: FlowDef = { ...SHIFT_V2, version: 3, stages: [{ ...SHIFT_V2.stages[0]!, name: 'third' }] };
+const SHIFT_V3: FlowDef = { ...SHIFT_V2, version: 3, stages: [{ ...SHIFT_V2.stages![0]!, name: 'third' }] };
 const RETIRING: FlowDef = {
   name: 'retiring',
   version: 1,

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CONSUMERS, STREAMS } from '../libs/messaging/src/topology.js';
-import { loadFlowRegistry, subjectMatches, taskSubjects, validateDefinitions } from '../libs/flows/src/index.js';
+import { allTasks, loadFlowRegistry, subjectMatches, taskSubjects, validateDefinitions } from '../libs/flows/src/index.js';
 import { knownSubjects } from '../libs/flows/src/catalogue.js';
 import { natsServerBinary } from '../libs/testing/src/index.js';
 import { JETFLOW_ACCOUNT } from '../libs/security/src/index.js';
@@ -243,7 +243,7 @@ describe('policy: what every workload must have', () => {
 
   test('terminationGracePeriodSeconds covers the longest hard limit of the flow definitions and each drain', () => {
     const defs = loadFlowRegistry({ JETFLOW_FLOWS_FILE: 'deploy/k8s/base/flows.json' }).defs;
-    const longest = Math.max(...defs.flatMap((d) => d.stages.flatMap((s) => s.tasks.map((t) => t.hardLimitMs))));
+    const longest = Math.max(...defs.flatMap((d) => allTasks(d).map((t) => t.hardLimitMs)));
     assert.ok(longest >= 1000);
     for (const objs of Object.values(overlays)) {
       for (const s of SERVICES) {

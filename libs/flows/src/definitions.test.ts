@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { INSIGHTS, validateDefinitions, subjectMatches, routesFor, FlowRegistry, knownSubjects, loadFlowRegistry, taskSubjects, type FlowDef } from './index.js';
+import { INSIGHTS, validateDefinitions, subjectMatches, routesFor, FlowRegistry, knownSubjects, loadFlowRegistry, taskSubjects, type FlowDef, type StageDef } from './index.js';
 
 const clone = (): FlowDef => structuredClone(INSIGHTS);
 
@@ -15,17 +15,17 @@ test('invalid definitions fail at start with errors that say where', () => {
   const cases: Array<[string, (d: FlowDef) => void, RegExp]> = [
     [
       'unknown subject',
-      (d) => (d.stages[1]!.tasks[0]!.subject = 'jetflow.task.analyst.tarot'),
+      (d) => (d.stages![1]!.tasks[0]!.subject = 'jetflow.task.analyst.tarot'),
       /insights\.stages\[1\]\.tasks\[0\] \(sentiment\): unknown subject "jetflow.task.analyst.tarot"/,
     ],
-    ['subject outside the hierarchy', (d) => (d.stages[0]!.tasks[0]!.subject = 'tasks.text'), /stages\[0\]\.tasks\[0\] \(text\): subject "tasks.text" must be jetflow.task/],
-    ['duplicate task name', (d) => (d.stages[1]!.tasks[1]!.name = 'sentiment'), /stages\[1\]\.tasks\[1\] \(sentiment\): duplicate task name/],
-    ['duplicate stage name', (d) => (d.stages[1]!.name = 'datasets'), /stages\[1\]: duplicate stage name "datasets"/],
-    ['soft above hard', (d) => (d.stages[0]!.tasks[2]!.softLimitMs = 9_000), /tasks\[2\] \(embeddings\): softLimitMs \(9000\) must not exceed hardLimitMs/],
-    ['hard limit past the deadline', (d) => ((d.stages[0]!.tasks[0]!.hardLimitMs = 20_000), (d.stages[0]!.tasks[0]!.softLimitMs = 1_000)), /exceeds the flow deadline/],
-    ['bad backoff', (d) => (d.stages[0]!.tasks[0]!.backoff.initialMs = 9_999), /backoff.initialMs must not exceed backoff.maxMs/],
-    ['negative attempts', (d) => (d.stages[0]!.tasks[0]!.maxAttempts = 0), /at stages\.0\.tasks\.0\.maxAttempts/],
-    ['missing failure policy', (d) => delete (d.stages[0] as Partial<FlowDef['stages'][0]>).onFailure, /at stages\.0\.onFailure/],
+    ['subject outside the hierarchy', (d) => (d.stages![0]!.tasks[0]!.subject = 'tasks.text'), /stages\[0\]\.tasks\[0\] \(text\): subject "tasks.text" must be jetflow.task/],
+    ['duplicate task name', (d) => (d.stages![1]!.tasks[1]!.name = 'sentiment'), /stages\[1\]\.tasks\[1\] \(sentiment\): duplicate task name/],
+    ['duplicate stage name', (d) => (d.stages![1]!.name = 'datasets'), /stages\[1\]: duplicate stage name "datasets"/],
+    ['soft above hard', (d) => (d.stages![0]!.tasks[2]!.softLimitMs = 9_000), /tasks\[2\] \(embeddings\): softLimitMs \(9000\) must not exceed hardLimitMs/],
+    ['hard limit past the deadline', (d) => ((d.stages![0]!.tasks[0]!.hardLimitMs = 20_000), (d.stages![0]!.tasks[0]!.softLimitMs = 1_000)), /exceeds the flow deadline/],
+    ['bad backoff', (d) => (d.stages![0]!.tasks[0]!.backoff.initialMs = 9_999), /backoff.initialMs must not exceed backoff.maxMs/],
+    ['negative attempts', (d) => (d.stages![0]!.tasks[0]!.maxAttempts = 0), /at stages\.0\.tasks\.0\.maxAttempts/],
+    ['missing failure policy', (d) => delete (d.stages![0] as Partial<StageDef>).onFailure, /at stages\.0\.onFailure/],
   ];
   for (const [name, mutate, re] of cases) {
     const d = clone();
@@ -59,7 +59,7 @@ test('subject wildcards and "which consumer gets this task"', () => {
 test('JETFLOW_FLOWS_FILE adds definitions and names the file and place of an error', () => {
   const dir = mkdtempSync(join(tmpdir(), 'jf-defs-'));
   const ok = join(dir, 'ok.json');
-  const extra = { ...clone(), name: 'insights-lite', stages: [clone().stages[0]!] };
+  const extra = { ...clone(), name: 'insights-lite', stages: [clone().stages![0]!] };
   writeFileSync(ok, JSON.stringify([extra]));
   assert.deepEqual(loadFlowRegistry({ JETFLOW_FLOWS_FILE: ok }).names().sort(), ['insights', 'insights-lite']);
   const bad = join(dir, 'bad.json');

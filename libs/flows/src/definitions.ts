@@ -3,10 +3,12 @@ import { z } from 'zod';
 import { SUBJECTS } from '../../messaging/src/topology.js';
 
 /**
- * Flows are declared, not coded: a named, versioned list of stages. A stage is a group of tasks that
- * run in parallel; the next stage starts when the group has settled. Each task names its subject
- * (routing is by subject hierarchy), its limits, retries and backoff; each group states explicitly
- * what a failed task does to the flow.
+ * Flows are declared, not coded: a named, versioned list of stages, or of tasks with dependencies (a
+ * DAG, README "Flow definitions"). A stage is a group of tasks that run in parallel; the next stage
+ * starts when the group has settled. A DAG task starts when the tasks it `needs` have settled, and may
+ * `map` over an array of the input in chunks. Each task names its subject (routing is by subject
+ * hierarchy), its limits, retries and backoff; each group (or DAG task) states what a failed task does
+ * to the flow.
  */
 export const FailurePolicy = z.enum(['fail_flow', 'continue']);
 export type FailurePolicy = z.infer<typeof FailurePolicy>;
@@ -24,14 +26,52 @@ const StageDefSchema = z.object({
   onFailure: FailurePolicy,
   tasks: z.array(TaskDefSchema).min(1).max(64),
 });
-export const FlowDefSchema = z.object({
-  name: z.string().regex(/^[a-z][a-z0-9_-]{0,40}$/),
-  version: z.number().int().min(1),
-  deadlineMs: z.number().int().min(100).max(86_400_000),
-  stages: z.array(StageDefSchema).min(1).max(16),
+
+/** Chunks of a mapped task dispatched at once when the definition does not say (`map.maxParallel`). */
+export const DEFAULT_MAX_PARALLEL = 64;
+/** A `map.over` path: dot-separated keys into the submission's input (`records`, `batch.items`). */
+export const MAP_PATH_RE = /^[A-Za-z_$][A-Za-z0-9_$-]{0,63}(\.[A-Za-z_$][A-Za-z0-9_$-]{0,63}){0,7}$/;
+
+const MapDefSchema = z.object({
+  over: z.string().max(600),
+  chunkSize: z.number().int().min(1).max(100_000),
+  maxParallel: z.number().int().min(1).max(10_000).optional(),
 });
+/**
+ * A task of a DAG definition (`tasks`): it starts when every task it `needs` has settled; with `map`
+ * it runs once per chunk of the array at `map.over` in the input. Limits default to the built-in ones.
+ */
+const DagTaskDefSchema = z.object({
+  name: TaskDefSchema.shape.name,
+  subject: z.string(),
+  needs: z.array(z.string().max(64)).max(64).optional(),
+  map: MapDefSchema.optional(),
+  onFailure: FailurePolicy.optional(),
+  softLimitMs: TaskDefSchema.shape.softLimitMs.default(5_000),
+  hardLimitMs: TaskDefSchema.shape.hardLimitMs.default(8_000),
+  maxAttempts: TaskDefSchema.shape.maxAttempts.default(3),
+  backoff: TaskDefSchema.shape.backoff.default({ initialMs: 200, maxMs: 2_000, multiplier: 2 }),
+});
+/**
+ * A definition lists either `stages` (barriers of parallel tasks) or `tasks` (a DAG by `needs`), never
+ * both: stages compile into the same DAG (plan.ts), so one engine path runs both.
+ */
+export const FlowDefSchema = z
+  .object({
+    name: z.string().regex(/^[a-z][a-z0-9_-]{0,40}$/),
+    version: z.number().int().min(1),
+    deadlineMs: z.number().int().min(100).max(86_400_000),
+    stages: z.array(StageDefSchema).min(1).max(16).optional(),
+    tasks: z.array(DagTaskDefSchema).min(1).max(256).optional(),
+  })
+  .superRefine((d, ctx) => {
+    if ((d.stages === undefined) === (d.tasks === undefined))
+      ctx.addIssue({ code: 'custom', path: [], message: `give exactly one of stages and tasks (${d.stages ? 'both are' : 'neither is'} given)` });
+  });
 export type TaskDef = z.infer<typeof TaskDefSchema>;
 export type StageDef = z.infer<typeof StageDefSchema>;
+export type DagTaskDef = z.infer<typeof DagTaskDefSchema>;
+export type MapDef = z.infer<typeof MapDefSchema>;
 export type FlowDef = z.infer<typeof FlowDefSchema>;
 
 export class DefinitionError extends Error {
@@ -46,7 +86,7 @@ export class DefinitionError extends Error {
 
 const defaultLimits = { softLimitMs: 5_000, hardLimitMs: 8_000, maxAttempts: 3, backoff: { initialMs: 200, maxMs: 2_000, multiplier: 2 } };
 
-export const INSIGHTS: FlowDef = {
+export const INSIGHTS: FlowDef & { stages: StageDef[] } = {
   name: 'insights',
   version: 1,
   deadlineMs: 10_000,
@@ -91,22 +131,50 @@ export function validateDefinitions(defs: unknown[], knownSubjects?: string[]): 
     const def = parsed.data;
     if (flowNames.has(def.name)) throw new DefinitionError(label, `duplicate flow name "${def.name}"`);
     flowNames.add(def.name);
+    const checkTask = (t: { name: string; subject: string; softLimitMs: number; hardLimitMs: number; backoff: { initialMs: number; maxMs: number } }, where: string) => {
+      if (!/^jetflow\.task\.[a-z0-9_-]+\.[a-z0-9_-]+$/.test(t.subject)) throw new DefinitionError(where, `subject "${t.subject}" must be ${SUBJECTS.task}.<kind>.<name>`);
+      if (knownSubjects && !knownSubjects.some((p) => subjectMatches(p, t.subject))) throw new DefinitionError(where, `unknown subject "${t.subject}": no worker serves it`);
+      if (t.softLimitMs > t.hardLimitMs) throw new DefinitionError(where, `softLimitMs (${t.softLimitMs}) must not exceed hardLimitMs (${t.hardLimitMs})`);
+      if (t.backoff.initialMs > t.backoff.maxMs) throw new DefinitionError(where, `backoff.initialMs must not exceed backoff.maxMs`);
+      if (t.hardLimitMs > def.deadlineMs) throw new DefinitionError(where, `hardLimitMs (${t.hardLimitMs}) exceeds the flow deadline (${def.deadlineMs})`);
+    };
     const taskNames = new Set<string>();
-    const stageNames = new Set<string>();
-    def.stages.forEach((st, si) => {
-      if (stageNames.has(st.name)) throw new DefinitionError(`${def.name}.stages[${si}]`, `duplicate stage name "${st.name}"`);
-      stageNames.add(st.name);
-      st.tasks.forEach((t, ti) => {
-        const where = `${def.name}.stages[${si}].tasks[${ti}] (${t.name})`;
+    if (def.tasks) {
+      def.tasks.forEach((t, ti) => {
+        const where = `${def.name}.tasks[${ti}] (${t.name})`;
         if (taskNames.has(t.name)) throw new DefinitionError(where, `duplicate task name "${t.name}"`);
         taskNames.add(t.name);
-        if (!/^jetflow\.task\.[a-z0-9_-]+\.[a-z0-9_-]+$/.test(t.subject)) throw new DefinitionError(where, `subject "${t.subject}" must be ${SUBJECTS.task}.<kind>.<name>`);
-        if (knownSubjects && !knownSubjects.some((p) => subjectMatches(p, t.subject))) throw new DefinitionError(where, `unknown subject "${t.subject}": no worker serves it`);
-        if (t.softLimitMs > t.hardLimitMs) throw new DefinitionError(where, `softLimitMs (${t.softLimitMs}) must not exceed hardLimitMs (${t.hardLimitMs})`);
-        if (t.backoff.initialMs > t.backoff.maxMs) throw new DefinitionError(where, `backoff.initialMs must not exceed backoff.maxMs`);
-        if (t.hardLimitMs > def.deadlineMs) throw new DefinitionError(where, `hardLimitMs (${t.hardLimitMs}) exceeds the flow deadline (${def.deadlineMs})`);
+        checkTask(t, where);
+        if (t.map && !MAP_PATH_RE.test(t.map.over))
+          throw new DefinitionError(
+            `${def.name}.tasks[${ti}].map.over (${t.name})`,
+            `${JSON.stringify(t.map.over)} is not a dot path into the input (keys of letters, digits, _, $ or -, e.g. "records" or "batch.items")`,
+          );
       });
-    });
+      def.tasks.forEach((t, ti) => {
+        const seen = new Set<string>();
+        (t.needs ?? []).forEach((n, ni) => {
+          const where = `${def.name}.tasks[${ti}].needs[${ni}] (${t.name})`;
+          if (!taskNames.has(n)) throw new DefinitionError(where, `unknown task "${n}" (tasks: ${[...taskNames].join(', ')})`);
+          if (seen.has(n)) throw new DefinitionError(where, `"${n}" is needed twice`);
+          seen.add(n);
+        });
+      });
+      const cycle = findCycle(def.tasks);
+      if (cycle) throw new DefinitionError(`${def.name}.tasks`, `the needs form a cycle: ${cycle.join(' -> ')}`);
+    } else {
+      const stageNames = new Set<string>();
+      def.stages!.forEach((st, si) => {
+        if (stageNames.has(st.name)) throw new DefinitionError(`${def.name}.stages[${si}]`, `duplicate stage name "${st.name}"`);
+        stageNames.add(st.name);
+        st.tasks.forEach((t, ti) => {
+          const where = `${def.name}.stages[${si}].tasks[${ti}] (${t.name})`;
+          if (taskNames.has(t.name)) throw new DefinitionError(where, `duplicate task name "${t.name}"`);
+          taskNames.add(t.name);
+          checkTask(t, where);
+        });
+      });
+    }
     out.push(def);
   });
   return out;
@@ -125,7 +193,73 @@ export function subjectMatches(pattern: string, subject: string): boolean {
 }
 
 export function taskSubjects(defs: FlowDef[]): string[] {
-  return [...new Set(defs.flatMap((d) => d.stages.flatMap((s) => s.tasks.map((t) => t.subject))))].sort();
+  return [...new Set(defs.flatMap((d) => allTasks(d).map((t) => t.subject)))].sort();
+}
+
+/** Every task of a definition, in definition order (stage by stage, or the DAG's list). */
+export function allTasks(def: FlowDef): Array<TaskDef & Partial<Pick<DagTaskDef, 'needs' | 'map' | 'onFailure'>>> {
+  return def.tasks ?? def.stages!.flatMap((st) => st.tasks);
+}
+
+/** The first cycle of `needs` found (its names, the first repeated at the end), or undefined. */
+function findCycle(tasks: Array<{ name: string; needs?: string[] | undefined }>): string[] | undefined {
+  const needs = new Map(tasks.map((t) => [t.name, t.needs ?? []]));
+  const state = new Map<string, 1 | 2>();
+  const path: string[] = [];
+  const visit = (n: string): string[] | undefined => {
+    if (state.get(n) === 2) return undefined;
+    if (state.get(n) === 1) return [...path.slice(path.indexOf(n)), n];
+    state.set(n, 1);
+    path.push(n);
+    for (const m of needs.get(n) ?? []) {
+      const c = visit(m);
+      if (c) return c;
+    }
+    path.pop();
+    state.set(n, 2);
+    return undefined;
+  };
+  for (const t of tasks) {
+    const c = visit(t.name);
+    if (c) return c;
+  }
+  return undefined;
+}
+
+/**
+ * The stages a view shows: a stage definition's own, or a DAG's tasks grouped by depth (`level-<n>`:
+ * a task's level is one more than the deepest task it needs), each with the policy of its tasks
+ * (`continue` when any of them continues).
+ */
+export function stagesOf(def: FlowDef): StageDef[] {
+  if (def.stages) return def.stages;
+  const level = dagLevels(def.tasks!);
+  const out: StageDef[] = [];
+  for (const t of def.tasks!) {
+    const l = level.get(t.name)!;
+    while (out.length <= l) out.push({ name: `level-${out.length}`, onFailure: 'fail_flow', tasks: [] });
+    const { name, subject, softLimitMs, hardLimitMs, maxAttempts, backoff } = t;
+    out[l]!.tasks.push({ name, subject, softLimitMs, hardLimitMs, maxAttempts, backoff });
+    if ((t.onFailure ?? 'fail_flow') === 'continue') out[l]!.onFailure = 'continue';
+  }
+  return out;
+}
+
+/** Each DAG task's depth: 0 without needs, else one more than its deepest need (the needs are acyclic). */
+export function dagLevels(tasks: Array<{ name: string; needs?: string[] | undefined }>): Map<string, number> {
+  const needs = new Map(tasks.map((t) => [t.name, t.needs ?? []]));
+  const level = new Map<string, number>();
+  const of = (n: string): number => {
+    let l = level.get(n);
+    if (l === undefined) {
+      l = 0;
+      for (const m of needs.get(n) ?? []) l = Math.max(l, of(m) + 1);
+      level.set(n, l);
+    }
+    return l;
+  };
+  for (const t of tasks) of(t.name);
+  return level;
 }
 
 export class FlowRegistry {

@@ -8,3 +8,4 @@ export * from './routing.js';
 export * from './versions.js';
 export * from './registrations.js';
 export * from './ids.js';
+export * from './plan.js';

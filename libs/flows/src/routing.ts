@@ -1,5 +1,5 @@
 import { CONSUMERS, STREAMS } from '../../messaging/src/topology.js';
-import { subjectMatches, taskSubjects, type FlowRegistry } from './definitions.js';
+import { stagesOf, subjectMatches, taskSubjects, type FlowRegistry } from './definitions.js';
 
 export interface Route {
   subject: string;
@@ -29,7 +29,7 @@ export function routesFor(query: string, registry: FlowRegistry): Route[] {
     consumer: CONSUMERS.task(subject),
     servedBy: SERVICES.find(([p]) => subjectMatches(p, subject))?.[1] ?? 'none',
     usedBy: registry.defs.flatMap((d) =>
-      d.stages.flatMap((st) => st.tasks.filter((t) => t.subject === subject).map((t) => ({ flow: d.name, version: d.version, stage: st.name, task: t.name }))),
+      stagesOf(d).flatMap((st) => st.tasks.filter((t) => t.subject === subject).map((t) => ({ flow: d.name, version: d.version, stage: st.name, task: t.name }))),
     ),
   }));
 }

@@ -63,7 +63,7 @@ test('a definition hash depends on the content only, and names the stored key', 
   assert.equal(definitionHash(shuffled), definitionHash(V1), 'key order does not matter');
   assert.equal(definitionHash(structuredClone(V1)), definitionHash(V1));
   const tighter = structuredClone(V1);
-  tighter.stages[1]!.tasks[0]!.hardLimitMs = 1_500;
+  tighter.stages![1]!.tasks[0]!.hardLimitMs = 1_500;
   assert.notEqual(definitionHash(tighter), definitionHash(V1), 'a changed limit is another definition');
   assert.match(definitionHash(V1), /^[0-9a-f]{16}$/);
   assert.equal(storedDefinition(V1).key, `shift.v1.${definitionHash(V1)}`);

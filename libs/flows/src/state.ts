@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { definitionHash, type FlowDef, type TaskDef } from './definitions.js';
+import { definitionHash, stagesOf, type FlowDef } from './definitions.js';
+import { chunkToken, isChunkIndex, mapCounts, planOf, type FlowPlan, type PlanTask } from './plan.js';
 
 /**
  * The saga state of one flow as stored in the flows KV bucket, and the pure transitions over it.
@@ -38,6 +39,16 @@ export interface TaskState {
    * tokens, whose results are taken as before.
    */
   token?: string;
+  /**
+   * A mapped task: its number of chunks (from the input at the flow's start), and `cs`, one character
+   * per chunk: `-` not dispatched yet, `d` dispatched, `s` succeeded, `f` failed, `c` cancelled. The
+   * chunks' tokens derive from `token` (chunkToken) and their outputs are stored beside the state (one
+   * KV entry per chunk, the engine's), so 10,000 chunks keep the state at about 10 KB.
+   */
+  chunks?: number;
+  cs?: string;
+  /** A leaf of a DAG definition (no task needs it): the callback's `results` (states of stage flows go by stage). */
+  leaf?: true;
 }
 
 export interface FlowState {
@@ -94,16 +105,17 @@ export function isTerminal(s: FlowState): boolean {
 export function newFlowState(req: StartRequest, def: FlowDef, now: number): FlowState {
   const tasks: Record<string, TaskState> = {};
   const later = req.startAt !== undefined && req.startAt > now;
-  def.stages.forEach((st, i) => {
-    for (const t of st.tasks)
-      tasks[t.name] =
-        i === 0 && later
-          ? // Scheduled: the first stage's tokens are drawn now (the timers' message ids use one) and dispatched by applyStart.
-            { stage: i, status: 'pending', attempts: 0, token: newTaskToken() }
-          : i === 0
-            ? { stage: i, status: 'dispatched', attempts: 0, dispatchedAt: now, token: newTaskToken() }
-            : { stage: i, status: 'pending', attempts: 0 };
-  });
+  const plan = planOf(def);
+  // Tasks in definition order (the callback lists them so), each at its stage or DAG level.
+  for (const st of stagesOf(def))
+    for (const td of st.tasks) {
+      const pt = plan.byName.get(td.name)!;
+      const ts: TaskState = { stage: pt.level, status: 'pending', attempts: 0 };
+      if (plan.dag && pt.leaf) ts.leaf = true;
+      // Scheduled: the root tasks' tokens are drawn now (the timers' message ids use one) and dispatched by applyStart.
+      if (later && !pt.needs.length) ts.token = newTaskToken();
+      tasks[td.name] = ts;
+    }
   const s: FlowState = {
     flowId: req.flowId,
     tenant: req.tenant,
@@ -125,7 +137,33 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
   if (req.inputJson !== undefined) s.input = req.inputJson;
   if (req.inputRef) s.inputRef = req.inputRef;
   if (req.traceparent) s.traceparent = req.traceparent;
+  const t: Transition = { changed: true, events: [] };
+  if (plan.order.some((pt) => pt.map)) {
+    // The chunks of every mapped task are cut once, from the input as it was submitted.
+    const problem = mapProblem(s, def);
+    if (typeof problem === 'string') {
+      s.errors.push({ task: '', code: 'invalid_argument', message: problem });
+      finish(s, 'failed', now, problem, t);
+      return s;
+    }
+    for (const [name, n] of Object.entries(problem)) tasks[name]!.chunks = n;
+  }
+  if (!later) dispatchReady(s, plan, now, t);
   return s;
+}
+
+/** The chunk count of each mapped task, or why the input cannot be cut (ingest refuses such inputs; this guards the rest). */
+function mapProblem(s: FlowState, def: FlowDef): Record<string, number> | string {
+  if (s.input === undefined) return `flow ${def.name} maps tasks over its input, which was stored by reference (${s.inputRef ?? 'none'}); mapped tasks need the input inline`;
+  let input: unknown;
+  try {
+    input = JSON.parse(s.input);
+  } catch (err) {
+    return `the flow input is not JSON: ${(err as Error).message}`;
+  }
+  const m = mapCounts(def, input);
+  if (m.problems.length) return m.problems.map((p) => `${p.path}: ${p.message}`).join('; ');
+  return m.chunks;
 }
 
 /**
@@ -169,8 +207,16 @@ export interface ResultIn {
   startedAt?: number;
   finishedAt?: number;
   worker?: string;
-  /** The token the worker copied from the Task (TaskState.token). */
+  /** The token the worker copied from the Task (TaskState.token, or its chunk's chunkToken). */
   token?: string;
+  /** Which chunk of a mapped task this answers (TaskResult.chunk_index). */
+  chunk?: number;
+}
+
+/** One task message to publish: a task, or one chunk of a mapped task. */
+export interface Dispatch {
+  task: string;
+  chunk?: number;
 }
 
 export interface Transition {
@@ -179,6 +225,16 @@ export interface Transition {
   events: Array<{ type: string; task?: string; stage?: string; message?: string }>;
   /** The message could not be applied (the flow failed because of it): dead-letter it with this reason. */
   rejected?: { code: string; message: string };
+  /** Task messages this transition made due, in order (publish them after the state that names them is safe). */
+  dispatched?: Dispatch[];
+  /**
+   * A task started (a new token in the state): the state must be written before its messages go out.
+   * Further chunks of a started task need no write first: their ids and tokens derive from the state
+   * written when the task started, and a replay of the results that freed them frees them again.
+   */
+  started?: boolean;
+  /** A chunk's output to store (outside the state) before the result that carried it is acked. */
+  chunkOutput?: { task: string; chunk: number; value: unknown };
 }
 
 function finish(s: FlowState, status: FlowStatus, now: number, reason: string, t: Transition) {
@@ -193,27 +249,71 @@ function finish(s: FlowState, status: FlowStatus, now: number, reason: string, t
   t.events.push({ type: 'flow.completed', message: `${status}: ${reason}` });
 }
 
-/** Advances to the next stage(s) while the current one is settled. */
-function advance(s: FlowState, def: FlowDef, now: number, t: Transition) {
-  while (s.status === 'running') {
-    const stage = def.stages[s.stage]!;
-    const settled = stage.tasks.every((td) => SETTLED_TASK.has(s.tasks[td.name]!.status));
-    if (!settled) return;
-    t.events.push({ type: 'stage.completed', stage: stage.name });
-    if (s.stage === def.stages.length - 1) {
-      const anyFailed = Object.values(s.tasks).some((ts) => ts.status !== 'succeeded');
-      finish(s, anyFailed ? 'partial' : 'succeeded', now, anyFailed ? 'some tasks failed under a continue policy' : 'all tasks succeeded', t);
-      return;
+/**
+ * Starts every pending task whose needs have all settled (a failed need under `continue` still lets
+ * it run: its dependents see the need's status), in the plan's order so a mapped task over an empty
+ * array settles at once and frees its dependents in the same pass; ends the flow when every task has
+ * settled; keeps `stage` at the lowest level still open.
+ */
+function dispatchReady(s: FlowState, plan: FlowPlan, now: number, t: Transition) {
+  if (s.status !== 'running') return;
+  for (const pt of plan.order) {
+    const ts = s.tasks[pt.name];
+    if (!ts || ts.status !== 'pending') continue;
+    if (!pt.needs.every((n) => SETTLED_TASK.has(s.tasks[n]?.status ?? 'pending'))) continue;
+    ts.status = 'dispatched';
+    ts.dispatchedAt = now;
+    ts.token ??= newTaskToken();
+    t.started = true;
+    if (pt.map && ts.chunks !== undefined) {
+      ts.cs = '-'.repeat(ts.chunks);
+      t.events.push({ type: 'task.dispatched', task: pt.name, stage: pt.group, message: `task ${pt.name}: ${ts.chunks} chunks` });
+      if (ts.chunks === 0) {
+        ts.status = 'succeeded';
+        ts.finishedAt = now;
+        t.events.push({ type: 'task.succeeded', task: pt.name });
+        continue;
+      }
+      dispatchChunks(ts, pt, t);
+      continue;
     }
-    s.stage++;
-    for (const td of def.stages[s.stage]!.tasks) {
-      const ts = s.tasks[td.name]!;
-      ts.status = 'dispatched';
-      ts.dispatchedAt = now;
-      ts.token = newTaskToken();
-      t.events.push({ type: 'task.dispatched', task: td.name, stage: def.stages[s.stage]!.name });
-    }
+    (t.dispatched ??= []).push({ task: pt.name });
+    t.events.push({ type: 'task.dispatched', task: pt.name, stage: pt.group });
   }
+  let open = Infinity;
+  let last = 0;
+  for (const pt of plan.order) {
+    const ts = s.tasks[pt.name];
+    if (!ts) continue;
+    last = Math.max(last, pt.level);
+    if (!SETTLED_TASK.has(ts.status)) open = Math.min(open, pt.level);
+  }
+  if (open === Infinity) {
+    if (!plan.dag) for (let l = s.stage; l <= last; l++) t.events.push({ type: 'stage.completed', stage: stageNameOf(plan, l) });
+    s.stage = last;
+    const anyFailed = Object.values(s.tasks).some((ts) => ts.status !== 'succeeded');
+    finish(s, anyFailed ? 'partial' : 'succeeded', now, anyFailed ? 'some tasks failed under a continue policy' : 'all tasks succeeded', t);
+    return;
+  }
+  if (open > s.stage) for (let l = s.stage; l < open; l++) if (!plan.dag) t.events.push({ type: 'stage.completed', stage: stageNameOf(plan, l) });
+  s.stage = open;
+}
+
+const stageNameOf = (plan: FlowPlan, level: number) => plan.order.find((pt) => pt.level === level)?.group ?? `level-${level}`;
+
+/** Dispatches a mapped task's next chunks, lowest index first, while fewer than maxParallel are out. */
+function dispatchChunks(ts: TaskState, pt: PlanTask, t: Transition) {
+  const cs = ts.cs!;
+  let out = 0;
+  for (let i = cs.indexOf('d'); i >= 0; i = cs.indexOf('d', i + 1)) out++;
+  if (out >= pt.map!.maxParallel) return;
+  const chars = cs.split('');
+  for (let i = cs.indexOf('-'); i >= 0 && out < pt.map!.maxParallel; i = cs.indexOf('-', i + 1)) {
+    chars[i] = 'd';
+    out++;
+    (t.dispatched ??= []).push({ task: pt.name, chunk: i });
+  }
+  ts.cs = chars.join('');
 }
 
 // Per-dispatch result tokens come from one pooled buffer: a randomBytes call per 256 tokens, not per task.
@@ -245,12 +345,24 @@ function sameToken(a: string, b: string): boolean {
  * sent it, so a result that cannot prove it answers a dispatch of this flow (the task's token) changes
  * nothing: it is dead-lettered with this reason and the flow goes on (its deadline still ends it).
  */
-export function resultProblem(s: FlowState, r: { task: string; token?: string }): TaskError | undefined {
+export function resultProblem(s: FlowState, r: { task: string; token?: string; chunk?: number }): TaskError | undefined {
   const ts = s.tasks[r.task];
   if (!ts) return { task: r.task, code: 'unknown_task', message: `a result arrived for task ${JSON.stringify(r.task.slice(0, 50))}, which flow ${s.flow} v${s.version} does not have` };
   if (ts.token === undefined) {
     // A state from before tokens: its dispatched tasks' results are taken as they were.
     return ts.status === 'pending' ? { task: r.task, code: 'unexpected_result', message: `a result arrived for task "${r.task}", which was never dispatched (pending)` } : undefined;
+  }
+  if (ts.chunks !== undefined) {
+    if (ts.cs === undefined) return { task: r.task, code: 'unexpected_result', message: `a result arrived for task "${r.task}", which was never dispatched (${ts.status})` };
+    if (!isChunkIndex(r.chunk ?? 0, ts.chunks))
+      return { task: r.task, code: 'unknown_task', message: `a result arrived for chunk ${String(r.chunk)} of task "${r.task}", which has ${ts.chunks} chunks` };
+    if (!sameToken(r.token ?? '', chunkToken(ts.token, r.chunk ?? 0)))
+      return {
+        task: r.task,
+        code: 'bad_token',
+        message: `a result for chunk ${r.chunk ?? 0} of task "${r.task}" does not carry the token of its dispatch${r.token ? '' : ' (it carries none)'}`,
+      };
+    return undefined;
   }
   if (!sameToken(r.token ?? '', ts.token))
     return { task: r.task, code: 'bad_token', message: `a result for task "${r.task}" does not carry the token of its dispatch${r.token ? '' : ' (it carries none)'}` };
@@ -264,23 +376,48 @@ export function applyResult(s: FlowState, def: FlowDef, r: ResultIn, now: number
   const ts = s.tasks[r.task]!;
   // Settled task (duplicate / redelivery) or finished flow: nothing to count.
   if (isTerminal(s) || SETTLED_TASK.has(ts.status)) return t;
+  const plan = planOf(def);
+  const pt = plan.byName.get(r.task);
+  if (!pt) return { ...t, rejected: { code: 'unknown_task', message: `task "${r.task}" is not in the definition of flow ${s.flow} v${s.version}` } };
   if (ts.status !== 'dispatched') return { ...t, rejected: { code: 'unexpected_result', message: `a result arrived for task "${r.task}", which was never dispatched (${ts.status})` } };
+  const chunk = ts.cs !== undefined ? (r.chunk ?? 0) : undefined;
+  if (chunk !== undefined) {
+    // One character per chunk: a settled one is a duplicate. A `-` one was dispatched by a transition
+    // whose state was not written yet (a replay): its token proves the dispatch.
+    const c = ts.cs![chunk];
+    if (c === 's' || c === 'f' || c === 'c') return t;
+  }
   t.changed = true;
-  ts.attempts = r.attempts;
-  if (r.startedAt) ts.startedAt = r.startedAt;
+  ts.attempts = Math.max(ts.attempts, r.attempts);
+  if (r.startedAt && (chunk === undefined || !ts.startedAt || r.startedAt < ts.startedAt)) ts.startedAt = r.startedAt;
   ts.finishedAt = r.finishedAt ?? now;
   if (ts.startedAt) ts.durationMs = ts.finishedAt - ts.startedAt;
   if (r.worker) ts.worker = r.worker;
+  const name = chunk === undefined ? r.task : `${r.task}[${chunk}]`;
   if (r.succeeded) {
-    ts.status = 'succeeded';
-    if (r.output !== undefined) ts.output = r.output;
-    if (r.outputRef) ts.outputRef = r.outputRef;
-    t.events.push({ type: 'task.succeeded', task: r.task });
+    if (chunk !== undefined) {
+      ts.cs = `${ts.cs!.slice(0, chunk)}s${ts.cs!.slice(chunk + 1)}`;
+      t.chunkOutput = { task: r.task, chunk, value: r.output !== undefined ? r.output : r.outputRef ? { ref: r.outputRef } : null };
+      if (ts.cs.indexOf('s') === 0 && !/[^s]/.test(ts.cs)) {
+        ts.status = 'succeeded';
+        t.events.push({ type: 'task.succeeded', task: r.task });
+      } else {
+        dispatchChunks(ts, pt, t);
+        return t;
+      }
+    } else {
+      ts.status = 'succeeded';
+      if (r.output !== undefined) ts.output = r.output;
+      if (r.outputRef) ts.outputRef = r.outputRef;
+      t.events.push({ type: 'task.succeeded', task: r.task });
+    }
   } else {
+    if (chunk !== undefined) ts.cs = `${ts.cs!.slice(0, chunk)}${r.cancelled ? 'c' : 'f'}${ts.cs!.slice(chunk + 1)}`;
     ts.status = r.cancelled ? 'cancelled' : 'failed';
     ts.error = { code: r.errorCode || 'internal', message: r.errorMessage || 'task failed' };
+    if (chunk !== undefined) ts.error.message = `chunk ${chunk} of ${ts.chunks}: ${ts.error.message}`;
     s.errors.push({ task: r.task, code: ts.error.code, message: ts.error.message });
-    t.events.push({ type: 'task.failed', task: r.task, message: `${ts.error.code}: ${ts.error.message}` });
+    t.events.push({ type: 'task.failed', task: name, message: `${ts.error.code}: ${ts.error.message}` });
     // A failure that arrives once the flow's deadline has passed (typically the worker's "deadline
     // passed before the task started") only raced the deadline timer: the deadline decides, so the
     // flow ends partial with what it has, as it would had the timer been applied first.
@@ -288,13 +425,12 @@ export function applyResult(s: FlowState, def: FlowDef, r: ResultIn, now: number
       finish(s, 'partial', now, 'deadline', t);
       return t;
     }
-    const stage = def.stages[ts.stage]!;
-    if (stage.onFailure === 'fail_flow' && !r.cancelled) {
-      finish(s, 'failed', now, `task ${r.task} failed and stage ${stage.name} fails the flow`, t);
+    if (pt.onFailure === 'fail_flow' && !r.cancelled) {
+      finish(s, 'failed', now, plan.dag ? `task ${r.task} failed and its onFailure fails the flow` : `task ${r.task} failed and stage ${pt.group} fails the flow`, t);
       return t;
     }
   }
-  advance(s, def, now, t);
+  dispatchReady(s, plan, now, t);
   return t;
 }
 
@@ -308,14 +444,9 @@ export function applyStart(s: FlowState, def: FlowDef, now: number): Transition 
   t.changed = true;
   s.status = 'running';
   s.startedAt = now;
-  t.events.push({ type: 'flow.started', stage: def.stages[0]!.name });
-  for (const td of def.stages[0]!.tasks) {
-    const ts = s.tasks[td.name]!;
-    ts.status = 'dispatched';
-    ts.dispatchedAt = now;
-    ts.token ??= newTaskToken();
-    t.events.push({ type: 'task.dispatched', task: td.name, stage: def.stages[0]!.name });
-  }
+  // The root tasks (a stage flow's first stage), with the tokens drawn when the flow was scheduled.
+  t.events.push({ type: 'flow.started', stage: stagesOf(def)[0]!.name });
+  dispatchReady(s, planOf(def), now, t);
   return t;
 }
 
@@ -354,26 +485,37 @@ export function failFlow(s: FlowState, e: TaskError, now: number): Transition {
  * written before definitions were versioned, and for views given the definition loaded now).
  */
 export function defFits(s: FlowState, def: FlowDef): boolean {
-  let n = 0;
-  for (const [i, st] of def.stages.entries()) {
-    for (const td of st.tasks) {
-      if (s.tasks[td.name]?.stage !== i) return false;
-      n++;
-    }
-  }
-  return n === Object.keys(s.tasks).length;
+  const plan = planOf(def);
+  for (const pt of plan.order) if (s.tasks[pt.name]?.stage !== pt.level) return false;
+  return plan.order.length === Object.keys(s.tasks).length;
 }
 
-/** The tasks that the state says are dispatched (to publish, idempotently, with deterministic ids). */
-export function tasksToDispatch(s: FlowState, def: FlowDef): TaskDef[] {
-  if (isTerminal(s)) return [];
-  return def.stages[s.stage]!.tasks.filter((td) => s.tasks[td.name]!.status === 'dispatched');
+/**
+ * Every task message the state says is out (dispatched tasks, dispatched chunks), to publish again,
+ * idempotently, with their deterministic ids: what a replay after a crash re-derives.
+ */
+export function pendingDispatches(s: FlowState, def: FlowDef): Dispatch[] {
+  if (s.status !== 'running') return [];
+  const out: Dispatch[] = [];
+  for (const pt of planOf(def).order) {
+    const ts = s.tasks[pt.name];
+    if (ts?.status !== 'dispatched') continue;
+    if (ts.cs === undefined) out.push({ task: pt.name });
+    else for (let i = ts.cs.indexOf('d'); i >= 0; i = ts.cs.indexOf('d', i + 1)) out.push({ task: pt.name, chunk: i });
+  }
+  return out;
+}
+
+/** The tasks that the state says are dispatched (pendingDispatches without chunks; kept for callers of before). */
+export function tasksToDispatch(s: FlowState, def: FlowDef): PlanTask[] {
+  const plan = planOf(def);
+  return [...new Set(pendingDispatches(s, def).map((d) => d.task))].map((n) => plan.byName.get(n)!);
 }
 
 /** Deterministic message ids: a replay or a race collapses into one message. */
 export const msgIds = {
-  task: (flowId: string, stage: number, task: string) => `${flowId}:${stage}:${task}`,
-  result: (flowId: string, task: string) => `${flowId}:${task}:result`,
+  task: (flowId: string, stage: number, task: string, chunk?: number) => (chunk === undefined ? `${flowId}:${stage}:${task}` : `${flowId}:${stage}:${task}:${chunk}`),
+  result: (flowId: string, task: string, chunk?: number) => (chunk === undefined ? `${flowId}:${task}:result` : `${flowId}:${task}:${chunk}:result`),
   callback: (flowId: string) => `${flowId}:callback`,
   /** `nonce` (a token of the flow's first dispatch) keeps anyone who guesses a flow id from taking its timer's id first. */
   deadline: (flowId: string, nonce = '') => (nonce ? `${flowId}:deadline:${nonce}` : `${flowId}:deadline`),
@@ -385,18 +527,27 @@ export const msgIds = {
 export const deliveryIdOf = (flowId: string) => `dlv_${flowId}`;
 
 /**
- * The report the callback receives (README, "The callback"): the last stage's tasks under `results`,
- * earlier ones under `datasets`. Built from the state alone (its tasks are in definition order and know
- * their stage), so a flow whose definition can no longer be found still gets its callback.
+ * The report the callback receives (README, "The callback"): the leaf tasks (a stage flow's last stage)
+ * under `results`, the others under `datasets`. Built from the state alone (its tasks are in definition
+ * order and know their stage, a DAG's leaves are marked), so a flow whose definition can no longer be
+ * found still gets its callback. A mapped task's output is the array of its chunk outputs in chunk
+ * order, which the state does not hold: `outputs` gives it (the engine's chunk store), else the entry
+ * is `{ chunks }`.
  */
-export function callbackBody(s: FlowState) {
+export function callbackBody(s: FlowState, outputs?: (task: string) => unknown[] | undefined) {
   let last = 0;
-  for (const ts of Object.values(s.tasks)) if (ts.stage > last) last = ts.stage;
+  let marked = false;
+  for (const ts of Object.values(s.tasks)) {
+    if (ts.stage > last) last = ts.stage;
+    if (ts.leaf) marked = true;
+  }
   const results: Record<string, unknown> = {};
   const datasets: Record<string, unknown> = {};
+  const outputOf = (name: string, ts: TaskState) =>
+    ts.chunks !== undefined ? (outputs?.(name) ?? (ts.chunks === 0 ? [] : { chunks: ts.chunks })) : (ts.output ?? (ts.outputRef ? { ref: ts.outputRef } : null));
   for (const [name, ts] of Object.entries(s.tasks)) {
-    if (ts.stage === last) results[name] = ts.status === 'succeeded' ? (ts.output ?? (ts.outputRef ? { ref: ts.outputRef } : null)) : { status: ts.status, error: ts.error ?? null };
-    else datasets[name] = ts.status === 'succeeded' ? (ts.output ?? (ts.outputRef ? { ref: ts.outputRef } : null)) : { status: ts.status };
+    if (marked ? ts.leaf : ts.stage === last) results[name] = ts.status === 'succeeded' ? outputOf(name, ts) : { status: ts.status, error: ts.error ?? null };
+    else datasets[name] = ts.status === 'succeeded' ? outputOf(name, ts) : { status: ts.status };
   }
   const finishedAt = s.finishedAt ?? Date.now();
   return {
@@ -415,6 +566,12 @@ export function callbackBody(s: FlowState) {
   };
 }
 
+function chunkProgress(ts: TaskState) {
+  const cs = ts.cs ?? '';
+  const n = (c: string) => cs.split(c).length - 1;
+  return { count: ts.chunks ?? 0, succeeded: ts.status === 'succeeded' && !cs ? (ts.chunks ?? 0) : n('s'), failed: n('f') + n('c'), running: n('d') };
+}
+
 /**
  * The public view of a flow (GET /v1/flows/{id}); the input is not echoed back. `def` is used only if
  * it is the flow's own definition; otherwise (the definitions changed since the flow started) the
@@ -424,7 +581,7 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
   const iso = (n?: number) => (n ? new Date(n).toISOString() : null);
   const own = def && (s.defHash ? s.defHash === definitionHash(def) : defFits(s, def)) ? def : undefined;
   const shape: Array<{ name: string; onFailure: string | null; tasks: Array<{ name: string; subject: string | null }> }> = own
-    ? own.stages.map((st) => ({ name: st.name, onFailure: st.onFailure, tasks: st.tasks.map((td) => ({ name: td.name, subject: td.subject })) }))
+    ? stagesOf(own).map((st) => ({ name: st.name, onFailure: st.onFailure, tasks: st.tasks.map((td) => ({ name: td.name, subject: td.subject })) }))
     : [];
   if (!own) {
     for (const [name, ts] of Object.entries(s.tasks)) {
@@ -450,6 +607,8 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
         durationMs: ts.durationMs ?? null,
         error: ts.error ?? null,
         worker: ts.worker ?? null,
+        // A mapped task's progress: its chunks by state.
+        ...(ts.chunks !== undefined ? { chunks: chunkProgress(ts) } : {}),
       };
     }),
   }));

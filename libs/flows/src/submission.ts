@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { invalid, type FieldIssue } from '../../errors/src/index.js';
 import type { FlowRegistry } from './definitions.js';
+import { DEFAULT_MAX_TASKS_PER_FLOW, mapCounts } from './plan.js';
 
 /** The furthest a delayed start may lie ahead (`startAt`, `delayMs`): 30 days. */
 export const MAX_START_DELAY_MS = 30 * 86_400_000;
@@ -109,6 +110,8 @@ export interface ValidateOptions {
   checkCallbackUrl?: (url: string) => string | undefined;
   /** The clock `startAt` is checked against (default Date.now()). */
   now?: number;
+  /** Task instances a flow may make (a mapped task's chunks each count; JETFLOW_MAX_TASKS_PER_FLOW, default 10,000). */
+  maxTasksPerFlow?: number;
 }
 
 /** Validates a parsed body; throws invalid_argument naming every bad field. */
@@ -141,6 +144,19 @@ export function validateSubmission(body: unknown, opts: ValidateOptions): Submis
       const why = opts.checkCallbackUrl(url);
       if (why) details.push({ path: 'callbackUrl', message: why });
     }
+  }
+  // A mapped task's array must be in the input, and its chunks within the flow's task limit.
+  if (def && (def.tasks ?? []).some((t) => t.map) && raw.input !== null && typeof raw.input === 'object' && !Array.isArray(raw.input)) {
+    const m = mapCounts(def, raw.input);
+    details.push(...m.problems);
+    const max = opts.maxTasksPerFlow ?? DEFAULT_MAX_TASKS_PER_FLOW;
+    if (!m.problems.length && m.instances > max)
+      details.push({
+        path: 'input',
+        message: `flow ${def.name} would run ${m.instances} task instances (${Object.entries(m.chunks)
+          .map(([t, n]) => `${t}: ${n} chunks`)
+          .join(', ')}); at most ${max} per flow (JETFLOW_MAX_TASKS_PER_FLOW)`,
+      });
   }
   if (!details.some((d) => d.path === 'startAt')) {
     const start = startProblem(body, opts.now ?? Date.now());

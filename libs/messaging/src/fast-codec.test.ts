@@ -212,3 +212,42 @@ test('the hand-written decoders reject what is not their message (wrong wire typ
   assert.throws(() => decodeTask(new Uint8Array([0x98, 0x01, 0x05])), /wire type 0 for field 19/);
   assert.throws(() => decodeTaskResult(new Uint8Array([0x68, 0x05])), /wire type 0 for field 13/);
 });
+
+test('a chunk of a mapped task: chunk_index, chunk_count and items_json match the generated code both ways; messages without them decode to 0 / empty', () => {
+  const own = {
+    task: 'tokenize',
+    subject: 'jetflow.task.custom.tokenize',
+    softLimitMs: 1,
+    hardLimitMs: 2,
+    maxAttempts: 3,
+    backoffInitialMs: 4,
+    backoffMaxMs: 5,
+    dispatchedAtMs: 6,
+    resultToken: 'Zk3_q-9aB0cDeFgH',
+    chunkIndex: 7,
+    chunkCount: 100,
+    itemsJson: enc.encode('[{"id":"r70","text":"a b"}]'),
+  };
+  const mine = encodeTask(new Uint8Array(), own);
+  assert.deepEqual(mine, toBinary(TaskSchema, create(TaskSchema, { ...own, dispatchedAtMs: 6n })));
+  assert.deepEqual(decodeTask(mine), fromBinary(TaskSchema, mine));
+  assert.equal(decodeTask(mine).chunkIndex, 7);
+  assert.equal(decodeTask(mine).chunkCount, 100);
+  // Chunk 0 writes no index (proto3 default): the count says it is a chunk.
+  const first = decodeTask(encodeTask(new Uint8Array(), { ...own, chunkIndex: 0 }));
+  assert.equal(first.chunkIndex, 0);
+  assert.equal(first.chunkCount, 100);
+  // A message of before (no chunk fields) is an unmapped task.
+  const old = toBinary(TaskSchema, create(TaskSchema, { task: 't', subject: 's', resultToken: 'x' }));
+  assert.deepEqual([decodeTask(old).chunkIndex, decodeTask(old).chunkCount, decodeTask(old).itemsJson.length], [0, 0, 0]);
+  const r = { flowId: 'f1', task: 'tokenize', stage: 0, status: TaskStatus.SUCCEEDED, attempts: 1, startedAtMs: 1, finishedAtMs: 2, worker: 'w', resultToken: 'tok', chunkIndex: 42 };
+  const gen = toBinary(TaskResultSchema, create(TaskResultSchema, { ...r, startedAtMs: 1n, finishedAtMs: 2n }));
+  assert.deepEqual(encodeTaskResult(r), gen);
+  assert.deepEqual(decodeTaskResult(gen), fromBinary(TaskResultSchema, gen));
+  assert.equal(decodeTaskResult(gen).chunkIndex, 42);
+  assert.equal(decodeTaskResult(toBinary(TaskResultSchema, create(TaskResultSchema, { flowId: 'f', task: 't' }))).chunkIndex, 0);
+  // A chunk field of the wrong wire type is refused like any other.
+  const bad = new Uint8Array([(20 << 3) | 2, 1, 0]);
+  assert.throws(() => decodeTask(bad), /invalid wire type 2 for field 20/);
+  assert.throws(() => decodeTaskResult(new Uint8Array([(14 << 3) | 2, 1, 0])), /invalid wire type 2 for field 14/);
+});

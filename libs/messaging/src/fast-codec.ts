@@ -87,8 +87,12 @@ export interface TaskOwn {
   /** The definition's backoff.multiplier; unset (0) reads as 2. */
   backoffMultiplier?: number;
   dispatchedAtMs: number;
-  /** The dispatch's result token (Task.result_token). */
+  /** The dispatch's result token (Task.result_token; a chunk's own). */
   resultToken?: string;
+  /** A mapped task's chunk: its index, the chunk count (0: not mapped) and its items (a JSON array). */
+  chunkIndex?: number;
+  chunkCount?: number;
+  itemsJson?: Uint8Array;
 }
 
 /** The fields every task of one stage dispatch shares (input and the earlier stages' outputs): encoded once. */
@@ -126,6 +130,9 @@ export function encodeTask(shared: Uint8Array, t: TaskOwn): Uint8Array {
   i64(w, 17, t.dispatchedAtMs);
   f32(w, 18, t.backoffMultiplier);
   str(w, 19, t.resultToken);
+  u32(w, 20, t.chunkIndex);
+  u32(w, 21, t.chunkCount);
+  bytes(w, 22, t.itemsJson);
   const own = w.finish();
   const out = new Uint8Array(shared.length + own.length);
   out.set(shared, 0);
@@ -149,6 +156,8 @@ export interface TaskResultFields {
   worker: string;
   /** Task.result_token of the task answered. */
   resultToken?: string;
+  /** Task.chunk_index of the chunk answered. */
+  chunkIndex?: number;
 }
 
 /** jetflow.v1.TaskResult */
@@ -167,6 +176,7 @@ export function encodeTaskResult(r: TaskResultFields): Uint8Array {
   i64(w, 11, r.finishedAtMs);
   str(w, 12, r.worker);
   str(w, 13, r.resultToken);
+  u32(w, 14, r.chunkIndex);
   return w.finish();
 }
 
@@ -193,6 +203,7 @@ export function decodeTaskResult(bytes: Uint8Array): TaskResult {
     finishedAtMs: 0n,
     worker: '',
     resultToken: '',
+    chunkIndex: 0,
   };
   const rd = new BinaryReader(bytes);
   while (rd.pos < rd.len) {
@@ -249,6 +260,10 @@ export function decodeTaskResult(bytes: Uint8Array): TaskResult {
       case 13:
         want(wt, LEN, 13);
         r.resultToken = rd.string();
+        break;
+      case 14:
+        want(wt, VARINT, 14);
+        r.chunkIndex = rd.uint32();
         break;
       default:
         rd.skip(wt, field);
@@ -309,6 +324,9 @@ export function decodeTask(bytes: Uint8Array): Task {
     dispatchedAtMs: 0n,
     backoffMultiplier: 0,
     resultToken: '',
+    chunkIndex: 0,
+    chunkCount: 0,
+    itemsJson: EMPTY,
   };
   const rd = new BinaryReader(bytes);
   while (rd.pos < rd.len) {
@@ -389,6 +407,18 @@ export function decodeTask(bytes: Uint8Array): Task {
       case 19:
         want(wt, LEN, 19);
         t.resultToken = rd.string();
+        break;
+      case 20:
+        want(wt, VARINT, 20);
+        t.chunkIndex = rd.uint32();
+        break;
+      case 21:
+        want(wt, VARINT, 21);
+        t.chunkCount = rd.uint32();
+        break;
+      case 22:
+        want(wt, LEN, 22);
+        t.itemsJson = rd.bytes();
         break;
       default:
         rd.skip(wt, field);

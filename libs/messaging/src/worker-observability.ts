@@ -46,7 +46,7 @@ export async function startWorkerObservability(service: string, cfg: WorkerConfi
     watchConsumers(nc: NatsConnection, subjects: string[]) {
       const refs = subjects.map((s) => ({ stream: STREAMS.tasks, consumer: CONSUMERS.task(s) }));
       registerConsumerGauges({ nc, consumers: () => refs });
-      const tasks = [...new Set(cfg.registry.defs.flatMap((d) => d.stages.flatMap((st) => st.tasks.filter((t) => subjects.includes(t.subject)).map((t) => t.name))))];
+      const tasks = [...new Set(cfg.registry.defs.flatMap((d) => (d.tasks ?? d.stages!.flatMap((st) => st.tasks)).filter((t) => subjects.includes(t.subject)).map((t) => t.name)))];
       zeroSeries(duration, { task: tasks, outcome: LABEL_VALUES.taskOutcome });
       zeroSeries(retries, { task: tasks });
       zeroSeries(deadLetters, { source: ['task'], code: LABEL_VALUES.deadLetterCodes.task });

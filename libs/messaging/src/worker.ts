@@ -185,11 +185,14 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       worker: o.workerId,
       // Proves the result answers this dispatch: the orchestrator applies no result without it.
       resultToken: task.resultToken,
+      // A mapped task's chunk: which one this answers (each chunk's result has its own message id).
+      chunkIndex: task.chunkIndex,
     });
     const h = natsHeaders();
     h.set('Jetflow-Flow-Id', task.flowId);
     h.set('Jetflow-Kind', 'result');
-    await pub.publish(resultSubject(o.partitions, task.flowId), body, { msgId: `${task.flowId}:${task.task}:result`, headers: h });
+    const msgId = task.chunkCount > 0 ? `${task.flowId}:${task.task}:${task.chunkIndex}:result` : `${task.flowId}:${task.task}:result`;
+    await pub.publish(resultSubject(o.partitions, task.flowId), body, { msgId, headers: h });
   };
 
   /** A task of a cancelled flow that never ran: a cancelled result (the orchestrator expects one per task). */

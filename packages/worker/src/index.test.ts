@@ -43,3 +43,22 @@ test('taskInputOf: deps by task name, flow input, malformed input is terminal', 
     (e) => errorCodeOf(e) === 'terminal' && /not a JSON object/.test((e as Error).message),
   );
 });
+
+test('taskInputOf: a chunk of a mapped task gets its own items and { index, count }; a mapped need is the array of its chunk outputs', () => {
+  const task = create(TaskSchema, {
+    flowId: 'f1',
+    task: 'tokenize',
+    inputJson: enc.encode('{"lang":"en"}'),
+    chunkIndex: 3,
+    chunkCount: 10,
+    itemsJson: enc.encode('[{"text":"a b"},{"text":"c"}]'),
+    deps: [create(TaskInputSchema, { task: 'split', status: 'succeeded', outputJson: enc.encode('[{"n":1},{"n":2}]') })],
+  });
+  assert.deepEqual(taskInputOf(task), { items: [{ text: 'a b' }, { text: 'c' }], deps: { split: [{ n: 1 }, { n: 2 }] }, flowInput: { lang: 'en' }, chunk: { index: 3, count: 10 } });
+  // Chunk 0 (its index is proto3's default) is still a chunk.
+  assert.deepEqual(taskInputOf(create(TaskSchema, { flowId: 'f1', task: 't', chunkCount: 2, itemsJson: enc.encode('[1]') })).chunk, { index: 0, count: 2 });
+  assert.throws(
+    () => taskInputOf(create(TaskSchema, { flowId: 'f1', task: 't', chunkCount: 2, itemsJson: enc.encode('{"a":1}') })),
+    (e) => errorCodeOf(e) === 'terminal' && /items of chunk 0 are not a JSON array/.test((e as Error).message),
+  );
+});

@@ -19,13 +19,17 @@ export { RetryableError, TerminalError };
 
 /** What a task's `run` gets. */
 export interface TaskInput<F = Record<string, unknown>> {
-  /** The records: `flowInput.records` when it is an array, else empty. */
+  /** A mapped task: this chunk's items. Otherwise the records: `flowInput.records` when it is an array, else empty. */
   items: unknown[];
-  /** Outputs of the earlier tasks of the flow, by task name (a stored output as `{ ref }`). */
+  /**
+   * Outputs of the tasks it needs, by task name (a stored output as `{ ref }`; a mapped task's as the
+   * array of its chunk outputs in chunk order; a task that did not succeed as null). A stage flow's
+   * tasks see every earlier stage's.
+   */
   deps: Record<string, unknown>;
-  /** The submission's input. */
+  /** The submission's input. For a mapped task without the mapped array (its items come as `items`). */
   flowInput: F;
-  /** For mapped tasks: which chunk of the items this is (no definition maps tasks yet, so absent). */
+  /** For mapped tasks: which chunk of the items this is (0-based) and how many there are. */
   chunk?: { index: number; count: number };
 }
 
@@ -151,6 +155,12 @@ export function taskInputOf(task: Task): TaskInput {
   if (!flowInput || typeof flowInput !== 'object' || Array.isArray(flowInput)) throw new TerminalError(`task ${task.task} of flow ${task.flowId}: the flow input is not a JSON object`);
   const deps: Record<string, unknown> = {};
   for (const d of task.deps) deps[d.task] = d.outputJson.length ? parseJson(d.outputJson, `the output of ${d.task}`) : d.outputRef ? { ref: d.outputRef } : null;
+  if (task.chunkCount > 0) {
+    // A chunk of a mapped task: its items travel on their own, cut by the orchestrator.
+    const items = task.itemsJson.length ? parseJson(task.itemsJson, `the items of chunk ${task.chunkIndex}`) : [];
+    if (!Array.isArray(items)) throw new TerminalError(`task ${task.task} of flow ${task.flowId}: the items of chunk ${task.chunkIndex} are not a JSON array`);
+    return { items, deps, flowInput: flowInput as Record<string, unknown>, chunk: { index: task.chunkIndex, count: task.chunkCount } };
+  }
   const records = (flowInput as { records?: unknown }).records;
   return { items: Array.isArray(records) ? (records as unknown[]) : [], deps, flowInput: flowInput as Record<string, unknown> };
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
-import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
+import { CallbackPolicy, DEFAULT_MAX_TASKS_PER_FLOW, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
 import { ConfigError, int, list, natsServers, optStr, pairs, replicas, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
@@ -40,6 +40,8 @@ export interface IngestConfig {
   storage: StorageConfig;
   /** An input JSON larger than this goes to S3 and the flow carries its reference; 0 = off (JETFLOW_CLAIM_CHECK_BYTES). */
   claimCheckBytes: number;
+  /** Task instances one flow may make, a mapped task's chunks each counting (JETFLOW_MAX_TASKS_PER_FLOW); more is refused at submission. */
+  maxTasksPerFlow: number;
   /** `dynamodb`: GET /v1/flows?status=<final> and GET /v1/flows/{id} of an expired flow read the DynamoDB history (JETFLOW_HISTORY). */
   history: 'dynamodb' | 'off';
   /** Per tenant: submissions per second (per replica) and flows in flight (JETFLOW_TENANT_LIMITS). */
@@ -229,6 +231,7 @@ export function loadConfig(env: Env = process.env): Readonly<IngestConfig> {
     telemetry: telemetryConfig(env),
     storage: storageConfigFromEnv(env),
     claimCheckBytes: claimCheckBytes(env),
+    maxTasksPerFlow: int(env, 'JETFLOW_MAX_TASKS_PER_FLOW', DEFAULT_MAX_TASKS_PER_FLOW, { min: 1, max: 1_000_000 }),
     history: historyMode(env),
     tenantLimits: tenantLimits(env),
     limits: clientLimits(env),

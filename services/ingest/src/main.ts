@@ -41,7 +41,16 @@ const policy = new CallbackPolicy(cfg.callbackAllowlist);
 // Per-tenant limits: a rate per replica, and flows in flight from the orchestrators' reports.
 const tenantLoad = new TenantLoad({ log, onReport: (l) => l.queuedNow && quota.reported() }).start(nc);
 const quota: TenantQuota = new TenantQuota(cfg.tenantLimits, tenantLoad);
-const flows = new FlowHandlers({ gateway, registry, policy, maxPending: cfg.maxPending, quota, workers, ...(storage.history ? { history: storage.history } : {}) });
+const flows = new FlowHandlers({
+  gateway,
+  registry,
+  policy,
+  maxPending: cfg.maxPending,
+  maxTasksPerFlow: cfg.maxTasksPerFlow,
+  quota,
+  workers,
+  ...(storage.history ? { history: storage.history } : {}),
+});
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);
 
 const ops = operations({

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { CallbackPolicy, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
+import { CallbackPolicy, DEFAULT_MAX_TASKS_PER_FLOW, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
 import { ConfigError, int, list, natsServers, optStr, pairs, replicas, str, type Env } from '../../../libs/config/src/index.js';
 import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
 import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
@@ -43,6 +43,8 @@ export interface OrchestratorConfig {
   history: 'dynamodb' | 'off';
   /** A NATS-door submission whose input JSON is larger goes to S3 before the flow starts; 0 = off (JETFLOW_CLAIM_CHECK_BYTES). */
   claimCheckBytes: number;
+  /** Task instances one flow may make, a mapped task's chunks each counting (JETFLOW_MAX_TASKS_PER_FLOW); the NATS door refuses more. */
+  maxTasksPerFlow: number;
 }
 
 export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig> {
@@ -74,5 +76,6 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
     storage: storageConfigFromEnv(env),
     history: historyMode(env),
     claimCheckBytes: claimCheckBytes(env),
+    maxTasksPerFlow: int(env, 'JETFLOW_MAX_TASKS_PER_FLOW', DEFAULT_MAX_TASKS_PER_FLOW, { min: 1, max: 1_000_000 }),
   });
 }

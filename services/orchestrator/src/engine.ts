@@ -25,7 +25,14 @@ import {
   startTimeOf,
   storedDefinition,
   submissionHash,
-  tasksToDispatch,
+  pendingDispatches,
+  planOf,
+  chunkToken,
+  stagesOf,
+  valueAt,
+  withoutPath,
+  type Dispatch,
+  type TaskState,
   unstartableFlowState,
   validateSubmission,
   type CallbackPolicy,
@@ -98,6 +105,8 @@ export interface EngineDeps {
   idempotency?: Pick<KV, 'create' | 'get'>;
   /** KV jetflow_cancel: a cancel control is applied only if the ingest API set the flow's flag. */
   cancelFlags?: Pick<KV, 'get'>;
+  /** Task instances a NATS-door submission may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
+  maxTasksPerFlow?: number;
   /** Claim check of the NATS door: an input JSON over `thresholdBytes` is stored and the flow keeps only the ref. */
   claimInput?: { thresholdBytes: number; store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string> };
   /**
@@ -111,6 +120,21 @@ interface Cached {
   state: FlowState;
   rev: number;
 }
+
+interface MappedMemory {
+  input?: unknown;
+  /** Chunk outputs by task, sparse until every chunk is in. */
+  outs: Map<string, unknown[]>;
+  /** The encoded shared part of each mapped task's chunks. */
+  shared: Map<string, Uint8Array>;
+}
+
+/**
+ * Where a chunk's output is kept: a key of the flows bucket beside the state (the state holds one
+ * character per chunk, not 10,000 outputs). Dotted keys are not flows to the listings; they expire with
+ * the bucket's TTL like the state.
+ */
+export const chunkOutputKey = (flowId: string, task: string, chunk: number) => `${flowId}.o.${task}.${chunk}`;
 
 class Rejection extends Error {
   constructor(
@@ -164,6 +188,8 @@ export class SagaEngine {
   private readonly cache = new Map<string, Cached>();
   /** The input bytes of flows this replica started, so dispatches do not re-encode the state's copy. */
   private readonly inputs = new Map<string, Uint8Array>();
+  /** Flows with mapped tasks: their parsed input, chunk outputs (also stored) and shared task parts. */
+  private readonly mapped = new Map<string, MappedMemory>();
   private readonly maxCache = 20_000;
   /**
    * Results applied to the cached state but not yet written to KV, by flow. Their messages are acked
@@ -219,6 +245,7 @@ export class SagaEngine {
     this.held.delete(flowId);
     this.cache.delete(flowId);
     this.inputs.delete(flowId);
+    this.mapped.delete(flowId);
     for (const m of h?.msgs ?? []) m.nak();
   }
 
@@ -267,6 +294,7 @@ export class SagaEngine {
       const oldest = this.cache.keys().next().value!;
       this.cache.delete(oldest);
       this.inputs.delete(oldest);
+      this.mapped.delete(oldest);
     }
   }
 
@@ -433,7 +461,12 @@ export class SagaEngine {
     // A delay counts from the message's arrival, so every redelivery computes the same start.
     const arrived = m.info.timestampNanos ? Math.floor(m.info.timestampNanos / 1e6) : Date.now();
     try {
-      sub = validateSubmission(body, { registry: this.d.registry, checkCallbackUrl: (u) => this.d.policy.checkUrl(u), now: arrived });
+      sub = validateSubmission(body, {
+        registry: this.d.registry,
+        checkCallbackUrl: (u) => this.d.policy.checkUrl(u),
+        now: arrived,
+        ...(this.d.maxTasksPerFlow ? { maxTasksPerFlow: this.d.maxTasksPerFlow } : {}),
+      });
     } catch (err) {
       throw new Rejection('invalid_argument', (err as Error).message);
     }
@@ -569,7 +602,10 @@ export class SagaEngine {
         ? [
             cur.state.status === 'scheduled'
               ? { type: 'flow.scheduled', message: `starts at ${new Date(cur.state.startAt!).toISOString()}` }
-              : { type: 'flow.started', stage: def.stages[0]!.name },
+              : isTerminal(cur.state)
+                ? // Its input cannot be cut into the chunks its definition maps (ingest refuses such inputs).
+                  { type: 'flow.completed', message: `failed: ${cur.state.endReason}` }
+                : { type: 'flow.started', stage: stagesOf(def)[0]!.name },
           ]
         : fresh
           ? [{ type: 'flow.completed', message: `failed: ${cur.state.endReason}` }]
@@ -614,7 +650,7 @@ export class SagaEngine {
             m,
             (s, runsOn, now) => {
               // First of all, whether the result answers a dispatch of this flow (its token): if not, nothing else counts.
-              const bad = resultProblem(s, { task: r.task, token: r.resultToken });
+              const bad = resultProblem(s, { task: r.task, token: r.resultToken, chunk: r.chunkIndex });
               if (bad) return { changed: false, events: [], rejected: { code: bad.code, message: bad.message } };
               return 'problem' in runsOn
                 ? failFlow(s, { task: r.task, code: 'definition_unavailable', message: runsOn.problem }, now)
@@ -624,6 +660,7 @@ export class SagaEngine {
                     {
                       task: r.task,
                       token: r.resultToken,
+                      chunk: r.chunkIndex,
                       succeeded: r.status === TaskStatus.SUCCEEDED,
                       cancelled: r.status === TaskStatus.CANCELLED,
                       ...(r.outputJson.length ? { output: decoded(`output of task "${r.task}"`, () => JSON.parse(dec.decode(r.outputJson)) as unknown) } : {}),
@@ -829,8 +866,26 @@ export class SagaEngine {
         await this.settle(m, flowId, t);
         return;
       }
-      const boundary = isTerminal(cur.state) || cur.state.stage !== stageBefore || cur.state.status !== statusBefore;
+      try {
+        // A chunk's output goes beside the state before its result can be acked (by the next write).
+        if (t.chunkOutput) await this.storeChunkOutput(flowId, t.chunkOutput);
+      } catch (err) {
+        this.dropFlow(flowId);
+        throw err;
+      }
+      // A task started (its token is new) or the flow moved on: the state is written before anything is published.
+      const boundary = isTerminal(cur.state) || cur.state.stage !== stageBefore || cur.state.status !== statusBefore || t.started === true;
       if (!boundary) {
+        // Further chunks of a running task go out now: their ids and tokens derive from the written state,
+        // and a replay of the held results frees the same chunks again.
+        if (def && t.dispatched?.length) {
+          try {
+            await this.publishTasks(cur.state, def, t.dispatched);
+          } catch (err) {
+            this.dropFlow(flowId);
+            throw err;
+          }
+        }
         // Within a stage: keep the result in memory and ack it with the next write.
         if (held) held.msgs.push(m);
         else this.held.set(flowId, { msgs: [m], since: Date.now() });
@@ -848,7 +903,7 @@ export class SagaEngine {
         throw err;
       }
       this.remember(cur.state, rev);
-      await this.publishEffects(cur.state, def, t.events);
+      await this.publishEffects(cur.state, def, t.events, t.dispatched ?? []);
       const h = this.held.get(flowId);
       this.held.delete(flowId);
       for (const hm of h?.msgs ?? []) hm.ack();
@@ -870,66 +925,160 @@ export class SagaEngine {
     m.term();
   }
 
-  /** Publishes what the state implies: tasks of the current stage, the callback job, events. */
-  private async publishEffects(s: FlowState, def: FlowDef | undefined, events: Transition['events']): Promise<void> {
+  /**
+   * Publishes what the state implies: task messages (`dispatches`, else every one the state says is
+   * out: a replay), the callback job, events.
+   */
+  private async publishEffects(s: FlowState, def: FlowDef | undefined, events: Transition['events'], dispatches?: Dispatch[]): Promise<void> {
     const pubs: Array<Promise<unknown>> = [];
     // Without its definition a running flow dispatches nothing more (its next result fails it).
-    const dispatch = def ? tasksToDispatch(s, def) : [];
-    if (def && dispatch.length) {
-      // What the tasks of one dispatch share (input, earlier outputs) is encoded once.
-      const deps =
-        s.stage > 0
-          ? def.stages.slice(0, s.stage).flatMap((st) =>
-              st.tasks.map((td) => {
-                const ts = s.tasks[td.name]!;
-                return { task: td.name, status: ts.status, outputJson: ts.output === undefined ? undefined : encodeUtf8(JSON.stringify(ts.output)), outputRef: ts.outputRef ?? '' };
-              }),
-            )
-          : [];
-      const shared = encodeTaskShared({
-        flowId: s.flowId,
-        tenant: s.tenant,
-        flow: s.flow,
-        flowVersion: s.version,
-        stage: s.stage,
-        ...(s.input !== undefined ? { inputJson: this.inputs.get(s.flowId) ?? encodeUtf8(s.input) } : {}),
-        inputRef: s.inputRef ?? '',
-        deps,
-        deadlineAtMs: s.deadlineAt,
-      });
-      for (const td of dispatch) {
-        const task = encodeTask(shared, {
-          task: td.name,
-          subject: td.subject,
-          softLimitMs: td.softLimitMs,
-          hardLimitMs: td.hardLimitMs,
-          maxAttempts: td.maxAttempts,
-          backoffInitialMs: td.backoff.initialMs,
-          backoffMaxMs: td.backoff.maxMs,
-          backoffMultiplier: td.backoff.multiplier,
-          dispatchedAtMs: s.tasks[td.name]!.dispatchedAt ?? Date.now(),
-          resultToken: s.tasks[td.name]!.token ?? '',
-        });
-        const h = kindHeaders('task', s.flowId);
-        if (s.traceparent) h.set('traceparent', s.traceparent);
-        pubs.push(this.d.pub.publish(td.subject, task, { msgId: msgIds.task(s.flowId, s.stage, td.name), headers: h }));
-      }
-    }
+    if (def) pubs.push(this.publishTasks(s, def, dispatches ?? pendingDispatches(s, def)));
     if (isTerminal(s) && (s.callbackUrl || this.d.historyJobs)) {
+      const outs = await this.mappedOutputs(s);
       const job = create(CallbackJobSchema, {
         deliveryId: deliveryIdOf(s.flowId),
         flowId: s.flowId,
         tenant: s.tenant,
         url: s.callbackUrl ?? '',
-        bodyJson: encodeUtf8(JSON.stringify(callbackBody(s))),
+        bodyJson: encodeUtf8(JSON.stringify(callbackBody(s, (task) => outs.get(task)))),
       });
       const h = kindHeaders('callback', s.flowId);
       if (s.traceparent) h.set('traceparent', s.traceparent);
       pubs.push(this.d.pub.publish(callbackSubject(s.tenant), toBinary(CallbackJobSchema, job), { msgId: msgIds.callback(s.flowId), headers: h }));
     }
     await Promise.all(pubs);
+    if (isTerminal(s)) this.mapped.delete(s.flowId);
     this.emitEvents(s, events);
     if (isTerminal(s) && events.some((e) => e.type === 'flow.completed')) await this.d.onTerminal?.(s);
+  }
+
+  /**
+   * Task messages, with deterministic ids (`<flow>:<level>:<task>`, a chunk's `…:<task>:<index>`). What
+   * the tasks of one task share (input, the outputs of what it needs) is encoded once; a mapped task's
+   * chunks share the input without the mapped array, and each carries its own items.
+   */
+  private async publishTasks(s: FlowState, def: FlowDef, dispatches: Dispatch[]): Promise<void> {
+    if (!dispatches.length || s.status !== 'running') return;
+    const plan = planOf(def);
+    const pubs: Array<Promise<unknown>> = [];
+    const mem = this.mappedOf(s.flowId);
+    const once = new Map<string, Uint8Array>();
+    for (const d of dispatches) {
+      const pt = plan.byName.get(d.task);
+      const ts = s.tasks[d.task];
+      if (!pt || !ts) continue;
+      const chunked = pt.map !== undefined && ts.chunks !== undefined && d.chunk !== undefined;
+      let shared = mem.shared.get(pt.name) ?? once.get(pt.name);
+      if (!shared) {
+        const deps = [];
+        for (const name of pt.deps) {
+          const dt = s.tasks[name];
+          if (!dt) continue;
+          const out = dt.chunks !== undefined ? (dt.status === 'succeeded' ? await this.outputsOf(s, name, dt) : undefined) : dt.output;
+          deps.push({ task: name, status: dt.status, outputJson: out === undefined ? undefined : encodeUtf8(JSON.stringify(out)), outputRef: dt.outputRef ?? '' });
+        }
+        let inputJson = s.input !== undefined ? (this.inputs.get(s.flowId) ?? encodeUtf8(s.input)) : undefined;
+        if (pt.map && s.input !== undefined) inputJson = encodeUtf8(JSON.stringify(withoutPath(this.parsedInput(s) as Record<string, unknown>, pt.map.path)));
+        shared = encodeTaskShared({
+          flowId: s.flowId,
+          tenant: s.tenant,
+          flow: s.flow,
+          flowVersion: s.version,
+          stage: pt.level,
+          ...(inputJson !== undefined ? { inputJson } : {}),
+          inputRef: s.inputRef ?? '',
+          deps,
+          deadlineAtMs: s.deadlineAt,
+        });
+        // A mapped task's chunks go out over many transitions: its shared part is kept with the flow.
+        if (pt.map) mem.shared.set(pt.name, shared);
+        else once.set(pt.name, shared);
+      }
+      let items: Uint8Array | undefined;
+      if (chunked) {
+        const all = valueAt(this.parsedInput(s), pt.map!.path);
+        const size = pt.map!.chunkSize;
+        items = encodeUtf8(JSON.stringify(Array.isArray(all) ? all.slice(d.chunk! * size, (d.chunk! + 1) * size) : []));
+      }
+      const task = encodeTask(shared, {
+        task: pt.name,
+        subject: pt.subject,
+        softLimitMs: pt.softLimitMs,
+        hardLimitMs: pt.hardLimitMs,
+        maxAttempts: pt.maxAttempts,
+        backoffInitialMs: pt.backoff.initialMs,
+        backoffMaxMs: pt.backoff.maxMs,
+        backoffMultiplier: pt.backoff.multiplier,
+        dispatchedAtMs: ts.dispatchedAt ?? Date.now(),
+        resultToken: chunked ? chunkToken(ts.token ?? '', d.chunk!) : (ts.token ?? ''),
+        ...(chunked ? { chunkIndex: d.chunk!, chunkCount: ts.chunks!, itemsJson: items! } : {}),
+      });
+      const h = kindHeaders('task', s.flowId);
+      if (s.traceparent) h.set('traceparent', s.traceparent);
+      pubs.push(this.d.pub.publish(pt.subject, task, { msgId: msgIds.task(s.flowId, pt.level, pt.name, chunked ? d.chunk : undefined), headers: h }));
+    }
+    await Promise.all(pubs);
+  }
+
+  /** What this replica keeps of a flow with mapped tasks: the parsed input, chunk outputs, shared task parts. */
+  private mappedOf(flowId: string): MappedMemory {
+    let m = this.mapped.get(flowId);
+    if (!m) {
+      m = { outs: new Map(), shared: new Map() };
+      this.mapped.set(flowId, m);
+    }
+    return m;
+  }
+
+  private parsedInput(s: FlowState): unknown {
+    const m = this.mappedOf(s.flowId);
+    if (m.input === undefined) m.input = s.input === undefined ? {} : (JSON.parse(s.input) as unknown);
+    return m.input;
+  }
+
+  /** A chunk's output, stored beside the flow's state (`<flowId>.o.<task>.<index>`) before its result is acked. */
+  private async storeChunkOutput(flowId: string, o: { task: string; chunk: number; value: unknown }): Promise<void> {
+    await this.d.writer.put(chunkOutputKey(flowId, o.task, o.chunk), encodeUtf8(JSON.stringify(o.value ?? null)));
+    const mem = this.mappedOf(flowId);
+    let arr = mem.outs.get(o.task);
+    if (!arr) mem.outs.set(o.task, (arr = []));
+    arr[o.chunk] = o.value ?? null;
+  }
+
+  /** The outputs of a succeeded mapped task in chunk order: from memory, else read back from the store (after a restart or a move). */
+  private async outputsOf(s: FlowState, task: string, ts: TaskState): Promise<unknown[] | undefined> {
+    const n = ts.chunks ?? 0;
+    const mem = this.mappedOf(s.flowId);
+    let arr = mem.outs.get(task);
+    if (!arr) mem.outs.set(task, (arr = []));
+    const missing: number[] = [];
+    for (let i = 0; i < n; i++) if (!(i in arr)) missing.push(i);
+    let lost = 0;
+    for (let at = 0; at < missing.length; at += 256) {
+      await Promise.all(
+        missing.slice(at, at + 256).map(async (i) => {
+          const e = await this.d.kv.get(chunkOutputKey(s.flowId, task, i));
+          if (!e || e.operation !== 'PUT' || !e.value.length) lost++;
+          else arr[i] = JSON.parse(dec.decode(e.value)) as unknown;
+        }),
+      );
+    }
+    if (lost) {
+      // Expired or deleted beside a live state: the dependents and the callback say so rather than get a short array.
+      this.d.log.error({ flowId: s.flowId, task, lost }, 'chunk outputs missing from the store');
+      return undefined;
+    }
+    return arr.slice(0, n);
+  }
+
+  /** Every succeeded mapped task's outputs (for the callback). */
+  private async mappedOutputs(s: FlowState): Promise<Map<string, unknown[]>> {
+    const out = new Map<string, unknown[]>();
+    for (const [name, ts] of Object.entries(s.tasks)) {
+      const o = ts.chunks !== undefined && ts.status === 'succeeded' ? await this.outputsOf(s, name, ts) : undefined;
+      if (o) out.set(name, o);
+    }
+    return out;
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { FlowDef, FlowStatus } from '../../../../libs/flows/src/index.js';
+import { allTasks, stagesOf, type FlowDef, type FlowStatus } from '../../../../libs/flows/src/index.js';
 import type { FlowRecord, FlowSummary as HistorySummary } from '../../../../libs/storage/src/index.js';
 import type { FlowSummary } from './flow-lister.js';
 
@@ -42,7 +42,7 @@ export function historyView(r: FlowRecord, def: FlowDef | undefined) {
  * did not succeed are `{ status, error }`), else from the error count (exact for succeeded flows).
  */
 export function summaryFromHistory(h: HistorySummary, def: FlowDef | undefined, record?: FlowRecord): FlowSummary {
-  const total = def ? def.stages.reduce((n, st) => n + st.tasks.length, 0) : 0;
+  const total = def ? allTasks(def).length : 0;
   let failed = Math.min(total, h.errorCount ?? 0);
   let succeeded = total - failed;
   const outcomes = record ? [record.results, record.datasets].filter((o): o is Record<string, unknown> => !!o && typeof o === 'object') : [];
@@ -56,7 +56,7 @@ export function summaryFromHistory(h: HistorySummary, def: FlowDef | undefined, 
     flowId: h.flowId,
     flow: h.flow,
     status: h.status as FlowStatus,
-    stage: def ? def.stages.length - 1 : 0,
+    stage: def ? stagesOf(def).length - 1 : 0,
     submittedAt: h.startedAt,
     finishedAt: h.finishedAt ?? null,
     durationMs: h.durationMs ?? null,

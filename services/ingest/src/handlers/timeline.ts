@@ -1,4 +1,4 @@
-import type { FlowDef, FlowState } from '../../../../libs/flows/src/index.js';
+import { stagesOf, type FlowDef, type FlowState } from '../../../../libs/flows/src/index.js';
 
 /**
  * The trace id of a W3C traceparent (00-<trace id>-<span id>-<flags>) whose trace is recorded (the
@@ -15,7 +15,7 @@ export function traceIdOf(traceparent: string | undefined): string | null {
  */
 export function timelineOf(s: FlowState, def: FlowDef | undefined, jaegerUrl: string | undefined) {
   const traceId = traceIdOf(s.traceparent);
-  const stageDefs = def?.stages ?? [];
+  const stageDefs = def ? stagesOf(def) : [];
   const stages = stageDefs.map((st, i) => ({
     name: st.name,
     onFailure: st.onFailure,
