@@ -66,13 +66,15 @@ describe('NATS identities derived from the roles, the topology and the tenants',
     }
   });
 
-  test('every durable consumer is pulled by exactly one service role, and every identity acks only what it pulls', () => {
+  test('every durable consumer is pulled by exactly one service role (task consumers also by the gRPC worker door in ingest), and every identity acks only what it pulls', () => {
     const durables = consumerConfigs({ partitions: INPUT.partitions, taskSubjects: TASKS });
     const services = ids.filter((i) => ['ingest', 'orchestrator', 'dataset-generator', 'analyst', 'operator'].includes(i.role));
     for (const c of durables) {
       const next = `$JS.API.CONSUMER.MSG.NEXT.${c.stream}.${c.config.durable_name}`;
       const pullers = services.filter((i) => canPub(i, next)).map((i) => i.role);
-      assert.equal(pullers.length, 1, `${c.stream}/${c.config.durable_name} pulled by ${pullers.join(', ') || 'nobody'}`);
+      const door = c.stream === STREAMS.tasks;
+      assert.equal(pullers.includes('ingest'), door, `${c.stream}/${c.config.durable_name}: ingest pulls ${door ? 'every task consumer (the worker door)' : 'none of it'}`);
+      assert.equal(pullers.length, door ? 2 : 1, `${c.stream}/${c.config.durable_name} pulled by ${pullers.join(', ') || 'nobody'}`);
       for (const i of ids) assert.equal(canPub(i, `$JS.ACK.${c.stream}.${c.config.durable_name}.1.2.3.4.5`), canPub(i, next), `${i.user} acks ${c.config.durable_name} iff it pulls it`);
     }
     assert.deepEqual(byRole(ids, 'dataset-generator').serves, ['task-dataset-text', 'task-dataset-features']);
