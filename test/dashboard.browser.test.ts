@@ -290,6 +290,9 @@ describe('dashboard (/ui) in a browser', () => {
     await page.locator('tr[data-consumer^="orchestrator-ingest-default"]').first().waitFor();
     assert.ok((await page.locator('tr[data-consumer]').count()) >= 16, 'ingest, 8 result partitions, callbacks and the task consumers');
     await page.locator('tr[data-consumer="task-dataset-text"] td', { hasText: '/s' }).waitFor();
+    // The worker registry: a live dataset generator with the subjects it serves, and the subject served by one instance.
+    await page.locator('#registry tr[data-status="live"] [data-subject="jetflow.task.dataset.text"]').waitFor();
+    await page.locator('#registry-subjects tr[data-registry-subject="jetflow.task.dataset.text"] td:nth-child(2) strong', { hasText: '1' }).waitFor();
     await shot('consumers');
   });
 

@@ -1229,6 +1229,29 @@ function subjectLabel(subject) {
 
 function consumersPage() {
   const cards = h('div', { class: 'cards' });
+  const instances = h('tbody');
+  const served = h('tbody');
+  const registryStamp = h('span', { class: 'sub' });
+  const th = (label, cls) => h('th', { class: cls }, label);
+  const registryPanel = h(
+    'div',
+    { class: 'panel', id: 'registry' },
+    h(
+      'div',
+      { class: 'panel-head' },
+      h('h2', {}, 'Worker instances'),
+      h('span', { class: 'sub' }, 'from the worker registry: each worker renews its entry every few seconds; stale after 3 missed renewals, gone 30 s after the last'),
+      h('span', { class: 'spacer' }),
+      registryStamp,
+    ),
+    h(
+      'table',
+      {},
+      h('thead', {}, h('tr', {}, th('Worker'), th('Service', 'opt'), th('Host · pid', 'opt'), th('Busy / slots', 'num'), th('Status'), th('Seen', 'opt'), th('Subjects'))),
+      instances,
+    ),
+    h('table', { id: 'registry-subjects' }, h('thead', {}, h('tr', {}, th('Task subject'), th('Live instances', 'num'), th('Busy / slots', 'num'), th('Queued', 'num'))), served),
+  );
   const workers = h('tbody');
   const tbody = h('tbody');
   const stamp = h('span', { class: 'sub' });
@@ -1239,11 +1262,7 @@ function consumersPage() {
       'div',
       { class: 'panel-head' },
       h('h2', {}, 'Task subjects and their pulling workers'),
-      h(
-        'span',
-        { class: 'sub' },
-        'what JetStream knows of the workers: each idle one holds a pull request open (waiting pulls); a busy one holds unacknowledged tasks. There is no worker registry yet.',
-      ),
+      h('span', { class: 'sub' }, 'what JetStream knows of the workers: each idle one holds a pull request open (waiting pulls); a busy one holds unacknowledged tasks.'),
     ),
     h(
       'table',
@@ -1300,9 +1319,55 @@ function consumersPage() {
       stamp,
     ),
     cards,
+    registryPanel,
     workersPanel,
     panel,
   );
+
+  async function loadRegistry() {
+    let r;
+    try {
+      r = await api('/v1/workers');
+    } catch (err) {
+      if (err.status !== 401) instances.replaceChildren(h('tr', {}, h('td', { colspan: 7 }, failure('workers', err))));
+      return;
+    }
+    registryStamp.textContent = `read ${new Date(r.sampledAt).toLocaleTimeString()}`;
+    const liveChip = (w) => chip(w.status, w.status === 'live' ? 'succeeded' : 'partial');
+    instances.replaceChildren(
+      ...(r.workers.length
+        ? r.workers.map((w) =>
+            h(
+              'tr',
+              { dataset: { registryWorker: w.id, status: w.status } },
+              h('td', {}, h('div', { class: 'mono' }, w.name), h('div', { class: 'sub mono reg-id' }, w.id)),
+              h('td', { class: 'opt' }, w.service, h('div', { class: 'sub' }, w.version)),
+              h('td', { class: 'sub opt' }, `${w.host} · ${w.pid}`),
+              h('td', { class: 'num' }, `${num(w.busy)} / ${num(w.concurrency)}`),
+              h('td', {}, liveChip(w)),
+              h('td', { class: 'opt' }, when(w.heartbeatAt)),
+              h(
+                'td',
+                {},
+                w.subjects.map((s) => h('div', { class: 'mono', dataset: { subject: s } }, subjectLabel(s))),
+              ),
+            ),
+          )
+        : [h('tr', {}, h('td', { colspan: 7 }, h('div', { class: 'empty' }, 'No worker has announced itself.')))]),
+    );
+    served.replaceChildren(
+      ...r.subjects.map((s) =>
+        h(
+          'tr',
+          { dataset: { registrySubject: s.subject } },
+          h('td', {}, h('div', { class: 'mono' }, subjectLabel(s.subject))),
+          h('td', { class: 'num' }, s.instances > 0 ? h('strong', {}, num(s.instances)) : h('span', { class: 'hot', title: 'no live worker serves this subject: its tasks wait' }, '0')),
+          h('td', { class: 'num' }, `${num(s.busy)} / ${num(s.slots)}`),
+          h('td', { class: 'num' }, s.pending === null ? '—' : h('span', { class: s.pending === 0 ? 'zero' : s.instances === 0 ? 'hot' : null }, num(s.pending))),
+        ),
+      ),
+    );
+  }
 
   async function load() {
     let r;
@@ -1370,7 +1435,11 @@ function consumersPage() {
     );
   }
   void load();
-  const timer = setInterval(load, 2_000);
+  void loadRegistry();
+  const timer = setInterval(() => {
+    void load();
+    void loadRegistry();
+  }, 2_000);
   return () => clearInterval(timer);
 }
 
