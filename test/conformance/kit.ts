@@ -27,7 +27,7 @@ const dec = new TextDecoder();
 
 /** The task subjects a worker under test serves, by behaviour (docs/WORKERS.md, "Conformance behaviours"). */
 export const BEHAVIOURS = {
-  /** Succeeds at once with `{ input: <the flow input>, task: <Task.task>, attempt: <attempt> }`. */
+  /** Succeeds at once with `{ input: <the flow input>, task: <Task.task>, attempt: <attempt> }`, for a chunk plus `chunk: { index, count }` and `items`. */
   echo: 'jetflow.task.conformance.echo',
   /** Fails retryably while attempt <= input.failTimes, then succeeds with `{ attempt }`. */
   failRetryable: 'jetflow.task.conformance.fail-retryable',
@@ -199,6 +199,8 @@ interface SentTask {
   input: unknown;
   /** The bytes published. */
   body: Uint8Array;
+  /** A mapped task's chunk. */
+  chunk?: { index: number; count: number; items: unknown[] };
 }
 
 interface TaskSpec {
@@ -211,6 +213,8 @@ interface TaskSpec {
   deadlineAtMs?: number;
   /** Publishes these bytes instead of a Task (a malformed message). */
   raw?: Uint8Array;
+  /** Sends the task as this chunk of a mapped task. */
+  chunk?: { index: number; count: number; items: unknown[] };
   /** Overrides of the Task's fields (a hostile one); inputJson replaces the encoded input. */
   fields?: { flowId?: string; task?: string; inputJson?: Uint8Array };
 }
@@ -262,15 +266,16 @@ class Orchestrator {
           deadlineAtMs: BigInt(spec.deadlineAtMs ?? now + 120_000),
           dispatchedAtMs: BigInt(now),
           resultToken: token,
+          ...(spec.chunk ? { chunkIndex: spec.chunk.index, chunkCount: spec.chunk.count, itemsJson: enc.encode(JSON.stringify(spec.chunk.items)) } : {}),
         }),
       );
     const h = natsHeaders();
     h.set('Jetflow-Kind', 'task');
     h.set('Jetflow-Flow-Id', flowId);
-    h.set('Nats-Msg-Id', `${flowId}:0:${task}:${randomBytes(3).toString('hex')}`);
+    h.set('Nats-Msg-Id', `${flowId}:0:${task}${spec.chunk ? `:${spec.chunk.index}` : ''}:${randomBytes(3).toString('hex')}`);
     h.set('traceparent', `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`);
     const ack = await this.nc.jetstream().publish(subject, body, { headers: h });
-    return { flowId, task, subject, token, seq: ack.seq, at: Date.now(), input, body };
+    return { flowId, task, subject, token, seq: ack.seq, at: Date.now(), input, body, ...(spec.chunk ? { chunk: spec.chunk } : {}) };
   }
 
   async cancel(flowId: string) {
@@ -310,7 +315,7 @@ class Orchestrator {
     const fid = seen.headers?.get('Jetflow-Flow-Id');
     check(fid === t.flowId, `the result's Jetflow-Flow-Id header is ${JSON.stringify(fid ?? null)}; it must be the flow id ${t.flowId}`);
     const msgId = seen.headers?.get('Nats-Msg-Id');
-    const wantId = `${t.flowId}:${t.task}:result`;
+    const wantId = t.chunk ? `${t.flowId}:${t.task}:${t.chunk.index}:result` : `${t.flowId}:${t.task}:result`;
     check(msgId === wantId, `the result's Nats-Msg-Id is ${JSON.stringify(msgId ?? null)}; it must be ${wantId}, so a repeat after a crash is dropped by JetStream`);
     let r: TaskResult;
     try {
@@ -325,6 +330,7 @@ class Orchestrator {
     check(r.flowId === t.flowId, `the result's flow_id is ${JSON.stringify(r.flowId)}; expected ${t.flowId}`);
     check(r.task === t.task, `the result's task is ${JSON.stringify(r.task)}; expected ${t.task}`);
     check(r.stage === 0, `the result's stage is ${r.stage}; expected the Task's stage (0)`);
+    check(r.chunkIndex === (t.chunk?.index ?? 0), `the result's chunk_index is ${r.chunkIndex}; it must be the Task's chunk_index (${t.chunk?.index ?? 0})`);
     check(r.attempts >= 1, `the result's attempts is ${r.attempts}; it must be the delivery count of the attempt that produced it (1 on the first)`);
     check(
       r.startedAtMs > 0n && r.finishedAtMs >= r.startedAtMs,
@@ -409,6 +415,29 @@ const CASES: Case[] = [
       check(isDeepStrictEqual(out, want), `echo's output is ${JSON.stringify(out)}; expected ${JSON.stringify(want)}`);
       const op = await o.settled(t, 5_000);
       check(op.kind === '+ACK', `the task message of a succeeded task was settled with ${op.kind}; expected +ACK`);
+      checkResultBeforeSettle(o, t, seen);
+    },
+  },
+  {
+    name: 'mapped-chunk',
+    title: "a chunk of a mapped task is answered with its own token, its chunk_index and the chunk's message id",
+    async run(o) {
+      const chunk = {
+        index: 1,
+        count: 3,
+        items: [
+          { id: 'r3', text: 'three' },
+          { id: 'r4', text: 'four' },
+        ],
+      };
+      const input = { lang: 'en' };
+      const t = await o.publish({ behaviour: 'echo', input, chunk });
+      const { r, seen } = await o.resultOf(t, 10_000);
+      check(r.status === TaskStatus.SUCCEEDED, `a chunk of echo answered ${TaskStatus[r.status]} (${r.errorCode}: ${r.errorMessage}); expected SUCCEEDED`);
+      const out = o.output(r);
+      const want = { input, task: t.task, attempt: 1, chunk: { index: chunk.index, count: chunk.count }, items: chunk.items };
+      check(isDeepStrictEqual(out, want), `echo's output for chunk 1 of 3 is ${JSON.stringify(out)}; expected ${JSON.stringify(want)} (the items come from items_json)`);
+      await o.settled(t, 5_000);
       checkResultBeforeSettle(o, t, seen);
     },
   },

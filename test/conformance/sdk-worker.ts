@@ -13,7 +13,10 @@ const num = (v: unknown, what: string): number => {
 };
 
 const tasks = [
-  defineTask({ subject: 'jetflow.task.conformance.echo', run: (input, ctx) => ({ input: input.flowInput, task: ctx.task, attempt: ctx.attempt }) }),
+  defineTask({
+    subject: 'jetflow.task.conformance.echo',
+    run: (input, ctx) => ({ input: input.flowInput, task: ctx.task, attempt: ctx.attempt, ...(input.chunk ? { chunk: input.chunk, items: input.items } : {}) }),
+  }),
   defineTask<{ failTimes?: number }>({
     subject: 'jetflow.task.conformance.fail-retryable',
     run: (input, ctx) => {
