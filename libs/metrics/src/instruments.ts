@@ -21,6 +21,7 @@ export const METRICS = {
   streamMessages: 'jetflow_stream_messages',
   streamBytes: 'jetflow_stream_bytes',
   streamPublished: 'jetflow_stream_published_messages_total',
+  scheduleFirings: 'jetflow_schedule_firings_total',
 } as const;
 
 /**
@@ -33,6 +34,8 @@ export const LABEL_VALUES = {
   taskOutcome: ['succeeded', 'failed', 'retried', 'dead_lettered', 'cancelled'],
   callbackOutcome: ['delivered', 'retry', 'dead_lettered'],
   submissionResult: ['accepted', 'rejected', 'overloaded', 'unavailable', 'error'],
+  /** A schedule's fire times: fired (a flow submitted), skipped (overlap skip), missed (the catch-up policy). */
+  scheduleOutcome: ['fired', 'skipped', 'missed'],
   /** The codes each source dead-letters with (a plugin's own task code appears on first use). */
   deadLetterCodes: {
     task: [...Object.values(ErrorCodes), 'decode_error'],
@@ -149,6 +152,21 @@ export function submissionsCounter(registry: Registry = globalRegistry): Counter
         name: METRICS.submissions,
         help: 'Flow submissions by front door (http, grpc, nats) and result (accepted, rejected, overloaded, unavailable, error).',
         labelNames: ['door', 'result'],
+        registers: [registry],
+      }),
+  );
+}
+
+export function scheduleFiringsCounter(registry: Registry = globalRegistry): Counter<'outcome'> {
+  return instrument(
+    registry,
+    'counter',
+    METRICS.scheduleFirings,
+    () =>
+      new Counter({
+        name: METRICS.scheduleFirings,
+        help: "Cron schedules' fire times by outcome: fired (a flow submitted), skipped (overlap skip: the previous flow still ran), missed (given up by the catch-up policy).",
+        labelNames: ['outcome'],
         registers: [registry],
       }),
   );

@@ -19,6 +19,7 @@ import { FairAdmission } from './admission.js';
 import { IngestLanes } from './ingest-lanes.js';
 import { CallbackSender } from './callback.js';
 import { PartitionLeases } from './leases.js';
+import { Scheduler } from './scheduler.js';
 import { startOrchestratorObservability } from './observability.js';
 import { startOrchestratorStorage } from './storage.js';
 
@@ -128,6 +129,16 @@ const leases = new PartitionLeases({
   },
 });
 await leases.start();
+// Cron schedules: every replica watches them; the owner of a schedule's partition fires it.
+const scheduler = new Scheduler({
+  schedules: await openKv(nc, BUCKETS.schedules, { leader: true }),
+  flows: kv,
+  idempotency,
+  pub,
+  owns: (key) => partitionLoops.has(partitionOf(key, cfg.partitions)),
+  log,
+});
+await scheduler.start();
 obs.watchConsumers(nc, cfg.partitions, () => lanes.consumers());
 log.info({ partitions: cfg.partitions, owned: leases.owned(), instance: cfg.instanceId }, 'orchestrator started');
 
@@ -141,6 +152,7 @@ const shutdown = async (sig: string) => {
   await Promise.all([...partitionLoops.values()].map((l) => l.stop()));
   await engine.flushAll();
   engine.stop();
+  scheduler.stop();
   await leases.stop();
   live.live.stop();
   pub.close();

@@ -321,7 +321,112 @@ const definitionRegistered = (outcome: 'created' | 'unchanged') =>
     { example: { name: 'wordcount', version: 2, hash: '8c1e0f2a9b3d4c57', storedAt: T1, source: 'api', outcome } },
   );
 
+const scheduleView = rec(
+  {
+    id: str('Schedule id (unique per tenant)'),
+    cron: str('Cron expression: 5 fields (minute hour day month weekday) or 6 (seconds first)'),
+    timezone: str('IANA time zone the expression is read in'),
+    overlap: str("skip: no firing while the previous firing's flow still runs; allow: fire regardless", { enum: ['skip', 'allow'] }),
+    submission: map('The submission each firing makes (as POST /v1/flows takes it, without idempotencyKey, startAt, delayMs)'),
+    paused: bool('Paused schedules do not fire'),
+    createdAt: str('Created at', { format: 'date-time' }),
+    updatedAt: str('Last change at', { format: 'date-time' }),
+    nextFireAt: iso('Next fire time (null when paused)'),
+    lastFireAt: iso('Last fire time that submitted a flow'),
+    lastFlowId: nullable(str('Flow of the last firing')),
+    fired: int('Flows submitted'),
+    skipped: int('Fire times not fired because the previous flow still ran (overlap skip)'),
+    missed: int('Fire times given up by the catch-up policy (docs/OPERATIONS.md, "Schedules")'),
+  },
+  {
+    example: {
+      id: 'nightly',
+      cron: '0 2 * * *',
+      timezone: 'Europe/Berlin',
+      overlap: 'skip',
+      submission: { flow: 'insights', input: { records: [{ id: 'r1', text: 'hello' }] } },
+      paused: false,
+      createdAt: T0,
+      updatedAt: T0,
+      nextFireAt: '2026-01-06T01:00:00.000Z',
+      lastFireAt: null,
+      lastFlowId: null,
+      fired: 0,
+      skipped: 0,
+      missed: 0,
+    },
+  },
+);
+const scheduleIdParam = rec({ id: str('Schedule id', { pattern: '^[a-z0-9][a-z0-9_-]{0,62}$' }) });
+
+/** The schedules API (handlers/schedules.ts). */
+const SCHEDULE_DOCS: Record<string, RouteDoc> = {
+  'POST /v1/schedules': {
+    operationId: 'createSchedule',
+    summary: 'Create a cron schedule',
+    description:
+      'Each fire time submits `submission` with the idempotency key `<id>:<fire time ISO>` (so replicas and restarts never fire twice). 201 when created; the same body again answers 200 with the schedule; another body under the same id is 409.',
+    tags: ['schedules'],
+    body: {
+      type: 'object',
+      properties: {
+        id: str('Schedule id', { pattern: '^[a-z0-9][a-z0-9_-]{0,62}$' }),
+        cron: str('5 or 6 fields (seconds first), e.g. */5 * * * * *'),
+        timezone: str('IANA time zone, default UTC'),
+        submission: map('A submission as POST /v1/flows takes it, without idempotencyKey, startAt, delayMs'),
+        overlap: str('Default allow', { enum: ['skip', 'allow'] }),
+      },
+      required: ['id', 'cron', 'submission'],
+      additionalProperties: false,
+      examples: [{ id: 'every-5s', cron: '*/5 * * * * *', timezone: 'UTC', overlap: 'skip', submission: { flow: 'insights', input: { records: [{ id: 'r1', text: 'hello' }] } } }],
+    },
+    ok: { 201: { ...scheduleView, description: 'Created' }, 200: { ...scheduleView, description: 'Existed with this body' } },
+    errors: ['invalid_argument', 'conflict', 'payload_too_large', 'unsupported_media_type'],
+  },
+  'GET /v1/schedules': {
+    operationId: 'listSchedules',
+    summary: "The tenant's schedules",
+    tags: ['schedules'],
+    ok: { 200: rec({ schedules: arr(scheduleView) }) },
+  },
+  'GET /v1/schedules/:id': {
+    operationId: 'getSchedule',
+    summary: 'One schedule, with its counts',
+    tags: ['schedules'],
+    params: scheduleIdParam,
+    ok: { 200: scheduleView },
+    errors: ['not_found'],
+  },
+  'DELETE /v1/schedules/:id': {
+    operationId: 'deleteSchedule',
+    summary: 'Delete a schedule (flows already fired run on)',
+    tags: ['schedules'],
+    params: scheduleIdParam,
+    ok: { 200: rec({ id: str('Schedule id'), deleted: bool('Always true') }, { example: { id: 'nightly', deleted: true } }) },
+    errors: ['not_found'],
+  },
+  'POST /v1/schedules/:id/pause': {
+    operationId: 'pauseSchedule',
+    summary: 'Pause a schedule: no firing until resumed',
+    tags: ['schedules'],
+    params: scheduleIdParam,
+    bodyOptional: true,
+    ok: { 200: scheduleView },
+    errors: ['not_found'],
+  },
+  'POST /v1/schedules/:id/resume': {
+    operationId: 'resumeSchedule',
+    summary: 'Resume a schedule from the next fire time after now (the time paused is not caught up)',
+    tags: ['schedules'],
+    params: scheduleIdParam,
+    bodyOptional: true,
+    ok: { 200: scheduleView },
+    errors: ['not_found'],
+  },
+};
+
 export const ROUTE_DOCS: Record<string, RouteDoc> = {
+  ...SCHEDULE_DOCS,
   'GET /healthz': { operationId: 'healthz', summary: 'Liveness', tags: ['probes'], auth: false, ok: { 200: rec({ status: str('ok', { enum: ['ok'] }) }, { example: { status: 'ok' } }) } },
   'GET /readyz': {
     operationId: 'readyz',

@@ -130,6 +130,11 @@ export class FlowHandlers {
     return markWaitingForWorkers(view, this.d.workers?.liveSubjects());
   }
 
+  /** The callback URL policy's verdict on a URL (undefined when allowed): schedules check their submission's with it. */
+  checkCallbackUrl(url: string): string | undefined {
+    return this.d.policy.checkUrl(url);
+  }
+
   /** The callback sender's record of a flow's delivery (`{ status: 'pending' }` before its first attempt). */
   callbackStatus(flowId: string): Promise<unknown> {
     return this.d.gateway.getCallbackStatus(flowId);
