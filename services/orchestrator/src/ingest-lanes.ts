@@ -42,6 +42,13 @@ export const MAX_TENANT_LANES = 1_000;
 const MAX_DRAINS = 16;
 /** How often at most the stream's subjects are listed to find tenants without a consumer (it walks the subject index). */
 const DISCOVERY_EVERY_MS = 5_000;
+/**
+ * How long one pull request of a lane waits on the server. A lane holds what it fetched whatever the
+ * expiry (admission decides what starts), so a longer one loses nothing: an idle lane makes one pull request
+ * per 10 s instead of one every 2 s (and a heartbeat every 5 s instead of every second). A request the
+ * server lost (a new consumer leader) is noticed after two missed heartbeats; a reconnect re-pulls at once.
+ */
+const LANE_PULL_EXPIRES_MS = 10_000;
 
 /**
  * The NATS side of fair admission: durable consumers per tenant on the ingest stream (one per subject family:
@@ -69,6 +76,7 @@ export class IngestLanes {
   private mismatches = 0;
   private lastDiscovery = 0;
   private polling = false;
+  private lastReport = 0;
   private stopping = false;
   private badReports = 0;
 
@@ -148,6 +156,7 @@ export class IngestLanes {
               consumer: name,
               concurrency: adm.lookahead,
               mode: 'fetch',
+              expiresMs: LANE_PULL_EXPIRES_MS,
               capacity: () => adm.fetchable(tenant),
               whenCapacity: () => adm.whenCapacity(),
               // The start runs in this message's trace context (the start span), whenever its turn comes.
@@ -182,12 +191,15 @@ export class IngestLanes {
 
   private tick() {
     this.o.admission.sweep();
-    // Every other tick: a fresh look at the stream (queued counts for ingest, tenants without a consumer).
-    if (++this.ticks % 2 === 0) void this.poll();
-    this.report();
+    // Every other tick: a fresh look at the stream (queued counts for ingest, tenants without a consumer),
+    // which reports when it has them. Otherwise a report only when none went out for a second (a slow poll):
+    // changes are reported within 100 ms (reportSoon), and readers keep a report for 3 s.
+    if (++this.ticks % 2 === 0 && !this.polling) void this.poll();
+    else if (Date.now() - this.lastReport >= 1_000) this.report();
   }
 
   private report(queuedNow = false) {
+    this.lastReport = Date.now();
     try {
       this.o.nc.publish(ADMISSION_SUBJECTS.load, encodeLoad({ instance: this.o.instanceId, running: new Map(this.o.admission.runningHere()), queued: this.queued, queuedNow }));
     } catch {
@@ -235,6 +247,15 @@ export class IngestLanes {
     try {
       // Stream first: arrivals after it only raise the consumers' side of the comparison.
       const si = await this.jsm.streams.info(STREAMS.ingest);
+      if (si.state.messages === 0) {
+        // Nothing queued, held or unacked anywhere (a work queue keeps a message until its ack): the counts
+        // are all zero and no tenant lacks a consumer, so the consumers need no listing (one per tenant and
+        // family, each poll of an idle stack). Consumers another replica made are found once messages come.
+        this.queued = new Map();
+        this.mismatches = 0;
+        this.report(true);
+        return;
+      }
       const queued = new Map<string, number>();
       let covered = 0;
       for await (const ci of this.jsm.consumers.list(STREAMS.ingest)) {
