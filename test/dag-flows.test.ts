@@ -9,9 +9,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { headers as natsHeaders } from 'nats';
 import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '../libs/testing/src/index.js';
 import { createWorker, defineTask, type Worker } from '../packages/worker/src/index.js';
+import { ingestClient } from './grpc-client.js';
 
 const TOKENIZE = 'jetflow.task.custom.tokenize';
 const COUNT = 'jetflow.task.custom.count';
@@ -51,7 +53,8 @@ describe('DAG flows with map over data', () => {
     dir = mkdtempSync(join(tmpdir(), 'jetflow-dag-'));
     const flowsFile = join(dir, 'flows.json');
     writeFileSync(flowsFile, JSON.stringify(FLOWS));
-    const env = { JETFLOW_FLOWS_FILE: flowsFile, JETFLOW_API_KEYS: `default:operator:${TEST_API_KEY}` };
+    // Inputs over 4 KB go to S3 (the harness's local S3): the 1,000 records do, and their chunks are cut from the stored input.
+    const env = { JETFLOW_FLOWS_FILE: flowsFile, JETFLOW_API_KEYS: `default:operator:${TEST_API_KEY}`, JETFLOW_CLAIM_CHECK_BYTES: '4096' };
     auth = testNatsAuth(env, {}, { workers: { wc: [TOKENIZE, COUNT] } });
     cb = await startCallbackReceiver();
     j = await startJetflow({ env, auth });
@@ -137,6 +140,37 @@ describe('DAG flows with map over data', () => {
     assert.equal(view.status, 'succeeded');
     const tok = view.stages.flatMap((st) => st.tasks).find((t) => t.name === 'tokenize')!;
     assert.deepEqual(tok.chunks, { count: 100, succeeded: 100, failed: 0, running: 0 });
+    // The input travelled by reference (claim check): the state holds the ref and one character per chunk, not the records or the outputs.
+    const kv = await j.nc.jetstream().views.kv('jetflow_flows');
+    const e = await kv.get(flowId);
+    const state = JSON.parse(new TextDecoder().decode(e!.value)) as { input?: string; inputRef?: string; tasks: Record<string, { cs?: string; output?: unknown }> };
+    assert.equal(state.input, undefined);
+    assert.match(state.inputRef ?? '', /^s3:\/\//);
+    assert.equal(state.tasks.tokenize!.cs, 's'.repeat(100));
+    assert.equal(state.tasks.tokenize!.output, undefined);
+    assert.ok(e!.value.length < 8_000, `state of ${e!.value.length} bytes`);
+  });
+
+  test('an input small enough to stay inline: its chunks are cut from the state copy, and the reducers add up', async () => {
+    const recs = records(35);
+    const r = await j.api('/v1/flows', { method: 'POST', json: { flow: 'wordcount', input: { records: recs, lang: 'fr' }, callbackUrl: cb.url } });
+    assert.equal(r.status, 202, await r.clone().text());
+    const { flowId } = (await r.json()) as { flowId: string };
+    await cb.waitForFlows([flowId], 30_000);
+    const got = cb.byFlow(flowId);
+    assert.equal(got.length, 1);
+    const body = got[0]!.body as unknown as { status: string; results: Record<string, unknown>; datasets: Record<string, Chunk[]> };
+    assert.equal(body.status, 'succeeded');
+    assert.deepEqual(body.results.count, { count: recs.reduce((n, _r, i) => n + words(i), 0) });
+    assert.deepEqual(
+      body.datasets.tokenize!.map((c) => [c.index, c.items, c.lang, c.sawRecords]),
+      [
+        [0, 10, 'fr', false],
+        [1, 10, 'fr', false],
+        [2, 10, 'fr', false],
+        [3, 5, 'fr', false],
+      ],
+    );
   });
 
   test('an empty array maps to zero chunks: the reducers see [] and the callback has tokenize: []', async () => {
@@ -150,7 +184,7 @@ describe('DAG flows with map over data', () => {
     assert.deepEqual(body.datasets.tokenize, []);
   });
 
-  test('a map path missing from the input is refused: HTTP 400 naming input.records; the NATS door dead-letters it with that reason', async () => {
+  test('a map path missing from the input is refused: HTTP 400 and gRPC INVALID_ARGUMENT naming input.records; the NATS door dead-letters it with that reason', async () => {
     const r = await j.api('/v1/flows', { method: 'POST', json: { flow: 'wordcount', input: { rows: records(3) }, callbackUrl: cb.url } });
     assert.equal(r.status, 400);
     const err = (await r.json()) as { error: { code: string; message: string; details: Array<{ path: string; message: string }> } };
@@ -163,6 +197,21 @@ describe('DAG flows with map over data', () => {
     const notArray = await j.api('/v1/flows', { method: 'POST', json: { flow: 'wordcount', input: { records: { r1: 'x' } } } });
     assert.equal(notArray.status, 400);
     assert.match(await notArray.text(), /input\.records.*expected an array, got object/);
+    // gRPC: INVALID_ARGUMENT with the same field detail.
+    const client = ingestClient(j.grpc, j.apiKey);
+    try {
+      await assert.rejects(client.submit({ flow: 'wordcount', input: { rows: [] } }), (e: grpc.ServiceError) => {
+        assert.equal(e.code, grpc.status.INVALID_ARGUMENT);
+        const details = JSON.parse(String(e.metadata.get('jetflow-error-details')[0])) as Array<{ path: string }>;
+        assert.deepEqual(
+          details.map((d) => d.path),
+          ['input.records'],
+        );
+        return true;
+      });
+    } finally {
+      client.close();
+    }
 
     // The NATS door: accepted by the stream, then refused by the orchestrator, naming the path.
     const h = natsHeaders();

@@ -96,6 +96,8 @@ export interface StartRequest {
   traceparent?: string;
   /** Delayed start (epoch ms); a time not after `now` starts at once. */
   startAt?: number;
+  /** The input as read back from the object store when it travels by reference: mapped tasks are cut from it (the state keeps only the ref). */
+  mapInput?: unknown;
 }
 
 export function isTerminal(s: FlowState): boolean {
@@ -140,7 +142,7 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
   const t: Transition = { changed: true, events: [] };
   if (plan.order.some((pt) => pt.map)) {
     // The chunks of every mapped task are cut once, from the input as it was submitted.
-    const problem = mapProblem(s, def);
+    const problem = mapProblem(s, def, req.mapInput);
     if (typeof problem === 'string') {
       s.errors.push({ task: '', code: 'invalid_argument', message: problem });
       finish(s, 'failed', now, problem, t);
@@ -153,13 +155,15 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
 }
 
 /** The chunk count of each mapped task, or why the input cannot be cut (ingest refuses such inputs; this guards the rest). */
-function mapProblem(s: FlowState, def: FlowDef): Record<string, number> | string {
-  if (s.input === undefined) return `flow ${def.name} maps tasks over its input, which was stored by reference (${s.inputRef ?? 'none'}); mapped tasks need the input inline`;
-  let input: unknown;
-  try {
-    input = JSON.parse(s.input);
-  } catch (err) {
-    return `the flow input is not JSON: ${(err as Error).message}`;
+function mapProblem(s: FlowState, def: FlowDef, stored: unknown): Record<string, number> | string {
+  let input = stored;
+  if (input === undefined) {
+    if (s.input === undefined) return `flow ${def.name} maps tasks over its input, which was stored by reference (${s.inputRef ?? 'none'}) and could not be read back here`;
+    try {
+      input = JSON.parse(s.input);
+    } catch (err) {
+      return `the flow input is not JSON: ${(err as Error).message}`;
+    }
   }
   const m = mapCounts(def, input);
   if (m.problems.length) return m.problems.map((p) => `${p.path}: ${p.message}`).join('; ');

@@ -7,6 +7,8 @@ export interface InputClaim {
   /** Inputs larger than this travel as an S3 reference. */
   thresholdBytes: number;
   store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string>;
+  /** Reads a stored input back as JSON (the orchestrator cuts mapped tasks' chunks from it). */
+  load(ref: string): Promise<unknown>;
 }
 
 /** The input claim check shared by ingest (HTTP/gRPC) and the orchestrator (NATS door). */
@@ -18,5 +20,6 @@ export function inputClaim(objects: ObjectStore, thresholdBytes: number): InputC
       if (!claim.ref) throw new Error('claim check kept the input inline');
       return claim.ref;
     },
+    load: (ref) => objects.getJson(ref),
   };
 }

@@ -62,3 +62,18 @@ test('taskInputOf: a chunk of a mapped task gets its own items and { index, coun
     (e) => errorCodeOf(e) === 'terminal' && /items of chunk 0 are not a JSON array/.test((e as Error).message),
   );
 });
+
+test('taskInputOf: a flow input stored in S3 fails a task without deps, and only the reading of flowInput in a reducer', () => {
+  const ref = 's3://b/inputs/x';
+  assert.throws(
+    () => taskInputOf(create(TaskSchema, { flowId: 'f1', task: 'only', inputRef: ref })),
+    (e) => errorCodeOf(e) === 'terminal' && /stored in S3/.test((e as Error).message),
+  );
+  const input = taskInputOf(create(TaskSchema, { flowId: 'f1', task: 'count', inputRef: ref, deps: [create(TaskInputSchema, { task: 'tokenize', outputJson: enc.encode('[1,2]') })] }));
+  assert.deepEqual(input.deps, { tokenize: [1, 2] });
+  assert.deepEqual(input.items, []);
+  assert.throws(
+    () => input.flowInput,
+    (e) => errorCodeOf(e) === 'terminal' && /flow input is stored in S3/.test((e as Error).message),
+  );
+});

@@ -147,14 +147,34 @@ function parseJson(bytes: Uint8Array, what: string): unknown {
   }
 }
 
-/** The task message as the SDK's input: a malformed one is terminal (a retry reads the same bytes). */
-export function taskInputOf(task: Task): TaskInput {
-  if (task.inputRef && !task.inputJson.length)
-    throw new TerminalError(`task ${task.task} of flow ${task.flowId}: its input is stored in S3 (${task.inputRef}); @jetflow/worker reads inline inputs only`);
-  const flowInput = task.inputJson.length ? parseJson(task.inputJson, 'the flow input') : {};
-  if (!flowInput || typeof flowInput !== 'object' || Array.isArray(flowInput)) throw new TerminalError(`task ${task.task} of flow ${task.flowId}: the flow input is not a JSON object`);
+function depsOf(task: Task): Record<string, unknown> {
   const deps: Record<string, unknown> = {};
   for (const d of task.deps) deps[d.task] = d.outputJson.length ? parseJson(d.outputJson, `the output of ${d.task}`) : d.outputRef ? { ref: d.outputRef } : null;
+  return deps;
+}
+
+/**
+ * The task message as the SDK's input: a malformed one is terminal (a retry reads the same bytes). A
+ * flow input stored in S3 is not read: a task without deps fails terminal at once, one with deps (a
+ * reducer) runs and fails only if it reads `flowInput`.
+ */
+export function taskInputOf(task: Task): TaskInput {
+  if (task.inputRef && !task.inputJson.length && !task.deps.length)
+    throw new TerminalError(`task ${task.task} of flow ${task.flowId}: its input is stored in S3 (${task.inputRef}); @jetflow/worker reads inline inputs only`);
+  if (task.inputRef && !task.inputJson.length) {
+    // A task over its deps (a reducer) runs; reading the flow input, which is in S3, is what fails.
+    const deps = depsOf(task);
+    const why = `task ${task.task} of flow ${task.flowId}: its flow input is stored in S3 (${task.inputRef}); @jetflow/worker reads inline inputs only`;
+    return Object.defineProperty({ items: [], deps } as unknown as TaskInput, 'flowInput', {
+      enumerable: true,
+      get() {
+        throw new TerminalError(why);
+      },
+    });
+  }
+  const flowInput = task.inputJson.length ? parseJson(task.inputJson, 'the flow input') : {};
+  if (!flowInput || typeof flowInput !== 'object' || Array.isArray(flowInput)) throw new TerminalError(`task ${task.task} of flow ${task.flowId}: the flow input is not a JSON object`);
+  const deps = depsOf(task);
   if (task.chunkCount > 0) {
     // A chunk of a mapped task: its items travel on their own, cut by the orchestrator.
     const items = task.itemsJson.length ? parseJson(task.itemsJson, `the items of chunk ${task.chunkIndex}`) : [];

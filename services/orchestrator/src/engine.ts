@@ -107,8 +107,11 @@ export interface EngineDeps {
   cancelFlags?: Pick<KV, 'get'>;
   /** Task instances a NATS-door submission may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
   maxTasksPerFlow?: number;
-  /** Claim check of the NATS door: an input JSON over `thresholdBytes` is stored and the flow keeps only the ref. */
-  claimInput?: { thresholdBytes: number; store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string> };
+  /**
+   * Claim check of the NATS door: an input JSON over `thresholdBytes` is stored and the flow keeps only the ref.
+   * `load` reads a stored input back (mapped tasks are cut from it, whichever door stored it).
+   */
+  claimInput?: { thresholdBytes: number; store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string>; load?(ref: string): Promise<unknown> };
   /**
    * A flow name the registry does not hold yet: read from the definitions store before the flow is refused
    * (a version registered a moment ago that this replica's watch has not brought yet).
@@ -312,6 +315,9 @@ export class SagaEngine {
   // ---------------------------------------------------------------- ingest
 
   async handleIngest(m: JsMsg): Promise<void> {
+    // A NATS-door submission for a flow registered a moment ago, before this replica's watch brought it.
+    const named = m.subject.split('.');
+    if (this.d.findDefinition && named.length === 4 && `${named[0]}.${named[1]}` === SUBJECTS.ingest && !this.d.registry.get(named[3]!)) await this.d.findDefinition(named[3]!);
     let req: FlowRequest;
     try {
       let key: { key: string; hash: string } | undefined;
@@ -560,8 +566,20 @@ export class SagaEngine {
     };
     // Accepted by an ingest that knew the flow, queued while the definitions changed: it ends failed,
     // with a callback, instead of never.
+    // A mapped task's chunks are cut from the input: one stored by reference (claim check) is read for it.
+    let mapInput: unknown;
+    if (def && req.inputRef && !req.inputJson.length && planOf(def).order.some((t) => t.map) && this.d.claimInput?.load) {
+      try {
+        mapInput = await this.d.claimInput.load(req.inputRef);
+        this.mappedOf(req.flowId).input = mapInput;
+      } catch (err) {
+        this.d.log.warn({ flowId: req.flowId, ref: req.inputRef, err: (err as Error).message }, 'cannot read the input from S3 to cut its chunks; retrying');
+        m.nak(Math.min(10_000, 500 * m.info.deliveryCount));
+        return;
+      }
+    }
     const state = def
-      ? newFlowState(startReq, def, now)
+      ? newFlowState(mapInput === undefined ? startReq : { ...startReq, mapInput }, def, now)
       : unstartableFlowState(
           startReq,
           { task: '', code: 'unknown_flow', message: `flow "${req.flow}" is not defined on this orchestrator (defined: ${this.d.registry.names().join(', ')})` },
@@ -978,7 +996,8 @@ export class SagaEngine {
           deps.push({ task: name, status: dt.status, outputJson: out === undefined ? undefined : encodeUtf8(JSON.stringify(out)), outputRef: dt.outputRef ?? '' });
         }
         let inputJson = s.input !== undefined ? (this.inputs.get(s.flowId) ?? encodeUtf8(s.input)) : undefined;
-        if (pt.map && s.input !== undefined) inputJson = encodeUtf8(JSON.stringify(withoutPath(this.parsedInput(s) as Record<string, unknown>, pt.map.path)));
+        // A chunk carries the input without the mapped array, inline even when the whole input is in S3.
+        if (pt.map) inputJson = encodeUtf8(JSON.stringify(withoutPath((await this.parsedInput(s)) as Record<string, unknown>, pt.map.path)));
         shared = encodeTaskShared({
           flowId: s.flowId,
           tenant: s.tenant,
@@ -986,7 +1005,7 @@ export class SagaEngine {
           flowVersion: s.version,
           stage: pt.level,
           ...(inputJson !== undefined ? { inputJson } : {}),
-          inputRef: s.inputRef ?? '',
+          inputRef: pt.map ? '' : (s.inputRef ?? ''),
           deps,
           deadlineAtMs: s.deadlineAt,
         });
@@ -996,7 +1015,7 @@ export class SagaEngine {
       }
       let items: Uint8Array | undefined;
       if (chunked) {
-        const all = valueAt(this.parsedInput(s), pt.map!.path);
+        const all = valueAt(await this.parsedInput(s), pt.map!.path);
         const size = pt.map!.chunkSize;
         items = encodeUtf8(JSON.stringify(Array.isArray(all) ? all.slice(d.chunk! * size, (d.chunk! + 1) * size) : []));
       }
@@ -1030,9 +1049,14 @@ export class SagaEngine {
     return m;
   }
 
-  private parsedInput(s: FlowState): unknown {
+  /** The flow's input as an object (inline, or read back from S3 once per flow and replica). */
+  private async parsedInput(s: FlowState): Promise<unknown> {
     const m = this.mappedOf(s.flowId);
-    if (m.input === undefined) m.input = s.input === undefined ? {} : (JSON.parse(s.input) as unknown);
+    if (m.input === undefined) {
+      if (s.input !== undefined) m.input = JSON.parse(s.input) as unknown;
+      else if (s.inputRef && this.d.claimInput?.load) m.input = await this.d.claimInput.load(s.inputRef);
+      else m.input = {};
+    }
     return m.input;
   }
 

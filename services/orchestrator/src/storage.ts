@@ -9,7 +9,7 @@ export interface OrchestratorStorage {
   /** Set when JETFLOW_HISTORY=dynamodb. */
   history?: FlowHistory;
   /** Set when JETFLOW_CLAIM_CHECK_BYTES > 0. */
-  claimInput?: { thresholdBytes: number; store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string> };
+  claimInput?: { thresholdBytes: number; store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string>; load(ref: string): Promise<unknown> };
   close(): void;
 }
 
