@@ -11,7 +11,10 @@ if (dir) {
   session.connect();
   session.post('Profiler.setSamplingInterval', { interval: Number(process.env.JETFLOW_CPU_PROF_INTERVAL_US || 500) });
   session.post('Profiler.enable');
-  session.post('Profiler.start');
+  // JETFLOW_CPU_PROF_DELAY_MS: start later, so a profile of an idle stack leaves its start-up out.
+  const delay = Number(process.env.JETFLOW_CPU_PROF_DELAY_MS || 0);
+  if (delay > 0) setTimeout(() => session.post('Profiler.start'), delay).unref();
+  else session.post('Profiler.start');
   let written = false;
   process.on('exit', () => {
     if (written) return;

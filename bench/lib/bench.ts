@@ -18,6 +18,9 @@ import { runStep, type FlowRec, type Measured, type StepCtx, type StepSpec } fro
 import { countKvReads } from './store.js';
 
 /** Set by the CLI on SIGINT/SIGTERM: steps stop, everything is torn down. */
+/** Seconds a stack is left alone after it is up, before its idle CPU is measured. */
+const IDLE_SETTLE_MS = 3_000;
+
 export const currentAbort: { reason: string | undefined } = { reason: undefined };
 
 type PlanItem = Omit<StepSpec, 'step' | 'label' | 'durationS'> & { durationS?: number };
@@ -144,9 +147,26 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         for (const t of tracked) idleRss[t.name] = round(memMb(t.pid)?.rss ?? Number.NaN, 1);
         log(`bench: ${mode} mode, history ${history}: services up (${tracked.map((t) => `${t.name}=${t.pid}`).join(' ')}), logs in ${svc.logDir}`);
         if (o.idleSeconds > 0) {
-          const idle = await idleCpu(procs, o.idleSeconds);
-          result.stacks.push({ mode, history, idleCpuPct: idle.pct, idleSystemCpuPct: idle.systemPct, idleSeconds: o.idleSeconds, idleRssMb: idleRss });
-          log(`bench: idle for ${o.idleSeconds} s: ${idle.systemPct} % of a core (nats-server + services)`);
+          // The services' own start (connections, provisioning, first pulls, JIT) is not idleness: a stack
+          // started on the server of an earlier one can pass the consumer check on that stack's pull requests
+          // (the result partitions' last 30 s), so the window could begin while the services still start.
+          await sleep(IDLE_SETTLE_MS);
+          const idle = await idleCpu(procs, o.idleSeconds, nats.monitor);
+          result.stacks.push({
+            mode,
+            history,
+            idleCpuPct: idle.pct,
+            idleSystemCpuPct: idle.systemPct,
+            idleSeconds: o.idleSeconds,
+            idleRssMb: idleRss,
+            ...(idle.msgsPerSec !== undefined ? { idleMsgsPerSec: idle.msgsPerSec, idleApiPerSec: idle.apiPerSec } : {}),
+          });
+          log(
+            `bench: idle for ${o.idleSeconds} s: ${idle.systemPct} % of a core (nats-server + services: ${procs
+              .filter((p) => p.system)
+              .map((p) => `${p.name} ${idle.pct[p.name]} %`)
+              .join(', ')}); nats-server ${idle.msgsPerSec} msgs/s, ${idle.apiPerSec} JetStream API requests/s`,
+          );
         }
         const sampler = new RssSampler(tracked);
         sampler.start(200);

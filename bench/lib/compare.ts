@@ -44,7 +44,12 @@ export function formatCompare(a: BenchResult, b: BenchResult, names: [string, st
   }
   for (const sa of a.stacks) {
     const sb = b.stacks.find((s) => s.mode === sa.mode && s.history === sa.history);
-    if (sb) row(`${sa.mode} history ${sa.history} idle`, 'cpu % of a core', sa.idleSystemCpuPct, sb.idleSystemCpuPct);
+    if (!sb) continue;
+    const what = `${sa.mode} history ${sa.history} idle`;
+    row(what, 'cpu % of a core', sa.idleSystemCpuPct, sb.idleSystemCpuPct);
+    for (const p of Object.keys(sa.idleCpuPct)) if (p !== 'driver' && p in sb.idleCpuPct) row(what, `${p} cpu %`, sa.idleCpuPct[p], sb.idleCpuPct[p]);
+    row(what, 'nats-server msgs/s', sa.idleMsgsPerSec, sb.idleMsgsPerSec, 1);
+    row(what, 'JetStream API requests/s', sa.idleApiPerSec, sb.idleApiPerSec, 1);
   }
   const bByKey = new Map(b.steps.map((s) => [key(s), s]));
   const onlyA: string[] = [];

@@ -45,14 +45,37 @@ export function cpuDelta(procs: CpuProc[], a: CpuSample, b: CpuSample): CpuDelta
   return { wallMs: b.at - a.at, ms, systemMs };
 }
 
-/** CPU of each process as % of one core over `seconds` of doing nothing (timers, heartbeats, pulls). */
-export async function idleCpu(procs: CpuProc[], seconds: number): Promise<{ pct: Record<string, number>; systemPct: number }> {
+/** nats-server's counters that an idle stack moves: messages in and out (/varz) and JetStream API requests (/jsz). */
+export interface ServerCounts {
+  msgs: number;
+  api: number;
+}
+
+/** Reads ServerCounts from a nats-server monitoring endpoint (http://host:port). */
+export async function serverCounts(monitor: string): Promise<ServerCounts> {
+  const varz = (await (await fetch(`${monitor}/varz`)).json()) as { in_msgs: number; out_msgs: number };
+  const jsz = (await (await fetch(`${monitor}/jsz`)).json()) as { api?: { total?: number } };
+  return { msgs: varz.in_msgs + varz.out_msgs, api: jsz.api?.total ?? Number.NaN };
+}
+
+/**
+ * CPU of each process as % of one core over `seconds` of doing nothing (timers, heartbeats, pulls), and with
+ * a monitoring endpoint what nats-server handled meanwhile (messages and JetStream API requests per second).
+ */
+export async function idleCpu(procs: CpuProc[], seconds: number, monitor?: string): Promise<{ pct: Record<string, number>; systemPct: number; msgsPerSec?: number; apiPerSec?: number }> {
+  const ca = monitor ? await serverCounts(monitor) : undefined;
   const a = sampleCpu(procs);
   await sleep(seconds * 1000);
   const d = cpuDelta(procs, a, sampleCpu(procs));
+  const cb = monitor ? await serverCounts(monitor) : undefined;
   const pct: Record<string, number> = {};
   for (const [k, v] of Object.entries(d.ms)) pct[k] = round((v / d.wallMs) * 100, 2);
-  return { pct, systemPct: round((d.systemMs / d.wallMs) * 100, 2) };
+  const perSec = (x: number) => round(x / (d.wallMs / 1000), 1);
+  return {
+    pct,
+    systemPct: round((d.systemMs / d.wallMs) * 100, 2),
+    ...(ca && cb ? { msgsPerSec: perSec(cb.msgs - ca.msgs), apiPerSec: perSec(cb.api - ca.api) } : {}),
+  };
 }
 
 export const round = (x: number, d: number) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : x);

@@ -97,8 +97,16 @@ export function formatReport(r: BenchResult): string {
     lines.push('');
     lines.push(
       table(
-        ['mode', 'history', 'idle cpu % of a core', ...procs.map(short), ...SERVICES.map((p) => `${short(p)} MB`)],
-        r.stacks.map((s) => [s.mode, s.history, fmt(s.idleSystemCpuPct, 2), ...procs.map((p) => fmt(s.idleCpuPct[p], 2)), ...SERVICES.map((p) => fmt(s.idleRssMb[p], 0))]),
+        ['mode', 'history', 'idle cpu % of a core', ...procs.map(short), 'nats msgs/s', 'js api/s', ...SERVICES.map((p) => `${short(p)} MB`)],
+        r.stacks.map((s) => [
+          s.mode,
+          s.history,
+          fmt(s.idleSystemCpuPct, 2),
+          ...procs.map((p) => fmt(s.idleCpuPct[p], 2)),
+          fmt(s.idleMsgsPerSec, 1),
+          fmt(s.idleApiPerSec, 1),
+          ...SERVICES.map((p) => fmt(s.idleRssMb[p], 0)),
+        ]),
       ),
     );
   }

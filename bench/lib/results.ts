@@ -63,6 +63,13 @@ export interface StackResult {
   idleSystemCpuPct: number;
   idleSeconds: number;
   idleRssMb: Record<string, number>;
+  /**
+   * nats-server's side of the quiet interval (/varz, /jsz): messages in plus out per second (pull requests,
+   * heartbeats, reports, lease renewals and their acks) and JetStream API requests per second (infos,
+   * listings, consumers made). Absent in files written before they were measured.
+   */
+  idleMsgsPerSec?: number;
+  idleApiPerSec?: number;
 }
 
 export interface BenchResult {
