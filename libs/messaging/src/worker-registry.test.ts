@@ -70,6 +70,11 @@ test('liveness: stale after 3 of its own intervals without a renewal, gone after
   assert.equal(livenessOf(good, T + 3 * good.intervalMs + 1), 'stale');
   assert.equal(isExpired(good, T + WORKER_REGISTRY.ttlMs), false);
   assert.equal(isExpired(good, T + WORKER_REGISTRY.ttlMs + 1), true);
+  // With the server's time of the renewal, the worker's own clock does not count: a heartbeat claimed in the future is stale all the same.
+  const future = { ...good, heartbeatAt: new Date(T + 3_600_000).toISOString() };
+  assert.equal(livenessOf(future, T + 3 * good.intervalMs + 1, T), 'stale');
+  assert.equal(isExpired(future, T + WORKER_REGISTRY.ttlMs + 1, T), true);
+  assert.equal(livenessOf({ ...good, heartbeatAt: new Date(T - 3_600_000).toISOString() }, T + 10, T), 'live', 'a worker whose clock is behind');
 });
 
 test('per subject: live instances, their slots and busy slots, what waits; stale ones and unserved subjects count 0', () => {

@@ -118,13 +118,17 @@ export function parseAnnouncement(key: string, data: Uint8Array): { ok: true; va
   return { ok: true, value: { id, name, subjects: [...new Set(o.subjects as string[])].sort(), ...(fields as Required<{ [K in keyof typeof fields]: NonNullable<(typeof fields)[K]> }>) } };
 }
 
-/** Live while renewed within STALE_AFTER_INTERVALS of its interval; stale after. */
-export function livenessOf(a: Pick<WorkerAnnouncement, 'heartbeatAt' | 'intervalMs'>, now: number): WorkerLiveness {
-  return now - Date.parse(a.heartbeatAt) > WORKER_REGISTRY.staleAfterIntervals * a.intervalMs ? 'stale' : 'live';
+/**
+ * Live while renewed within STALE_AFTER_INTERVALS of its interval; stale after. The renewal's time is its
+ * heartbeatAt, or `storedAt` when the reader knows when the server stored it (a KV entry's own timestamp):
+ * then a worker whose clock is off, or a value claiming a heartbeat in the future, is judged by the server's clock.
+ */
+export function livenessOf(a: Pick<WorkerAnnouncement, 'heartbeatAt' | 'intervalMs'>, now: number, storedAt?: number): WorkerLiveness {
+  return now - (storedAt ?? Date.parse(a.heartbeatAt)) > WORKER_REGISTRY.staleAfterIntervals * a.intervalMs ? 'stale' : 'live';
 }
 
 /** Gone from the bucket by now (its max age passed since the last renewal): a reader's copy drops it too. */
-export const isExpired = (a: Pick<WorkerAnnouncement, 'heartbeatAt'>, now: number) => now - Date.parse(a.heartbeatAt) > WORKER_REGISTRY.ttlMs;
+export const isExpired = (a: Pick<WorkerAnnouncement, 'heartbeatAt'>, now: number, storedAt?: number) => now - (storedAt ?? Date.parse(a.heartbeatAt)) > WORKER_REGISTRY.ttlMs;
 
 export interface SubjectSummary {
   subject: string;
@@ -261,7 +265,8 @@ export interface WorkerRegistryView {
 }
 
 export async function watchWorkerRegistry(nc: NatsConnection, log: Pick<Logger, 'warn' | 'debug'>, o: { readyTimeoutMs?: number } = {}): Promise<WorkerRegistryView> {
-  const entries = new Map<string, WorkerAnnouncement>();
+  /** Each entry with the time the server stored it. */
+  const entries = new Map<string, { a: WorkerAnnouncement; storedAt: number }>();
   let stopped = false;
   let ready = false;
   let w: { stop(): void } | undefined;
@@ -286,7 +291,7 @@ export async function watchWorkerRegistry(nc: NatsConnection, log: Pick<Logger, 
             continue;
           }
           const p = parseAnnouncement(e.key, e.value);
-          if (p.ok) entries.set(e.key, p.value);
+          if (p.ok) entries.set(e.key, { a: p.value, storedAt: e.created.getTime() });
           else {
             entries.delete(e.key);
             log.debug({ key: e.key, err: p.error }, 'malformed worker registry entry skipped');
@@ -302,9 +307,9 @@ export async function watchWorkerRegistry(nc: NatsConnection, log: Pick<Logger, 
   await Promise.race([initial, new Promise((r) => setTimeout(r, o.readyTimeoutMs ?? 5_000).unref())]);
   const instances = (now = Date.now()) => {
     const out: WorkerInstance[] = [];
-    for (const [k, a] of entries) {
-      if (isExpired(a, now)) entries.delete(k);
-      else out.push({ ...a, status: livenessOf(a, now) });
+    for (const [k, { a, storedAt }] of entries) {
+      if (isExpired(a, now, storedAt)) entries.delete(k);
+      else out.push({ ...a, status: livenessOf(a, now, storedAt) });
     }
     return out.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
   };
