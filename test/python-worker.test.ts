@@ -2,7 +2,7 @@
  * Python workers through the gRPC worker door (jetflow.v1.WorkerService on ingest's gRPC port), against
  * the real services: real python3 processes running jetflow_worker (sdk/python, with Debian's grpcio and
  * protobuf) next to the built-in TypeScript dataset generators. The pandas example end to end; retries,
- * terminal failures, the soft and hard limits, kill -9 mid-task, and a key that may not serve a subject.
+ * terminal failures, the soft and hard limits, cancellation, kill -9 mid-task, and a key that may not serve a subject.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -250,6 +250,22 @@ describe('Python workers through the gRPC worker door', () => {
     assert.deepEqual(body.results.slow, { attempt: 2, by: 'K2' });
     await new Promise((r) => setTimeout(r, 1_000));
     assert.equal(cb.byFlow(id).length, 1, 'still one callback');
+  });
+
+  test('a cancelled flow: the door tells the Python task (ctx.cancelled), its output is dropped, the flow ends cancelled with one callback', async () => {
+    for (const p of procs) if (p.proc.exitCode === null) p.proc.kill('SIGKILL');
+    const w = fixture('C', { SUBJECTS: 'jetflow.task.py.slow' });
+    await w.waitFor((e) => e.event === 'ready', 60_000, 'ready');
+    const id = await submit('py-slow', { sleepMs: 20_000 });
+    await w.waitFor((e) => e.flowId === id && e.event === 'start', 20_000, 'start');
+    const r = await j.api(`/v1/flows/${id}/cancel`, { method: 'POST', json: { reason: 'test' } });
+    assert.ok(r.status < 300, await r.text());
+    await w.waitFor((e) => e.flowId === id && e.event === 'cancelled', 10_000, 'ctx.cancelled in the task');
+    const body = await oneCallback(id);
+    assert.equal(body.status, 'cancelled', JSON.stringify(body));
+    assert.equal(taskOf(await view(id), 'slow').status, 'cancelled');
+    w.proc.kill('SIGTERM');
+    await w.exited;
   });
 
   test('a hello naming a subject the key may not serve is refused with PERMISSION_DENIED naming the subject', async () => {
