@@ -69,8 +69,10 @@ describe('DAG flows with map over data', () => {
       tasks: [
         defineTask({
           subject: TOKENIZE,
-          run: ({ items, chunk, flowInput }, ctx) => {
+          run: async ({ items, chunk, flowInput }, ctx) => {
             seenOf(ctx.flowId).chunks.push(chunk!.index);
+            const slow = (flowInput as { slowMs?: number }).slowMs;
+            if (slow) await new Promise((res) => setTimeout(res, slow));
             const recs = items as Array<{ id: string; text: string }>;
             return {
               words: recs.reduce((n, r) => n + r.text.split(' ').length, 0),
@@ -149,6 +151,31 @@ describe('DAG flows with map over data', () => {
     assert.equal(state.tasks.tokenize!.cs, 's'.repeat(100));
     assert.equal(state.tasks.tokenize!.output, undefined);
     assert.ok(e!.value.length < 8_000, `state of ${e!.value.length} bytes`);
+  });
+
+  test('kill -9 of the orchestrator in the middle of a map: it resumes from the stored state and chunk outputs, one callback with every chunk in order', async () => {
+    const recs = records(3_000);
+    const r = await j.api('/v1/flows', { method: 'POST', json: { flow: 'wordcount', input: { records: recs, slowMs: 40 }, callbackUrl: cb.url } });
+    assert.equal(r.status, 202, await r.clone().text());
+    const { flowId } = (await r.json()) as { flowId: string };
+    const until = Date.now() + 30_000;
+    while ((seen.get(flowId)?.chunks.length ?? 0) < 60 && Date.now() < until) await new Promise((res) => setTimeout(res, 20));
+    assert.ok((seen.get(flowId)?.chunks.length ?? 0) >= 60, 'the map got going');
+    await j.stack.kill('orchestrator', 0, 'SIGKILL');
+    await new Promise((res) => setTimeout(res, 300));
+    j.stack.restart('orchestrator');
+    await cb.waitForFlows([flowId], 90_000);
+    await new Promise((res) => setTimeout(res, 500));
+    const got = cb.byFlow(flowId);
+    assert.equal(got.length, 1, 'exactly one callback');
+    const body = got[0]!.body as unknown as { status: string; results: Record<string, unknown>; datasets: Record<string, Chunk[]>; errors: unknown[] };
+    assert.equal(body.status, 'succeeded', JSON.stringify(body.errors));
+    assert.deepEqual(body.results.count, { count: recs.reduce((n, _r, i) => n + words(i), 0) });
+    assert.deepEqual(body.results.check, { chunks: 300, inOrder: true });
+    assert.deepEqual(
+      body.datasets.tokenize!.map((c) => c.first),
+      Array.from({ length: 300 }, (_, i) => `r${i * 10}`),
+    );
   });
 
   test('an input small enough to stay inline: its chunks are cut from the state copy, and the reducers add up', async () => {
