@@ -2,7 +2,7 @@
  * The worker registry against the real services: built-in and @jetflow/worker workers announce what they
  * serve in KV jetflow_workers, GET /v1/workers and `jetflow workers` show them, stop() removes an entry,
  * a killed worker's entry turns stale and then expires, and a flow whose subject no live worker serves
- * says which task waits for a worker, then completes once one starts.
+ * says which task waits for a worker (HTTP and gRPC GetFlow), then completes once one starts.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +14,7 @@ import { pino } from 'pino';
 import { createWorker, defineTask, type Worker } from '../packages/worker/src/index.js';
 import { repoRoot } from '../libs/stack/src/index.js';
 import { BUCKETS } from '../libs/messaging/src/index.js';
+import { ingestClient } from './grpc-client.js';
 import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '../libs/testing/src/index.js';
 
 const SUBJECT = 'jetflow.task.custom.regtok';
@@ -177,6 +178,14 @@ describe('worker registry', () => {
     const t = waiting.stages.flatMap((s) => s.tasks).find((x) => x.name === 'tokenize')!;
     assert.equal(t.status, 'dispatched');
     assert.equal(t.waitingForWorker, true);
+    // gRPC GetFlow mirrors the view.
+    const grpc = ingestClient(j.grpc, TEST_API_KEY);
+    try {
+      const g = (await grpc.get(id)).flow as unknown as FlowView;
+      assert.deepEqual(g.waitingFor, [{ task: 'tokenize', subject: SUBJECT }]);
+    } finally {
+      grpc.close();
+    }
     const pending = await until('the task pending in its consumer', 10_000, async () => {
       const s = (await workers()).body.subjects.find((x) => x.subject === SUBJECT);
       return s && s.pending === 1 ? s : undefined;
