@@ -32,6 +32,7 @@ const FLOWS = [
   ...(JSON.parse(readFileSync(join(EXAMPLE, 'flows.json'), 'utf8')) as unknown[]),
   single('py-flaky', task('flaky', 'jetflow.task.py.flaky')),
   single('py-reject', task('reject', 'jetflow.task.py.reject')),
+  single('py-big', task('big', 'jetflow.task.py.big')),
   single('py-soft', task('soft', 'jetflow.task.py.soft', { softLimitMs: 500, hardLimitMs: 8_000, maxAttempts: 1 })),
   single('py-hard', task('hard', 'jetflow.task.py.hard', { softLimitMs: 300, hardLimitMs: 1_500, maxAttempts: 1 })),
   single('py-slow', task('slow', 'jetflow.task.py.slow', { softLimitMs: 20_000, hardLimitMs: 25_000 }), 60_000),
@@ -175,7 +176,7 @@ describe('Python workers through the gRPC worker door', () => {
   test('a plain exception is retried with the definition backoff and succeeds on attempt 3; a TerminalError fails the task at once', async () => {
     const w = fixture('A');
     const ready = await w.waitFor((e) => e.event === 'ready', 60_000, 'ready');
-    assert.deepEqual(ready.subjects, ['jetflow.task.py.flaky', 'jetflow.task.py.hard', 'jetflow.task.py.reject', 'jetflow.task.py.slow', 'jetflow.task.py.soft']);
+    assert.deepEqual(ready.subjects, ['jetflow.task.py.big', 'jetflow.task.py.flaky', 'jetflow.task.py.hard', 'jetflow.task.py.reject', 'jetflow.task.py.slow', 'jetflow.task.py.soft']);
     const flaky = await submit('py-flaky', {});
     const body = await oneCallback(flaky);
     assert.equal(body.status, 'succeeded', JSON.stringify(body));
@@ -195,6 +196,14 @@ describe('Python workers through the gRPC worker door', () => {
     assert.equal(t.error?.code, 'terminal');
     assert.match(t.error?.message ?? '', /bad_record: record r1 has no language/);
     assert.equal(w.events.filter((e) => e.flowId === reject).length, 1, 'ran once');
+
+    // An output over the door's message limit is a terminal failure, not a broken stream and a task that comes back forever.
+    const big = await submit('py-big', {});
+    assert.equal((await oneCallback(big)).status, 'failed');
+    const b = taskOf(await view(big), 'big');
+    assert.equal(b.attempts, 1);
+    assert.match(b.error?.message ?? '', /output_too_large: the task's output is \d+ bytes of JSON; the door takes at most \d+/);
+    assert.equal(w.proc.exitCode, null, 'the stream held: the worker (reconnect=False) is still serving');
   });
 
   test('the soft limit sets ctx.cancelled; past the hard limit the pool process is terminated and the task times out', async () => {

@@ -91,7 +91,8 @@ class Worker:
         self.init = init
         self._credentials = credentials
         self._reconnect = reconnect
-        self._options = list(options)
+        # Task inputs may be large (a flow input up to ingest's body limit plus its deps): no receive limit by default.
+        self._options = [("grpc.max_receive_message_length", -1), *options]
         self._tasks = {}
         self._stopping = threading.Event()
         self._grace_ms = 10_000
@@ -200,7 +201,12 @@ class Worker:
             for msg in call:
                 kind = msg.WhichOneof("kind")
                 if kind == "welcome":
-                    self.welcome = {"worker_id": msg.welcome.worker_id, "subjects": list(msg.welcome.subjects), "slots": msg.welcome.slots}
+                    self.welcome = {
+                        "worker_id": msg.welcome.worker_id,
+                        "subjects": list(msg.welcome.subjects),
+                        "slots": msg.welcome.slots,
+                        "max_message_bytes": msg.welcome.max_message_bytes,
+                    }
                     log.info("serving %s with %d slots as %s", ", ".join(msg.welcome.subjects), msg.welcome.slots, msg.welcome.worker_id)
                     self.ready.set()
                 elif kind == "assignment":
@@ -252,6 +258,10 @@ class Worker:
                 output = self._pool.run(t.fn, task_input, ctx.info(), ctx)
             else:
                 output = encode_output(t.fn(task_input, ctx))
+            limit = (self.welcome or {}).get("max_message_bytes") or 0
+            if limit and len(output) > limit - 1024:
+                # Sent anyway it would break the stream (the door refuses the message) and the task would come back forever.
+                raise TerminalError(f"the task's output is {len(output)} bytes of JSON; the door takes at most {limit - 1024}", "output_too_large")
             session.send(pb.WorkRequest(result=pb.TaskSucceeded(assignment_id=a.assignment_id, output_json=output)))
         except HardStopped:
             pass  # the door already failed or cancelled it

@@ -88,6 +88,7 @@ const door = workerDoor({
   partitions: cfg.partitions,
   keys: cfg.workerKeys,
   authDisabled: cfg.authDisabled,
+  maxMessageBytes: cfg.maxBodyBytes,
   subjects: () => taskSubjects(registry.defs),
   log: log.child({ door: 'worker' }),
 });

@@ -91,6 +91,8 @@ export interface WorkerDoorOptions {
   log: Logger;
   /** The worker registry's re-announce interval (JETFLOW_WORKER_ANNOUNCE_MS); default the registry's. */
   announceIntervalMs?: number;
+  /** The largest message the gRPC server takes (its grpc.max_receive_message_length): told to workers in the welcome. */
+  maxMessageBytes?: number;
   /** How long a stream may take to send its hello (default 10 s). */
   helloTimeoutMs?: number;
 }
@@ -245,7 +247,7 @@ export function workerDoor(o: WorkerDoorOptions): WorkerDoor {
       // The stream ended while the worker started: handBack found no worker to stop.
       if (ended) return void (await worker.stop(0));
       clearTimeout(helloTimer);
-      send(create(WorkResponseSchema, { kind: { case: 'welcome', value: { workerId, subjects: h.subjects, slots: h.slots } } }));
+      send(create(WorkResponseSchema, { kind: { case: 'welcome', value: { workerId, subjects: h.subjects, slots: h.slots, maxMessageBytes: o.maxMessageBytes ?? 4 * 1024 * 1024 } } }));
       log.info({ slots: h.slots }, 'worker connected through the gRPC door');
     };
 
