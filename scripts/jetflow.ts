@@ -10,6 +10,7 @@ import { ago, c, clip, duration, status, table } from './cli/format.js';
 import { exitCodeOf, summary, watchFlow } from './cli/watch.js';
 import { registerFlowsCommands } from './cli/flows.js';
 import { registerWorkersCommand } from './cli/workers.js';
+import { registerSchedulesCommands } from './cli/schedules.js';
 
 interface Globals {
   url?: string;
@@ -299,6 +300,7 @@ program
 
 registerFlowsCommands(program, { api, json: () => Boolean(globals().json), print });
 registerWorkersCommand(program, { api, json: () => Boolean(globals().json), print });
+registerSchedulesCommands(program, { api, json: () => Boolean(globals().json), print });
 
 program
   .command('start')
