@@ -859,6 +859,28 @@ function flowPage(id) {
       ),
       h('div', { class: 'panel', id: 'waterfall' }, h('div', { class: 'panel-head' }, h('h2', {}, 'Stages and tasks')), waterfall(t)),
     ];
+    // Dispatched tasks no live worker serves (the worker registry): the flow waits for one.
+    const waitingFor = t.status === 'running' && json && Array.isArray(json.waitingFor) ? json.waitingFor : [];
+    if (waitingFor.length)
+      parts.splice(
+        2,
+        0,
+        h(
+          'div',
+          { class: 'panel', id: 'waiting-for' },
+          h(
+            'div',
+            { class: 'panel-head' },
+            h('h2', {}, 'Waiting for a worker'),
+            h('span', { class: 'sub' }, 'no live worker serves these subjects; the tasks wait in the stream until one starts or the deadline passes'),
+          ),
+          h(
+            'ul',
+            { class: 'errors-list' },
+            waitingFor.map((w) => h('li', { dataset: { waitingTask: w.task } }, mono(w.task), chip('no worker', 'partial'), h('span', { class: 'mono' }, w.subject))),
+          ),
+        ),
+      );
     const history = attemptsPanel(attempts);
     if (history) parts.push(history);
     if (t.errors.length) {
@@ -909,7 +931,8 @@ function flowPage(id) {
   async function load() {
     try {
       t = await api(`/v1/flows/${encodeURIComponent(id)}/timeline`);
-      if (showJson) json = await api(`/v1/flows/${encodeURIComponent(id)}`);
+      // The view also says which tasks wait for a worker: read while the flow runs.
+      if (showJson || t.status === 'running') json = await api(`/v1/flows/${encodeURIComponent(id)}`);
       render();
     } catch (err) {
       if (err.status === 404 && !t)
