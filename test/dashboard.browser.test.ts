@@ -296,6 +296,28 @@ describe('dashboard (/ui) in a browser', () => {
     await shot('consumers');
   });
 
+  test('a running flow whose task no live worker serves names it on its page', async () => {
+    const def = {
+      name: 'nobody-serves',
+      version: 1,
+      deadlineMs: 20_000,
+      stages: [
+        {
+          name: 'only',
+          onFailure: 'fail_flow',
+          tasks: [{ name: 'orphan', subject: 'jetflow.task.custom.nobody', softLimitMs: 1_000, hardLimitMs: 2_000, maxAttempts: 1, backoff: { initialMs: 100, maxMs: 200, multiplier: 2 } }],
+        },
+      ],
+    };
+    const put = await j.api('/v1/flow-definitions/nobody-serves', { method: 'PUT', json: def });
+    assert.ok([200, 201].includes(put.status), await put.clone().text());
+    const id = await submit({ flow: 'nobody-serves', input: {} });
+    await page.goto(`${j.http}/ui/#/flows/${id}`);
+    await page.locator('#waiting-for li[data-waiting-task="orphan"]', { hasText: 'jetflow.task.custom.nobody' }).waitFor();
+    await shot('waiting-for-worker');
+    await j.api(`/v1/flows/${id}/cancel`, { method: 'POST', json: {} });
+  });
+
   test('at 420 px every page fits the width and keeps its actions in view', async () => {
     await page.setViewportSize(NARROW);
     for (const [hash, name, ready] of [
