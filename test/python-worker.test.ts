@@ -151,6 +151,19 @@ describe('Python workers through the gRPC worker door', () => {
       if (Date.now() > until || w.proc.exitCode !== null) throw new Error(`example worker not ready: ${w.output.join('')}`);
       await new Promise((r) => setTimeout(r, 50));
     }
+    // The door announces its workers in the worker registry (GET /v1/workers), as grpc.<key>-<name>-<id>.
+    type Instance = { name: string; service: string; subjects: string[]; concurrency: number; status: string; version: string };
+    let listed: Instance | undefined;
+    for (const until = Date.now() + 10_000; !listed && Date.now() < until; await new Promise((r) => setTimeout(r, 200))) {
+      const r = await j.api('/v1/workers');
+      assert.equal(r.status, 200, await r.clone().text());
+      listed = ((await r.json()) as { workers: Instance[] }).workers.find((x) => x.subjects.includes('jetflow.task.py.profile') && x.status === 'live');
+    }
+    assert.ok(listed, 'the Python worker is in the registry');
+    assert.equal(listed.name, 'grpc');
+    assert.equal(listed.service, 'grpc');
+    assert.equal(listed.concurrency, 2);
+    assert.match(listed.version, /^jetflow_worker\/0\.1\.0 python\/3\./);
     const { records } = makeFeedbackBatch({ n: 120, seed: 7 });
     const id = await submit('pandas-profile', { records });
     const body = await oneCallback(id, 45_000);
