@@ -319,6 +319,30 @@ describe('OpenAPI document', () => {
       'a second sample gives rates',
     );
 
+    // A delayed start (scheduled, with startAt), and the schedules API.
+    const later = await call('POST', '/v1/flows', '/v1/flows', { json: sampleSubmission(cb.url, { delayMs: 60_000 }) });
+    assert.equal((later.body as { status: string }).status, 'scheduled');
+    const idL = (later.body as { flowId: string }).flowId;
+    for (let i = 0; ; i++) {
+      const v = (await call('GET', '/v1/flows/{id}', `/v1/flows/${idL}`)).body as { status: string; startAt?: string };
+      if (v.status === 'scheduled') {
+        assert.ok(v.startAt);
+        break;
+      }
+      assert.ok(i < 100, `the flow is ${v.status}, not scheduled`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const schedule = { id: 'openapi', cron: '0 3 * * *', timezone: 'UTC', submission: { flow: 'insights', input: sampleSubmission(cb.url).input } };
+    assert.equal((await call('POST', '/v1/schedules', '/v1/schedules', { json: schedule })).status, 201);
+    assert.equal((await call('POST', '/v1/schedules', '/v1/schedules', { json: schedule })).status, 200);
+    assert.equal((await call('POST', '/v1/schedules', '/v1/schedules', { json: { ...schedule, cron: 'nope' } })).status, 400);
+    await call('GET', '/v1/schedules', '/v1/schedules');
+    await call('GET', '/v1/schedules/{id}', '/v1/schedules/openapi');
+    await call('POST', '/v1/schedules/{id}/pause', '/v1/schedules/openapi/pause');
+    await call('POST', '/v1/schedules/{id}/resume', '/v1/schedules/openapi/resume');
+    await call('DELETE', '/v1/schedules/{id}', '/v1/schedules/openapi');
+    assert.equal((await call('GET', '/v1/schedules/{id}', '/v1/schedules/openapi')).status, 404);
+
     // Refusals.
     const unknown = 'f0000000000000000000000000';
     assert.equal((await call('GET', '/v1/flows/{id}', `/v1/flows/${unknown}`)).status, 404);

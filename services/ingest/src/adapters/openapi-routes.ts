@@ -387,7 +387,7 @@ const SCHEDULE_DOCS: Record<string, RouteDoc> = {
     operationId: 'listSchedules',
     summary: "The tenant's schedules",
     tags: ['schedules'],
-    ok: { 200: rec({ schedules: arr(scheduleView) }) },
+    ok: { 200: rec({ schedules: arr(scheduleView) }, { example: { schedules: [] } }) },
   },
   'GET /v1/schedules/:id': {
     operationId: 'getSchedule',
