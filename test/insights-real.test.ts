@@ -152,7 +152,8 @@ describe('insights on real data, with S3 and DynamoDB', () => {
     const listed = (await (await j.api('/v1/flows?status=succeeded&limit=200')).json()) as { flows: Array<{ flowId: string; status: string; tasks: { total: number; succeeded: number } }> };
     const mine = listed.flows.find((f) => f.flowId === flowId);
     assert.ok(mine, 'listed from the history');
-    assert.deepEqual(mine.tasks, { total: 6, succeeded: 6, failed: 0, running: 0 });
+    // insights v2: prepare and score (mapped, internal), the three datasets, the three analyses.
+    assert.deepEqual(mine.tasks, { total: 8, succeeded: 8, failed: 0, running: 0 });
 
     // The KV state expires (here: deleted, as its TTL would); the history answers.
     const kv = await j.nc.jetstream().views.kv('jetflow_flows');

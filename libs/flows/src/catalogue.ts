@@ -11,6 +11,9 @@ export const PLUGIN_SUBJECTS = [
   'jetflow.task.analyst.sentiment',
   'jetflow.task.analyst.anomaly',
   'jetflow.task.analyst.keywords',
+  // insights v2 (on map): the per-chunk steps.
+  'jetflow.task.dataset.prepare',
+  'jetflow.task.analyst.score',
 ] as const;
 
 /** Fault-injection tasks served by the analyst service for the fault suite (never on by default). */

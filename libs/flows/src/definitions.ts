@@ -47,6 +47,8 @@ const DagTaskDefSchema = z.object({
   needs: z.array(z.string().max(64)).max(64).optional(),
   map: MapDefSchema.optional(),
   onFailure: FailurePolicy.optional(),
+  /** A step whose output only the tasks that need it read (a mapped step of a reducer): the callback leaves it out. */
+  internal: z.boolean().optional(),
   softLimitMs: TaskDefSchema.shape.softLimitMs.default(5_000),
   hardLimitMs: TaskDefSchema.shape.hardLimitMs.default(8_000),
   maxAttempts: TaskDefSchema.shape.maxAttempts.default(3),
@@ -86,6 +88,10 @@ export class DefinitionError extends Error {
 
 const defaultLimits = { softLimitMs: 5_000, hardLimitMs: 8_000, maxAttempts: 3, backoff: { initialMs: 200, maxMs: 2_000, multiplier: 2 } };
 
+/**
+ * insights version 1: two stages, each task on the whole batch on one thread. No longer submitted to
+ * (INSIGHTS_V2 is), kept so flows started on it finish on it (LEGACY_FLOWS), and as the stage example.
+ */
 export const INSIGHTS: FlowDef & { stages: StageDef[] } = {
   name: 'insights',
   version: 1,
@@ -112,7 +118,37 @@ export const INSIGHTS: FlowDef & { stages: StageDef[] } = {
   ],
 };
 
-export const BUILTIN_FLOWS: FlowDef[] = [INSIGHTS];
+/** Records per chunk of insights' mapped steps, and chunks of each out at once (docs/PERFORMANCE.md, "insights on map"). */
+export const INSIGHTS_CHUNK = { chunkSize: 250, maxParallel: 8 };
+const task = (name: string, subject: string, more: Partial<DagTaskDef> = {}): DagTaskDef => ({ name, subject, ...defaultLimits, ...more });
+
+/**
+ * insights on map: the per-record work in chunks over `records` (prepare: text rows, text features and
+ * embeddings; score: the sentiment classifier, on the analyst's threads at the same time), each dataset
+ * merged from the chunks' parts, and the batch-wide analyses over the merged datasets. The callback keeps
+ * the report of version 1: `results` = sentiment, anomaly, keywords; `datasets` = text, features,
+ * embeddings (prepare and score are internal).
+ */
+export const INSIGHTS_V2: FlowDef & { tasks: DagTaskDef[] } = {
+  name: 'insights',
+  version: 2,
+  deadlineMs: 10_000,
+  tasks: [
+    task('prepare', 'jetflow.task.dataset.prepare', { map: { over: 'records', ...INSIGHTS_CHUNK }, internal: true }),
+    task('score', 'jetflow.task.analyst.score', { map: { over: 'records', ...INSIGHTS_CHUNK }, internal: true }),
+    task('text', 'jetflow.task.dataset.text', { needs: ['prepare'] }),
+    task('features', 'jetflow.task.dataset.features', { needs: ['prepare'] }),
+    task('embeddings', 'jetflow.task.dataset.embeddings', { needs: ['prepare'] }),
+    task('sentiment', 'jetflow.task.analyst.sentiment', { needs: ['score', 'text'], onFailure: 'continue' }),
+    task('anomaly', 'jetflow.task.analyst.anomaly', { needs: ['features', 'embeddings'], onFailure: 'continue' }),
+    task('keywords', 'jetflow.task.analyst.keywords', { needs: ['text', 'embeddings'], onFailure: 'continue' }),
+  ],
+};
+
+export const BUILTIN_FLOWS: FlowDef[] = [INSIGHTS_V2];
+
+/** Built-in definitions no longer submitted to but still run: flows started on them finish on them (versions.ts). */
+export const LEGACY_FLOWS: FlowDef[] = [INSIGHTS];
 
 /**
  * Validates definitions at start: schema, duplicate names, limits that contradict each other, and

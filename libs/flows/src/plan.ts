@@ -19,6 +19,8 @@ export interface PlanTask extends TaskDef {
   /** No other task needs it: its output is in the callback's `results` (else `datasets`). */
   leaf: boolean;
   map?: { over: string; path: string[]; chunkSize: number; maxParallel: number };
+  /** Left out of the callback (a DAG task's `internal`): only the tasks that need it read its output. */
+  internal?: true;
 }
 
 export interface FlowPlan {
@@ -73,6 +75,7 @@ function compile(def: FlowDef): FlowPlan {
         level: level.get(name)!,
         group: `level-${level.get(name)!}`,
         leaf: !needed.has(name),
+        ...(t.internal ? { internal: true as const } : {}),
         ...(t.map ? { map: { over: t.map.over, path: t.map.over.split('.'), chunkSize: t.map.chunkSize, maxParallel: t.map.maxParallel ?? DEFAULT_MAX_PARALLEL } } : {}),
       });
     }

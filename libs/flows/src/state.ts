@@ -49,6 +49,8 @@ export interface TaskState {
   cs?: string;
   /** A leaf of a DAG definition (no task needs it): the callback's `results` (states of stage flows go by stage). */
   leaf?: true;
+  /** A DAG task marked `internal`: its output is left out of the callback (the tasks that need it report). */
+  internal?: true;
 }
 
 export interface FlowState {
@@ -114,6 +116,7 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
       const pt = plan.byName.get(td.name)!;
       const ts: TaskState = { stage: pt.level, status: 'pending', attempts: 0 };
       if (plan.dag && pt.leaf) ts.leaf = true;
+      if (pt.internal) ts.internal = true;
       // Scheduled: the root tasks' tokens are drawn now (the timers' message ids use one) and dispatched by applyStart.
       if (later && !pt.needs.length) ts.token = newTaskToken();
       tasks[td.name] = ts;
@@ -550,6 +553,7 @@ export function callbackBody(s: FlowState, outputs?: (task: string) => unknown[]
   const outputOf = (name: string, ts: TaskState) =>
     ts.chunks !== undefined ? (outputs?.(name) ?? (ts.chunks === 0 ? [] : { chunks: ts.chunks })) : (ts.output ?? (ts.outputRef ? { ref: ts.outputRef } : null));
   for (const [name, ts] of Object.entries(s.tasks)) {
+    if (ts.internal) continue;
     if (marked ? ts.leaf : ts.stage === last) results[name] = ts.status === 'succeeded' ? outputOf(name, ts) : { status: ts.status, error: ts.error ?? null };
     else datasets[name] = ts.status === 'succeeded' ? outputOf(name, ts) : { status: ts.status };
   }

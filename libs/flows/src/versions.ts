@@ -1,4 +1,4 @@
-import { DEFINITION_HASH_RE, FlowDefSchema, canonicalJson, definitionHash, definitionKey, type FlowDef, type FlowRegistry } from './definitions.js';
+import { DEFINITION_HASH_RE, FlowDefSchema, LEGACY_FLOWS, canonicalJson, definitionHash, definitionKey, type FlowDef, type FlowRegistry } from './definitions.js';
 import { defFits, type FlowState } from './state.js';
 
 /** The definition a flow runs on, or why it cannot be found. */
@@ -43,6 +43,8 @@ export class DefinitionVersions {
     private readonly read: (key: string) => Promise<Uint8Array | undefined>,
   ) {
     for (const d of registry.defs) this.byHash.set(definitionHash(d), d);
+    // Earlier built-in versions (insights v1): their flows finish on them without a store read.
+    for (const d of LEGACY_FLOWS) if (!this.byHash.has(definitionHash(d))) this.byHash.set(definitionHash(d), d);
   }
 
   /** The flow's definition when it is in memory (the hot path: no await). */

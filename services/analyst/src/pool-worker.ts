@@ -9,6 +9,7 @@
 import { loadSentimentModel, modelLoadCount } from '../../../libs/models/src/index.js';
 import { CHAOS_BUSY, busyWork, createJobRunner, type WorkerJob } from '../../../libs/pool/src/index.js';
 import { analyzers } from './analyzers/index.js';
+import { score } from './analyzers/sentiment.js';
 import type { Analyzer, Datasets, InputRecord, Report } from './analyzers/types.js';
 
 export type { TaskMeta, WorkerReply } from '../../../libs/pool/src/index.js';
@@ -20,7 +21,8 @@ export interface AnalyzerJob extends WorkerJob {
 
 export default createJobRunner<AnalyzerJob, Analyzer, Report>({
   kind: 'analyzer',
-  plugins: analyzers,
+  // The analyzers, and the per-chunk classifier of the mapped insights flow (jetflow.task.analyst.score).
+  plugins: new Map([...analyzers, [score.name, score]]),
   loadModel: loadSentimentModel,
   modelLoads: modelLoadCount,
   run: (plugin, job, ctx) => plugin.analyze({ records: job.records, datasets: job.datasets ?? {} }, ctx),

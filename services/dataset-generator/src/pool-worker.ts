@@ -9,6 +9,7 @@
 import { loadEmbeddingModel, modelLoadCount } from '../../../libs/models/src/index.js';
 import { createJobRunner, type WorkerJob } from '../../../libs/pool/src/index.js';
 import { generators } from './generators/index.js';
+import { chunkGenerators } from './generators/insights-chunks.js';
 import type { DatasetGenerator, DatasetResult, InputRecord } from './generators/types.js';
 
 export type { TaskMeta, WorkerReply } from '../../../libs/pool/src/index.js';
@@ -19,7 +20,8 @@ export interface GeneratorJob extends WorkerJob {
 
 export default createJobRunner<GeneratorJob, DatasetGenerator, DatasetResult>({
   kind: 'dataset generator',
-  plugins: generators,
+  // The whole-batch generators (insights v1, and anyone's stage flows) and the mapped flow's chunk and merge steps.
+  plugins: new Map([...generators, ...chunkGenerators]),
   loadModel: loadEmbeddingModel,
   modelLoads: modelLoadCount,
   run: (plugin, job, ctx) => plugin.generate(job.records, ctx),

@@ -1095,11 +1095,11 @@ export class SagaEngine {
     return arr.slice(0, n);
   }
 
-  /** Every succeeded mapped task's outputs (for the callback). */
+  /** Every succeeded mapped task's outputs (for the callback; an internal one's are left out of it). */
   private async mappedOutputs(s: FlowState): Promise<Map<string, unknown[]>> {
     const out = new Map<string, unknown[]>();
     for (const [name, ts] of Object.entries(s.tasks)) {
-      const o = ts.chunks !== undefined && ts.status === 'succeeded' ? await this.outputsOf(s, name, ts) : undefined;
+      const o = ts.chunks !== undefined && ts.status === 'succeeded' && !ts.internal ? await this.outputsOf(s, name, ts) : undefined;
       if (o) out.set(name, o);
     }
     return out;

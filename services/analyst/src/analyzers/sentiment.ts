@@ -4,7 +4,7 @@
  */
 import { sampleCorrelation } from 'simple-statistics';
 import { SENTIMENT_LABELS, knownWordShare, loadSentimentModel, loadVocab, type SentimentLabel } from '../../../../libs/models/src/index.js';
-import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer } from './types.js';
+import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer, type InputRecord, type ScoreRow } from './types.js';
 
 // The model was trained on English feedback only: a verdict on another language, or on a text
 // whose words it mostly never saw, is closer to a guess, and is marked so.
@@ -27,30 +27,53 @@ function ranks(xs: readonly number[]): number[] {
   return out;
 }
 
+/** The per-record half of sentiment: the classifier on each record (the cost), chunk by chunk. */
+export async function scoreRecords(records: readonly InputRecord[], signal: AbortSignal): Promise<ScoreRow[]> {
+  const model = await loadSentimentModel();
+  const vocab = loadVocab();
+  const out: ScoreRow[] = [];
+  for (let start = 0; start < records.length; start += CHUNK_SIZE) {
+    await checkpoint(signal);
+    const chunk = records.slice(start, start + CHUNK_SIZE);
+    const preds = await model.predict(chunk.map((r) => r.text ?? ''));
+    chunk.forEach((r, i) => {
+      const p = preds[i];
+      if (!p) return;
+      out.push({
+        id: r.id,
+        label: p.label,
+        score: r3(p.score),
+        confidence: r3(Math.max(p.probabilities.negative, p.probabilities.neutral, p.probabilities.positive)),
+        known: knownWordShare(r.text ?? '', vocab) >= MIN_KNOWN_WORDS,
+      });
+    });
+  }
+  return out;
+}
+
+/** Per chunk of records (insights v2): the verdicts, which the `sentiment` task reads as its `score` dataset. */
+export const score: Analyzer = {
+  name: 'score',
+  description: 'insights v2, per chunk of records: the sentiment classifier on each record.',
+  async analyze({ records }, ctx) {
+    return { rows: await scoreRecords(records, ctx.signal) };
+  },
+};
+
 export const analyzer: Analyzer = {
   name: 'sentiment',
   description: 'Sentiment per record (ONNX classifier), distribution, most negative and most positive records, correlation with numeric fields.',
   async analyze({ records, datasets }, ctx) {
     const model = await loadSentimentModel();
-    const vocab = loadVocab();
     const text = byId(datasets.text);
+    // The verdicts of the `score` chunks (insights v2), else the classifier on the whole batch here.
+    const scored = byId(datasets.score ?? (await scoreRecords(records, ctx.signal)));
     const perRecord: Array<{ id: string; label: SentimentLabel; score: number; confidence: number; reliable: boolean }> = [];
-    for (let start = 0; start < records.length; start += CHUNK_SIZE) {
-      await checkpoint(ctx.signal);
-      const chunk = records.slice(start, start + CHUNK_SIZE);
-      const preds = await model.predict(chunk.map((r) => r.text ?? ''));
-      chunk.forEach((r, i) => {
-        const p = preds[i];
-        if (!p) return;
-        const lang = text.get(r.id)?.language ?? 'und';
-        perRecord.push({
-          id: r.id,
-          label: p.label,
-          score: r3(p.score),
-          confidence: r3(Math.max(p.probabilities.negative, p.probabilities.neutral, p.probabilities.positive)),
-          reliable: MODEL_LANGUAGES.has(lang) && knownWordShare(r.text ?? '', vocab) >= MIN_KNOWN_WORDS,
-        });
-      });
+    for (const r of records) {
+      const p = scored.get(r.id);
+      if (!p) continue;
+      const lang = text.get(r.id)?.language ?? 'und';
+      perRecord.push({ id: r.id, label: p.label, score: p.score, confidence: p.confidence, reliable: MODEL_LANGUAGES.has(lang) && p.known });
     }
 
     const n = perRecord.length;

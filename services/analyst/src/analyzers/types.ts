@@ -35,7 +35,17 @@ export interface EmbeddingRow {
   coverage?: number;
 }
 
+/** Row of the `score` dataset (insights v2: the sentiment classifier's verdict per record, made in chunks); `known`: the model knows most of its words. */
+export interface ScoreRow {
+  id: string;
+  label: 'negative' | 'neutral' | 'positive';
+  score: number;
+  confidence: number;
+  known: boolean;
+}
+
 export interface Datasets {
+  score?: ScoreRow[];
   text?: TextRow[];
   features?: FeatureRow[];
   embeddings?: EmbeddingRow[];

@@ -1,5 +1,5 @@
 import type { Task } from '../../../../libs/proto/src/index.js';
-import type { TaskHandler } from '../../../../libs/messaging/src/worker.js';
+import type { TaskContext, TaskHandler } from '../../../../libs/messaging/src/worker.js';
 import type { KvCache } from '../../../../libs/cache/src/index.js';
 import { TerminalError } from '../../../../libs/errors/src/index.js';
 import { storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
@@ -9,7 +9,7 @@ import type { AnalystPool } from '../pool.js';
 
 export interface AnalystHandlerDeps {
   pool: Pick<AnalystPool, 'runDetailed'>;
-  objects: Pick<ObjectStore, 'getJsonLines' | 'getJson' | 'putJson' | 'resolveClaimJson'>;
+  objects: Pick<ObjectStore, 'getJsonLines' | 'getJson' | 'putJson' | 'resolveClaimJson' | 'putJsonLines'>;
   /** Cache-aside for datasets and claim-checked inputs, keyed by their S3 reference; none = always read S3. */
   cache?: Pick<KvCache, 'getOrLoad' | 'stats'>;
   /** Only datasets up to this many JSON bytes go through the cache (a KV value is one NATS message). */
@@ -22,7 +22,7 @@ export interface AnalystHandlerDeps {
 
 /** The part of a dataset task's output an analyst reads (see the dataset-generator's DatasetOutput). */
 interface DatasetRef {
-  ref?: string;
+  ref?: string | undefined;
   rows?: number;
   rawBytes?: number;
 }
@@ -43,6 +43,7 @@ export const pluginOf = (task: Task) => task.subject.slice(task.subject.lastInde
  */
 export function analystHandler(d: AnalystHandlerDeps): TaskHandler {
   return async (task, ctx) => {
+    if (task.chunkCount > 0) return scoreChunk(task, d, ctx);
     const [datasets, input] = await Promise.all([loadDatasets(task, d), readInput(task, d)]);
     const records = input ?? recordsFromText(datasets);
     if (!records) throw new TerminalError(`flow ${task.flowId} has neither input records nor a text dataset for ${task.task}`);
@@ -69,26 +70,39 @@ export function analystHandler(d: AnalystHandlerDeps): TaskHandler {
 
 /** The datasets of the task's succeeded dependencies, by dependency name (text, features, embeddings). */
 async function loadDatasets(task: Task, d: AnalystHandlerDeps): Promise<Datasets> {
-  const out: Record<string, unknown[]> = {};
+  const results: Record<string, unknown[]> = {};
   await Promise.all(
     task.deps.map(async (dep) => {
       if (dep.status && dep.status !== 'succeeded') return; // failed under a continue policy: analyse without it
       let meta: DatasetRef = {};
       if (dep.outputJson.length) {
+        let out: unknown;
         try {
-          meta = JSON.parse(dec.decode(dep.outputJson)) as DatasetRef;
+          out = JSON.parse(dec.decode(dep.outputJson));
         } catch (err) {
           throw new TerminalError(`the output of ${dep.task} is not JSON`, { cause: err });
         }
+        // A mapped dependency (insights v2's score): the array of its chunks' outputs, each a part in S3.
+        if (Array.isArray(out)) {
+          (out as unknown[]).forEach((c, i) => {
+            if (typeof (c as DatasetRef | null)?.ref !== 'string') throw new TerminalError(`${dep.task}[${i}].ref: not an s3:// reference`);
+          });
+          const parts = await Promise.all(
+            (out as DatasetRef[]).map((c, i) => d.objects.getJsonLines(c.ref!).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading part ${i} of ${dep.task} (${c.ref})`)))),
+          );
+          results[dep.task] = parts.flat();
+          return;
+        }
+        meta = out as DatasetRef;
       }
       const ref = typeof meta.ref === 'string' ? meta.ref : dep.outputRef;
       if (!ref) return; // a dependency that wrote no dataset
       const load = () => d.objects.getJsonLines(ref).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading dataset ${dep.task} (${ref})`)));
       const small = typeof meta.rawBytes === 'number' && meta.rawBytes <= d.cacheMaxBytes;
-      out[dep.task] = d.cache && small ? await d.cache.getOrLoad(ref, load) : await load();
+      results[dep.task] = d.cache && small ? await d.cache.getOrLoad(ref, load) : await load();
     }),
   );
-  return out;
+  return results;
 }
 
 /** The flow's input records (inline, or the claim-checked input through the cache), or undefined without input. */
@@ -118,3 +132,39 @@ function recordsFromText(datasets: Datasets): InputRecord[] | undefined {
 }
 
 export type { Report };
+
+/** Where a chunk's part of a mapped analyst step lives: `results/<tenant>/<flowId>/parts/<task>.<chunk>.jsonl.gz`. */
+export const partKey = (tenant: string, flowId: string, task: string, chunk: number) => `results/${tenant}/${flowId}/parts/${task}.${String(chunk).padStart(5, '0')}.jsonl.gz`;
+
+/**
+ * A chunk of a mapped analyst step (insights v2's `score`): the analyzer on the chunk's items, its
+ * rows stored as a part in S3; the output is the reference, which the step that needs it reads.
+ */
+async function scoreChunk(task: Task, d: AnalystHandlerDeps, ctx: TaskContext) {
+  let records: unknown;
+  try {
+    records = JSON.parse(dec.decode(task.itemsJson));
+  } catch (err) {
+    throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are not JSON`, { cause: err });
+  }
+  if (!Array.isArray(records)) throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are no array`);
+  const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records: records as InputRecord[] }, ctx);
+  const rows = (result as { rows?: unknown }).rows;
+  if (!Array.isArray(rows)) throw new TerminalError(`${pluginOf(task)} is not a per-chunk analyzer (it returned no rows)`);
+  let stored;
+  try {
+    stored = await d.objects.putJsonLines(partKey(task.tenant, task.flowId, task.task, task.chunkIndex), rows);
+  } catch (err) {
+    throw storageTaskError(err, `writing part ${task.chunkIndex} of ${task.task}`);
+  }
+  return {
+    output: {
+      chunk: task.chunkIndex,
+      ref: stored.ref,
+      rows: stored.rows,
+      bytes: stored.bytes,
+      rawBytes: stored.rawBytes,
+      _worker: { instance: d.instance, threadId: meta.threadId, modelLoads: meta.modelLoads },
+    },
+  };
+}

@@ -7,7 +7,7 @@
  */
 import { mean, sampleCorrelation, sampleStandardDeviation } from 'simple-statistics';
 import { tokenize } from '../../../../libs/models/src/index.js';
-import { CHUNK_SIZE, checkpoint, numericValue, type DatasetGenerator, type DatasetRow, type FieldValue, type InputRecord } from './types.js';
+import { CHUNK_SIZE, checkpoint, numericValue, type DatasetGenerator, type DatasetResult, type DatasetRow, type FieldValue, type InputRecord } from './types.js';
 
 export interface FeatureRow extends DatasetRow {
   /** Feature name -> value; null where the record has no usable value. */
@@ -115,72 +115,103 @@ function fieldColumns(records: readonly InputRecord[]): { numeric: string[]; cat
   return { numeric, categorical };
 }
 
+/** A record as a chunk of `prepare` leaves it for the features dataset: its fields, and the text features computed from it. */
+export interface FeaturePartRow {
+  id: string;
+  fields?: Record<string, FieldValue>;
+  text: Record<string, number>;
+}
+
+/** The per-record half: the features derived from the text (tokenizing is the cost), with the fields kept for the batch. */
+export async function featurePartsOf(records: readonly InputRecord[], signal: AbortSignal): Promise<FeaturePartRow[]> {
+  const out: FeaturePartRow[] = [];
+  for (let start = 0; start < records.length; start += CHUNK_SIZE) {
+    await checkpoint(signal);
+    for (const r of records.slice(start, start + CHUNK_SIZE)) {
+      const t = r.text ?? '';
+      const text: Record<string, number> = {};
+      for (const [name, f] of Object.entries(TEXT_FEATURES)) text[name] = f(t);
+      out.push({ id: r.id, ...(r.fields ? { fields: r.fields } : {}), text });
+    }
+  }
+  return out;
+}
+
+/**
+ * The batch-wide half, over every record's part in record order: which fields are numeric, the
+ * profiles, the z-scores against the batch and the correlations.
+ */
+export async function finishFeatures(parts: readonly FeaturePartRow[], signal: AbortSignal): Promise<DatasetResult<FeatureRow>> {
+  const records = parts;
+  const { numeric, categorical } = fieldColumns(parts as unknown as InputRecord[]);
+  const names = [...Object.keys(TEXT_FEATURES), ...numeric.map((f) => `fields.${f}`)];
+  const columns = new Map<string, Array<number | null>>(names.map((n) => [n, []]));
+  for (let start = 0; start < parts.length; start += CHUNK_SIZE) {
+    await checkpoint(signal);
+    for (const r of parts.slice(start, start + CHUNK_SIZE)) {
+      for (const name of Object.keys(TEXT_FEATURES)) columns.get(name)?.push(r.text[name] ?? null);
+      for (const f of numeric) columns.get(`fields.${f}`)?.push(numericValue(r.fields?.[f]));
+    }
+  }
+  const ctx = { signal };
+
+  await checkpoint(ctx.signal);
+  const profiles = new Map([...columns].map(([name, vals]) => [name, profileNumeric(vals)]));
+  const rows: FeatureRow[] = records.map((r, i) => {
+    const values: Record<string, number | null> = {};
+    const z: Record<string, number | null> = {};
+    for (const name of names) {
+      const v = columns.get(name)?.[i] ?? null;
+      const p = profiles.get(name);
+      values[name] = v === null ? null : round(v, 6);
+      z[name] = v === null || !p?.stdRaw || p.meanRaw === null ? null : round((v - p.meanRaw) / p.stdRaw);
+    }
+    return { id: r.id, values, z };
+  });
+
+  // Pearson correlations over the records where both columns have a value.
+  await checkpoint(ctx.signal);
+  const corrNames = names.filter((n) => (profiles.get(n)?.stdRaw ?? 0) > 0).slice(0, MAX_CORRELATED);
+  const matrix = corrNames.map((a) =>
+    corrNames.map((b) => {
+      if (a === b) return 1;
+      const xa: number[] = [];
+      const xb: number[] = [];
+      const ca = columns.get(a) ?? [];
+      const cb = columns.get(b) ?? [];
+      ca.forEach((v, i) => {
+        const w = cb[i];
+        if (v !== null && w !== null && w !== undefined) {
+          xa.push(v);
+          xb.push(w);
+        }
+      });
+      if (xa.length < 3) return null;
+      const r = sampleCorrelation(xa, xb);
+      return Number.isFinite(r) ? round(r, 3) : null;
+    }),
+  );
+
+  const numericProfiles: Record<string, NumericProfile> = {};
+  for (const [name, { meanRaw: _m, stdRaw: _s, ...p }] of profiles) numericProfiles[name] = p;
+  const categoricalProfiles: Record<string, CategoricalProfile> = {};
+  for (const f of categorical) categoricalProfiles[`fields.${f}`] = profileCategorical(records.map((r) => r.fields?.[f]));
+  return {
+    rows,
+    summary: {
+      rows: records.length,
+      features: names,
+      numeric: numericProfiles,
+      categorical: categoricalProfiles,
+      correlations: { columns: corrNames, matrix },
+    },
+  };
+}
+
 export const generator: DatasetGenerator<FeatureRow> = {
   name: 'features',
   description: 'Profile per column (count, nulls, mean, std, min, quartiles, max; categorical top values; correlations) and numeric features with z-scores per record.',
   async generate(records, ctx) {
-    const { numeric, categorical } = fieldColumns(records);
-    const names = [...Object.keys(TEXT_FEATURES), ...numeric.map((f) => `fields.${f}`)];
-    const columns = new Map<string, Array<number | null>>(names.map((n) => [n, []]));
-    for (let start = 0; start < records.length; start += CHUNK_SIZE) {
-      await checkpoint(ctx.signal);
-      for (const r of records.slice(start, start + CHUNK_SIZE)) {
-        const text = r.text ?? '';
-        for (const [name, f] of Object.entries(TEXT_FEATURES)) columns.get(name)?.push(f(text));
-        for (const f of numeric) columns.get(`fields.${f}`)?.push(numericValue(r.fields?.[f]));
-      }
-    }
-
-    await checkpoint(ctx.signal);
-    const profiles = new Map([...columns].map(([name, vals]) => [name, profileNumeric(vals)]));
-    const rows: FeatureRow[] = records.map((r, i) => {
-      const values: Record<string, number | null> = {};
-      const z: Record<string, number | null> = {};
-      for (const name of names) {
-        const v = columns.get(name)?.[i] ?? null;
-        const p = profiles.get(name);
-        values[name] = v === null ? null : round(v, 6);
-        z[name] = v === null || !p?.stdRaw || p.meanRaw === null ? null : round((v - p.meanRaw) / p.stdRaw);
-      }
-      return { id: r.id, values, z };
-    });
-
-    // Pearson correlations over the records where both columns have a value.
-    await checkpoint(ctx.signal);
-    const corrNames = names.filter((n) => (profiles.get(n)?.stdRaw ?? 0) > 0).slice(0, MAX_CORRELATED);
-    const matrix = corrNames.map((a) =>
-      corrNames.map((b) => {
-        if (a === b) return 1;
-        const xa: number[] = [];
-        const xb: number[] = [];
-        const ca = columns.get(a) ?? [];
-        const cb = columns.get(b) ?? [];
-        ca.forEach((v, i) => {
-          const w = cb[i];
-          if (v !== null && w !== null && w !== undefined) {
-            xa.push(v);
-            xb.push(w);
-          }
-        });
-        if (xa.length < 3) return null;
-        const r = sampleCorrelation(xa, xb);
-        return Number.isFinite(r) ? round(r, 3) : null;
-      }),
-    );
-
-    const numericProfiles: Record<string, NumericProfile> = {};
-    for (const [name, { meanRaw: _m, stdRaw: _s, ...p }] of profiles) numericProfiles[name] = p;
-    const categoricalProfiles: Record<string, CategoricalProfile> = {};
-    for (const f of categorical) categoricalProfiles[`fields.${f}`] = profileCategorical(records.map((r) => r.fields?.[f]));
-    return {
-      rows,
-      summary: {
-        rows: records.length,
-        features: names,
-        numeric: numericProfiles,
-        categorical: categoricalProfiles,
-        correlations: { columns: corrNames, matrix },
-      },
-    };
+    return finishFeatures(await featurePartsOf(records, ctx.signal), ctx.signal);
   },
 };

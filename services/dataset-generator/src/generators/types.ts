@@ -20,6 +20,10 @@ export interface DatasetResult<Row extends DatasetRow = DatasetRow> {
   rows: Row[];
   /** Small JSON a person (or the callback) can read without fetching the rows. */
   summary: Record<string, unknown>;
+  /** A chunk of `prepare` (the mapped insights flow): the rows of each dataset for its records, stored as parts. */
+  parts?: Record<string, unknown[]>;
+  /** A chunk's partial statistics, for the reducers (embeddings: its vector sums). */
+  partial?: Record<string, unknown>;
 }
 
 export interface DatasetGenerator<Row extends DatasetRow = DatasetRow> {

@@ -1,8 +1,10 @@
 import type { Task } from '../../../../libs/proto/src/index.js';
-import type { TaskHandler } from '../../../../libs/messaging/src/worker.js';
+import type { TaskContext, TaskHandler } from '../../../../libs/messaging/src/worker.js';
 import { TerminalError } from '../../../../libs/errors/src/index.js';
 import { storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
 import { runUnderLimits } from '../../../../libs/pool/src/index.js';
+import type { EmbeddingPartial } from '../generators/embeddings.js';
+import { embeddingSummary } from '../generators/embeddings.js';
 import type { InputRecord } from '../generators/types.js';
 import type { GeneratorPool } from '../pool.js';
 
@@ -29,7 +31,7 @@ export interface WorkerInfo {
 
 export interface DatasetHandlerDeps {
   pool: Pick<GeneratorPool, 'runDetailed'>;
-  objects: Pick<ObjectStore, 'putJsonLines' | 'resolveClaimJson'>;
+  objects: Pick<ObjectStore, 'putJsonLines' | 'resolveClaimJson' | 'putBytes' | 'getBytes' | 'getJsonLines'>;
   /** This process (JETFLOW_INSTANCE_ID), named in each output's `_worker`. */
   instance: string;
 }
@@ -65,6 +67,10 @@ export async function readRecords(task: Task, objects: Pick<ObjectStore, 'resolv
  */
 export function datasetHandler(d: DatasetHandlerDeps): TaskHandler {
   return async (task, ctx) => {
+    // insights v2 (a DAG on map): a chunk of `prepare`, or a dataset merged from the chunks' parts.
+    if (task.chunkCount > 0) return prepareChunk(d, task, ctx);
+    const chunks = preparedChunks(task);
+    if (chunks) return mergeDataset(d, task, chunks, ctx);
     const records = await readRecords(task, d.objects);
     // Errors from the pool carry their code (terminal, timeout, cancelled, internal). The limits count
     // from when a thread starts the job, not while it waits for one.
@@ -85,4 +91,123 @@ export function datasetHandler(d: DatasetHandlerDeps): TaskHandler {
     };
     return { output };
   };
+}
+
+// ---- insights v2: the datasets on map
+
+/** The datasets a chunk of `prepare` writes a part of. */
+export const PART_DATASETS = ['text', 'features', 'embeddings'] as const;
+type PartDataset = (typeof PART_DATASETS)[number];
+
+/** Where a chunk's part of a dataset lives: `datasets/<tenant>/<flowId>/parts/<dataset>.<chunk>.jsonl.gz`. */
+export const partKey = (tenant: string, flowId: string, dataset: string, chunk: number) => `datasets/${tenant}/${flowId}/parts/${dataset}.${String(chunk).padStart(5, '0')}.jsonl.gz`;
+
+/** What a chunk of `prepare` returns: small, since every merge task gets the array of them in its deps. */
+export interface PreparedChunk {
+  chunk: number;
+  rows: number;
+  parts: Record<PartDataset, { ref: string; bytes: number; rawBytes: number; rows: number }>;
+  embeddings: EmbeddingPartial;
+  _worker: WorkerInfo;
+}
+
+const dec = new TextDecoder();
+
+/** A chunk of `prepare`: the per-record work of the three datasets on its items, each part stored in S3. */
+async function prepareChunk(d: DatasetHandlerDeps, task: Task, ctx: TaskContext) {
+  let records: unknown;
+  try {
+    records = JSON.parse(dec.decode(task.itemsJson));
+  } catch (err) {
+    throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are not JSON`, { cause: err });
+  }
+  if (!Array.isArray(records)) throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are no array`);
+  const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records: records as InputRecord[] }, ctx);
+  if (!result.parts) throw new TerminalError(`${pluginOf(task)} is not a chunk step (it made no parts); a mapped insights task runs jetflow.task.dataset.prepare`);
+  const parts = {} as PreparedChunk['parts'];
+  await Promise.all(
+    PART_DATASETS.map(async (name) => {
+      try {
+        const stored = await d.objects.putJsonLines(partKey(task.tenant, task.flowId, name, task.chunkIndex), result.parts![name] ?? []);
+        parts[name] = { ref: stored.ref, bytes: stored.bytes, rawBytes: stored.rawBytes, rows: stored.rows };
+      } catch (err) {
+        throw storageTaskError(err, `writing part ${task.chunkIndex} of dataset ${name}`);
+      }
+    }),
+  );
+  const output: PreparedChunk = {
+    chunk: task.chunkIndex,
+    rows: records.length,
+    parts,
+    embeddings: result.partial!.embeddings as EmbeddingPartial,
+    _worker: { instance: d.instance, threadId: meta.threadId, modelLoads: meta.modelLoads },
+  };
+  return { output };
+}
+
+/**
+ * The chunks of `prepare` among a task's deps (its output: the array of chunk outputs, in chunk order),
+ * or undefined when the task has none (a whole-batch task). What arrives is checked, not trusted.
+ */
+export function preparedChunks(task: Task): PreparedChunk[] | undefined {
+  for (const dep of task.deps) {
+    if (!dep.outputJson.length) continue;
+    let out: unknown;
+    try {
+      out = JSON.parse(dec.decode(dep.outputJson));
+    } catch {
+      continue;
+    }
+    if (!Array.isArray(out) || !out.some((c) => c && typeof c === 'object' && 'parts' in c)) continue;
+    if (dep.status && dep.status !== 'succeeded') throw new TerminalError(`${dep.task} did not succeed (${dep.status}): no parts to merge`);
+    out.forEach((c: unknown, i) => {
+      const p = (c as { parts?: Record<string, { ref?: unknown }> } | null)?.parts;
+      for (const name of PART_DATASETS)
+        if (typeof p?.[name]?.ref !== 'string' || !p[name].ref.toString().startsWith('s3://')) throw new TerminalError(`${dep.task}[${i}].parts.${name}.ref: not an s3:// reference`);
+    });
+    return out as PreparedChunk[];
+  }
+  return undefined;
+}
+
+/**
+ * A dataset of insights v2, merged from the parts of every chunk in chunk (= record) order: text and
+ * features finish their batch-wide statistics in the pool over the concatenated rows; embeddings'
+ * rows need nothing more, so their gzip parts are joined as they are (gzip members concatenate) and
+ * the summary comes from the chunks' partial sums.
+ */
+async function mergeDataset(d: DatasetHandlerDeps, task: Task, chunks: PreparedChunk[], ctx: TaskContext) {
+  const name = pluginOf(task) as PartDataset;
+  if (!PART_DATASETS.includes(name)) throw new TerminalError(`${task.subject} cannot merge the parts of prepare (datasets: ${PART_DATASETS.join(', ')})`);
+  const key = datasetKey(task.tenant, task.flowId, task.task);
+  const read = <T>(f: () => Promise<T>, what: string) => f().catch((err: unknown) => Promise.reject(storageTaskError(err, what)));
+  if (name === 'embeddings') {
+    const bodies = await Promise.all(chunks.map((c, i) => read(() => d.objects.getBytes(c.parts.embeddings.ref), `reading part ${i} of embeddings`)));
+    const body = Buffer.concat(bodies.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)));
+    const stored = await read(() => d.objects.putBytes(key, body, { contentType: 'application/x-ndjson', contentEncoding: 'gzip' }), `writing dataset ${task.task}`);
+    const w = chunks[0]?._worker;
+    const output: DatasetOutput = {
+      ref: stored.ref,
+      rows: chunks.reduce((n, c) => n + c.parts.embeddings.rows, 0),
+      bytes: stored.bytes,
+      rawBytes: chunks.reduce((n, c) => n + c.parts.embeddings.rawBytes, 0),
+      summary: embeddingSummary(chunks.map((c) => c.embeddings)),
+      // The vectors were made by the chunks' threads; this names the first.
+      _worker:
+        w && typeof w === 'object' ? { instance: String(w.instance), threadId: Number(w.threadId), modelLoads: Number(w.modelLoads) } : { instance: d.instance, threadId: 0, modelLoads: 0 },
+    };
+    return { output };
+  }
+  const parts = await Promise.all(chunks.map((c, i) => read(() => d.objects.getJsonLines<InputRecord>(c.parts[name].ref), `reading part ${i} of ${name}`)));
+  const { result, meta } = await runUnderLimits(d.pool, { plugin: `merge-${name}`, records: parts.flat() }, ctx);
+  const stored = await read(() => d.objects.putJsonLines(key, result.rows), `writing dataset ${task.task}`);
+  const output: DatasetOutput = {
+    ref: stored.ref,
+    rows: stored.rows,
+    bytes: stored.bytes,
+    rawBytes: stored.rawBytes,
+    summary: result.summary,
+    _worker: { instance: d.instance, threadId: meta.threadId, modelLoads: meta.modelLoads },
+  };
+  return { output };
 }
