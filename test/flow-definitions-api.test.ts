@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { definitionHash, type FlowDef } from '../libs/flows/src/index.js';
+import { definitionHash, deriveFlowId, type FlowDef } from '../libs/flows/src/index.js';
 import { repoRoot, waitForHttp } from '../libs/stack/src/index.js';
 import { EXIT } from '../scripts/cli/exit.js';
 import { assertExactlyOnce, jetflowPerSuite, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
@@ -122,6 +122,15 @@ describe('flow definitions registered while running', () => {
     assert.equal(definitionHash(old.definition), definitionHash(FRESH_V1));
     assert.equal((await j.api('/v1/flow-definitions/fresh/versions/7')).status, 404);
     assert.equal((await j.api('/v1/flow-definitions/nothing-here')).status, 404);
+  });
+
+  test('a flow registered a moment ago is started from the NATS door too', async () => {
+    const DOOR = slowFlow('door', 1, 'by-nats');
+    assert.equal((await put(DOOR)).status, 201);
+    await j.nc.jetstream().publish('jetflow.ingest.default.door', new TextEncoder().encode(JSON.stringify({ input: { chaos: { slowMs: 10 } }, callbackUrl: cb.url })), { msgID: 'door-1' });
+    const id = deriveFlowId('default', 'door-1');
+    await assertExactlyOnce(j, cb, [id], { allowed: ['succeeded'] });
+    assert.deepEqual(resultKeys(id), ['by-nats']);
   });
 
   test('the same version again is unchanged; other content under a taken version, or an older version, is a 409 naming the versions', async () => {
