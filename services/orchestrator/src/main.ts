@@ -19,6 +19,7 @@ import { FairAdmission } from './admission.js';
 import { IngestLanes } from './ingest-lanes.js';
 import { CallbackSender } from './callback.js';
 import { PartitionLeases } from './leases.js';
+import { DeadlineTimers } from './deadline-timers.js';
 import { Scheduler } from './scheduler.js';
 import { startOrchestratorObservability } from './observability.js';
 import { startOrchestratorStorage } from './storage.js';
@@ -58,6 +59,8 @@ const admission = new FairAdmission({
   onChange: () => lanes.reportSoon(),
 });
 const lanes = new IngestLanes({ nc, admission, instanceId: cfg.instanceId, tenants: cfg.tenants, handle: (m) => startFlow(m), log });
+// Finished flows' deadline timers leave the results stream when the flow ends, instead of coming back.
+const timers = new DeadlineTimers(nc);
 const engine = new SagaEngine({
   nc,
   kv,
@@ -70,11 +73,15 @@ const engine = new SagaEngine({
   partitions: cfg.partitions,
   policy,
   log,
-  onTerminal: (s) => obs.flowEnded(s),
+  onTerminal: (s) => {
+    timers.ended(s.flowId);
+    obs.flowEnded(s);
+  },
   admission: lanes.hooks,
   ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)),
   historyJobs: !!storage.history,
   maxTasksPerFlow: cfg.maxTasksPerFlow,
+  inputRefPrefixes: cfg.storage.inputRefPrefixes ?? [],
   ...(storage.claimInput ? { claimInput: storage.claimInput } : {}),
   findDefinition: (name) => live.live.refresh(name),
 });
@@ -114,7 +121,7 @@ const leases = new PartitionLeases({
         consumer: CONSUMERS.results(p),
         concurrency: cfg.concurrency,
         mode: 'consume',
-        handle: (m) => engine.handlePartition(m),
+        handle: (m) => engine.handlePartition(timers.watch(m)),
         trace: { skip: obs.isControl },
         log,
       }),
@@ -125,6 +132,7 @@ const leases = new PartitionLeases({
     partitionLoops.delete(p);
     await l?.stop();
     engine.releasePartition(p, (id) => partitionOf(id, cfg.partitions));
+    timers.release((id) => partitionLoops.has(partitionOf(id, cfg.partitions)));
     log.info({ partition: p }, 'partition released');
   },
 });
