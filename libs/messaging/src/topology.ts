@@ -171,6 +171,8 @@ export function consumerConfigs(o: TopologyOptions): Array<{ stream: string; con
     });
   }
   out.push({ stream: STREAMS.callbacks, config: { ...common, durable_name: CONSUMERS.callbacks, ack_wait: nanos(10_000), max_ack_pending: 1_000, max_deliver: -1 } });
+  // A subject's consumer may be made long after its first tasks (a flow registered while running, its worker
+  // started later): the work-queue stream keeps them, and deliver_policy all hands them to the new consumer.
   for (const s of o.taskSubjects) {
     out.push({
       stream: STREAMS.tasks,
