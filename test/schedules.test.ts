@@ -264,6 +264,38 @@ describe('delayed starts and cron schedules', () => {
     assert.equal(bad.code, EXIT.usage);
   });
 
+  test('a schedule through kill -9 of every orchestrator and a NATS restart: the fire times of the outage fire once each, none lost', async (t) => {
+    const submission = { flow: 'insights', input: sampleSubmission(cb.url).input };
+    assert.equal((await j.api('/v1/schedules', { method: 'POST', json: { id: 'durable', cron: '* * * * * *', submission } })).status, 201);
+    const get = async () => (await (await j.api('/v1/schedules/durable')).json()) as Schedule;
+    for (const until = Date.now() + 15_000; (await get()).fired < 2;) {
+      assert.ok(Date.now() < until, 'the schedule fires');
+      await sleep(200);
+    }
+    await j.stack.kill('orchestrator', 0, 'SIGKILL');
+    await j.stack.kill('orchestrator', 1, 'SIGKILL');
+    const downAt = Date.now();
+    await j.nats!.restart();
+    await sleep(3_000);
+    j.stack.restart('orchestrator', 0);
+    j.stack.restart('orchestrator', 1);
+    await waitForConsumers(j.nc, 60_000);
+    const upAt = Date.now();
+    await sleep(3_000);
+    assert.equal((await j.api('/v1/schedules/durable', { method: 'DELETE' })).status, 200);
+    assert.equal((await j.api('/v1/schedules/durable')).status, 404, 'deleted');
+    await sleep(2_000);
+    const r = await j.api(`/v1/flows?limit=200&metadata=${encodeURIComponent('jetflow-schedule=durable')}`);
+    const flows = ((await r.json()) as { flows: Array<{ flowId: string; idempotencyKey: string }> }).flows;
+    const times = flows.map((f) => Date.parse(f.idempotencyKey.slice('durable:'.length))).sort((a, b) => a - b);
+    assert.equal(new Set(times).size, times.length, 'no fire time twice');
+    for (const f of flows) assert.equal(f.flowId, deriveFlowId('default', f.idempotencyKey));
+    // Every second from the first firing to the last, the outage's included (within the 30 s catch-up grace).
+    for (let i = 1; i < times.length; i++) assert.equal(times[i]! - times[i - 1]!, 1_000, `no gap: ${times.map((x) => new Date(x).toISOString().slice(17, 23)).join(' ')}`);
+    assert.ok(times[0]! < downAt && times.at(-1)! > upAt, 'firings before the outage and after it');
+    t.diagnostic(`${times.length} fire times, ${Math.round((upAt - downAt) / 1000)} s down`);
+  });
+
   test('a startAt survives kill -9 of every orchestrator and a NATS restart during the wait', async () => {
     const startAt = new Date(Date.now() + 4_000).toISOString();
     const r = await j.api('/v1/flows', { method: 'POST', json: sampleSubmission(cb.url, { idempotencyKey: 'survives', startAt }) });
