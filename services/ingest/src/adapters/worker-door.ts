@@ -189,7 +189,8 @@ export function workerDoor(o: WorkerDoorOptions): WorkerDoor {
       log = o.log.child({ worker: workerId, subjects: h.subjects });
       const handler = (task: Task, ctx: TaskContext) =>
         new Promise<TaskOutput>((resolve, reject) => {
-          if (ended) return reject(new RetryableError('the worker stream ended'));
+          // Fetched as the stream ended: left pending, the runtime's stop(0) under way naks it (no attempt counted).
+          if (ended) return;
           const input = taskInputOf(task);
           const id = randomBytes(8).toString('hex');
           const done = () => assignments.delete(id);
