@@ -215,6 +215,7 @@ function route() {
   if (parts[0] === 'flows' && parts[1]) cleanup = flowPage(decodeURIComponent(parts[1]));
   else if (parts[0] === 'deadletters') cleanup = deadLettersPage(params);
   else if (parts[0] === 'consumers') cleanup = consumersPage();
+  else if (parts[0] === 'schedules') cleanup = schedulesPage();
   else cleanup = flowsPage(params);
 }
 window.addEventListener('hashchange', route);
@@ -1470,3 +1471,79 @@ function consumersPage() {
 
 if (apiKey) start();
 else loginPage();
+
+// ------------------------------------------------------------------ schedules
+
+/** The tenant's cron schedules (GET /v1/schedules), refreshed every 5 s, with pause and resume. */
+function schedulesPage() {
+  const tbody = h('tbody');
+  const cols = ['Id', 'Cron', 'Time zone', 'Flow', 'Overlap', 'State', 'Next fire', 'Fired', 'Skipped', 'Missed', 'Last flow', ''];
+  const panel = h(
+    'div',
+    { class: 'panel', id: 'schedules' },
+    h('table', {}, h('thead', {}, h('tr', {}, ...cols.map((c, i) => h('th', { class: i >= 7 && i <= 9 ? 'num' : i === 11 ? 'act' : undefined }, c)))), tbody),
+  );
+  main.replaceChildren(
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', {}, 'Schedules'),
+      h(
+        'span',
+        { class: 'sub' },
+        'each fire time submits a flow (create with POST /v1/schedules or jetflow schedules create); skipped: the previous flow still ran; missed: given up while down',
+      ),
+    ),
+    panel,
+  );
+  let stopped = false;
+  async function load() {
+    try {
+      const r = await api('/v1/schedules');
+      if (!stopped) render(r.schedules);
+    } catch (err) {
+      if (!stopped) tbody.replaceChildren(h('tr', {}, h('td', { colspan: cols.length }, failure('schedules', err))));
+    }
+  }
+  async function act(s, verb) {
+    try {
+      await api(`/v1/schedules/${encodeURIComponent(s.id)}/${verb}`, { method: 'POST' });
+      toast(`${s.id}: ${verb === 'pause' ? 'paused' : 'resumed'}`);
+    } catch (err) {
+      toast(err.message, true);
+    }
+    void load();
+  }
+  function render(items) {
+    if (!items.length) {
+      tbody.replaceChildren(h('tr', {}, h('td', { colspan: cols.length }, h('div', { class: 'empty' }, h('strong', {}, 'No schedules'), 'POST /v1/schedules creates one.'))));
+      return;
+    }
+    tbody.replaceChildren(
+      ...items.map((s) =>
+        h(
+          'tr',
+          { dataset: { id: s.id } },
+          h('td', {}, mono(s.id)),
+          h('td', {}, mono(s.cron)),
+          h('td', {}, s.timezone),
+          h('td', {}, s.submission?.flow ?? '—'),
+          h('td', {}, s.overlap),
+          h('td', {}, chip(s.paused ? 'paused' : 'active', s.paused ? 'partial' : 'succeeded')),
+          h('td', { class: 'nowrap' }, s.nextFireAt ? new Date(s.nextFireAt).toLocaleString() : '—'),
+          h('td', { class: 'num' }, num(s.fired)),
+          h('td', { class: 'num' }, num(s.skipped)),
+          h('td', { class: 'num' }, num(s.missed)),
+          h('td', {}, s.lastFlowId ? h('a', { class: 'mono', href: `#/flows/${s.lastFlowId}` }, s.lastFlowId) : '—'),
+          h('td', { class: 'act' }, h('button', { class: 'ghost small', onclick: () => act(s, s.paused ? 'resume' : 'pause') }, s.paused ? 'Resume' : 'Pause')),
+        ),
+      ),
+    );
+  }
+  void load();
+  const timer = setInterval(load, 5_000);
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
+}
