@@ -27,6 +27,18 @@ const StageDefSchema = z.object({
   tasks: z.array(TaskDefSchema).min(1).max(64),
 });
 
+/** A signal's name (`waitFor.signal`, POST /v1/flows/{id}/signals/{name}): a subject token and a KV key token. */
+export const SIGNAL_NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+
+/**
+ * A DAG task that runs nothing: it waits for the flow's signal `signal` (README, "Signals") and settles
+ * with its payload as output, or fails with code `timeout` `timeoutMs` after it became ready.
+ */
+const WaitForSchema = z.object({
+  signal: z.string().regex(SIGNAL_NAME_RE, 'letters, digits, _ or -, starting with a letter (at most 64)'),
+  timeoutMs: z.number().int().min(10).max(86_400_000),
+});
+
 /** Chunks of a mapped task dispatched at once when the definition does not say (`map.maxParallel`). */
 export const DEFAULT_MAX_PARALLEL = 64;
 /** A `map.over` path: dot-separated keys into the submission's input (`records`, `batch.items`). */
@@ -43,7 +55,10 @@ const MapDefSchema = z.object({
  */
 const DagTaskDefSchema = z.object({
   name: TaskDefSchema.shape.name,
-  subject: z.string(),
+  /** The subject its task messages go to; '' for a task that waits for a signal (`waitFor`). */
+  subject: z.string().default(''),
+  /** Instead of a subject: wait for a signal to the flow; its payload is the output. */
+  waitFor: WaitForSchema.optional(),
   needs: z.array(z.string().max(64)).max(64).optional(),
   map: MapDefSchema.optional(),
   onFailure: FailurePolicy.optional(),
@@ -180,7 +195,8 @@ export function validateDefinitions(defs: unknown[], knownSubjects?: string[]): 
         const where = `${def.name}.tasks[${ti}] (${t.name})`;
         if (taskNames.has(t.name)) throw new DefinitionError(where, `duplicate task name "${t.name}"`);
         taskNames.add(t.name);
-        checkTask(t, where);
+        if (t.waitFor !== undefined) checkWaitFor(t, where, def.deadlineMs);
+        else checkTask(t, where);
         if (t.map && !MAP_PATH_RE.test(t.map.over))
           throw new DefinitionError(
             `${def.name}.tasks[${ti}].map.over (${t.name})`,
@@ -216,6 +232,15 @@ export function validateDefinitions(defs: unknown[], knownSubjects?: string[]): 
   return out;
 }
 
+/** A task that waits for a signal runs nothing: no subject, no child flow, no map; its timeout within the flow's deadline. */
+function checkWaitFor(t: DagTaskDef, where: string, deadlineMs: number) {
+  const w = t.waitFor!;
+  if (t.subject !== '') throw new DefinitionError(`${where} waitFor`, `a task that waits for a signal has no subject (it names "${t.subject}"); give one of subject and waitFor`);
+  if ((t as { flow?: unknown }).flow !== undefined) throw new DefinitionError(`${where} waitFor`, 'a task that waits for a signal runs no child flow; give one of flow and waitFor');
+  if (t.map) throw new DefinitionError(`${where} waitFor`, 'a task that waits for a signal cannot be mapped (remove map)');
+  if (w.timeoutMs > deadlineMs) throw new DefinitionError(`${where} waitFor.timeoutMs`, `${w.timeoutMs} exceeds the flow deadline (${deadlineMs})`);
+}
+
 /** NATS subject matching with * and > wildcards. */
 export function subjectMatches(pattern: string, subject: string): boolean {
   const p = pattern.split('.');
@@ -229,7 +254,7 @@ export function subjectMatches(pattern: string, subject: string): boolean {
 }
 
 export function taskSubjects(defs: FlowDef[]): string[] {
-  return [...new Set(defs.flatMap((d) => allTasks(d).map((t) => t.subject)))].sort();
+  return [...new Set(defs.flatMap((d) => allTasks(d).map((t) => t.subject)))].filter(Boolean).sort();
 }
 
 /** Every task of a definition, in definition order (stage by stage, or the DAG's list). */

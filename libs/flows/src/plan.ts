@@ -21,6 +21,8 @@ export interface PlanTask extends TaskDef {
   map?: { over: string; path: string[]; chunkSize: number; maxParallel: number };
   /** Left out of the callback (a DAG task's `internal`): only the tasks that need it read its output. */
   internal?: true;
+  /** A task that waits for a signal (`waitFor`): no task message; it settles with the signal's payload or times out. */
+  signal?: { name: string; timeoutMs: number };
 }
 
 export interface FlowPlan {
@@ -76,6 +78,7 @@ function compile(def: FlowDef): FlowPlan {
         group: `level-${level.get(name)!}`,
         leaf: !needed.has(name),
         ...(t.internal ? { internal: true as const } : {}),
+        ...(t.waitFor ? { signal: { name: t.waitFor.signal, timeoutMs: t.waitFor.timeoutMs } } : {}),
         ...(t.map ? { map: { over: t.map.over, path: t.map.over.split('.'), chunkSize: t.map.chunkSize, maxParallel: t.map.maxParallel ?? DEFAULT_MAX_PARALLEL } } : {}),
       });
     }

@@ -80,6 +80,8 @@ export interface FlowState {
   inputRef?: string;
   tasks: Record<string, TaskState>;
   errors: TaskError[];
+  /** Signals the flow received (applySignal), in arrival order, each once by its id; `task` names the waiting task that took it. */
+  signals?: SignalRecord[];
   endReason?: string;
   traceparent?: string;
 }
@@ -101,6 +103,19 @@ export interface StartRequest {
   /** The input as read back from the object store when it travels by reference: mapped tasks are cut from it (the state keeps only the ref). */
   mapInput?: unknown;
 }
+
+/** A signal a flow received (POST /v1/flows/{id}/signals/{name}); its payload is the output of the task that takes it. */
+export interface SignalRecord {
+  id: string;
+  name: string;
+  at: number;
+  payload?: unknown;
+  /** The task (a `waitFor` of this name) that took it; absent while it waits for one. */
+  task?: string;
+}
+
+/** Signals one flow keeps at most: more are refused (dead-lettered, the flow unchanged). */
+export const MAX_SIGNALS_PER_FLOW = 100;
 
 export function isTerminal(s: FlowState): boolean {
   return TERMINAL_FLOW.has(s.status);
@@ -272,6 +287,13 @@ function dispatchReady(s: FlowState, plan: FlowPlan, now: number, t: Transition)
     ts.dispatchedAt = now;
     ts.token ??= newTaskToken();
     t.started = true;
+    if (pt.signal) {
+      // Runs nothing: it takes a signal received earlier, or waits (its timeout timer is what goes out).
+      if (takeSignal(s, pt, now, t)) continue;
+      (t.dispatched ??= []).push({ task: pt.name });
+      t.events.push({ type: 'task.waiting', task: pt.name, stage: pt.group, message: `waits for signal ${pt.signal.name} (at most ${pt.signal.timeoutMs} ms)` });
+      continue;
+    }
     if (pt.map && ts.chunks !== undefined) {
       ts.cs = '-'.repeat(ts.chunks);
       t.events.push({ type: 'task.dispatched', task: pt.name, stage: pt.group, message: `task ${pt.name}: ${ts.chunks} chunks` });
@@ -457,6 +479,86 @@ export function applyStart(s: FlowState, def: FlowDef, now: number): Transition 
   return t;
 }
 
+/**
+ * A waiting task (`waitFor`) takes the oldest signal of its name that no task took yet: it succeeds with
+ * the signal's payload as output. False when there is none (it goes on waiting).
+ */
+function takeSignal(s: FlowState, pt: PlanTask, now: number, t: Transition): boolean {
+  const rec = s.signals?.find((r) => r.name === pt.signal!.name && r.task === undefined);
+  if (!rec) return false;
+  const ts = s.tasks[pt.name]!;
+  rec.task = pt.name;
+  ts.status = 'succeeded';
+  ts.attempts = 1;
+  ts.startedAt = ts.dispatchedAt ?? now;
+  ts.finishedAt = now;
+  ts.durationMs = now - ts.startedAt;
+  ts.worker = `signal:${rec.id}`;
+  ts.output = rec.payload ?? null;
+  t.events.push({ type: 'task.succeeded', task: pt.name, message: `signal ${rec.name} (${rec.id})` });
+  return true;
+}
+
+export interface SignalIn {
+  /** The signal's id: the same id twice counts once (the caller's Idempotency-Key, or one drawn by ingest). */
+  id: string;
+  name: string;
+  payload?: unknown;
+}
+
+/**
+ * A signal arrived (its record proved by the engine: ingest stored it before the control went out). It
+ * is kept in the state, once by its id; a task waiting for its name takes it at once (and what needs that
+ * task may start), else the first task of its name to become ready takes it. A signal no task waits for
+ * is kept all the same (listed in the flow's view). A finished flow is unchanged.
+ */
+export function applySignal(s: FlowState, def: FlowDef, sig: SignalIn, now: number): Transition {
+  const t: Transition = { changed: false, events: [] };
+  if (isTerminal(s) || s.signals?.some((r) => r.id === sig.id)) return t;
+  if ((s.signals?.length ?? 0) >= MAX_SIGNALS_PER_FLOW)
+    return { ...t, rejected: { code: 'too_many_signals', message: `flow ${s.flowId} holds ${MAX_SIGNALS_PER_FLOW} signals already; signal ${sig.name} (${sig.id}) was not applied` } };
+  t.changed = true;
+  (s.signals ??= []).push({ id: sig.id, name: sig.name, at: now, ...(sig.payload !== undefined ? { payload: sig.payload } : {}) });
+  t.events.push({ type: 'signal.received', message: `signal ${sig.name} (${sig.id})` });
+  if (s.status !== 'running') return t;
+  const plan = planOf(def);
+  const waiting = plan.order.find((pt) => pt.signal?.name === sig.name && s.tasks[pt.name]?.status === 'dispatched');
+  if (waiting && takeSignal(s, waiting, now, t)) dispatchReady(s, plan, now, t);
+  return t;
+}
+
+/** When a waiting task's timeout is due (epoch ms), or undefined when it waits for nothing (settled, not a `waitFor`, the flow ended). */
+export function signalTimeoutDue(s: FlowState, def: FlowDef, task: string): number | undefined {
+  const pt = planOf(def).byName.get(task);
+  const ts = s.tasks[task];
+  if (isTerminal(s) || s.status !== 'running' || !pt?.signal || ts?.status !== 'dispatched') return undefined;
+  return (ts.dispatchedAt ?? s.startedAt) + pt.signal.timeoutMs;
+}
+
+/**
+ * A waiting task's timeout timer: when the state says it is due (anyone may publish a timer: the state
+ * decides), the task fails with code `timeout` and its onFailure applies. Otherwise nothing changes.
+ */
+export function applySignalTimeout(s: FlowState, def: FlowDef, task: string, now: number): Transition {
+  const t: Transition = { changed: false, events: [] };
+  const due = signalTimeoutDue(s, def, task);
+  if (due === undefined || now < due) return t;
+  const plan = planOf(def);
+  const pt = plan.byName.get(task)!;
+  const ts = s.tasks[task]!;
+  t.changed = true;
+  ts.status = 'failed';
+  ts.finishedAt = now;
+  ts.error = { code: 'timeout', message: `no signal ${pt.signal!.name} arrived within ${pt.signal!.timeoutMs} ms` };
+  s.errors.push({ task, code: 'timeout', message: ts.error.message });
+  t.events.push({ type: 'task.failed', task, message: `timeout: ${ts.error.message}` });
+  if (now >= s.deadlineAt) finish(s, 'partial', now, 'deadline', t);
+  else if (pt.onFailure === 'fail_flow')
+    finish(s, 'failed', now, plan.dag ? `task ${task} failed and its onFailure fails the flow` : `task ${task} failed and stage ${pt.group} fails the flow`, t);
+  else dispatchReady(s, plan, now, t);
+  return t;
+}
+
 export function applyDeadline(s: FlowState, now: number): Transition {
   const t: Transition = { changed: false, events: [] };
   if (isTerminal(s)) return t;
@@ -529,6 +631,10 @@ export const msgIds = {
   cancel: (flowId: string) => `${flowId}:cancel`,
   /** A scheduled flow's start timer (the nonce as for the deadline timer). */
   start: (flowId: string, nonce: string) => `${flowId}:start:${nonce}`,
+  /** A waiting task's timeout timer (its dispatch token as the nonce). */
+  signalTimeout: (flowId: string, task: string, token: string) => `${flowId}:wait:${task}:${token}`,
+  /** A signal's control message, once per signal id. */
+  signal: (flowId: string, signalId: string) => `${flowId}:signal:${signalId}`,
 };
 
 export const deliveryIdOf = (flowId: string) => `dlv_${flowId}`;
@@ -589,7 +695,7 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
   const iso = (n?: number) => (n ? new Date(n).toISOString() : null);
   const own = def && (s.defHash ? s.defHash === definitionHash(def) : defFits(s, def)) ? def : undefined;
   const shape: Array<{ name: string; onFailure: string | null; tasks: Array<{ name: string; subject: string | null }> }> = own
-    ? stagesOf(own).map((st) => ({ name: st.name, onFailure: st.onFailure, tasks: st.tasks.map((td) => ({ name: td.name, subject: td.subject })) }))
+    ? stagesOf(own).map((st) => ({ name: st.name, onFailure: st.onFailure, tasks: st.tasks.map((td) => ({ name: td.name, subject: td.subject || null })) }))
     : [];
   if (!own) {
     for (const [name, ts] of Object.entries(s.tasks)) {
@@ -617,6 +723,8 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
         worker: ts.worker ?? null,
         // A mapped task's progress: its chunks by state.
         ...(ts.chunks !== undefined ? { chunks: chunkProgress(ts) } : {}),
+        // A `waitFor` task still waiting: the signal it waits for.
+        ...(ts.status === 'dispatched' && own && planOf(own).byName.get(td.name)?.signal ? { waitingForSignal: planOf(own).byName.get(td.name)!.signal!.name } : {}),
       };
     }),
   }));
@@ -638,6 +746,7 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
     metadata: s.metadata,
     stages,
     errors: s.errors,
+    ...(s.signals ? { signals: s.signals.map((r) => ({ id: r.id, name: r.name, receivedAt: iso(r.at), task: r.task ?? null })) } : {}),
     ...(done ? (({ results, datasets }) => ({ results, datasets }))(callbackBody(s)) : {}),
     callback: callback ?? null,
   };
