@@ -776,10 +776,16 @@ export class SagaEngine {
       return;
     }
     const cur = await this.withFlow(flowId, () => this.load(flowId));
-    if (!cur || cur.state.status !== 'scheduled') {
-      // Started already (a replay), cancelled, or gone: nothing to start. Gone is logged: it should not happen.
+    if (!cur || isTerminal(cur.state)) {
+      // Cancelled or ended, or gone: nothing to start. Gone is logged: it should not happen.
       if (!cur) this.d.log.error({ flowId }, 'the start timer of a scheduled flow found no state (expired?); dropped');
       m.ack();
+      return;
+    }
+    if (cur.state.status !== 'scheduled') {
+      // Started already: a timer back after a crash between the state write and the dispatch re-derives
+      // the publishes (the transition's replay path; message ids collapse repeats).
+      await this.withFlow(flowId, () => this.transition(flowId, m, () => ({ changed: false, events: [] }), { needsDef: true }));
       return;
     }
     const s = cur.state;
