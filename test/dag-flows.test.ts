@@ -14,6 +14,7 @@ import { headers as natsHeaders } from 'nats';
 import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '../libs/testing/src/index.js';
 import { createWorker, defineTask, type Worker } from '../packages/worker/src/index.js';
 import { ingestClient } from './grpc-client.js';
+import { childFlowKey, deriveFlowId } from '../libs/flows/src/index.js';
 
 const TOKENIZE = 'jetflow.task.custom.tokenize';
 const COUNT = 'jetflow.task.custom.count';
@@ -27,6 +28,16 @@ const FLOWS = [
       { name: 'count', subject: COUNT, needs: ['tokenize'] },
       // A second reducer on the same subject: two leaves, one entry each in the callback's results.
       { name: 'check', subject: COUNT, needs: ['tokenize'] },
+    ],
+  },
+  {
+    // A child flow: `sub` runs wordcount (same tenant, this flow's input) and waits for it; `sum` reads its results.
+    name: 'report',
+    version: 1,
+    deadlineMs: 60_000,
+    tasks: [
+      { name: 'sub', flow: 'wordcount' },
+      { name: 'sum', subject: COUNT, needs: ['sub'] },
     ],
   },
 ];
@@ -90,6 +101,7 @@ describe('DAG flows with map over data', () => {
           run: ({ deps }, ctx) => {
             seenOf(ctx.flowId).deps[ctx.task] = deps;
             const chunks = deps.tokenize as Chunk[];
+            if (ctx.task === 'sum') return { fromChild: deps.sub };
             return ctx.task === 'count' ? { count: chunks.reduce((n, c) => n + c.words, 0) } : { chunks: chunks.length, inOrder: chunks.every((c, i) => c.index === i) };
           },
         }),
@@ -198,6 +210,47 @@ describe('DAG flows with map over data', () => {
         [3, 5, 'fr', false],
       ],
     );
+  });
+
+  test('a child flow: the parent task runs wordcount as a child and waits; its output is the child results; one callback for the parent', async () => {
+    const recs = records(50);
+    const r = await j.api('/v1/flows', { method: 'POST', json: { flow: 'report', input: { records: recs }, callbackUrl: cb.url } });
+    assert.equal(r.status, 202, await r.clone().text());
+    const { flowId } = (await r.json()) as { flowId: string };
+    await cb.waitForFlows([flowId], 60_000);
+    await new Promise((res) => setTimeout(res, 300));
+    const got = cb.byFlow(flowId);
+    assert.equal(got.length, 1, 'exactly one callback');
+    const body = got[0]!.body as unknown as { status: string; results: Record<string, unknown>; datasets: Record<string, unknown>; errors: unknown[] };
+    assert.equal(body.status, 'succeeded', JSON.stringify(body.errors));
+    const childResults = { count: { count: recs.reduce((n, _r, i) => n + words(i), 0) }, check: { chunks: 5, inOrder: true } };
+    assert.deepEqual(body.results, { sum: { fromChild: childResults } });
+    assert.deepEqual(body.datasets.sub, childResults);
+    // The child is a flow of its own, with an id derived from the parent and task, and no callback of its own.
+    const childId = deriveFlowId('default', childFlowKey(flowId, 'sub'));
+    const child = (await (await j.api(`/v1/flows/${childId}`)).json()) as { status: string; flow: string };
+    assert.deepEqual([child.flow, child.status], ['wordcount', 'succeeded']);
+    assert.equal(cb.byFlow(childId).length, 0);
+  });
+
+  test("cancelling the parent reaches the child: the child ends cancelled, the parent's one callback says cancelled", async () => {
+    const r = await j.api('/v1/flows', { method: 'POST', json: { flow: 'report', input: { records: records(2_000), slowMs: 100 }, callbackUrl: cb.url } });
+    assert.equal(r.status, 202, await r.clone().text());
+    const { flowId } = (await r.json()) as { flowId: string };
+    const childId = deriveFlowId('default', childFlowKey(flowId, 'sub'));
+    const until = Date.now() + 30_000;
+    while ((seen.get(childId)?.chunks.length ?? 0) < 10 && Date.now() < until) await new Promise((res) => setTimeout(res, 20));
+    assert.ok((seen.get(childId)?.chunks.length ?? 0) >= 10, 'the child is running');
+    const c = await j.api(`/v1/flows/${flowId}/cancel`, { method: 'POST', json: { reason: 'enough' } });
+    assert.ok(c.status === 200 || c.status === 202, await c.clone().text());
+    await cb.waitForFlows([flowId], 30_000);
+    assert.equal((cb.byFlow(flowId)[0]!.body as { status: string }).status, 'cancelled');
+    let child = { status: '' };
+    for (const end = Date.now() + 20_000; Date.now() < end; await new Promise((res) => setTimeout(res, 100))) {
+      child = (await (await j.api(`/v1/flows/${childId}`)).json()) as { status: string };
+      if (child.status === 'cancelled') break;
+    }
+    assert.equal(child.status, 'cancelled');
   });
 
   test('an empty array maps to zero chunks: the reducers see [] and the callback has tokenize: []', async () => {

@@ -18,6 +18,8 @@ import {
   publicView,
   validateDefinitions,
   validateSubmission,
+  taskSubjects,
+  MAX_CHILD_DEPTH,
   FlowRegistry,
   type Dispatch,
   type FlowDef,
@@ -371,4 +373,38 @@ test('submission: the mapped path must hold an array (400 naming it), and the ch
   const s = start(registry.get('wordcount')!, { batch: {} });
   assert.equal(s.status, 'failed');
   assert.match(s.endReason!, /input\.batch\.records: flow wordcount maps task tokenize over it/);
+});
+
+test('child-flow tasks: exactly one of subject and flow, not itself, not mapped; no subject of their own; too deep a child ends failed at start', () => {
+  const base = { name: 'report', version: 1, deadlineMs: 20_000 };
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['both', { ...base, tasks: [{ name: 'sub', flow: 'wordcount', subject: 'jetflow.task.custom.x' }] }, /report\.tasks\[0\] \(sub\): give exactly one of subject and flow/],
+    ['neither', { ...base, tasks: [{ name: 'sub' }] }, /report\.tasks\[0\] \(sub\): give exactly one of subject and flow/],
+    ['itself', { ...base, tasks: [{ name: 'sub', flow: 'report' }] }, /report\.tasks\[0\] \(sub\) flow: a flow cannot run itself as a child/],
+    ['mapped', { ...base, tasks: [{ name: 'sub', flow: 'wordcount', map: { over: 'records', chunkSize: 1 } }] }, /report\.tasks\[0\] \(sub\) map: a child-flow task cannot be mapped/],
+    ['bad name', { ...base, tasks: [{ name: 'sub', flow: 'Word Count' }] }, /report\.tasks\[0\] \(sub\) flow: "Word Count" is not a flow name/],
+  ];
+  for (const [name, raw, re] of cases) assert.throws(() => validateDefinitions([raw]), re, name);
+  const d = def({
+    ...base,
+    tasks: [
+      { name: 'sub', flow: 'wordcount' },
+      { name: 'sum', subject: 'jetflow.task.custom.count', needs: ['sub'] },
+    ],
+  });
+  assert.equal(planOf(d).byName.get('sub')!.child, 'wordcount');
+  assert.deepEqual(taskSubjects([d]), ['jetflow.task.custom.count'], 'a child-flow task has no subject to provision or serve');
+  const s = start(d, {});
+  assert.deepEqual(pendingDispatches(s, d), [{ task: 'sub' }]);
+  // The child's end comes back as the parent task's result, with the task's token.
+  applyResult(s, d, { task: 'sub', succeeded: true, attempts: 1, output: { count: { n: 1 } }, token: s.tasks.sub!.token }, 2_000);
+  assert.deepEqual(pendingDispatches(s, d), [{ task: 'sum' }]);
+  const deep = newFlowState(
+    { flowId: 'fchild', tenant: 'default', flow: 'report', inputJson: '{}', submittedAt: 1, parent: { flowId: 'fparent', task: 'sub', token: 't', depth: MAX_CHILD_DEPTH + 1 } },
+    d,
+    1,
+  );
+  assert.equal(deep.status, 'failed');
+  assert.match(deep.endReason!, /child flows nest at most 4 deep/);
+  assert.deepEqual(deep.parent, { flowId: 'fparent', task: 'sub', token: 't', depth: 5 });
 });

@@ -55,8 +55,10 @@ const MapDefSchema = z.object({
  */
 const DagTaskDefSchema = z.object({
   name: TaskDefSchema.shape.name,
-  /** The subject its task messages go to; '' for a task that waits for a signal (`waitFor`). */
+  /** The subject its task messages go to; '' for a task that waits for a signal (`waitFor`) or runs a child flow (`flow`). */
   subject: z.string().default(''),
+  /** Instead of a subject: run this flow (same tenant) as a child and wait for it; its output is the child's `results`. */
+  flow: z.string().max(64).optional(),
   /** Instead of a subject: wait for a signal to the flow; its payload is the output. */
   waitFor: WaitForSchema.optional(),
   needs: z.array(z.string().max(64)).max(64).optional(),
@@ -196,7 +198,12 @@ export function validateDefinitions(defs: unknown[], knownSubjects?: string[]): 
         if (taskNames.has(t.name)) throw new DefinitionError(where, `duplicate task name "${t.name}"`);
         taskNames.add(t.name);
         if (t.waitFor !== undefined) checkWaitFor(t, where, def.deadlineMs);
-        else checkTask(t, where);
+        else if ((t.subject === '') === (t.flow === undefined)) throw new DefinitionError(where, 'give exactly one of subject and flow (a child flow)');
+        else if (t.flow !== undefined) {
+          if (!/^[a-z][a-z0-9_-]{0,40}$/.test(t.flow)) throw new DefinitionError(`${where} flow`, `"${t.flow}" is not a flow name`);
+          if (t.flow === def.name) throw new DefinitionError(`${where} flow`, `a flow cannot run itself as a child`);
+          if (t.map) throw new DefinitionError(`${where} map`, 'a child-flow task cannot be mapped');
+        } else checkTask(t, where);
         if (t.map && !MAP_PATH_RE.test(t.map.over))
           throw new DefinitionError(
             `${def.name}.tasks[${ti}].map.over (${t.name})`,

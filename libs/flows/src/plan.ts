@@ -19,6 +19,8 @@ export interface PlanTask extends TaskDef {
   /** No other task needs it: its output is in the callback's `results` (else `datasets`). */
   leaf: boolean;
   map?: { over: string; path: string[]; chunkSize: number; maxParallel: number };
+  /** A child-flow task: the flow it runs (its subject is ''). */
+  child?: string;
   /** Left out of the callback (a DAG task's `internal`): only the tasks that need it read its output. */
   internal?: true;
   /** A task that waits for a signal (`waitFor`): no task message; it settles with the signal's payload or times out. */
@@ -79,6 +81,7 @@ function compile(def: FlowDef): FlowPlan {
         leaf: !needed.has(name),
         ...(t.internal ? { internal: true as const } : {}),
         ...(t.waitFor ? { signal: { name: t.waitFor.signal, timeoutMs: t.waitFor.timeoutMs } } : {}),
+        ...(t.flow ? { child: t.flow } : {}),
         ...(t.map ? { map: { over: t.map.over, path: t.map.over.split('.'), chunkSize: t.map.chunkSize, maxParallel: t.map.maxParallel ?? DEFAULT_MAX_PARALLEL } } : {}),
       });
     }

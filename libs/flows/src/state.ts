@@ -84,6 +84,8 @@ export interface FlowState {
   signals?: SignalRecord[];
   endReason?: string;
   traceparent?: string;
+  /** A child flow: the parent task its end answers. */
+  parent?: ParentLink;
 }
 
 export interface StartRequest {
@@ -102,7 +104,23 @@ export interface StartRequest {
   startAt?: number;
   /** The input as read back from the object store when it travels by reference: mapped tasks are cut from it (the state keeps only the ref). */
   mapInput?: unknown;
+  /** A child flow: the parent task it answers (its end becomes that task's result) and its depth. */
+  parent?: ParentLink;
 }
+
+/** The task of a parent flow a child flow answers, with that task's result token and the child's depth (1 under a top flow). */
+export interface ParentLink {
+  flowId: string;
+  task: string;
+  token: string;
+  depth: number;
+}
+
+/** Child flows nest at most this deep (a flow that runs a flow that runs…): deeper ones end failed at start. */
+export const MAX_CHILD_DEPTH = 4;
+
+/** A child flow's id: derived from its parent and task, so a replay of the dispatch starts the same child. */
+export const childFlowKey = (parentFlowId: string, task: string) => `jetflow-child:${parentFlowId}:${task}`;
 
 /** A signal a flow received (POST /v1/flows/{id}/signals/{name}); its payload is the output of the task that takes it. */
 export interface SignalRecord {
@@ -152,12 +170,19 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
     errors: [],
   };
   if (later) s.startAt = req.startAt!;
+  if (req.parent) s.parent = req.parent;
   if (req.callbackUrl) s.callbackUrl = req.callbackUrl;
   if (req.idempotencyKey) s.idempotencyKey = req.idempotencyKey;
   if (req.inputJson !== undefined) s.input = req.inputJson;
   if (req.inputRef) s.inputRef = req.inputRef;
   if (req.traceparent) s.traceparent = req.traceparent;
   const t: Transition = { changed: true, events: [] };
+  if (s.parent && s.parent.depth > MAX_CHILD_DEPTH) {
+    const why = `child flows nest at most ${MAX_CHILD_DEPTH} deep; this one (of ${s.parent.flowId}) would be ${s.parent.depth}`;
+    s.errors.push({ task: '', code: 'invalid_argument', message: why });
+    finish(s, 'failed', now, why, t);
+    return s;
+  }
   if (plan.order.some((pt) => pt.map)) {
     // The chunks of every mapped task are cut once, from the input as it was submitted.
     const problem = mapProblem(s, def, req.mapInput);
@@ -210,6 +235,7 @@ export function unstartableFlowState(req: StartRequest, e: TaskError, now: numbe
     tasks: {},
     errors: [e],
   };
+  if (req.parent) s.parent = req.parent;
   if (req.callbackUrl) s.callbackUrl = req.callbackUrl;
   if (req.idempotencyKey) s.idempotencyKey = req.idempotencyKey;
   if (req.inputRef) s.inputRef = req.inputRef;

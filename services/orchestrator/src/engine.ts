@@ -26,6 +26,7 @@ import {
   storedDefinition,
   submissionHash,
   pendingDispatches,
+  childFlowKey,
   planOf,
   chunkToken,
   stagesOf,
@@ -48,6 +49,7 @@ import {
   callbackSubject,
   deadLetter,
   decodeTaskResult,
+  encodeTaskResult,
   encodeTask,
   encodeTaskShared,
   isCasConflict,
@@ -563,6 +565,8 @@ export class SagaEngine {
       submittedAt: Number(req.submittedAtMs) || now,
       ...(traceparent ? { traceparent } : {}),
       ...(req.startAtMs ? { startAt: Number(req.startAtMs) } : {}),
+      // A child flow (only jetflow.submit, where tenants may not publish, carries a parent).
+      ...(req.parentFlowId && FLOW_ID_RE.test(req.parentFlowId) ? { parent: { flowId: req.parentFlowId, task: req.parentTask, token: req.parentToken, depth: req.depth || 1 } } : {}),
     };
     // Accepted by an ingest that knew the flow, queued while the definitions changed: it ends failed,
     // with a callback, instead of never.
@@ -725,6 +729,21 @@ export class SagaEngine {
         }
         if (c.kind === 'start') {
           await this.handleStartTimer(m, c.flowId, Number(c.dueAtMs));
+          return;
+        }
+        if (c.kind === 'parent_ended') {
+          // Anyone who may publish here could send one: it counts only if the child's own parent has ended.
+          if (this.finished.has(c.flowId)) {
+            m.ack();
+            return;
+          }
+          const child = await this.withFlow(c.flowId, () => this.load(c.flowId));
+          const parentId = child?.state.parent?.flowId;
+          const parent = parentId ? await this.d.kv.get(parentId) : undefined;
+          const ended = parent && parent.operation === 'PUT' && parent.value.length ? (JSON.parse(dec.decode(parent.value)) as FlowState) : undefined;
+          if (child && !isTerminal(child.state) && !(ended && isTerminal(ended)))
+            throw new Refused('unverified_cancel', `a parent_ended control for flow ${c.flowId} whose parent ${quoteId(parentId ?? '(none)')} has not ended`);
+          await this.withFlow(c.flowId, () => this.transition(c.flowId, m, (s, _def, now) => applyCancel(s, c.reason, now)));
           return;
         }
         if (c.kind === 'cancel') {
@@ -957,14 +976,16 @@ export class SagaEngine {
     const pubs: Array<Promise<unknown>> = [];
     // Without its definition a running flow dispatches nothing more (its next result fails it).
     if (def) pubs.push(this.publishTasks(s, def, dispatches ?? pendingDispatches(s, def)));
+    const outs = isTerminal(s) && (s.callbackUrl || this.d.historyJobs || s.parent) ? await this.mappedOutputs(s) : undefined;
+    if (isTerminal(s) && s.parent) pubs.push(this.answerParent(s, s.parent, callbackBody(s, (task) => outs?.get(task)).results));
+    if (isTerminal(s) && def) pubs.push(this.endChildren(s, def));
     if (isTerminal(s) && (s.callbackUrl || this.d.historyJobs)) {
-      const outs = await this.mappedOutputs(s);
       const job = create(CallbackJobSchema, {
         deliveryId: deliveryIdOf(s.flowId),
         flowId: s.flowId,
         tenant: s.tenant,
         url: s.callbackUrl ?? '',
-        bodyJson: encodeUtf8(JSON.stringify(callbackBody(s, (task) => outs.get(task)))),
+        bodyJson: encodeUtf8(JSON.stringify(callbackBody(s, (task) => outs?.get(task)))),
       });
       const h = kindHeaders('callback', s.flowId);
       if (s.traceparent) h.set('traceparent', s.traceparent);
@@ -974,6 +995,70 @@ export class SagaEngine {
     if (isTerminal(s)) this.mapped.delete(s.flowId);
     this.emitEvents(s, events);
     if (isTerminal(s) && events.some((e) => e.type === 'flow.completed')) await this.d.onTerminal?.(s);
+  }
+
+  /**
+   * A child flow ended: its end is the parent task's result (succeeded with the child's `results`, else
+   * failed or cancelled with the child's status), with the parent task's token and its deterministic id.
+   */
+  private async answerParent(s: FlowState, p: NonNullable<FlowState['parent']>, results: unknown): Promise<void> {
+    const ok = s.status === 'succeeded';
+    const body = encodeTaskResult({
+      flowId: p.flowId,
+      task: p.task,
+      stage: 0,
+      status: ok ? TaskStatus.SUCCEEDED : s.status === 'cancelled' ? TaskStatus.CANCELLED : TaskStatus.FAILED,
+      ...(ok
+        ? { outputJson: encodeUtf8(JSON.stringify(results)) }
+        : { errorCode: `child_${s.status}`, errorMessage: `child flow ${s.flowId} (${s.flow}) ended ${s.status}: ${s.endReason ?? ''}` }),
+      attempts: 1,
+      startedAtMs: s.startedAt,
+      finishedAtMs: s.finishedAt ?? Date.now(),
+      worker: `flow:${s.flowId}`,
+      resultToken: p.token,
+    });
+    await this.d.pub.publish(resultSubject(this.d.partitions, p.flowId), body, { msgId: msgIds.result(p.flowId, p.task), headers: kindHeaders('result', p.flowId) });
+  }
+
+  /** A parent flow ended (cancel, deadline, a failure): each child it started and did not hear back from is told to end. */
+  private async endChildren(s: FlowState, def: FlowDef): Promise<void> {
+    const pubs: Array<Promise<unknown>> = [];
+    for (const pt of planOf(def).order) {
+      const ts = s.tasks[pt.name];
+      if (!pt.child || !ts?.dispatchedAt || ts.status === 'succeeded' || ts.status === 'failed') continue;
+      const child = deriveFlowId(s.tenant, childFlowKey(s.flowId, pt.name));
+      const ctl = create(FlowControlSchema, { flowId: child, kind: 'parent_ended', reason: `parent flow ${s.flowId} ended ${s.status}` });
+      pubs.push(this.d.pub.publish(resultSubject(this.d.partitions, child), toBinary(FlowControlSchema, ctl), { msgId: `${child}:parent-ended`, headers: kindHeaders('control', child) }));
+    }
+    await Promise.all(pubs);
+  }
+
+  /**
+   * A child-flow task starts its child: a FlowRequest on jetflow.submit (where only the services publish)
+   * with an id derived from the parent and task, so a replay starts the same child (its state exists, so
+   * the copy does nothing), the parent's input and what is left of its deadline.
+   */
+  private async startChild(s: FlowState, pt: { name: string; child?: string }, token: string): Promise<void> {
+    const childId = deriveFlowId(s.tenant, childFlowKey(s.flowId, pt.name));
+    const req = create(FlowRequestSchema, {
+      flowId: childId,
+      tenant: s.tenant,
+      flow: pt.child!,
+      inputJson: s.input !== undefined ? (this.inputs.get(s.flowId) ?? encodeUtf8(s.input)) : new Uint8Array(),
+      inputRef: s.inputRef ?? '',
+      deadlineMs: Math.max(100, Math.min(4_000_000_000, s.deadlineAt - Date.now())),
+      metadata: s.metadata,
+      submittedAtMs: BigInt(Date.now()),
+      parentFlowId: s.flowId,
+      parentTask: pt.name,
+      parentToken: token,
+      depth: (s.parent?.depth ?? 0) + 1,
+    });
+    const h = natsHeaders();
+    h.set('Content-Type', INGEST_CONTENT_TYPE);
+    h.set('Jetflow-Flow-Id', childId);
+    if (s.traceparent) h.set('traceparent', s.traceparent);
+    await this.d.pub.publish(`${SUBJECTS.submit}.${s.tenant}.${childId}`, toBinary(FlowRequestSchema, req), { msgId: `${childId}:child-start`, headers: h });
   }
 
   /**
@@ -991,6 +1076,10 @@ export class SagaEngine {
       const pt = plan.byName.get(d.task);
       const ts = s.tasks[d.task];
       if (!pt || !ts) continue;
+      if (pt.child) {
+        pubs.push(this.startChild(s, pt, ts.token ?? ''));
+        continue;
+      }
       const chunked = pt.map !== undefined && ts.chunks !== undefined && d.chunk !== undefined;
       let shared = mem.shared.get(pt.name) ?? once.get(pt.name);
       if (!shared) {
