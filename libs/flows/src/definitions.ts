@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { SUBJECTS } from '../../messaging/src/topology.js';
+import { ConcurrencySchema, RateLimitSchema } from './task-limits.js';
 
 /**
  * Flows are declared, not coded: a named, versioned list of stages, or of tasks with dependencies (a
@@ -20,6 +21,10 @@ const TaskDefSchema = z.object({
   hardLimitMs: z.number().int().min(10).max(3_600_000),
   maxAttempts: z.number().int().min(1).max(20),
   backoff: z.object({ initialMs: z.number().int().min(0).max(600_000), maxMs: z.number().int().min(0).max(3_600_000), multiplier: z.number().min(1).max(10) }),
+  /** At most `limit` of its tasks with one key value running at once, across every worker (task-limits.ts). */
+  concurrency: ConcurrencySchema.optional(),
+  /** At most `perSecond` of its tasks with one key value starting per second, across every worker. */
+  rateLimit: RateLimitSchema.optional(),
 });
 const StageDefSchema = z.object({
   name: z.string().regex(/^[a-z][a-z0-9_-]{0,40}$/),
@@ -70,6 +75,8 @@ const DagTaskDefSchema = z.object({
   hardLimitMs: TaskDefSchema.shape.hardLimitMs.default(8_000),
   maxAttempts: TaskDefSchema.shape.maxAttempts.default(3),
   backoff: TaskDefSchema.shape.backoff.default({ initialMs: 200, maxMs: 2_000, multiplier: 2 }),
+  concurrency: TaskDefSchema.shape.concurrency,
+  rateLimit: TaskDefSchema.shape.rateLimit,
 });
 /**
  * A definition lists either `stages` (barriers of parallel tasks) or `tasks` (a DAG by `needs`), never
@@ -204,6 +211,8 @@ export function validateDefinitions(defs: unknown[], knownSubjects?: string[]): 
           if (t.flow === def.name) throw new DefinitionError(`${where} flow`, `a flow cannot run itself as a child`);
           if (t.map) throw new DefinitionError(`${where} map`, 'a child-flow task cannot be mapped');
         } else checkTask(t, where);
+        if ((t.concurrency || t.rateLimit) && t.subject === '')
+          throw new DefinitionError(`${where} ${t.concurrency ? 'concurrency' : 'rateLimit'}`, 'only a task with a subject (run by a worker) can have concurrency or rateLimit');
         if (t.map && !MAP_PATH_RE.test(t.map.over))
           throw new DefinitionError(
             `${def.name}.tasks[${ti}].map.over (${t.name})`,

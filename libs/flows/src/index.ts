@@ -9,3 +9,4 @@ export * from './versions.js';
 export * from './registrations.js';
 export * from './ids.js';
 export * from './plan.js';
+export * from './task-limits.js';

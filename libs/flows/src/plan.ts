@@ -80,6 +80,8 @@ function compile(def: FlowDef): FlowPlan {
         group: `level-${level.get(name)!}`,
         leaf: !needed.has(name),
         ...(t.internal ? { internal: true as const } : {}),
+        ...(t.concurrency ? { concurrency: t.concurrency } : {}),
+        ...(t.rateLimit ? { rateLimit: t.rateLimit } : {}),
         ...(t.waitFor ? { signal: { name: t.waitFor.signal, timeoutMs: t.waitFor.timeoutMs } } : {}),
         ...(t.flow ? { child: t.flow } : {}),
         ...(t.map ? { map: { over: t.map.over, path: t.map.over.split('.'), chunkSize: t.map.chunkSize, maxParallel: t.map.maxParallel ?? DEFAULT_MAX_PARALLEL } } : {}),

@@ -251,3 +251,30 @@ test('a chunk of a mapped task: chunk_index, chunk_count and items_json match th
   assert.throws(() => decodeTask(bad), /invalid wire type 2 for field 20/);
   assert.throws(() => decodeTaskResult(new Uint8Array([(14 << 3) | 2, 1, 0])), /invalid wire type 2 for field 14/);
 });
+
+test('limits: concurrency_limit, concurrency_key, rate_per_second and rate_key match the generated code both ways; a Task of before has none', () => {
+  const own = {
+    task: 'score',
+    subject: 'jetflow.task.custom.score',
+    softLimitMs: 1,
+    hardLimitMs: 2,
+    maxAttempts: 3,
+    backoffInitialMs: 4,
+    backoffMaxMs: 5,
+    dispatchedAtMs: 6,
+    concurrencyLimit: 2,
+    concurrencyKey: 'tenant=acme',
+    ratePerSecond: 5,
+    rateKey: 'input.customerId=c-7',
+  };
+  const mine = encodeTask(new Uint8Array(), own);
+  assert.deepEqual(mine, toBinary(TaskSchema, create(TaskSchema, { ...own, dispatchedAtMs: 6n })));
+  const got = decodeTask(mine);
+  assert.deepEqual(got, fromBinary(TaskSchema, mine));
+  assert.deepEqual([got.concurrencyLimit, got.concurrencyKey, got.ratePerSecond, got.rateKey], [2, 'tenant=acme', 5, 'input.customerId=c-7']);
+  const old = decodeTask(toBinary(TaskSchema, create(TaskSchema, { task: 't', subject: 's' })));
+  assert.deepEqual([old.concurrencyLimit, old.concurrencyKey, old.ratePerSecond, old.rateKey], [0, '', 0, '']);
+  // field 23 (a varint) sent as a string, field 25 (a float) as a varint
+  assert.throws(() => decodeTask(new Uint8Array([(23 << 3) | 2, 1, 0])), /wire type 2 for field 23/);
+  assert.throws(() => decodeTask(new Uint8Array([(25 << 3) | 0, 0x01, 0x05])), /wire type 0 for field 25/);
+});

@@ -93,6 +93,11 @@ export interface TaskOwn {
   chunkIndex?: number;
   chunkCount?: number;
   itemsJson?: Uint8Array;
+  /** The definition's concurrency limit and rate (0/unset: none), each with its key's resolved value. */
+  concurrencyLimit?: number;
+  concurrencyKey?: string;
+  ratePerSecond?: number;
+  rateKey?: string;
 }
 
 /** The fields every task of one stage dispatch shares (input and the earlier stages' outputs): encoded once. */
@@ -133,6 +138,10 @@ export function encodeTask(shared: Uint8Array, t: TaskOwn): Uint8Array {
   u32(w, 20, t.chunkIndex);
   u32(w, 21, t.chunkCount);
   bytes(w, 22, t.itemsJson);
+  u32(w, 23, t.concurrencyLimit);
+  str(w, 24, t.concurrencyKey);
+  f32(w, 25, t.ratePerSecond);
+  str(w, 26, t.rateKey);
   const own = w.finish();
   const out = new Uint8Array(shared.length + own.length);
   out.set(shared, 0);
@@ -327,6 +336,10 @@ export function decodeTask(bytes: Uint8Array): Task {
     chunkIndex: 0,
     chunkCount: 0,
     itemsJson: EMPTY,
+    concurrencyLimit: 0,
+    concurrencyKey: '',
+    ratePerSecond: 0,
+    rateKey: '',
   };
   const rd = new BinaryReader(bytes);
   while (rd.pos < rd.len) {
@@ -419,6 +432,22 @@ export function decodeTask(bytes: Uint8Array): Task {
       case 22:
         want(wt, LEN, 22);
         t.itemsJson = rd.bytes();
+        break;
+      case 23:
+        want(wt, VARINT, 23);
+        t.concurrencyLimit = rd.uint32();
+        break;
+      case 24:
+        want(wt, LEN, 24);
+        t.concurrencyKey = rd.string();
+        break;
+      case 25:
+        want(wt, BIT32, 25);
+        t.ratePerSecond = rd.float();
+        break;
+      case 26:
+        want(wt, LEN, 26);
+        t.rateKey = rd.string();
         break;
       default:
         rd.skip(wt, field);

@@ -38,6 +38,7 @@ export async function runWorkerService(service: string, cfg: WorkerConfig, makeH
     workerId: cfg.instanceId,
     announce: { name: service, service, version: packageVersion(), intervalMs: cfg.announceIntervalMs },
     onOutcome: (task, outcome, ms, err) => obs.onOutcome(task, outcome, ms, err),
+    onLimitDelay: (subject, limit) => obs.onLimitDelay(subject, limit),
   });
   obs.watchConsumers(nc, subjects);
   log.info({ subjects, concurrency: cfg.concurrency, threads: cfg.threads, mode: cfg.mode }, `${service} started`);

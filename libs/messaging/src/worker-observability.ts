@@ -3,7 +3,17 @@ import type { Task } from '../../proto/src/index.js';
 import type { WorkerConfig } from '../../config/src/worker.js';
 import type { Logger } from '../../logging/src/index.js';
 import { ATTR, annotateActiveSpan, failActiveSpan, recordActiveSpanError, startTelemetry, tracingEnabled } from '../../telemetry/src/index.js';
-import { LABEL_VALUES, deadLettersCounter, initMetrics, registerConsumerGauges, startMetricsServer, taskDurationHistogram, taskRetriesCounter, zeroSeries } from '../../metrics/src/index.js';
+import {
+  LABEL_VALUES,
+  deadLettersCounter,
+  initMetrics,
+  registerConsumerGauges,
+  startMetricsServer,
+  taskDurationHistogram,
+  taskLimitDelaysCounter,
+  taskRetriesCounter,
+  zeroSeries,
+} from '../../metrics/src/index.js';
 import { onDeadLetter } from './dlq.js';
 import { CONSUMERS, STREAMS } from './topology.js';
 import type { TaskWorkerOptions } from './worker.js';
@@ -20,6 +30,7 @@ export async function startWorkerObservability(service: string, cfg: WorkerConfi
   const duration = taskDurationHistogram();
   const retries = taskRetriesCounter();
   const deadLetters = deadLettersCounter();
+  const limitDelays = taskLimitDelaysCounter();
   const stopObserving = onDeadLetter((source, code) => deadLetters.inc({ source, code }));
   const server = await startMetricsServer({ port: cfg.metricsPort });
   if (server.movedFrom) log.warn({ metricsPort: server.port, configured: server.movedFrom }, 'JETFLOW_METRICS_PORT is taken; serving metrics on a free port');
@@ -38,6 +49,10 @@ export async function startWorkerObservability(service: string, cfg: WorkerConfi
       if (task) annotateActiveSpan({ [ATTR.task]: task.task, [ATTR.tenant]: task.tenant, [ATTR.flow]: task.flow, [ATTR.outcome]: outcome });
       if (error !== undefined && (outcome === 'retried' || outcome === 'dead_lettered')) recordActiveSpanError(error);
       else if (outcome === 'failed' || outcome === 'dead_lettered') failActiveSpan(`task ${outcome}`);
+    },
+    /** The worker runtime's hook for tasks that waited for their concurrency or rate limit. */
+    onLimitDelay(subject: string, limit: 'concurrency' | 'rate') {
+      limitDelays.inc({ subject, limit });
     },
     /**
      * Pending / ack-pending gauges of the task consumers this process serves, and its task, retry and

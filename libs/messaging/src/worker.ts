@@ -11,6 +11,7 @@ import { decodeTask, encodeTaskResult } from './fast-codec.js';
 import { encodeUtf8 } from './utf8.js';
 import { HardLimitError, TaskLimits } from './limits.js';
 import { announceWorker, type Announcer } from './worker-registry.js';
+import { TaskLimiter, type LimitLease } from './task-limiter.js';
 
 export interface TaskContext {
   /** Aborted at the task's soft time limit, or at once when its flow is cancelled: the handler should wrap up. */
@@ -61,6 +62,15 @@ export interface TaskWorkerOptions {
    * every intervalMs while it runs, with its subjects, slots and busy slots; removed by stop().
    */
   announce?: { name: string; service: string; version: string; intervalMs?: number };
+  /**
+   * Tasks with a concurrency limit or rate limit (Task.concurrency_limit, rate_per_second): how long a
+   * slot's lease in KV jetflow_limits lives without a renewal (a killed worker's slot frees after it;
+   * default 10 s), and how many such tasks this worker holds while they wait for their limit (default
+   * 4 × slots, at least 16; they hold no slot, so other tasks run meanwhile).
+   */
+  limits?: { leaseMs?: number; maxWaiting?: number };
+  /** Told once per task that had to wait for its concurrency limit or rate limit (the metric of delayed tasks). */
+  onLimitDelay?: (subject: string, limit: 'concurrency' | 'rate') => void;
 }
 
 export interface TaskWorker {
@@ -90,6 +100,20 @@ interface InFlight {
   limits?: TaskLimits;
   /** Set while the task waits for a slot. */
   admit?: (a: Admission) => void;
+  /** Set while the task waits for its concurrency or rate limit (holding no slot). */
+  park?: (a: Admission) => void;
+  /** Its concurrency slot, held from the moment it is granted until the task's end. */
+  lease?: LimitLease;
+  /** The gate its concurrency slot came from (woken when the slot is released). */
+  gateKey?: string;
+}
+
+/** Tasks of one subject and key value waiting for a concurrency slot in this worker, served oldest first. */
+interface LimitGate {
+  queue: Array<{ entry: InFlight; subject: string; grant: (lease: LimitLease) => void; delayed?: boolean }>;
+  pumping: boolean;
+  /** Ends the pause between two tries at once (a slot of this key was released here). */
+  poke?: () => void;
 }
 
 /**
@@ -116,6 +140,16 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
   let held = 0;
   let capacityWaiters: Array<() => void> = [];
   let handingBack = false;
+  const wakeCapacity = () => {
+    const w = capacityWaiters;
+    capacityWaiters = [];
+    for (const f of w) f();
+  };
+  // Limits by key (task-limiter.ts): tasks waiting for theirs are `parked`, counted apart from `held`.
+  const limiter = new TaskLimiter({ nc: o.nc, workerId: o.workerId, ...(o.limits?.leaseMs ? { leaseMs: o.limits.leaseMs } : {}) });
+  const maxParked = Math.max(16, o.limits?.maxWaiting ?? 4 * slots);
+  let parked = 0;
+  const gates = new Map<string, LimitGate>();
 
   const turnAway = (e: InFlight, why: Admission) => {
     const i = waiting.indexOf(e);
@@ -139,7 +173,8 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
   const onCancel = (flowId: string) => {
     for (const e of [...inflight.values()]) {
       if (e.task.flowId !== flowId) continue;
-      if (e.admit) turnAway(e, 'cancelled');
+      if (e.park) e.park('cancelled');
+      else if (e.admit) turnAway(e, 'cancelled');
       else e.limits?.cancel(cancelGraceMs);
     }
   };
@@ -159,6 +194,16 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       for (let i = waiting.length - 1; i >= 0; i--) {
         const e = waiting[i]!;
         if (e.deadlineAt > 0 && now > e.deadlineAt) turnAway(e, 'deadline');
+      }
+      for (const f of inflight.values()) {
+        if (f.park && f.deadlineAt > 0 && now > f.deadlineAt) f.park('deadline');
+        // A concurrency slot is renewed while its task waits or runs (a third of its TTL at most apart).
+        const lease = f.lease;
+        if (lease && now - lease.renewedAt >= limiter.leaseMs / 3)
+          lease.renew().then(
+            (ok) => ok || o.log.warn({ flowId: f.task.flowId, task: f.task.task, key: lease.key }, 'concurrency slot lost (not renewed within its TTL): another task may hold it'),
+            (err: unknown) => o.log.warn({ err: (err as Error).message, key: lease.key }, 'concurrency slot not renewed; retrying'),
+          );
       }
     },
     Math.max(50, Math.floor(heartbeatMs / 2)),
@@ -214,9 +259,95 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       await handleHeld(m);
     } finally {
       held--;
-      const w = capacityWaiters;
-      capacityWaiters = [];
-      for (const f of w) f();
+      wakeCapacity();
+    }
+  };
+
+  /** Tries the slots of a gate's key for its oldest waiter until none waits; pauses 150-400 ms between tries. */
+  const pump = async (gateKey: string, gate: LimitGate) => {
+    if (gate.pumping) return;
+    gate.pumping = true;
+    try {
+      while (gate.queue.length) {
+        const head = gate.queue[0]!;
+        const t = head.entry.task;
+        let lease: LimitLease | undefined;
+        try {
+          lease = await limiter.tryAcquire(head.subject, t.concurrencyKey, t.concurrencyLimit, { flowId: t.flowId, task: t.task, ...(t.chunkCount > 0 ? { chunk: t.chunkIndex } : {}) });
+        } catch (err) {
+          o.log.warn({ err: (err as Error).message, subject: head.subject }, 'concurrency slot not acquired (KV); retrying');
+        }
+        if (lease) {
+          // The head may have been turned away meanwhile: the slot goes to the oldest one still waiting.
+          const w = gate.queue.shift();
+          if (w) w.grant(lease);
+          else await lease.release().catch(() => undefined);
+          continue;
+        }
+        for (const w of gate.queue) w.delayed = true;
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, 150 + Math.random() * 250);
+          gate.poke = () => (clearTimeout(timer), r());
+        });
+        gate.poke = undefined;
+      }
+    } finally {
+      gate.pumping = false;
+      if (!gate.queue.length && gates.get(gateKey) === gate) gates.delete(gateKey);
+    }
+  };
+
+  /**
+   * Waits for a task's limits, holding no slot: a concurrency slot of its subject and key value (the
+   * lease stays with the entry until the task ends), then its start time under the rate limit. The
+   * message is heartbeated meanwhile, so the wait is no delivery and no attempt.
+   */
+  const waitForLimits = async (m: JsMsg, task: Task, entry: InFlight): Promise<Admission> => {
+    let turnedAway!: (a: Admission) => void;
+    const away = new Promise<Admission>((r) => (turnedAway = r));
+    entry.park = (a) => {
+      entry.park = undefined;
+      turnedAway(a);
+    };
+    try {
+      if (task.concurrencyLimit > 0) {
+        const gateKey = `${m.subject} ${task.concurrencyLimit} ${task.concurrencyKey}`;
+        entry.gateKey = gateKey;
+        let gate = gates.get(gateKey);
+        if (!gate) gates.set(gateKey, (gate = { queue: [], pumping: false }));
+        const g = gate;
+        let waiter!: LimitGate['queue'][number];
+        const granted = new Promise<LimitLease>((grant) => g.queue.push((waiter = { entry, subject: m.subject, grant })));
+        void pump(gateKey, g);
+        const got = await Promise.race([granted, away]);
+        if (typeof got === 'string') {
+          const i = g.queue.indexOf(waiter);
+          if (i >= 0) g.queue.splice(i, 1);
+          return got;
+        }
+        entry.lease = got;
+        if (waiter.delayed) o.onLimitDelay?.(m.subject, 'concurrency');
+      }
+      if (task.ratePerSecond > 0) {
+        for (;;) {
+          let waitMs: number | undefined;
+          try {
+            waitMs = await limiter.reserveStart(m.subject, task.rateKey, task.ratePerSecond);
+          } catch (err) {
+            o.log.warn({ err: (err as Error).message, subject: m.subject }, 'rate limit start not reserved (KV); retrying');
+          }
+          if (waitMs === 0) break;
+          const slept = await Promise.race([new Promise<'run'>((r) => setTimeout(() => r('run'), waitMs ?? 500)), away]);
+          if (slept !== 'run') return slept;
+          if (waitMs !== undefined) {
+            o.onLimitDelay?.(m.subject, 'rate');
+            break;
+          }
+        }
+      }
+      return 'run';
+    } finally {
+      entry.park = undefined;
     }
   };
 
@@ -242,6 +373,23 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     const entry: InFlight = { task, deadlineAt, lastBeat: Date.now() };
     inflight.set(m, entry);
     try {
+      if (task.concurrencyLimit > 0 || task.ratePerSecond > 0) {
+        // Waiting for its limit holds no slot: the pulls may fetch other work meanwhile (up to maxParked).
+        held--;
+        parked++;
+        wakeCapacity();
+        let a: Admission;
+        try {
+          a = await waitForLimits(m, task, entry);
+        } finally {
+          parked--;
+          held++;
+          wakeCapacity();
+        }
+        if (a === 'cancelled') return await skipCancelled(m, task, attempt);
+        if (a === 'deadline') return await failPastDeadline(m, task, attempt);
+        if (a === 'stop') return;
+      }
       let admission: Admission = 'run';
       if (running < slots) running++;
       else admission = await new Promise<Admission>((r) => ((entry.admit = r), waiting.push(entry)));
@@ -256,6 +404,14 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       }
     } finally {
       inflight.delete(m);
+      const lease = entry.lease;
+      if (lease) {
+        entry.lease = undefined;
+        lease
+          .release()
+          .catch((err: unknown) => o.log.warn({ err: (err as Error).message, key: lease.key }, 'concurrency slot not released; it frees at its TTL'))
+          .finally(() => gates.get(entry.gateKey!)?.poke?.());
+      }
     }
   };
 
@@ -360,8 +516,8 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       stream: STREAMS.tasks,
       consumer: CONSUMERS.task(s),
       concurrency: slots,
-      // Every subject's pull asks for at most the worker's free slots.
-      capacity: () => slots - held,
+      // Every subject's pull asks for at most the worker's free slots (and holds at most maxParked waiting for a limit).
+      capacity: () => Math.min(slots - held, maxParked - parked),
       whenCapacity: () => new Promise<void>((r) => capacityWaiters.push(r)),
       mode: 'fetch',
       handle,
@@ -390,7 +546,8 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         handingBack = true;
         for (const [m, f] of inflight) {
           m.nak();
-          if (f.admit) turnAway(f, 'stop');
+          if (f.park) f.park('stop');
+          else if (f.admit) turnAway(f, 'stop');
           else f.limits?.abortHard(new Error('shutting down'));
         }
         await Promise.race([all, new Promise((r) => setTimeout(r, 1_000))]);

@@ -22,6 +22,7 @@ export const METRICS = {
   streamBytes: 'jetflow_stream_bytes',
   streamPublished: 'jetflow_stream_published_messages_total',
   scheduleFirings: 'jetflow_schedule_firings_total',
+  taskLimitDelays: 'jetflow_task_limit_delays_total',
 } as const;
 
 /**
@@ -128,6 +129,21 @@ export function deadLettersCounter(registry: Registry = globalRegistry): Counter
         name: METRICS.deadLetters,
         help: 'Messages moved to the dead-letter subject, by source (task, ingest, result, callback) and error code.',
         labelNames: ['source', 'code'],
+        registers: [registry],
+      }),
+  );
+}
+
+export function taskLimitDelaysCounter(registry: Registry = globalRegistry): Counter<'subject' | 'limit'> {
+  return instrument(
+    registry,
+    'counter',
+    METRICS.taskLimitDelays,
+    () =>
+      new Counter({
+        name: METRICS.taskLimitDelays,
+        help: 'Tasks that waited for their concurrency limit or rate limit by key before they started, by task subject and limit (concurrency, rate).',
+        labelNames: ['subject', 'limit'],
         registers: [registry],
       }),
   );

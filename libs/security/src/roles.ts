@@ -209,6 +209,9 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         // letters and events, the cancel flags, and its workers' registry entries (`grpc.<instance>`).
         ...t.taskSubjects.map((s) => consume(STREAMS.tasks, CONSUMERS.task(s))),
         publish(`${S.dlq}.task.>`, `${S.event}.>`, `$KV.${BUCKETS.workers}.grpc.>`),
+        // Concurrency and rate limits by key of every task subject (task-limiter.ts).
+        kvRead(BUCKETS.limits),
+        kvWrite(BUCKETS.limits),
         kvRead(BUCKETS.cancel),
         readStream(`KV_${BUCKETS.cancel}`, t.durables.get(`KV_${BUCKETS.cancel}`)),
         // The ops API's consumer overview and the lag gauges.
@@ -271,6 +274,9 @@ function workerGrants(prefix: string, served: string[], t: Topology, o: { provis
     kvRead(BUCKETS.cancel),
     readStream(`KV_${BUCKETS.cancel}`, t.durables.get(`KV_${BUCKETS.cancel}`)),
     ...(o.cache ? [kvRead(BUCKETS.cache), kvWrite(BUCKETS.cache)] : []),
+    // Concurrency leases and rate-limit times (task-limiter.ts), only under the subjects it serves (`<kind>.<name>.>`).
+    kvRead(BUCKETS.limits),
+    publish(...served.map((s) => `$KV.${BUCKETS.limits}.${s.split('.').slice(2).join('.')}.>`)),
     // Its own entries in the worker registry (`<name>.<instance>`), never another worker's.
     kvRead(BUCKETS.workers),
     publish(`$KV.${BUCKETS.workers}.${o.name}.>`),

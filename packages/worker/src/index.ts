@@ -117,6 +117,14 @@ export interface WorkerOptions {
   workerName?: string;
   /** How often it renews its registry entry (ms, 100 to 10,000; default 3,000); readers call it stale after 3 intervals without one. */
   announceIntervalMs?: number;
+  /**
+   * Tasks whose definition has a concurrency limit or rate limit by key: how long a slot's lease lives
+   * without renewal (ms; a killed worker's slots free after it; default 10,000), and how many such tasks
+   * it holds while they wait for their limit (default 4 × concurrency, at least 16).
+   */
+  limits?: { leaseMs?: number; maxWaiting?: number };
+  /** Told once per task that waited for its concurrency limit or rate limit. */
+  onLimitDelay?: (subject: string, limit: 'concurrency' | 'rate') => void;
 }
 
 export interface Worker {
@@ -360,6 +368,8 @@ export async function createWorker(o: WorkerOptions): Promise<Worker> {
       handler,
       log: log as never,
       workerId: name,
+      ...(o.limits ? { limits: o.limits } : {}),
+      ...(o.onLimitDelay ? { onLimitDelay: o.onLimitDelay } : {}),
       announce: {
         name: o.workerName ?? workerNameOfUser(o.user) ?? 'worker',
         service: 'sdk',

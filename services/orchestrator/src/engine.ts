@@ -61,6 +61,7 @@ import {
 } from '../../../libs/messaging/src/index.js';
 import { flowTraceparent, noteFlowTrace, type Logger } from '../../../libs/logging/src/index.js';
 import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
+import { keyNeedsInput, resolveLimitKey, type ConcurrencySpec, type RateLimitSpec } from '../../../libs/flows/src/task-limits.js';
 import { ATTR, activeTraceparent, annotateActiveSpan } from '../../../libs/telemetry/src/index.js';
 
 const dec = new TextDecoder();
@@ -1126,12 +1127,25 @@ export class SagaEngine {
         dispatchedAtMs: ts.dispatchedAt ?? Date.now(),
         resultToken: chunked ? chunkToken(ts.token ?? '', d.chunk!) : (ts.token ?? ''),
         ...(chunked ? { chunkIndex: d.chunk!, chunkCount: ts.chunks!, itemsJson: items! } : {}),
+        ...(pt.concurrency || pt.rateLimit ? await this.limitsOf(s, pt) : {}),
       });
       const h = kindHeaders('task', s.flowId);
       if (s.traceparent) h.set('traceparent', s.traceparent);
       pubs.push(this.d.pub.publish(pt.subject, task, { msgId: msgIds.task(s.flowId, pt.level, pt.name, chunked ? d.chunk : undefined), headers: h }));
     }
     await Promise.all(pubs);
+  }
+
+  /** A task's concurrency and rate limits with their keys' values for this flow (the worker runtime enforces them). */
+  private async limitsOf(
+    s: FlowState,
+    pt: { concurrency?: ConcurrencySpec; rateLimit?: RateLimitSpec },
+  ): Promise<{ concurrencyLimit?: number; concurrencyKey?: string; ratePerSecond?: number; rateKey?: string }> {
+    const keyOf = async (key: string) => resolveLimitKey(key, { tenant: s.tenant, flowId: s.flowId, input: keyNeedsInput(key) ? await this.parsedInput(s) : undefined });
+    return {
+      ...(pt.concurrency ? { concurrencyLimit: pt.concurrency.limit, concurrencyKey: await keyOf(pt.concurrency.key) } : {}),
+      ...(pt.rateLimit ? { ratePerSecond: pt.rateLimit.perSecond, rateKey: await keyOf(pt.rateLimit.key) } : {}),
+    };
   }
 
   /** What this replica keeps of a flow with mapped tasks: the parsed input, chunk outputs, shared task parts. */
