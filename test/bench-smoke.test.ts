@@ -91,6 +91,8 @@ test('bench: every door (NATS JSON and protobuf, HTTP, gRPC), a burst and the st
   for (const p of PROCS) assert.ok(Number.isFinite(idle.idleCpuPct[p]) && idle.idleCpuPct[p]! >= 0, `idle cpu of ${p}`);
   // History on runs the local DynamoDB (and S3): measured, but outside the system's figures.
   assert.ok(Number.isFinite(idle.idleCpuPct['local-aws']), 'local AWS process tracked');
+  // nats-server's side of idleness: messages (pulls, heartbeats, reports, renewals) and JetStream API requests.
+  assert.ok((idle.idleMsgsPerSec ?? 0) > 0 && Number.isFinite(idle.idleApiPerSec), `idle nats-server figures: ${idle.idleMsgsPerSec} msgs/s, ${idle.idleApiPerSec} API/s`);
   assert.ok(r.ceiling && r.ceiling.jsPubConsumePerSec > 0 && r.ceiling.kvUpdatePerSec > 0);
   assert.ok(r.steps[0]!.utilisation && r.steps[0]!.utilisation.combined > 0);
   assert.equal(r.exactlyOnce.ok, true);
