@@ -29,6 +29,7 @@ import { FairAdmission } from '../services/orchestrator/src/admission.js';
 import { IngestLanes } from '../services/orchestrator/src/ingest-lanes.js';
 import { startNatsServer, testNatsAuth, type NatsServerHandle, type TestNatsAuth } from '../libs/testing/src/index.js';
 import type { Role } from '../libs/security/src/index.js';
+import { TaskLimiter } from '../libs/messaging/src/task-limiter.js';
 
 const PARTITIONS = 2;
 /** A publish the server refuses: nats.js fails a request to a subject its user may not publish to. */
@@ -312,6 +313,39 @@ describe('NATS identities on a nats-server with the generated configuration', ()
     );
     await theirs.stop();
     view.stop();
+  });
+
+  test('a worker takes and frees concurrency slots and rate starts of the subjects it serves, under no other subject', async () => {
+    const ext = await as('worker:ext');
+    const analyst = await as('analyst');
+    const violation = Promise.race([nextPermissionError(ext), nextPermissionError(analyst)]);
+    for (const [nc, subject] of [
+      [ext, 'jetflow.task.analyst.keywords'],
+      [analyst, 'jetflow.task.analyst.sentiment'],
+    ] as const) {
+      const limiter = new TaskLimiter({ nc, workerId: 'perm' });
+      const a = await limiter.tryAcquire(subject, 'tenant=acme', 1, { flowId: 'fperm2', task: 't' });
+      assert.ok(a, `${subject}: a slot`);
+      assert.equal(await limiter.tryAcquire(subject, 'tenant=acme', 1, { flowId: 'fperm3', task: 't' }), undefined, 'the only slot is taken');
+      assert.equal(await a.renew(), true);
+      await a.release();
+      const b = await limiter.tryAcquire(subject, 'tenant=acme', 1, { flowId: 'fperm3', task: 't' });
+      assert.ok(b, 'free again once released');
+      await b.release();
+      assert.equal(await limiter.reserveStart(subject, 'tenant=acme', 10), 0);
+      assert.ok((await limiter.reserveStart(subject, 'tenant=acme', 10)) > 0, 'the next start waits');
+    }
+    const none = await Promise.race([violation, new Promise((r) => setTimeout(() => r('none'), 200))]);
+    assert.equal(none, 'none', 'limits needed nothing the roles lack');
+    // Nobody writes the limits of a subject it does not serve.
+    for (const [w, key] of [
+      [ext, 'analyst.sentiment.c.0123456789abcdef.0'],
+      [ext, 'dataset.text.r.0123456789abcdef'],
+      [analyst, 'dataset.text.c.0123456789abcdef.0'],
+    ] as const) {
+      const kv = await w.jetstream().views.kv(BUCKETS.limits, { bindOnly: true });
+      await assert.rejects(kv.put(key, new Uint8Array([1])), (e: Error & { code?: string }) => e.code === 'PERMISSIONS_VIOLATION', `${key} refused`);
+    }
   });
 
   test("no identity reads another's replies: inbox subscriptions outside its own prefix are refused", async () => {
