@@ -145,6 +145,8 @@ export const INSIGHTS: FlowDef & { stages: StageDef[] } = {
 /** Records per chunk of insights' mapped steps, and chunks of each out at once (docs/PERFORMANCE.md, "insights on map"). */
 export const INSIGHTS_CHUNK = { chunkSize: 250, maxParallel: 8 };
 const task = (name: string, subject: string, more: Partial<DagTaskDef> = {}): DagTaskDef => ({ name, subject, ...defaultLimits, ...more });
+/** The limits of insights v2's batch-wide steps (the merges and the analyses). */
+const BATCH_LIMITS = { softLimitMs: 20_000, hardLimitMs: 25_000 };
 
 /**
  * insights on map: the per-record work in chunks over `records` (prepare: text rows, text features and
@@ -156,16 +158,17 @@ const task = (name: string, subject: string, more: Partial<DagTaskDef> = {}): Da
 export const INSIGHTS_V2: FlowDef & { tasks: DagTaskDef[] } = {
   name: 'insights',
   version: 2,
-  deadlineMs: 10_000,
+  // Batch-wide steps over 50,000 records take seconds each on a loaded 2-core box: 30 s, and 20/25 s limits for them.
+  deadlineMs: 30_000,
   tasks: [
     task('prepare', 'jetflow.task.dataset.prepare', { map: { over: 'records', ...INSIGHTS_CHUNK }, internal: true }),
     task('score', 'jetflow.task.analyst.score', { map: { over: 'records', ...INSIGHTS_CHUNK }, internal: true }),
-    task('text', 'jetflow.task.dataset.text', { needs: ['prepare'] }),
-    task('features', 'jetflow.task.dataset.features', { needs: ['prepare'] }),
-    task('embeddings', 'jetflow.task.dataset.embeddings', { needs: ['prepare'] }),
-    task('sentiment', 'jetflow.task.analyst.sentiment', { needs: ['score', 'text'], onFailure: 'continue' }),
-    task('anomaly', 'jetflow.task.analyst.anomaly', { needs: ['features', 'embeddings'], onFailure: 'continue' }),
-    task('keywords', 'jetflow.task.analyst.keywords', { needs: ['text', 'embeddings'], onFailure: 'continue' }),
+    task('text', 'jetflow.task.dataset.text', { needs: ['prepare'], ...BATCH_LIMITS }),
+    task('features', 'jetflow.task.dataset.features', { needs: ['prepare'], ...BATCH_LIMITS }),
+    task('embeddings', 'jetflow.task.dataset.embeddings', { needs: ['prepare'], ...BATCH_LIMITS }),
+    task('sentiment', 'jetflow.task.analyst.sentiment', { needs: ['score', 'text'], onFailure: 'continue', ...BATCH_LIMITS }),
+    task('anomaly', 'jetflow.task.analyst.anomaly', { needs: ['features', 'embeddings'], onFailure: 'continue', ...BATCH_LIMITS }),
+    task('keywords', 'jetflow.task.analyst.keywords', { needs: ['text', 'embeddings'], onFailure: 'continue', ...BATCH_LIMITS }),
   ],
 };
 

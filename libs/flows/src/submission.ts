@@ -38,7 +38,9 @@ export const INPUT_SCHEMAS: Readonly<Record<string, z.ZodType>> = { insights: In
 export const SubmissionSchema = z
   .object({
     flow: z.string().min(1).max(64),
-    input: z.record(z.string(), z.unknown()),
+    /** The input inline, or (`inputRef`) where it is in S3: exactly one of them. */
+    input: z.record(z.string(), z.unknown()).optional(),
+    inputRef: z.string().max(1_100).optional(),
     callbackUrl: z.string().max(2_048).optional(),
     idempotencyKey: z
       .string()
@@ -106,6 +108,14 @@ function issuesOf(err: z.ZodError, prefix = ''): FieldIssue[] {
 
 export interface ValidateOptions {
   registry: FlowRegistry;
+  /** The submitting tenant (the `{tenant}` of inputRefPrefixes). */
+  tenant?: string;
+  /**
+   * Where an `inputRef` may point (`s3://bucket/prefix`, `{tenant}` replaced by the tenant;
+   * JETFLOW_INPUT_REF_PREFIXES): a tenant reads only its own uploads, never another's inputs or
+   * datasets. Unset: any well-formed reference (the caller checks).
+   */
+  inputRefPrefixes?: readonly string[];
   /** Called for callbackUrl; returns an error message or undefined. */
   checkCallbackUrl?: (url: string) => string | undefined;
   /** The clock `startAt` is checked against (default Date.now()). */
@@ -120,6 +130,13 @@ export function validateSubmission(body: unknown, opts: ValidateOptions): Submis
   const parsed = SubmissionSchema.safeParse(body);
   const raw = body as { flow?: unknown; input?: unknown; callbackUrl?: unknown };
   const details: FieldIssue[] = parsed.success ? [] : issuesOf(parsed.error);
+  const ref = (body as { inputRef?: unknown }).inputRef;
+  if ((raw.input === undefined) === (ref === undefined))
+    details.push({ path: 'input', message: ref === undefined ? 'required: the input, or inputRef (s3://bucket/key of a JSON object or JSON lines)' : 'give input or inputRef, not both' });
+  if (typeof ref === 'string' && !details.some((d) => d.path === 'inputRef')) {
+    const why = inputRefProblem(ref, opts.tenant ?? '', opts.inputRefPrefixes);
+    if (why) details.push({ path: 'inputRef', message: why });
+  }
   const flowName = typeof raw.flow === 'string' ? raw.flow : undefined;
   const def = flowName ? opts.registry.get(flowName) : undefined;
   if (flowName !== undefined && !def) details.push({ path: 'flow', message: `unknown flow "${flowName}"; known: ${opts.registry.names().join(', ')}` });
@@ -164,6 +181,34 @@ export function validateSubmission(body: unknown, opts: ValidateOptions): Submis
   }
   if (!parsed.success || details.length) throw invalid(details);
   return parsed.data;
+}
+
+/** An S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, a letter or digit at each end). */
+const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** The places an inputRef may name for a tenant: each prefix with `{tenant}` replaced. */
+export function inputRefPrefixesFor(prefixes: readonly string[], tenant: string): string[] {
+  return prefixes.map((p) => p.replaceAll('{tenant}', tenant));
+}
+
+/**
+ * What is wrong with a submission's `inputRef`, or undefined: it must be `s3://<bucket>/<key>` (a key of
+ * 1 to 1024 bytes, no leading slash, no `.` or `..` segment) under one of `prefixes` (with `{tenant}`
+ * replaced), when given.
+ */
+export function inputRefProblem(ref: string, tenant: string, prefixes?: readonly string[]): string | undefined {
+  const m = /^s3:\/\/([^/]+)\/([\s\S]+)$/.exec(ref);
+  if (!m) return 'not an s3://bucket/key reference';
+  const [, bucket, key] = m as unknown as [string, string, string];
+  if (!BUCKET_RE.test(bucket)) return `"${bucket.slice(0, 70)}" is not an S3 bucket name`;
+  if (Buffer.byteLength(key) > 1024) return 'the key is longer than 1024 bytes';
+  if (key.startsWith('/') || key.split('/').some((seg) => seg === '.' || seg === '..')) return 'the key has an empty first segment, or a "." or ".." segment';
+  if ([...key].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f)) return 'the key has a control character';
+  if (prefixes) {
+    const allowed = inputRefPrefixesFor(prefixes, tenant);
+    if (!allowed.some((p) => ref.startsWith(p))) return `must be under ${allowed.join(' or ')} (JETFLOW_INPUT_REF_PREFIXES)`;
+  }
+  return undefined;
 }
 
 /** Canonical hash of a submission (for "same idempotency key, different body" → 409). */

@@ -29,6 +29,11 @@ export interface StorageConfig extends AwsClientConfig {
   bucket?: string;
   /** DynamoDB table for flow records. Default `jetflow-flows`. */
   table?: string;
+  /**
+   * Where a submission's `inputRef` may point, `{tenant}` standing for the submitting tenant
+   * (JETFLOW_INPUT_REF_PREFIXES, comma-separated). Default `s3://<bucket>/uploads/{tenant}/`.
+   */
+  inputRefPrefixes?: string[];
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -60,7 +65,19 @@ export function storageConfigFromEnv(env: Env = process.env): StorageConfig {
     ...awsConfigFromEnv(env),
     bucket: blankToUndefined(env.JETFLOW_S3_BUCKET) ?? DEFAULT_BUCKET,
     table: blankToUndefined(env.JETFLOW_FLOWS_TABLE) ?? DEFAULT_FLOWS_TABLE,
+    inputRefPrefixes: inputRefPrefixesFromEnv(env),
   };
+}
+
+/** JETFLOW_INPUT_REF_PREFIXES: `s3://bucket/prefix` entries, comma-separated; default the bucket's `uploads/{tenant}/`. */
+function inputRefPrefixesFromEnv(env: Env): string[] {
+  const raw = blankToUndefined(env.JETFLOW_INPUT_REF_PREFIXES);
+  if (!raw) return [`s3://${blankToUndefined(env.JETFLOW_S3_BUCKET) ?? DEFAULT_BUCKET}/uploads/{tenant}/`];
+  return raw.split(',').map((p) => {
+    const v = p.trim();
+    if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\//.test(v)) throw new StorageError('invalid_argument', `JETFLOW_INPUT_REF_PREFIXES: "${v}" is not s3://<bucket>/<prefix>`);
+    return v;
+  });
 }
 
 function endpointFromEnv(env: Env, name: string): string | undefined {

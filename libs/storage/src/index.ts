@@ -32,3 +32,4 @@ export { formatS3Ref, parseS3Ref, type S3Location } from './refs.js';
 export { createStorage, type Storage } from './storage.js';
 export { storageTaskError } from './task-errors.js';
 export { inputClaim, inputKeyPrefix, type InputClaim } from './input-claim.js';
+export { parseInputObject, readInputObject } from './input-ref.js';

@@ -1,3 +1,4 @@
+import { readInputObject } from './input-ref.js';
 import type { ObjectStore } from './object-store.js';
 
 /** Where claimed flow inputs live: inputs/<tenant>/<content hash or key>. */
@@ -7,7 +8,7 @@ export interface InputClaim {
   /** Inputs larger than this travel as an S3 reference. */
   thresholdBytes: number;
   store(tenant: string, flowId: string, inputJson: Uint8Array): Promise<string>;
-  /** Reads a stored input back as JSON (the orchestrator cuts mapped tasks' chunks from it). */
+  /** Reads a stored input back: JSON, or JSON lines as `{ records }` (the orchestrator cuts mapped tasks' chunks from it; a submission's `inputRef` too). */
   load(ref: string): Promise<unknown>;
 }
 
@@ -20,6 +21,6 @@ export function inputClaim(objects: ObjectStore, thresholdBytes: number): InputC
       if (!claim.ref) throw new Error('claim check kept the input inline');
       return claim.ref;
     },
-    load: (ref) => objects.getJson(ref),
+    load: (ref) => readInputObject(objects, ref),
   };
 }

@@ -47,6 +47,7 @@ const flows = new FlowHandlers({
   policy,
   maxPending: cfg.maxPending,
   maxTasksPerFlow: cfg.maxTasksPerFlow,
+  inputRefPrefixes: cfg.storage.inputRefPrefixes ?? [],
   quota,
   workers,
   ...(storage.history ? { history: storage.history } : {}),

@@ -32,6 +32,9 @@ import {
   stagesOf,
   valueAt,
   withoutPath,
+  mapCounts,
+  DEFAULT_MAX_TASKS_PER_FLOW,
+  type TaskError,
   type Dispatch,
   type TaskState,
   unstartableFlowState,
@@ -110,6 +113,8 @@ export interface EngineDeps {
   cancelFlags?: Pick<KV, 'get'>;
   /** Task instances a NATS-door submission may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
   maxTasksPerFlow?: number;
+  /** Where a NATS-door submission's inputRef may point (JETFLOW_INPUT_REF_PREFIXES, `{tenant}` = the subject's tenant). */
+  inputRefPrefixes?: readonly string[];
   /**
    * Claim check of the NATS door: an input JSON over `thresholdBytes` is stored and the flow keeps only the ref.
    * `load` reads a stored input back (mapped tasks are cut from it, whichever door stored it).
@@ -447,7 +452,7 @@ export class SagaEngine {
         body = {
           flow: sub.flow,
           // protobuf-es gives google.protobuf.Struct as a plain JSON object already.
-          input: sub.input,
+          ...(sub.inputRef && !sub.input ? { inputRef: sub.inputRef } : { input: sub.input, ...(sub.inputRef ? { inputRef: sub.inputRef } : {}) }),
           ...(sub.callbackUrl ? { callbackUrl: sub.callbackUrl } : {}),
           ...(sub.idempotencyKey ? { idempotencyKey: sub.idempotencyKey } : {}),
           ...(sub.deadlineMs ? { deadlineMs: sub.deadlineMs } : {}),
@@ -475,6 +480,8 @@ export class SagaEngine {
         checkCallbackUrl: (u) => this.d.policy.checkUrl(u),
         now: arrived,
         ...(this.d.maxTasksPerFlow ? { maxTasksPerFlow: this.d.maxTasksPerFlow } : {}),
+        tenant,
+        ...(this.d.inputRefPrefixes ? { inputRefPrefixes: this.d.inputRefPrefixes } : {}),
       });
     } catch (err) {
       throw new Rejection('invalid_argument', (err as Error).message);
@@ -490,7 +497,9 @@ export class SagaEngine {
       flowId: key ? deriveFlowId(tenant, key) : flowIdForSequence(m.info.streamSequence),
       tenant,
       flow: sub.flow,
-      inputJson: encodeUtf8(JSON.stringify(sub.input)),
+      // An inputRef travels as the reference (read back at the start, like a claim-checked input).
+      inputJson: sub.inputRef ? new Uint8Array() : encodeUtf8(JSON.stringify(sub.input)),
+      inputRef: sub.inputRef ?? '',
       callbackUrl: sub.callbackUrl ?? '',
       idempotencyKey: key,
       deadlineMs: sub.deadlineMs ?? 0,
@@ -573,23 +582,41 @@ export class SagaEngine {
     // with a callback, instead of never.
     // A mapped task's chunks are cut from the input: one stored by reference (claim check) is read for it.
     let mapInput: unknown;
+    // An input that cannot be had (missing, not JSON or JSON lines, too many chunks): the flow ends failed, naming it.
+    let unreadable: TaskError | undefined;
     if (def && req.inputRef && !req.inputJson.length && planOf(def).order.some((t) => t.map) && this.d.claimInput?.load) {
       try {
         mapInput = await this.d.claimInput.load(req.inputRef);
         this.mappedOf(req.flowId).input = mapInput;
+        const counts = mapCounts(def, mapInput);
+        const max = this.d.maxTasksPerFlow ?? DEFAULT_MAX_TASKS_PER_FLOW;
+        if (!counts.problems.length && counts.instances > max)
+          unreadable = {
+            task: '',
+            code: 'invalid_argument',
+            message: `the input at ${req.inputRef} would make ${counts.instances} task instances; at most ${max} per flow (JETFLOW_MAX_TASKS_PER_FLOW)`,
+          };
       } catch (err) {
-        this.d.log.warn({ flowId: req.flowId, ref: req.inputRef, err: (err as Error).message }, 'cannot read the input from S3 to cut its chunks; retrying');
-        m.nak(Math.min(10_000, 500 * m.info.deliveryCount));
-        return;
+        const e = err as { reason?: unknown; name?: unknown; $metadata?: { httpStatusCode?: number } };
+        // Missing, undecodable, or not ours to read (AccessDenied): a retry reads the same. Anything else (S3 down) is retried.
+        if (e.reason === 'not_found' || e.reason === 'invalid_data' || e.reason === 'invalid_ref' || e.name === 'AccessDenied' || e.$metadata?.httpStatusCode === 403) {
+          unreadable = { task: '', code: 'input_unreadable', message: `inputRef ${req.inputRef}: ${(err as Error).message}` };
+        } else {
+          this.d.log.warn({ flowId: req.flowId, ref: req.inputRef, err: (err as Error).message }, 'cannot read the input from S3 to cut its chunks; retrying');
+          m.nak(Math.min(10_000, 500 * m.info.deliveryCount));
+          return;
+        }
       }
     }
-    const state = def
-      ? newFlowState(mapInput === undefined ? startReq : { ...startReq, mapInput }, def, now)
-      : unstartableFlowState(
-          startReq,
-          { task: '', code: 'unknown_flow', message: `flow "${req.flow}" is not defined on this orchestrator (defined: ${this.d.registry.names().join(', ')})` },
-          now,
-        );
+    const state = unreadable
+      ? unstartableFlowState(startReq, unreadable, now)
+      : def
+        ? newFlowState(mapInput === undefined ? startReq : { ...startReq, mapInput }, def, now)
+        : unstartableFlowState(
+            startReq,
+            { task: '', code: 'unknown_flow', message: `flow "${req.flow}" is not defined on this orchestrator (defined: ${this.d.registry.names().join(', ')})` },
+            now,
+          );
     // Stored before any state names it, so a restart with other definitions still finds it.
     if (def) await this.storeDefinition(def);
     try {

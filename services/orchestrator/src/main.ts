@@ -81,6 +81,7 @@ const engine = new SagaEngine({
   ownsFlow: (id) => partitionLoops.has(partitionOf(id, cfg.partitions)),
   historyJobs: !!storage.history,
   maxTasksPerFlow: cfg.maxTasksPerFlow,
+  inputRefPrefixes: cfg.storage.inputRefPrefixes ?? [],
   ...(storage.claimInput ? { claimInput: storage.claimInput } : {}),
   findDefinition: (name) => live.live.refresh(name),
 });

@@ -191,15 +191,26 @@ function neighbourDistances(vectors: Array<number[] | undefined>, k: number): Ar
   const candidates = vectors.map((_, j) => j).filter((j) => (norms[j] ?? 0) > 0);
   const stride = Math.max(1, candidates.length / MAX_REFERENCE);
   const refs = Array.from({ length: Math.min(candidates.length, MAX_REFERENCE) }, (_, r) => candidates[Math.floor(r * stride)] as number);
+  // The reference vectors in one flat array (the same doubles in the same order of additions as
+  // pairwise loops over the rows, so the same distances, at a fraction of the cost for 50,000 records).
+  const dim = vectors.reduce((m, v) => Math.max(m, v?.length ?? 0), 0);
+  const mat = new Float64Array(refs.length * dim);
+  refs.forEach((j, r) => {
+    const w = vectors[j] as number[];
+    for (let d = 0; d < dim; d++) mat[r * dim + d] = w[d] ?? 0;
+  });
+  const x = new Float64Array(dim);
   return vectors.map((v, i) => {
     if (!v) return null;
     if ((norms[i] ?? 0) === 0) return 1;
+    for (let d = 0; d < dim; d++) x[d] = v[d] ?? 0;
     const top: number[] = []; // the k largest similarities, descending
-    for (const j of refs) {
+    for (let r = 0; r < refs.length; r++) {
+      const j = refs[r]!;
       if (j === i) continue;
-      const w = vectors[j] as number[];
       let dot = 0;
-      for (let d = 0; d < v.length; d++) dot += (v[d] ?? 0) * (w[d] ?? 0);
+      const at = r * dim;
+      for (let d = 0; d < dim; d++) dot += x[d]! * mat[at + d]!;
       const sim = dot / ((norms[i] ?? 1) * (norms[j] ?? 1));
       if (top.length < k || sim > (top[top.length - 1] ?? -Infinity)) {
         let at = top.length;

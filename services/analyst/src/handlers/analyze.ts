@@ -2,14 +2,14 @@ import type { Task } from '../../../../libs/proto/src/index.js';
 import type { TaskContext, TaskHandler } from '../../../../libs/messaging/src/worker.js';
 import type { KvCache } from '../../../../libs/cache/src/index.js';
 import { TerminalError } from '../../../../libs/errors/src/index.js';
-import { storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
+import { readInputObject, storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
 import { runUnderLimits } from '../../../../libs/pool/src/index.js';
 import type { Datasets, InputRecord, Report } from '../analyzers/types.js';
 import type { AnalystPool } from '../pool.js';
 
 export interface AnalystHandlerDeps {
   pool: Pick<AnalystPool, 'runDetailed'>;
-  objects: Pick<ObjectStore, 'getJsonLines' | 'getJson' | 'putJson' | 'resolveClaimJson' | 'putJsonLines'>;
+  objects: Pick<ObjectStore, 'getJsonLines' | 'getJson' | 'getBytes' | 'putJson' | 'resolveClaimJson' | 'putJsonLines'>;
   /** Cache-aside for datasets and claim-checked inputs, keyed by their S3 reference; none = always read S3. */
   cache?: Pick<KvCache, 'getOrLoad' | 'stats'>;
   /** Only datasets up to this many JSON bytes go through the cache (a KV value is one NATS message). */
@@ -111,7 +111,8 @@ async function readInput(task: Task, d: AnalystHandlerDeps): Promise<InputRecord
   let input: unknown;
   const ref = task.inputRef;
   if (ref) {
-    const load = () => d.objects.getJson(ref).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading the input ${ref}`)));
+    // JSON, or JSON lines (one record per line) for a submission's inputRef.
+    const load = () => readInputObject(d.objects, ref).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading the input ${ref}`)));
     input = d.cache && d.cacheMaxBytes > 0 ? await d.cache.getOrLoad(ref, load) : await load();
   } else {
     try {

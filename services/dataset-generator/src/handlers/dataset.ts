@@ -1,7 +1,7 @@
 import type { Task } from '../../../../libs/proto/src/index.js';
 import type { TaskContext, TaskHandler } from '../../../../libs/messaging/src/worker.js';
 import { TerminalError } from '../../../../libs/errors/src/index.js';
-import { storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
+import { readInputObject, storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
 import { runUnderLimits } from '../../../../libs/pool/src/index.js';
 import type { EmbeddingPartial } from '../generators/embeddings.js';
 import { embeddingSummary } from '../generators/embeddings.js';
@@ -46,11 +46,12 @@ export const pluginOf = (task: Task) => task.subject.slice(task.subject.lastInde
  * The records of a task: its input JSON, or the claim-checked input in S3 (task.inputRef). A missing
  * or malformed input is terminal (a retry reads the same bytes); S3 being unreachable is retryable.
  */
-export async function readRecords(task: Task, objects: Pick<ObjectStore, 'resolveClaimJson'>): Promise<InputRecord[]> {
+export async function readRecords(task: Task, objects: Pick<ObjectStore, 'resolveClaimJson' | 'getBytes'>): Promise<InputRecord[]> {
   if (!task.inputRef && !task.inputJson.length) throw new TerminalError(`task ${task.task} of flow ${task.flowId} has no input`);
   let input: unknown;
   try {
-    input = await objects.resolveClaimJson(task.inputRef ? { ref: task.inputRef } : { inline: task.inputJson });
+    // A stored input (claim check, or a submission's inputRef) may be JSON lines: one record per line.
+    input = task.inputRef ? await readInputObject(objects, task.inputRef) : await objects.resolveClaimJson({ inline: task.inputJson });
   } catch (err) {
     throw storageTaskError(err, task.inputRef ? `reading the input ${task.inputRef}` : 'decoding the input');
   }

@@ -74,9 +74,10 @@ export class JetStreamGateway implements Gateway {
   }
 
   async publishSubmission(tenant: string, flowId: string, sub: Submission, msgId: string, traceparent?: string, startAtMs?: number) {
-    let inputJson = enc.encode(JSON.stringify(sub.input));
-    let inputRef = '';
-    if (this.claim && inputJson.byteLength > this.claim.thresholdBytes) {
+    // An input in S3 already (inputRef): the flow carries the reference; the orchestrator reads it.
+    let inputJson = sub.inputRef ? new Uint8Array() : enc.encode(JSON.stringify(sub.input));
+    let inputRef = sub.inputRef ?? '';
+    if (!inputRef && this.claim && inputJson.byteLength > this.claim.thresholdBytes) {
       // Claim check: the flow, its state and its tasks carry only the reference.
       try {
         inputRef = await this.claim.store(tenant, flowId, inputJson);

@@ -139,7 +139,8 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
 
   server.addService(ingestServiceDefinition(), {
     submitFlow: unary<SubmitFlowRequest, unknown>(async (tenant, req, md) => {
-      const body: Record<string, unknown> = { flow: req.flow, input: req.input ?? null };
+      const body: Record<string, unknown> = req.inputRef && !req.input ? { flow: req.flow, inputRef: req.inputRef } : { flow: req.flow, input: req.input ?? null };
+      if (req.inputRef && req.input) body.inputRef = req.inputRef;
       if (req.callbackUrl) body.callbackUrl = req.callbackUrl;
       if (req.idempotencyKey) body.idempotencyKey = req.idempotencyKey;
       if (req.deadlineMs) body.deadlineMs = req.deadlineMs;

@@ -39,6 +39,8 @@ export interface FlowHandlersDeps {
   maxPending: number;
   /** Task instances a flow may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
   maxTasksPerFlow?: number;
+  /** Where a submission's inputRef may point (JETFLOW_INPUT_REF_PREFIXES, `{tenant}` = the key's tenant). */
+  inputRefPrefixes?: readonly string[];
   /** Finished flows after their KV state expired (DynamoDB); GET falls back to it. */
   history?: FlowHistoryReader;
   /** Per-tenant limits (quota.ts): checked before anything else a submission costs. */
@@ -80,6 +82,8 @@ export class FlowHandlers {
       checkCallbackUrl: (u) => this.d.policy.checkUrl(u),
       now,
       ...(this.d.maxTasksPerFlow ? { maxTasksPerFlow: this.d.maxTasksPerFlow } : {}),
+      tenant,
+      ...(this.d.inputRefPrefixes ? { inputRefPrefixes: this.d.inputRefPrefixes } : {}),
     });
     const startAt = startTimeOf(sub, now);
     if (!this.d.gateway.connected()) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'the broker is unreachable; nothing was accepted', { retryAfterMs: 1_000 });
