@@ -443,8 +443,11 @@ export async function runTask<F = Record<string, unknown>, O = unknown>(
     flowInput,
     ...(input.chunk ? { chunk: input.chunk } : {}),
   };
-  const signals = [o.signal, o.softLimitMs !== undefined ? AbortSignal.timeout(o.softLimitMs) : undefined].filter((s): s is AbortSignal => !!s);
-  const signal = signals.length ? AbortSignal.any(signals) : new AbortController().signal;
+  // A timer that keeps the process alive (AbortSignal.timeout's does not): a task waiting only for its
+  // soft limit would otherwise end the test's event loop before the limit fires.
+  const soft = new AbortController();
+  const softTimer = o.softLimitMs !== undefined ? setTimeout(() => soft.abort(new DOMException('the soft limit passed', 'TimeoutError')), o.softLimitMs) : undefined;
+  const signal = o.signal ? AbortSignal.any([o.signal, soft.signal]) : soft.signal;
   let heartbeats = 0;
   const ctx: TaskContext = {
     flowId: o.flowId ?? 'f-test',
@@ -459,8 +462,12 @@ export async function runTask<F = Record<string, unknown>, O = unknown>(
   };
   const run = d.run ?? ((await import(String(d.thread))) as { default?: TaskDefinition<F, O>['run'] }).default;
   if (typeof run !== 'function') throw new TypeError(`runTask(${d.subject}): ${String(d.thread)} has no default export function`);
-  const output = await run(full, ctx);
-  return { output, heartbeats };
+  try {
+    const output = await run(full, ctx);
+    return { output, heartbeats };
+  } finally {
+    clearTimeout(softTimer);
+  }
 }
 
 /** The error code the runtime sees for an error (terminal, retryable, internal…): for tests. */
