@@ -233,6 +233,35 @@ describe('delayed starts and cron schedules', () => {
     assert.equal(sum, flows.length, 'firings counted across replicas = flows');
   });
 
+  test('overlap skip: no firing while the previous flow still runs (each due time counted as skipped); firing again once it has ended', async () => {
+    const submission = { flow: 'insights', input: sampleSubmission(cb.url).input };
+    // Without dataset workers the first firing's flow cannot finish.
+    await j.stack.kill('dataset-generator', 0, 'SIGKILL');
+    const get = async () => (await (await j.api('/v1/schedules/skipper')).json()) as Schedule;
+    try {
+      assert.equal((await j.api('/v1/schedules', { method: 'POST', json: { id: 'skipper', cron: '* * * * * *', overlap: 'skip', submission } })).status, 201);
+      for (const until = Date.now() + 15_000; ;) {
+        const s = await get();
+        if (s.fired >= 1 && s.skipped >= 3) break;
+        assert.ok(Date.now() < until, `fired ${s.fired}, skipped ${s.skipped}`);
+        await sleep(200);
+      }
+      const busy = await get();
+      assert.equal(busy.fired, 1, 'one firing while its flow runs');
+      assert.equal((await view(busy.lastFlowId!))?.status, 'running');
+    } finally {
+      j.stack.restart('dataset-generator', 0);
+    }
+    await waitForConsumers(j.nc, 60_000);
+    const first = (await get()).lastFlowId!;
+    assert.equal((await waitFor(first, ['succeeded', 'partial', 'failed'])).status, 'succeeded');
+    for (const until = Date.now() + 15_000; (await get()).fired < 2;) {
+      assert.ok(Date.now() < until, 'fires again once the previous flow has ended');
+      await sleep(200);
+    }
+    assert.equal((await j.api('/v1/schedules/skipper', { method: 'DELETE' })).status, 200);
+  });
+
   test('jetflow schedules create|list|get|pause|resume|delete', async () => {
     const cli = (args: string[]) =>
       new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
