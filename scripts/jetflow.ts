@@ -96,6 +96,32 @@ program
     else print(`${r.flowId} ${r.status}`);
   });
 
+program
+  .command('signal')
+  .description('send a signal to a flow: the task waiting for NAME (waitFor) takes it, its payload as output; kept if no task waits yet')
+  .argument('<flowId>')
+  .argument('<name>', 'the signal name')
+  .option('--data <json>', 'the payload (JSON; default null)')
+  .option('--key <key>', 'idempotency key: the same key twice is one signal')
+  .action(async (flowId: string, name: string, o: { data?: string; key?: string }) => {
+    let payload: unknown = null;
+    if (o.data !== undefined) {
+      try {
+        payload = JSON.parse(o.data);
+      } catch (err) {
+        throw new UsageError(`--data: not JSON: ${(err as Error).message}`);
+      }
+    }
+    const r = await api().json<{ flowId: string; signalId: string; status: string }>(
+      'POST',
+      `/v1/flows/${encodeURIComponent(flowId)}/signals/${encodeURIComponent(name)}`,
+      JSON.stringify(payload),
+      o.key ? { 'idempotency-key': o.key } : undefined,
+    );
+    if (globals().json) printJson(r);
+    else print(`${r.flowId} signal ${name} ${r.status} (${r.signalId})`);
+  });
+
 interface FlowSummary {
   flowId: string;
   flow: string;

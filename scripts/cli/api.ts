@@ -26,11 +26,11 @@ export class Api {
     return { ...(this.s.apiKey ? { authorization: `Bearer ${this.s.apiKey}` } : {}), 'user-agent': 'jetflow-cli', ...extra };
   }
 
-  private async send(method: string, path: string, body?: string, signal?: AbortSignal): Promise<Response> {
+  private async send(method: string, path: string, body?: string, signal?: AbortSignal, extra: Record<string, string> = {}): Promise<Response> {
     try {
       return await fetch(`${this.s.url}${path}`, {
         method,
-        headers: this.headers(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        headers: this.headers({ ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...extra }),
         body: body ?? null,
         signal: signal ?? null,
       });
@@ -56,8 +56,9 @@ export class Api {
     throw new ApiError(res.status, e.error?.code ?? `http_${res.status}`, message, e.error?.details ?? []);
   }
 
-  async json<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await this.send(method, path, body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body));
+  /** `headers`: more request headers (an Idempotency-Key). */
+  async json<T>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
+    const res = await this.send(method, path, body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body), undefined, headers);
     if (!res.ok) return this.fail(res);
     return (await res.json()) as T;
   }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { definitionHash, stagesOf, type FlowDef } from './definitions.js';
 import { chunkToken, isChunkIndex, mapCounts, planOf, type FlowPlan, type PlanTask } from './plan.js';
 
@@ -134,6 +134,18 @@ export interface SignalRecord {
 
 /** Signals one flow keeps at most: more are refused (dead-lettered, the flow unchanged). */
 export const MAX_SIGNALS_PER_FLOW = 100;
+
+/** A signal's id: a KV key token (the caller's Idempotency-Key when it is one, else derived from it, else random). */
+export const SIGNAL_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The id of a signal: the caller's key as it is when it can be a key token, else a hash of it; without a key a new one. */
+export function signalIdOf(key?: string): string {
+  if (!key) return `s${newTaskToken()}`;
+  return SIGNAL_ID_RE.test(key) ? key : `k${createHash('sha256').update(key).digest('hex').slice(0, 40)}`;
+}
+
+/** Where ingest records a signal (KV jetflow_signals) before its control goes out: `<flowId>.<name>.<id>` → `{ payload }`. */
+export const signalRecordKey = (flowId: string, name: string, id: string) => `${flowId}.${name}.${id}`;
 
 export function isTerminal(s: FlowState): boolean {
   return TERMINAL_FLOW.has(s.status);

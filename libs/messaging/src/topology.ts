@@ -87,6 +87,8 @@ export const BUCKETS = {
   workers: 'jetflow_workers',
   /** Cron schedules, `<tenant>.<schedule id>`; written by ingest, fired by the orchestrator owning their partition; never expire. */
   schedules: 'jetflow_schedules',
+  /** Signals to flows, `<flowId>.<signal>.<signal id>` → payload: written by ingest before the control goes out, read by the orchestrator (a control without its record is refused). */
+  signals: 'jetflow_signals',
   /** Concurrency leases and rate-limit start times of tasks by key (task-limiter.ts); an hour without a write removes a key. */
   limits: 'jetflow_limits',
 } as const;
@@ -195,6 +197,7 @@ export function bucketConfigs(o: TopologyOptions) {
     { name: BUCKETS.definitions, ttl: 0, history: 1, replicas },
     { name: BUCKETS.workers, ttl: WORKER_REGISTRY_TTL_MS, history: 1, replicas },
     { name: BUCKETS.schedules, ttl: 0, history: 1, replicas },
+    { name: BUCKETS.signals, ttl: o.flowStateTtlMs ?? 24 * 3_600_000, history: 1, replicas },
     { name: BUCKETS.limits, ttl: 3_600_000, history: 1, replicas },
   ];
 }

@@ -185,6 +185,9 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         kvRead(BUCKETS.idempotency),
         kvWrite(BUCKETS.idempotency),
         kvWrite(BUCKETS.cancel),
+        // Signals: each recorded (its payload) before its control goes to the flow's partition.
+        kvRead(BUCKETS.signals),
+        kvWrite(BUCKETS.signals),
         // Flow definitions registered through the API (PUT /v1/flow-definitions), seeded from the file, watched.
         kvRead(BUCKETS.definitions),
         kvWrite(BUCKETS.definitions),
@@ -238,6 +241,9 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         kvRead(BUCKETS.idempotency),
         kvWrite(BUCKETS.idempotency),
         kvRead(BUCKETS.cancel),
+        // A signal control counts only with its record, whose payload it applies; NATS-door signals are recorded here.
+        kvRead(BUCKETS.signals),
+        kvWrite(BUCKETS.signals),
         // Every definition a flow starts on is stored first, and read back for flows started on older ones.
         kvRead(BUCKETS.definitions),
         kvWrite(BUCKETS.definitions),

@@ -29,6 +29,8 @@ await provisionTopology(nc, { partitions: cfg.partitions, taskSubjects: taskSubj
 obs.watchConsumers(nc);
 // The idempotency record is read only after a conflict, to compare bodies: from the leader (see openKv).
 const [flowsKv, idemKv, cancelKv] = await Promise.all([openKv(nc, BUCKETS.flows), openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel)]);
+// Signal records: created once per signal id (a retry finds its own), so read from the leader.
+const signalsKv = await openKv(nc, BUCKETS.signals, { leader: true });
 // Definitions: the file's seeded into KV jetflow_definitions, then the newest version of each name followed there.
 const definitions = await followDefinitions(await openKv(nc, BUCKETS.definitions, { leader: true }), registry, { log });
 const pub = new JetStreamPublisher(nc);
@@ -36,7 +38,7 @@ const pub = new JetStreamPublisher(nc);
 const workers = await watchWorkerRegistry(nc, log);
 // S3 for the input claim check, DynamoDB for the history of finished flows.
 const storage = await startIngestStorage(cfg, { nc, registry: cfg.registry, log });
-const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv }, cfg.partitions, cfg.publishTimeoutMs, storage.claim);
+const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv, signals: signalsKv }, cfg.partitions, cfg.publishTimeoutMs, storage.claim);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
 // Per-tenant limits: a rate per replica, and flows in flight from the orchestrators' reports.
 const tenantLoad = new TenantLoad({ log, onReport: (l) => l.queuedNow && quota.reported() }).start(nc);

@@ -5,6 +5,12 @@ import {
   applyCancel,
   applyDeadline,
   applyStart,
+  applySignal,
+  applySignalTimeout,
+  signalTimeoutDue,
+  SIGNAL_NAME_RE,
+  SIGNAL_ID_RE,
+  signalRecordKey,
   applyResult,
   callbackBody,
   DefinitionVersions,
@@ -111,6 +117,8 @@ export interface EngineDeps {
   idempotency?: Pick<KV, 'create' | 'get'>;
   /** KV jetflow_cancel: a cancel control is applied only if the ingest API set the flow's flag. */
   cancelFlags?: Pick<KV, 'get'>;
+  /** KV jetflow_signals: a signal control is applied only with the record ingest wrote, whose payload it takes. */
+  signals?: Pick<KV, 'get'>;
   /** Task instances a NATS-door submission may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
   maxTasksPerFlow?: number;
   /** Where a NATS-door submission's inputRef may point (JETFLOW_INPUT_REF_PREFIXES, `{tenant}` = the subject's tenant). */
@@ -784,6 +792,29 @@ export class SagaEngine {
           await this.withFlow(c.flowId, () => this.transition(c.flowId, m, (s, _def, now) => applyCancel(s, c.reason, now)));
           return;
         }
+        if (c.kind === 'signal') {
+          if (this.finished.has(c.flowId)) {
+            m.ack();
+            return;
+          }
+          const payload = await this.signalPayload(c.flowId, c.signal, c.signalId);
+          await this.withFlow(c.flowId, () =>
+            this.transition(
+              c.flowId,
+              m,
+              (s, runsOn, now) =>
+                'problem' in runsOn
+                  ? failFlow(s, { task: '', code: 'definition_unavailable', message: runsOn.problem }, now)
+                  : applySignal(s, runsOn.def, { id: c.signalId, name: c.signal, ...(payload !== undefined ? { payload } : {}) }, now),
+              { needsDef: true, ifMissing: { code: 'unknown_flow', message: `signal ${c.signal} (${c.signalId}) for flow ${c.flowId}, which has no state (unknown or expired)` } },
+            ),
+          );
+          return;
+        }
+        if (c.kind === 'signal_timeout') {
+          await this.handleSignalTimeout(m, c.flowId, c.task, Number(c.dueAtMs));
+          return;
+        }
         throw new Refused('invalid_message', `unknown control kind ${quoteId(c.kind)}`);
       }
       throw new Refused('invalid_message', `unknown partition message kind ${quoteId(kind ?? '')}`);
@@ -817,6 +848,55 @@ export class SagaEngine {
    * early timer), the deadline timer is published first, then the flow starts; a replay publishes the
    * same timer (its message id) and finds the flow started.
    */
+  /**
+   * The payload of a signal control, from the record ingest wrote before it published the control (KV
+   * jetflow_signals). Anyone who may publish to the partitions could send a control: without its record
+   * it is refused (dead-lettered, the flow unchanged), and its payload is the record's, never the message's.
+   */
+  private async signalPayload(flowId: string, name: string, id: string): Promise<unknown> {
+    if (!SIGNAL_NAME_RE.test(name) || !SIGNAL_ID_RE.test(id)) throw new Refused('invalid_message', `a signal control for flow ${flowId} with name ${quoteId(name)} and id ${quoteId(id)}`);
+    const rec = this.d.signals ? await this.d.signals.get(signalRecordKey(flowId, name, id)) : null;
+    if (!rec || rec.operation !== 'PUT' || !rec.value.length)
+      throw new Refused('unverified_signal', `a signal ${name} (${id}) for flow ${flowId} whose record (${BUCKETS.signals}) is not set; only the signal API sets it`);
+    return undecodable(`the record of signal ${name} (${id})`, () => (JSON.parse(dec.decode(rec.value)) as { payload?: unknown }).payload);
+  }
+
+  /**
+   * A waiting task's timeout timer (published when it became ready): naked until due; then the state
+   * decides (a timer anyone published early only waits), and the task fails `timeout` if it still waits.
+   */
+  private async handleSignalTimeout(m: JsMsg, flowId: string, task: string, dueAtMs: number): Promise<void> {
+    if (this.finished.has(flowId)) {
+      m.ack();
+      return;
+    }
+    if (dueAtMs > Date.now()) {
+      m.nak(dueAtMs - Date.now());
+      return;
+    }
+    const due = await this.withFlow(flowId, async () => {
+      const cur = await this.load(flowId);
+      const def = cur && this.versions.known(cur.state);
+      return cur && def ? signalTimeoutDue(cur.state, def, task) : undefined;
+    });
+    if (due !== undefined && due > Date.now()) {
+      m.nak(due - Date.now());
+      return;
+    }
+    await this.withFlow(flowId, () =>
+      this.transition(flowId, m, (s, runsOn, now) => ('problem' in runsOn ? { changed: false, events: [] } : applySignalTimeout(s, runsOn.def, task, now)), { needsDef: true }),
+    );
+  }
+
+  /** A waiting task goes out as its timeout timer (a replay publishes the same one: its id names the dispatch's token). */
+  private publishSignalTimer(s: FlowState, task: string, timeoutMs: number, ts: TaskState): Promise<unknown> {
+    const ctl = create(FlowControlSchema, { flowId: s.flowId, kind: 'signal_timeout', task, dueAtMs: BigInt((ts.dispatchedAt ?? s.startedAt) + timeoutMs) });
+    return this.d.pub.publish(resultSubject(this.d.partitions, s.flowId), toBinary(FlowControlSchema, ctl), {
+      msgId: msgIds.signalTimeout(s.flowId, task, ts.token ?? ''),
+      headers: kindHeaders('control', s.flowId),
+    });
+  }
+
   private async handleStartTimer(m: JsMsg, flowId: string, dueAtMs: number): Promise<void> {
     if (this.finished.has(flowId)) {
       m.ack();
@@ -1104,6 +1184,10 @@ export class SagaEngine {
       const pt = plan.byName.get(d.task);
       const ts = s.tasks[d.task];
       if (!pt || !ts) continue;
+      if (pt.signal) {
+        pubs.push(this.publishSignalTimer(s, pt.name, pt.signal.timeoutMs, ts));
+        continue;
+      }
       if (pt.child) {
         pubs.push(this.startChild(s, pt, ts.token ?? ''));
         continue;

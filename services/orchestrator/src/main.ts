@@ -50,6 +50,8 @@ const definitions = await openKv(nc, BUCKETS.definitions, { leader: true });
 const live = await followDefinitions(definitions, registry, { log });
 // Both read right after another writer's write (a claim, a cancel flag set before its control): from the leader.
 const [idempotency, cancelFlags] = await Promise.all([openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel, { leader: true })]);
+// Signal records, read right after ingest wrote them (before their control): from the leader.
+const signals = await openKv(nc, BUCKETS.signals, { leader: true });
 // New flows start in weighted turns across tenants, within this replica's room and each tenant's in-flight limit.
 const admission = new FairAdmission({
   maxRunning: cfg.maxRunningFlows,
@@ -70,6 +72,7 @@ const engine = new SagaEngine({
   definitions,
   idempotency,
   cancelFlags,
+  signals,
   partitions: cfg.partitions,
   policy,
   log,

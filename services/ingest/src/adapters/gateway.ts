@@ -1,7 +1,7 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Events, headers as natsHeaders, type KV, type NatsConnection } from 'nats';
 import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
-import { idempotencyClaimKey, msgIds, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
+import { idempotencyClaimKey, msgIds, signalRecordKey, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
 import {
   INGEST_CONTENT_TYPE,
@@ -29,7 +29,7 @@ export class JetStreamGateway implements Gateway {
   constructor(
     private readonly nc: NatsConnection,
     private readonly pub: JetStreamPublisher,
-    private readonly kv: { flows: KV; idempotency: KV; cancel: KV },
+    private readonly kv: { flows: KV; idempotency: KV; cancel: KV; signals?: KV },
     private readonly partitions: number,
     private readonly publishTimeoutMs: number,
     private readonly claim?: InputClaimCheck,
@@ -129,6 +129,11 @@ export class JetStreamGateway implements Gateway {
     return JSON.parse(dec.decode(e.value)) as unknown;
   }
 
+  async requestSignal(s: FlowState, sig: { name: string; id: string; payload: unknown }) {
+    if (!this.kv.signals) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'signals are not configured on this ingest');
+    await recordSignal(this.kv.signals, this.pub, { partitions: this.partitions, publishTimeoutMs: this.publishTimeoutMs }, s, sig);
+  }
+
   async requestCancel(s: FlowState, reason: string) {
     try {
       // Workers watch this bucket and skip the flow's tasks before starting them.
@@ -141,6 +146,40 @@ export class JetStreamGateway implements Gateway {
     } catch (err) {
       throw unavailable(err);
     }
+  }
+}
+
+/**
+ * Records a signal, then tells the flow's partition: the record (KV jetflow_signals, created once per
+ * signal id) comes first and holds the payload, so a control nobody recorded is refused and one whose
+ * publish was lost is sent again by the caller's retry (same id: the record is there, same payload).
+ * The same id with another payload is a conflict.
+ */
+export async function recordSignal(
+  kv: KV,
+  pub: JetStreamPublisher,
+  o: { partitions: number; publishTimeoutMs: number },
+  s: FlowState,
+  sig: { name: string; id: string; payload: unknown },
+): Promise<void> {
+  const key = signalRecordKey(s.flowId, sig.name, sig.id);
+  const value = JSON.stringify({ payload: sig.payload });
+  try {
+    try {
+      await kv.create(key, enc.encode(value));
+    } catch (err) {
+      if (!isCasConflict(err)) throw err;
+      const e = await kv.get(key);
+      if (e && e.operation === 'PUT' && dec.decode(e.value) !== value)
+        throw new JetflowError(ErrorCodes.CONFLICT, `signal id ${sig.id} (Idempotency-Key) was already used for signal ${sig.name} of flow ${s.flowId} with another payload`);
+    }
+    const ctl = create(FlowControlSchema, { flowId: s.flowId, kind: 'signal', signal: sig.name, signalId: sig.id });
+    const h = natsHeaders();
+    h.set('Jetflow-Kind', 'control');
+    h.set('Jetflow-Flow-Id', s.flowId);
+    await pub.publish(resultSubject(o.partitions, s.flowId), toBinary(FlowControlSchema, ctl), { msgId: msgIds.signal(s.flowId, sig.id), headers: h, timeoutMs: o.publishTimeoutMs });
+  } catch (err) {
+    throw unavailable(err);
   }
 }
 

@@ -1,11 +1,14 @@
 import * as grpc from '@grpc/grpc-js';
-import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary, toJson, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
+import { ValueSchema } from '@bufbuild/protobuf/wkt';
 import type { NatsConnection, Subscription } from 'nats';
 import {
   IngestService,
   SubmitFlowResponseSchema,
   GetFlowResponseSchema,
   CancelFlowResponseSchema,
+  SignalFlowResponseSchema,
+  type SignalFlowRequest,
   FlowEventSchema,
   type SubmitFlowRequest,
   type GetFlowRequest,
@@ -156,6 +159,9 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
       return create(GetFlowResponseSchema, { flow: JSON.parse(JSON.stringify(view)) as Record<string, never> });
     }),
     cancelFlow: unary<CancelFlowRequest, unknown>(async (tenant, req) => create(CancelFlowResponseSchema, await d.flows.cancel(tenant, req.flowId, req.reason))),
+    signalFlow: unary<SignalFlowRequest, unknown>(async (tenant, req) =>
+      create(SignalFlowResponseSchema, await d.flows.signal(tenant, req.flowId, req.name, req.payload ? toJson(ValueSchema, req.payload) : null, req.signalId || undefined)),
+    ),
     watchFlow: (call: grpc.ServerWritableStream<WatchFlowRequest | UndecodableRequest, FlowEvent>) => {
       let sub: Subscription | undefined;
       let gone = false;

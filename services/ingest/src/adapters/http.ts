@@ -127,6 +127,11 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
     return reply.code(202).send(await d.flows.cancel(req.tenant, req.params.id, reason));
   });
 
+  app.post<{ Params: { id: string; name: string } }>('/v1/flows/:id/signals/:name', { preHandler: authenticate }, async (req, reply) => {
+    const key = req.headers['idempotency-key'];
+    return reply.code(202).send(await d.flows.signal(req.tenant, req.params.id, req.params.name, req.body ?? null, typeof key === 'string' ? key : undefined));
+  });
+
   app.get<{ Params: { id: string } }>('/v1/flows/:id/events', { preHandler: authenticate }, async (req, reply) => {
     // A flow accepted a moment ago may not have state yet: get() answers "accepted" for it, 404 for unknown ids.
     await d.flows.get(req.tenant, req.params.id);

@@ -108,8 +108,9 @@ const flowTask = rec(
     error: errorRef,
     worker: nullable(str('Worker instance')),
     waitingForWorker: bool('Dispatched, and no live worker in the registry serves its subject (absent until ingest has read the registry)'),
+    waitingForSignal: str('A `waitFor` task that is ready and waits: the signal it waits for (POST /v1/flows/{id}/signals/{name})'),
   },
-  { optional: ['waitingForWorker'] },
+  { optional: ['waitingForWorker', 'waitingForSignal'] },
 );
 
 /** The callback's own state, apart from the flow's. */
@@ -161,6 +162,15 @@ const flowView = rec(
       rec({ task: str('Task name'), subject: str('Its task subject') }),
       'Dispatched tasks no live worker serves (the worker registry, GET /v1/workers): the flow waits for a worker of that subject until its deadline',
     ),
+    signals: arr(
+      rec({
+        id: str('Signal id (the Idempotency-Key it was sent with, or one drawn)'),
+        name: str('Signal name'),
+        receivedAt: iso('Applied to the flow at'),
+        task: nullable(str('The waitFor task that took it (null: none yet)')),
+      }),
+      'Signals the flow received, in arrival order (a name no task waits for is kept too)',
+    ),
   },
   {
     // An accepted flow whose saga has not started yet has only the first fields; results and datasets come with the end.
@@ -180,6 +190,7 @@ const flowView = rec(
       'callback',
       'source',
       'waitingFor',
+      'signals',
     ],
     description: 'A flow as GET /v1/flows/{flowId} shows it. Right after acceptance (status `accepted`) only flowId, flow, tenant, status, submittedAt and an empty stages are there.',
   },
@@ -665,6 +676,23 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     bodyOptional: true,
     ok: { 202: rec({ flowId: str('Flow id'), status: str('cancelling', { enum: ['cancelling'] }) }, { example: { flowId: FLOW_ID, status: 'cancelling' } }) },
     errors: ['not_found', 'conflict', 'unavailable'],
+  },
+  'POST /v1/flows/:id/signals/:name': {
+    operationId: 'signalFlow',
+    summary: 'Send a signal to a flow',
+    description:
+      'The JSON body (any JSON value; none: null) becomes the output of the `waitFor` task of that signal name: the one waiting now, or the first to become ready (a signal sent early is kept; one for a name no task waits for is kept and listed). Recorded durably before the 202. `Idempotency-Key`: the same key twice is one signal (another payload under it: 409). At most 64 KiB of JSON, 100 signals per flow.',
+    tags: ['flows'],
+    params: rec({ id: str('Flow id', { pattern: FLOW_ID_RE.source }), name: str('Signal name', { pattern: '^[A-Za-z][A-Za-z0-9_-]{0,63}$' }) }),
+    body: { description: 'The payload: any JSON value' },
+    bodyOptional: true,
+    ok: {
+      202: rec(
+        { flowId: str('Flow id'), signalId: str('The signal id (the Idempotency-Key, or one drawn)'), status: str('accepted', { enum: ['accepted'] }) },
+        { example: { flowId: FLOW_ID, signalId: 'approval-42', status: 'accepted' } },
+      ),
+    },
+    errors: ['invalid_argument', 'not_found', 'conflict', 'unavailable'],
   },
   'GET /v1/flows/:id/events': {
     operationId: 'watchFlow',

@@ -8,7 +8,10 @@ import {
   startTimeOf,
   submissionHash,
   validateSubmission,
+  signalIdOf,
   FLOW_ID_RE,
+  IDEMPOTENCY_KEY_RE,
+  SIGNAL_NAME_RE,
   type CallbackPolicy,
   type FlowRegistry,
   type FlowState,
@@ -27,6 +30,8 @@ export interface Gateway {
   getState(flowId: string): Promise<FlowState | null>;
   getCallbackStatus(flowId: string): Promise<unknown>;
   requestCancel(state: FlowState, reason: string): Promise<void>;
+  /** Records a signal (KV jetflow_signals) and sends its control to the flow's partition. */
+  requestSignal(state: FlowState, sig: { name: string; id: string; payload: unknown }): Promise<void>;
   /** Submissions waiting for their PubAck (backpressure). */
   pending(): number;
   connected(): boolean;
@@ -56,6 +61,9 @@ export interface SubmitResult {
   /** True when an earlier request with the same idempotency key already created it. */
   existing: boolean;
 }
+
+/** The largest signal payload (its JSON): it is kept in the flow's state. */
+export const MAX_SIGNAL_PAYLOAD_BYTES = 64 * 1024;
 
 /** Remembers recently accepted flows so GET right after 202 answers "accepted" before the saga writes state. */
 class RecentlyAccepted {
@@ -161,6 +169,29 @@ export class FlowHandlers {
     if (!/^jetflow\.task(\.[a-z0-9_*>-]+)+$/.test(query))
       throw invalid([{ path: 'subject', message: 'expected a task subject or pattern under jetflow.task, e.g. jetflow.task.analyst.sentiment or jetflow.task.analyst.>' }]);
     return { query, routes: routesFor(query, this.d.registry) };
+  }
+
+  /**
+   * A signal to a flow (README, "Signals"): recorded durably and applied by the orchestrator; the task
+   * waiting for `name` takes it, or the first to become ready does. `key` (Idempotency-Key): the same
+   * key twice is one signal. Unknown flow: 404; finished: 409.
+   */
+  async signal(tenant: string, flowId: string, name: string, payload: unknown, key?: string) {
+    if (!SIGNAL_NAME_RE.test(name))
+      throw invalid([{ path: 'name', message: `${JSON.stringify(name.slice(0, 80))} is not a signal name (letters, digits, _ or -, starting with a letter, at most 64)` }]);
+    if (key !== undefined && !IDEMPOTENCY_KEY_RE.test(key)) throw invalid([{ path: 'Idempotency-Key', message: 'printable ASCII without spaces, 1 to 256 characters' }]);
+    const bytes = Buffer.byteLength(JSON.stringify(payload ?? null));
+    if (bytes > MAX_SIGNAL_PAYLOAD_BYTES) throw invalid([{ path: 'body', message: `the payload is ${bytes} bytes of JSON; a signal carries at most ${MAX_SIGNAL_PAYLOAD_BYTES}` }]);
+    const s = await this.stateOf(tenant, flowId);
+    if (!s) {
+      if (this.recent.get(flowId)?.tenant === tenant)
+        throw new JetflowError(ErrorCodes.UNAVAILABLE, `flow ${flowId} is accepted but not started yet; retry the signal in a moment`, { retryAfterMs: 200 });
+      throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
+    }
+    if (isTerminal(s)) throw new JetflowError(ErrorCodes.CONFLICT, `flow ${flowId} already ended as ${s.status}; the signal was not accepted`);
+    const signalId = signalIdOf(key);
+    await this.d.gateway.requestSignal(s, { name, id: signalId, payload: payload ?? null });
+    return { flowId, signalId, status: 'accepted' };
   }
 
   async cancel(tenant: string, flowId: string, reason = '') {
