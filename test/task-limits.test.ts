@@ -12,7 +12,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { fromBinary } from '@bufbuild/protobuf';
 import { repoRoot } from '../libs/stack/src/index.js';
+import { FlowEventSchema } from '../libs/proto/src/index.js';
 import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '../libs/testing/src/index.js';
 
 const SUBJECTS = {
@@ -150,6 +152,14 @@ describe('task limits by key', () => {
   });
 
   test('concurrency { limit: 2, key: tenant }: 30 flows over two workers never run more than 2 at once; without the limit they overlap more', async () => {
+    // The flows' events, live: a task that waits for its limit says so (task.waiting).
+    const waiting = new Map<string, string>();
+    const sub = j.nc.subscribe('jetflow.event.default.>', {
+      callback: (_e, m) => {
+        const ev = fromBinary(FlowEventSchema, m.data);
+        if (ev.type === 'task.waiting') waiting.set(ev.flowId, ev.message);
+      },
+    });
     const ids = await Promise.all(Array.from({ length: 30 }, () => submit('limited', { ms: 250 })));
     const runs = await runsOf(ids);
     assert.equal(maxOverlap(runs), 2, 'at most 2 at once, and the limit is used');
@@ -159,8 +169,13 @@ describe('task limits by key', () => {
       'waiting for the limit is no attempt',
     );
 
-    const free = await runsOf(await Promise.all(Array.from({ length: 30 }, () => submit('unlimited', { ms: 250 }))));
+    const freeIds = await Promise.all(Array.from({ length: 30 }, () => submit('unlimited', { ms: 250 })));
+    const free = await runsOf(freeIds);
     assert.ok(maxOverlap(free) > 2, `without the limit more than 2 overlap (${maxOverlap(free)})`);
+    sub.unsubscribe();
+    assert.ok(ids.filter((id) => waiting.has(id)).length >= 20, `most limited flows waited (${waiting.size})`);
+    assert.equal(waiting.get(ids.find((id) => waiting.has(id))!), 'waiting for its concurrency limit (2 at once per tenant)');
+    assert.equal(freeIds.filter((id) => waiting.has(id)).length, 0, 'unlimited tasks never wait');
   });
 
   test('a key on an input path limits each value on its own', async () => {

@@ -263,6 +263,16 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     }
   };
 
+  /** A task that has to wait for its limit: the metric, and a `task.waiting` event on its flow (once per limit). */
+  const limitDelayed = (task: Task, subject: string, limit: 'concurrency' | 'rate', waitMs?: number) => {
+    o.onLimitDelay?.(subject, limit);
+    const message =
+      limit === 'concurrency'
+        ? `waiting for its concurrency limit (${task.concurrencyLimit} at once per ${task.concurrencyKey.split('=')[0]})`
+        : `waiting ${Math.round(waitMs ?? 0)} ms for its rate limit (${task.ratePerSecond}/s per ${task.rateKey.split('=')[0]})`;
+    publishEvent(o.nc, task.tenant, { flowId: task.flowId, flow: task.flow, type: 'task.waiting', task: task.task, message });
+  };
+
   /** Tries the slots of a gate's key for its oldest waiter until none waits; pauses 150-400 ms between tries. */
   const pump = async (gateKey: string, gate: LimitGate) => {
     if (gate.pumping) return;
@@ -284,7 +294,11 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
           else await lease.release().catch(() => undefined);
           continue;
         }
-        for (const w of gate.queue) w.delayed = true;
+        for (const w of gate.queue) {
+          if (w.delayed) continue;
+          w.delayed = true;
+          limitDelayed(w.entry.task, w.subject, 'concurrency');
+        }
         await new Promise<void>((r) => {
           const timer = setTimeout(r, 150 + Math.random() * 250);
           gate.poke = () => (clearTimeout(timer), r());
@@ -326,7 +340,6 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
           return got;
         }
         entry.lease = got;
-        if (waiter.delayed) o.onLimitDelay?.(m.subject, 'concurrency');
       }
       if (task.ratePerSecond > 0) {
         for (;;) {
@@ -337,12 +350,10 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
             o.log.warn({ err: (err as Error).message, subject: m.subject }, 'rate limit start not reserved (KV); retrying');
           }
           if (waitMs === 0) break;
+          if (waitMs !== undefined) limitDelayed(task, m.subject, 'rate', waitMs);
           const slept = await Promise.race([new Promise<'run'>((r) => setTimeout(() => r('run'), waitMs ?? 500)), away]);
           if (slept !== 'run') return slept;
-          if (waitMs !== undefined) {
-            o.onLimitDelay?.(m.subject, 'rate');
-            break;
-          }
+          if (waitMs !== undefined) break;
         }
       }
       return 'run';

@@ -260,7 +260,7 @@ const flowEvent = rec(
     tenant: str('Tenant'),
     flow: str('Flow name'),
     type: str(
-      'accepted, flow.scheduled, flow.started, task.dispatched, task.succeeded, task.failed, task.retrying, task.skipped, task.cancelled, stage.completed, flow.completed, flow.rejected, callback.delivered, callback.retrying, callback.failed',
+      'accepted, flow.scheduled, flow.started, task.dispatched, task.succeeded, task.failed, task.retrying, task.waiting, task.skipped, task.cancelled, stage.completed, flow.completed, flow.rejected, callback.delivered, callback.retrying, callback.failed',
     ),
     status: str('Flow status after the event'),
     task: str('Task, for task events (comma-separated when one transition touched several)'),
