@@ -149,6 +149,41 @@ describe('signals: tasks that wait for an event', () => {
     );
   });
 
+  test('the NATS door: a tenant publishes jetflow.ingest.<tenant>.signal.<flowId>.<name>; twice under one Nats-Msg-Id is one signal; another tenant is refused', async () => {
+    const id = await submit('approvals');
+    await waiting(id, 'approval');
+    const publishAs = async (tenant: string, payload: unknown, msgId: string) => {
+      const t = await j.natsAuth!.connect(`tenant:${tenant}`, j.natsUrls);
+      try {
+        const h = natsHeaders();
+        h.set('Nats-Msg-Id', msgId);
+        await t.jetstream().publish(`jetflow.ingest.${tenant}.signal.${id}.approved`, JSON.stringify(payload), { headers: h });
+      } finally {
+        await t.close();
+      }
+    };
+    await publishAs('other', { from: 'other' }, 'o-1');
+    const jsm = await j.nc.jetstreamManager();
+    const code = await until('the other tenant refused', async () => {
+      const info = await jsm.streams.info(STREAMS.dlq);
+      for (let seq = info.state.first_seq; info.state.messages && seq <= info.state.last_seq; seq++) {
+        const m = await jsm.streams.getMessage(STREAMS.dlq, { seq }).catch(() => null);
+        if (m?.header?.get('Jetflow-Flow-Id') === id) return m.header.get('Jetflow-Dlq-Code');
+      }
+      return undefined;
+    });
+    assert.equal(code, 'not_found');
+    assert.equal((await view(id)).signals, undefined);
+    await publishAs('default', { via: 'nats' }, 'nats-sig-1');
+    await publishAs('default', { via: 'nats' }, 'nats-sig-1');
+    const body = await callbackOf(id);
+    assert.deepEqual(body.datasets.approval, { via: 'nats' });
+    assert.deepEqual(
+      (await view(id)).signals?.map((s) => s.id),
+      ['nats-sig-1'],
+    );
+  });
+
   test('a signal control forged on the bus (no record behind it) is dead-lettered and the flow goes on waiting', async () => {
     const id = await submit('approvals');
     await waiting(id, 'approval');

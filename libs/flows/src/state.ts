@@ -135,6 +135,9 @@ export interface SignalRecord {
 /** Signals one flow keeps at most: more are refused (dead-lettered, the flow unchanged). */
 export const MAX_SIGNALS_PER_FLOW = 100;
 
+/** The largest signal payload (its JSON, in bytes): it is kept in the flow's state. */
+export const MAX_SIGNAL_PAYLOAD_BYTES = 64 * 1024;
+
 /** A signal's id: a KV key token (the caller's Idempotency-Key when it is one, else derived from it, else random). */
 export const SIGNAL_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 

@@ -11,6 +11,8 @@ import {
   SIGNAL_NAME_RE,
   SIGNAL_ID_RE,
   signalRecordKey,
+  signalIdOf,
+  MAX_SIGNAL_PAYLOAD_BYTES,
   applyResult,
   callbackBody,
   DefinitionVersions,
@@ -118,7 +120,7 @@ export interface EngineDeps {
   /** KV jetflow_cancel: a cancel control is applied only if the ingest API set the flow's flag. */
   cancelFlags?: Pick<KV, 'get'>;
   /** KV jetflow_signals: a signal control is applied only with the record ingest wrote, whose payload it takes. */
-  signals?: Pick<KV, 'get'>;
+  signals?: Pick<KV, 'get' | 'create'>;
   /** Task instances a NATS-door submission may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
   maxTasksPerFlow?: number;
   /** Where a NATS-door submission's inputRef may point (JETFLOW_INPUT_REF_PREFIXES, `{tenant}` = the subject's tenant). */
@@ -333,6 +335,8 @@ export class SagaEngine {
   async handleIngest(m: JsMsg): Promise<void> {
     // A NATS-door submission for a flow registered a moment ago, before this replica's watch brought it.
     const named = m.subject.split('.');
+    // A NATS-door signal: jetflow.ingest.<tenant>.signal.<flowId>.<name> (a submission's subject has four tokens).
+    if (named.length === 6 && named[3] === 'signal' && `${named[0]}.${named[1]}` === SUBJECTS.ingest) return this.ingestSignal(m, named[2]!, named[4]!, named[5]!);
     if (this.d.findDefinition && named.length === 4 && `${named[0]}.${named[1]}` === SUBJECTS.ingest && !this.d.registry.get(named[3]!)) await this.d.findDefinition(named[3]!);
     let req: FlowRequest;
     try {
@@ -396,6 +400,65 @@ export class SagaEngine {
       publishEvent(this.d.nc, tenant, { flowId, flow, type: 'flow.rejected', ...(r.code === 'idempotency_conflict' ? {} : { status: 'rejected' }), message: `${r.code}: ${r.message}` });
     }
     m.term();
+  }
+
+  /**
+   * A signal through the NATS door (README, "Signals"): the tenant is the subject's (a tenant's account may
+   * publish only under its own jetflow.ingest.<tenant>.>), the payload the body (JSON; empty: null), the
+   * signal id Nats-Msg-Id (else the stream sequence, so a redelivery is the same signal). Recorded and
+   * sent to the flow's partition as ingest does for HTTP; what cannot be accepted is dead-lettered at once.
+   */
+  private async ingestSignal(m: JsMsg, tenant: string, flowId: string, name: string): Promise<void> {
+    try {
+      const bad =
+        idProblem('tenant', tenant) ??
+        idProblem('flowId', flowId) ??
+        (SIGNAL_NAME_RE.test(name) ? undefined : `signal name ${quoteId(name)} (letters, digits, _ or -, starting with a letter)`);
+      if (bad) throw new Rejection('invalid_argument', `subject ${quoteId(m.subject)}: ${bad}`, { tenant });
+      const key = m.headers?.get('Nats-Msg-Id') ?? '';
+      if (key && !IDEMPOTENCY_KEY_RE.test(key)) throw new Rejection('invalid_argument', `Nats-Msg-Id ${quoteId(key)} is not an idempotency key`, { tenant, flowId });
+      if (m.data.length > MAX_SIGNAL_PAYLOAD_BYTES)
+        throw new Rejection('invalid_argument', `the payload is ${m.data.length} bytes; a signal carries at most ${MAX_SIGNAL_PAYLOAD_BYTES}`, { tenant, flowId });
+      let payload: unknown = null;
+      try {
+        if (m.data.length) payload = JSON.parse(dec.decode(m.data)) as unknown;
+      } catch (err) {
+        throw new Rejection('invalid_argument', `body is not valid JSON: ${(err as Error).message}`, { tenant, flowId });
+      }
+      const e = await this.d.kv.get(flowId);
+      const s = e && e.operation === 'PUT' && e.value.length ? (JSON.parse(dec.decode(e.value)) as FlowState) : undefined;
+      if (!s || s.tenant !== tenant) throw new Rejection('not_found', `signal ${name} for flow ${flowId}, which tenant ${tenant} does not have`, { tenant, flowId });
+      if (isTerminal(s)) throw new Rejection('conflict', `signal ${name} for flow ${flowId}, which already ended as ${s.status}`, { tenant, flowId });
+      if (!this.d.signals) throw new Rejection('unavailable', 'signals are not configured on this orchestrator', { tenant, flowId });
+      const id = signalIdOf(key || `nats-${m.info.streamSequence}`);
+      const value = JSON.stringify({ payload });
+      try {
+        await this.d.signals.create(signalRecordKey(flowId, name, id), encodeUtf8(value));
+      } catch (err) {
+        if (!isCasConflict(err)) throw err;
+        const prev = await this.d.signals.get(signalRecordKey(flowId, name, id));
+        if (prev && prev.operation === 'PUT' && dec.decode(prev.value) !== value)
+          throw new Rejection('idempotency_conflict', `signal id ${quoteId(id)} (Nats-Msg-Id) was already used for signal ${name} of flow ${flowId} with another payload`, {
+            tenant,
+            flowId,
+          });
+      }
+      const ctl = create(FlowControlSchema, { flowId, kind: 'signal', signal: name, signalId: id });
+      await this.d.pub.publish(resultSubject(this.d.partitions, flowId), toBinary(FlowControlSchema, ctl), { msgId: msgIds.signal(flowId, id), headers: kindHeaders('control', flowId) });
+    } catch (err) {
+      if (err instanceof Rejection) {
+        // Dead-lettered at once; the sender's tenant hears why (an event without a status: the flow is unchanged).
+        this.d.log.warn({ subject: m.subject, flowId, code: err.code, reason: err.message }, 'NATS-door signal rejected; dead-lettered');
+        await deadLetter(this.d.pub, m, 'ingest', { code: err.code, message: err.message, ...(FLOW_ID_RE.test(flowId) ? { flowId } : {}) });
+        if (isValidId('tenant', tenant) && FLOW_ID_RE.test(flowId)) publishEvent(this.d.nc, tenant, { flowId, flow: '', type: 'signal.rejected', message: `${err.code}: ${err.message}` });
+        m.term();
+        return;
+      }
+      this.d.log.warn({ subject: m.subject, err: (err as Error).message }, 'cannot record a NATS-door signal; retrying');
+      m.nak(Math.min(10_000, 500 * m.info.deliveryCount));
+      return;
+    }
+    m.ack();
   }
 
   /**

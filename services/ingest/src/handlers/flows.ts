@@ -9,6 +9,7 @@ import {
   submissionHash,
   validateSubmission,
   signalIdOf,
+  MAX_SIGNAL_PAYLOAD_BYTES,
   FLOW_ID_RE,
   IDEMPOTENCY_KEY_RE,
   SIGNAL_NAME_RE,
@@ -61,9 +62,6 @@ export interface SubmitResult {
   /** True when an earlier request with the same idempotency key already created it. */
   existing: boolean;
 }
-
-/** The largest signal payload (its JSON): it is kept in the flow's state. */
-export const MAX_SIGNAL_PAYLOAD_BYTES = 64 * 1024;
 
 /** Remembers recently accepted flows so GET right after 202 answers "accepted" before the saga writes state. */
 class RecentlyAccepted {
