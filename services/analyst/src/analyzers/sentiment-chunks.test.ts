@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { gunzipSync } from 'node:zlib';
 import { makeFeedbackBatch } from '../../../../libs/testing/src/records.js';
 import { analyzer as sentiment, score, scoreRecords } from './sentiment.js';
 import type { PluginContext, ScoreRow, TextRow } from './types.js';
@@ -15,8 +16,10 @@ describe('sentiment from chunked scores', () => {
     const whole = await sentiment.analyze({ records, datasets: { text } }, ctx());
     const parts: ScoreRow[] = [];
     for (let i = 0; i < records.length; i += 64) {
-      const r = await score.analyze({ records: records.slice(i, i + 64), datasets: {} }, ctx());
-      parts.push(...(JSON.parse(JSON.stringify(r.rows)) as ScoreRow[]));
+      const r = (await score.analyze({ records: records.slice(i, i + 64), datasets: {} }, ctx())) as { part: { body: Uint8Array; rows: number } };
+      const lines = gunzipSync(r.part.body).toString('utf8').split('\n').filter(Boolean);
+      assert.equal(lines.length, r.part.rows);
+      parts.push(...lines.map((l) => JSON.parse(l) as ScoreRow));
     }
     const merged = await sentiment.analyze({ records, datasets: { text, score: parts } }, ctx());
     assert.equal((merged.perRecord as unknown[]).length, records.length);

@@ -2,6 +2,7 @@
  * Sentiment per record from the project's ONNX classifier (negative / neutral / positive), the
  * batch's distribution, the records to read first, and how the text agrees with numeric fields.
  */
+import { gzipSync } from 'node:zlib';
 import { sampleCorrelation } from 'simple-statistics';
 import { SENTIMENT_LABELS, knownWordShare, loadSentimentModel, loadVocab, type SentimentLabel } from '../../../../libs/models/src/index.js';
 import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer, type InputRecord, type ScoreRow } from './types.js';
@@ -51,12 +52,19 @@ export async function scoreRecords(records: readonly InputRecord[], signal: Abor
   return out;
 }
 
-/** Per chunk of records (insights v2): the verdicts, which the `sentiment` task reads as its `score` dataset. */
+/**
+ * Per chunk of records (insights v2): the verdicts, which the `sentiment` task reads as its `score`
+ * dataset. Encoded here, in the pool thread, as gzip JSON lines (level 1: a temporary part), so the
+ * service's main thread only stores the bytes.
+ */
 export const score: Analyzer = {
   name: 'score',
   description: 'insights v2, per chunk of records: the sentiment classifier on each record.',
   async analyze({ records }, ctx) {
-    return { rows: await scoreRecords(records, ctx.signal) };
+    const rows = await scoreRecords(records, ctx.signal);
+    const raw = Buffer.from(rows.length ? `${rows.map((r) => JSON.stringify(r)).join('\n')}\n` : '');
+    const gz = gzipSync(raw, { level: 1 });
+    return { part: { body: new Uint8Array(gz.buffer, gz.byteOffset, gz.byteLength), rows: rows.length, rawBytes: raw.byteLength } };
   },
 };
 

@@ -9,7 +9,7 @@ import type { AnalystPool } from '../pool.js';
 
 export interface AnalystHandlerDeps {
   pool: Pick<AnalystPool, 'runDetailed'>;
-  objects: Pick<ObjectStore, 'getJsonLines' | 'getJson' | 'getBytes' | 'putJson' | 'resolveClaimJson' | 'putJsonLines'>;
+  objects: Pick<ObjectStore, 'getJsonLines' | 'getJson' | 'getBytes' | 'putJson' | 'resolveClaimJson' | 'putBytes'>;
   /** Cache-aside for datasets and claim-checked inputs, keyed by their S3 reference; none = always read S3. */
   cache?: Pick<KvCache, 'getOrLoad' | 'stats'>;
   /** Only datasets up to this many JSON bytes go through the cache (a KV value is one NATS message). */
@@ -150,11 +150,13 @@ async function scoreChunk(task: Task, d: AnalystHandlerDeps, ctx: TaskContext) {
   }
   if (!Array.isArray(records)) throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are no array`);
   const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records: records as InputRecord[] }, ctx);
-  const rows = (result as { rows?: unknown }).rows;
-  if (!Array.isArray(rows)) throw new TerminalError(`${pluginOf(task)} is not a per-chunk analyzer (it returned no rows)`);
+  // Encoded in the thread (gzip JSON lines): stored as it is.
+  const part = (result as { part?: { body?: unknown; rows: number; rawBytes: number } }).part;
+  if (!(part?.body instanceof Uint8Array)) throw new TerminalError(`${pluginOf(task)} is not a per-chunk analyzer (it returned no part)`);
+  const body = part.body;
   let stored;
   try {
-    stored = await d.objects.putJsonLines(partKey(task.tenant, task.flowId, task.task, task.chunkIndex), rows);
+    stored = await d.objects.putBytes(partKey(task.tenant, task.flowId, task.task, task.chunkIndex), body, { contentType: 'application/x-ndjson', contentEncoding: 'gzip' });
   } catch (err) {
     throw storageTaskError(err, `writing part ${task.chunkIndex} of ${task.task}`);
   }
@@ -162,9 +164,9 @@ async function scoreChunk(task: Task, d: AnalystHandlerDeps, ctx: TaskContext) {
     output: {
       chunk: task.chunkIndex,
       ref: stored.ref,
-      rows: stored.rows,
+      rows: part.rows,
       bytes: stored.bytes,
-      rawBytes: stored.rawBytes,
+      rawBytes: part.rawBytes,
       _worker: { instance: d.instance, threadId: meta.threadId, modelLoads: meta.modelLoads },
     },
   };

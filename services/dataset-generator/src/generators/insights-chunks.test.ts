@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { makeFeedbackBatch } from '../../../../libs/testing/src/records.js';
 import { embeddingSummary, generator as embeddings, type EmbeddingPartial } from './embeddings.js';
 import { generator as features } from './features.js';
-import { chunkGenerators, mergeFeatures, mergeText, prepare } from './insights-chunks.js';
+import { chunkGenerators, decodeParts, mergeFeatures, mergeText, prepare } from './insights-chunks.js';
 import { generator as text } from './text.js';
 import type { InputRecord, PluginContext } from './types.js';
 
@@ -23,7 +23,14 @@ const viaJson = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
 
 describe('insights v2: chunked and whole-batch datasets agree', async () => {
   const prepared = await Promise.all(chunks.map((c) => prepare.generate(c, ctx())));
-  const part = (name: string) => prepared.flatMap((p) => viaJson(p.parts![name]!)) as unknown as InputRecord[];
+  // What S3 holds: each chunk's part of each dataset, gzip JSON lines.
+  const bodies = (name: string) => prepared.map((p) => p.encoded![name]!.body);
+  const part = (name: string) => decodeParts<unknown>(bodies(name));
+  const merged = async (m: typeof mergeText, name: string) => {
+    const r = await m.generate(bodies(name) as unknown as InputRecord[], ctx());
+    assert.equal(r.encoded!.dataset!.rows, records.length);
+    return { rows: decodeParts<unknown>([r.encoded!.dataset!.body]), summary: r.summary };
+  };
 
   it('registers the chunk steps under their own names', () => {
     assert.deepEqual([...chunkGenerators.keys()].sort(), ['merge-features', 'merge-text', 'prepare']);
@@ -31,17 +38,17 @@ describe('insights v2: chunked and whole-batch datasets agree', async () => {
 
   it('text: the same rows (the batch language settles hesitant records across chunks) and the same summary', async () => {
     const whole = await text.generate(records, ctx());
-    const merged = await mergeText.generate(part('text'), ctx());
-    assert.equal(merged.rows.length, records.length);
-    assert.deepEqual(merged.rows, viaJson(whole.rows));
-    assert.deepEqual(merged.summary, whole.summary);
+    const m = await merged(mergeText, 'text');
+    assert.equal(m.rows.length, records.length);
+    assert.deepEqual(m.rows, viaJson(whole.rows));
+    assert.deepEqual(m.summary, whole.summary);
   });
 
   it('features: the same profiles, z-scores and correlations, the categorical column found in one chunk', async () => {
     const whole = await features.generate(records, ctx());
-    const merged = await mergeFeatures.generate(part('features'), ctx());
-    assert.deepEqual(merged.rows, viaJson(whole.rows));
-    assert.deepEqual(merged.summary, whole.summary);
+    const m = await merged(mergeFeatures, 'features');
+    assert.deepEqual(m.rows, viaJson(whole.rows));
+    assert.deepEqual(m.summary, whole.summary);
     assert.ok('fields.amount' in (whole.summary.categorical as Record<string, unknown>));
   });
 

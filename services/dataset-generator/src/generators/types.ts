@@ -10,6 +10,14 @@ import type { FieldValue, InputRecord, PluginContext } from '../../../../libs/pl
 export type { FieldValue, InputRecord, PluginContext } from '../../../../libs/plugins/src/index.js';
 export { CHUNK_SIZE, abortError, checkpoint } from '../../../../libs/plugins/src/index.js';
 
+/** Rows as gzip JSON lines, one row per line. */
+export interface EncodedRows {
+  body: Uint8Array;
+  rows: number;
+  /** Bytes before gzip. */
+  rawBytes: number;
+}
+
 /** A dataset row; `id` is the record's id. */
 export interface DatasetRow {
   id: string;
@@ -20,8 +28,8 @@ export interface DatasetResult<Row extends DatasetRow = DatasetRow> {
   rows: Row[];
   /** Small JSON a person (or the callback) can read without fetching the rows. */
   summary: Record<string, unknown>;
-  /** A chunk of `prepare` (the mapped insights flow): the rows of each dataset for its records, stored as parts. */
-  parts?: Record<string, unknown[]>;
+  /** insights v2 (a chunk of `prepare`, a merge): rows already encoded in the thread, by dataset, stored as they are. */
+  encoded?: Record<string, EncodedRows>;
   /** A chunk's partial statistics, for the reducers (embeddings: its vector sums). */
   partial?: Record<string, unknown>;
 }

@@ -31,7 +31,7 @@ export interface WorkerInfo {
 
 export interface DatasetHandlerDeps {
   pool: Pick<GeneratorPool, 'runDetailed'>;
-  objects: Pick<ObjectStore, 'putJsonLines' | 'resolveClaimJson' | 'putBytes' | 'getBytes' | 'getJsonLines'>;
+  objects: Pick<ObjectStore, 'putJsonLines' | 'resolveClaimJson' | 'putBytes' | 'getBytes'>;
   /** This process (JETFLOW_INSTANCE_ID), named in each output's `_worker`. */
   instance: string;
 }
@@ -124,13 +124,16 @@ async function prepareChunk(d: DatasetHandlerDeps, task: Task, ctx: TaskContext)
   }
   if (!Array.isArray(records)) throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are no array`);
   const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records: records as InputRecord[] }, ctx);
-  if (!result.parts) throw new TerminalError(`${pluginOf(task)} is not a chunk step (it made no parts); a mapped insights task runs jetflow.task.dataset.prepare`);
+  const encoded = result.encoded;
+  if (!encoded) throw new TerminalError(`${pluginOf(task)} is not a chunk step (it made no parts); a mapped insights task runs jetflow.task.dataset.prepare`);
   const parts = {} as PreparedChunk['parts'];
   await Promise.all(
     PART_DATASETS.map(async (name) => {
+      const e = encoded[name];
+      if (!e) throw new TerminalError(`${pluginOf(task)} made no ${name} part`);
       try {
-        const stored = await d.objects.putJsonLines(partKey(task.tenant, task.flowId, name, task.chunkIndex), result.parts![name] ?? []);
-        parts[name] = { ref: stored.ref, bytes: stored.bytes, rawBytes: stored.rawBytes, rows: stored.rows };
+        const stored = await d.objects.putBytes(partKey(task.tenant, task.flowId, name, task.chunkIndex), e.body, { contentType: 'application/x-ndjson', contentEncoding: 'gzip' });
+        parts[name] = { ref: stored.ref, bytes: stored.bytes, rawBytes: e.rawBytes, rows: e.rows };
       } catch (err) {
         throw storageTaskError(err, `writing part ${task.chunkIndex} of dataset ${name}`);
       }
@@ -199,14 +202,17 @@ async function mergeDataset(d: DatasetHandlerDeps, task: Task, chunks: PreparedC
     };
     return { output };
   }
-  const parts = await Promise.all(chunks.map((c, i) => read(() => d.objects.getJsonLines<InputRecord>(c.parts[name].ref), `reading part ${i} of ${name}`)));
-  const { result, meta } = await runUnderLimits(d.pool, { plugin: `merge-${name}`, records: parts.flat() }, ctx);
-  const stored = await read(() => d.objects.putJsonLines(key, result.rows), `writing dataset ${task.task}`);
+  // The parts' bytes go to the thread as they are: it gunzips, parses, finishes and encodes.
+  const bodies = await Promise.all(chunks.map((c, i) => read(() => d.objects.getBytes(c.parts[name].ref), `reading part ${i} of ${name}`)));
+  const { result, meta } = await runUnderLimits(d.pool, { plugin: `merge-${name}`, records: bodies as unknown as InputRecord[] }, ctx);
+  const e = result.encoded?.dataset;
+  if (!e) throw new TerminalError(`merge-${name} made no dataset`);
+  const stored = await read(() => d.objects.putBytes(key, e.body, { contentType: 'application/x-ndjson', contentEncoding: 'gzip' }), `writing dataset ${task.task}`);
   const output: DatasetOutput = {
     ref: stored.ref,
-    rows: stored.rows,
+    rows: e.rows,
     bytes: stored.bytes,
-    rawBytes: stored.rawBytes,
+    rawBytes: e.rawBytes,
     summary: result.summary,
     _worker: { instance: d.instance, threadId: meta.threadId, modelLoads: meta.modelLoads },
   };
