@@ -38,6 +38,8 @@ export interface TaskLimiterOptions {
 }
 
 export const DEFAULT_LIMIT_LEASE_MS = 10_000;
+/** Slots one acquisition try probes at most. */
+export const MAX_PROBES = 16;
 
 /** The key value's hash used in KV keys (never the value itself: it is any string from a message). */
 export const limitKeyHash = (value: string) => createHash('sha256').update(value).digest('hex').slice(0, 16);
@@ -68,8 +70,10 @@ export class TaskLimiter {
   }
 
   /**
-   * Tries every slot of the key once, from a random one on (so workers spread over the slots), and
-   * returns the lease of the first free (or expired) one; undefined when all `limit` are held.
+   * Tries the slots of the key from a random one on (so workers spread over the slots), at most
+   * MAX_PROBES of them per call (every slot when the limit is no larger), and returns the lease of the
+   * first free (or expired) one; undefined when those are held. A larger limit is covered over a few
+   * calls instead of costing 2 × limit KV requests each time it is full.
    */
   async tryAcquire(subject: string, keyValue: string, limit: number, holder: { flowId: string; task: string; chunk?: number }): Promise<LimitLease | undefined> {
     const prefix = limitPrefix(subject);
@@ -78,7 +82,7 @@ export class TaskLimiter {
     const base = `${prefix}.c.${limitKeyHash(keyValue)}`;
     const value = () => encodeUtf8(JSON.stringify({ worker: this.o.workerId, ...holder, ttlMs: this.leaseMs, at: Date.now() }));
     const first = Math.floor(Math.random() * limit);
-    for (let i = 0; i < limit; i++) {
+    for (let i = 0; i < Math.min(limit, MAX_PROBES); i++) {
       const key = `${base}.${(first + i) % limit}`;
       let rev: number | undefined;
       try {
