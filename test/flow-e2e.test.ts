@@ -63,7 +63,8 @@ describe('a flow through each front door', () => {
     assert.deepEqual(got[0]!.body.metadata, { source: 'test' });
     assert.equal(got[0]!.body.idempotencyKey, 'http-1');
     const tasks = state.stages.flatMap((s) => s.tasks);
-    assert.equal(tasks.length, 6);
+    // insights v2: the mapped prepare and score, the three datasets, the three analyses.
+    assert.equal(tasks.length, 8);
     for (const t of tasks) {
       assert.equal(t.status, 'succeeded', `${t.name} succeeded`);
       assert.equal(t.attempts, 1);
@@ -136,7 +137,8 @@ describe('a flow through each front door', () => {
       [['JETFLOW_TASKS', 'task-analyst-keywords', 'analyst']],
     );
     const all = (await (await j.api('/v1/routes?subject=jetflow.task.dataset.*')).json()) as { routes: Array<{ consumer: string }> };
-    assert.equal(all.routes.length, 3);
+    // text, features, embeddings and insights v2's prepare.
+    assert.equal(all.routes.length, 4);
     // The consumers it names are the ones that exist on the server.
     const jsm = await j.nc.jetstreamManager();
     for (const r of all.routes) assert.equal((await jsm.consumers.info('JETFLOW_TASKS', r.consumer)).name, r.consumer);
