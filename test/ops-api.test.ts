@@ -63,7 +63,8 @@ describe('operations API', () => {
       return mine.every((id) => body.flows.find((f) => f.flowId === id)?.status === 'succeeded') && body;
     });
     assert.ok(!all.flows.some((f) => f.flowId === theirs), "another tenant's flow is not listed");
-    assert.deepEqual(all.flows.find((f) => f.flowId === mine[0])!.tasks, { total: 6, succeeded: 6, failed: 0, running: 0 });
+    // insights v2: prepare and score (mapped), the three datasets, the three analyses.
+    assert.deepEqual(all.flows.find((f) => f.flowId === mine[0])!.tasks, { total: 8, succeeded: 8, failed: 0, running: 0 });
 
     const other = (await (await as(OTHER_KEY)('/v1/flows')).json()) as { flows: Array<{ flowId: string }> };
     assert.deepEqual(
@@ -112,7 +113,7 @@ describe('operations API', () => {
       return body.status === 'succeeded' && body;
     });
     const tasks = t.stages.flatMap((s) => s.tasks);
-    assert.equal(tasks.length, 6);
+    assert.equal(tasks.length, 8);
     for (const k of tasks) assert.ok(k.startedAt >= t.submittedAt && k.finishedAt >= k.startedAt, JSON.stringify(k));
     assert.equal(t.traceId, null, 'not traced without a traceparent');
     assert.equal((await as(OTHER_KEY)(`/v1/flows/${id}/timeline`)).status, 404);
