@@ -293,6 +293,28 @@ describe('delayed starts and cron schedules', () => {
     assert.equal(bad.code, EXIT.usage);
   });
 
+  test('a NATS restart under running orchestrators: the schedule goes on firing, one flow per fire time', async () => {
+    const submission = { flow: 'insights', input: sampleSubmission(cb.url).input };
+    assert.equal((await j.api('/v1/schedules', { method: 'POST', json: { id: 'through-nats', cron: '* * * * * *', submission } })).status, 201);
+    const get = async () => (await (await j.api('/v1/schedules/through-nats')).json()) as Schedule;
+    for (const until = Date.now() + 15_000; (await get()).fired < 2;) {
+      assert.ok(Date.now() < until, 'the schedule fires');
+      await sleep(200);
+    }
+    await j.nats!.restart();
+    await waitForConsumers(j.nc, 60_000);
+    const after = (await get()).fired;
+    for (const until = Date.now() + 20_000; (await get()).fired < after + 3;) {
+      assert.ok(Date.now() < until, `fires after the restart (fired ${(await get()).fired})`);
+      await sleep(200);
+    }
+    assert.equal((await j.api('/v1/schedules/through-nats', { method: 'DELETE' })).status, 200);
+    await sleep(1_500);
+    const r = await j.api(`/v1/flows?limit=200&metadata=${encodeURIComponent('jetflow-schedule=through-nats')}`);
+    const keys = ((await r.json()) as { flows: Array<{ idempotencyKey: string }> }).flows.map((f) => f.idempotencyKey);
+    assert.equal(new Set(keys).size, keys.length, 'no fire time twice');
+  });
+
   test('a schedule through kill -9 of every orchestrator and a NATS restart: the fire times of the outage fire once each, none lost', async (t) => {
     const submission = { flow: 'insights', input: sampleSubmission(cb.url).input };
     assert.equal((await j.api('/v1/schedules', { method: 'POST', json: { id: 'durable', cron: '* * * * * *', submission } })).status, 201);

@@ -37,6 +37,8 @@ export interface SchedulerDeps {
 export class Scheduler {
   private readonly recs = new Map<string, { rec: ScheduleRecord; rev: number }>();
   private readonly busy = new Set<string>();
+  /** After a failed firing (the broker away), the key waits this long before the next try: no retry storm every tick. */
+  private readonly retryAt = new Map<string, number>();
   private readonly firings = scheduleFiringsCounter();
   private timer: NodeJS.Timeout | undefined;
   private watch: { stop(): void } | undefined;
@@ -47,15 +49,33 @@ export class Scheduler {
   }
 
   async start(): Promise<void> {
+    await this.follow();
+    this.timer = setInterval(() => this.tick(), this.d.tickMs ?? 200);
+    this.timer.unref();
+  }
+
+  /** Watches the bucket; a watch that ends (the server went away for long) is made again, from the current values. */
+  private async follow(): Promise<void> {
     const it = await this.d.schedules.watch({ key: '>' });
     this.watch = it;
     void (async () => {
       for await (const e of it) this.apply(e);
-    })().catch((err: Error) => {
-      if (!this.stopped) this.d.log.error({ err: err.message }, 'the schedules watch ended; schedules fire no more on this replica until it restarts');
-    });
-    this.timer = setInterval(() => this.tick(), this.d.tickMs ?? 200);
-    this.timer.unref();
+    })()
+      .catch((err: Error) => this.d.log.warn({ err: err.message }, 'the schedules watch failed'))
+      .then(async () => {
+        while (!this.stopped) {
+          await new Promise((r) => setTimeout(r, 1_000));
+          if (this.stopped) return;
+          try {
+            this.recs.clear();
+            await this.follow();
+            this.d.log.info('schedules watch made again');
+            return;
+          } catch (err) {
+            this.d.log.warn({ err: (err as Error).message }, 'cannot watch the schedules yet; retrying');
+          }
+        }
+      });
   }
 
   stop(): void {
@@ -84,10 +104,14 @@ export class Scheduler {
   private tick() {
     const now = Date.now();
     for (const [key, { rec }] of this.recs) {
-      if (rec.paused || rec.nextFireAt === null || rec.nextFireAt > now || this.busy.has(key) || !this.d.owns(key)) continue;
+      if (rec.paused || rec.nextFireAt === null || rec.nextFireAt > now || this.busy.has(key) || (this.retryAt.get(key) ?? 0) > now || !this.d.owns(key)) continue;
       this.busy.add(key);
       void this.fire(key)
-        .catch((err: Error) => this.d.log.warn({ schedule: key, err: err.message }, 'schedule firing failed; retrying at the next tick'))
+        .then(() => this.retryAt.delete(key))
+        .catch((err: Error) => {
+          this.retryAt.set(key, Date.now() + 1_000);
+          this.d.log.warn({ schedule: key, err: err.message }, 'schedule firing failed; retrying in a second');
+        })
         .finally(() => this.busy.delete(key));
     }
   }
