@@ -108,7 +108,8 @@ describe('dashboard (/ui) in a browser', () => {
     const row = page.locator(`tr[data-flow-id="${flowId}"]`);
     await row.locator('.chip', { hasText: /^succeeded$/ }).waitFor();
     assert.match((await row.textContent()) ?? '', /insights/);
-    assert.match((await row.locator('.ptext').textContent()) ?? '', /6\/6/);
+    // insights v2: 8 tasks (prepare and score mapped).
+    assert.match((await row.locator('.ptext').textContent()) ?? '', /8\/8/);
     await row.locator('[data-callback="delivered"]', { hasText: 'callback delivered' }).waitFor();
 
     // The flow succeeded; its callback did not: the row says both.
@@ -152,13 +153,13 @@ describe('dashboard (/ui) in a browser', () => {
     await page.goto(`${j.http}/ui/#/flows`);
   });
 
-  test('the flow page shows a waterfall of 6 task bars, the Jaeger link and the callback', async () => {
+  test('the flow page shows a waterfall of 8 task bars (insights v2), the Jaeger link and the callback', async () => {
     await page.goto(`${j.http}/ui/#/flows/${flowId}`);
-    await page.locator('#waterfall .bar.task').nth(5).waitFor();
+    await page.locator('#waterfall .bar.task').nth(7).waitFor();
     const bars = page.locator('#waterfall .bar.task');
-    assert.equal(await bars.count(), 6);
+    assert.equal(await bars.count(), 8);
     const tasks = await bars.evaluateAll((els: BarElement[]) => els.map((e) => ({ task: e.dataset.task, cls: e.className, left: parseFloat(e.style.left) })));
-    assert.deepEqual(tasks.map((t) => t.task).sort(), ['anomaly', 'embeddings', 'features', 'keywords', 'sentiment', 'text']);
+    assert.deepEqual(tasks.map((t) => t.task).sort(), ['anomaly', 'embeddings', 'features', 'keywords', 'prepare', 'score', 'sentiment', 'text']);
     for (const t of tasks) assert.match(t.cls, /succeeded/, `${t.task} bar is succeeded`);
     // Analysts start after every dataset task: their bars sit further right.
     const left = (n: string) => tasks.find((t) => t.task === n)!.left;
