@@ -1,4 +1,4 @@
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
+import { JetflowError, ErrorCodes, invalid } from '../../../../libs/errors/src/index.js';
 import type { FlowRegistry } from '../../../../libs/flows/src/index.js';
 import { newScheduleRecord, parseScheduleRecord, scheduleKey, scheduleView, setPaused, validateSchedule, SCHEDULE_ID_RE, type ScheduleRecord } from '../../../../libs/flows/src/schedules.js';
 
@@ -23,6 +23,8 @@ export interface ScheduleHandlersDeps {
 
 /** Most schedules one tenant may have. */
 export const MAX_SCHEDULES_PER_TENANT = 1_000;
+/** Largest schedule record (its submission inline): well under a NATS message's limit; larger inputs belong in a flow of their own. */
+export const MAX_SCHEDULE_BYTES = 256 * 1024;
 
 /** The schedules API (README, "Schedules"): tenant-scoped, each record under `<tenant>.<id>`. */
 export class ScheduleHandlers {
@@ -42,8 +44,10 @@ export class ScheduleHandlers {
     if ((await this.d.store.keys(tenant)).length >= MAX_SCHEDULES_PER_TENANT)
       throw new JetflowError(ErrorCodes.INVALID_ARGUMENT, `a tenant may have at most ${MAX_SCHEDULES_PER_TENANT} schedules`, { details: [{ path: 'id', message: 'too many schedules' }] });
     const rec = newScheduleRecord(tenant, spec, now);
+    const json = JSON.stringify(rec);
+    if (Buffer.byteLength(json) > MAX_SCHEDULE_BYTES) throw invalid([{ path: 'submission', message: `a schedule holds at most ${MAX_SCHEDULE_BYTES / 1024} KiB (its submission inline)` }]);
     try {
-      await this.d.store.create(key, JSON.stringify(rec));
+      await this.d.store.create(key, json);
     } catch (err) {
       if (this.d.isConflict(err)) throw new JetflowError(ErrorCodes.CONFLICT, `schedule "${spec.id}" was created at the same moment by another request`);
       throw err;
