@@ -199,6 +199,29 @@ describe('task limits by key', () => {
     }
   });
 
+  test('a task waiting for its limit is cancelled with its flow: it never starts, the flow ends cancelled with one callback', async () => {
+    const holder = await submit('bycustomer', { customerId: 'z', holdMs: 4_000 });
+    const until = Date.now() + 20_000;
+    while (!children.some((c) => c.starts.some((x) => x.start === holder)) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    const waiter = await submit('bycustomer', { customerId: 'z', ms: 100 });
+    await new Promise((r) => setTimeout(r, 800));
+    const c = await j.api(`/v1/flows/${waiter}/cancel`, { method: 'POST', json: {} });
+    assert.equal(c.status, 202, await c.clone().text());
+    await cb.waitForFlows([waiter], 20_000);
+    const got = cb.byFlow(waiter);
+    assert.equal(got.length, 1);
+    // The task's result is a cancelled one. The flow's status: `cancelled`, or `partial` when the worker's
+    // cancelled result reaches the orchestrator before ingest's cancel control does (a race of the engine,
+    // the same for any task that waits in a worker when its flow is cancelled; reported, not fixed here).
+    const body = got[0]!.body as { status: string; results: Record<string, { status: string }> };
+    assert.equal(body.results.work!.status, 'cancelled', JSON.stringify(body));
+    assert.ok(['cancelled', 'partial'].includes(body.status), JSON.stringify(body));
+    assert.ok(!children.some((ch) => ch.starts.some((x) => x.start === waiter)), 'the waiting task never started');
+    // The holder still finishes on its slot.
+    const [run] = await runsOf([holder], 30_000);
+    assert.equal(run!.attempt, 1);
+  });
+
   test('a worker killed with -9 while it holds a slot: the slot frees after the lease TTL and the flows complete, one at a time', async () => {
     const first = await submit('bycustomer', { customerId: 'k', holdMs: 60_000, ms: 300 });
     // Wait for a worker to hold the slot (it prints the start), then queue two more for the same key.

@@ -337,6 +337,8 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         if (typeof got === 'string') {
           const i = g.queue.indexOf(waiter);
           if (i >= 0) g.queue.splice(i, 1);
+          // Granted in the same turn it was turned away: give the slot back.
+          else void granted.then((l) => l.release().catch(() => undefined));
           return got;
         }
         entry.lease = got;
