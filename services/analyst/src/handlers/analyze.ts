@@ -84,8 +84,11 @@ async function loadDatasets(task: Task, d: AnalystHandlerDeps): Promise<Datasets
         }
         // A mapped dependency (insights v2's score): the array of its chunks' outputs, each a part in S3.
         if (Array.isArray(out)) {
+          // Only this flow's own parts: an output naming another object (another flow's, another tenant's) is refused.
           (out as unknown[]).forEach((c, i) => {
-            if (typeof (c as DatasetRef | null)?.ref !== 'string') throw new TerminalError(`${dep.task}[${i}].ref: not an s3:// reference`);
+            const ref = (c as DatasetRef | null)?.ref;
+            if (typeof ref !== 'string' || !ref.startsWith('s3://') || !ref.endsWith(`/${partKey(task.tenant, task.flowId, dep.task, i)}`))
+              throw new TerminalError(`${dep.task}[${i}].ref: not this flow's part ${partKey(task.tenant, task.flowId, dep.task, i)}`);
           });
           const parts = await Promise.all(
             (out as DatasetRef[]).map((c, i) => d.objects.getJsonLines(c.ref!).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading part ${i} of ${dep.task} (${c.ref})`)))),

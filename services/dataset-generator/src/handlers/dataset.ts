@@ -166,8 +166,12 @@ export function preparedChunks(task: Task): PreparedChunk[] | undefined {
     if (dep.status && dep.status !== 'succeeded') throw new TerminalError(`${dep.task} did not succeed (${dep.status}): no parts to merge`);
     out.forEach((c: unknown, i) => {
       const p = (c as { parts?: Record<string, { ref?: unknown }> } | null)?.parts;
-      for (const name of PART_DATASETS)
-        if (typeof p?.[name]?.ref !== 'string' || !p[name].ref.toString().startsWith('s3://')) throw new TerminalError(`${dep.task}[${i}].parts.${name}.ref: not an s3:// reference`);
+      // Only this flow's own parts: an output naming another object (another flow's, another tenant's) is refused.
+      for (const name of PART_DATASETS) {
+        const ref = p?.[name]?.ref;
+        if (typeof ref !== 'string' || !ref.startsWith('s3://') || !ref.endsWith(`/${partKey(task.tenant, task.flowId, name, i)}`))
+          throw new TerminalError(`${dep.task}[${i}].parts.${name}.ref: not this flow's part ${partKey(task.tenant, task.flowId, name, i)}`);
+      }
     });
     return out as PreparedChunk[];
   }

@@ -109,8 +109,12 @@ const flowTask = rec(
     worker: nullable(str('Worker instance')),
     waitingForWorker: bool('Dispatched, and no live worker in the registry serves its subject (absent until ingest has read the registry)'),
     waitingForSignal: str('A `waitFor` task that is ready and waits: the signal it waits for (POST /v1/flows/{id}/signals/{name})'),
+    chunks: rec(
+      { count: int('Chunks of the mapped task'), succeeded: int('Succeeded'), failed: int('Failed or cancelled'), running: int('Dispatched, not settled') },
+      { description: 'A mapped task (`map`): its chunks by state' },
+    ),
   },
-  { optional: ['waitingForWorker', 'waitingForSignal'] },
+  { optional: ['waitingForWorker', 'waitingForSignal', 'chunks'] },
 );
 
 /** The callback's own state, apart from the flow's. */
