@@ -213,7 +213,7 @@ describe('task limits by key', () => {
     // The task's result is a cancelled one. The flow's status: `cancelled`, or `partial` when the worker's
     // cancelled result reaches the orchestrator before ingest's cancel control does (a race of the engine,
     // the same for any task that waits in a worker when its flow is cancelled; reported, not fixed here).
-    const body = got[0]!.body as { status: string; results: Record<string, { status: string }> };
+    const body = got[0]!.body as unknown as { status: string; results: Record<string, { status: string }> };
     assert.equal(body.results.work!.status, 'cancelled', JSON.stringify(body));
     assert.ok(['cancelled', 'partial'].includes(body.status), JSON.stringify(body));
     assert.ok(!children.some((ch) => ch.starts.some((x) => x.start === waiter)), 'the waiting task never started');
