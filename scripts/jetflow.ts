@@ -122,6 +122,20 @@ program
     else print(`${r.flowId} signal ${name} ${r.status} (${r.signalId})`);
   });
 
+for (const verb of ['pause', 'resume'] as const)
+  program
+    .command(verb)
+    .description(verb === 'pause' ? 'pause a flow: no new task is dispatched until resumed (running ones finish)' : 'resume a paused flow: what became ready is dispatched')
+    .argument('<kind>', 'flow')
+    .argument('<id>', 'the flow id')
+    .option('--reason <text>', 'recorded with the pause')
+    .action(async (kind: string, id: string, o: { reason?: string }) => {
+      if (kind !== 'flow') throw new UsageError(`${verb} ${kind}: only "flow" can be ${verb}d here (jetflow ${verb} flow <flowId>)`);
+      const r = await api().json<{ flowId: string; status: string }>('POST', `/v1/flows/${encodeURIComponent(id)}/${verb}`, o.reason ? { reason: o.reason } : {});
+      if (globals().json) printJson(r);
+      else print(`${r.flowId} ${r.status}`);
+    });
+
 interface FlowSummary {
   flowId: string;
   flow: string;

@@ -80,6 +80,8 @@ export interface FlowState {
   inputRef?: string;
   tasks: Record<string, TaskState>;
   errors: TaskError[];
+  /** Paused (POST /v1/flows/{id}/pause): no task is dispatched until it is resumed; running tasks finish, timers run on. */
+  paused?: true;
   /** Signals the flow received (applySignal), in arrival order, each once by its id; `task` names the waiting task that took it. */
   signals?: SignalRecord[];
   endReason?: string;
@@ -131,6 +133,9 @@ export interface SignalRecord {
   /** The task (a `waitFor` of this name) that took it; absent while it waits for one. */
   task?: string;
 }
+
+/** A flow's pause flag in KV jetflow_pauses (set by POST /v1/flows/{id}/pause, deleted by …/resume). */
+export const pauseFlagKey = (flowId: string) => `flow.${flowId}`;
 
 /** Signals one flow keeps at most: more are refused (dead-lettered, the flow unchanged). */
 export const MAX_SIGNALS_PER_FLOW = 100;
@@ -320,7 +325,8 @@ function finish(s: FlowState, status: FlowStatus, now: number, reason: string, t
  */
 function dispatchReady(s: FlowState, plan: FlowPlan, now: number, t: Transition) {
   if (s.status !== 'running') return;
-  for (const pt of plan.order) {
+  // A paused flow dispatches nothing (its running tasks finish); it still ends when every task has settled.
+  for (const pt of s.paused ? [] : plan.order) {
     const ts = s.tasks[pt.name];
     if (!ts || ts.status !== 'pending') continue;
     if (!pt.needs.every((n) => SETTLED_TASK.has(s.tasks[n]?.status ?? 'pending'))) continue;
@@ -472,7 +478,7 @@ export function applyResult(s: FlowState, def: FlowDef, r: ResultIn, now: number
         ts.status = 'succeeded';
         t.events.push({ type: 'task.succeeded', task: r.task });
       } else {
-        dispatchChunks(ts, pt, t);
+        if (!s.paused) dispatchChunks(ts, pt, t);
         return t;
       }
     } else {
@@ -597,6 +603,32 @@ export function applySignalTimeout(s: FlowState, def: FlowDef, task: string, now
   else if (pt.onFailure === 'fail_flow')
     finish(s, 'failed', now, plan.dag ? `task ${task} failed and its onFailure fails the flow` : `task ${task} failed and stage ${pt.group} fails the flow`, t);
   else dispatchReady(s, plan, now, t);
+  return t;
+}
+
+/**
+ * Brings the flow's pause in line with its flag (KV jetflow_pauses, set and cleared only by the API): so
+ * any control, forged or repeated, can only apply what the flag says. Paused: nothing more is dispatched.
+ * Resumed: every ready task goes out, and the next chunks of mapped tasks that are out.
+ */
+export function applyPauseSync(s: FlowState, def: FlowDef, paused: boolean, now: number): Transition {
+  const t: Transition = { changed: false, events: [] };
+  if (isTerminal(s) || paused === (s.paused === true)) return t;
+  t.changed = true;
+  if (paused) {
+    s.paused = true;
+    t.events.push({ type: 'flow.paused', message: 'paused: no task is dispatched until it is resumed' });
+    return t;
+  }
+  delete s.paused;
+  t.events.push({ type: 'flow.resumed' });
+  const plan = planOf(def);
+  if (s.status === 'running')
+    for (const pt of plan.order) {
+      const ts = s.tasks[pt.name];
+      if (pt.map && ts?.status === 'dispatched' && ts.cs?.includes('-')) dispatchChunks(ts, pt, t);
+    }
+  dispatchReady(s, plan, now, t);
   return t;
 }
 
@@ -780,6 +812,7 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
     startedAt: s.status === 'scheduled' ? null : iso(s.startedAt),
     deadlineAt: iso(s.deadlineAt),
     ...(s.startAt !== undefined ? { startAt: iso(s.startAt) } : {}),
+    ...(s.paused ? { paused: true } : {}),
     finishedAt: iso(s.finishedAt),
     durationMs: s.finishedAt ? s.finishedAt - s.submittedAt : null,
     endReason: s.endReason ?? null,

@@ -89,6 +89,8 @@ export const BUCKETS = {
   schedules: 'jetflow_schedules',
   /** Signals to flows, `<flowId>.<signal>.<signal id>` → payload: written by ingest before the control goes out, read by the orchestrator (a control without its record is refused). */
   signals: 'jetflow_signals',
+  /** Pause flags, `flow.<flowId>`: set and deleted by ingest's pause API, read by the orchestrator (a pause control applies what the flag says). */
+  pauses: 'jetflow_pauses',
   /** Concurrency leases and rate-limit start times of tasks by key (task-limiter.ts); an hour without a write removes a key. */
   limits: 'jetflow_limits',
 } as const;
@@ -198,6 +200,7 @@ export function bucketConfigs(o: TopologyOptions) {
     { name: BUCKETS.workers, ttl: WORKER_REGISTRY_TTL_MS, history: 1, replicas },
     { name: BUCKETS.schedules, ttl: 0, history: 1, replicas },
     { name: BUCKETS.signals, ttl: o.flowStateTtlMs ?? 24 * 3_600_000, history: 1, replicas },
+    { name: BUCKETS.pauses, ttl: o.flowStateTtlMs ?? 24 * 3_600_000, history: 1, replicas },
     { name: BUCKETS.limits, ttl: 3_600_000, history: 1, replicas },
   ];
 }

@@ -188,6 +188,9 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         // Signals: each recorded (its payload) before its control goes to the flow's partition.
         kvRead(BUCKETS.signals),
         kvWrite(BUCKETS.signals),
+        // Pause flags of flows (the pause API), set or deleted before the control that applies them.
+        kvRead(BUCKETS.pauses),
+        kvWrite(BUCKETS.pauses),
         // Flow definitions registered through the API (PUT /v1/flow-definitions), seeded from the file, watched.
         kvRead(BUCKETS.definitions),
         kvWrite(BUCKETS.definitions),
@@ -244,6 +247,8 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         // A signal control counts only with its record, whose payload it applies; NATS-door signals are recorded here.
         kvRead(BUCKETS.signals),
         kvWrite(BUCKETS.signals),
+        // A pause control applies what the flow's pause flag says.
+        kvRead(BUCKETS.pauses),
         // Every definition a flow starts on is stored first, and read back for flows started on older ones.
         kvRead(BUCKETS.definitions),
         kvWrite(BUCKETS.definitions),

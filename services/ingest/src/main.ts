@@ -31,6 +31,7 @@ obs.watchConsumers(nc);
 const [flowsKv, idemKv, cancelKv] = await Promise.all([openKv(nc, BUCKETS.flows), openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel)]);
 // Signal records: created once per signal id (a retry finds its own), so read from the leader.
 const signalsKv = await openKv(nc, BUCKETS.signals, { leader: true });
+const pausesKv = await openKv(nc, BUCKETS.pauses, { leader: true });
 // Definitions: the file's seeded into KV jetflow_definitions, then the newest version of each name followed there.
 const definitions = await followDefinitions(await openKv(nc, BUCKETS.definitions, { leader: true }), registry, { log });
 const pub = new JetStreamPublisher(nc);
@@ -38,7 +39,14 @@ const pub = new JetStreamPublisher(nc);
 const workers = await watchWorkerRegistry(nc, log);
 // S3 for the input claim check, DynamoDB for the history of finished flows.
 const storage = await startIngestStorage(cfg, { nc, registry: cfg.registry, log });
-const gateway = new JetStreamGateway(nc, pub, { flows: flowsKv, idempotency: idemKv, cancel: cancelKv, signals: signalsKv }, cfg.partitions, cfg.publishTimeoutMs, storage.claim);
+const gateway = new JetStreamGateway(
+  nc,
+  pub,
+  { flows: flowsKv, idempotency: idemKv, cancel: cancelKv, signals: signalsKv, pauses: pausesKv },
+  cfg.partitions,
+  cfg.publishTimeoutMs,
+  storage.claim,
+);
 const policy = new CallbackPolicy(cfg.callbackAllowlist);
 // Per-tenant limits: a rate per replica, and flows in flight from the orchestrators' reports.
 const tenantLoad = new TenantLoad({ log, onReport: (l) => l.queuedNow && quota.reported() }).start(nc);

@@ -11,6 +11,8 @@ import {
   SIGNAL_NAME_RE,
   SIGNAL_ID_RE,
   signalRecordKey,
+  applyPauseSync,
+  pauseFlagKey,
   signalIdOf,
   MAX_SIGNAL_PAYLOAD_BYTES,
   applyResult,
@@ -121,6 +123,8 @@ export interface EngineDeps {
   cancelFlags?: Pick<KV, 'get'>;
   /** KV jetflow_signals: a signal control is applied only with the record ingest wrote, whose payload it takes. */
   signals?: Pick<KV, 'get' | 'create'>;
+  /** KV jetflow_pauses: a pause control makes the flow's pause what its flag says (nothing else may set it). */
+  pauses?: Pick<KV, 'get'>;
   /** Task instances a NATS-door submission may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
   maxTasksPerFlow?: number;
   /** Where a NATS-door submission's inputRef may point (JETFLOW_INPUT_REF_PREFIXES, `{tenant}` = the subject's tenant). */
@@ -871,6 +875,19 @@ export class SagaEngine {
                   : applySignal(s, runsOn.def, { id: c.signalId, name: c.signal, ...(payload !== undefined ? { payload } : {}) }, now),
               { needsDef: true, ifMissing: { code: 'unknown_flow', message: `signal ${c.signal} (${c.signalId}) for flow ${c.flowId}, which has no state (unknown or expired)` } },
             ),
+          );
+          return;
+        }
+        if (c.kind === 'pause') {
+          // Pause and resume both send this: the flag (set or deleted by the API before) decides, so a forged or stale control cannot pause a flow.
+          if (this.finished.has(c.flowId)) {
+            m.ack();
+            return;
+          }
+          const flag = this.d.pauses ? await this.d.pauses.get(pauseFlagKey(c.flowId)) : null;
+          const paused = !!flag && flag.operation === 'PUT';
+          await this.withFlow(c.flowId, () =>
+            this.transition(c.flowId, m, (s, runsOn, now) => ('problem' in runsOn ? { changed: false, events: [] } : applyPauseSync(s, runsOn.def, paused, now)), { needsDef: true }),
           );
           return;
         }

@@ -52,6 +52,8 @@ const live = await followDefinitions(definitions, registry, { log });
 const [idempotency, cancelFlags] = await Promise.all([openKv(nc, BUCKETS.idempotency, { leader: true }), openKv(nc, BUCKETS.cancel, { leader: true })]);
 // Signal records, read right after ingest wrote them (before their control): from the leader.
 const signals = await openKv(nc, BUCKETS.signals, { leader: true });
+// Pause flags, read right after ingest set or deleted them: from the leader.
+const pauses = await openKv(nc, BUCKETS.pauses, { leader: true });
 // New flows start in weighted turns across tenants, within this replica's room and each tenant's in-flight limit.
 const admission = new FairAdmission({
   maxRunning: cfg.maxRunningFlows,
@@ -73,6 +75,7 @@ const engine = new SagaEngine({
   idempotency,
   cancelFlags,
   signals,
+  pauses,
   partitions: cfg.partitions,
   policy,
   log,

@@ -1,7 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Events, headers as natsHeaders, type KV, type NatsConnection } from 'nats';
 import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
-import { idempotencyClaimKey, msgIds, signalRecordKey, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
+import { idempotencyClaimKey, msgIds, pauseFlagKey, signalRecordKey, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
 import {
   INGEST_CONTENT_TYPE,
@@ -29,7 +30,7 @@ export class JetStreamGateway implements Gateway {
   constructor(
     private readonly nc: NatsConnection,
     private readonly pub: JetStreamPublisher,
-    private readonly kv: { flows: KV; idempotency: KV; cancel: KV; signals?: KV },
+    private readonly kv: { flows: KV; idempotency: KV; cancel: KV; signals?: KV; pauses?: KV },
     private readonly partitions: number,
     private readonly publishTimeoutMs: number,
     private readonly claim?: InputClaimCheck,
@@ -132,6 +133,26 @@ export class JetStreamGateway implements Gateway {
   async requestSignal(s: FlowState, sig: { name: string; id: string; payload: unknown }) {
     if (!this.kv.signals) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'signals are not configured on this ingest');
     await recordSignal(this.kv.signals, this.pub, { partitions: this.partitions, publishTimeoutMs: this.publishTimeoutMs }, s, sig);
+  }
+
+  async requestPause(s: FlowState, paused: boolean, reason: string) {
+    if (!this.kv.pauses) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'pausing is not configured on this ingest');
+    try {
+      // The flag first: the control only makes the flow's state say what the flag says.
+      if (paused) await this.kv.pauses.put(pauseFlagKey(s.flowId), enc.encode(reason || 'paused'));
+      else await this.kv.pauses.delete(pauseFlagKey(s.flowId));
+      const ctl = create(FlowControlSchema, { flowId: s.flowId, kind: 'pause', reason: paused ? 'pause' : 'resume' });
+      const h = natsHeaders();
+      h.set('Jetflow-Kind', 'control');
+      h.set('Jetflow-Flow-Id', s.flowId);
+      await this.pub.publish(resultSubject(this.partitions, s.flowId), toBinary(FlowControlSchema, ctl), {
+        msgId: `${s.flowId}:pause:${randomUUID()}`,
+        headers: h,
+        timeoutMs: this.publishTimeoutMs,
+      });
+    } catch (err) {
+      throw unavailable(err);
+    }
   }
 
   async requestCancel(s: FlowState, reason: string) {

@@ -127,6 +127,12 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
     return reply.code(202).send(await d.flows.cancel(req.tenant, req.params.id, reason));
   });
 
+  for (const verb of ['pause', 'resume'] as const)
+    app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(`/v1/flows/:id/${verb}`, { preHandler: authenticate }, async (req, reply) => {
+      const reason = typeof req.body?.reason === 'string' ? req.body.reason : '';
+      return reply.code(202).send(await d.flows.pause(req.tenant, req.params.id, verb === 'pause', reason));
+    });
+
   app.post<{ Params: { id: string; name: string } }>('/v1/flows/:id/signals/:name', { preHandler: authenticate }, async (req, reply) => {
     const key = req.headers['idempotency-key'];
     return reply.code(202).send(await d.flows.signal(req.tenant, req.params.id, req.params.name, req.body ?? null, typeof key === 'string' ? key : undefined));

@@ -33,6 +33,8 @@ export interface Gateway {
   requestCancel(state: FlowState, reason: string): Promise<void>;
   /** Records a signal (KV jetflow_signals) and sends its control to the flow's partition. */
   requestSignal(state: FlowState, sig: { name: string; id: string; payload: unknown }): Promise<void>;
+  /** Sets (or deletes) the flow's pause flag (KV jetflow_pauses) and sends the control that applies it. */
+  requestPause(state: FlowState, paused: boolean, reason: string): Promise<void>;
   /** Submissions waiting for their PubAck (backpressure). */
   pending(): number;
   connected(): boolean;
@@ -190,6 +192,22 @@ export class FlowHandlers {
     const signalId = signalIdOf(key);
     await this.d.gateway.requestSignal(s, { name, id: signalId, payload: payload ?? null });
     return { flowId, signalId, status: 'accepted' };
+  }
+
+  /**
+   * Pauses or resumes one flow (README, "Pause and resume"): while paused no task is dispatched; running
+   * ones finish, and the deadline and timers run on. Unknown flow: 404; finished: 409.
+   */
+  async pause(tenant: string, flowId: string, paused: boolean, reason = '') {
+    const s = await this.stateOf(tenant, flowId);
+    if (!s) {
+      if (this.recent.get(flowId)?.tenant === tenant)
+        throw new JetflowError(ErrorCodes.UNAVAILABLE, `flow ${flowId} is accepted but not started yet; retry in a moment`, { retryAfterMs: 200 });
+      throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
+    }
+    if (isTerminal(s)) throw new JetflowError(ErrorCodes.CONFLICT, `flow ${flowId} already ended as ${s.status}`);
+    await this.d.gateway.requestPause(s, paused, reason.slice(0, 500));
+    return { flowId, status: paused ? 'pausing' : 'resuming' };
   }
 
   async cancel(tenant: string, flowId: string, reason = '') {

@@ -1,0 +1,106 @@
+/**
+ * Pausing one flow against the real stack (NATS with identities, noop workers): while paused nothing new
+ * is dispatched (a task that became ready waits, through kill -9 of the orchestrator), resume (the CLI)
+ * dispatches it and the flow ends with its one callback; a pause control forged on the bus (no flag
+ * behind it) pauses nothing.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { headers as natsHeaders } from 'nats';
+import { FlowControlSchema } from '../libs/proto/src/index.js';
+import { resultSubject } from '../libs/messaging/src/index.js';
+import { repoRoot } from '../libs/stack/src/index.js';
+import { assertExactlyOnce, jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+
+type Task = { name: string; status: string; waitingForSignal?: string };
+type View = { status: string; paused?: boolean; stages: Array<{ tasks: Task[] }> };
+
+describe('pause and resume a flow', () => {
+  let j: JetflowUnderTest;
+  let cb: CallbackReceiver;
+  jetflowPerSuite((s) => ({ j, cb } = s), {
+    receiver: { secret: TEST_SECRET },
+    jetflow: { auth: true, env: { JETFLOW_TASK_MODE: 'noop', JETFLOW_FLOWS_FILE: resolve('test/fixtures/signal-flows.json') } },
+  });
+
+  const submit = async (flow: string) => {
+    const r = await j.api('/v1/flows', { method: 'POST', json: { flow, input: {}, callbackUrl: cb.url } });
+    assert.equal(r.status, 202, await r.clone().text());
+    return ((await r.json()) as { flowId: string }).flowId;
+  };
+  const view = async (id: string) => (await (await j.api(`/v1/flows/${id}`)).json()) as View;
+  const task = (v: View, name: string) => v.stages.flatMap((s) => s.tasks).find((t) => t.name === name);
+  const until = async <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> => {
+    for (const end = Date.now() + timeoutMs; ; await sleep(100)) {
+      const v = await fn();
+      if (v !== undefined) return v;
+      if (Date.now() > end) assert.fail(`${what}: not within ${timeoutMs} ms`);
+    }
+  };
+  const post = (path: string, json?: unknown) => j.api(path, { method: 'POST', ...(json !== undefined ? { json } : {}) });
+  const approvalWaiting = (id: string) => until(`${id} waiting`, async () => ((t) => (t?.waitingForSignal ? t : undefined))(task(await view(id), 'approval')));
+  const cli = (...args: string[]) =>
+    new Promise<string>((res, rej) =>
+      execFile(
+        process.execPath,
+        [join(repoRoot(), 'dist', 'scripts', 'jetflow.js'), ...args],
+        { env: { PATH: process.env.PATH ?? '', NO_COLOR: '1', JETFLOW_URL: j.http, JETFLOW_API_KEY: j.apiKey }, timeout: 30_000 },
+        (err, stdout, stderr) => (err ? rej(new Error(`${err.message}\n${stderr}`)) : res(stdout)),
+      ),
+    );
+
+  test('paused: the task that becomes ready waits, through kill -9 of the orchestrator; resume dispatches it', async () => {
+    const id = await submit('approvals');
+    await approvalWaiting(id);
+    const p = await post(`/v1/flows/${id}/pause`, { reason: 'maintenance' });
+    assert.equal(p.status, 202, await p.clone().text());
+    assert.deepEqual(await p.json(), { flowId: id, status: 'pausing' });
+    await until('paused', async () => ((await view(id)).paused === true ? true : undefined));
+    // The signal settles the waiting task; the task it frees is not dispatched while paused.
+    assert.equal((await post(`/v1/flows/${id}/signals/approved`, { ok: true })).status, 202);
+    await until('approval taken', async () => (task(await view(id), 'approval')?.status === 'succeeded' ? true : undefined));
+    await sleep(1_500);
+    let v = await view(id);
+    assert.equal(task(v, 'publish')!.status, 'pending', 'nothing dispatched while paused');
+    assert.equal(v.status, 'running');
+
+    await j.stack.kill('orchestrator', 0, 'SIGKILL');
+    j.stack.restart('orchestrator', 0);
+    await sleep(3_000);
+    v = await view(id);
+    assert.equal(v.paused, true, 'still paused after the restart');
+    assert.equal(task(v, 'publish')!.status, 'pending');
+    assert.equal(cb.byFlow(id).length, 0);
+
+    assert.match(await cli('resume', 'flow', id), new RegExp(`${id} resuming`));
+    await assertExactlyOnce(j, cb, [id], { allowed: ['succeeded'], timeoutMs: 30_000 });
+    const body = cb.byFlow(id)[0]!.body as unknown as { results: Record<string, unknown> };
+    assert.deepEqual(body.results.publish, { noop: true });
+    assert.equal((await view(id)).paused, undefined);
+    assert.equal((await post(`/v1/flows/${id}/pause`)).status, 409, 'a finished flow');
+    assert.equal((await post(`/v1/flows/fzzzzzzzzzzzzzzzzzzzzzzzzz/pause`)).status, 404);
+  });
+
+  test('a pause control forged on the bus (no flag set) pauses nothing', async () => {
+    const id = await submit('approvals');
+    await approvalWaiting(id);
+    const w = await j.natsAuth!.connect('analyst', j.natsUrls);
+    try {
+      const h = natsHeaders();
+      h.set('Jetflow-Kind', 'control');
+      h.set('Jetflow-Flow-Id', id);
+      h.set('Nats-Msg-Id', `forged-pause-${id}`);
+      await w.jetstream().publish(resultSubject(8, id), toBinary(FlowControlSchema, create(FlowControlSchema, { flowId: id, kind: 'pause', reason: 'pause' })), { headers: h });
+    } finally {
+      await w.close();
+    }
+    await sleep(1_500);
+    assert.equal((await view(id)).paused, undefined, 'the flag decides, and it is not set');
+    assert.equal((await post(`/v1/flows/${id}/signals/approved`, 'go')).status, 202);
+    await assertExactlyOnce(j, cb, [id], { allowed: ['succeeded'], timeoutMs: 30_000 });
+  });
+});
