@@ -350,6 +350,8 @@ describe('OpenAPI document', () => {
     assert.equal((await call('GET', '/v1/flows/{id}/events', `/v1/flows/${unknown}/events`)).status, 404);
     assert.equal((await call('POST', '/v1/flows/{id}/cancel', `/v1/flows/${unknown}/cancel`, { json: {} })).status, 404);
     assert.equal((await call('POST', '/v1/flows/{id}/cancel', `/v1/flows/${idA}/cancel`, { json: {} })).status, 409, 'a finished flow');
+    assert.equal((await call('POST', '/v1/flows/{id}/signals/{name}', `/v1/flows/${idA}/signals/late`, { json: 1 })).status, 409, 'a finished flow');
+    assert.equal((await call('POST', '/v1/flows/{id}/pause', `/v1/flows/${unknown}/pause`)).status, 404);
     assert.equal((await call('POST', '/v1/flows', '/v1/flows', { json: sampleSubmission(cb.url, { idempotencyKey: 'openapi-a', deadlineMs: 5_000 }) })).status, 409, 'same key, other body');
     assert.equal((await call('POST', '/v1/flows', '/v1/flows', { body: 'flow=insights', headers: { 'content-type': 'text/plain' } })).status, 415);
     assert.equal((await call('GET', '/v1/stream/events', '/v1/stream/events?flowId=NOT-AN-ID')).status, 400);
@@ -359,6 +361,24 @@ describe('OpenAPI document', () => {
     try {
       const c = await call('POST', '/v1/flows', '/v1/flows', { json: sampleSubmission(cb.url, { deadlineMs: 30_000 }) });
       const idC = (c.body as { flowId: string }).flowId;
+      // Pause, a signal no task waits for (kept and listed), the view that shows both, resume.
+      for (let i = 0; ; i++) {
+        const r = await call('POST', '/v1/flows/{id}/pause', `/v1/flows/${idC}/pause`, { json: { reason: 'openapi' } });
+        if (r.status === 202) break;
+        assert.ok(r.status === 503 && i < 100, `pause answered ${r.status}`);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.equal(
+        (await call('POST', '/v1/flows/{id}/signals/{name}', `/v1/flows/${idC}/signals/nobody`, { json: { any: 'payload' }, headers: { 'idempotency-key': 'openapi-sig' } })).status,
+        202,
+      );
+      assert.equal((await call('POST', '/v1/flows/{id}/signals/{name}', `/v1/flows/${idC}/signals/bad!name`, { json: 1 })).status, 400);
+      for (const end = Date.now() + 10_000; ; await new Promise((res) => setTimeout(res, 100))) {
+        const v = (await call('GET', '/v1/flows/{id}', `/v1/flows/${idC}`)).body as { paused?: boolean; signals?: unknown[] };
+        if (v.paused && v.signals?.length) break;
+        assert.ok(Date.now() < end, `the pause and the signal show in the view: ${JSON.stringify(v)}`);
+      }
+      assert.equal((await call('POST', '/v1/flows/{id}/resume', `/v1/flows/${idC}/resume`)).status, 202);
       for (let i = 0; ; i++) {
         const r = await call('POST', '/v1/flows/{id}/cancel', `/v1/flows/${idC}/cancel`);
         if (r.status === 202) break;
