@@ -126,11 +126,21 @@ for (const verb of ['pause', 'resume'] as const)
   program
     .command(verb)
     .description(verb === 'pause' ? 'pause a flow: no new task is dispatched until resumed (running ones finish)' : 'resume a paused flow: what became ready is dispatched')
-    .argument('<kind>', 'flow')
-    .argument('<id>', 'the flow id')
+    .argument('<kind>', 'flow, or definition (an operator key)')
+    .argument('<id>', 'the flow id, or the definition name')
     .option('--reason <text>', 'recorded with the pause')
     .action(async (kind: string, id: string, o: { reason?: string }) => {
-      if (kind !== 'flow') throw new UsageError(`${verb} ${kind}: only "flow" can be ${verb}d here (jetflow ${verb} flow <flowId>)`);
+      if (kind === 'definition') {
+        const d = await api().json<{ flow: string; paused: boolean; resumedFlows?: number }>(
+          'POST',
+          `/v1/flow-definitions/${encodeURIComponent(id)}/${verb}`,
+          o.reason ? { reason: o.reason } : {},
+        );
+        if (globals().json) printJson(d);
+        else print(`definition ${d.flow} ${d.paused ? 'paused' : `resumed (${d.resumedFlows ?? 0} flows resumed)`}`);
+        return;
+      }
+      if (kind !== 'flow') throw new UsageError(`${verb} ${kind}: expected flow or definition (jetflow ${verb} flow <flowId>, jetflow ${verb} definition <name>)`);
       const r = await api().json<{ flowId: string; status: string }>('POST', `/v1/flows/${encodeURIComponent(id)}/${verb}`, o.reason ? { reason: o.reason } : {});
       if (globals().json) printJson(r);
       else print(`${r.flowId} ${r.status}`);

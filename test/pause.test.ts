@@ -85,6 +85,33 @@ describe('pause and resume a flow', () => {
     assert.equal((await post(`/v1/flows/fzzzzzzzzzzzzzzzzzzzzzzzzz/pause`)).status, 404);
   });
 
+  test('a paused definition: its new flows are accepted and start paused; resuming it (the CLI) resumes them', async () => {
+    const tenantKey = await j.api('/v1/flow-definitions/approvals/pause', { method: 'POST', headers: { authorization: 'Bearer other-key-0123456789abcdef' } });
+    assert.equal(tenantKey.status, 403, 'a tenant key may not pause a definition');
+    assert.equal((await post('/v1/flow-definitions/nosuchflow/pause')).status, 404);
+    const p = await post('/v1/flow-definitions/approvals/pause', { reason: 'model upgrade' });
+    assert.equal(p.status, 200, await p.clone().text());
+    assert.deepEqual(await p.json(), { flow: 'approvals', paused: true });
+    await sleep(500); // the orchestrators' watch brings the flag
+    const ids = [await submit('approvals'), await submit('approvals')];
+    for (const id of ids) {
+      await until(`${id} started paused`, async () => ((v) => (v.paused === true && v.status === 'running' ? v : undefined))(await view(id)));
+      assert.equal(task(await view(id), 'approval')!.status, 'pending', 'nothing dispatched');
+    }
+    await sleep(1_000);
+    assert.equal(task(await view(ids[0]!), 'approval')!.status, 'pending');
+    assert.match(await cli('resume', 'definition', 'approvals'), /definition approvals resumed \(2 flows resumed\)/);
+    for (const id of ids) {
+      await approvalWaiting(id);
+      assert.equal((await post(`/v1/flows/${id}/signals/approved`, { id })).status, 202);
+    }
+    await assertExactlyOnce(j, cb, ids, { allowed: ['succeeded'], timeoutMs: 30_000 });
+    // Resumed: new flows start at once again.
+    const later = await submit('approvals');
+    await approvalWaiting(later);
+    assert.equal((await view(later)).paused, undefined);
+  });
+
   test('a pause control forged on the bus (no flag set) pauses nothing', async () => {
     const id = await submit('approvals');
     await approvalWaiting(id);

@@ -108,6 +108,8 @@ export interface StartRequest {
   mapInput?: unknown;
   /** A child flow: the parent task it answers (its end becomes that task's result) and its depth. */
   parent?: ParentLink;
+  /** Starts paused (its definition is paused): nothing is dispatched until it is resumed. */
+  paused?: boolean;
 }
 
 /** The task of a parent flow a child flow answers, with that task's result token and the child's depth (1 under a top flow). */
@@ -136,6 +138,12 @@ export interface SignalRecord {
 
 /** A flow's pause flag in KV jetflow_pauses (set by POST /v1/flows/{id}/pause, deleted by …/resume). */
 export const pauseFlagKey = (flowId: string) => `flow.${flowId}`;
+
+/** A paused definition's flag in KV jetflow_pauses (`def.<name>`): its new flows start paused. */
+export const DEF_PAUSE_PREFIX = 'def.';
+export const defPauseKey = (name: string) => `${DEF_PAUSE_PREFIX}${name}`;
+/** The value of the flag of a flow paused because its definition was: resuming the definition resumes it. */
+export const pausedByDefinition = (name: string) => `definition:${name}`;
 
 /** Signals one flow keeps at most: more are refused (dead-lettered, the flow unchanged). */
 export const MAX_SIGNALS_PER_FLOW = 100;
@@ -191,6 +199,7 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
   };
   if (later) s.startAt = req.startAt!;
   if (req.parent) s.parent = req.parent;
+  if (req.paused) s.paused = true;
   if (req.callbackUrl) s.callbackUrl = req.callbackUrl;
   if (req.idempotencyKey) s.idempotencyKey = req.idempotencyKey;
   if (req.inputJson !== undefined) s.input = req.inputJson;

@@ -188,9 +188,10 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         // Signals: each recorded (its payload) before its control goes to the flow's partition.
         kvRead(BUCKETS.signals),
         kvWrite(BUCKETS.signals),
-        // Pause flags of flows (the pause API), set or deleted before the control that applies them.
+        // Pause flags of flows and definitions (the pause API), set or deleted before the controls that apply them; listed on a definition's resume.
         kvRead(BUCKETS.pauses),
         kvWrite(BUCKETS.pauses),
+        readStream(`KV_${BUCKETS.pauses}`, t.durables.get(`KV_${BUCKETS.pauses}`)),
         // Flow definitions registered through the API (PUT /v1/flow-definitions), seeded from the file, watched.
         kvRead(BUCKETS.definitions),
         kvWrite(BUCKETS.definitions),
@@ -247,8 +248,10 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         // A signal control counts only with its record, whose payload it applies; NATS-door signals are recorded here.
         kvRead(BUCKETS.signals),
         kvWrite(BUCKETS.signals),
-        // A pause control applies what the flow's pause flag says.
+        // A pause control applies what the flow's pause flag says; a flow of a paused definition (watched) gets its flag at start.
         kvRead(BUCKETS.pauses),
+        kvWrite(BUCKETS.pauses),
+        readStream(`KV_${BUCKETS.pauses}`, t.durables.get(`KV_${BUCKETS.pauses}`)),
         // Every definition a flow starts on is stored first, and read back for flows started on older ones.
         kvRead(BUCKETS.definitions),
         kvWrite(BUCKETS.definitions),

@@ -13,6 +13,7 @@ import {
   signalRecordKey,
   applyPauseSync,
   pauseFlagKey,
+  pausedByDefinition,
   signalIdOf,
   MAX_SIGNAL_PAYLOAD_BYTES,
   applyResult,
@@ -124,7 +125,9 @@ export interface EngineDeps {
   /** KV jetflow_signals: a signal control is applied only with the record ingest wrote, whose payload it takes. */
   signals?: Pick<KV, 'get' | 'create'>;
   /** KV jetflow_pauses: a pause control makes the flow's pause what its flag says (nothing else may set it). */
-  pauses?: Pick<KV, 'get'>;
+  pauses?: Pick<KV, 'get' | 'put'>;
+  /** The paused definitions (paused-definitions.ts): a flow of one starts paused, its flag naming the definition. */
+  pausedDefinitions?: { ready: Promise<void>; has(name: string): boolean };
   /** Task instances a NATS-door submission may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
   maxTasksPerFlow?: number;
   /** Where a NATS-door submission's inputRef may point (JETFLOW_INPUT_REF_PREFIXES, `{tenant}` = the subject's tenant). */
@@ -683,10 +686,19 @@ export class SagaEngine {
         }
       }
     }
+    // A flow of a paused definition starts paused; its own flag names the definition, whose resume resumes it.
+    let pausedByDef = false;
+    if (def && !unreadable && this.d.pausedDefinitions && this.d.pauses) {
+      await this.d.pausedDefinitions.ready;
+      if (this.d.pausedDefinitions.has(def.name)) {
+        await this.d.pauses.put(pauseFlagKey(req.flowId), encodeUtf8(pausedByDefinition(def.name)));
+        pausedByDef = true;
+      }
+    }
     const state = unreadable
       ? unstartableFlowState(startReq, unreadable, now)
       : def
-        ? newFlowState(mapInput === undefined ? startReq : { ...startReq, mapInput }, def, now)
+        ? newFlowState({ ...startReq, ...(mapInput === undefined ? {} : { mapInput }), ...(pausedByDef ? { paused: true } : {}) }, def, now)
         : unstartableFlowState(
             startReq,
             { task: '', code: 'unknown_flow', message: `flow "${req.flow}" is not defined on this orchestrator (defined: ${this.d.registry.names().join(', ')})` },
@@ -709,6 +721,17 @@ export class SagaEngine {
       if (!isCasConflict(err)) throw err;
       cur = await this.load(req.flowId, true);
       if (!cur) throw new Error(`flow ${req.flowId} exists but cannot be read`);
+    }
+    if (fresh && pausedByDef) {
+      // The definition was resumed between the flag and the state (its resume found the flag before the state was there): resume now.
+      const flag = await this.d.pauses!.get(pauseFlagKey(req.flowId));
+      if (!flag || flag.operation !== 'PUT') {
+        const ctl = create(FlowControlSchema, { flowId: req.flowId, kind: 'pause', reason: 'resume' });
+        await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), {
+          msgId: `${req.flowId}:pause:start`,
+          headers: kindHeaders('control', req.flowId),
+        });
+      }
     }
     if (!fresh && !m.info.redelivered) {
       // Another copy of a submission that started already (a publisher's retry, the same key through

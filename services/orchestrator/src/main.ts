@@ -21,6 +21,7 @@ import { CallbackSender } from './callback.js';
 import { PartitionLeases } from './leases.js';
 import { DeadlineTimers } from './deadline-timers.js';
 import { Scheduler } from './scheduler.js';
+import { PausedDefinitions } from './paused-definitions.js';
 import { startOrchestratorObservability } from './observability.js';
 import { startOrchestratorStorage } from './storage.js';
 
@@ -54,6 +55,8 @@ const [idempotency, cancelFlags] = await Promise.all([openKv(nc, BUCKETS.idempot
 const signals = await openKv(nc, BUCKETS.signals, { leader: true });
 // Pause flags, read right after ingest set or deleted them: from the leader.
 const pauses = await openKv(nc, BUCKETS.pauses, { leader: true });
+// Paused definitions, followed by a watch: their new flows start paused.
+const pausedDefinitions = new PausedDefinitions(pauses, log);
 // New flows start in weighted turns across tenants, within this replica's room and each tenant's in-flight limit.
 const admission = new FairAdmission({
   maxRunning: cfg.maxRunningFlows,
@@ -76,6 +79,7 @@ const engine = new SagaEngine({
   cancelFlags,
   signals,
   pauses,
+  pausedDefinitions,
   partitions: cfg.partitions,
   policy,
   log,

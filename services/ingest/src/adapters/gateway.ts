@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Events, headers as natsHeaders, type KV, type NatsConnection } from 'nats';
 import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
-import { idempotencyClaimKey, msgIds, pauseFlagKey, signalRecordKey, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
+import { defPauseKey, idempotencyClaimKey, msgIds, pauseFlagKey, pausedByDefinition, signalRecordKey, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
 import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
 import {
   INGEST_CONTENT_TYPE,
@@ -150,6 +150,46 @@ export class JetStreamGateway implements Gateway {
         headers: h,
         timeoutMs: this.publishTimeoutMs,
       });
+    } catch (err) {
+      throw unavailable(err);
+    }
+  }
+
+  /**
+   * Pauses a definition (its flag: the orchestrators start its new flows paused), or resumes it: the flag
+   * goes, then every flow paused because of it (its flag names the definition) is resumed. Returns how many.
+   */
+  async requestDefinitionPause(name: string, paused: boolean, reason: string): Promise<number> {
+    const kv = this.kv.pauses;
+    if (!kv) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'pausing is not configured on this ingest');
+    try {
+      if (paused) {
+        await kv.put(defPauseKey(name), enc.encode(reason || 'paused'));
+        return 0;
+      }
+      await kv.delete(defPauseKey(name));
+      const mark = pausedByDefinition(name);
+      let resumed = 0;
+      // Listed first, then acted on: the deletes below add to the stream the listing reads.
+      const keys: string[] = [];
+      for await (const key of await kv.keys('flow.>')) keys.push(key);
+      for (const key of keys) {
+        const e = await kv.get(key);
+        if (!e || e.operation !== 'PUT' || dec.decode(e.value) !== mark) continue;
+        const flowId = key.slice('flow.'.length);
+        await kv.delete(key);
+        const ctl = create(FlowControlSchema, { flowId, kind: 'pause', reason: 'resume' });
+        const h = natsHeaders();
+        h.set('Jetflow-Kind', 'control');
+        h.set('Jetflow-Flow-Id', flowId);
+        await this.pub.publish(resultSubject(this.partitions, flowId), toBinary(FlowControlSchema, ctl), {
+          msgId: `${flowId}:pause:${randomUUID()}`,
+          headers: h,
+          timeoutMs: this.publishTimeoutMs,
+        });
+        resumed++;
+      }
+      return resumed;
     } catch (err) {
       throw unavailable(err);
     }

@@ -128,6 +128,14 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
   });
 
   for (const verb of ['pause', 'resume'] as const)
+    app.post<{ Params: { name: string }; Body: { reason?: string } | undefined }>(`/v1/flow-definitions/:name/${verb}`, { preHandler: authenticate }, async (req) => {
+      // A definition serves every tenant: pausing it is the operator's.
+      requireOperator(req, `POST /v1/flow-definitions/{name}/${verb}`);
+      const reason = typeof req.body?.reason === 'string' ? req.body.reason : '';
+      return d.flows.pauseDefinition(req.params.name, verb === 'pause', reason);
+    });
+
+  for (const verb of ['pause', 'resume'] as const)
     app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(`/v1/flows/:id/${verb}`, { preHandler: authenticate }, async (req, reply) => {
       const reason = typeof req.body?.reason === 'string' ? req.body.reason : '';
       return reply.code(202).send(await d.flows.pause(req.tenant, req.params.id, verb === 'pause', reason));

@@ -683,6 +683,33 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     ok: { 202: rec({ flowId: str('Flow id'), status: str('cancelling', { enum: ['cancelling'] }) }, { example: { flowId: FLOW_ID, status: 'cancelling' } }) },
     errors: ['not_found', 'conflict', 'unavailable'],
   },
+  'POST /v1/flow-definitions/:name/pause': {
+    operationId: 'pauseDefinition',
+    summary: 'Pause a flow definition: its new flows are accepted and start paused (operator key)',
+    description:
+      'Durable (a flag in KV jetflow_pauses). Submissions are still accepted (202); each new flow of the definition starts paused (GET shows `paused: true`, nothing dispatched) until the definition is resumed. Flows already running go on.',
+    tags: ['operations'],
+    params: rec({ name: str('Flow definition name') }),
+    body: rec({ reason: str('Recorded with the flag (its first 500 characters)') }, { optional: ['reason'] }),
+    bodyOptional: true,
+    ok: { 200: rec({ flow: str('Definition name'), paused: bool('true') }, { example: { flow: 'insights', paused: true } }) },
+    errors: ['not_found', 'permission_denied', 'unavailable'],
+  },
+  'POST /v1/flow-definitions/:name/resume': {
+    operationId: 'resumeDefinition',
+    summary: 'Resume a flow definition and every flow it paused (operator key)',
+    tags: ['operations'],
+    params: rec({ name: str('Flow definition name') }),
+    body: rec({ reason: str('Ignored') }, { optional: ['reason'] }),
+    bodyOptional: true,
+    ok: {
+      200: rec(
+        { flow: str('Definition name'), paused: bool('false'), resumedFlows: int('Flows that had started paused because of it, now resumed') },
+        { example: { flow: 'insights', paused: false, resumedFlows: 3 } },
+      ),
+    },
+    errors: ['not_found', 'permission_denied', 'unavailable'],
+  },
   'POST /v1/flows/:id/pause': {
     operationId: 'pauseFlow',
     summary: 'Pause a flow: no new task is dispatched',

@@ -35,6 +35,8 @@ export interface Gateway {
   requestSignal(state: FlowState, sig: { name: string; id: string; payload: unknown }): Promise<void>;
   /** Sets (or deletes) the flow's pause flag (KV jetflow_pauses) and sends the control that applies it. */
   requestPause(state: FlowState, paused: boolean, reason: string): Promise<void>;
+  /** Sets or deletes a definition's pause flag; a resume resumes the flows it paused (their count). */
+  requestDefinitionPause(name: string, paused: boolean, reason: string): Promise<number>;
   /** Submissions waiting for their PubAck (backpressure). */
   pending(): number;
   connected(): boolean;
@@ -208,6 +210,13 @@ export class FlowHandlers {
     if (isTerminal(s)) throw new JetflowError(ErrorCodes.CONFLICT, `flow ${flowId} already ended as ${s.status}`);
     await this.d.gateway.requestPause(s, paused, reason.slice(0, 500));
     return { flowId, status: paused ? 'pausing' : 'resuming' };
+  }
+
+  /** Pauses a flow definition (its new flows are accepted and start paused) or resumes it and the flows it paused. Unknown name: 404. */
+  async pauseDefinition(name: string, paused: boolean, reason = '') {
+    if (!this.d.registry.get(name)) throw new JetflowError(ErrorCodes.NOT_FOUND, `flow definition ${JSON.stringify(name.slice(0, 80))} not found`);
+    const resumed = await this.d.gateway.requestDefinitionPause(name, paused, reason.slice(0, 500));
+    return paused ? { flow: name, paused: true } : { flow: name, paused: false, resumedFlows: resumed };
   }
 
   async cancel(tenant: string, flowId: string, reason = '') {
