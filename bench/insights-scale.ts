@@ -8,6 +8,7 @@
  *   node --import tsx bench/insights-scale.ts --http 1000 --ref 20000 --runs 2
  *   node --import tsx bench/insights-scale.ts --cpu-prof /tmp/prof  # V8 profiles of the services (bench/profile.ts reads them)
  *   node --import tsx bench/insights-scale.ts --env JETFLOW_WORKER_THREADS=4 --out scale.json
+ *   node --import tsx bench/insights-scale.ts --replicas 2      # two of each worker service (on a larger machine)
  *
  * Sizes over HTTP travel in the body (10,000 at most: the insights input schema); `--ref` sizes are
  * JSON lines in the local S3 under uploads/default/ and go as `inputRef`. Each flow gets a deadline of
@@ -15,6 +16,7 @@
  * Run `npm run build` first (the services run from dist/).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { resolve } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
@@ -33,10 +35,12 @@ interface Opts {
   cpuProf?: string;
   env: Record<string, string>;
   out?: string;
+  /** Replicas of each worker service (dataset-generator, analyst). */
+  replicas: number;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { http: [1_000, 10_000], ref: [50_000], runs: 1, deadline: 120_000, env: {} };
+  const o: Opts = { http: [1_000, 10_000], ref: [50_000], runs: 1, deadline: 120_000, env: {}, replicas: 1 };
   const sizes = (v: string) => (v === 'none' ? [] : v.split(',').map((x) => Number(x.replace(/_/g, ''))));
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -51,11 +55,12 @@ function parse(argv: string[]): Opts {
     else if (a === '--deadline') o.deadline = Number(v());
     else if (a === '--cpu-prof') o.cpuProf = resolve(v());
     else if (a === '--out') o.out = v();
+    else if (a === '--replicas') o.replicas = Number(v());
     else if (a === '--env') {
       const [k, ...rest] = v().split('=');
       o.env[k!] = rest.join('=');
     } else if (a === '--help') {
-      process.stdout.write('usage: bench/insights-scale.ts [--http 1000,10000] [--ref 50000] [--runs N] [--deadline MS] [--cpu-prof DIR] [--env K=V]... [--out FILE]\n');
+      process.stdout.write('usage: bench/insights-scale.ts [--http 1000,10000] [--ref 50000] [--runs N] [--deadline MS] [--replicas N] [--cpu-prof DIR] [--env K=V]... [--out FILE]\n');
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
@@ -81,7 +86,9 @@ async function main() {
     Object.assign(serviceEnv, { NODE_OPTIONS: `--import ${resolve('bench/cpu-prof-preload.mjs')}`, JETFLOW_CPU_PROF_DIR: o.cpuProf });
   }
   const cb = await startCallbackReceiver();
-  const j = await startJetflow({ env: { ...o.env, ...serviceEnv } });
+  if (!Number.isInteger(o.replicas) || o.replicas < 1) throw new Error(`--replicas: not a count: ${o.replicas}`);
+  const j = await startJetflow({ env: { ...o.env, ...serviceEnv }, replicas: { 'dataset-generator': o.replicas, analyst: o.replicas } });
+  process.stdout.write(`cores ${availableParallelism()}, worker replicas ${o.replicas}, JETFLOW_WORKER_THREADS ${o.env.JETFLOW_WORKER_THREADS ?? 'default'}\n`);
   const s3 = createS3Client({ s3Endpoint: j.aws!.s3Endpoint, region: 'us-east-1', credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
   const procs = () => [
     ...(j.nats?.pid ? [{ name: 'nats-server', pid: j.nats.pid }] : []),
