@@ -11,7 +11,7 @@ import { createStorage } from './storage.js';
 describe('awsConfigFromEnv', () => {
   test('defaults with an empty environment', () => {
     assert.deepEqual(awsConfigFromEnv({}), { region: 'us-east-1' });
-    assert.deepEqual(storageConfigFromEnv({}), { region: 'us-east-1', bucket: 'jetflow-data', table: 'jetflow-flows' });
+    assert.deepEqual(storageConfigFromEnv({}), { region: 'us-east-1', bucket: 'jetflow-data', table: 'jetflow-flows', inputRefPrefixes: ['s3://jetflow-data/uploads/{tenant}/'] });
   });
 
   test('reads the standard variables; blank means unset', () => {
@@ -30,7 +30,13 @@ describe('awsConfigFromEnv', () => {
       region: 'us-east-1',
       bucket: 'b-1',
       table: 't-1',
+      inputRefPrefixes: ['s3://b-1/uploads/{tenant}/'],
     });
+    assert.deepEqual(storageConfigFromEnv({ JETFLOW_INPUT_REF_PREFIXES: ' s3://in-1/a/{tenant}/, s3://in-2/shared/' }).inputRefPrefixes, ['s3://in-1/a/{tenant}/', 's3://in-2/shared/']);
+    assert.throws(
+      () => storageConfigFromEnv({ JETFLOW_INPUT_REF_PREFIXES: 'bucket/x' }),
+      (err: unknown) => isStorageError(err, 'invalid_argument') && /JETFLOW_INPUT_REF_PREFIXES: "bucket\/x"/.test(err.message),
+    );
   });
 
   test('a malformed endpoint fails naming the variable', () => {
