@@ -62,7 +62,9 @@ describe('jetflow CLI', () => {
     const w = await cli(['watch', flowId]);
     ok(w, 'watch');
     assert.match(w.stderr, new RegExp(`${flowId} succeeded in \\d`));
-    assert.match(w.stderr, /datasets/);
+    // insights v2 is a DAG: the watch shows each level with its tasks.
+    assert.match(w.stderr, /level-1 +✔ text .*✔ embeddings/);
+    assert.match(w.stderr, /level-2 +✔ sentiment .*✔ keywords/);
 
     const g = await cli(['get', flowId]);
     ok(g, 'get');
