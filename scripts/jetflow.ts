@@ -126,10 +126,16 @@ for (const verb of ['pause', 'resume'] as const)
   program
     .command(verb)
     .description(verb === 'pause' ? 'pause a flow: no new task is dispatched until resumed (running ones finish)' : 'resume a paused flow: what became ready is dispatched')
-    .argument('<kind>', 'flow, or definition (an operator key)')
-    .argument('<id>', 'the flow id, or the definition name')
+    .argument('<kind>', 'flow, or definition or subject (an operator key)')
+    .argument('<id>', 'the flow id, the definition name or the task subject')
     .option('--reason <text>', 'recorded with the pause')
     .action(async (kind: string, id: string, o: { reason?: string }) => {
+      if (kind === 'subject') {
+        const r = await api().json<{ subject: string; paused: boolean }>('POST', `/v1/subjects/${encodeURIComponent(id)}/${verb}`, o.reason ? { reason: o.reason } : {});
+        if (globals().json) printJson(r);
+        else print(`subject ${r.subject} ${r.paused ? 'paused' : 'resumed'}`);
+        return;
+      }
       if (kind === 'definition') {
         const d = await api().json<{ flow: string; paused: boolean; resumedFlows?: number }>(
           'POST',
@@ -140,7 +146,7 @@ for (const verb of ['pause', 'resume'] as const)
         else print(`definition ${d.flow} ${d.paused ? 'paused' : `resumed (${d.resumedFlows ?? 0} flows resumed)`}`);
         return;
       }
-      if (kind !== 'flow') throw new UsageError(`${verb} ${kind}: expected flow or definition (jetflow ${verb} flow <flowId>, jetflow ${verb} definition <name>)`);
+      if (kind !== 'flow') throw new UsageError(`${verb} ${kind}: expected flow, definition or subject (jetflow ${verb} flow <flowId> | definition <name> | subject <task subject>)`);
       const r = await api().json<{ flowId: string; status: string }>('POST', `/v1/flows/${encodeURIComponent(id)}/${verb}`, o.reason ? { reason: o.reason } : {});
       if (globals().json) printJson(r);
       else print(`${r.flowId} ${r.status}`);

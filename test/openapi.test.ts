@@ -355,6 +355,9 @@ describe('OpenAPI document', () => {
     assert.equal((await call('POST', '/v1/flow-definitions/{name}/pause', '/v1/flow-definitions/nosuchflow/pause')).status, 404);
     assert.equal((await call('POST', '/v1/flow-definitions/{name}/pause', '/v1/flow-definitions/insights/pause', { json: { reason: 'openapi' } })).status, 200);
     assert.equal((await call('POST', '/v1/flow-definitions/{name}/resume', '/v1/flow-definitions/insights/resume')).status, 200);
+    assert.equal((await call('POST', '/v1/subjects/{subject}/pause', '/v1/subjects/jetflow.task.analyst.keywords/pause')).status, 200);
+    assert.equal((await call('POST', '/v1/subjects/{subject}/resume', '/v1/subjects/jetflow.task.analyst.keywords/resume')).status, 200);
+    assert.equal((await call('POST', '/v1/subjects/{subject}/pause', '/v1/subjects/nope/pause')).status, 400);
     assert.equal((await call('POST', '/v1/flows', '/v1/flows', { json: sampleSubmission(cb.url, { idempotencyKey: 'openapi-a', deadlineMs: 5_000 }) })).status, 409, 'same key, other body');
     assert.equal((await call('POST', '/v1/flows', '/v1/flows', { body: 'flow=insights', headers: { 'content-type': 'text/plain' } })).status, 415);
     assert.equal((await call('GET', '/v1/stream/events', '/v1/stream/events?flowId=NOT-AN-ID')).status, 400);

@@ -112,6 +112,23 @@ describe('pause and resume a flow', () => {
     assert.equal((await view(later)).paused, undefined);
   });
 
+  test('a paused subject: its workers stop pulling it, its task waits dispatched, and runs once resumed (the CLI)', async () => {
+    assert.equal((await post('/v1/subjects/not-a-subject/pause')).status, 400);
+    const p = await post('/v1/subjects/jetflow.task.analyst.keywords/pause');
+    assert.equal(p.status, 200, await p.clone().text());
+    assert.deepEqual(await p.json(), { subject: 'jetflow.task.analyst.keywords', paused: true });
+    await sleep(500); // the workers' watch brings the flag
+    const id = await submit('approvals');
+    await approvalWaiting(id);
+    assert.equal((await post(`/v1/flows/${id}/signals/approved`, 'ok')).status, 202);
+    await until('publish dispatched', async () => (task(await view(id), 'publish')?.status === 'dispatched' ? true : undefined));
+    await sleep(2_000);
+    assert.equal(task(await view(id), 'publish')!.status, 'dispatched', 'no worker takes it while its subject is paused');
+    assert.equal(cb.byFlow(id).length, 0);
+    assert.match(await cli('resume', 'subject', 'jetflow.task.analyst.keywords'), /subject jetflow.task.analyst.keywords resumed/);
+    await assertExactlyOnce(j, cb, [id], { allowed: ['succeeded'], timeoutMs: 30_000 });
+  });
+
   test('a pause control forged on the bus (no flag set) pauses nothing', async () => {
     const id = await submit('approvals');
     await approvalWaiting(id);

@@ -179,6 +179,8 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     }
   };
   const cancelled = await watchCancellations(js, o.log, onCancel);
+  // Paused subjects (POST /v1/subjects/{subject}/pause): their pulls ask for nothing until resumed.
+  const paused = await watchPausedSubjects(js, o.log, wakeCapacity);
 
   // In-progress heartbeats for every task held longer than heartbeatMs (waiting or running), and the
   // deadline of waiting ones: one timer for the whole worker.
@@ -254,6 +256,11 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
   };
 
   const handle = async (m: JsMsg) => {
+    // Pulled by a fetch that was open when its subject was paused: it waits here, heartbeated, using no attempt.
+    while (paused.has(m.subject) && !handingBack) {
+      m.working();
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
     held++;
     try {
       await handleHeld(m);
@@ -530,7 +537,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       consumer: CONSUMERS.task(s),
       concurrency: slots,
       // Every subject's pull asks for at most the worker's free slots (and holds at most maxParked waiting for a limit).
-      capacity: () => Math.min(slots - held, maxParked - parked),
+      capacity: () => (paused.has(s) ? 0 : Math.min(slots - held, maxParked - parked)),
       whenCapacity: () => new Promise<void>((r) => capacityWaiters.push(r)),
       mode: 'fetch',
       handle,
@@ -567,8 +574,52 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       }
       clearInterval(beat);
       cancelled.stop();
+      paused.stop();
       await unannounced;
       pub.close();
+    },
+  };
+}
+
+/** The KV key (jetflow_pauses) of a paused task subject: `subject.<kind>.<name>` for jetflow.task.<kind>.<name>. */
+export const subjectPauseKey = (subject: string) => `subject.${subject.split('.').slice(2).join('.')}`;
+
+/**
+ * The task subjects paused by the API, kept current by a watch of their flags in jetflow_pauses (no round
+ * trip per pull); `onChange` is told when one is paused or resumed. Without the watch (no permission, the
+ * bucket missing) nothing counts as paused.
+ */
+export async function watchPausedSubjects(js: JetStreamClient, log: Logger, onChange: () => void): Promise<{ has(subject: string): boolean; stop(): void }> {
+  const keys = new Set<string>();
+  let stopped = false;
+  let w: { stop(): void } | undefined;
+  let markReady: () => void = () => undefined;
+  const ready = new Promise<void>((r) => (markReady = r));
+  const run = async () => {
+    while (!stopped) {
+      try {
+        const kv = await js.views.kv(BUCKETS.pauses);
+        const iter = await kv.watch({ key: 'subject.>', initializedFn: () => markReady() });
+        w = iter;
+        for await (const e of iter) {
+          if (e.operation === 'PUT') keys.add(e.key);
+          else keys.delete(e.key);
+          onChange();
+        }
+      } catch (err) {
+        markReady();
+        if (!stopped) log.warn({ err: (err as Error).message }, 'paused-subjects watch failed; retrying');
+      }
+      if (!stopped) await new Promise((r) => setTimeout(r, 1_000));
+    }
+  };
+  void run();
+  await Promise.race([ready, new Promise((r) => setTimeout(r, 5_000).unref())]);
+  return {
+    has: (subject) => keys.has(subjectPauseKey(subject)),
+    stop() {
+      stopped = true;
+      w?.stop();
     },
   };
 }

@@ -287,6 +287,9 @@ function workerGrants(prefix: string, served: string[], t: Topology, o: { provis
     // The cancel flags, watched (an ordered consumer on the bucket's stream).
     kvRead(BUCKETS.cancel),
     readStream(`KV_${BUCKETS.cancel}`, t.durables.get(`KV_${BUCKETS.cancel}`)),
+    // Paused task subjects (watched: their pulls stop asking).
+    kvRead(BUCKETS.pauses),
+    readStream(`KV_${BUCKETS.pauses}`, t.durables.get(`KV_${BUCKETS.pauses}`)),
     ...(o.cache ? [kvRead(BUCKETS.cache), kvWrite(BUCKETS.cache)] : []),
     // Concurrency leases and rate-limit times (task-limiter.ts), only under the subjects it serves (`<kind>.<name>.>`).
     kvRead(BUCKETS.limits),

@@ -11,6 +11,7 @@ import {
   isJsError,
   resultSubject,
   retryTransient,
+  subjectPauseKey,
   submitSubject,
   type JetStreamPublisher,
 } from '../../../../libs/messaging/src/index.js';
@@ -190,6 +191,17 @@ export class JetStreamGateway implements Gateway {
         resumed++;
       }
       return resumed;
+    } catch (err) {
+      throw unavailable(err);
+    }
+  }
+
+  /** Sets or deletes a task subject's pause flag; the workers serving it watch it and stop (or resume) pulling. */
+  async requestSubjectPause(subject: string, paused: boolean, reason: string): Promise<void> {
+    if (!this.kv.pauses) throw new JetflowError(ErrorCodes.UNAVAILABLE, 'pausing is not configured on this ingest');
+    try {
+      if (paused) await this.kv.pauses.put(subjectPauseKey(subject), enc.encode(reason || 'paused'));
+      else await this.kv.pauses.delete(subjectPauseKey(subject));
     } catch (err) {
       throw unavailable(err);
     }

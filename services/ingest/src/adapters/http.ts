@@ -128,6 +128,14 @@ export async function buildHttpServer(d: HttpDeps): Promise<FastifyInstance> {
   });
 
   for (const verb of ['pause', 'resume'] as const)
+    app.post<{ Params: { subject: string }; Body: { reason?: string } | undefined }>(`/v1/subjects/:subject/${verb}`, { preHandler: authenticate }, async (req) => {
+      // A subject's workers serve every tenant: pausing it is the operator's.
+      requireOperator(req, `POST /v1/subjects/{subject}/${verb}`);
+      const reason = typeof req.body?.reason === 'string' ? req.body.reason : '';
+      return d.flows.pauseSubject(req.params.subject, verb === 'pause', reason);
+    });
+
+  for (const verb of ['pause', 'resume'] as const)
     app.post<{ Params: { name: string }; Body: { reason?: string } | undefined }>(`/v1/flow-definitions/:name/${verb}`, { preHandler: authenticate }, async (req) => {
       // A definition serves every tenant: pausing it is the operator's.
       requireOperator(req, `POST /v1/flow-definitions/{name}/${verb}`);

@@ -683,6 +683,28 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     ok: { 202: rec({ flowId: str('Flow id'), status: str('cancelling', { enum: ['cancelling'] }) }, { example: { flowId: FLOW_ID, status: 'cancelling' } }) },
     errors: ['not_found', 'conflict', 'unavailable'],
   },
+  'POST /v1/subjects/:subject/pause': {
+    operationId: 'pauseSubject',
+    summary: 'Pause a task subject: its workers stop pulling it (operator key)',
+    description:
+      "Durable (a flag in KV jetflow_pauses that every worker of the subject watches). Its tasks wait in the stream, the flows' deadlines running; tasks already pulled finish. A pull open at the moment may still deliver one batch.",
+    tags: ['operations'],
+    params: rec({ subject: str('Task subject', { pattern: '^jetflow\\.task\\.[a-z0-9_-]+\\.[a-z0-9_-]+$' }) }),
+    body: rec({ reason: str('Recorded with the flag') }, { optional: ['reason'] }),
+    bodyOptional: true,
+    ok: { 200: rec({ subject: str('Task subject'), paused: bool('true') }, { example: { subject: 'jetflow.task.analyst.sentiment', paused: true } }) },
+    errors: ['invalid_argument', 'permission_denied', 'unavailable'],
+  },
+  'POST /v1/subjects/:subject/resume': {
+    operationId: 'resumeSubject',
+    summary: 'Resume a paused task subject (operator key)',
+    tags: ['operations'],
+    params: rec({ subject: str('Task subject', { pattern: '^jetflow\\.task\\.[a-z0-9_-]+\\.[a-z0-9_-]+$' }) }),
+    body: rec({ reason: str('Ignored') }, { optional: ['reason'] }),
+    bodyOptional: true,
+    ok: { 200: rec({ subject: str('Task subject'), paused: bool('false') }, { example: { subject: 'jetflow.task.analyst.sentiment', paused: false } }) },
+    errors: ['invalid_argument', 'permission_denied', 'unavailable'],
+  },
   'POST /v1/flow-definitions/:name/pause': {
     operationId: 'pauseDefinition',
     summary: 'Pause a flow definition: its new flows are accepted and start paused (operator key)',

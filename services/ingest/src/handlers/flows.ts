@@ -37,6 +37,8 @@ export interface Gateway {
   requestPause(state: FlowState, paused: boolean, reason: string): Promise<void>;
   /** Sets or deletes a definition's pause flag; a resume resumes the flows it paused (their count). */
   requestDefinitionPause(name: string, paused: boolean, reason: string): Promise<number>;
+  /** Sets or deletes a task subject's pause flag (KV jetflow_pauses), which its workers watch. */
+  requestSubjectPause(subject: string, paused: boolean, reason: string): Promise<void>;
   /** Submissions waiting for their PubAck (backpressure). */
   pending(): number;
   connected(): boolean;
@@ -217,6 +219,14 @@ export class FlowHandlers {
     if (!this.d.registry.get(name)) throw new JetflowError(ErrorCodes.NOT_FOUND, `flow definition ${JSON.stringify(name.slice(0, 80))} not found`);
     const resumed = await this.d.gateway.requestDefinitionPause(name, paused, reason.slice(0, 500));
     return paused ? { flow: name, paused: true } : { flow: name, paused: false, resumedFlows: resumed };
+  }
+
+  /** Pauses a task subject (its workers stop pulling it; its tasks wait in the stream) or resumes it. */
+  async pauseSubject(subject: string, paused: boolean, reason = '') {
+    if (!/^jetflow\.task\.[a-z0-9_-]+\.[a-z0-9_-]+$/.test(subject))
+      throw invalid([{ path: 'subject', message: `${JSON.stringify(subject.slice(0, 120))} is not a task subject (jetflow.task.<kind>.<name>)` }]);
+    await this.d.gateway.requestSubjectPause(subject, paused, reason.slice(0, 500));
+    return { subject, paused };
   }
 
   async cancel(tenant: string, flowId: string, reason = '') {
