@@ -72,14 +72,14 @@ describe('jetflow CLI', () => {
     assert.equal(view.status, 'succeeded');
     assert.deepEqual(
       view.stages.flatMap((s) => s.tasks.map((t) => t.status)),
-      Array(6).fill('succeeded'),
+      Array(8).fill('succeeded'),
     );
 
     const l = await cli(['--json', 'list', '--status', 'succeeded']);
     ok(l, 'list');
     assert.ok((JSON.parse(l.stdout) as { flows: Array<{ flowId: string }> }).flows.some((f) => f.flowId === flowId));
     const table = await cli(['list']);
-    assert.match(table.stdout, new RegExp(`succeeded\\s+${flowId}\\s+insights\\s+6/6`));
+    assert.match(table.stdout, new RegExp(`succeeded\\s+${flowId}\\s+insights\\s+8/8`));
   });
 
   test('watch exits 2 when a flow ends partial and 1 when it is cancelled', async () => {
