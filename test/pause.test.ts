@@ -7,6 +7,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create, toBinary } from '@bufbuild/protobuf';
@@ -100,6 +101,12 @@ describe('pause and resume a flow', () => {
     }
     await sleep(1_000);
     assert.equal(task(await view(ids[0]!), 'approval')!.status, 'pending');
+    // The gauge of paused things (the orchestrator's metrics port: the last one its log names).
+    const port = [...readFileSync(join(j.logDir, 'orchestrator-0.log'), 'utf8').matchAll(/"metricsPort":(\d+)[^\n]*metrics listening/g)].pop()?.[1];
+    assert.ok(port, 'the orchestrator logged its metrics port');
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /jetflow_paused\{kind="definition"[^}]*\} 1\b/);
+    assert.match(metrics, /jetflow_paused\{kind="flow"[^}]*\} 2\b/);
     assert.match(await cli('resume', 'definition', 'approvals'), /definition approvals resumed \(2 flows resumed\)/);
     for (const id of ids) {
       await approvalWaiting(id);

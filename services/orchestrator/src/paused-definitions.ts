@@ -1,14 +1,19 @@
+import { Gauge } from 'prom-client';
 import type { KV, KvWatchInclude } from 'nats';
 import { DEF_PAUSE_PREFIX } from '../../../libs/flows/src/index.js';
 import type { Logger } from '../../../libs/logging/src/index.js';
+import { registry } from '../../../libs/metrics/src/index.js';
+
+/** The gauge of paused things, by kind (flow, definition, subject): every orchestrator replica reports the same (use max). */
+export const PAUSED_GAUGE = 'jetflow_paused';
 
 /**
- * The paused flow definitions (`def.<name>` in KV jetflow_pauses, set by POST
- * /v1/flow-definitions/{name}/pause), followed by one KV watch so a flow's start costs no request: a
- * flow of a paused definition starts paused.
+ * The pause flags of KV jetflow_pauses (`def.<name>`, `flow.<flowId>`, `subject.<kind>.<name>`), followed
+ * by one KV watch: a flow's start costs no request (a flow of a paused definition starts paused), and the
+ * `jetflow_paused{kind}` gauge counts them.
  */
 export class PausedDefinitions {
-  private readonly names = new Set<string>();
+  private readonly keys = new Set<string>();
   private stopWatch?: () => void;
   readonly ready: Promise<void>;
 
@@ -16,21 +21,38 @@ export class PausedDefinitions {
     let initialized!: () => void;
     this.ready = new Promise<void>((r) => (initialized = r));
     void (async () => {
-      const w = await kv.watch({ key: `${DEF_PAUSE_PREFIX}>`, include: 'last_value' as KvWatchInclude, initializedFn: () => initialized() });
+      const w = await kv.watch({ key: '>', include: 'last_value' as KvWatchInclude, initializedFn: () => initialized() });
       this.stopWatch = () => w.stop();
       for await (const e of w) {
-        const name = e.key.slice(DEF_PAUSE_PREFIX.length);
-        if (e.operation === 'PUT') this.names.add(name);
-        else this.names.delete(name);
+        if (e.operation === 'PUT') this.keys.add(e.key);
+        else this.keys.delete(e.key);
       }
     })().catch((err: Error) => {
-      log?.warn({ err: err.message }, 'paused definitions watch ended');
+      log?.warn({ err: err.message }, 'pause flags watch ended');
       initialized();
     });
+    if (!registry.getSingleMetric(PAUSED_GAUGE)) {
+      const keys = this.keys;
+      new Gauge({
+        name: PAUSED_GAUGE,
+        help: 'Paused flows, definitions and task subjects (their flags in KV jetflow_pauses).',
+        labelNames: ['kind'],
+        registers: [registry],
+        collect(this: Gauge<'kind'>) {
+          const n = { flow: 0, definition: 0, subject: 0 };
+          for (const k of keys) {
+            if (k.startsWith('flow.')) n.flow++;
+            else if (k.startsWith(DEF_PAUSE_PREFIX)) n.definition++;
+            else if (k.startsWith('subject.')) n.subject++;
+          }
+          for (const [kind, v] of Object.entries(n)) this.set({ kind }, v);
+        },
+      });
+    }
   }
 
   has(name: string): boolean {
-    return this.names.has(name);
+    return this.keys.has(`${DEF_PAUSE_PREFIX}${name}`);
   }
 
   stop(): void {
