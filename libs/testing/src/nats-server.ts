@@ -121,6 +121,12 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
       await waitExit();
     },
     async restart() {
+      // A restart of a running server kills it first (kill -9): launching beside it would leave the
+      // old process serving the port, unknown to stop(), and the "restart" would restart nothing.
+      if (proc && proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGKILL');
+        await waitExit();
+      }
       await launch();
     },
     async stop() {
