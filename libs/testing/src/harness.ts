@@ -162,7 +162,8 @@ function withIdentities(serviceEnv: Partial<Record<ServiceName, Record<string, s
  * renew their requests, so "all of them at the same instant" is a race, not a readiness signal.)
  */
 export async function waitForConsumers(nc: NatsConnection, timeoutMs = 30_000): Promise<void> {
-  const jsm = await nc.jetstreamManager();
+  // No API check at creation: right after a broker restart the connection may still be reconnecting; the loop retries.
+  const jsm = await nc.jetstreamManager({ checkAPI: false });
   const until = Date.now() + timeoutMs;
   const seen = new Set<string>();
   let known: string[] = [];
