@@ -166,4 +166,26 @@ describe('worker runtime end to end: backoff multiplier, limits that count runni
       });
     assert.deepEqual(loud, []);
   });
+
+  test("cancel whose control has not arrived (only the flag is set): the workers' CANCELLED results end the flow cancelled, never partial, and nothing after them runs", async () => {
+    const id = await submit('cancelme', { chaos: { slowMs: 10_000, busyMs: 10_000, ignoreSignal: true } });
+    await until('both tasks dispatched', async () => (await view(id)).stages?.[0]?.tasks.every((t) => t.status === 'dispatched') === true);
+    await sleep(1_000);
+    // What ingest does first on a cancel (the flag the workers watch); its control message is left out, as
+    // if it were still on its way or ingest had died between the two steps.
+    const flags = await j.nc.jetstream().views.kv('jetflow_cancel');
+    await flags.put(id, new TextEncoder().encode('flag only'));
+    await cb.waitForFlows([id], 10_000);
+    const got = cb.byFlow(id);
+    assert.equal(got.length, 1);
+    assert.equal(got[0]!.body.status, 'cancelled');
+    const v = await view(id);
+    assert.equal(v.status, 'cancelled');
+    assert.deepEqual(
+      v.stages[0]!.tasks.map((t) => t.status),
+      ['cancelled', 'cancelled'],
+    );
+    assert.equal(v.stages[1]!.tasks[0]!.dispatchedAt, null, 'the second stage was never dispatched');
+    assert.match(((await (await j.api(`/v1/flows/${id}`)).json()) as { endReason: string }).endReason, /flag only/);
+  });
 });

@@ -792,6 +792,15 @@ export class SagaEngine {
           return;
         }
         if (r.flowId !== addressed || !FLOW_ID_RE.test(r.flowId)) throw new Refused('invalid_message', `a result for flow ${quoteId(r.flowId)} was published to ${m.subject}`);
+        // A worker reports CANCELLED when it sees the flow's cancel flag, which ingest sets before it publishes
+        // the cancel control: the result may simply arrive first. With the flag set, the result applies the
+        // cancel itself (the control then finds the flow ended), so the flow ends cancelled, never advancing
+        // past a "cancelled" task to end partial.
+        let cancelledBy: string | undefined;
+        if (r.status === TaskStatus.CANCELLED && this.d.cancelFlags) {
+          const flag = await this.d.cancelFlags.get(r.flowId);
+          if (flag && flag.operation === 'PUT') cancelledBy = dec.decode(flag.value).slice(0, 500);
+        }
         await this.withFlow(r.flowId, () =>
           this.transition(
             r.flowId,
@@ -800,6 +809,7 @@ export class SagaEngine {
               // First of all, whether the result answers a dispatch of this flow (its token): if not, nothing else counts.
               const bad = resultProblem(s, { task: r.task, token: r.resultToken, chunk: r.chunkIndex });
               if (bad) return { changed: false, events: [], rejected: { code: bad.code, message: bad.message } };
+              if (cancelledBy !== undefined) return applyCancel(s, cancelledBy === 'cancelled' ? '' : cancelledBy, now);
               return 'problem' in runsOn
                 ? failFlow(s, { task: r.task, code: 'definition_unavailable', message: runsOn.problem }, now)
                 : applyResult(
