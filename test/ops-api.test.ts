@@ -334,13 +334,14 @@ describe('operations API', () => {
     try {
       const services = await rc.listServices();
       assert.ok(services.includes('jetflow.v1.IngestService'), services.join(','));
+      assert.ok(services.includes('jetflow.v1.WorkerService'), `the worker door is listed too: ${services.join(',')}`);
       const raw = await rc.fileContainingSymbol('jetflow.v1.IngestService');
       const files = raw.map((b) => fromBinary(FileDescriptorProtoSchema, b));
       const ingest = files.find((f) => f.service.some((s) => s.name === 'IngestService'));
       // Real file names and imports, so clients can follow the imports (grpcurl does).
       assert.equal(ingest?.name, 'jetflow/v1/ingest.proto');
       assert.deepEqual(ingest.dependency, ['google/protobuf/struct.proto']);
-      assert.deepEqual(ingest.service[0]!.method.map((m) => m.name).sort(), ['CancelFlow', 'GetFlow', 'SubmitFlow', 'WatchFlow']);
+      assert.deepEqual(ingest.service[0]!.method.map((m) => m.name).sort(), ['CancelFlow', 'GetFlow', 'SignalFlow', 'SubmitFlow', 'WatchFlow']);
       // Dependencies the client may not have: fetch them by name, as grpcurl does.
       const struct = (await rc.fileByFilename('google/protobuf/struct.proto')).map((b) => fromBinary(FileDescriptorProtoSchema, b));
       assert.equal(struct[0]?.name, 'google/protobuf/struct.proto');
