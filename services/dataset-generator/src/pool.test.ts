@@ -45,5 +45,10 @@ describe('dataset-generator pool', () => {
     await assert.rejects(running, { code: 'cancelled' });
     const again = await pool.run({ plugin: 'features', records });
     assert.equal(again.rows.length, records.length);
+    // The fresh thread loads its ONNX model as it starts: the pool is destroyed only once every thread has
+    // (an embeddings job per thread waits for it), as terminating a thread inside onnxruntime's session
+    // creation aborts the whole process.
+    const loaded = await Promise.all(Array.from({ length: pool.threads }, () => pool.run({ plugin: 'embeddings', records })));
+    assert.ok(loaded.every((r) => r.rows.length === records.length));
   });
 });
