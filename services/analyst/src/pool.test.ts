@@ -54,5 +54,9 @@ describe('analyst pool', () => {
     await assert.rejects(pool.run({ plugin: 'anomaly', records, datasets }, { signal: hard }), { code: 'timeout' });
     const report = await pool.run({ plugin: 'sentiment', records: records.slice(0, 10) });
     assert.equal(report.count, 10);
+    // The fresh thread loads its ONNX model as it starts: destroy the pool only once every thread has (a
+    // sentiment job per thread waits for it); terminating a thread inside session creation aborts the process.
+    const loaded = await Promise.all(Array.from({ length: pool.threads }, () => pool.run({ plugin: 'sentiment', records: records.slice(0, 10) })));
+    assert.ok(loaded.every((r) => r.count === 10));
   });
 });
