@@ -9,7 +9,7 @@ import { measureCeiling } from '../ceiling.js';
 import { RssSampler, cpuMs, memMb, selfCpuMs, type Tracked } from '../proc.js';
 import { BenchReceiver } from '../receiver.js';
 import { idleCpu, round, type CpuProc } from './cpu.js';
-import { submissionBody, submitter, type Submitter } from './doors.js';
+import { benchFlow, submissionBody, submitter, type Submitter } from './doors.js';
 import { resolveOptions, type BenchOptions, type TaskMode } from './options.js';
 import { checkTargets, describeStep } from './report.js';
 import { RESULTS_FORMAT, writeResults, type BenchResult } from './results.js';
@@ -170,7 +170,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         }
         const sampler = new RssSampler(tracked);
         sampler.start(200);
-        const payload = submissionBody(receiver.url, o.records);
+        const payload = submissionBody(receiver.url, o.records, benchFlow(o.mode));
 
         for (const door of o.doors) {
           const sub: Submitter = submitter(door, { tenant: TENANT, apiKey: API_KEY, tenantNc: nats.tenantNc, http: svc.http, grpc: svc.grpc }, payload);

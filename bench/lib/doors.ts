@@ -25,10 +25,18 @@ export interface DoorTargets {
   grpc: string;
 }
 
-/** The bench's submission: the insights flow over `records` review-like records. */
+/**
+ * The flow the bench submits: in noop mode `bench-stages` (bench/flows.json: insights v1's shape, two stages
+ * of three tasks, the shape earlier figures and the BullMQ peer have), in real mode `insights` itself.
+ */
+export const benchFlow = (mode: string) => (mode === 'noop' ? 'bench-stages' : 'insights');
+export const BENCH_FLOWS_FILE = 'bench/flows.json';
+
+/** The bench's submission: `flow` (benchFlow) over `records` review-like records. */
 export function submissionBody(
   callbackUrl: string,
   records: number,
+  flow = 'insights',
 ): { flow: string; input: { records: Array<Record<string, unknown>> }; callbackUrl: string; metadata: Record<string, string> } {
   const words = [
     'delivery',
@@ -57,7 +65,7 @@ export function submissionBody(
     text: Array.from({ length: 8 + (i % 5) }, (_, j) => words[(i * 7 + j * 3) % words.length]).join(' '),
     fields: { rating: 1 + (i % 5), amount: Math.round((10 + i * 3.7) * 100) / 100 },
   }));
-  return { flow: 'insights', input: { records: recs }, callbackUrl, metadata: { source: 'bench' } };
+  return { flow, input: { records: recs }, callbackUrl, metadata: { source: 'bench' } };
 }
 
 type Body = ReturnType<typeof submissionBody>;
@@ -68,9 +76,9 @@ const TIMEOUT_MS = 10_000;
 export function submitter(door: Door, t: DoorTargets, body: Body): Submitter {
   switch (door) {
     case 'nats':
-      return natsDoor(t, new TextEncoder().encode(JSON.stringify(body)), 'application/json', 'nats');
+      return natsDoor(t, body.flow, new TextEncoder().encode(JSON.stringify(body)), 'application/json', 'nats');
     case 'nats-proto':
-      return natsDoor(t, toBinary(SubmitFlowRequestSchema, protoInit(body)), 'application/protobuf', 'nats-proto');
+      return natsDoor(t, body.flow, toBinary(SubmitFlowRequestSchema, protoInit(body)), 'application/protobuf', 'nats-proto');
     case 'http':
       return httpDoor(t, body);
     case 'grpc':
@@ -79,9 +87,9 @@ export function submitter(door: Door, t: DoorTargets, body: Body): Submitter {
 }
 
 /** The NATS door: the body to jetflow.ingest.<tenant>.<flow> with the key as Nats-Msg-Id, through the project's publisher. */
-function natsDoor(t: DoorTargets, data: Uint8Array, contentType: string, door: Door): Submitter {
+function natsDoor(t: DoorTargets, flow: string, data: Uint8Array, contentType: string, door: Door): Submitter {
   const pub = new JetStreamPublisher(t.tenantNc);
-  const subject = `jetflow.ingest.${t.tenant}.insights`;
+  const subject = `jetflow.ingest.${t.tenant}.${flow}`;
   return {
     door,
     submit(key, done) {

@@ -9,7 +9,7 @@ import { SERVICES, type ServiceName } from '../../libs/stack/src/index.js';
 import { memMb } from '../proc.js';
 import { fmt, percentiles, table, type Percentiles } from '../stats.js';
 import { round } from './cpu.js';
-import { submissionBody, submitter, type Submitter } from './doors.js';
+import { benchFlow, submissionBody, submitter, type Submitter } from './doors.js';
 import type { History, TaskMode } from './options.js';
 import { API_KEY, TENANT, startBenchNats, startBenchServices } from './stack.js';
 import { svgChart } from './svg.js';
@@ -253,7 +253,7 @@ export async function runSoak(partial: Partial<SoakOptions> = {}, abort: { reaso
     log(
       `soak: ${o.mode} mode, history ${o.history}, ${o.rate} flows/s through ${o.doors.join('+')} for ${o.minutes} min, a kill every ${o.killEverySeconds || '∞'} s; logs in ${svc.logDir}`,
     );
-    const body = submissionBody(receiver.url, o.records);
+    const body = submissionBody(receiver.url, o.records, benchFlow(o.mode));
     const subs: Submitter[] = o.doors.map((d) => submitter(d, { tenant: TENANT, apiKey: API_KEY, tenantNc: nats.tenantNc, http: svc.http, grpc: svc.grpc }, body));
     cleanups.push(async () => {
       for (const s of subs) await s.close();

@@ -8,6 +8,7 @@ import { freePort, startNatsServer, testNatsAuth, waitForConsumers, type NatsSer
 import { startAwsProcess, type AwsProcess } from '../local-aws.js';
 import { findPid } from '../proc.js';
 import type { History, TaskMode } from './options.js';
+import { BENCH_FLOWS_FILE } from './doors.js';
 
 export const TENANT = 'default';
 export const API_KEY = 'bench-key-0123456789abcdef';
@@ -110,6 +111,8 @@ export async function startBenchServices(nats: BenchNats, o: ServicesOptions): P
     o.log(`bench: local S3 + DynamoDB (pid ${aws.pid})`);
   }
   if (o.history === 'off') env.JETFLOW_HISTORY = 'off';
+  // noop mode submits bench-stages (doors.ts benchFlow), defined beside the built-ins.
+  if (o.mode === 'noop') env.JETFLOW_FLOWS_FILE = resolve(repoRoot(), BENCH_FLOWS_FILE);
   const tag = `${o.mode}-history-${o.history}`;
   if (o.cpuProfDir) {
     const dir = resolve(o.cpuProfDir, o.mode);
