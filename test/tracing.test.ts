@@ -20,14 +20,18 @@ import {
   type ReceivedSpan,
 } from '../libs/testing/src/index.js';
 
+// insights v2: prepare and score (level 0, mapped: `<flow>:0:<task>:<chunk>`), then the datasets (level 1), then the analyses (level 2).
 const TASKS = [
-  { name: 'text', subject: 'jetflow.task.dataset.text', stage: 0, service: 'dataset-generator' },
-  { name: 'features', subject: 'jetflow.task.dataset.features', stage: 0, service: 'dataset-generator' },
-  { name: 'embeddings', subject: 'jetflow.task.dataset.embeddings', stage: 0, service: 'dataset-generator' },
-  { name: 'sentiment', subject: 'jetflow.task.analyst.sentiment', stage: 1, service: 'analyst' },
-  { name: 'anomaly', subject: 'jetflow.task.analyst.anomaly', stage: 1, service: 'analyst' },
-  { name: 'keywords', subject: 'jetflow.task.analyst.keywords', stage: 1, service: 'analyst' },
+  { name: 'prepare', subject: 'jetflow.task.dataset.prepare', stage: 0, chunk: 0, service: 'dataset-generator' },
+  { name: 'score', subject: 'jetflow.task.analyst.score', stage: 0, chunk: 0, service: 'analyst' },
+  { name: 'text', subject: 'jetflow.task.dataset.text', stage: 1, service: 'dataset-generator' },
+  { name: 'features', subject: 'jetflow.task.dataset.features', stage: 1, service: 'dataset-generator' },
+  { name: 'embeddings', subject: 'jetflow.task.dataset.embeddings', stage: 1, service: 'dataset-generator' },
+  { name: 'sentiment', subject: 'jetflow.task.analyst.sentiment', stage: 2, service: 'analyst' },
+  { name: 'anomaly', subject: 'jetflow.task.analyst.anomaly', stage: 2, service: 'analyst' },
+  { name: 'keywords', subject: 'jetflow.task.analyst.keywords', stage: 2, service: 'analyst' },
 ];
+const taskMsgId = (flowId: string, t: (typeof TASKS)[number]) => `${flowId}:${t.stage}:${t.name}${'chunk' in t ? `:${t.chunk}` : ''}`;
 
 const hex = (bytes: number) => randomBytes(bytes).toString('hex');
 
@@ -97,7 +101,7 @@ function assertFlowTrace(otlp: OtlpReceiver, trace: ReceivedSpan[], flowId: stri
     assert.equal(w.attributes['messaging.system'], 'nats');
     assert.equal(w.attributes['messaging.destination.name'], t.subject);
     assert.equal(w.attributes['messaging.operation.type'], 'process');
-    assert.equal(w.attributes['messaging.message.id'], `${flowId}:${t.stage}:${t.name}`);
+    assert.equal(w.attributes['messaging.message.id'], taskMsgId(flowId, t));
     assert.equal(w.attributes['jetflow.flow_id'], flowId);
     assert.equal(w.attributes['jetflow.tenant'], 'default');
     assert.equal(w.attributes['jetflow.attempt'], 1);
@@ -107,7 +111,7 @@ function assertFlowTrace(otlp: OtlpReceiver, trace: ReceivedSpan[], flowId: stri
     assert.equal(p.kind, SPAN_KIND.producer);
     assert.equal(p.attributes['messaging.operation.type'], 'send', 'the current convention (not the deprecated "publish")');
     assert.equal(p.attributes['messaging.operation.name'], 'publish');
-    assert.equal(p.attributes['messaging.message.id'], `${flowId}:${t.stage}:${t.name}`);
+    assert.equal(p.attributes['messaging.message.id'], taskMsgId(flowId, t));
     // Its result goes back to the orchestrator as a child of the attempt.
     const resultPub = trace.find((s) => s.parentSpanId === w.spanId && s.name === 'publish jetflow.result');
     assert.ok(resultPub, `${t.name} publishes its result inside its span`);
