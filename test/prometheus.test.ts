@@ -245,7 +245,8 @@ describe('Prometheus: rules, metrics and the Grafana dashboard', () => {
         ['ingest', 'invalid_argument'],
       ])
         rose('Dead letters / s by source and code', { source: source!, code: code! });
-      rose('Pending (backlog) by consumer', { consumer: 'task-dataset-text' });
+      // insights v2 starts with prepare (dataset generator, mapped) and score (analyst): with the dataset workers down, prepare's chunks wait.
+      rose('Pending (backlog) by consumer', { consumer: 'task-dataset-prepare' });
       rose('Waiting pulls by consumer');
       rose('Deliveries / s by consumer', { consumer: 'orchestrator-ingest-default' });
       rose('Publishes / s and stored messages by stream', { stream: 'JETFLOW_INGEST' });
