@@ -1,4 +1,4 @@
-// Bundles the package's entry (and the thread-side file) with what it uses from this repository's libs,
+// Bundles the package's entries (index, threads, and the SDK's own thread file) with what it uses from this repository's libs,
 // so the tarball needs nothing but its declared dependencies; then emits the type declarations.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
@@ -8,27 +8,30 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 rmSync(join(here, 'dist'), { recursive: true, force: true });
-// The OpenTelemetry SDK is loaded only by a service's startTelemetry(), which the package never calls.
-const noSdk = {
-  name: 'no-otel-sdk',
-  setup(b) {
-    b.onResolve({ filter: /\/sdk\.js$/ }, (a) => (a.importer.includes('/libs/telemetry/') ? { path: 'otel-sdk', namespace: 'stub' } : undefined));
-    b.onLoad({ filter: /.*/, namespace: 'stub' }, () => ({
-      contents: "export function startSdk() { throw new Error('@jetflow/worker does not start an OpenTelemetry SDK; start your own'); }",
-      loader: 'js',
-    }));
-  },
-};
 await build({
-  entryPoints: { index: join(here, 'src/index.ts'), thread: join(here, 'src/thread.ts') },
+  entryPoints: { index: join(here, 'src/index.ts'), thread: join(here, 'src/thread.ts'), threads: join(here, 'src/threads.ts') },
+  // Shared code in chunks; the OpenTelemetry SDK's chunk loads only when a worker service turns tracing on.
+  splitting: true,
   outdir: join(here, 'dist'),
   bundle: true,
   platform: 'node',
   format: 'esm',
   target: 'node20',
   sourcemap: true,
-  external: ['nats', 'nats/*', '@bufbuild/protobuf', '@bufbuild/protobuf/*', 'pino', 'piscina', '@opentelemetry/api'],
-  plugins: [noSdk],
+  external: [
+    'nats',
+    'nats/*',
+    '@bufbuild/protobuf',
+    '@bufbuild/protobuf/*',
+    'pino',
+    'piscina',
+    'prom-client',
+    '@opentelemetry/api',
+    // Only runWorkerService with OTEL tracing on imports these (the built-in services have them).
+    '@opentelemetry/sdk-node',
+    '@opentelemetry/resources',
+    '@opentelemetry/semantic-conventions',
+  ],
   logLevel: 'warning',
 });
 execFileSync(process.execPath, [join(here, '../../node_modules/typescript/bin/tsc'), '-p', join(here, 'tsconfig.json')], { stdio: 'inherit' });

@@ -14,6 +14,7 @@ import { isJsError, JetStreamApiCodes } from '../../../libs/messaging/src/js-err
 import { startTaskWorker, type TaskContext as RuntimeContext, type TaskHandler } from '../../../libs/messaging/src/worker.js';
 import { WORKER_REGISTRY, checkAnnounceInterval, workerNameOfUser } from '../../../libs/messaging/src/worker-registry.js';
 import type { Task } from '../../../libs/proto/src/index.js';
+import { runUnderLimits, type LimitsContext, type TaskMeta, type WorkerPool } from '../../../libs/pool/src/index.js';
 
 export { RetryableError, TerminalError };
 
@@ -472,3 +473,84 @@ export async function runTask<F = Record<string, unknown>, O = unknown>(
 
 /** The error code the runtime sees for an error (terminal, retryable, internal…): for tests. */
 export const errorCodeOf = (err: unknown): string => codeOf(err);
+
+// ---------------------------------------------------------------------------------------------
+// Worker services: what Jetflow's built-in dataset-generator and analyst are made of. A level below
+// createWorker: handlers see the whole Task message (claim-checked inputs, deps with their status and
+// stored outputs, a chunk's items as bytes) and return encoded outputs; the process is configured from
+// the environment like the other services, serves /metrics and /healthz, and drains on SIGTERM.
+
+/**
+ * Runs a worker service: reads nothing itself (pass loadWorkerConfig's result), starts tracing, metrics
+ * and /metrics + /healthz (JETFLOW_METRICS_PORT), connects, provisions the topology, serves the task
+ * subjects of the loaded flow definitions that match cfg.subjects and that the service has a plugin for,
+ * announces itself in the worker registry, and on SIGTERM or SIGINT stops fetching, finishes what it
+ * holds within cfg.graceMs, calls the handler's close() and exits 0. `makeHandler` runs once connected.
+ */
+export { runWorkerService } from '../../../libs/messaging/src/worker-main.js';
+/** A worker service's settings from the environment (NATS_*, JETFLOW_TASK_SUBJECTS, JETFLOW_WORKER_THREADS, …; docs/CONFIG.md). */
+export { loadWorkerConfig, type WorkerConfig as WorkerServiceConfig } from '../../../libs/config/src/worker.js';
+export type { Task } from '../../../libs/proto/src/index.js';
+export type {
+  /** A worker service's handler: the raw Task message in, an output (a value, JSON bytes, or a stored reference) out. */
+  TaskHandler as TaskMessageHandler,
+  /** What such a handler gets: the limits' signals, the attempt, a logger, pauseLimits() for thread pools. */
+  TaskContext as TaskMessageContext,
+  TaskOutput as TaskMessageOutput,
+} from '../../../libs/messaging/src/worker.js';
+
+/**
+ * A pool of worker threads for CPU-bound plugins, every thread started (and its model loaded) at once;
+ * its worker file default-exports createJobRunner() from `@jetflow/worker/threads`. workerFileNextTo
+ * finds that file next to the caller (`.js` when compiled, `.ts` under tsx). runUnderLimits runs a job
+ * under a task's limits: the soft limit as the plugin's signal, the hard limit as thread termination,
+ * and the limits' clocks stopped while the job waits for a free thread.
+ */
+export {
+  CHAOS_BUSY,
+  createWorkerPool,
+  runUnderLimits,
+  workerFileNextTo,
+  type LimitsContext,
+  type PoolOptions,
+  type RunOptions,
+  type TaskMeta,
+  type WorkerJob,
+  type WorkerPool,
+  type WorkerPoolOptions,
+} from '../../../libs/pool/src/index.js';
+
+const itemsDec = new TextDecoder();
+
+/**
+ * The items of a mapped task's chunk (Task.items_json, cut by the orchestrator), checked: not JSON, or
+ * not an array, is terminal (a retry reads the same bytes).
+ */
+export function chunkItemsOf<T = unknown>(task: Pick<Task, 'itemsJson' | 'chunkIndex' | 'task' | 'flowId'>): T[] {
+  let items: unknown;
+  try {
+    items = JSON.parse(itemsDec.decode(task.itemsJson));
+  } catch (err) {
+    throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are not JSON`, { cause: err });
+  }
+  if (!Array.isArray(items)) throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are no array`);
+  return items as T[];
+}
+
+/** The plugin a built-in style task runs: the last token of its subject (jetflow.task.<kind>.<plugin>). */
+export const pluginOf = (task: Pick<Task, 'subject'>): string => task.subject.slice(task.subject.lastIndexOf('.') + 1);
+
+/**
+ * A chunk of a mapped task run in a thread pool under the task's limits (runUnderLimits): its items
+ * (chunkItemsOf) are the job's records, the plugin is the subject's last token (pluginOf). What the
+ * built-ins' mapped steps share; the caller stores the part the plugin returns.
+ */
+export async function runChunkUnderLimits<In extends { plugin: string; records: readonly unknown[] }, R>(
+  pool: Pick<WorkerPool<In, R>, 'runDetailed'>,
+  task: Pick<Task, 'subject' | 'itemsJson' | 'chunkIndex' | 'task' | 'flowId'>,
+  ctx: LimitsContext,
+): Promise<{ items: In['records']; result: R; meta: TaskMeta }> {
+  const items = chunkItemsOf(task) as In['records'];
+  const { result, meta } = await runUnderLimits(pool, { plugin: pluginOf(task), records: items } as In, ctx);
+  return { items, result, meta };
+}

@@ -1,5 +1,5 @@
+import { loadWorkerConfig, type WorkerServiceConfig as WorkerConfig } from '@jetflow/worker';
 import { int } from '../../../libs/config/src/index.js';
-import { loadWorkerConfig, type WorkerConfig } from '../../../libs/config/src/worker.js';
 import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
 
 export interface AnalystConfig extends WorkerConfig {

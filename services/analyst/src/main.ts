@@ -1,4 +1,4 @@
-import { runWorkerService } from '../../../libs/messaging/src/index.js';
+import { runWorkerService } from '@jetflow/worker';
 import { loadConfig } from './config.js';
 import { chaosHandler, chaosTasks } from './handlers/chaos.js';
 

@@ -1,5 +1,5 @@
 /**
- * Piscina worker thread entry: runs one analyzer job per call (see libs/pool createJobRunner). The
+ * Piscina worker thread entry: runs one analyzer job per call (see createJobRunner in @jetflow/worker/threads). The
  * sentiment model is loaded once per thread, starting at module load; tasks await that one load.
  *
  * No top-level await on purpose: on Node 20, tsx cannot hook ESM imports inside worker threads,
@@ -7,12 +7,12 @@
  * top-level await. (Compiled to dist/ it loads either way.)
  */
 import { loadSentimentModel, modelLoadCount } from '../../../libs/models/src/index.js';
-import { CHAOS_BUSY, busyWork, createJobRunner, type WorkerJob } from '../../../libs/pool/src/index.js';
+import { CHAOS_BUSY, busyWork, createJobRunner, type WorkerJob } from '@jetflow/worker/threads';
 import { analyzers } from './analyzers/index.js';
 import { score } from './analyzers/sentiment.js';
 import type { Analyzer, Datasets, InputRecord, Report } from './analyzers/types.js';
 
-export type { TaskMeta, WorkerReply } from '../../../libs/pool/src/index.js';
+export type { TaskMeta, WorkerReply } from '@jetflow/worker/threads';
 
 export interface AnalyzerJob extends WorkerJob {
   records: InputRecord[];

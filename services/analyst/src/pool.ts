@@ -1,13 +1,13 @@
 /**
  * The worker-thread pool that runs analyzers off the event loop, so the service keeps
  * acking and heartbeating while the CPU works. The machinery (soft and hard limits, error codes
- * across threads) is libs/pool; this plugs in the analyst's worker and types.
+ * across threads) is @jetflow/worker's (createWorkerPool); this plugs in the analyst's worker and types.
  */
-import { createWorkerPool, workerFileNextTo, type PoolOptions, type WorkerPool } from '../../../libs/pool/src/index.js';
+import { createWorkerPool, workerFileNextTo, type PoolOptions, type WorkerPool } from '@jetflow/worker';
 import type { Datasets, InputRecord, Report } from './analyzers/types.js';
 import type { AnalyzerJob } from './pool-worker.js';
 
-export type { PoolOptions, RunOptions, TaskMeta } from '../../../libs/pool/src/index.js';
+export type { PoolOptions, RunOptions, TaskMeta } from '@jetflow/worker';
 
 export type AnalystPool = WorkerPool<{ plugin: string; records: InputRecord[]; datasets?: Datasets }, Report>;
 

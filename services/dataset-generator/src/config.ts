@@ -1,4 +1,4 @@
-import { loadWorkerConfig, type WorkerConfig } from '../../../libs/config/src/worker.js';
+import { loadWorkerConfig, type WorkerServiceConfig as WorkerConfig } from '@jetflow/worker';
 import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
 
 export interface DatasetGeneratorConfig extends WorkerConfig {

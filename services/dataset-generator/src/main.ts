@@ -1,4 +1,4 @@
-import { runWorkerService } from '../../../libs/messaging/src/index.js';
+import { runWorkerService } from '@jetflow/worker';
 import { loadConfig } from './config.js';
 
 // Noop mode answers at once; it loads neither the AWS SDK nor the model runtime (memory, start time).

@@ -1,5 +1,5 @@
 /**
- * Piscina worker thread entry: runs one generator job per call (see libs/pool createJobRunner). The
+ * Piscina worker thread entry: runs one generator job per call (see createJobRunner in @jetflow/worker/threads). The
  * embedding model is loaded once per thread, starting at module load; tasks await that one load.
  *
  * No top-level await on purpose: on Node 20, tsx cannot hook ESM imports inside worker threads,
@@ -7,12 +7,12 @@
  * top-level await. (Compiled to dist/ it loads either way.)
  */
 import { loadEmbeddingModel, modelLoadCount } from '../../../libs/models/src/index.js';
-import { createJobRunner, type WorkerJob } from '../../../libs/pool/src/index.js';
+import { createJobRunner, type WorkerJob } from '@jetflow/worker/threads';
 import { generators } from './generators/index.js';
 import { chunkGenerators } from './generators/insights-chunks.js';
 import type { DatasetGenerator, DatasetResult, InputRecord } from './generators/types.js';
 
-export type { TaskMeta, WorkerReply } from '../../../libs/pool/src/index.js';
+export type { TaskMeta, WorkerReply } from '@jetflow/worker/threads';
 
 export interface GeneratorJob extends WorkerJob {
   records: InputRecord[];

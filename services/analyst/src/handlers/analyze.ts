@@ -1,9 +1,6 @@
-import type { Task } from '../../../../libs/proto/src/index.js';
-import type { TaskContext, TaskHandler } from '../../../../libs/messaging/src/worker.js';
+import { TerminalError, pluginOf, runChunkUnderLimits, runUnderLimits, type Task, type TaskMessageContext, type TaskMessageHandler } from '@jetflow/worker';
 import type { KvCache } from '../../../../libs/cache/src/index.js';
-import { TerminalError } from '../../../../libs/errors/src/index.js';
 import { readInputObject, storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
-import { runUnderLimits } from '../../../../libs/pool/src/index.js';
 import type { Datasets, InputRecord, Report } from '../analyzers/types.js';
 import type { AnalystPool } from '../pool.js';
 
@@ -34,14 +31,14 @@ const dec = new TextDecoder();
 export const reportKey = (tenant: string, flowId: string, task: string) => `results/${tenant}/${flowId}/${task}.json`;
 
 /** The plugin a task runs: the last token of its subject (jetflow.task.analyst.<plugin>). */
-export const pluginOf = (task: Task) => task.subject.slice(task.subject.lastIndexOf('.') + 1);
+export { pluginOf };
 
 /**
  * An analyst task: load the datasets its dependencies wrote (through the cache), take the records
  * from the flow's input (or, without one, from the text dataset), run the analyzer in the
  * worker-thread pool, and return the report: inline when small, else stored in S3 and referenced.
  */
-export function analystHandler(d: AnalystHandlerDeps): TaskHandler {
+export function analystHandler(d: AnalystHandlerDeps): TaskMessageHandler {
   return async (task, ctx) => {
     if (task.chunkCount > 0) return scoreChunk(task, d, ctx);
     const [datasets, input] = await Promise.all([loadDatasets(task, d), readInput(task, d)]);
@@ -144,15 +141,8 @@ export const partKey = (tenant: string, flowId: string, task: string, chunk: num
  * A chunk of a mapped analyst step (insights v2's `score`): the analyzer on the chunk's items, its
  * rows stored as a part in S3; the output is the reference, which the step that needs it reads.
  */
-async function scoreChunk(task: Task, d: AnalystHandlerDeps, ctx: TaskContext) {
-  let records: unknown;
-  try {
-    records = JSON.parse(dec.decode(task.itemsJson));
-  } catch (err) {
-    throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are not JSON`, { cause: err });
-  }
-  if (!Array.isArray(records)) throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are no array`);
-  const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records: records as InputRecord[] }, ctx);
+async function scoreChunk(task: Task, d: AnalystHandlerDeps, ctx: TaskMessageContext) {
+  const { result, meta } = await runChunkUnderLimits(d.pool, task, ctx);
   // Encoded in the thread (gzip JSON lines): stored as it is.
   const part = (result as { part?: { body?: unknown; rows: number; rawBytes: number } }).part;
   if (!(part?.body instanceof Uint8Array)) throw new TerminalError(`${pluginOf(task)} is not a per-chunk analyzer (it returned no part)`);

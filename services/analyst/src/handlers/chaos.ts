@@ -1,9 +1,15 @@
 import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Task } from '../../../../libs/proto/src/index.js';
-import type { TaskContext, TaskHandler, TaskOutput } from '../../../../libs/messaging/src/worker.js';
-import { RetryableError, TerminalError } from '../../../../libs/errors/src/index.js';
-import { CHAOS_BUSY, runUnderLimits } from '../../../../libs/pool/src/index.js';
+import {
+  CHAOS_BUSY,
+  RetryableError,
+  TerminalError,
+  runUnderLimits,
+  type Task,
+  type TaskMessageContext as TaskContext,
+  type TaskMessageHandler as TaskHandler,
+  type TaskMessageOutput as TaskOutput,
+} from '@jetflow/worker';
 import type { AnalystPool } from '../pool.js';
 
 /**

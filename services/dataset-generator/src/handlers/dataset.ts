@@ -1,8 +1,5 @@
-import type { Task } from '../../../../libs/proto/src/index.js';
-import type { TaskContext, TaskHandler } from '../../../../libs/messaging/src/worker.js';
-import { TerminalError } from '../../../../libs/errors/src/index.js';
+import { TerminalError, pluginOf, runChunkUnderLimits, runUnderLimits, type Task, type TaskMessageContext, type TaskMessageHandler } from '@jetflow/worker';
 import { readInputObject, storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
-import { runUnderLimits } from '../../../../libs/pool/src/index.js';
 import type { EmbeddingPartial } from '../generators/embeddings.js';
 import { embeddingSummary } from '../generators/embeddings.js';
 import type { InputRecord } from '../generators/types.js';
@@ -40,7 +37,7 @@ export interface DatasetHandlerDeps {
 export const datasetKey = (tenant: string, flowId: string, task: string) => `datasets/${tenant}/${flowId}/${task}.jsonl.gz`;
 
 /** The plugin a task runs: the last token of its subject (jetflow.task.dataset.<plugin>), whatever the task is called. */
-export const pluginOf = (task: Task) => task.subject.slice(task.subject.lastIndexOf('.') + 1);
+export { pluginOf };
 
 /**
  * The records of a task: its input JSON, or the claim-checked input in S3 (task.inputRef). A missing
@@ -66,7 +63,7 @@ export async function readRecords(task: Task, objects: Pick<ObjectStore, 'resolv
  * lines, and return the reference with the summary. The key is deterministic, so a retried task
  * overwrites its own file.
  */
-export function datasetHandler(d: DatasetHandlerDeps): TaskHandler {
+export function datasetHandler(d: DatasetHandlerDeps): TaskMessageHandler {
   return async (task, ctx) => {
     // insights v2 (a DAG on map): a chunk of `prepare`, or a dataset merged from the chunks' parts.
     if (task.chunkCount > 0) return prepareChunk(d, task, ctx);
@@ -115,15 +112,8 @@ export interface PreparedChunk {
 const dec = new TextDecoder();
 
 /** A chunk of `prepare`: the per-record work of the three datasets on its items, each part stored in S3. */
-async function prepareChunk(d: DatasetHandlerDeps, task: Task, ctx: TaskContext) {
-  let records: unknown;
-  try {
-    records = JSON.parse(dec.decode(task.itemsJson));
-  } catch (err) {
-    throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are not JSON`, { cause: err });
-  }
-  if (!Array.isArray(records)) throw new TerminalError(`chunk ${task.chunkIndex} of ${task.task} (flow ${task.flowId}): its items are no array`);
-  const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records: records as InputRecord[] }, ctx);
+async function prepareChunk(d: DatasetHandlerDeps, task: Task, ctx: TaskMessageContext) {
+  const { items: records, result, meta } = await runChunkUnderLimits(d.pool, task, ctx);
   const encoded = result.encoded;
   if (!encoded) throw new TerminalError(`${pluginOf(task)} is not a chunk step (it made no parts); a mapped insights task runs jetflow.task.dataset.prepare`);
   const parts = {} as PreparedChunk['parts'];
@@ -184,7 +174,7 @@ export function preparedChunks(task: Task): PreparedChunk[] | undefined {
  * rows need nothing more, so their gzip parts are joined as they are (gzip members concatenate) and
  * the summary comes from the chunks' partial sums.
  */
-async function mergeDataset(d: DatasetHandlerDeps, task: Task, chunks: PreparedChunk[], ctx: TaskContext) {
+async function mergeDataset(d: DatasetHandlerDeps, task: Task, chunks: PreparedChunk[], ctx: TaskMessageContext) {
   const name = pluginOf(task) as PartDataset;
   if (!PART_DATASETS.includes(name)) throw new TerminalError(`${task.subject} cannot merge the parts of prepare (datasets: ${PART_DATASETS.join(', ')})`);
   const key = datasetKey(task.tenant, task.flowId, task.task);
