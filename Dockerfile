@@ -13,6 +13,8 @@ ENV ONNXRUNTIME_NODE_INSTALL=skip
 
 FROM base AS build
 COPY package.json package-lock.json .npmrc ./
+# The workspace package @jetflow/worker (the SDK the built-in workers import): npm links it from here.
+COPY packages/worker/package.json ./packages/worker/
 RUN npm ci --no-audit --no-fund --include=dev
 COPY buf.yaml buf.gen.yaml tsconfig.json ./
 COPY proto ./proto
@@ -20,10 +22,12 @@ COPY libs ./libs
 COPY services ./services
 COPY scripts ./scripts
 COPY bench ./bench
+COPY packages ./packages
 RUN npm run build
 
 FROM base AS prod-deps
 COPY package.json package-lock.json .npmrc ./
+COPY packages/worker/package.json ./packages/worker/
 RUN npm ci --no-audit --no-fund --omit=dev && npm cache clean --force
 
 FROM base AS local-aws
@@ -43,6 +47,9 @@ ENV NODE_ENV=production
 RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# node_modules/@jetflow/worker links here: the SDK's bundle (built by npm run build) and its package.json.
+COPY --from=build /app/packages/worker/dist ./packages/worker/dist
+COPY packages/worker/package.json ./packages/worker/
 # Read at run time: the models (analyst, dataset-generator), the dashboard (ingest), the version (ops API).
 COPY libs/models/assets ./libs/models/assets
 COPY services/ingest/ui ./services/ingest/ui
