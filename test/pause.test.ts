@@ -6,53 +6,21 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders } from 'nats';
 import { FlowControlSchema } from '../libs/proto/src/index.js';
 import { resultSubject } from '../libs/messaging/src/index.js';
-import { repoRoot } from '../libs/stack/src/index.js';
-import { assertExactlyOnce, jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
-
-type Task = { name: string; status: string; waitingForSignal?: string };
-type View = { status: string; paused?: boolean; stages: Array<{ tasks: Task[] }> };
+import { assertExactlyOnce, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { flowControlSuite } from './flow-control-suite.js';
 
 describe('pause and resume a flow', () => {
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  jetflowPerSuite((s) => ({ j, cb } = s), {
-    receiver: { secret: TEST_SECRET },
-    jetflow: { auth: true, env: { JETFLOW_TASK_MODE: 'noop', JETFLOW_FLOWS_FILE: resolve('test/fixtures/signal-flows.json') } },
-  });
-
-  const submit = async (flow: string) => {
-    const r = await j.api('/v1/flows', { method: 'POST', json: { flow, input: {}, callbackUrl: cb.url } });
-    assert.equal(r.status, 202, await r.clone().text());
-    return ((await r.json()) as { flowId: string }).flowId;
-  };
-  const view = async (id: string) => (await (await j.api(`/v1/flows/${id}`)).json()) as View;
-  const task = (v: View, name: string) => v.stages.flatMap((s) => s.tasks).find((t) => t.name === name);
-  const until = async <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> => {
-    for (const end = Date.now() + timeoutMs; ; await sleep(100)) {
-      const v = await fn();
-      if (v !== undefined) return v;
-      if (Date.now() > end) assert.fail(`${what}: not within ${timeoutMs} ms`);
-    }
-  };
-  const post = (path: string, json?: unknown) => j.api(path, { method: 'POST', ...(json !== undefined ? { json } : {}) });
-  const approvalWaiting = (id: string) => until(`${id} waiting`, async () => ((t) => (t?.waitingForSignal ? t : undefined))(task(await view(id), 'approval')));
-  const cli = (...args: string[]) =>
-    new Promise<string>((res, rej) =>
-      execFile(
-        process.execPath,
-        [join(repoRoot(), 'dist', 'scripts', 'jetflow.js'), ...args],
-        { env: { PATH: process.env.PATH ?? '', NO_COLOR: '1', JETFLOW_URL: j.http, JETFLOW_API_KEY: j.apiKey }, timeout: 30_000 },
-        (err, stdout, stderr) => (err ? rej(new Error(`${err.message}\n${stderr}`)) : res(stdout)),
-      ),
-    );
+  const { submit, view, task, until, waiting, post, cli } = flowControlSuite((s) => ({ j, cb } = s));
+  const approvalWaiting = (id: string) => waiting(id, 'approval');
 
   test('paused: the task that becomes ready waits, through kill -9 of the orchestrator; resume dispatches it', async () => {
     const id = await submit('approvals');
@@ -93,7 +61,6 @@ describe('pause and resume a flow', () => {
     const p = await post('/v1/flow-definitions/approvals/pause', { reason: 'model upgrade' });
     assert.equal(p.status, 200, await p.clone().text());
     assert.deepEqual(await p.json(), { flow: 'approvals', paused: true });
-    await sleep(500); // the orchestrators' watch brings the flag
     const ids = [await submit('approvals'), await submit('approvals')];
     for (const id of ids) {
       await until(`${id} started paused`, async () => ((v) => (v.paused === true && v.status === 'running' ? v : undefined))(await view(id)));
@@ -117,6 +84,29 @@ describe('pause and resume a flow', () => {
     const later = await submit('approvals');
     await approvalWaiting(later);
     assert.equal((await view(later)).paused, undefined);
+  });
+
+  test('flows submitted right after their definition is paused all start paused, and right after its resume all start unpaused (3 rounds of 8)', async () => {
+    for (let round = 0; round < 3; round++) {
+      const p = await post('/v1/flow-definitions/approvals/pause');
+      assert.equal(p.status, 200, await p.clone().text());
+      // No wait: the start reads the definition's flag, whatever a watch has delivered yet.
+      const ids = await Promise.all(Array.from({ length: 8 }, () => submit('approvals')));
+      for (const id of ids) {
+        const v = await until(`${id} started`, async () => ((x) => (x.status === 'running' ? x : undefined))(await view(id)));
+        assert.equal(v.paused, true, `round ${round}: ${id} started paused`);
+        assert.equal(task(v, 'approval')!.status, 'pending', `round ${round}: nothing of ${id} dispatched`);
+      }
+      const r = await post('/v1/flow-definitions/approvals/resume');
+      assert.deepEqual(await r.json(), { flow: 'approvals', paused: false, resumedFlows: 8 }, `round ${round}`);
+      const after = await Promise.all(Array.from({ length: 8 }, () => submit('approvals')));
+      for (const id of [...ids, ...after]) {
+        await approvalWaiting(id);
+        assert.equal((await view(id)).paused, undefined, `round ${round}: ${id} runs unpaused`);
+        assert.equal((await post(`/v1/flows/${id}/signals/approved`, { round })).status, 202);
+      }
+      await assertExactlyOnce(j, cb, [...ids, ...after], { allowed: ['succeeded'], timeoutMs: 30_000 });
+    }
   });
 
   test('a paused subject: its workers stop pulling it, its task waits dispatched, and runs once resumed (the CLI)', async () => {

@@ -248,7 +248,7 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         // A signal control counts only with its record, whose payload it applies; NATS-door signals are recorded here.
         kvRead(BUCKETS.signals),
         kvWrite(BUCKETS.signals),
-        // A pause control applies what the flow's pause flag says; a flow of a paused definition (watched) gets its flag at start.
+        // A pause control applies what the flow's pause flag says; a flow of a paused definition (its flag read at start) gets its own flag; the flags are watched for the gauge.
         kvRead(BUCKETS.pauses),
         kvWrite(BUCKETS.pauses),
         readStream(`KV_${BUCKETS.pauses}`, t.durables.get(`KV_${BUCKETS.pauses}`)),

@@ -12,6 +12,7 @@ import {
   SIGNAL_ID_RE,
   signalRecordKey,
   applyPauseSync,
+  defPauseKey,
   pauseFlagKey,
   pausedByDefinition,
   signalIdOf,
@@ -50,6 +51,7 @@ import {
   type TaskState,
   unstartableFlowState,
   validateSubmission,
+  DEFAULT_PRIORITY,
   type CallbackPolicy,
   type DefinitionLookup,
   type FlowDef,
@@ -124,10 +126,11 @@ export interface EngineDeps {
   cancelFlags?: Pick<KV, 'get'>;
   /** KV jetflow_signals: a signal control is applied only with the record ingest wrote, whose payload it takes. */
   signals?: Pick<KV, 'get' | 'create'>;
-  /** KV jetflow_pauses: a pause control makes the flow's pause what its flag says (nothing else may set it). */
-  pauses?: Pick<KV, 'get' | 'put'>;
-  /** The paused definitions (paused-definitions.ts): a flow of one starts paused, its flag naming the definition. */
-  pausedDefinitions?: { ready: Promise<void>; has(name: string): boolean };
+  /**
+   * KV jetflow_pauses: a pause control makes the flow's pause what its flag says (nothing else may set it);
+   * a flow whose definition's flag is set starts paused, its own flag naming the definition.
+   */
+  pauses?: Pick<KV, 'get' | 'put' | 'delete'>;
   /** Task instances a NATS-door submission may make (JETFLOW_MAX_TASKS_PER_FLOW; default 10,000). */
   maxTasksPerFlow?: number;
   /** Where a NATS-door submission's inputRef may point (JETFLOW_INPUT_REF_PREFIXES, `{tenant}` = the subject's tenant). */
@@ -184,6 +187,12 @@ class Unappliable extends Rejection {}
  * dead-lettered and the flow it names goes on untouched.
  */
 class Refused extends Rejection {}
+
+/** Whether a KV read found a value (a flag that is set), not nothing or a delete marker. */
+async function isPut(entry: Promise<{ operation: string } | null>): Promise<boolean> {
+  const e = await entry;
+  return !!e && e.operation === 'PUT';
+}
 
 /** Decoding what anyone may publish: bytes that do not decode are refused, not held against the flow. */
 function undecodable<T>(what: string, fn: () => T): T {
@@ -537,6 +546,7 @@ export class SagaEngine {
           ...(Object.keys(sub.metadata).length ? { metadata: sub.metadata } : {}),
           ...(sub.startAt ? { startAt: sub.startAt } : {}),
           ...(sub.delayMs ? { delayMs: sub.delayMs } : {}),
+          ...(sub.priority ? { priority: sub.priority } : {}),
         };
       } catch (err) {
         throw new Rejection('invalid_argument', `body is not a SubmitFlowRequest: ${(err as Error).message}`);
@@ -584,6 +594,7 @@ export class SagaEngine {
       metadata: sub.metadata ?? {},
       submittedAtMs: BigInt(arrived),
       startAtMs: BigInt(startTimeOf(sub, arrived) ?? 0),
+      priority: sub.priority ?? 0,
     });
     // The hash HTTP computes for the same submission (its body names the key), so both doors agree.
     return { req, ...(key ? { key: { key, hash: submissionHash({ ...sub, idempotencyKey: key }) } } : {}) };
@@ -650,6 +661,8 @@ export class SagaEngine {
       ...(req.idempotencyKey ? { idempotencyKey: req.idempotencyKey } : {}),
       deadlineMs: req.deadlineMs,
       metadata: req.metadata,
+      // 0 (none, or a FlowRequest from before priorities) and anything out of range run at the default.
+      ...(req.priority >= 1 && req.priority <= 10 && req.priority !== DEFAULT_PRIORITY ? { priority: req.priority } : {}),
       submittedAt: Number(req.submittedAtMs) || now,
       ...(traceparent ? { traceparent } : {}),
       ...(req.startAtMs ? { startAt: Number(req.startAtMs) } : {}),
@@ -687,13 +700,12 @@ export class SagaEngine {
       }
     }
     // A flow of a paused definition starts paused; its own flag names the definition, whose resume resumes it.
+    // The definition's flag is read from the stream leader, not from a watch: a flow submitted right after
+    // the pause answered (milliseconds, before a watch delivers the flag) must start paused too.
     let pausedByDef = false;
-    if (def && !unreadable && this.d.pausedDefinitions && this.d.pauses) {
-      await this.d.pausedDefinitions.ready;
-      if (this.d.pausedDefinitions.has(def.name)) {
-        await this.d.pauses.put(pauseFlagKey(req.flowId), encodeUtf8(pausedByDefinition(def.name)));
-        pausedByDef = true;
-      }
+    if (def && !unreadable && this.d.pauses && (await isPut(this.d.pauses.get(defPauseKey(def.name))))) {
+      await this.d.pauses.put(pauseFlagKey(req.flowId), encodeUtf8(pausedByDefinition(def.name)));
+      pausedByDef = true;
     }
     const state = unreadable
       ? unstartableFlowState(startReq, unreadable, now)
@@ -723,9 +735,17 @@ export class SagaEngine {
       if (!cur) throw new Error(`flow ${req.flowId} exists but cannot be read`);
     }
     if (fresh && pausedByDef) {
-      // The definition was resumed between the flag and the state (its resume found the flag before the state was there): resume now.
-      const flag = await this.d.pauses!.get(pauseFlagKey(req.flowId));
-      if (!flag || flag.operation !== 'PUT') {
+      // The definition was resumed meanwhile: its resume found this flow's flag before the state was there
+      // (and deleted it), or listed the flags before this one was written (the definition's flag is gone
+      // now, read after this flow's flag was written): resume now, this flow's flag deleted if it still names the definition.
+      const pauses = this.d.pauses!;
+      const flowFlag = await pauses.get(pauseFlagKey(req.flowId));
+      let resume = !flowFlag || flowFlag.operation !== 'PUT';
+      if (!resume && !(await isPut(pauses.get(defPauseKey(def!.name))))) {
+        if (dec.decode(flowFlag!.value) === pausedByDefinition(def!.name)) await pauses.delete(pauseFlagKey(req.flowId));
+        resume = true;
+      }
+      if (resume) {
         const ctl = create(FlowControlSchema, { flowId: req.flowId, kind: 'pause', reason: 'resume' });
         await this.d.pub.publish(resultSubject(this.d.partitions, req.flowId), toBinary(FlowControlSchema, ctl), {
           msgId: `${req.flowId}:pause:start`,
@@ -1270,6 +1290,8 @@ export class SagaEngine {
       deadlineMs: Math.max(100, Math.min(4_000_000_000, s.deadlineAt - Date.now())),
       metadata: s.metadata,
       submittedAtMs: BigInt(Date.now()),
+      // A child runs at its parent's priority.
+      priority: s.priority ?? 0,
       parentFlowId: s.flowId,
       parentTask: pt.name,
       parentToken: token,
@@ -1352,6 +1374,7 @@ export class SagaEngine {
         resultToken: chunked ? chunkToken(ts.token ?? '', d.chunk!) : (ts.token ?? ''),
         ...(chunked ? { chunkIndex: d.chunk!, chunkCount: ts.chunks!, itemsJson: items! } : {}),
         ...(pt.concurrency || pt.rateLimit ? await this.limitsOf(s, pt) : {}),
+        ...(s.priority ? { priority: s.priority } : {}),
       });
       const h = kindHeaders('task', s.flowId);
       if (s.traceparent) h.set('traceparent', s.traceparent);

@@ -55,14 +55,16 @@ const [idempotency, cancelFlags] = await Promise.all([openKv(nc, BUCKETS.idempot
 const signals = await openKv(nc, BUCKETS.signals, { leader: true });
 // Pause flags, read right after ingest set or deleted them: from the leader.
 const pauses = await openKv(nc, BUCKETS.pauses, { leader: true });
-// Paused definitions, followed by a watch: their new flows start paused.
-const pausedDefinitions = new PausedDefinitions(pauses, log);
+// The pause flags, followed by a watch for the jetflow_paused gauge (a flow's start reads its definition's flag from the leader).
+const pausedFlags = new PausedDefinitions(pauses, log);
 // New flows start in weighted turns across tenants, within this replica's room and each tenant's in-flight limit.
 const admission = new FairAdmission({
   maxRunning: cfg.maxRunningFlows,
   concurrency: cfg.concurrency,
   limits: cfg.tenantLimits,
   instance: cfg.instanceId,
+  agingMs: cfg.priorityAgingMs,
+  priorityLookahead: cfg.priorityLookahead,
   onChange: () => lanes.reportSoon(),
 });
 const lanes = new IngestLanes({ nc, admission, instanceId: cfg.instanceId, tenants: cfg.tenants, handle: (m) => startFlow(m), log });
@@ -79,7 +81,6 @@ const engine = new SagaEngine({
   cancelFlags,
   signals,
   pauses,
-  pausedDefinitions,
   partitions: cfg.partitions,
   policy,
   log,
@@ -173,6 +174,7 @@ const shutdown = async (sig: string) => {
   scheduler.stop();
   await leases.stop();
   live.live.stop();
+  pausedFlags.stop();
   pub.close();
   await nc.drain();
   storage.close();

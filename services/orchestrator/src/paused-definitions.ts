@@ -9,8 +9,8 @@ export const PAUSED_GAUGE = 'jetflow_paused';
 
 /**
  * The pause flags of KV jetflow_pauses (`def.<name>`, `flow.<flowId>`, `subject.<kind>.<name>`), followed
- * by one KV watch: a flow's start costs no request (a flow of a paused definition starts paused), and the
- * `jetflow_paused{kind}` gauge counts them.
+ * by one KV watch, for the `jetflow_paused{kind}` gauge. Not what a flow's start decides by: a watch
+ * lags a write by milliseconds, so the start reads its definition's flag from the stream leader.
  */
 export class PausedDefinitions {
   private readonly keys = new Set<string>();
