@@ -25,7 +25,8 @@ export class HistoryFlowLister implements FlowLister {
   ) {}
 
   async list(q: ListFlowsQuery): Promise<FlowPage> {
-    if (q.status.length === 0 || !q.status.every((s) => FINAL.has(s))) return this.kv.list(q);
+    // Every tenant's (an operator's `*`): the history is read by tenant, the KV bucket holds them all.
+    if (q.status.length === 0 || !q.status.every((s) => FINAL.has(s)) || q.tenant === '*') return this.kv.list(q);
     const statuses = [...new Set(q.status)] as FinalFlowStatus[];
     const one = statuses.length === 1 ? statuses[0] : undefined;
     const flows: FlowSummary[] = [];
@@ -35,7 +36,7 @@ export class HistoryFlowLister implements FlowLister {
       // number of pages per call (a short page with a cursor is allowed).
       for (let i = 0; i < MAX_QUERIES && flows.length < q.limit; i++) {
         const page = await this.records.list({ tenant: q.tenant, limit: q.limit - flows.length, ...(one ? { status: one } : {}), ...(cursor ? { cursor } : {}) });
-        const wanted = page.items.filter((h) => statuses.includes(h.status as FinalFlowStatus) && matchesSearch(h, q));
+        const wanted = page.items.filter((h) => statuses.includes(h.status as FinalFlowStatus) && matchesSearch({ ...h, submittedAt: h.startedAt }, q));
         flows.push(...(await Promise.all(wanted.map((h) => this.summary(h)))));
         cursor = page.cursor;
         if (!cursor) break;

@@ -41,7 +41,7 @@ export class KvFlowLister implements FlowLister {
       } catch {
         return true;
       }
-      if (s.tenant !== q.tenant || (want.size && !want.has(s.status)) || !matchesSearch(s, q)) return true;
+      if ((q.tenant !== '*' && s.tenant !== q.tenant) || (want.size && !want.has(s.status)) || !matchesSearch(s, q)) return true;
       flows.push(summarize(s, m.info.timestampNanos / 1e6));
       return flows.length < q.limit;
     });

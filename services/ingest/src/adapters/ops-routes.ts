@@ -9,6 +9,7 @@ import type { Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
 import { parseListQuery, type FlowLister } from '../handlers/flow-lister.js';
 import type { DeadLetterHandlers } from '../handlers/deadletters.js';
+import type { BulkHandlers } from '../handlers/bulk.js';
 import type { ConsumerStats } from '../handlers/consumers.js';
 import type { WorkerHandlers } from '../handlers/workers.js';
 import { timelineOf } from '../handlers/timeline.js';
@@ -24,6 +25,8 @@ export interface OpsDeps {
   registry: FlowRegistry;
   lister: FlowLister;
   deadLetters: DeadLetterHandlers;
+  /** Cancel and redrive by filter. */
+  bulk: BulkHandlers;
   consumers: ConsumerStats;
   /** The worker registry (GET /v1/workers). */
   workers?: WorkerHandlers;
@@ -53,7 +56,7 @@ export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
   });
 
   app.get('/v1/flows', { preHandler: authenticate }, async (req) => {
-    const page = await d.lister.list(parseListQuery(req.tenant, req.query));
+    const page = await d.lister.list(parseListQuery(req.tenant, req.query, req.operator));
     // A finished flow's callback has a state of its own (delivered, retrying, dead-lettered): one KV read each.
     await Promise.all(
       page.flows.map(async (f) => {
@@ -79,7 +82,11 @@ export function registerOpsRoutes(app: FastifyInstance, d: OpsDeps): void {
     return { flowId: s.flowId, ...attemptHistory(events, finals), truncated };
   });
 
-  app.get('/v1/deadletters', { preHandler: authenticate }, async (req) => d.deadLetters.list(req.tenant, req.query));
+  // Cancel every flow a filter selects (`::` is a literal colon in a fastify route): README, "Bulk actions".
+  app.post('/v1/flows::cancel', { preHandler: authenticate }, async (req) => d.bulk.cancelFlows(req.tenant, req.operator, req.body));
+
+  app.get('/v1/deadletters', { preHandler: authenticate }, async (req) => d.deadLetters.list(req.tenant, req.query, req.operator));
+  app.post('/v1/deadletters::redrive', { preHandler: authenticate }, async (req) => d.bulk.redriveDeadLetters(req.tenant, req.operator, req.body));
   app.get<{ Params: { seq: string } }>('/v1/deadletters/:seq', { preHandler: authenticate }, async (req) => d.deadLetters.get(req.tenant, req.params.seq));
   app.post<{ Params: { seq: string } }>('/v1/deadletters/:seq/redrive', { preHandler: authenticate }, async (req) => d.deadLetters.redrive(req.tenant, req.params.seq));
 

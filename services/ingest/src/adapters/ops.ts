@@ -7,6 +7,7 @@ import type { Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers, Gateway } from '../handlers/flows.js';
 import type { FlowLister } from '../handlers/flow-lister.js';
 import { DeadLetterHandlers } from '../handlers/deadletters.js';
+import { BulkHandlers } from '../handlers/bulk.js';
 import { ConsumerStats } from '../handlers/consumers.js';
 import { WorkerHandlers, type WorkerRegistryReader } from '../handlers/workers.js';
 import type { Authenticator } from './auth.js';
@@ -55,7 +56,10 @@ export function operations(d: OperationsDeps) {
   const consumers = new ConsumerStats(source);
   const workers = d.workers ? new WorkerHandlers({ workers: d.workers, consumers: source, subjects: () => taskSubjects(d.registry.defs) }) : undefined;
   const lister = d.lister ?? new KvFlowLister(d.nc);
+  const bulk = new BulkHandlers({ lister, flows: d.flows, deadLetters });
   return {
+    /** Bulk actions by filter, for the gRPC door too. */
+    bulk,
     before: (app: FastifyInstance) => registerDocs(app, { version: packageVersion() }),
     extend: (app: FastifyInstance) => {
       registerOpsRoutes(app, {
@@ -64,6 +68,7 @@ export function operations(d: OperationsDeps) {
         registry: d.registry,
         lister,
         deadLetters,
+        bulk,
         consumers,
         ...(workers ? { workers } : {}),
         nc: d.nc,

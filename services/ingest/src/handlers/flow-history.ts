@@ -55,6 +55,7 @@ export function summaryFromHistory(h: HistorySummary, def: FlowDef | undefined, 
   return {
     flowId: h.flowId,
     flow: h.flow,
+    tenant: h.tenant,
     status: h.status as FlowStatus,
     stage: def ? stagesOf(def).length - 1 : 0,
     submittedAt: h.startedAt,

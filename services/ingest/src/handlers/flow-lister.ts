@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { invalid } from '../../../../libs/errors/src/index.js';
-import type { FlowState, FlowStatus } from '../../../../libs/flows/src/index.js';
+import { JetflowError, ErrorCodes, invalid } from '../../../../libs/errors/src/index.js';
+import { ID_RULES, type FlowState, type FlowStatus } from '../../../../libs/flows/src/index.js';
 
 /**
  * Listing of a tenant's recent flows. Implemented over the flows KV bucket for now
@@ -12,6 +12,7 @@ export interface FlowLister {
 }
 
 export interface ListFlowsQuery {
+  /** The tenant whose flows; `*` (operator keys only): every tenant's, from the flows KV bucket. */
   tenant: string;
   /** Only flows in one of these states; all when empty. */
   status: FlowStatus[];
@@ -21,6 +22,12 @@ export interface ListFlowsQuery {
   idempotencyKey?: string;
   /** Only flows whose metadata has this key with this value. */
   metadata?: { key: string; value: string };
+  /** Only flows of this definition. */
+  flow?: string;
+  /** Only flows submitted at or after this time (epoch ms). */
+  submittedAfter?: number;
+  /** Only flows submitted before this time (epoch ms). */
+  submittedBefore?: number;
 }
 
 export interface FlowPage {
@@ -32,6 +39,7 @@ export interface FlowPage {
 export interface FlowSummary {
   flowId: string;
   flow: string;
+  tenant: string;
   status: FlowStatus;
   stage: number;
   submittedAt: string;
@@ -54,23 +62,26 @@ export interface FlowSummary {
 const STATUSES = ['scheduled', 'running', 'succeeded', 'partial', 'failed', 'cancelled'] as const;
 export const MAX_LIST_LIMIT = 200;
 
-/** The query string of GET /v1/flows: validates requests, and the OpenAPI document is generated from it. */
-export const ListQuerySchema = z.object({
-  status: z
+const when = (what: string) =>
+  z
     .string()
+    .max(64)
+    .refine((v) => !Number.isNaN(Date.parse(v)) && /^\d{4}-\d\d-\d\dT/.test(v), 'expected an RFC 3339 time, e.g. 2026-03-01T12:00:00Z')
     .optional()
-    .transform((s) =>
-      s
-        ? s
-            .split(',')
-            .map((x) => x.trim())
-            .filter(Boolean)
-        : [],
-    )
+    .describe(what);
+
+/**
+ * What selects flows: the listing's query string (GET /v1/flows) and the filter of a bulk cancel
+ * (POST /v1/flows:cancel) are parsed by this one schema, so both select exactly the same flows.
+ */
+export const FlowFilterSchema = z.object({
+  status: z
+    .union([z.string(), z.array(z.string())])
+    .optional()
+    .transform((s) => (Array.isArray(s) ? s : s ? s.split(',') : []).map((x) => x.trim()).filter(Boolean))
     .pipe(z.array(z.enum(STATUSES, { message: `expected one or more of ${STATUSES.join(', ')} (comma-separated)` })))
     .describe(`Only these statuses, comma-separated (${STATUSES.join(', ')})`),
-  limit: z.coerce.number().int().min(1).max(MAX_LIST_LIMIT).default(50).describe('Most flows on a page'),
-  cursor: z.string().max(1_024).optional().describe('nextCursor of the previous page'),
+  flow: z.string().regex(ID_RULES.flow.re, `a flow definition name (${ID_RULES.flow.rule})`).optional().describe('Only flows of this definition'),
   idempotencyKey: z.string().min(1).max(256).optional().describe('Only the flow submitted with this idempotency key'),
   metadata: z
     .string()
@@ -78,11 +89,38 @@ export const ListQuerySchema = z.object({
     .regex(/^[^=]{1,128}=/, 'expected key=value, e.g. source=batch-7')
     .optional()
     .describe('Only flows whose metadata has this entry, as key=value (e.g. source=batch-7)'),
+  submittedAfter: when('Only flows submitted at or after this time (RFC 3339)'),
+  submittedBefore: when('Only flows submitted before this time (RFC 3339)'),
+  tenant: z
+    .string()
+    .max(64)
+    .refine((t) => t === '*' || ID_RULES.tenant.re.test(t), 'a tenant name, or * for every tenant')
+    .optional()
+    .describe("Another tenant's flows (operator keys only), or * for every tenant's (from the flows changed in the last 24 h)"),
 });
 
+/** The query string of GET /v1/flows: validates requests, and the OpenAPI document is generated from it. */
+export const ListQuerySchema = FlowFilterSchema.extend({
+  limit: z.coerce.number().int().min(1).max(MAX_LIST_LIMIT).default(50).describe('Most flows on a page'),
+  cursor: z.string().max(1_024).optional().describe('nextCursor of the previous page'),
+});
+
+/** The fields of a filter, parsed. */
+export type FlowFilter = Omit<ListFlowsQuery, 'limit' | 'cursor'>;
+
 /** Whether a flow (state, summary or history item) matches the listing's search fields. */
-export function matchesSearch(f: { idempotencyKey?: string | null; metadata?: Record<string, string> | null }, q: Pick<ListFlowsQuery, 'idempotencyKey' | 'metadata'>): boolean {
+export function matchesSearch(
+  f: { idempotencyKey?: string | null; metadata?: Record<string, string> | null; flow?: string; submittedAt?: number | string },
+  q: Pick<ListFlowsQuery, 'idempotencyKey' | 'metadata' | 'flow' | 'submittedAfter' | 'submittedBefore'>,
+): boolean {
   if (q.idempotencyKey !== undefined && f.idempotencyKey !== q.idempotencyKey) return false;
+  if (q.flow !== undefined && f.flow !== q.flow) return false;
+  if (q.submittedAfter !== undefined || q.submittedBefore !== undefined) {
+    const at = typeof f.submittedAt === 'string' ? Date.parse(f.submittedAt) : f.submittedAt;
+    if (at === undefined || Number.isNaN(at)) return false;
+    if (q.submittedAfter !== undefined && at < q.submittedAfter) return false;
+    if (q.submittedBefore !== undefined && at >= q.submittedBefore) return false;
+  }
   if (q.metadata && !(f.metadata && Object.hasOwn(f.metadata, q.metadata.key) && f.metadata[q.metadata.key] === q.metadata.value)) return false;
   return true;
 }
@@ -92,17 +130,36 @@ function issues(err: z.ZodError) {
   return err.issues.map((i) => ({ path: String(i.path[0] ?? ''), message: i.message }));
 }
 
+/**
+ * The parsed fields of a filter (query string or bulk body), for the key's tenant. `tenant` is the
+ * operator's: a tenant key naming another tenant is refused (403), its own is allowed.
+ */
+export function filterOf(tenant: string, operator: boolean, d: z.output<typeof FlowFilterSchema>, at = ''): FlowFilter {
+  const q: FlowFilter = { tenant, status: d.status };
+  if (d.tenant !== undefined && d.tenant !== tenant) {
+    if (!operator)
+      throw new JetflowError(ErrorCodes.PERMISSION_DENIED, `${at}tenant: another tenant's flows need an operator API key; this key belongs to tenant "${tenant}"`, {
+        details: [{ path: `${at}tenant`, message: 'needs an operator key' }],
+      });
+    q.tenant = d.tenant;
+  }
+  if (d.idempotencyKey !== undefined) q.idempotencyKey = d.idempotencyKey;
+  if (d.metadata !== undefined) {
+    const eq = d.metadata.indexOf('=');
+    q.metadata = { key: d.metadata.slice(0, eq), value: d.metadata.slice(eq + 1) };
+  }
+  if (d.flow !== undefined) q.flow = d.flow;
+  if (d.submittedAfter !== undefined) q.submittedAfter = Date.parse(d.submittedAfter);
+  if (d.submittedBefore !== undefined) q.submittedBefore = Date.parse(d.submittedBefore);
+  return q;
+}
+
 /** Validates the query string of GET /v1/flows; errors name the bad parameter. */
-export function parseListQuery(tenant: string, raw: unknown): ListFlowsQuery {
+export function parseListQuery(tenant: string, raw: unknown, operator = false): ListFlowsQuery {
   const r = ListQuerySchema.safeParse(raw ?? {});
   if (!r.success) throw invalid(issues(r.error));
-  const q: ListFlowsQuery = { tenant, status: r.data.status, limit: r.data.limit };
+  const q: ListFlowsQuery = { ...filterOf(tenant, operator, r.data), limit: r.data.limit };
   if (r.data.cursor) q.cursor = r.data.cursor;
-  if (r.data.idempotencyKey !== undefined) q.idempotencyKey = r.data.idempotencyKey;
-  if (r.data.metadata !== undefined) {
-    const at = r.data.metadata.indexOf('=');
-    q.metadata = { key: r.data.metadata.slice(0, at), value: r.data.metadata.slice(at + 1) };
-  }
   return q;
 }
 
@@ -117,6 +174,7 @@ export function summarize(s: FlowState, updatedAtMs?: number): FlowSummary {
   return {
     flowId: s.flowId,
     flow: s.flow,
+    tenant: s.tenant,
     status: s.status,
     stage: s.stage,
     submittedAt: new Date(s.submittedAt).toISOString(),
