@@ -7,8 +7,6 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { create, fromJson, toBinary, type JsonValue } from '@bufbuild/protobuf';
@@ -16,42 +14,16 @@ import { ValueSchema } from '@bufbuild/protobuf/wkt';
 import { headers as natsHeaders } from 'nats';
 import { FlowControlSchema, SignalFlowRequestSchema, type SignalFlowResponse } from '../libs/proto/src/index.js';
 import { STREAMS, resultSubject } from '../libs/messaging/src/index.js';
-import { repoRoot } from '../libs/stack/src/index.js';
 import { ingestServiceDefinition } from '../services/ingest/src/adapters/grpc.js';
-import { assertExactlyOnce, jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { assertExactlyOnce, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { flowControlSuite } from './flow-control-suite.js';
 
-type Task = { name: string; status: string; subject: string | null; waitingForSignal?: string; error: { code: string; message: string } | null };
-type View = {
-  status: string;
-  stages: Array<{ tasks: Task[] }>;
-  signals?: Array<{ id: string; name: string; receivedAt: string; task: string | null }>;
-  results?: Record<string, unknown>;
-};
 type Callback = { status: string; results: Record<string, unknown>; datasets: Record<string, unknown>; errors: Array<{ task: string; code: string }> };
 
 describe('signals: tasks that wait for an event', () => {
   let j: JetflowUnderTest;
   let cb: CallbackReceiver;
-  jetflowPerSuite((s) => ({ j, cb } = s), {
-    receiver: { secret: TEST_SECRET },
-    jetflow: { auth: true, env: { JETFLOW_TASK_MODE: 'noop', JETFLOW_FLOWS_FILE: resolve('test/fixtures/signal-flows.json') } },
-  });
-
-  const submit = async (flow: string) => {
-    const r = await j.api('/v1/flows', { method: 'POST', json: { flow, input: {}, callbackUrl: cb.url } });
-    assert.equal(r.status, 202, await r.clone().text());
-    return ((await r.json()) as { flowId: string }).flowId;
-  };
-  const view = async (id: string) => (await (await j.api(`/v1/flows/${id}`)).json()) as View;
-  const task = (v: View, name: string) => v.stages.flatMap((s) => s.tasks).find((t) => t.name === name);
-  const until = async <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> => {
-    for (const end = Date.now() + timeoutMs; ; await sleep(100)) {
-      const v = await fn();
-      if (v !== undefined) return v;
-      if (Date.now() > end) assert.fail(`${what}: not within ${timeoutMs} ms`);
-    }
-  };
-  const waiting = (id: string, name: string) => until(`${id} ${name} waiting`, async () => ((t) => (t?.waitingForSignal ? t : undefined))(task(await view(id), name)));
+  const { submit, view, task, until, waiting, cli } = flowControlSuite((s) => ({ j, cb } = s));
   const signal = (id: string, name: string, payload?: unknown, key?: string, apiKey?: string) =>
     fetch(`${j.http}/v1/flows/${id}/signals/${name}`, {
       method: 'POST',
@@ -215,14 +187,7 @@ describe('signals: tasks that wait for an event', () => {
     assert.equal(task(v, 'approval')!.waitingForSignal, 'approved');
     assert.equal(v.signals, undefined, 'nothing was applied');
     // The CLI sends the real one.
-    const out = await new Promise<string>((res, rej) =>
-      execFile(
-        process.execPath,
-        [join(repoRoot(), 'dist', 'scripts', 'jetflow.js'), 'signal', id, 'approved', '--data', '{"via":"cli"}'],
-        { env: { PATH: process.env.PATH ?? '', NO_COLOR: '1', JETFLOW_URL: j.http, JETFLOW_API_KEY: j.apiKey }, timeout: 30_000 },
-        (err, stdout, stderr) => (err ? rej(new Error(`${err.message}\n${stderr}`)) : res(stdout)),
-      ),
-    );
+    const out = await cli('signal', id, 'approved', '--data', '{"via":"cli"}');
     assert.match(out, new RegExp(`${id} signal approved accepted`));
     const body = await callbackOf(id);
     assert.deepEqual(body.datasets.approval, { via: 'cli' });
