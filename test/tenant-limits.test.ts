@@ -96,16 +96,18 @@ describe('per-tenant limits', () => {
   test("with its in-flight limit running, a tenant's NATS-door submissions wait in the stream (none lost, never more at once) and HTTP ones get 429 until flows end", async () => {
     const w = watchRunning(j, 'held');
     const ids = await publishPaced(j, 'held', 6, 1_500, cb.url);
-    // Two run; the other four stay in the stream, not pulled by the orchestrator.
+    // Two run; the other four wait unstarted: in the stream, or held by the orchestrator's lane for its
+    // priority pick (JETFLOW_PRIORITY_LOOKAHEAD), unacked either way.
     const jsm = await j.nc.jetstreamManager();
     const until = Date.now() + 10_000;
     let pending = 0;
     while (Date.now() < until && !(w.running.size === 2 && pending === 4)) {
-      pending = (await jsm.consumers.info(STREAMS.ingest, CONSUMERS.ingest('held'))).num_pending;
+      const ci = await jsm.consumers.info(STREAMS.ingest, CONSUMERS.ingest('held'));
+      pending = ci.num_pending + ci.num_ack_pending;
       await sleep(50);
     }
     assert.equal(w.running.size, 2, 'its limit of 2 running');
-    assert.equal(pending, 4, 'the rest wait in the stream');
+    assert.equal(pending, 4, 'the rest wait, unstarted and unacked');
 
     // The HTTP door answers 429 once the orchestrators' report reaches ingest (twice a second).
     let refused: Response | undefined;

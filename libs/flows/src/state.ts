@@ -75,6 +75,8 @@ export interface FlowState {
   callbackUrl?: string;
   idempotencyKey?: string;
   metadata: Record<string, string>;
+  /** The submission's priority (1..10) when it was not the default 5: carried into every Task it dispatches. */
+  priority?: number;
   /** JSON of the input (inline), or inputRef when it went to the object store. */
   input?: string;
   inputRef?: string;
@@ -100,6 +102,8 @@ export interface StartRequest {
   idempotencyKey?: string;
   deadlineMs?: number;
   metadata?: Record<string, string>;
+  /** 1..10 (absent or 5: the default). */
+  priority?: number;
   submittedAt: number;
   traceparent?: string;
   /** Delayed start (epoch ms); a time not after `now` starts at once. */
@@ -198,6 +202,7 @@ export function newFlowState(req: StartRequest, def: FlowDef, now: number): Flow
     errors: [],
   };
   if (later) s.startAt = req.startAt!;
+  if (req.priority && req.priority !== 5) s.priority = req.priority;
   if (req.parent) s.parent = req.parent;
   if (req.paused) s.paused = true;
   if (req.callbackUrl) s.callbackUrl = req.callbackUrl;
@@ -264,6 +269,7 @@ export function unstartableFlowState(req: StartRequest, e: TaskError, now: numbe
     tasks: {},
     errors: [e],
   };
+  if (req.priority && req.priority !== 5) s.priority = req.priority;
   if (req.parent) s.parent = req.parent;
   if (req.callbackUrl) s.callbackUrl = req.callbackUrl;
   if (req.idempotencyKey) s.idempotencyKey = req.idempotencyKey;
@@ -826,6 +832,7 @@ export function publicView(s: FlowState, def: FlowDef | undefined, callback?: un
     durationMs: s.finishedAt ? s.finishedAt - s.submittedAt : null,
     endReason: s.endReason ?? null,
     idempotencyKey: s.idempotencyKey ?? null,
+    priority: s.priority ?? 5,
     metadata: s.metadata,
     stages,
     errors: s.errors,

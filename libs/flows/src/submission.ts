@@ -56,8 +56,15 @@ export const SubmissionSchema = z
     /** Delayed start: an RFC 3339 time (startProblem checks it against the clock) or a delay; not both. */
     startAt: z.string().max(64).optional(),
     delayMs: z.number().int().min(0).max(MAX_START_DELAY_MS).optional(),
+    /** Under a backlog, higher first (README, "Priorities"): an integer 1..10, default 5. */
+    priority: z.number().int('an integer 1..10').min(1, 'an integer 1..10').max(10, 'an integer 1..10').optional(),
   })
   .strict();
+
+/** A flow's priority when its submission names none. */
+export const DEFAULT_PRIORITY = 5;
+/** The priority of a flow whose message says none (0 in messages from before priorities, or a bad value). */
+export const priorityOf = (p: number | undefined): number => (p !== undefined && Number.isInteger(p) && p >= 1 && p <= 10 ? p : DEFAULT_PRIORITY);
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 

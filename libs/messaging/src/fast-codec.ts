@@ -98,6 +98,8 @@ export interface TaskOwn {
   concurrencyKey?: string;
   ratePerSecond?: number;
   rateKey?: string;
+  /** The flow's priority 1..10 (unset/0: the default 5). */
+  priority?: number;
 }
 
 /** The fields every task of one stage dispatch shares (input and the earlier stages' outputs): encoded once. */
@@ -142,6 +144,7 @@ export function encodeTask(shared: Uint8Array, t: TaskOwn): Uint8Array {
   str(w, 24, t.concurrencyKey);
   f32(w, 25, t.ratePerSecond);
   str(w, 26, t.rateKey);
+  u32(w, 27, t.priority);
   const own = w.finish();
   const out = new Uint8Array(shared.length + own.length);
   out.set(shared, 0);
@@ -340,6 +343,7 @@ export function decodeTask(bytes: Uint8Array): Task {
     concurrencyKey: '',
     ratePerSecond: 0,
     rateKey: '',
+    priority: 0,
   };
   const rd = new BinaryReader(bytes);
   while (rd.pos < rd.len) {
@@ -448,6 +452,10 @@ export function decodeTask(bytes: Uint8Array): Task {
       case 26:
         want(wt, LEN, 26);
         t.rateKey = rd.string();
+        break;
+      case 27:
+        want(wt, VARINT, 27);
+        t.priority = rd.uint32();
         break;
       default:
         rd.skip(wt, field);

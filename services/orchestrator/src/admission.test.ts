@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FairAdmission, type FairAdmissionOptions } from './admission.js';
+import { FairAdmission, pickNext, type FairAdmissionOptions } from './admission.js';
 
 /** A message that records what admission did with it. */
 class Msg {
@@ -80,7 +80,7 @@ describe('fair admission', () => {
   });
 
   test('a tenant with its in-flight limit running is not started nor fetched further; others go on', async () => {
-    const s = setup({ maxRunning: 10, inflight: { a: 2 } });
+    const s = setup({ maxRunning: 10, inflight: { a: 2 }, priorityLookahead: 0 });
     for (let i = 0; i < 4; i++) s.offer('a', `a${i}`);
     s.offer('b', 'b0');
     assert.deepEqual(s.order, ['a0', 'a1', 'b0']);
@@ -94,7 +94,7 @@ describe('fair admission', () => {
   });
 
   test('flows running on other replicas count against the limit, until their reports stop', () => {
-    const s = setup({ maxRunning: 10, inflight: { a: 3 } });
+    const s = setup({ maxRunning: 10, inflight: { a: 3 }, priorityLookahead: 0 });
     s.a.peerLoad('other', new Map([['a', 2]]));
     s.a.lane('a', 'a');
     assert.equal(s.a.fetchable('a'), 1);
@@ -134,7 +134,7 @@ describe('fair admission', () => {
     const s = setup({ maxRunning: 100, lookahead: 16 });
     s.a.lane('a', 'a');
     assert.equal(s.a.fetchable('a'), 16);
-    const full = setup({ maxRunning: 1, lookahead: 16 });
+    const full = setup({ maxRunning: 1, lookahead: 16, priorityLookahead: 0 });
     full.offer('a', 'a0');
     await full.finish('a0');
     assert.equal(full.a.fetchable('a'), 4, 'replica full: every lane still holds a few, so turns have a choice');
@@ -162,7 +162,7 @@ describe('fair admission with several replicas', () => {
   test("each replica keeps to its part of a tenant's limit (split by instance id), so a burst pulled by all of them at once stays within it", () => {
     const parts = (inflight: number, instances: string[]) =>
       instances.map((self) => {
-        const a = new FairAdmission({ maxRunning: 100, concurrency: 100, instance: self, limits: { of: () => ({ inflight, weight: 1 }) } });
+        const a = new FairAdmission({ maxRunning: 100, concurrency: 100, instance: self, priorityLookahead: 0, limits: { of: () => ({ inflight, weight: 1 }) } });
         for (const other of instances) if (other !== self) a.peerLoad(other, new Map());
         a.lane('t', 't');
         return a.fetchable('t');
@@ -176,7 +176,7 @@ describe('fair admission with several replicas', () => {
 
   test('its part frees when a replica goes silent, and the running counts of the others still bound it', async () => {
     let now = 0;
-    const a = new FairAdmission({ maxRunning: 100, concurrency: 100, instance: 'o1', now: () => now, limits: { of: () => ({ inflight: 4, weight: 1 }) } });
+    const a = new FairAdmission({ maxRunning: 100, concurrency: 100, instance: 'o1', priorityLookahead: 0, now: () => now, limits: { of: () => ({ inflight: 4, weight: 1 }) } });
     a.lane('t', 't');
     a.peerLoad('o2', new Map([['t', 1]]));
     assert.equal(a.fetchable('t'), 2, 'half of 4');
@@ -185,5 +185,94 @@ describe('fair admission with several replicas', () => {
     now += 3_500;
     a.sweep();
     assert.equal(a.fetchable('t'), 4, 'o2 silent: the whole limit');
+  });
+});
+
+describe('priorities at admission', () => {
+  test('pickNext: the highest priority first, the oldest of equals, and waiting raises one level per agingMs', () => {
+    const q = [
+      { priority: 1, at: 0 },
+      { priority: 9, at: 500 },
+      { priority: 9, at: 100 },
+      { priority: 5, at: 50 },
+    ];
+    assert.equal(pickNext(q, 1_000, 10_000), 2, 'a 9, the older one');
+    assert.equal(pickNext([{ priority: 1, at: 0 }], 0, 10_000), 0);
+    assert.equal(pickNext([], 0, 10_000), -1);
+    // At t = 80 s the priority-1 one that waited since 0 counts 1 + 8 = 9: a tie with a fresh 9, and older.
+    const aged = [
+      { priority: 9, at: 79_000 },
+      { priority: 1, at: 0 },
+    ];
+    assert.equal(pickNext(aged, 79_999, 10_000), 0, 'not yet: 1 + 7 < 9');
+    assert.equal(pickNext(aged, 80_000, 10_000), 1, 'aged to 9 and older than the 9');
+    assert.equal(
+      pickNext(
+        [
+          { priority: 10, at: 1_000 },
+          { priority: 5, at: 0 },
+        ],
+        50_000,
+        10_000,
+      ),
+      0,
+      '10 + 4 against 5 + 5: the 10',
+    );
+  });
+
+  test('a full replica starts the held high-priority submissions first, and a low one still starts once it has aged', async () => {
+    const s = setup({ maxRunning: 1, agingMs: 10_000 });
+    s.a.lane('a', 'a');
+    assert.equal(s.a.fetchable('a'), 16, 'the priority look-ahead: a lane holds 16 even with one slot');
+    const offerP = (id: string, priority: number) => {
+      const m = new Msg(id);
+      const p = s.a.offer(
+        'a',
+        m,
+        async () => {
+          s.order.push(id);
+          await new Promise<void>((r) => s.pending.set(id, r));
+          s.a.started(id, 'a', s.at() + 600_000);
+        },
+        { priority, at: s.at() },
+      );
+      return p;
+    };
+    const done: Array<Promise<void>> = [];
+    done.push(offerP('first', 5));
+    for (let i = 0; i < 6; i++) done.push(offerP(`p${i % 2 ? 1 : 9}-${i}`, i % 2 ? 1 : 9));
+    const step = async () => {
+      const id = s.order.at(-1)!;
+      const r = s.pending.get(id)!;
+      s.pending.delete(id);
+      r();
+      await Promise.resolve();
+      await new Promise((res) => setImmediate(res));
+      s.a.ended(id);
+    };
+    for (let i = 0; i < 4; i++) await step();
+    assert.deepEqual(s.order, ['first', 'p9-0', 'p9-2', 'p9-4', 'p1-1'], 'the 9s before the 1s');
+    // More 9s arrive, but the remaining 1s have waited 80 s: they are no longer passed over.
+    s.tick(80_000);
+    done.push(offerP('late9', 9));
+    await step();
+    assert.equal(s.order.at(-1), 'p1-3', 'an aged 1 (1 + 8 = 9, and older) before a fresh 9');
+    await step();
+    await step();
+    await step();
+    assert.deepEqual(s.order.slice(5), ['p1-3', 'p1-5', 'late9']);
+    await Promise.all(done);
+  });
+
+  test('a tenant at its in-flight limit: its lane holds the look-ahead but starts none past the limit', async () => {
+    const s = setup({ maxRunning: 100, inflight: { a: 2 } });
+    for (let i = 0; i < 10; i++) s.offer('a', `a${i}`);
+    assert.deepEqual(s.order, ['a0', 'a1']);
+    await s.finish('a0');
+    await s.finish('a1');
+    assert.equal(s.a.fetchable('a'), 16 - 8, 'holds up to 16 though none may start');
+    assert.deepEqual(s.order, ['a0', 'a1'], 'none started past the limit');
+    s.a.ended('a0');
+    assert.deepEqual(s.order, ['a0', 'a1', 'a2']);
   });
 });

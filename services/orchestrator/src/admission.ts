@@ -10,6 +10,12 @@
  * all: its submissions stay in the stream until one of its flows ends. With several replicas each also keeps
  * to its part of the limit (split by instance id among the replicas reporting), so replicas pulling the same
  * burst at once cannot each start the whole limit before their reports cross.
+ *
+ * Priorities: within a lane, the next start is the held message with the highest priority (1..10) plus an
+ * ageing bonus of one level per `agingMs` it has waited since it was published (`pickNext`), so a low one
+ * is passed over for a while but never for good. For that to have a choice, a lane holds at least
+ * `priorityLookahead` messages even while the replica is full or its tenant at its in-flight limit (held,
+ * not started: the starts stay within both).
  */
 
 /** What admission needs of a delivered message. */
@@ -37,7 +43,36 @@ export interface FairAdmissionOptions {
   instance?: string;
   /** Told when this replica's running counts change (to report them sooner than the next tick). */
   onChange?: () => void;
+  /** Most messages a lane holds whatever the room, so its priority pick has a choice (default 16; 0: as many as may start). */
+  priorityLookahead?: number;
+  /** Waiting this long (since it was published) counts one priority level more (default 10 s). */
+  agingMs?: number;
   now?: () => number;
+}
+
+/** A held submission as the priority pick sees it: its priority and when it was published (ms since epoch). */
+export interface PriorityItem {
+  priority: number;
+  at: number;
+}
+
+/**
+ * Which held submission starts next: the highest priority plus one level per `agingMs` waited, the oldest of
+ * equals (the queue is in arrival order, so the first of equals). A priority-1 flow waits at most about
+ * 9 × agingMs behind newer priority-10 ones. Pure (admission.test.ts).
+ */
+export function pickNext(queue: readonly PriorityItem[], now: number, agingMs: number): number {
+  let best = -1;
+  let bestScore = -Infinity;
+  for (let i = 0; i < queue.length; i++) {
+    const it = queue[i]!;
+    const score = it.priority + Math.max(0, Math.floor((now - it.at) / agingMs));
+    if (score > bestScore || (score === bestScore && it.at < queue[best]!.at)) {
+      best = i;
+      bestScore = score;
+    }
+  }
+  return best;
 }
 
 /** Every lane may hold at least this many, so the turns have something to choose from when the replica is full. */
@@ -45,7 +80,7 @@ const MIN_LOOKAHEAD = 4;
 /** A held message gets a working() this often: well inside the consumer's 5 s ack wait. */
 const WORKING_EVERY_MS = 2_000;
 
-interface Item {
+interface Item extends PriorityItem {
   msg: Held;
   run: () => Promise<void>;
   done: () => void;
@@ -83,9 +118,13 @@ export class FairAdmission {
   private readonly graceMs: number;
   private readonly peerTtlMs: number;
   private readonly now: () => number;
+  private readonly priorityLookahead: number;
+  private readonly agingMs: number;
 
   constructor(private readonly o: FairAdmissionOptions) {
     this.lookahead = Math.max(MIN_LOOKAHEAD, o.lookahead ?? 64);
+    this.priorityLookahead = Math.min(this.lookahead, o.priorityLookahead ?? 16);
+    this.agingMs = Math.max(1, o.agingMs ?? 10_000);
     this.graceMs = o.graceMs ?? 5_000;
     this.peerTtlMs = o.peerTtlMs ?? 3_000;
     this.now = o.now ?? Date.now;
@@ -212,8 +251,8 @@ export class FairAdmission {
     if (!l || this.stopped) return 0;
     const held = l.queue.length + l.starting;
     const free = this.o.maxRunning - this.mine.size - this.starting;
-    let n = Math.min(this.lookahead, Math.max(MIN_LOOKAHEAD, free)) - held;
-    if (l.tenant !== undefined) n = Math.min(n, this.headroom(l.tenant) - held);
+    let n = Math.min(this.lookahead, Math.max(MIN_LOOKAHEAD, this.priorityLookahead, free)) - held;
+    if (l.tenant !== undefined) n = Math.min(n, Math.max(this.headroom(l.tenant), this.priorityLookahead) - held);
     return Math.max(0, n);
   }
 
@@ -232,8 +271,9 @@ export class FairAdmission {
   /**
    * Queues a delivered message on its lane; `run` starts the flow (the engine's ingest handler, bound to
    * the message's trace context). Resolves when it has run, or when it was handed back at shutdown.
+   * `priority` (1..10, default 5) and `at` (when it was published, default now) order the lane's starts.
    */
-  offer(name: string, msg: Held, run: () => Promise<void>): Promise<void> {
+  offer(name: string, msg: Held, run: () => Promise<void>, order?: Partial<PriorityItem>): Promise<void> {
     const l = this.lanes.get(name);
     if (!l || this.stopped) {
       msg.nak();
@@ -244,7 +284,8 @@ export class FairAdmission {
         this.active.add(l);
         l.vt = Math.max(l.vt, this.vt);
       }
-      l.queue.push({ msg, run, done, since: this.now() });
+      const now = this.now();
+      l.queue.push({ msg, run, done, since: now, priority: order?.priority ?? 5, at: order?.at ?? now });
       this.pump();
     });
   }
@@ -268,7 +309,8 @@ export class FairAdmission {
       while (!this.stopped && this.starting < this.o.concurrency && this.mine.size + this.starting < this.o.maxRunning) {
         const l = this.next();
         if (!l) break;
-        const it = l.queue.shift()!;
+        const i = l.queue.length === 1 ? 0 : pickNext(l.queue, this.now(), this.agingMs);
+        const it = l.queue.splice(i, 1)[0]!;
         if (!l.queue.length) this.active.delete(l);
         this.vt = l.vt;
         l.vt += 1 / (l.tenant === undefined ? 1 : Math.max(1, this.o.limits.of(l.tenant).weight));

@@ -25,6 +25,9 @@ export interface OrchestratorConfig {
   callbackBackoffMaxMs: number;
   concurrency: number;
   maxRunningFlows: number;
+  /** JETFLOW_PRIORITY_AGING_MS, JETFLOW_PRIORITY_LOOKAHEAD (admission.ts, "Priorities"). */
+  priorityAgingMs: number;
+  priorityLookahead: number;
   /** Per tenant: flows running at once across replicas, and the weight of its turns (JETFLOW_TENANT_LIMITS). */
   tenantLimits: TenantLimits;
   /**
@@ -67,6 +70,9 @@ export function loadConfig(env: Env = process.env): Readonly<OrchestratorConfig>
     callbackBackoffMaxMs: int(env, 'JETFLOW_CALLBACK_BACKOFF_MAX_MS', 30_000, { min: 1, max: 3_600_000 }),
     concurrency: int(env, 'JETFLOW_ORCHESTRATOR_CONCURRENCY', 512, { min: 1, max: 100_000 }),
     maxRunningFlows: int(env, 'JETFLOW_MAX_RUNNING_FLOWS', 1_000, { min: 1, max: 1_000_000 }),
+    // Priorities at admission (admission.ts): one level more per this long waited; how many a lane holds to pick from.
+    priorityAgingMs: int(env, 'JETFLOW_PRIORITY_AGING_MS', 10_000, { min: 1, max: 3_600_000 }),
+    priorityLookahead: int(env, 'JETFLOW_PRIORITY_LOOKAHEAD', 16, { min: 0, max: 64 }),
     tenantLimits: limits,
     tenants: [...new Set([...limits.tenants(), ...pairs(env, 'JETFLOW_CALLBACK_SECRETS').map(([t]) => t), ...pairs(env, 'JETFLOW_API_KEYS').map(([t]) => t)])],
     metricsPort: int(env, 'JETFLOW_METRICS_PORT', 9464, { min: 0, max: 65_535 }),

@@ -5,6 +5,7 @@ import type { Logger } from '../../../libs/logging/src/index.js';
 import {
   ADMISSION_SUBJECTS,
   INGEST_CONSUMER_PREFIXES,
+  INGEST_CONTENT_TYPE,
   JetStreamApiCodes as C,
   LEGACY_INGEST_CONSUMER,
   STREAMS,
@@ -21,6 +22,8 @@ import {
   type PullLoop,
 } from '../../../libs/messaging/src/index.js';
 import type { FairAdmission } from './admission.js';
+import { fromBinary } from '@bufbuild/protobuf';
+import { FlowRequestSchema, SubmitFlowRequestSchema } from '../../../libs/proto/src/index.js';
 
 export interface IngestLanesOptions {
   nc: NatsConnection;
@@ -37,6 +40,31 @@ export interface IngestLanesOptions {
 }
 
 const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** Bodies up to this size are read for their priority when no Jetflow-Priority header names it. */
+const PRIORITY_PEEK_BYTES = 65_536;
+const utf8 = new TextDecoder();
+
+/**
+ * A submission's priority for the admission pick (1..10; 5 when none or not valid): the Jetflow-Priority
+ * header (set by ingest and the scheduler on jetflow.submit, optional on the NATS door), else the
+ * "priority" of a small JSON or SubmitFlowRequest body. Only an order among the tenant's own flows: the
+ * engine validates the body as always (a bad priority is dead-lettered there, naming it).
+ */
+export function ingestPriority(m: Pick<JsMsg, 'headers' | 'data'>): number {
+  const valid = (n: unknown) => (typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 10 ? n : undefined);
+  const h = m.headers?.get('Jetflow-Priority');
+  if (h) return valid(Number(h)) ?? 5;
+  if (m.data.length > PRIORITY_PEEK_BYTES) return 5;
+  const ctype = m.headers?.get('Content-Type') ?? '';
+  try {
+    if (ctype === 'application/protobuf' || ctype === 'application/x-protobuf') return valid(fromBinary(SubmitFlowRequestSchema, m.data).priority) ?? 5;
+    if (ctype === INGEST_CONTENT_TYPE) return valid(fromBinary(FlowRequestSchema, m.data).priority) ?? 5;
+    const body = JSON.parse(utf8.decode(m.data)) as { priority?: unknown } | null;
+    return valid(body?.priority) ?? 5;
+  } catch {
+    return 5;
+  }
+}
 /** More tenants than this get no consumer of their own: their flows are drained in arrival order. */
 export const MAX_TENANT_LANES = 1_000;
 const MAX_DRAINS = 16;
@@ -165,6 +193,7 @@ export class IngestLanes {
                   tenant,
                   m,
                   context.bind(context.active(), () => this.o.handle(m)),
+                  { priority: ingestPriority(m), at: m.info.timestampNanos ? Math.floor(m.info.timestampNanos / 1e6) : Date.now() },
                 ),
               trace: { root: true },
               log: this.o.log,

@@ -194,10 +194,12 @@ export class Scheduler {
       deadlineMs: sub.deadlineMs ?? 0,
       metadata,
       submittedAtMs: BigInt(Date.now()),
+      priority: sub.priority ?? 0,
     });
     const h = natsHeaders();
     h.set('Content-Type', INGEST_CONTENT_TYPE);
     h.set('Jetflow-Flow-Id', flowId);
+    if (sub.priority) h.set('Jetflow-Priority', String(sub.priority));
     await this.d.pub.publish(submitSubject(rec.tenant, flowId), toBinary(FlowRequestSchema, req), { msgId: `${rec.tenant}:${key}`, headers: h });
     return flowId;
   }

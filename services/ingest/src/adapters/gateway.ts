@@ -100,10 +100,13 @@ export class JetStreamGateway implements Gateway {
       metadata: sub.metadata ?? {},
       submittedAtMs: BigInt(Date.now()),
       startAtMs: BigInt(startAtMs ?? 0),
+      priority: sub.priority ?? 0,
     });
     const h = natsHeaders();
     h.set('Content-Type', INGEST_CONTENT_TYPE);
     h.set('Jetflow-Flow-Id', flowId);
+    // Admission orders a tenant's backlog by it without decoding the body (ingest-lanes.ts).
+    if (sub.priority) h.set('Jetflow-Priority', String(sub.priority));
     if (traceparent) h.set('traceparent', traceparent);
     try {
       // jetflow.submit.<tenant>.<flowId>: no tenant may publish there, so the orchestrator trusts what it reads there.

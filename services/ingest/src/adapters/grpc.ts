@@ -150,6 +150,8 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
       if (Object.keys(req.metadata).length) body.metadata = req.metadata;
       if (req.startAt) body.startAt = req.startAt;
       if (req.delayMs) body.delayMs = req.delayMs;
+      // 0 is proto3's unset: the default priority.
+      if (req.priority) body.priority = req.priority;
       const tp = md.get('traceparent')[0];
       const r = await d.flows.submit(tenant, body, typeof tp === 'string' ? tp : undefined);
       return create(SubmitFlowResponseSchema, { flowId: r.flowId, status: r.status });

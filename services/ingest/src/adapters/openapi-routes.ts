@@ -88,6 +88,7 @@ const submission: Schema = {
       idempotencyKey: 'order-123',
       deadlineMs: 10000,
       metadata: { source: 'crm' },
+      priority: 8,
     },
   ],
 };
@@ -149,6 +150,7 @@ const flowView = rec(
     durationMs: nullable(int('From submission to end')),
     endReason: nullable(str('Why it ended')),
     idempotencyKey: nullable(str('As submitted')),
+    priority: int('1..10 as submitted (5 when none was given): under a backlog, higher first (README, "Priorities")'),
     metadata: map('As submitted', { type: 'string' }),
     stages: arr(
       rec({
@@ -188,6 +190,7 @@ const flowView = rec(
       'durationMs',
       'endReason',
       'idempotencyKey',
+      'priority',
       'metadata',
       'errors',
       'results',
