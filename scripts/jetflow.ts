@@ -11,6 +11,7 @@ import { exitCodeOf, summary, watchFlow } from './cli/watch.js';
 import { registerFlowsCommands } from './cli/flows.js';
 import { registerWorkersCommand } from './cli/workers.js';
 import { registerSchedulesCommands } from './cli/schedules.js';
+import { bulkOptions, redriveByFilter, registerBulkCancel, type BulkOptions } from './cli/bulk.js';
 
 interface Globals {
   url?: string;
@@ -233,7 +234,7 @@ interface DeadLetter {
   time: string;
 }
 
-const dlq = program.command('dlq').description('dead letters: messages that could not be processed');
+const dlq = program.command('dlq').alias('deadletters').description('dead letters: messages that could not be processed (also: jetflow deadletters …)');
 dlq
   .command('list')
   .description("list your tenant's dead letters, newest first")
@@ -262,25 +263,32 @@ dlq
   .description('print a dead letter with its headers and body')
   .argument('<seq>')
   .action(async (seq: string) => printJson(await api().json('GET', `/v1/deadletters/${encodeURIComponent(seq)}`)));
-dlq
-  .command('redrive')
-  .description('send dead letters back to their original subject (then delete them)')
-  .argument('<seq...>', 'sequence numbers from dlq list')
-  .action(async (seqs: string[]) => {
-    const client = api();
-    let failed = 0;
-    for (const seq of seqs) {
-      try {
-        const r = await client.json<{ seq: number; subject: string; stream: string; streamSeq: number; duplicate: boolean }>('POST', `/v1/deadletters/${encodeURIComponent(seq)}/redrive`);
-        if (globals().json) printJson(r);
-        else print(`${c.green('redriven')} ${r.seq} → ${r.subject} (${r.stream} #${r.streamSeq}${r.duplicate ? ', already redriven' : ''})`);
-      } catch (err) {
-        // The exit code says why the first one failed.
-        if (!failed++) process.exitCode = exitCodeOfError(err);
-        reportError(err, `dead letter ${seq}`);
-      }
+bulkOptions(
+  dlq
+    .command('redrive')
+    .description('send dead letters back to their original subject (then delete them): by seq, or every one a --filter selects (keys: source, code, subject, flowId, after, before, tenant)')
+    .argument('[seq...]', 'sequence numbers from dlq list'),
+  'dead letters',
+).action(async (seqs: string[], o: BulkOptions) => {
+  const byFilter = o.filter !== undefined || o.all === true || o.dryRun === true;
+  if (byFilter && seqs.length) throw new UsageError('give sequence numbers or --filter/--all/--dry-run, not both');
+  if (byFilter) return redriveByFilter({ api, json: () => Boolean(globals().json), print }, o);
+  if (!seqs.length) throw new UsageError('give the sequence numbers to redrive, or --filter key=value (--dry-run to count first)');
+  if (o.limit) throw new UsageError('--limit goes with --filter');
+  const client = api();
+  let failed = 0;
+  for (const seq of seqs) {
+    try {
+      const r = await client.json<{ seq: number; subject: string; stream: string; streamSeq: number; duplicate: boolean }>('POST', `/v1/deadletters/${encodeURIComponent(seq)}/redrive`);
+      if (globals().json) printJson(r);
+      else print(`${c.green('redriven')} ${r.seq} → ${r.subject} (${r.stream} #${r.streamSeq}${r.duplicate ? ', already redriven' : ''})`);
+    } catch (err) {
+      // The exit code says why the first one failed.
+      if (!failed++) process.exitCode = exitCodeOfError(err);
+      reportError(err, `dead letter ${seq}`);
     }
-  });
+  }
+});
 
 interface Consumers {
   sampledAt: string;
@@ -355,6 +363,10 @@ program
   });
 
 registerFlowsCommands(program, { api, json: () => Boolean(globals().json), print });
+registerBulkCancel(
+  program.commands.find((x) => x.name() === 'flows')!,
+  { api, json: () => Boolean(globals().json), print },
+);
 registerWorkersCommand(program, { api, json: () => Boolean(globals().json), print });
 registerSchedulesCommands(program, { api, json: () => Boolean(globals().json), print });
 
