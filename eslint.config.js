@@ -42,6 +42,28 @@ export default defineConfig(
     },
   },
   {
+    // The built-in workers are the reference examples of @jetflow/worker: everything about being a worker
+    // (the runtime, handlers and their context, errors, thread pools, worker config) comes from its public
+    // entries only. Domain libs (models, storage, cache, plugins) stay direct. test/builtin-workers.test.ts
+    // checks the same in the test suite.
+    files: ['services/analyst/**/*.ts', 'services/dataset-generator/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '(^|/)libs/(messaging|pool|errors)(/|$)|(^|/)libs/config/src/worker(\\.js)?$',
+              message: 'A built-in worker uses the worker runtime through @jetflow/worker only (ARCHITECTURE.md, built-in workers on the SDK).',
+            },
+            { regex: '(^|/)packages/worker(/|$)|^@jetflow/worker/(?!threads$)', message: "Import '@jetflow/worker' or '@jetflow/worker/threads', not the SDK's files." },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { globals: globals.node },
   },
