@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CONSUMERS, STREAMS } from '../libs/messaging/src/topology.js';
-import { allTasks, loadFlowRegistry, subjectMatches, taskSubjects, validateDefinitions } from '../libs/flows/src/index.js';
+import { BUILTIN_FLOWS, allTasks, loadFlowRegistry, subjectMatches, taskSubjects, validateDefinitions } from '../libs/flows/src/index.js';
 import { knownSubjects } from '../libs/flows/src/catalogue.js';
 import { natsServerBinary } from '../libs/testing/src/index.js';
 import { JETFLOW_ACCOUNT } from '../libs/security/src/index.js';
@@ -316,6 +316,11 @@ describe('policy: what every workload must have', () => {
   test('the flow definitions are a ConfigMap mounted where JETFLOW_FLOWS_FILE points, and they validate', () => {
     const defs = JSON.parse(readFileSync('deploy/k8s/base/flows.json', 'utf8')) as unknown[];
     assert.ok(validateDefinitions(defs, knownSubjects(false)).length >= 1);
+    // A file definition replaces the built-in of its name: the deployment's must be the current built-in, not an older version.
+    for (const builtin of BUILTIN_FLOWS) {
+      const pinned = defs.find((d) => (d as { name?: unknown }).name === builtin.name);
+      if (pinned) assert.deepEqual(pinned, JSON.parse(JSON.stringify(builtin)), `flows.json's ${builtin.name} is the built-in (version ${builtin.version})`);
+    }
     for (const objs of Object.values(overlays)) {
       const file = (get(objs, 'ConfigMap', 'jetflow-config').data as Record<string, string>).JETFLOW_FLOWS_FILE!;
       const flows = get(objs, 'ConfigMap', 'jetflow-flows');
