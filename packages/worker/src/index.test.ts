@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { TaskSchema, TaskInputSchema } from '../../../libs/proto/src/index.js';
-import { TerminalError, defineTask, errorCodeOf, runTask, taskInputOf } from './index.js';
+import { TerminalError, chunkItemsOf, defineTask, errorCodeOf, pluginOf, runChunkUnderLimits, runTask, taskInputOf, type RunOptions } from './index.js';
 
 const enc = new TextEncoder();
 const tokenize = defineTask<{ records: Array<{ text: string }> }, { tokens: number[] }>({
@@ -76,4 +76,49 @@ test('taskInputOf: a flow input stored in S3 fails a task without deps, and only
     () => input.flowInput,
     (e) => errorCodeOf(e) === 'terminal' && /flow input is stored in S3/.test((e as Error).message),
   );
+});
+
+test("chunkItemsOf: a chunk's items; items that are not JSON, or not an array, are terminal and say which chunk", () => {
+  const chunk = (items: string) => create(TaskSchema, { flowId: 'f1', task: 'prepare', subject: 'jetflow.task.dataset.prepare', chunkIndex: 3, chunkCount: 4, itemsJson: enc.encode(items) });
+  assert.deepEqual(chunkItemsOf(chunk('[{"id":"r1"},{"id":"r2"}]')), [{ id: 'r1' }, { id: 'r2' }]);
+  assert.throws(
+    () => chunkItemsOf(chunk('[{')),
+    (e) => errorCodeOf(e) === 'terminal' && /chunk 3 of prepare \(flow f1\): its items are not JSON/.test((e as Error).message),
+  );
+  assert.throws(
+    () => chunkItemsOf(chunk('{"id":"r1"}')),
+    (e) => errorCodeOf(e) === 'terminal' && /chunk 3 of prepare \(flow f1\): its items are no array/.test((e as Error).message),
+  );
+  assert.equal(pluginOf({ subject: 'jetflow.task.analyst.score' }), 'score');
+});
+
+test("runChunkUnderLimits: the subject's plugin on the chunk's items, under the task's signals, the limits paused until a thread starts it", async () => {
+  const calls: Array<{ job: { plugin: string; records: readonly unknown[] }; opts: RunOptions | undefined }> = [];
+  const events: string[] = [];
+  const pool = {
+    async runDetailed(job: { plugin: string; records: readonly unknown[] }, opts?: RunOptions) {
+      calls.push({ job, opts });
+      events.push('queued');
+      opts?.onStart?.();
+      return { result: { rows: job.records.length }, meta: { plugin: job.plugin, threadId: 7, durationMs: 1, modelLoads: 1 } };
+    },
+  };
+  const soft = new AbortController();
+  const hard = new AbortController();
+  const ctx = {
+    signal: soft.signal,
+    hardSignal: hard.signal,
+    pauseLimits: () => (events.push('paused'), () => void events.push('resumed')),
+  };
+  const task = create(TaskSchema, { flowId: 'f1', task: 'score', subject: 'jetflow.task.analyst.score', chunkIndex: 0, chunkCount: 2, itemsJson: enc.encode('[{"id":"a"},{"id":"b"}]') });
+  const r = await runChunkUnderLimits(pool, task, ctx);
+  assert.deepEqual(r, { items: [{ id: 'a' }, { id: 'b' }], result: { rows: 2 }, meta: { plugin: 'score', threadId: 7, durationMs: 1, modelLoads: 1 } });
+  assert.equal(calls.length, 1);
+  assert.deepEqual(calls[0]!.job, { plugin: 'score', records: [{ id: 'a' }, { id: 'b' }] });
+  assert.equal(calls[0]!.opts?.softSignal, soft.signal);
+  assert.equal(calls[0]!.opts?.signal, hard.signal);
+  assert.deepEqual(events.slice(0, 3), ['paused', 'queued', 'resumed']);
+  // Malformed items never reach the pool.
+  await assert.rejects(runChunkUnderLimits(pool, create(TaskSchema, { ...task, itemsJson: enc.encode('nope') }), ctx), (e) => errorCodeOf(e) === 'terminal');
+  assert.equal(calls.length, 1);
 });
