@@ -341,7 +341,7 @@ describe('operations API', () => {
       // Real file names and imports, so clients can follow the imports (grpcurl does).
       assert.equal(ingest?.name, 'jetflow/v1/ingest.proto');
       assert.deepEqual(ingest.dependency, ['google/protobuf/struct.proto']);
-      assert.deepEqual(ingest.service[0]!.method.map((m) => m.name).sort(), ['CancelFlow', 'GetFlow', 'SignalFlow', 'SubmitFlow', 'WatchFlow']);
+      assert.deepEqual(ingest.service[0]!.method.map((m) => m.name).sort(), ['CancelFlow', 'CancelFlows', 'GetFlow', 'SignalFlow', 'SubmitFlow', 'WatchFlow']);
       // Dependencies the client may not have: fetch them by name, as grpcurl does.
       const struct = (await rc.fileByFilename('google/protobuf/struct.proto')).map((b) => fromBinary(FileDescriptorProtoSchema, b));
       assert.equal(struct[0]?.name, 'google/protobuf/struct.proto');

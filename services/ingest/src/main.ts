@@ -92,7 +92,7 @@ const app = await buildHttpServer({
   extend: obs.extend(ops.extend),
 });
 await app.listen({ port: cfg.httpPort, host: cfg.host });
-const grpcServer = buildGrpcServer({ flows, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, limits: cfg.limits, interceptors: obs.interceptors });
+const grpcServer = buildGrpcServer({ flows, bulk: ops.bulk, auth, nc, log, maxBodyBytes: cfg.maxBodyBytes, limits: cfg.limits, interceptors: obs.interceptors });
 // The gRPC worker door (jetflow.v1.WorkerService): workers without a NATS client serve task subjects through it.
 const door = workerDoor({
   nc,

@@ -7,6 +7,8 @@ import {
   SubmitFlowResponseSchema,
   GetFlowResponseSchema,
   CancelFlowResponseSchema,
+  CancelFlowsResponseSchema,
+  type CancelFlowsRequest,
   SignalFlowResponseSchema,
   type SignalFlowRequest,
   FlowEventSchema,
@@ -21,7 +23,8 @@ import { STATUS_DETAILS_TRAILER, encodeRpcStatus } from '../../../../libs/errors
 import { eventSubject } from '../../../../libs/messaging/src/index.js';
 import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
 import type { FlowHandlers } from '../handlers/flows.js';
-import type { Authenticator } from './auth.js';
+import type { BulkHandlers } from '../handlers/bulk.js';
+import type { Authenticator, Principal } from './auth.js';
 import type { ClientLimits } from '../config.js';
 import { boundedWriter } from './grpc-stream.js';
 
@@ -100,6 +103,8 @@ export function ingestServiceDefinition(): grpc.ServiceDefinition {
 
 export interface GrpcDeps {
   flows: FlowHandlers;
+  /** CancelFlows: bulk cancel by filter. */
+  bulk: BulkHandlers;
   auth: Authenticator;
   nc: NatsConnection;
   log: Logger;
@@ -108,6 +113,27 @@ export interface GrpcDeps {
   limits: Pick<ClientLimits, 'grpcIdleMs' | 'streamStallMs' | 'watchIdleMs'>;
   /** Server interceptors (tracing and metrics of SubmitFlow). */
   interceptors?: grpc.ServerInterceptor[];
+}
+
+/** CancelFlowsRequest as the JSON body of POST /v1/flows:cancel (proto3's empty fields: not given). */
+export function cancelFlowsBody(req: CancelFlowsRequest): Record<string, unknown> {
+  const f = req.filter;
+  const filter: Record<string, unknown> = {};
+  if (f?.status.length) filter.status = f.status;
+  if (f?.flow) filter.flow = f.flow;
+  if (f?.idempotencyKey) filter.idempotencyKey = f.idempotencyKey;
+  if (f?.metadata) filter.metadata = f.metadata;
+  if (f?.submittedAfter) filter.submittedAfter = f.submittedAfter;
+  if (f?.submittedBefore) filter.submittedBefore = f.submittedBefore;
+  if (f?.tenant) filter.tenant = f.tenant;
+  return {
+    ...(f ? { filter } : {}),
+    ...(req.dryRun ? { dryRun: true } : {}),
+    ...(req.all ? { all: true } : {}),
+    ...(req.reason ? { reason: req.reason } : {}),
+    ...(req.limit ? { limit: req.limit } : {}),
+    ...(req.cursor ? { cursor: req.cursor } : {}),
+  };
 }
 
 export function buildGrpcServer(d: GrpcDeps): grpc.Server {
@@ -120,17 +146,18 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
     'grpc.keepalive_timeout_ms': 20_000,
     interceptors: d.interceptors ?? [],
   });
-  const tenantOf = (call: { metadata: grpc.Metadata }) => {
+  const principalOf = (call: { metadata: grpc.Metadata }): Principal => {
     const v = call.metadata.get('authorization')[0];
-    return d.auth.tenantOf(typeof v === 'string' ? v : v?.toString());
+    return d.auth.principalOf(typeof v === 'string' ? v : v?.toString());
   };
+  const tenantOf = (call: { metadata: grpc.Metadata }) => principalOf(call).tenant;
   const unary =
-    <Req, Res>(fn: (tenant: string, req: Req, md: grpc.Metadata) => Promise<Res>) =>
+    <Req, Res>(fn: (tenant: string, req: Req, md: grpc.Metadata, who: Principal) => Promise<Res>) =>
     (call: grpc.ServerUnaryCall<Req | UndecodableRequest, Res>, cb: grpc.sendUnaryData<Res>) => {
       // The key is checked before the body: a caller without one learns nothing about what it sent.
       (async () => {
-        const tenant = tenantOf(call);
-        return fn(tenant, decoded(call.request), call.metadata);
+        const who = principalOf(call);
+        return fn(who.tenant, decoded(call.request), call.metadata, who);
       })().then(
         (res) => cb(null, res),
         (err: unknown) => {
@@ -161,6 +188,10 @@ export function buildGrpcServer(d: GrpcDeps): grpc.Server {
       return create(GetFlowResponseSchema, { flow: JSON.parse(JSON.stringify(view)) as Record<string, never> });
     }),
     cancelFlow: unary<CancelFlowRequest, unknown>(async (tenant, req) => create(CancelFlowResponseSchema, await d.flows.cancel(tenant, req.flowId, req.reason))),
+    cancelFlows: unary<CancelFlowsRequest, unknown>(async (tenant, req, _md, who) => {
+      const r = await d.bulk.cancelFlows(tenant, who.operator, cancelFlowsBody(req));
+      return create(CancelFlowsResponseSchema, { ...r, next: r.next ?? '' });
+    }),
     signalFlow: unary<SignalFlowRequest, unknown>(async (tenant, req) =>
       create(SignalFlowResponseSchema, await d.flows.signal(tenant, req.flowId, req.name, req.payload ? toJson(ValueSchema, req.payload) : null, req.signalId || undefined)),
     ),

@@ -3,6 +3,7 @@ import { STATUS, type ErrorCode } from '../../../../libs/errors/src/index.js';
 import { FLOW_ID_RE, FlowDefSchema, INPUT_SCHEMAS, SubmissionSchema } from '../../../../libs/flows/src/index.js';
 import { ListQuerySchema } from '../handlers/flow-lister.js';
 import { DeadLetterQuerySchema } from '../handlers/deadletters.js';
+import { BulkCancelSchema, BulkRedriveSchema, MAX_BULK, MAX_DRY_RUN_COUNT, MAX_IDS } from '../handlers/bulk.js';
 
 /**
  * The OpenAPI 3.1 description of every HTTP route, keyed by "METHOD /fastify/url". Routes validate with
@@ -247,6 +248,7 @@ const flowSummary = rec(
   {
     flowId: str('Flow id'),
     flow: str('Flow definition name'),
+    tenant: str('Tenant'),
     status: str('Flow status', { enum: FLOW_STATUS.slice(1) }),
     stage: int('Index of the stage in progress, or the last reached'),
     submittedAt: str('Accepted at', { format: 'date-time' }),
@@ -260,7 +262,7 @@ const flowSummary = rec(
     metadata: map('As submitted', { type: 'string' }),
     callback: callbackDelivery,
   },
-  { optional: ['callback'] },
+  { optional: ['callback', 'tenant'] },
 );
 
 const flowEvent = rec(
@@ -686,6 +688,34 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     ok: { 202: rec({ flowId: str('Flow id'), status: str('cancelling', { enum: ['cancelling'] }) }, { example: { flowId: FLOW_ID, status: 'cancelling' } }) },
     errors: ['not_found', 'conflict', 'unavailable'],
   },
+  'POST /v1/flows::cancel': {
+    operationId: 'cancelFlows',
+    summary: 'Cancel every flow a filter selects (or count them: dryRun)',
+    description: `The filter is the query of GET /v1/flows as a JSON object (status only \`scheduled\` and/or \`running\`, default both). A dry run counts the matching flows (up to ${MAX_DRY_RUN_COUNT}; \`complete\` false past it) and lists the first ${MAX_IDS} ids. A real run cancels up to \`limit\` (at most ${MAX_BULK}) through the one-flow cancel, and answers counts; \`next\` non-null: send the same body with \`cursor: next\` for the rest. Running the same body again is safe: it finds only flows still running. A filter that names no field needs \`"all": true\` for a real run. A tenant key acts on its own tenant; an operator key may name \`filter.tenant\` (or \`*\`).`,
+    tags: ['flows'],
+    body: fromZod(BulkCancelSchema),
+    ok: {
+      200: rec(
+        {
+          dryRun: bool('Whether this was a dry run (nothing changed)'),
+          matched: int('Dry run: flows that match. Real run: flows this call acted on'),
+          complete: bool('Dry run: the count covers every matching flow'),
+          flowIds: arr(str('Flow id'), `Dry run: the first ${MAX_IDS} matching flows`),
+          flowIdsTruncated: bool(`Dry run: more flows match than flowIds lists`),
+          cancelled: int('Real run: cancel requested (202 of the one-flow cancel)'),
+          alreadyFinished: int('Real run: ended between the listing and the cancel'),
+          failed: int('Real run: not cancelled (see failures); run again'),
+          failures: arr(rec({ flowId: str('Flow id'), code: str('Error code'), message: str('Why') }), `Real run: the first ${MAX_IDS} failures`),
+          next: nullable(str('Cursor: send the same body with cursor set to it for the rest; null when done')),
+        },
+        {
+          optional: ['complete', 'flowIds', 'flowIdsTruncated', 'cancelled', 'alreadyFinished', 'failed', 'failures'],
+          example: { dryRun: false, matched: 42, cancelled: 41, alreadyFinished: 1, failed: 0, failures: [], next: null },
+        },
+      ),
+    },
+    errors: ['invalid_argument', 'permission_denied'],
+  },
   'POST /v1/subjects/:subject/pause': {
     operationId: 'pauseSubject',
     summary: 'Pause a task subject: its workers stop pulling it (operator key)',
@@ -849,6 +879,34 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
       ),
     },
     errors: ['invalid_argument', 'not_found'],
+  },
+  'POST /v1/deadletters::redrive': {
+    operationId: 'redriveDeadLetters',
+    summary: 'Redrive every dead letter a filter selects (or count them: dryRun)',
+    description: `The filter is the query of GET /v1/deadletters as a JSON object. A dry run counts the matching dead letters (up to ${MAX_DRY_RUN_COUNT}) and lists the first ${MAX_IDS} seqs. A real run redrives up to \`limit\` (at most ${MAX_BULK}), each as POST /v1/deadletters/{seq}/redrive does (Nats-Msg-Id \`redrive:<seq>\`, then the dead letter is deleted), so running it again redrives nothing twice; \`next\` non-null: send the same body with \`cursor: next\`. A filter that names no field needs \`"all": true\` for a real run.`,
+    tags: ['dead letters'],
+    body: fromZod(BulkRedriveSchema),
+    ok: {
+      200: rec(
+        {
+          dryRun: bool('Whether this was a dry run (nothing changed)'),
+          matched: int('Dry run: dead letters that match. Real run: dead letters this call acted on'),
+          complete: bool('Dry run: the count covers every matching dead letter'),
+          seqs: arr(int('Dead-letter sequence'), `Dry run: the first ${MAX_IDS} matching`),
+          seqsTruncated: bool('Dry run: more match than seqs lists'),
+          redriven: int('Real run: republished to their original subject'),
+          alreadyRedriven: int('Real run: redriven before (deduplicated by redrive:<seq>, or gone meanwhile)'),
+          failed: int('Real run: not redriven (see failures)'),
+          failures: arr(rec({ seq: int('Dead-letter sequence'), code: str('Error code'), message: str('Why') }), `Real run: the first ${MAX_IDS} failures`),
+          next: nullable(str('Cursor: send the same body with cursor set to it for the rest; null when done')),
+        },
+        {
+          optional: ['complete', 'seqs', 'seqsTruncated', 'redriven', 'alreadyRedriven', 'failed', 'failures'],
+          example: { dryRun: true, matched: 3, complete: true, seqs: [44, 43, 42], seqsTruncated: false, next: null },
+        },
+      ),
+    },
+    errors: ['invalid_argument', 'permission_denied'],
   },
   'PUT /v1/flow-definitions/:name': {
     operationId: 'putFlowDefinition',
