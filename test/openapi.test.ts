@@ -361,6 +361,12 @@ describe('OpenAPI document', () => {
     assert.equal((await call('POST', '/v1/flows', '/v1/flows', { json: sampleSubmission(cb.url, { idempotencyKey: 'openapi-a', deadlineMs: 5_000 }) })).status, 409, 'same key, other body');
     assert.equal((await call('POST', '/v1/flows', '/v1/flows', { body: 'flow=insights', headers: { 'content-type': 'text/plain' } })).status, 415);
     assert.equal((await call('GET', '/v1/stream/events', '/v1/stream/events?flowId=NOT-AN-ID')).status, 400);
+    // Bulk cancel by filter: a dry run, a real run that selects nothing, refusals naming the field.
+    const dry = await call('POST', '/v1/flows:cancel', '/v1/flows:cancel', { json: { filter: { flow: 'insights', status: 'running' }, dryRun: true } });
+    assert.equal((dry.body as { dryRun: boolean }).dryRun, true);
+    assert.equal((await call('POST', '/v1/flows:cancel', '/v1/flows:cancel', { json: { filter: { idempotencyKey: 'openapi-none' } } })).status, 200);
+    assert.equal((await call('POST', '/v1/flows:cancel', '/v1/flows:cancel', { json: {} })).status, 400, 'an empty filter without all');
+    assert.equal((await call('POST', '/v1/flows:cancel', '/v1/flows:cancel', { json: { filter: { flow: 'insights', tenant: 'default' } }, key: 'other-key-0123456789abcdef' })).status, 403);
 
     // Cancel: a flow that waits for dataset workers that are not there.
     await j.stack.kill('dataset-generator');
@@ -421,6 +427,11 @@ describe('OpenAPI document', () => {
     await call('POST', '/v1/deadletters/{seq}/redrive', `/v1/deadletters/${seq}/redrive`);
     assert.equal((await call('GET', '/v1/deadletters/{seq}', `/v1/deadletters/${seq}`)).status, 404, 'gone after the redrive');
     assert.equal((await call('POST', '/v1/deadletters/{seq}/redrive', `/v1/deadletters/${seq}/redrive`)).status, 404);
+    // Redrive by filter: a dry run, a real run (the one just redriven is gone: nothing matches), a refusal.
+    assert.equal((await call('POST', '/v1/deadletters:redrive', '/v1/deadletters:redrive', { json: { filter: { source: 'callback' }, dryRun: true } })).status, 200);
+    const none = await call('POST', '/v1/deadletters:redrive', '/v1/deadletters:redrive', { json: { filter: { source: 'callback', code: 'callback_failed' } } });
+    assert.equal((none.body as { redriven: number }).redriven, 0);
+    assert.equal((await call('POST', '/v1/deadletters:redrive', '/v1/deadletters:redrive', { json: { filter: { code: 'Not A Code' } } })).status, 400);
 
     // Every operation's success answer was seen and matched.
     const missing = [...operations(doc)]
