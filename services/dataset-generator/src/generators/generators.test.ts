@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { francAll } from 'franc';
+import { TEXT_LANGUAGES, normalizeText } from '../../../../libs/models/src/index.js';
 import { makeFeedbackBatch } from '../../../../libs/testing/src/records.js';
 import { generator as embeddings } from './embeddings.js';
 import { generator as features, quantileSorted } from './features.js';
 import { generators, registry } from './index.js';
+import { createLanguageDetector } from './language.js';
 import { generator as text } from './text.js';
 import type { PluginContext } from './types.js';
 
@@ -61,6 +64,46 @@ describe('text', () => {
     assert.equal(lang.de, 'deu');
     assert.equal(lang.short, 'eng');
     assert.equal(lang.tiny, 'und');
+  });
+
+  it("detects languages exactly as franc's francAll with the same options", () => {
+    const samples = [
+      ...makeFeedbackBatch({ n: 2000, seed: 4 }).records.map((r) => r.text ?? ''),
+      'El envío llegó tarde y la caja estaba rota, muy mala experiencia.',
+      'Die Lieferung kam viel zu spät und der Karton war beschädigt.',
+      'le produit est arrivé cassé et le service client ne répond pas',
+      'Il prodotto è arrivato rotto e il servizio clienti non risponde mai',
+      'O produto chegou quebrado e o atendimento não responde',
+      'Het product kwam kapot aan en de klantenservice reageert niet',
+      'Produkt przyszedł uszkodzony, a obsługa klienta nie odpowiada',
+      'Это очень плохой товар, не покупайте его никогда',
+      'Доставка беше бавна, но продуктът е добър',
+      'Το προϊόν έφτασε σπασμένο και κανείς δεν απαντά',
+      'המוצר הגיע שבור ואף אחד לא עונה',
+      'المنتج وصل مكسورا ولم يرد أحد على رسائلي',
+      'यह उत्पाद बहुत अच्छा है और डिलीवरी तेज़ थी',
+      'この製品はとても良いです。配達も早かったです。',
+      '这个产品非常好，送货也很快，我很满意',
+      '이 제품은 정말 좋고 배송도 빨랐습니다',
+      'สินค้าดีมาก จัดส่งรวดเร็ว ประทับใจมาก',
+      'Ürün kırık geldi ve müşteri hizmetleri cevap vermiyor',
+      'Tuote saapui rikki eikä asiakaspalvelu vastaa',
+      'Absolutely love it, works perfectly',
+      '1234567890 12345 !!!',
+      'ok',
+      '',
+      'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa',
+      'x'.repeat(3000) + ' the end of a very long text',
+    ];
+    for (const minLength of [10, 3]) {
+      const detect = createLanguageDetector(TEXT_LANGUAGES, minLength);
+      for (const raw of samples) {
+        for (const t of [raw, normalizeText(raw)]) assert.deepEqual(detect(t), francAll(t, { only: [...TEXT_LANGUAGES], minLength }), JSON.stringify(t.slice(0, 80)));
+      }
+    }
+    // Without a list, every language franc knows.
+    const all = createLanguageDetector([]);
+    for (const t of samples.slice(-25)) assert.deepEqual(all(t), francAll(t), JSON.stringify(t.slice(0, 80)));
   });
 });
 

@@ -1,8 +1,8 @@
 /**
  * The NLP dataset: per record the normalised text, word tokens, bigrams and language.
  */
-import { francAll } from 'franc';
 import { TEXT_LANGUAGES, normalizeText, stopwordsFor, tokenize } from '../../../../libs/models/src/index.js';
+import { createLanguageDetector } from './language.js';
 import { CHUNK_SIZE, checkpoint, type DatasetGenerator, type DatasetResult, type DatasetRow, type InputRecord } from './types.js';
 
 export interface TextRow extends DatasetRow {
@@ -22,6 +22,8 @@ const MIN_LETTERS = 10;
 // Languages whose trigram score comes this close to the best one are weighed again with stopwords.
 const CANDIDATE_SCORE = 0.8;
 const RELIABLE_MARGIN = 0.1;
+// franc's scores over the candidate languages (francAll with `only` and `minLength`), from an index built once: see language.ts.
+const languageScores = createLanguageDetector(TEXT_LANGUAGES, MIN_LETTERS);
 
 interface Detection {
   language: string;
@@ -36,7 +38,7 @@ interface Detection {
  */
 function detect(normalized: string, tokens: string[]): Detection {
   if (normalized.replace(/[^\p{L}]/gu, '').length < MIN_LETTERS) return { language: 'und', reliable: false, candidates: [] };
-  const ranked = francAll(normalized, { only: [...TEXT_LANGUAGES], minLength: MIN_LETTERS })
+  const ranked = languageScores(normalized)
     .filter(([lang, score]) => lang !== 'und' && score >= CANDIDATE_SCORE)
     .slice(0, 4)
     .map(([lang, score]) => {
