@@ -4,7 +4,8 @@ import { makeFeedbackBatch } from '../../../../libs/testing/src/records.js';
 // The real generators make the datasets, so a drift between what they write and what the analyzers
 // read fails here (a test may cross the service boundary that the code itself does not).
 import { generators } from '../../../dataset-generator/src/generators/index.js';
-import { analyzer as anomaly } from './anomaly.js';
+import { mulberry32 } from '../../../../libs/random/src/index.js';
+import { analyzer as anomaly, neighbourDistances } from './anomaly.js';
 import { analyzers, registry } from './index.js';
 import { analyzer as keywords } from './keywords.js';
 import { analyzer as sentiment } from './sentiment.js';
@@ -99,6 +100,41 @@ describe('anomaly', () => {
 
   it('gives the same report for the same batch', async () => {
     assert.deepEqual(await anomaly.analyze({ records, datasets }, ctx()), await anomaly.analyze({ records, datasets }, ctx()));
+  });
+
+  it('computes the same neighbour distances as a pairwise loop, to the last bit', () => {
+    // The plain algorithm: per record, the cosine similarity to each reference, the k largest kept.
+    const pairwise = (vectors: Array<number[] | undefined>, k: number, maxRef: number) => {
+      const norms = vectors.map((v) => (v ? Math.hypot(...v) : 0));
+      const candidates = vectors.map((_, j) => j).filter((j) => norms[j]! > 0);
+      const stride = Math.max(1, candidates.length / maxRef);
+      const refs = Array.from({ length: Math.min(candidates.length, maxRef) }, (_, r) => candidates[Math.floor(r * stride)]!);
+      return vectors.map((v, i) => {
+        if (!v) return null;
+        if (norms[i] === 0) return 1;
+        const sims: number[] = [];
+        for (const j of refs) {
+          if (j === i) continue;
+          const w = vectors[j]!;
+          let dot = 0;
+          for (let d = 0; d < v.length; d++) dot += v[d]! * w[d]!;
+          sims.push(dot / (norms[i]! * norms[j]!));
+        }
+        const top = sims.sort((a, b) => b - a).slice(0, k);
+        return top.length ? 1 - top.reduce((s, x) => s + x, 0) / top.length : null;
+      });
+    };
+    const rng = mulberry32(5);
+    for (const [n, dim, maxRef] of [
+      [1, 8, 10],
+      [7, 3, 10],
+      [250, 64, 1000],
+      [1003, 16, 97],
+    ] as const) {
+      // Random vectors (unit and not), with some missing and some all zero, as a dataset can have them.
+      const vectors = Array.from({ length: n }, (_, i) => (i % 17 === 3 ? undefined : i % 13 === 5 ? new Array<number>(dim).fill(0) : Array.from({ length: dim }, () => rng() * 2 - 1)));
+      for (const k of [1, 5]) assert.deepEqual(neighbourDistances(vectors, k, maxRef), pairwise(vectors, k, maxRef), `n ${n}, dim ${dim}, k ${k}`);
+    }
   });
 });
 

@@ -185,42 +185,84 @@ function featureTable(records: readonly InputRecord[], rows: Map<string, { value
 /**
  * 1 - mean cosine similarity to the k nearest other records; 1 for an empty vector. Large batches
  * compare against an evenly spaced sample of MAX_REFERENCE records, so the cost stays linear.
+ *
+ * The reference vectors sit in one flat array, and records go through it four at a time: each
+ * reference value is loaded once for four dot products (the loads, not the multiplications, were
+ * the cost). Each dot product still adds its terms in dimension order from 0, and is divided by the
+ * same product of norms, so every similarity is the same double a pairwise loop gives
+ * (analyzers.test.ts checks it against one).
  */
-function neighbourDistances(vectors: Array<number[] | undefined>, k: number): Array<number | null> {
+export function neighbourDistances(vectors: ReadonlyArray<readonly number[] | undefined>, k: number, maxReference = MAX_REFERENCE): Array<number | null> {
   const norms = vectors.map((v) => (v ? Math.hypot(...v) : 0));
   const candidates = vectors.map((_, j) => j).filter((j) => (norms[j] ?? 0) > 0);
-  const stride = Math.max(1, candidates.length / MAX_REFERENCE);
-  const refs = Array.from({ length: Math.min(candidates.length, MAX_REFERENCE) }, (_, r) => candidates[Math.floor(r * stride)] as number);
-  // The reference vectors in one flat array (the same doubles in the same order of additions as
-  // pairwise loops over the rows, so the same distances, at a fraction of the cost for 50,000 records).
+  const stride = Math.max(1, candidates.length / maxReference);
+  const refs = Int32Array.from({ length: Math.min(candidates.length, maxReference) }, (_, r) => candidates[Math.floor(r * stride)] as number);
   const dim = vectors.reduce((m, v) => Math.max(m, v?.length ?? 0), 0);
-  const mat = new Float64Array(refs.length * dim);
+  const nRefs = refs.length;
+  const mat = new Float64Array(nRefs * dim);
+  const refNorms = new Float64Array(nRefs);
   refs.forEach((j, r) => {
-    const w = vectors[j] as number[];
+    const w = vectors[j] as readonly number[];
     for (let d = 0; d < dim; d++) mat[r * dim + d] = w[d] ?? 0;
+    refNorms[r] = norms[j] as number;
   });
-  const x = new Float64Array(dim);
-  return vectors.map((v, i) => {
-    if (!v) return null;
-    if ((norms[i] ?? 0) === 0) return 1;
-    for (let d = 0; d < dim; d++) x[d] = v[d] ?? 0;
-    const top: number[] = []; // the k largest similarities, descending
-    for (let r = 0; r < refs.length; r++) {
-      const j = refs[r]!;
-      if (j === i) continue;
-      let dot = 0;
-      const at = r * dim;
-      for (let d = 0; d < dim; d++) dot += x[d]! * mat[at + d]!;
-      const sim = dot / ((norms[i] ?? 1) * (norms[j] ?? 1));
-      if (top.length < k || sim > (top[top.length - 1] ?? -Infinity)) {
-        let at = top.length;
-        while (at > 0 && (top[at - 1] ?? 0) < sim) at--;
-        top.splice(at, 0, sim);
-        if (top.length > k) top.pop();
-      }
+
+  const out: Array<number | null> = vectors.map((v) => (v ? 1 : null));
+  const rows = candidates; // the records with a non-empty vector; the others keep null (none) or 1 (empty)
+  const BLOCK = 4;
+  const xs = new Float64Array(BLOCK * dim);
+  const dots = new Float64Array(BLOCK * nRefs);
+  const top = new Float64Array(Math.max(1, k)); // the k largest similarities, descending
+  for (let b = 0; b < rows.length; b += BLOCK) {
+    const m = Math.min(BLOCK, rows.length - b);
+    xs.fill(0);
+    for (let q = 0; q < m; q++) {
+      const v = vectors[rows[b + q] as number] as readonly number[];
+      for (let d = 0; d < dim; d++) xs[q * dim + d] = v[d] ?? 0;
     }
-    return top.length ? 1 - top.reduce((s, x) => s + x, 0) / top.length : null;
-  });
+    const x1 = dim;
+    const x2 = 2 * dim;
+    const x3 = 3 * dim;
+    for (let r = 0; r < nRefs; r++) {
+      const at = r * dim;
+      let d0 = 0;
+      let d1 = 0;
+      let d2 = 0;
+      let d3 = 0;
+      for (let d = 0; d < dim; d++) {
+        const w = mat[at + d] as number;
+        d0 += (xs[d] as number) * w;
+        d1 += (xs[x1 + d] as number) * w;
+        d2 += (xs[x2 + d] as number) * w;
+        d3 += (xs[x3 + d] as number) * w;
+      }
+      dots[r] = d0;
+      dots[nRefs + r] = d1;
+      dots[2 * nRefs + r] = d2;
+      dots[3 * nRefs + r] = d3;
+    }
+    for (let q = 0; q < m; q++) {
+      const i = rows[b + q] as number;
+      const ni = norms[i] as number;
+      let found = 0;
+      for (let r = 0; r < nRefs; r++) {
+        if (refs[r] === i) continue;
+        const sim = (dots[q * nRefs + r] as number) / (ni * (refNorms[r] as number));
+        if (found < k || sim > (top[found - 1] as number)) {
+          let at = found < k ? found++ : k - 1;
+          while (at > 0 && (top[at - 1] as number) < sim) {
+            top[at] = top[at - 1] as number;
+            at--;
+          }
+          top[at] = sim;
+        }
+      }
+      let sum = 0;
+      for (let t = 0; t < found; t++) sum += top[t] as number;
+      out[i] = found ? 1 - sum / found : null;
+    }
+  }
+  return out;
 }
 
 const r2 = (x: number) => Math.round(x * 100) / 100;
