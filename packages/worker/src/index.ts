@@ -488,7 +488,7 @@ export const errorCodeOf = (err: unknown): string => codeOf(err);
  * holds within cfg.graceMs, calls the handler's close() and exits 0. `makeHandler` runs once connected.
  */
 export { runWorkerService } from '../../../libs/messaging/src/worker-main.js';
-/** A worker service's settings from the environment (NATS_*, JETFLOW_TASK_SUBJECTS, JETFLOW_WORKER_THREADS, …; docs/CONFIG.md). */
+/** A worker service's settings from the environment (NATS_*, JETFLOW_TASK_SUBJECTS, JETFLOW_WORKER_THREADS, …: README, "Configuration"). */
 export { loadWorkerConfig, type WorkerConfig as WorkerServiceConfig } from '../../../libs/config/src/worker.js';
 export type { Task } from '../../../libs/proto/src/index.js';
 export type {
