@@ -279,6 +279,43 @@ describe('dashboard (/ui) in a browser', () => {
     await page.setViewportSize(WIDE);
   });
 
+  test('all matching the filter: a dry-run count to confirm, then every matching flow is cancelled and every matching dead letter redriven', async () => {
+    const ids = [];
+    for (let i = 0; i < 4; i++) ids.push(await submit({ flow: 'cancellable', input: { chaos: { slowMs: 8_000 } }, metadata: { batch: 'matching' } }));
+    const keep = await submit({ flow: 'cancellable', input: { chaos: { slowMs: 8_000 } }, metadata: { batch: 'kept' } });
+    const statusOf = async (id: string) => ((await (await j.api(`/v1/flows/${id}`)).json()) as { status: string }).status;
+    await page.goto(`${j.http}/ui/#/flows?meta=batch%3Dmatching`);
+    for (const id of ids) await page.locator(`tr[data-flow-id="${id}"] .chip`, { hasText: 'running' }).waitFor();
+    const cancel = page.locator('#cancel-matching');
+    assert.equal(await cancel.textContent(), 'Cancel all matching…');
+    await cancel.click();
+    await page.locator('#cancel-matching', { hasText: 'Confirm: cancel 4 matching flows' }).waitFor();
+    for (const id of [...ids, keep]) assert.equal(await statusOf(id), 'running', 'the count changed nothing');
+    await cancel.click();
+    await page.locator('.toast', { hasText: 'Cancelling 4' }).waitFor();
+    for (const id of ids) await page.locator(`tr[data-flow-id="${id}"] .chip`, { hasText: 'cancelled' }).first().waitFor();
+    for (const id of ids) assert.equal(await statusOf(id), 'cancelled');
+    assert.notEqual(await statusOf(keep), 'cancelled', 'a flow the filter does not select is not cancelled');
+    // A filter of ended flows has nothing to cancel: no button.
+    await page.goto(`${j.http}/ui/#/flows?status=succeeded`);
+    await page.locator('#cancel-matching').waitFor({ state: 'hidden' });
+
+    // Dead letters of one source: the count the server gives is the one to confirm; each is redriven once.
+    const bad = new TextEncoder().encode('{"flow": "insights", not json');
+    for (let i = 0; i < 2; i++) await j.nc.jetstream().publish('jetflow.ingest.default.insights', bad);
+    await page.goto(`${j.http}/ui/#/deadletters?source=ingest`);
+    await page.locator('tr[data-seq]').nth(1).waitFor();
+    const dry = (await (await j.api('/v1/deadletters:redrive', { method: 'POST', json: { filter: { source: 'ingest' }, dryRun: true } })).json()) as { matched: number; seqs: number[] };
+    assert.ok(dry.matched >= 2, JSON.stringify(dry));
+    const redrive = page.locator('#redrive-matching');
+    await redrive.click();
+    await page.locator('#redrive-matching', { hasText: `Confirm: redrive ${dry.matched} matching dead letters` }).waitFor();
+    for (const s of dry.seqs) assert.equal((await j.api(`/v1/deadletters/${s}`)).status, 200, 'the count changed nothing');
+    await redrive.click();
+    await page.locator('.toast', { hasText: `Redriven ${dry.matched}` }).waitFor();
+    for (const s of dry.seqs) assert.equal((await j.api(`/v1/deadletters/${s}`)).status, 404, `dead letter ${s} was redriven (and deleted)`);
+  });
+
   test('workers view: each task subject with its pulling workers, and every consumer, live', async () => {
     await page.goto(`${j.http}/ui/#/consumers`);
     await page.getByRole('heading', { name: 'Consumers and their pulling workers' }).waitFor();

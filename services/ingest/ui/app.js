@@ -399,6 +399,69 @@ async function eachLimited(items, fn, limit = 4) {
   return out;
 }
 
+/**
+ * "… all matching" for a bulk route by filter (POST /v1/flows:cancel, /v1/deadletters:redrive): the first
+ * click is a dry run and arms the button with its count, the second (within 5 s) runs it to the end,
+ * following `next`. `body()` is the request's filter part; an empty filter is sent with `all: true` (the
+ * count was confirmed).
+ */
+function matchingButton(o) {
+  let armed = 0;
+  const idle = () => {
+    clearTimeout(armed);
+    armed = 0;
+    b.textContent = o.label;
+    b.classList.remove('danger');
+    b.disabled = false;
+  };
+  const b = h(
+    'button',
+    {
+      class: 'btn secondary small',
+      id: o.id,
+      onclick: async () => {
+        const body = o.body();
+        b.disabled = true;
+        try {
+          if (!armed) {
+            b.textContent = 'Counting…';
+            const dry = await api(o.path, { method: 'POST', body: JSON.stringify({ ...body, dryRun: true }) });
+            if (!dry.matched) {
+              toast(`Nothing matches: no ${o.noun}s to ${o.verb}`);
+              return idle();
+            }
+            b.textContent = `Confirm: ${o.verb} ${dry.matched}${dry.complete ? '' : '+'} matching ${o.noun}${dry.matched === 1 ? '' : 's'}`;
+            b.classList.add('danger');
+            b.disabled = false;
+            armed = setTimeout(idle, 5_000);
+            return;
+          }
+          clearTimeout(armed);
+          b.textContent = 'Working…';
+          const sum = { done: 0, already: 0, failed: 0, first: null };
+          const all = !body.filter || Object.keys(body.filter).length === 0;
+          for (let cursor = null, calls = 0; calls < 100; calls++) {
+            const r = await api(o.path, { method: 'POST', body: JSON.stringify({ ...body, ...(all ? { all: true } : {}), ...(cursor ? { cursor } : {}), limit: 1000 }) });
+            sum.done += r[o.doneKey] || 0;
+            sum.already += r[o.alreadyKey] || 0;
+            sum.failed += r.failed || 0;
+            sum.first ??= r.failures?.[0]?.message ?? null;
+            if (!r.next) break;
+            cursor = r.next;
+          }
+          toast(`${o.doneLabel} ${sum.done}${sum.already ? `; ${sum.already} ${o.alreadyLabel}` : ''}${sum.failed ? `; ${sum.failed} failed: ${sum.first}` : ''}`, sum.failed > 0);
+          o.after();
+        } catch (err) {
+          toast(`${o.label} failed: ${err.message}`, true);
+        }
+        idle();
+      },
+    },
+    o.label,
+  );
+  return b;
+}
+
 function flowsPage(params) {
   const status = params.get('status') || '';
   const key = params.get('key') || '';
@@ -456,6 +519,27 @@ function flowsPage(params) {
     bulkCancel,
   );
   cancelBtn.id = 'bulk-cancel';
+  // Every running or scheduled flow the current filter selects, not only the listed ones (POST /v1/flows:cancel).
+  const matchBtn = matchingButton({
+    id: 'cancel-matching',
+    label: 'Cancel all matching…',
+    path: '/v1/flows:cancel',
+    noun: 'flow',
+    verb: 'cancel',
+    doneKey: 'cancelled',
+    alreadyKey: 'alreadyFinished',
+    doneLabel: 'Cancelling',
+    alreadyLabel: 'had already ended',
+    body: () => {
+      const filter = {};
+      if (status) filter.status = status;
+      if (key) filter.idempotencyKey = key;
+      if (meta) filter.metadata = meta;
+      return { filter, reason: 'cancelled from the dashboard (all matching)' };
+    },
+    after: () => void load(),
+  });
+  matchBtn.hidden = FINAL.includes(status);
   const selCount = h('span', { class: 'sub', id: 'selected-count' });
   const bulk = h(
     'div',
@@ -507,7 +591,7 @@ function flowsPage(params) {
   let chart = h('div', { class: 'panel', id: 'chart' });
   main.replaceChildren(
     h('div', { class: 'page-head' }, h('h1', {}, 'Flows'), h('span', { class: 'sub' }, 'most recently changed first, live'), h('span', { class: 'spacer' }), filters),
-    h('div', { class: 'page-head' }, search, h('span', { class: 'spacer' }), bulk),
+    h('div', { class: 'page-head' }, search, h('span', { class: 'spacer' }), matchBtn, bulk),
     chart,
     panel,
     h('div', { class: 'page-head', style: null }, h('span', { class: 'spacer' }), more),
@@ -1028,6 +1112,23 @@ function deadLettersPage(params) {
     bulkRedrive,
   );
   redriveBtn.id = 'bulk-redrive';
+  // Every dead letter of the chosen source, not only the listed ones (POST /v1/deadletters:redrive).
+  const matchBtn = matchingButton({
+    id: 'redrive-matching',
+    label: 'Redrive all matching…',
+    path: '/v1/deadletters:redrive',
+    noun: 'dead letter',
+    verb: 'redrive',
+    doneKey: 'redriven',
+    alreadyKey: 'alreadyRedriven',
+    doneLabel: 'Redriven',
+    alreadyLabel: 'already redriven',
+    body: () => ({ filter: src ? { source: src } : {} }),
+    after: () => {
+      void load();
+      void refreshDlqCount();
+    },
+  });
   const selCount = h('span', { class: 'sub' });
   const bulk = h(
     'div',
@@ -1087,6 +1188,7 @@ function deadLettersPage(params) {
       h('h1', {}, 'Dead letters'),
       h('span', { class: 'sub' }, 'messages that could not be processed; redrive sends one back to its original subject'),
       h('span', { class: 'spacer' }),
+      matchBtn,
       select,
     ),
     h('div', { class: 'page-head', hidden: true }, bulk),
