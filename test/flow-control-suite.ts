@@ -20,7 +20,6 @@ export type ViewTask = {
   status: string;
   subject: string | null;
   waitingForSignal?: string;
-  attempts?: number;
   dispatchedAt?: string | null;
   error: { code: string; message: string } | null;
 };

@@ -161,7 +161,7 @@ function withIdentities(serviceEnv: Partial<Record<ServiceName, Record<string, s
  * partition and each per-tenant ingest consumer (at least one) has been seen with a waiting pull request at least once. (Pull loops
  * renew their requests, so "all of them at the same instant" is a race, not a readiness signal.)
  */
-export async function waitForConsumers(nc: NatsConnection, timeoutMs = 30_000): Promise<void> {
+export async function waitForConsumers(nc: NatsConnection, timeoutMs = 30_000, o: { pausedSubjects?: string[] } = {}): Promise<void> {
   // No API check at creation: right after a broker restart the connection may still be reconnecting; the loop retries.
   const jsm = await nc.jetstreamManager({ checkAPI: false });
   const until = Date.now() + timeoutMs;
@@ -170,7 +170,9 @@ export async function waitForConsumers(nc: NatsConnection, timeoutMs = 30_000): 
   for (;;) {
     try {
       // A custom subject's consumer waits for an outside worker (@jetflow/worker): only the built-in workers' count.
-      const tasks = (await jsm.consumers.list('JETFLOW_TASKS').next()).filter((c) => BUILT_IN_SUBJECTS.has(c.config.filter_subject ?? ''));
+      // A paused subject's workers ask for nothing (its pause flag in jetflow_pauses): the caller names those.
+      const counted = (subject: string) => BUILT_IN_SUBJECTS.has(subject) && !o.pausedSubjects?.includes(subject);
+      const tasks = (await jsm.consumers.list('JETFLOW_TASKS').next()).filter((c) => counted(c.config.filter_subject ?? ''));
       const results = await jsm.consumers.list('JETFLOW_RESULTS').next();
       const ingest = (await jsm.consumers.list('JETFLOW_INGEST').next()).filter((c) => c.config.durable_name);
       const all = [...tasks, ...results, ...ingest];
