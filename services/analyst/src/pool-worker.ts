@@ -11,12 +11,15 @@ import { CHAOS_BUSY, busyWork, createJobRunner, type WorkerJob } from '@jetflow/
 import { analyzers } from './analyzers/index.js';
 import { score } from './analyzers/sentiment.js';
 import type { Analyzer, Datasets, InputRecord, Report } from './analyzers/types.js';
+import { withDecoded, type EncodedDatasets } from './datasets.js';
 
 export type { TaskMeta, WorkerReply } from '@jetflow/worker/threads';
 
 export interface AnalyzerJob extends WorkerJob {
   records: InputRecord[];
   datasets?: Datasets;
+  /** Datasets as stored (gzip JSON lines), parsed here in the thread: see datasets.ts. */
+  encoded?: EncodedDatasets;
 }
 
 export default createJobRunner<AnalyzerJob, Analyzer, Report>({
@@ -25,7 +28,7 @@ export default createJobRunner<AnalyzerJob, Analyzer, Report>({
   plugins: new Map([...analyzers, [score.name, score]]),
   loadModel: loadSentimentModel,
   modelLoads: modelLoadCount,
-  run: (plugin, job, ctx) => plugin.analyze({ records: job.records, datasets: job.datasets ?? {} }, ctx),
+  run: (plugin, job, ctx) => plugin.analyze({ records: job.records, datasets: withDecoded(job.datasets ?? {}, job.encoded) }, ctx),
   // The fault suite's CPU-bound task (jetflow.task.test.busy), with JETFLOW_TEST_PLUGINS=1 only.
   testPlugins: new Map<string, Analyzer>([
     [CHAOS_BUSY, { name: CHAOS_BUSY, description: 'fault injection: keeps a thread busy', analyze: (input, ctx) => busyWork(input.records, ctx.signal) }],

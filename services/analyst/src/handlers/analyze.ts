@@ -2,6 +2,7 @@ import { TerminalError, pluginOf, runChunkUnderLimits, runUnderLimits, type Task
 import type { KvCache } from '../../../../libs/cache/src/index.js';
 import { readInputObject, storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
 import type { Datasets, InputRecord, Report } from '../analyzers/types.js';
+import { decodeJsonLines, type EncodedDatasets } from '../datasets.js';
 import type { AnalystPool } from '../pool.js';
 
 export interface AnalystHandlerDeps {
@@ -41,11 +42,16 @@ export { pluginOf };
 export function analystHandler(d: AnalystHandlerDeps): TaskMessageHandler {
   return async (task, ctx) => {
     if (task.chunkCount > 0) return scoreChunk(task, d, ctx);
-    const [datasets, input] = await Promise.all([loadDatasets(task, d), readInput(task, d)]);
+    const [{ datasets, encoded }, input] = await Promise.all([loadDatasets(task, d), readInput(task, d)]);
+    // Without input records the text dataset gives them: parsed here then (rare: every insights flow has records).
+    if (!input && encoded.text) {
+      datasets.text = decodeJsonLines(encoded.text, 'dataset text') as Datasets['text'];
+      delete encoded.text;
+    }
     const records = input ?? recordsFromText(datasets);
     if (!records) throw new TerminalError(`flow ${task.flowId} has neither input records nor a text dataset for ${task.task}`);
     // The limits count from when a thread starts the job, not while it waits for one.
-    const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records, datasets }, ctx);
+    const { result, meta } = await runUnderLimits(d.pool, { plugin: pluginOf(task), records, datasets, encoded }, ctx);
     const stats = d.cache?.stats();
     const _worker = {
       instance: d.instance,
@@ -65,9 +71,14 @@ export function analystHandler(d: AnalystHandlerDeps): TaskMessageHandler {
   };
 }
 
-/** The datasets of the task's succeeded dependencies, by dependency name (text, features, embeddings). */
-async function loadDatasets(task: Task, d: AnalystHandlerDeps): Promise<Datasets> {
+/**
+ * The datasets of the task's succeeded dependencies, by dependency name (text, features, embeddings):
+ * small ones parsed through the cache, the others as their stored bytes, which the pool thread parses
+ * (see ../datasets.ts).
+ */
+async function loadDatasets(task: Task, d: AnalystHandlerDeps): Promise<{ datasets: Datasets; encoded: EncodedDatasets }> {
   const results: Record<string, unknown[]> = {};
+  const encoded: EncodedDatasets = {};
   await Promise.all(
     task.deps.map(async (dep) => {
       if (dep.status && dep.status !== 'succeeded') return; // failed under a continue policy: analyse without it
@@ -87,22 +98,22 @@ async function loadDatasets(task: Task, d: AnalystHandlerDeps): Promise<Datasets
             if (typeof ref !== 'string' || !ref.startsWith('s3://') || !ref.endsWith(`/${partKey(task.tenant, task.flowId, dep.task, i)}`))
               throw new TerminalError(`${dep.task}[${i}].ref: not this flow's part ${partKey(task.tenant, task.flowId, dep.task, i)}`);
           });
-          const parts = await Promise.all(
-            (out as DatasetRef[]).map((c, i) => d.objects.getJsonLines(c.ref!).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading part ${i} of ${dep.task} (${c.ref})`)))),
+          encoded[dep.task] = await Promise.all(
+            (out as DatasetRef[]).map((c, i) => d.objects.getBytes(c.ref!).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading part ${i} of ${dep.task} (${c.ref})`)))),
           );
-          results[dep.task] = parts.flat();
           return;
         }
         meta = out as DatasetRef;
       }
       const ref = typeof meta.ref === 'string' ? meta.ref : dep.outputRef;
       if (!ref) return; // a dependency that wrote no dataset
-      const load = () => d.objects.getJsonLines(ref).catch((err: unknown) => Promise.reject(storageTaskError(err, `reading dataset ${dep.task} (${ref})`)));
+      const failed = (err: unknown) => Promise.reject(storageTaskError(err, `reading dataset ${dep.task} (${ref})`));
       const small = typeof meta.rawBytes === 'number' && meta.rawBytes <= d.cacheMaxBytes;
-      results[dep.task] = d.cache && small ? await d.cache.getOrLoad(ref, load) : await load();
+      if (d.cache && small) results[dep.task] = await d.cache.getOrLoad(ref, () => d.objects.getJsonLines(ref).catch(failed));
+      else encoded[dep.task] = [await d.objects.getBytes(ref).catch(failed)];
     }),
   );
-  return results;
+  return { datasets: results, encoded };
 }
 
 /** The flow's input records (inline, or the claim-checked input through the cache), or undefined without input. */
