@@ -186,10 +186,10 @@ function featureTable(records: readonly InputRecord[], rows: Map<string, { value
  * 1 - mean cosine similarity to the k nearest other records; 1 for an empty vector. Large batches
  * compare against an evenly spaced sample of MAX_REFERENCE records, so the cost stays linear.
  *
- * The reference vectors sit in one flat array, and records go through it four at a time: each
- * reference value is loaded once for four dot products (the loads, not the multiplications, were
- * the cost). Each dot product still adds its terms in dimension order from 0, and is divided by the
- * same product of norms, so every similarity is the same double a pairwise loop gives
+ * The reference vectors sit in one flat array, and four records go through it against two references
+ * at a time: eight dot products from six loads per dimension (the loads, not the multiplications,
+ * were the cost). Each dot product still adds its terms in dimension order from 0, and is divided by
+ * the same product of norms, so every similarity is the same double a pairwise loop gives
  * (analyzers.test.ts checks it against one).
  */
 export function neighbourDistances(vectors: ReadonlyArray<readonly number[] | undefined>, k: number, maxReference = MAX_REFERENCE): Array<number | null> {
@@ -199,7 +199,8 @@ export function neighbourDistances(vectors: ReadonlyArray<readonly number[] | un
   const refs = Int32Array.from({ length: Math.min(candidates.length, maxReference) }, (_, r) => candidates[Math.floor(r * stride)] as number);
   const dim = vectors.reduce((m, v) => Math.max(m, v?.length ?? 0), 0);
   const nRefs = refs.length;
-  const mat = new Float64Array(nRefs * dim);
+  const width = nRefs + (nRefs % 2); // an even count: a zero reference pads the last pair, its products unread
+  const mat = new Float64Array(width * dim);
   const refNorms = new Float64Array(nRefs);
   refs.forEach((j, r) => {
     const w = vectors[j] as readonly number[];
@@ -211,8 +212,11 @@ export function neighbourDistances(vectors: ReadonlyArray<readonly number[] | un
   const rows = candidates; // the records with a non-empty vector; the others keep null (none) or 1 (empty)
   const BLOCK = 4;
   const xs = new Float64Array(BLOCK * dim);
-  const dots = new Float64Array(BLOCK * nRefs);
+  const dots = new Float64Array(BLOCK * width);
   const top = new Float64Array(Math.max(1, k)); // the k largest similarities, descending
+  const x1 = dim;
+  const x2 = 2 * dim;
+  const x3 = 3 * dim;
   for (let b = 0; b < rows.length; b += BLOCK) {
     const m = Math.min(BLOCK, rows.length - b);
     xs.fill(0);
@@ -220,26 +224,41 @@ export function neighbourDistances(vectors: ReadonlyArray<readonly number[] | un
       const v = vectors[rows[b + q] as number] as readonly number[];
       for (let d = 0; d < dim; d++) xs[q * dim + d] = v[d] ?? 0;
     }
-    const x1 = dim;
-    const x2 = 2 * dim;
-    const x3 = 3 * dim;
-    for (let r = 0; r < nRefs; r++) {
+    for (let r = 0; r < width; r += 2) {
       const at = r * dim;
-      let d0 = 0;
-      let d1 = 0;
-      let d2 = 0;
-      let d3 = 0;
+      const bt = at + dim;
+      let a0 = 0;
+      let a1 = 0;
+      let a2 = 0;
+      let a3 = 0;
+      let b0 = 0;
+      let b1 = 0;
+      let b2 = 0;
+      let b3 = 0;
       for (let d = 0; d < dim; d++) {
         const w = mat[at + d] as number;
-        d0 += (xs[d] as number) * w;
-        d1 += (xs[x1 + d] as number) * w;
-        d2 += (xs[x2 + d] as number) * w;
-        d3 += (xs[x3 + d] as number) * w;
+        const u = mat[bt + d] as number;
+        const p0 = xs[d] as number;
+        const p1 = xs[x1 + d] as number;
+        const p2 = xs[x2 + d] as number;
+        const p3 = xs[x3 + d] as number;
+        a0 += p0 * w;
+        a1 += p1 * w;
+        a2 += p2 * w;
+        a3 += p3 * w;
+        b0 += p0 * u;
+        b1 += p1 * u;
+        b2 += p2 * u;
+        b3 += p3 * u;
       }
-      dots[r] = d0;
-      dots[nRefs + r] = d1;
-      dots[2 * nRefs + r] = d2;
-      dots[3 * nRefs + r] = d3;
+      dots[r] = a0;
+      dots[width + r] = a1;
+      dots[2 * width + r] = a2;
+      dots[3 * width + r] = a3;
+      dots[r + 1] = b0;
+      dots[width + r + 1] = b1;
+      dots[2 * width + r + 1] = b2;
+      dots[3 * width + r + 1] = b3;
     }
     for (let q = 0; q < m; q++) {
       const i = rows[b + q] as number;
@@ -247,7 +266,7 @@ export function neighbourDistances(vectors: ReadonlyArray<readonly number[] | un
       let found = 0;
       for (let r = 0; r < nRefs; r++) {
         if (refs[r] === i) continue;
-        const sim = (dots[q * nRefs + r] as number) / (ni * (refNorms[r] as number));
+        const sim = (dots[q * width + r] as number) / (ni * (refNorms[r] as number));
         if (found < k || sim > (top[found - 1] as number)) {
           let at = found < k ? found++ : k - 1;
           while (at > 0 && (top[at - 1] as number) < sim) {
