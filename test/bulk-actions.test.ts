@@ -255,7 +255,40 @@ describe('bulk actions by filter', () => {
     );
   });
 
-  test('a bulk cancel cut short by kill -9 of ingest, with the orchestrator down, is completed by running it again', async () => {
+  test('a bulk redrive cut short by kill -9 of ingest is completed by running it again: each callback is delivered once', async (t) => {
+    cb.failWith = 503;
+    const ids = await Promise.all(Array.from({ length: 30 }, () => submit('redrive-crash')));
+    await allIn(ids, 'running');
+    for (const id of ids) await signal(id);
+    await until(
+      'the 30 callbacks dead-lettered',
+      async () => {
+        const r = await redriveBulk({ filter: { source: 'callback', code: 'callback_failed' }, dryRun: true });
+        return (r.body.matched as number) >= 30 ? true : undefined;
+      },
+      30_000,
+    );
+    cb.failWith = undefined;
+    const body = { filter: { source: 'callback', code: 'callback_failed' }, limit: 1_000 };
+    const first = redriveBulk(body).catch((err: unknown) => err);
+    await sleep(30);
+    await j.stack.kill('ingest');
+    await first;
+    j.stack.restart('ingest');
+    await until('ingest back', async () => ((await fetch(`${j.http}/readyz`).catch(() => null))?.status === 200 ? true : undefined), 30_000);
+    const again = await redriveBulk(body);
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    assert.equal(again.body.failed, 0, JSON.stringify(again.body));
+    assert.equal(again.body.next, null);
+    t.diagnostic(`after the kill: redriven ${String(again.body.redriven)}, already redriven ${String(again.body.alreadyRedriven)}`);
+    await cb.waitForFlows(ids, 30_000);
+    await sleep(500);
+    for (const id of ids) assert.equal(cb.byFlow(id).length, 1, `${id}: one delivery (${cb.byFlow(id).length})`);
+    const left = await redriveBulk({ ...body, dryRun: true });
+    assert.equal(left.body.matched, 0, 'nothing left to redrive');
+  });
+
+  test('a bulk cancel cut short by kill -9 of ingest, with the orchestrator down, is completed by running it again', async (t) => {
     const ids = await Promise.all(Array.from({ length: 40 }, () => submit('crash')));
     const keep = await submit('keep');
     await allIn([...ids, keep], 'running');
@@ -271,6 +304,7 @@ describe('bulk actions by filter', () => {
     const again = await cancelAll({ filter: { metadata: 'batch=crash' }, limit: 1_000 });
     assert.equal(again.failed, 0, JSON.stringify(again));
     assert.equal(again.cancelled + again.alreadyFinished, 40, JSON.stringify(again));
+    t.diagnostic(`after the kill: ${JSON.stringify(again)}`);
     j.stack.restart('orchestrator');
     await allIn(ids, 'cancelled');
     assert.equal(await statusOf(keep), 'running', 'the flow the filter did not select runs on');
