@@ -4,7 +4,7 @@ import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
 import type { FlowStatus } from '../../../../libs/flows/src/index.js';
 import { BulkHandlers, MAX_IDS } from './bulk.js';
 import { DeadLetterHandlers, type DeadLetterDetail, type DeadLetterRecord, type DeadLetterStore } from './deadletters.js';
-import { matchesSearch, type FlowLister, type FlowSummary, type ListFlowsQuery } from './flow-lister.js';
+import { matchesSearch, parseListQuery, type FlowLister, type FlowSummary, type ListFlowsQuery } from './flow-lister.js';
 import type { FlowHandlers } from './flows.js';
 
 // Bulk actions over in-memory stores: what a filter selects, what a dry run changes (nothing), what a
@@ -62,6 +62,24 @@ function flowStore(flows: Fake[]) {
 
 const T0 = Date.parse('2026-03-01T12:00:00Z');
 const fake = (i: number, o: Partial<Fake> = {}): Fake => ({ flowId: `f${i}`, tenant: 'acme', flow: 'insights', status: 'running', submittedAt: T0 + i * 1_000, metadata: {}, ...o });
+
+describe('the listing query takes the bulk filter fields', () => {
+  test('flow, time range and tenant (operator keys only)', () => {
+    const q = parseListQuery('acme', { flow: 'insights', submittedAfter: '2026-03-01T12:00:05Z', submittedBefore: '2026-03-01T12:00:10Z' });
+    assert.deepEqual(q, { tenant: 'acme', status: [], limit: 50, flow: 'insights', submittedAfter: T0 + 5_000, submittedBefore: T0 + 10_000 });
+    assert.equal(matchesSearch(fake(5), q), true, 'at submittedAfter');
+    assert.equal(matchesSearch(fake(10), q), false, 'submittedBefore is exclusive');
+    assert.equal(matchesSearch(fake(7, { flow: 'other' }), q), false);
+    assert.equal(matchesSearch({ ...fake(7), submittedAt: new Date(T0 + 7_000).toISOString() }, q), true, 'an ISO time (the history)');
+    assert.equal(parseListQuery('acme', { tenant: 'acme' }).tenant, 'acme', 'its own tenant is allowed');
+    assert.throws(() => parseListQuery('acme', { tenant: 'globex' }), { code: 'permission_denied' });
+    assert.equal(parseListQuery('ops', { tenant: '*' }, true).tenant, '*');
+    assert.throws(
+      () => parseListQuery('ops', { tenant: 'Not A Tenant' }, true),
+      (e: JetflowError) => e.details[0]?.path === 'tenant',
+    );
+  });
+});
 
 describe('BulkHandlers.cancelFlows', () => {
   const noDl = new DeadLetterHandlers({ store: {} as DeadLetterStore, getState: async () => null, operatorTenants: new Set() });
