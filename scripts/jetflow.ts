@@ -58,12 +58,19 @@ program
   .description('submit a flow from a JSON file or stdin; prints the flow id')
   .argument('[file]', 'the submission JSON (README, "Submit a flow"; GET /docs on ingest), "-" or omitted for stdin')
   .option('-w, --watch', 'then follow it until it ends (exit code as for watch)')
-  .action(async (file: string | undefined, o: { watch?: boolean }) => {
-    const text = await readInput(file);
+  .option('-p, --priority <n>', 'priority 1..10 (default 5): under a backlog, higher first (README, "Priorities"); replaces the file\'s')
+  .action(async (file: string | undefined, o: { watch?: boolean; priority?: string }) => {
+    let text = await readInput(file);
+    let body: unknown;
     try {
-      JSON.parse(text);
+      body = JSON.parse(text);
     } catch (err) {
       throw new UsageError(`the submission is not valid JSON: ${(err as Error).message}`);
+    }
+    if (o.priority !== undefined) {
+      if (!/^([1-9]|10)$/.test(o.priority)) throw new UsageError(`--priority: expected an integer 1..10, got "${o.priority}"`);
+      if (!body || typeof body !== 'object' || Array.isArray(body)) throw new UsageError('--priority: the submission is not a JSON object');
+      text = JSON.stringify({ ...(body as Record<string, unknown>), priority: Number(o.priority) });
     }
     const r = await api().json<{ flowId: string; status: string }>('POST', '/v1/flows', text);
     if (globals().json) printJson(r);
@@ -160,6 +167,7 @@ interface FlowSummary {
   submittedAt: string;
   durationMs: number | null;
   tasks: { total: number; succeeded: number; failed: number };
+  priority?: number;
 }
 
 const positiveInt = (name: string) => (v: string) => {
@@ -208,16 +216,17 @@ program
     if (!r.items.length) return print(c.dim('no flows'));
     print(
       table(
-        ['STATUS', 'FLOW ID', 'FLOW', 'TASKS', 'SUBMITTED', 'DURATION'],
+        ['STATUS', 'FLOW ID', 'FLOW', 'PRIO', 'TASKS', 'SUBMITTED', 'DURATION'],
         r.items.map((f) => [
           status(f.status),
           f.flowId,
           f.flow,
+          f.priority === undefined ? '-' : String(f.priority),
           `${f.tasks.succeeded}/${f.tasks.total}${f.tasks.failed ? c.red(` ${f.tasks.failed} failed`) : ''}`,
           ago(f.submittedAt),
           duration(f.durationMs),
         ]),
-        [5],
+        [3, 6],
       ),
     );
     if (r.nextCursor) print(c.dim(`more: add --cursor ${r.nextCursor}`));

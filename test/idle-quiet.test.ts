@@ -51,6 +51,15 @@ test('an idle stack (history on) makes no consumers, lists nothing and pulls its
     // What is left: the task fetches (one per subject every 2 s) and one stream info per second for the
     // admission counts.
     const taskPulls = pulls('JETFLOW_TASKS/').reduce((a, [, n]) => a + n, 0);
+    // Each subject's priority bands (libs/messaging bands.ts): the normal band's open request every 2 s, the
+    // high and low bands' every 6 s, so an idle subject asks 5 times per 6 s where it asked 3 (no no-wait probes).
+    const byBand = (re: RegExp) => pulls('JETFLOW_TASKS/').filter(([k]) => re.test(k));
+    const normal = byBand(/\/task-/).reduce((a, [, n]) => a + n, 0);
+    const bands = byBand(/\/task(high|low)-/).reduce((a, [, n]) => a + n, 0);
+    console.log(
+      `# idle ${WINDOW_S} s: ${taskPulls} task pulls (normal bands ${normal}, high and low bands ${bands}, ${byBand(/\/task-/).length} subjects), ${total - taskPulls} other JetStream API requests`,
+    );
+    assert.ok(bands <= normal, `the high and low bands together pull no more often than the normal ones (${bands} vs ${normal}; ${seen})`);
     assert.ok(total - taskPulls <= 1.5 * WINDOW_S, `${total - taskPulls} JetStream API requests besides the task fetches in ${WINDOW_S} s (${seen})`);
   } finally {
     await svc?.stop();

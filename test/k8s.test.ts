@@ -420,10 +420,8 @@ describe('a worker of your own (deploy/k8s/templates/worker.yaml)', () => {
     const subjects = (envOf(c).JETFLOW_TASK_SUBJECTS ?? '').split(',');
     const so = get(objs, 'ScaledObject', 'sentiment-gpu').spec as { scaleTargetRef: { name: string }; triggers: Array<{ metadata: Record<string, string> }> };
     assert.equal(so.scaleTargetRef.name, 'sentiment-gpu');
-    assert.deepEqual(
-      so.triggers.map((t) => t.metadata.consumer),
-      subjects.map((s) => CONSUMERS.task(s)),
-    );
+    // Each subject's consumer and those of its priority bands (taskhigh-…, tasklow-…).
+    assert.deepEqual(so.triggers.map((t) => t.metadata.consumer).sort(), subjects.flatMap((s) => CONSUMERS.taskAll(s)).sort());
     for (const t of so.triggers) {
       assert.deepEqual(validateNatsTrigger('sentiment-gpu', t.metadata), []);
       assert.equal(t.metadata.account, JETFLOW_ACCOUNT);
@@ -445,7 +443,7 @@ describe('a worker of your own (deploy/k8s/templates/worker.yaml)', () => {
     const pulls = user.permissions.publish.allow.filter((a) => a.startsWith(`$JS.API.CONSUMER.MSG.NEXT.${STREAMS.tasks}.`));
     assert.deepEqual(
       pulls,
-      subjects.map((s) => `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.tasks}.${CONSUMERS.task(s)}`),
+      subjects.flatMap((s) => CONSUMERS.taskAll(s).map((c) => `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.tasks}.${c}`)),
     );
     assert.ok(!user.permissions.publish.allow.some((a) => a.startsWith('$JS.API.STREAM.CREATE')), 'an outside worker provisions nothing');
   });
@@ -521,7 +519,7 @@ describe('names in the manifests are the ones the code provisions', () => {
       const patterns = (envOf(container(target)).JETFLOW_TASK_SUBJECTS ?? '').split(',').filter(Boolean);
       const want = allSubjects
         .filter((s) => patterns.some((p) => subjectMatches(p, s)))
-        .map((s) => CONSUMERS.task(s))
+        .flatMap((s) => CONSUMERS.taskAll(s))
         .sort();
       const got = spec.triggers.map((t) => t.metadata.consumer!).sort();
       assert.deepEqual(got, want, `${so.metadata.name}: one trigger per served consumer`);
@@ -544,7 +542,7 @@ describe('names in the manifests are the ones the code provisions', () => {
       const auth = secretData(get(objs, 'Secret', 'nats-auth'))['auth.conf']!;
       for (const c of got) assert.ok(auth.includes(`$JS.API.CONSUMER.MSG.NEXT.${STREAMS.tasks}.${c}`), `${data.NATS_USER} may pull ${c}`);
     }
-    assert.deepEqual([...covered].sort(), allSubjects.map((s) => CONSUMERS.task(s)).sort(), 'every task consumer scales something');
+    assert.deepEqual([...covered].sort(), allSubjects.flatMap((s) => CONSUMERS.taskAll(s)).sort(), 'every task consumer scales something');
   });
 
   test('the lag threshold is the one derived from the measured per-pod throughput; the maximum covers a cell', () => {

@@ -6,10 +6,12 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
+import { spawn } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { headers as natsHeaders } from 'nats';
 import { DLQ_HEADERS } from '../libs/messaging/src/index.js';
+import { repoRoot } from '../libs/stack/src/index.js';
 import { jetflowPerSuite, TEST_API_KEY, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { ingestClient } from './grpc-client.js';
 
@@ -73,9 +75,39 @@ describe('flow priorities', () => {
     const h = natsHeaders();
     h.set('Nats-Msg-Id', 'bad-priority-door');
     await j.nc.jetstream().publish('jetflow.ingest.default.paced', JSON.stringify({ flow: 'paced', input: { chaos: { slowMs: 1 } }, priority: 0 }), { headers: h });
-    const d = await Promise.race([dead, new Promise<never>((_r, rej) => setTimeout(() => rej(new Error('no dead letter within 20 s')), 20_000))]);
+    const d = await Promise.race([dead, new Promise<never>((_r, rej) => setTimeout(() => rej(new Error('no dead letter within 20 s')), 20_000).unref())]);
     assert.equal(d.code, 'invalid_argument');
     assert.match(d.reason, /priority/, d.reason);
+  });
+
+  test('the CLI: jetflow submit --priority N, and get and list show it; a bad --priority is a usage error', async () => {
+    const cli = (args: string[], input?: string) =>
+      new Promise<{ code: number | null; out: string; err: string }>((done) => {
+        const p = spawn(process.execPath, [join(repoRoot(), 'dist', 'scripts', 'jetflow.js'), ...args], {
+          env: { PATH: process.env.PATH ?? '', NO_COLOR: '1', JETFLOW_URL: j.http, JETFLOW_API_KEY: TEST_API_KEY },
+          stdio: ['pipe', 'pipe', 'pipe'],
+        });
+        let out = '';
+        let err = '';
+        p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        p.on('close', (code) => done({ code, out, err }));
+        p.stdin.end(input ?? '');
+      });
+    const sub = JSON.stringify({ flow: 'paced', input: { chaos: { slowMs: 1 } }, priority: 2 });
+    const bad = await cli(['submit', '--priority', '11'], sub);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.err, /--priority: expected an integer 1\.\.10/);
+    const r = await cli(['submit', '--priority', '7', '--watch'], sub);
+    assert.equal(r.code, 0, r.err);
+    const flowId = r.out.trim();
+    const g = await cli(['get', flowId]);
+    assert.equal((JSON.parse(g.out) as { priority: number }).priority, 7, "--priority replaced the file's 2");
+    const l = await cli(['list', '--limit', '50']);
+    const row = l.out.split('\n').find((line) => line.includes(flowId));
+    assert.ok(row, l.out);
+    assert.match(l.out.split('\n')[0]!, /PRIO/);
+    assert.match(row, new RegExp(`${flowId}\\s+paced\\s+7\\s`));
   });
 
   test('a backlog behind an in-flight limit of 2: 40 flows alternating priority 9 and 1, the 9s finish earlier on average and every 1 finishes too', async () => {

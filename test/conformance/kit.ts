@@ -20,7 +20,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { connect, headers as natsHeaders, type ConnectionOptions, type Msg, type MsgHdrs, type NatsConnection } from 'nats';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { TaskResultSchema, TaskSchema, TaskStatus, type TaskResult } from '../../libs/proto/src/index.js';
-import { BUCKETS, STREAMS, CONSUMERS, partitionOf, provisionTopology } from '../../libs/messaging/src/topology.js';
+import { BUCKETS, STREAMS, CONSUMERS, bandOf, bandSubject, partitionOf, provisionTopology } from '../../libs/messaging/src/topology.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -217,6 +217,8 @@ interface TaskSpec {
   chunk?: { index: number; count: number; items: unknown[] };
   /** Overrides of the Task's fields (a hostile one); inputJson replaces the encoded input. */
   fields?: { flowId?: string; task?: string; inputJson?: Uint8Array };
+  /** The flow's priority: published on its band's subject (<subject>.high for 8..10, .low for 1..3), as the orchestrator does. */
+  priority?: number;
 }
 
 const TASK_NAME: Record<keyof typeof BEHAVIOURS, string> = { echo: 'echo', failRetryable: 'fail-retryable', failTerminal: 'fail-terminal', slow: 'slow', waitForCancel: 'wait-for-cancel' };
@@ -241,6 +243,7 @@ class Orchestrator {
     const flowId = spec.fields?.flowId ?? this.newFlowId();
     const task = spec.fields?.task ?? TASK_NAME[spec.behaviour];
     const subject = BEHAVIOURS[spec.behaviour];
+    const published = spec.priority ? bandSubject(subject, bandOf(spec.priority)) : subject;
     const token = randomBytes(12).toString('base64url');
     const input = spec.input ?? {};
     const now = Date.now();
@@ -266,6 +269,7 @@ class Orchestrator {
           deadlineAtMs: BigInt(spec.deadlineAtMs ?? now + 120_000),
           dispatchedAtMs: BigInt(now),
           resultToken: token,
+          ...(spec.priority ? { priority: spec.priority } : {}),
           ...(spec.chunk ? { chunkIndex: spec.chunk.index, chunkCount: spec.chunk.count, itemsJson: enc.encode(JSON.stringify(spec.chunk.items)) } : {}),
         }),
       );
@@ -274,7 +278,7 @@ class Orchestrator {
     h.set('Jetflow-Flow-Id', flowId);
     h.set('Nats-Msg-Id', `${flowId}:0:${task}${spec.chunk ? `:${spec.chunk.index}` : ''}:${randomBytes(3).toString('hex')}`);
     h.set('traceparent', `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`);
-    const ack = await this.nc.jetstream().publish(subject, body, { headers: h });
+    const ack = await this.nc.jetstream().publish(published, body, { headers: h });
     return { flowId, task, subject, token, seq: ack.seq, at: Date.now(), input, body, ...(spec.chunk ? { chunk: spec.chunk } : {}) };
   }
 
@@ -416,6 +420,29 @@ const CASES: Case[] = [
       const op = await o.settled(t, 5_000);
       check(op.kind === '+ACK', `the task message of a succeeded task was settled with ${op.kind}; expected +ACK`);
       checkResultBeforeSettle(o, t, seen);
+    },
+  },
+  {
+    name: 'priority-bands',
+    title: 'tasks of high- and low-priority flows (published on <subject>.high and <subject>.low) reach the worker too',
+    async run(o) {
+      for (const [priority, band] of [
+        [9, 'high'],
+        [1, 'low'],
+      ] as const) {
+        const input = { priority };
+        const t = await o.publish({ behaviour: 'echo', input, priority });
+        const consumer = CONSUMERS.taskBand(t.subject, band);
+        const { r } = await o.resultOf(
+          t,
+          10_000,
+          `a result for the priority-${priority} task on ${t.subject}.${band}: the worker must pull consumer ${consumer} too (docs/WORKERS.md, "Priority bands")`,
+        );
+        check(r.status === TaskStatus.SUCCEEDED, `echo of a priority-${priority} task answered ${TaskStatus[r.status]} (${r.errorCode}: ${r.errorMessage}); expected SUCCEEDED`);
+        check(isDeepStrictEqual(o.output(r), { input, task: t.task, attempt: 1 }), `echo's output for the priority-${priority} task is ${JSON.stringify(o.output(r))}`);
+        const op = await o.settled(t, 5_000);
+        check(op.kind === '+ACK', `the priority-${priority} task was settled with ${op.kind}; expected +ACK`);
+      }
     },
   },
   {

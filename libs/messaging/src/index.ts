@@ -13,3 +13,4 @@ export * from './transient.js';
 export * from './kv-view.js';
 export * from './js-errors.js';
 export * from './worker-registry.js';
+export * from './bands.js';

@@ -53,7 +53,34 @@ export const CONSUMERS = {
   results: (p: number) => `orchestrator-p${p}`,
   /** One per task subject: jetflow.task.dataset.text -> task-dataset-text. */
   task: (subject: string) => `task-${subject.slice(SUBJECTS.task.length + 1).replace(/\./g, '-')}`,
+  /**
+   * A task subject's consumer for one priority band: the normal band's is the subject's own (task-…), the
+   * others taskhigh-… and tasklow-… (no task subject's consumer starts so: they all start with task-).
+   */
+  taskBand: (subject: string, band: PriorityBand) => (band === 'normal' ? CONSUMERS.task(subject) : `task${band}-${subject.slice(SUBJECTS.task.length + 1).replace(/\./g, '-')}`),
+  /** Every consumer of a task subject: its bands, high first. */
+  taskAll: (subject: string) => PRIORITY_BANDS.map((b) => CONSUMERS.taskBand(subject, b)),
 } as const;
+
+/**
+ * Priority bands of the task stream (README, "Priorities"; docs/WORKERS.md, "Priority bands"). A task of
+ * priority 8..10 is published on `<subject>.high`, 1..3 on `<subject>.low`, the rest (the default 5, and
+ * every task from before priorities) on the subject itself; each has its consumer (CONSUMERS.taskBand), and
+ * the worker runtime hands its free slots to the bands with a backlog in weighted turns (BAND_WEIGHTS).
+ */
+export const PRIORITY_BANDS = ['high', 'normal', 'low'] as const;
+export type PriorityBand = (typeof PRIORITY_BANDS)[number];
+/** Turns per round while every band has a backlog: high 6, normal 3, low 1 (bands.ts). */
+export const BAND_WEIGHTS: Readonly<Record<PriorityBand, number>> = { high: 6, normal: 3, low: 1 };
+/** A priority's band: 8..10 high, 1..3 low, anything else (4..7, 0 for none) normal. */
+export const bandOf = (priority: number): PriorityBand => (priority >= 8 && priority <= 10 ? 'high' : priority >= 1 && priority <= 3 ? 'low' : 'normal');
+/** The subject a task of `subject` is published on in `band`. */
+export const bandSubject = (subject: string, band: PriorityBand): string => (band === 'normal' ? subject : `${subject}.${band}`);
+/** The task subject a delivered message belongs to (jetflow.task.<kind>.<name>, without its band's token). */
+export const baseTaskSubject = (subject: string): string => {
+  const tokens = subject.split('.');
+  return tokens.length === 5 && (tokens[4] === 'high' || tokens[4] === 'low') ? tokens.slice(0, 4).join('.') : subject;
+};
 
 /** The ingest stream's subject families (jetflow.<family>.<tenant>.…) and the prefix of their per-tenant consumers. */
 export const INGEST_CONSUMER_PREFIXES = { ingest: 'orchestrator-ingest-', submit: 'orchestrator-submit-' } as const;
@@ -179,11 +206,20 @@ export function consumerConfigs(o: TopologyOptions): Array<{ stream: string; con
   out.push({ stream: STREAMS.callbacks, config: { ...common, durable_name: CONSUMERS.callbacks, ack_wait: nanos(10_000), max_ack_pending: 1_000, max_deliver: -1 } });
   // A subject's consumer may be made long after its first tasks (a flow registered while running, its worker
   // started later): the work-queue stream keeps them, and deliver_policy all hands them to the new consumer.
+  // Each subject has one per priority band (high and low on <subject>.high / .low: no overlap in a work queue).
   for (const s of o.taskSubjects) {
-    out.push({
-      stream: STREAMS.tasks,
-      config: { ...common, durable_name: CONSUMERS.task(s), filter_subject: s, ack_wait: nanos(o.taskAckWaitMs ?? 5_000), max_ack_pending: o.taskMaxAckPending ?? 1_000, max_deliver: -1 },
-    });
+    for (const band of PRIORITY_BANDS)
+      out.push({
+        stream: STREAMS.tasks,
+        config: {
+          ...common,
+          durable_name: CONSUMERS.taskBand(s, band),
+          filter_subject: bandSubject(s, band),
+          ack_wait: nanos(o.taskAckWaitMs ?? 5_000),
+          max_ack_pending: o.taskMaxAckPending ?? 1_000,
+          max_deliver: -1,
+        },
+      });
   }
   return out;
 }

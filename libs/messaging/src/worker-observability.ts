@@ -59,7 +59,8 @@ export async function startWorkerObservability(service: string, cfg: WorkerConfi
      * dead-letter series at zero (so the first retry or dead letter is a rise rate() can see).
      */
     watchConsumers(nc: NatsConnection, subjects: string[]) {
-      const refs = subjects.map((s) => ({ stream: STREAMS.tasks, consumer: CONSUMERS.task(s) }));
+      // Every priority band's consumer (task-…, taskhigh-…, tasklow-…): a band's backlog shows apart.
+      const refs = subjects.flatMap((s) => CONSUMERS.taskAll(s).map((consumer) => ({ stream: STREAMS.tasks, consumer })));
       registerConsumerGauges({ nc, consumers: () => refs });
       const tasks = [...new Set(cfg.registry.defs.flatMap((d) => (d.tasks ?? d.stages!.flatMap((st) => st.tasks)).filter((t) => subjects.includes(t.subject)).map((t) => t.name)))];
       zeroSeries(duration, { task: tasks, outcome: LABEL_VALUES.taskOutcome });

@@ -2,9 +2,10 @@ import { headers as natsHeaders, type JetStreamClient, type JsMsg, type NatsConn
 import { TaskStatus, type Task } from '../../proto/src/index.js';
 import { codeOf, isTerminal, ErrorCodes } from '../../errors/src/index.js';
 import { flowLogger, type Logger } from '../../logging/src/index.js';
-import { BUCKETS, CONSUMERS, STREAMS, resultSubject } from './topology.js';
+import { BAND_WEIGHTS, BUCKETS, CONSUMERS, PRIORITY_BANDS, STREAMS, baseTaskSubject, resultSubject } from './topology.js';
 import { JetStreamPublisher } from './publisher.js';
-import { startPullLoop, type PullLoop } from './loop.js';
+import type { PullLoop } from './loop.js';
+import { startBandedPullLoop } from './bands.js';
 import { backoffDelay, deadLetter } from './dlq.js';
 import { publishEvent } from './events.js';
 import { decodeTask, encodeTaskResult } from './fast-codec.js';
@@ -257,7 +258,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
 
   const handle = async (m: JsMsg) => {
     // Pulled by a fetch that was open when its subject was paused: it waits here, heartbeated, using no attempt.
-    while (paused.has(m.subject) && !handingBack) {
+    while (paused.has(baseTaskSubject(m.subject)) && !handingBack) {
       m.working();
       await new Promise((r) => setTimeout(r, 1_000));
     }
@@ -324,6 +325,8 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
    * message is heartbeated meanwhile, so the wait is no delivery and no attempt.
    */
   const waitForLimits = async (m: JsMsg, task: Task, entry: InFlight): Promise<Admission> => {
+    // Limits are per task subject, whatever priority band the task came on.
+    const subject = baseTaskSubject(m.subject);
     let turnedAway!: (a: Admission) => void;
     const away = new Promise<Admission>((r) => (turnedAway = r));
     entry.park = (a) => {
@@ -332,13 +335,13 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     };
     try {
       if (task.concurrencyLimit > 0) {
-        const gateKey = `${m.subject} ${task.concurrencyLimit} ${task.concurrencyKey}`;
+        const gateKey = `${subject} ${task.concurrencyLimit} ${task.concurrencyKey}`;
         entry.gateKey = gateKey;
         let gate = gates.get(gateKey);
         if (!gate) gates.set(gateKey, (gate = { queue: [], pumping: false }));
         const g = gate;
         let waiter!: LimitGate['queue'][number];
-        const granted = new Promise<LimitLease>((grant) => g.queue.push((waiter = { entry, subject: m.subject, grant })));
+        const granted = new Promise<LimitLease>((grant) => g.queue.push((waiter = { entry, subject, grant })));
         void pump(gateKey, g);
         const got = await Promise.race([granted, away]);
         if (typeof got === 'string') {
@@ -354,12 +357,12 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         for (;;) {
           let waitMs: number | undefined;
           try {
-            waitMs = await limiter.reserveStart(m.subject, task.rateKey, task.ratePerSecond);
+            waitMs = await limiter.reserveStart(subject, task.rateKey, task.ratePerSecond);
           } catch (err) {
-            o.log.warn({ err: (err as Error).message, subject: m.subject }, 'rate limit start not reserved (KV); retrying');
+            o.log.warn({ err: (err as Error).message, subject }, 'rate limit start not reserved (KV); retrying');
           }
           if (waitMs === 0) break;
-          if (waitMs !== undefined) limitDelayed(task, m.subject, 'rate', waitMs);
+          if (waitMs !== undefined) limitDelayed(task, subject, 'rate', waitMs);
           const slept = await Promise.race([new Promise<'run'>((r) => setTimeout(() => r('run'), waitMs ?? 500)), away]);
           if (slept !== 'run') return slept;
           if (waitMs !== undefined) break;
@@ -530,16 +533,17 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     }
   };
 
+  // Each subject's priority bands (high, normal, low consumers) are pulled in weighted turns (bands.ts).
   const loops: PullLoop[] = o.subjects.map((s) =>
-    startPullLoop({
+    startBandedPullLoop({
       js,
       stream: STREAMS.tasks,
-      consumer: CONSUMERS.task(s),
+      consumers: CONSUMERS.taskAll(s),
+      weights: PRIORITY_BANDS.map((b) => BAND_WEIGHTS[b]),
       concurrency: slots,
       // Every subject's pull asks for at most the worker's free slots (and holds at most maxParked waiting for a limit).
       capacity: () => (paused.has(s) ? 0 : Math.min(slots - held, maxParked - parked)),
       whenCapacity: () => new Promise<void>((r) => capacityWaiters.push(r)),
-      mode: 'fetch',
       handle,
       log: o.log,
     }),

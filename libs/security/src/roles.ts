@@ -90,7 +90,7 @@ export function deriveIdentities(input: SecurityInput): Identity[] {
   const out: Identity[] = [];
   for (const role of SERVICE_ROLES) {
     const i = identity(role, role, JETFLOW_ACCOUNT, inboxPrefixOf(role), grantsFor(role, t));
-    if (role === 'dataset-generator' || role === 'analyst') i.serves = t.serves[role].map(CONSUMERS.task);
+    if (role === 'dataset-generator' || role === 'analyst') i.serves = t.serves[role].flatMap(CONSUMERS.taskAll);
     out.push(i);
   }
   for (const [name, patterns] of Object.entries(input.workers ?? {})) {
@@ -98,7 +98,7 @@ export function deriveIdentities(input: SecurityInput): Identity[] {
     const served = servedBy(`workers.${name}`, patterns, t.taskSubjects);
     out.push({
       ...identity(`worker:${name}`, user, JETFLOW_ACCOUNT, inboxPrefixOf(user), workerGrants(inboxPrefixOf(user), served, t, { provision: false, cache: false, name })),
-      serves: served.map(CONSUMERS.task),
+      serves: served.flatMap(CONSUMERS.taskAll),
     });
   }
   for (const tenant of input.tenants) {
@@ -214,7 +214,7 @@ function grantsFor(role: ServiceRole, t: Topology): Grant[] {
         subscribe(ADMISSION_SUBJECTS.load),
         // The gRPC worker door runs the worker runtime for its streams: every task consumer, task dead
         // letters and events, the cancel flags, and its workers' registry entries (`grpc.<instance>`).
-        ...t.taskSubjects.map((s) => consume(STREAMS.tasks, CONSUMERS.task(s))),
+        ...t.taskSubjects.flatMap((s) => CONSUMERS.taskAll(s).map((c) => consume(STREAMS.tasks, c))),
         publish(`${S.dlq}.task.>`, `${S.event}.>`, `$KV.${BUCKETS.workers}.grpc.>`),
         // Concurrency and rate limits by key of every task subject (task-limiter.ts).
         kvRead(BUCKETS.limits),
@@ -281,7 +281,7 @@ function workerGrants(prefix: string, served: string[], t: Topology, o: { provis
   return [
     ...(o.provision ? provisioning(t) : [accountInfo()]),
     inbox(prefix),
-    ...served.map((s) => consume(STREAMS.tasks, CONSUMERS.task(s))),
+    ...served.flatMap((s) => CONSUMERS.taskAll(s).map((c) => consume(STREAMS.tasks, c))),
     // Results, dead letters of tasks, task events.
     publish(`${S.result}.>`, `${S.dlq}.task.>`, `${S.event}.>`),
     // The cancel flags, watched (an ordered consumer on the bucket's stream).

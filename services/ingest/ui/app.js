@@ -579,6 +579,7 @@ function flowsPage(params) {
         h('th', {}, 'Status'),
         h('th', {}, 'Flow id'),
         h('th', { class: 'opt' }, 'Flow'),
+        h('th', { class: 'num opt', title: 'Priority 1..10 (5 by default): under a backlog, higher first' }, 'Prio'),
         h('th', {}, 'Tasks'),
         h('th', { class: 'opt' }, 'Submitted'),
         h('th', { class: 'num opt' }, 'Duration'),
@@ -616,6 +617,7 @@ function flowsPage(params) {
       h('td', {}, h('div', { class: 'chips wrap' }, chip(f.status), ended ? callbackChip(f.callback) : null)),
       h('td', { class: 'nowrap' }, h('a', { href: `#/flows/${f.flowId}`, class: 'mono' }, f.flowId), copyButton(f.flowId)),
       h('td', { class: 'opt' }, f.flow),
+      h('td', { class: 'num opt prio' }, f.priority === undefined || f.priority === null ? h('span', { class: 'zero' }, '—') : String(f.priority)),
       h('td', {}, f.tasks ? progress(f.tasks, ended) : '—'),
       h('td', { class: 'opt' }, when(f.submittedAt)),
       h('td', { class: 'num opt' }, f.durationMs !== null && f.durationMs !== undefined ? dur(f.durationMs) : h('span', { class: 'zero' }, '—')),
@@ -635,7 +637,7 @@ function flowsPage(params) {
           {},
           h(
             'td',
-            { colspan: 8 },
+            { colspan: 9 },
             h(
               'div',
               { class: 'empty' },
@@ -688,7 +690,7 @@ function flowsPage(params) {
       if (older || cursor === null) cursor = r.nextCursor;
       render();
     } catch (err) {
-      if (err.status === 400) tbody.replaceChildren(h('tr', {}, h('td', { colspan: 8 }, h('div', { class: 'empty' }, h('strong', {}, 'Bad search'), err.message))));
+      if (err.status === 400) tbody.replaceChildren(h('tr', {}, h('td', { colspan: 9 }, h('div', { class: 'empty' }, h('strong', {}, 'Bad search'), err.message))));
       else if (err.status !== 401) panel.replaceChildren(failure('flows', err));
     }
   }
@@ -934,6 +936,7 @@ function flowPage(id) {
           { class: 'facts' },
           fact('Flow', `${t.flow} v${t.version}`),
           fact('Submitted', when(t.submittedAt)),
+          fact('Priority', t.priority === undefined || t.priority === null ? '—' : String(t.priority)),
           fact('Duration', duration),
           fact('Deadline', new Date(t.deadlineAt).toLocaleTimeString()),
           fact('Ended', t.endReason || '—'),

@@ -72,6 +72,8 @@ import {
   isTransientNatsError,
   publishEvent,
   resultSubject,
+  bandOf,
+  bandSubject,
   type JetStreamPublisher,
   type KvWriter,
 } from '../../../libs/messaging/src/index.js';
@@ -1378,7 +1380,9 @@ export class SagaEngine {
       });
       const h = kindHeaders('task', s.flowId);
       if (s.traceparent) h.set('traceparent', s.traceparent);
-      pubs.push(this.d.pub.publish(pt.subject, task, { msgId: msgIds.task(s.flowId, pt.level, pt.name, chunked ? d.chunk : undefined), headers: h }));
+      // Its priority's band of the subject (topology.ts, PRIORITY_BANDS): the default is the subject itself.
+      const subject = s.priority ? bandSubject(pt.subject, bandOf(s.priority)) : pt.subject;
+      pubs.push(this.d.pub.publish(subject, task, { msgId: msgIds.task(s.flowId, pt.level, pt.name, chunked ? d.chunk : undefined), headers: h }));
     }
     await Promise.all(pubs);
   }

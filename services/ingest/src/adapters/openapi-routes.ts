@@ -259,10 +259,11 @@ const flowSummary = rec(
     errors: int('Number of task errors'),
     endReason: nullable(str('Why it ended')),
     idempotencyKey: nullable(str('As submitted')),
+    priority: int('1..10 (5: the default); absent from the history'),
     metadata: map('As submitted', { type: 'string' }),
     callback: callbackDelivery,
   },
-  { optional: ['callback', 'tenant'] },
+  { optional: ['callback', 'tenant', 'priority'] },
 );
 
 const flowEvent = rec(
@@ -556,6 +557,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
           errors: arr(taskError),
           metadata: map('As submitted', { type: 'string' }),
           idempotencyKey: nullable(str('As submitted')),
+          priority: int('1..10 (5: the default)'),
           traceId: nullable(str('W3C trace id')),
           traceUrl: nullable(str('Jaeger trace link')),
           callback: callbackDelivery,

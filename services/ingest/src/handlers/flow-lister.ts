@@ -51,6 +51,8 @@ export interface FlowSummary {
   errors: number;
   endReason: string | null;
   idempotencyKey: string | null;
+  /** 1..10 (5: the default); absent from the history, which does not keep it. */
+  priority?: number;
   metadata: Record<string, string>;
   /**
    * The callback's own state, apart from the flow's: null without a callback URL (or unknown, from
@@ -185,6 +187,7 @@ export function summarize(s: FlowState, updatedAtMs?: number): FlowSummary {
     errors: s.errors.length,
     endReason: s.endReason ?? null,
     idempotencyKey: s.idempotencyKey ?? null,
+    priority: s.priority ?? 5,
     metadata: s.metadata,
     callback: s.callbackUrl ? { status: 'pending' } : null,
   };

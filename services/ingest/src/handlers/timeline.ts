@@ -51,6 +51,7 @@ export function timelineOf(s: FlowState, def: FlowDef | undefined, jaegerUrl: st
     errors: s.errors,
     metadata: s.metadata,
     idempotencyKey: s.idempotencyKey ?? null,
+    priority: s.priority ?? 5,
     traceId,
     traceUrl: traceId && jaegerUrl ? `${jaegerUrl.replace(/\/+$/, '')}/trace/${traceId}` : null,
     stages,

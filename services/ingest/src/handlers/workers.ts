@@ -1,4 +1,4 @@
-import { CONSUMERS, STREAMS, WORKER_REGISTRY, summarizeSubjects, type WorkerInstance } from '../../../../libs/messaging/src/index.js';
+import { CONSUMERS, STREAMS, WORKER_REGISTRY, baseTaskSubject, summarizeSubjects, type WorkerInstance } from '../../../../libs/messaging/src/index.js';
 import type { ConsumerSource } from './consumers.js';
 
 /** The registry as ingest reads it (libs/messaging watchWorkerRegistry). */
@@ -26,8 +26,10 @@ export class WorkerHandlers {
     const pending = new Map<string, number>();
     const snap = await this.d.consumers.snapshot().catch(() => undefined);
     for (const c of snap?.consumers ?? []) {
-      // Only the task consumers: one per subject, named after it.
-      if (c.stream === STREAMS.tasks && c.filterSubject && c.name === CONSUMERS.task(c.filterSubject)) pending.set(c.filterSubject, c.numPending);
+      // Only the task consumers: one per subject and priority band (topology.ts), summed per subject.
+      if (c.stream !== STREAMS.tasks || !c.filterSubject) continue;
+      const subject = baseTaskSubject(c.filterSubject);
+      if (CONSUMERS.taskAll(subject).includes(c.name)) pending.set(subject, (pending.get(subject) ?? 0) + c.numPending);
     }
     return {
       sampledAt: new Date(now).toISOString(),
