@@ -77,9 +77,11 @@ describe('NATS identities derived from the roles, the topology and the tenants',
       assert.equal(pullers.length, door ? 2 : 1, `${c.stream}/${c.config.durable_name} pulled by ${pullers.join(', ') || 'nobody'}`);
       for (const i of ids) assert.equal(canPub(i, `$JS.ACK.${c.stream}.${c.config.durable_name}.1.2.3.4.5`), canPub(i, next), `${i.user} acks ${c.config.durable_name} iff it pulls it`);
     }
-    assert.deepEqual(byRole(ids, 'dataset-generator').serves, ['task-dataset-text', 'task-dataset-features']);
-    assert.deepEqual(byRole(ids, 'analyst').serves, ['task-analyst-sentiment', 'task-analyst-keywords']);
-    assert.deepEqual(byRole(ids, 'worker:ext').serves, ['task-analyst-keywords']);
+    // Each subject's consumer and its priority bands' (taskhigh-…, tasklow-…).
+    const all = (...names: string[]) => names.flatMap((n) => [`taskhigh-${n}`, `task-${n}`, `tasklow-${n}`]);
+    assert.deepEqual(byRole(ids, 'dataset-generator').serves, all('dataset-text', 'dataset-features'));
+    assert.deepEqual(byRole(ids, 'analyst').serves, all('analyst-sentiment', 'analyst-keywords'));
+    assert.deepEqual(byRole(ids, 'worker:ext').serves, all('analyst-keywords'));
   });
 
   test("pre-validated submissions travel on jetflow.submit, which only ingest, the orchestrator (schedule firings) and the operator's redrive may publish to", () => {
