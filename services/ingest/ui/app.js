@@ -914,6 +914,7 @@ function flowPage(id) {
     const actions = h(
       'div',
       { class: 'filters' },
+      t.status === 'running' && json ? h('button', { class: 'btn secondary', id: 'pause-flow', onclick: () => pause(!json.paused) }, json.paused ? 'Resume flow' : 'Pause flow') : null,
       t.status === 'running' ? h('button', { class: 'btn danger', onclick: cancel }, 'Cancel flow') : null,
       h('button', { class: 'btn secondary', onclick: toggleJson }, showJson ? 'Hide JSON' : 'JSON'),
     );
@@ -924,6 +925,7 @@ function flowPage(id) {
         h('h1', { class: 'mono' }, t.flowId),
         copyButton(t.flowId),
         chip(t.status),
+        json?.paused && !t.finishedAt ? chip('paused', 'partial') : null,
         t.finishedAt ? callbackChip(t.callback) : null,
         h('span', { class: 'spacer' }),
         actions,
@@ -936,6 +938,7 @@ function flowPage(id) {
           { class: 'facts' },
           fact('Flow', `${t.flow} v${t.version}`),
           fact('Submitted', when(t.submittedAt)),
+          json?.startAt ? fact('Starts at', h('span', { id: 'starts-at' }, new Date(json.startAt).toLocaleTimeString())) : null,
           fact('Priority', t.priority === undefined || t.priority === null ? '—' : String(t.priority)),
           fact('Duration', duration),
           fact('Deadline', new Date(t.deadlineAt).toLocaleTimeString()),
@@ -966,6 +969,41 @@ function flowPage(id) {
             'ul',
             { class: 'errors-list' },
             waitingFor.map((w) => h('li', { dataset: { waitingTask: w.task } }, mono(w.task), chip('no worker', 'partial'), h('span', { class: 'mono' }, w.subject))),
+          ),
+        ),
+      );
+    // Tasks waiting for a signal, and the signals the flow has received (taken by a task or kept).
+    const waitingSignal = json && !t.finishedAt ? json.stages.flatMap((st) => st.tasks).filter((x) => x.waitingForSignal) : [];
+    const signals = json?.signals ?? [];
+    if (waitingSignal.length || signals.length)
+      parts.splice(
+        2,
+        0,
+        h(
+          'div',
+          { class: 'panel', id: 'signals' },
+          h(
+            'div',
+            { class: 'panel-head' },
+            h('h2', {}, 'Signals'),
+            h('span', { class: 'sub' }, 'POST /v1/flows/{id}/signals/{name} or jetflow signal ID NAME; the payload is the task’s output'),
+          ),
+          h(
+            'ul',
+            { class: 'errors-list' },
+            waitingSignal.map((x) =>
+              h('li', { dataset: { waitingSignal: x.waitingForSignal } }, mono(x.name), chip('waiting', 'dispatched'), h('span', {}, 'for signal '), mono(x.waitingForSignal)),
+            ),
+            signals.map((x) =>
+              h(
+                'li',
+                { dataset: { signal: x.id } },
+                mono(x.name),
+                chip(x.task ? 'taken' : 'kept', x.task ? 'succeeded' : 'plain'),
+                h('span', {}, x.task ? `by ${x.task}` : 'no task took it yet'),
+                when(x.receivedAt),
+              ),
+            ),
           ),
         ),
       );
@@ -1019,8 +1057,8 @@ function flowPage(id) {
   async function load() {
     try {
       t = await api(`/v1/flows/${encodeURIComponent(id)}/timeline`);
-      // The view also says which tasks wait for a worker: read while the flow runs.
-      if (showJson || t.status === 'running') json = await api(`/v1/flows/${encodeURIComponent(id)}`);
+      // The view also says which tasks wait for a worker or a signal, whether it is paused and when a scheduled one starts: read until it ends.
+      if (showJson || t.status === 'running' || t.status === 'scheduled') json = await api(`/v1/flows/${encodeURIComponent(id)}`);
       render();
     } catch (err) {
       if (err.status === 404 && !t)
@@ -1042,6 +1080,18 @@ function flowPage(id) {
     try {
       await api(`/v1/flows/${encodeURIComponent(id)}/cancel`, { method: 'POST', body: JSON.stringify({ reason: 'cancelled from the dashboard' }) });
       toast('Cancellation requested');
+    } catch (err) {
+      toast(err.message, true);
+    }
+  }
+  async function pause(paused) {
+    try {
+      await api(`/v1/flows/${encodeURIComponent(id)}/${paused ? 'pause' : 'resume'}`, {
+        method: 'POST',
+        ...(paused ? { body: JSON.stringify({ reason: 'paused from the dashboard' }) } : {}),
+      });
+      toast(paused ? 'Pause requested' : 'Resume requested');
+      setTimeout(() => void load(), 300);
     } catch (err) {
       toast(err.message, true);
     }
@@ -1071,7 +1121,7 @@ function flowPage(id) {
   });
   // While it runs, the bars grow with the clock; also covers events missed before the page opened.
   const tick = setInterval(() => {
-    if (!t || t.status === 'running') void load();
+    if (!t || t.status === 'running' || t.status === 'scheduled') void load();
   }, 1_000);
   void load();
   void loadAttempts();
