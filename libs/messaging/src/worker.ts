@@ -1,4 +1,4 @@
-import { headers as natsHeaders, type JetStreamClient, type JsMsg, type NatsConnection, type KV } from 'nats';
+import { headers as natsHeaders, type JetStreamClient, type JsMsg, type KvEntry, type NatsConnection } from 'nats';
 import { TaskStatus, type Task } from '../../proto/src/index.js';
 import { codeOf, isTerminal, ErrorCodes } from '../../errors/src/index.js';
 import { flowLogger, type Logger } from '../../logging/src/index.js';
@@ -591,41 +591,23 @@ export const subjectPauseKey = (subject: string) => `subject.${subject.split('.'
 /**
  * The task subjects paused by the API, kept current by a watch of their flags in jetflow_pauses (no round
  * trip per pull); `onChange` is told when one is paused or resumed. Without the watch (no permission, the
- * bucket missing) nothing counts as paused.
+ * bucket missing) nothing counts as paused, and the start does not wait for it.
  */
 export async function watchPausedSubjects(js: JetStreamClient, log: Logger, onChange: () => void): Promise<{ has(subject: string): boolean; stop(): void }> {
   const keys = new Set<string>();
-  let stopped = false;
-  let w: { stop(): void } | undefined;
-  let markReady: () => void = () => undefined;
-  const ready = new Promise<void>((r) => (markReady = r));
-  const run = async () => {
-    while (!stopped) {
-      try {
-        const kv = await js.views.kv(BUCKETS.pauses);
-        const iter = await kv.watch({ key: 'subject.>', initializedFn: () => markReady() });
-        w = iter;
-        for await (const e of iter) {
-          if (e.operation === 'PUT') keys.add(e.key);
-          else keys.delete(e.key);
-          onChange();
-        }
-      } catch (err) {
-        markReady();
-        if (!stopped) log.warn({ err: (err as Error).message }, 'paused-subjects watch failed; retrying');
-      }
-      if (!stopped) await new Promise((r) => setTimeout(r, 1_000));
-    }
-  };
-  void run();
-  await Promise.race([ready, new Promise((r) => setTimeout(r, 5_000).unref())]);
-  return {
-    has: (subject) => keys.has(subjectPauseKey(subject)),
-    stop() {
-      stopped = true;
-      w?.stop();
+  const watch = await watchKeys(js, log, {
+    bucket: BUCKETS.pauses,
+    key: 'subject.>',
+    what: 'paused-subjects',
+    retryMs: 1_000,
+    readyOnError: true,
+    onEntry(e) {
+      if (e.operation === 'PUT') keys.add(e.key);
+      else keys.delete(e.key);
+      onChange();
     },
-  };
+  });
+  return { has: (subject) => keys.has(subjectPauseKey(subject)), stop: () => watch.stop() };
 }
 
 /** Keeps the set of cancelled flows current by watching the cancel bucket (no round trip per task); tells onCancel of each. */
@@ -636,7 +618,34 @@ export async function watchCancellations(
   onCancel?: (flowId: string) => void,
 ): Promise<{ has(flowId: string): boolean; stop(): void }> {
   const set = new Set<string>();
-  let kv: KV | undefined;
+  // Start serving only once the flags already set are known, so a queued task of a cancelled flow is skipped.
+  const watch = await watchKeys(js, log, {
+    bucket: BUCKETS.cancel,
+    key: '>',
+    what: 'cancel',
+    retryMs: 500,
+    onEntry(e) {
+      if (e.operation !== 'PUT') set.delete(e.key);
+      else if (!set.has(e.key)) {
+        set.add(e.key);
+        onCancel?.(e.key);
+      }
+    },
+  });
+  return { has: (id) => set.has(id), stop: () => watch.stop() };
+}
+
+/**
+ * The one watch loop of the worker's KV views (paused subjects, cancelled flows): every entry of `key` in
+ * `bucket` goes to onEntry, the current values first; a failed watch is retried after retryMs until stop().
+ * Resolves once the values already set have been seen, or after 5 s at most (at once on a failure when
+ * readyOnError: a view that may be missing does not hold up the start).
+ */
+async function watchKeys(
+  js: JetStreamClient,
+  log: Logger,
+  o: { bucket: string; key: string; what: string; retryMs: number; readyOnError?: boolean; onEntry: (e: KvEntry) => void },
+): Promise<{ stop(): void }> {
   let stopped = false;
   let w: { stop(): void } | undefined;
   let markReady: () => void = () => undefined;
@@ -644,27 +653,20 @@ export async function watchCancellations(
   const run = async () => {
     while (!stopped) {
       try {
-        kv ??= await js.views.kv(BUCKETS.cancel);
-        const iter = await kv.watch({ key: '>', initializedFn: () => markReady() });
+        const kv = await js.views.kv(o.bucket);
+        const iter = await kv.watch({ key: o.key, initializedFn: () => markReady() });
         w = iter;
-        for await (const e of iter) {
-          if (e.operation !== 'PUT') set.delete(e.key);
-          else if (!set.has(e.key)) {
-            set.add(e.key);
-            onCancel?.(e.key);
-          }
-        }
+        for await (const e of iter) o.onEntry(e);
       } catch (err) {
-        if (!stopped) log.warn({ err: (err as Error).message }, 'cancel watch failed; retrying');
+        if (o.readyOnError) markReady();
+        if (!stopped) log.warn({ err: (err as Error).message }, `${o.what} watch failed; retrying`);
       }
-      if (!stopped) await new Promise((r) => setTimeout(r, 500));
+      if (!stopped) await new Promise((r) => setTimeout(r, o.retryMs));
     }
   };
   void run();
-  // Start serving only once the flags already set are known, so a queued task of a cancelled flow is skipped.
   await Promise.race([ready, new Promise((r) => setTimeout(r, 5_000).unref())]);
   return {
-    has: (id) => set.has(id),
     stop() {
       stopped = true;
       w?.stop();
