@@ -14,8 +14,8 @@
  * a waitFor timeout due during the outage fires after it; a paused flow, a paused definition and a paused
  * subject stay paused (a flow of the definition submitted after the outage starts paused, the subject's
  * restarted worker does not take its task) and run once resumed (HTTP and the CLI). Last, a concurrency limit
- * of 2 across kill -9 of a worker holding a lease: never more than 2 run at once, and once the killed
- * worker's lease has expired both slots are used again.
+ * of 2 across kill -9 of a worker holding a lease (never more than 2 run at once, and once the killed
+ * worker's lease has expired both slots are used again) and through a NATS restart while both slots are held.
  *
  * Covered elsewhere, not repeated: kill -9 of every orchestrator replica with a schedule and a startAt
  * (test/schedules), a signal accepted while the orchestrator is down (test/signals), a paused flow through
@@ -344,5 +344,23 @@ describe('flow control through kill -9 of the services and NATS restarts', () =>
     t.diagnostic(`${killed.length} killed run(s); overlap ${maxOverlap(heldUntil)} while its lease held, ${maxOverlap(freed)} after it expired`);
     assert.ok(maxOverlap(heldUntil) <= 1, 'one slot held by the dead worker until its lease expires');
     assert.equal(maxOverlap(freed), 2, 'both slots again once the lease expired');
+  });
+
+  test('concurrency limit 2 through a NATS restart while both slots are held: never more than 2 at once, every flow once', async (t) => {
+    const c = await startChild('lim-c'); // two workers again
+    const ids = await Promise.all(Array.from({ length: 10 }, () => submit('limited2', { input: { ms: 1_500 } })));
+    const live = children.filter((x) => x.proc.exitCode === null && x.proc.signalCode === null);
+    const startsOf = () => live.flatMap((x) => x.starts).filter((s) => ids.includes(s.started));
+    await until('both slots held', async () => (startsOf().filter((s) => Date.now() - s.at < 1_000).length >= 2 ? true : undefined), 30_000);
+    await j.nats!.kill();
+    await sleep(2_000);
+    await j.nats!.restart();
+    await assertExactlyOnce(j, cb, ids, { allowed: ['succeeded'], timeoutMs: 90_000 });
+    const runs = ids.map((id) => (cb.byFlow(id)[0]!.body as unknown as Callback).results.work as Run);
+    // Every start, the attempts whose result did not count too (each runs its 1.5 s unless it is the recorded run).
+    const all = startsOf().map((s) => runs.find((r) => r.worker === s.worker && r.start === s.at) ?? { start: s.at, end: s.at + 1_500 });
+    t.diagnostic(`${all.length} starts for ${ids.length} flows, ${new Set(runs.map((r) => r.worker)).size} workers; most at once ${maxOverlap(all)}`);
+    assert.ok(runs.some((r) => r.worker === c.name));
+    assert.equal(maxOverlap(all), 2, 'at most 2 at once through the restart');
   });
 });
