@@ -164,6 +164,12 @@ describe('keywords', () => {
     assert.ok(perRecord.every((p) => p.topic !== null && p.keywords.length > 0));
   });
 
+  it('leaves the datasets it reads as they were (k-means moves copies of the vectors)', async () => {
+    const copy = structuredClone(datasets);
+    await keywords.analyze({ records, datasets: copy }, ctx());
+    assert.deepEqual(copy, datasets);
+  });
+
   it('still gives keywords without any dataset (and no topics)', async () => {
     const report = await keywords.analyze({ records, datasets: {} }, ctx());
     assert.ok((report.keywords as Array<{ term: string }>).some((k) => k.term === truth.plantedTerm));

@@ -53,7 +53,8 @@ function sqDist(a: readonly number[], b: readonly number[]): number {
 
 function kmeans(xs: number[][], k: number, seed: number): { assign: number[]; centroids: number[][] } {
   const rng = mulberry32(seed);
-  const centroids: number[][] = [xs[Math.floor(rng() * xs.length)] as number[]];
+  // A copy: the centroids move in place, and the first must not move the member's own vector (the dataset's row).
+  const centroids: number[][] = [[...(xs[Math.floor(rng() * xs.length)] as number[])]];
   const d2 = xs.map((x) => sqDist(x, centroids[0] as number[]));
   while (centroids.length < k) {
     const total = d2.reduce((s, d) => s + d, 0);
@@ -209,7 +210,19 @@ async function findTopics(
     if (!fit || sil > fit.sil + 1e-9) fit = { k, sil, centroids };
   }
   if (!fit) return { method: 'k-means over embeddings', k: 0, note: 'too few records', items: [] };
-  const nearest = (v: number[]) => fit.centroids.reduce((b, c, j) => (sqDist(v, c) < sqDist(v, fit.centroids[b] ?? c) ? j : b), 0);
+  // The first centroid at the smallest distance (each distance computed once).
+  const nearest = (v: number[]) => {
+    let best = 0;
+    let bestD = sqDist(v, fit.centroids[0] ?? []);
+    for (let j = 1; j < fit.centroids.length; j++) {
+      const d = sqDist(v, fit.centroids[j] as number[]);
+      if (d < bestD) {
+        best = j;
+        bestD = d;
+      }
+    }
+    return best;
+  };
   const best = { ...fit, assign: members.map((mem) => nearest(mem.v)) };
 
   // Class-based TF-IDF: a term names a topic when it is frequent in it and rare in the others.
@@ -236,8 +249,9 @@ async function findTopics(
       .map(([t]) => t);
     const centroid = best.centroids[c] ?? [];
     const representative = members
-      .map((mem, j) => ({ id: ids[mem.i] as string, j, d: sqDist(mem.v, centroid) }))
+      .map((mem, j) => ({ mem, j }))
       .filter(({ j }) => best.assign[j] === c)
+      .map(({ mem }) => ({ id: ids[mem.i] as string, d: sqDist(mem.v, centroid) }))
       .sort((a, b) => a.d - b.d)
       .slice(0, 3)
       .map((x) => x.id);
