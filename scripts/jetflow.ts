@@ -216,17 +216,18 @@ program
     if (!r.items.length) return print(c.dim('no flows'));
     print(
       table(
-        ['STATUS', 'FLOW ID', 'FLOW', 'PRIO', 'TASKS', 'SUBMITTED', 'DURATION'],
+        // PRIO last: the columns before it are where scripts found them before priorities.
+        ['STATUS', 'FLOW ID', 'FLOW', 'TASKS', 'SUBMITTED', 'DURATION', 'PRIO'],
         r.items.map((f) => [
           status(f.status),
           f.flowId,
           f.flow,
-          f.priority === undefined ? '-' : String(f.priority),
           `${f.tasks.succeeded}/${f.tasks.total}${f.tasks.failed ? c.red(` ${f.tasks.failed} failed`) : ''}`,
           ago(f.submittedAt),
           duration(f.durationMs),
+          f.priority === undefined ? '-' : String(f.priority),
         ]),
-        [3, 6],
+        [5, 6],
       ),
     );
     if (r.nextCursor) print(c.dim(`more: add --cursor ${r.nextCursor}`));

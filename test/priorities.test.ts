@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { headers as natsHeaders } from 'nats';
 import { DLQ_HEADERS } from '../libs/messaging/src/index.js';
 import { repoRoot } from '../libs/stack/src/index.js';
-import { jetflowPerSuite, TEST_API_KEY, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { jetflowPerSuite, waitForConsumers, TEST_API_KEY, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
 import { ingestClient } from './grpc-client.js';
 
 const PRIO_KEY = 'prio-key-0123456789abcdef';
@@ -37,8 +37,8 @@ describe('flow priorities', () => {
 
   const post = (key: string, body: unknown) =>
     fetch(`${j.http}/v1/flows`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const getFlow = async (id: string) =>
-    (await (await fetch(`${j.http}/v1/flows/${id}`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } })).json()) as { priority?: number; status?: string };
+  const getFlow = async (id: string, key = TEST_API_KEY) =>
+    (await (await fetch(`${j.http}/v1/flows/${id}`, { headers: { authorization: `Bearer ${key}` } })).json()) as { priority?: number; status?: string };
 
   test('a priority that is not an integer 1..10 is refused naming it: 400 over HTTP, INVALID_ARGUMENT over gRPC, a dead letter on the NATS door', async () => {
     for (const priority of [0, 11, 2.5, '9', -1]) {
@@ -107,7 +107,7 @@ describe('flow priorities', () => {
     const row = l.out.split('\n').find((line) => line.includes(flowId));
     assert.ok(row, l.out);
     assert.match(l.out.split('\n')[0]!, /PRIO/);
-    assert.match(row, new RegExp(`${flowId}\\s+paced\\s+7\\s`));
+    assert.match(row, new RegExp(`${flowId}\\s+paced\\s.*\\s7$`), 'PRIO, the last column');
   });
 
   test('a backlog behind an in-flight limit of 2: 40 flows alternating priority 9 and 1, the 9s finish earlier on average and every 1 finishes too', async () => {
@@ -143,5 +143,36 @@ describe('flow priorities', () => {
         .map((k) => prio.get(k))
         .join(',')}`,
     );
+  });
+
+  test('kill -9 of the orchestrator and a NATS restart under a priority backlog: every flow finishes once, the 9s still earlier, the priority kept', async () => {
+    const js = j.nc.jetstream();
+    const prio = new Map<string, number>();
+    for (let i = 0; i < 20; i++) {
+      const key = `prio-fault-${i}`;
+      const priority = i % 2 === 0 ? 9 : 1;
+      prio.set(key, priority);
+      const h = natsHeaders();
+      h.set('Nats-Msg-Id', key);
+      await js.publish('jetflow.ingest.prio.paced', JSON.stringify({ flow: 'paced', input: { chaos: { slowMs: 300 } }, callbackUrl: cb.url, priority }), { headers: h });
+    }
+    const mine = () => cb.accepted.filter((d) => d.body.tenant === 'prio' && prio.has(d.body.idempotencyKey as string));
+    const done = () => new Set(mine().map((d) => d.body.idempotencyKey as string));
+    await cb.waitFor(() => done().size >= 4, 60_000, 'the first flows');
+    await j.stack.kill('orchestrator', 0, 'SIGKILL');
+    await j.nats!.kill();
+    await new Promise((r) => setTimeout(r, 1_000));
+    await j.nats!.restart();
+    j.stack.restart('orchestrator', 0);
+    await waitForConsumers(j.nc, 60_000);
+    await cb.waitFor(() => done().size === 20, 120_000, 'all 20 flows after the faults');
+    const order: string[] = [];
+    for (const d of mine()) if (!order.includes(d.body.idempotencyKey as string)) order.push(d.body.idempotencyKey as string);
+    const mean = (p: number) => order.reduce((s, k, i) => s + (prio.get(k) === p ? i : 0), 0) / order.filter((k) => prio.get(k) === p).length;
+    console.log(`# through the faults: mean finish rank of the 9s ${mean(9).toFixed(1)}, of the 1s ${mean(1).toFixed(1)}; order ${order.map((k) => prio.get(k)).join(',')}`);
+    assert.ok(mean(9) < mean(1), `the 9s finish earlier on average (${mean(9)} vs ${mean(1)})`);
+    // Each flow's state kept its priority (KV, through the NATS restart).
+    const byKey = new Map(mine().map((d) => [d.body.idempotencyKey as string, d.body.flowId as string]));
+    for (const key of ['prio-fault-0', 'prio-fault-1']) assert.equal((await getFlow(byKey.get(key)!, PRIO_KEY)).priority, prio.get(key), key);
   });
 });
