@@ -34,3 +34,10 @@ test('one answer names every bad field: schema errors do not hide the callbackUr
   assert.deepEqual(long, ['callbackUrl']);
   assert.equal(paths({ flow: 'insights', input: { records: [{ id: 'a', text: 'x' }] }, callbackUrl: 'https://example.com/hook' }), 'accepted');
 });
+
+test('priority: an integer 1..10, optional; anything else is named', () => {
+  const sub = (priority: unknown) => paths({ flow: 'insights', input: { records: [{ id: 'a', text: 'x' }] }, priority });
+  for (const ok of [1, 5, 10]) assert.equal(sub(ok), 'accepted', String(ok));
+  assert.equal(paths({ flow: 'insights', input: { records: [{ id: 'a', text: 'x' }] } }), 'accepted', 'none: the default');
+  for (const bad of [0, 11, 2.5, -1, '9', null, true]) assert.deepEqual(sub(bad), ['priority'], JSON.stringify(bad));
+});

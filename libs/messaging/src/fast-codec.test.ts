@@ -278,3 +278,14 @@ test('limits: concurrency_limit, concurrency_key, rate_per_second and rate_key m
   assert.throws(() => decodeTask(new Uint8Array([(23 << 3) | 2, 1, 0])), /wire type 2 for field 23/);
   assert.throws(() => decodeTask(new Uint8Array([(25 << 3) | 0, 0x01, 0x05])), /wire type 0 for field 25/);
 });
+
+test('priority (field 27) matches the generated code both ways; a Task of before reads 0 (the default band); a wrong wire type is refused', () => {
+  const own = { task: 'score', subject: 'jetflow.task.custom.score', softLimitMs: 1, hardLimitMs: 2, maxAttempts: 3, backoffInitialMs: 4, backoffMaxMs: 5, dispatchedAtMs: 6, priority: 9 };
+  const mine = encodeTask(new Uint8Array(), own);
+  assert.deepEqual(mine, toBinary(TaskSchema, create(TaskSchema, { ...own, dispatchedAtMs: 6n })));
+  const got = decodeTask(mine);
+  assert.deepEqual(got, fromBinary(TaskSchema, mine));
+  assert.equal(got.priority, 9);
+  assert.equal(decodeTask(toBinary(TaskSchema, create(TaskSchema, { task: 't', subject: 's' }))).priority, 0);
+  assert.throws(() => decodeTask(new Uint8Array([(27 << 3) | 2, 1, 0])), /wire type 2 for field 27/);
+});
