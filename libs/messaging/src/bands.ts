@@ -75,6 +75,7 @@ export function startBandedPullLoop(o: BandedPullLoopOptions): PullLoop {
   const bands = o.consumers.map((_, i) => i);
   /** Bands with an open (waiting) pull request: stopped at stop(). */
   const open = new Map<number, () => void>();
+  let openFailures = 0;
   const consumers = new Map<number, Consumer>();
   const expires = o.expiresMs ?? 2_000;
   const otherExpires = o.otherBandsExpiresMs ?? 6_000;
@@ -137,9 +138,12 @@ export function startBandedPullLoop(o: BandedPullLoopOptions): PullLoop {
           }
           if (got > 0 || free() <= 0) break;
         }
+        openFailures = 0;
       } catch (err) {
-        if (!stopped) o.log.warn({ err: (err as Error).message, consumer: o.consumers[i] }, 'pull failed; retrying');
-        await sleep(500);
+        // A broker restart fails every open request at once: the first failure and every 20th are logged.
+        if (!stopped && (++openFailures === 1 || openFailures % 20 === 0))
+          o.log.warn({ err: (err as Error).message, consumer: o.consumers[i], failures: openFailures }, 'pull failed; retrying');
+        await sleep(Math.min(2_000, 250 * openFailures));
       } finally {
         open.delete(i);
         poke();

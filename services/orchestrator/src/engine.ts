@@ -1302,6 +1302,7 @@ export class SagaEngine {
     const h = natsHeaders();
     h.set('Content-Type', INGEST_CONTENT_TYPE);
     h.set('Jetflow-Flow-Id', childId);
+    if (s.priority) h.set('Jetflow-Priority', String(s.priority));
     if (s.traceparent) h.set('traceparent', s.traceparent);
     await this.d.pub.publish(`${SUBJECTS.submit}.${s.tenant}.${childId}`, toBinary(FlowRequestSchema, req), { msgId: `${childId}:child-start`, headers: h });
   }

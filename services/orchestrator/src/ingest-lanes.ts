@@ -23,7 +23,7 @@ import {
 } from '../../../libs/messaging/src/index.js';
 import type { FairAdmission } from './admission.js';
 import { fromBinary } from '@bufbuild/protobuf';
-import { FlowRequestSchema, SubmitFlowRequestSchema } from '../../../libs/proto/src/index.js';
+import { SubmitFlowRequestSchema } from '../../../libs/proto/src/index.js';
 
 export interface IngestLanesOptions {
   nc: NatsConnection;
@@ -46,8 +46,8 @@ const utf8 = new TextDecoder();
 
 /**
  * A submission's priority for the admission pick (1..10; 5 when none or not valid): the Jetflow-Priority
- * header (set by ingest and the scheduler on jetflow.submit, optional on the NATS door), else the
- * "priority" of a small JSON or SubmitFlowRequest body. Only an order among the tenant's own flows: the
+ * header (set on jetflow.submit by ingest, the scheduler and a child flow's start whenever it is not 5;
+ * optional on the NATS door), else the "priority" of a small JSON or SubmitFlowRequest body. Only an order among the tenant's own flows: the
  * engine validates the body as always (a bad priority is dead-lettered there, naming it).
  */
 export function ingestPriority(m: Pick<JsMsg, 'headers' | 'data'>): number {
@@ -58,7 +58,8 @@ export function ingestPriority(m: Pick<JsMsg, 'headers' | 'data'>): number {
   const ctype = m.headers?.get('Content-Type') ?? '';
   try {
     if (ctype === 'application/protobuf' || ctype === 'application/x-protobuf') return valid(fromBinary(SubmitFlowRequestSchema, m.data).priority) ?? 5;
-    if (ctype === INGEST_CONTENT_TYPE) return valid(fromBinary(FlowRequestSchema, m.data).priority) ?? 5;
+    // The services' own FlowRequests name a priority other than the default in the header: no decoding here.
+    if (ctype === INGEST_CONTENT_TYPE) return 5;
     const body = JSON.parse(utf8.decode(m.data)) as { priority?: unknown } | null;
     return valid(body?.priority) ?? 5;
   } catch {
