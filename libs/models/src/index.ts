@@ -268,16 +268,26 @@ export interface LoadOptions {
   dir?: string;
   /** ORT threads per session. Default 1: the worker pool already runs one thread per core. */
   intraOpThreads?: number;
+  /**
+   * Wraps every call into onnxruntime (session creation, session.run). In a pool thread, pass the pool's
+   * nativeCall: a thread terminated while such a call is in flight aborts the whole process, so the pool
+   * holds a hard limit back until the thread is out of it.
+   */
+  guard?: <T>(call: () => Promise<T>) => Promise<T>;
 }
+
+const unguarded = <T>(call: () => Promise<T>): Promise<T> => call();
 
 async function createSession(file: string, opts: LoadOptions): Promise<{ session: InferenceSession; version: string }> {
   const bytes = readFileSync(file);
-  const session = await InferenceSession.create(bytes, {
-    intraOpNumThreads: opts.intraOpThreads ?? 1,
-    interOpNumThreads: 1,
-    executionMode: 'sequential',
-    graphOptimizationLevel: 'all',
-  });
+  const session = await (opts.guard ?? unguarded)(() =>
+    InferenceSession.create(bytes, {
+      intraOpNumThreads: opts.intraOpThreads ?? 1,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+    }),
+  );
   loads++;
   // Content hash: a report can say exactly which model produced it.
   return { session, version: createHash('sha256').update(bytes).digest('hex').slice(0, 12) };
@@ -336,6 +346,7 @@ export function loadSentimentModel(opts: LoadOptions = {}): Promise<SentimentMod
   return memo(sentimentCache, dir, async () => {
     const vocab = loadVocab(dir);
     const { session, version } = await createSession(join(dir, 'sentiment.onnx'), opts);
+    const guard = opts.guard ?? unguarded;
     const dims = vocab.sentiment.features.length;
     const [input] = session.inputNames;
     const [output] = session.outputNames;
@@ -349,7 +360,7 @@ export function loadSentimentModel(opts: LoadOptions = {}): Promise<SentimentMod
           const batch = texts.slice(start, start + CHUNK);
           const x = new Float32Array(batch.length * dims);
           batch.forEach((t, i) => sentimentFeatures(t, vocab, x, i * dims));
-          const res = await session.run({ [input]: new Tensor('float32', x, [batch.length, dims]) });
+          const res = await guard(() => session.run({ [input]: new Tensor('float32', x, [batch.length, dims]) }));
           const p = res[output]?.data as Float32Array;
           for (let i = 0; i < batch.length; i++) {
             const neg = p[i * 3] ?? 0;
@@ -370,6 +381,7 @@ export function loadEmbeddingModel(opts: LoadOptions = {}): Promise<EmbeddingMod
   return memo(embeddingCache, dir, async () => {
     const vocab = loadVocab(dir);
     const { session, version } = await createSession(join(dir, 'embedding.onnx'), opts);
+    const guard = opts.guard ?? unguarded;
     const { inputDims, dimension } = vocab.embedding;
     const [input] = session.inputNames;
     const [output] = session.outputNames;
@@ -380,7 +392,7 @@ export function loadEmbeddingModel(opts: LoadOptions = {}): Promise<EmbeddingMod
         const batch = texts.slice(start, start + CHUNK);
         const x = new Float32Array(batch.length * inputDims);
         batch.forEach((t, i) => embeddingFeatures(t, inputDims, x, i * inputDims));
-        const res = await session.run({ [input]: new Tensor('float32', x, [batch.length, inputDims]) });
+        const res = await guard(() => session.run({ [input]: new Tensor('float32', x, [batch.length, inputDims]) }));
         const y = res[output]?.data as Float32Array;
         batch.forEach((t, i) => out.push({ vector: y.slice(i * dimension, (i + 1) * dimension), coverage: knownWordShare(t, vocab) }));
       }

@@ -6,7 +6,8 @@
  *
  * Two limits: `softSignal` aborts the plugin's ctx.signal (it stops at its next checkpoint and the
  * task fails with code `timeout` or `cancelled`); `signal` is the hard limit: piscina terminates the
- * thread (and starts a fresh one, which loads the model again) and run() rejects. A job waits in
+ * thread (and starts a fresh one, which loads the model again) and run() rejects; never while that
+ * thread is inside onnxruntime (see nativeCall: terminating one there aborts the process). A job waits in
  * piscina's queue while every thread is busy: `onStart` says when a thread starts it, so the caller's
  * time limits can count running time only.
  *
@@ -88,12 +89,27 @@ export interface WorkerPoolOptions<In, J extends WorkerJob> extends PoolOptions 
 
 export function createWorkerPool<In, J extends WorkerJob, R>(opts: WorkerPoolOptions<In, J>): WorkerPool<In, R> {
   const threads = Math.max(1, opts.threads ?? availableParallelism());
+  // A thread terminated while a call into onnxruntime is in flight (session creation, session.run)
+  // aborts the whole process, so no thread is terminated (hard limit, cancel, destroy) inside one. The
+  // threads share `native` with the pool (see nativeCall): per thread slot, its calls in flight and a
+  // stop flag. To stop a thread the pool sets its flag, then reads its count: at 0 it terminates it
+  // (a later call sees the flag and refuses), else it looks again in 5 ms. A model's calls are marked by
+  // passing nativeCall as its loader's guard; createJobRunner marks the model load itself.
+  const native = new Int32Array(new SharedArrayBuffer(4 * NATIVE_LENGTH));
+  const mayStop = (slot: number) => {
+    Atomics.store(native, stopIndex(slot), 1);
+    return Atomics.load(native, slot) === 0;
+  };
+  const anyInNative = () => native.subarray(1, NATIVE_SLOTS + 1).some((n) => n > 0);
   const piscina = new Piscina<J, WorkerReply<R>>({
     filename: opts.filename,
     minThreads: threads,
     maxThreads: threads,
     idleTimeout: Number.POSITIVE_INFINITY, // a thread holds a loaded model: never let it go idle-reaped
-    workerData: { testPlugins: opts.testPlugins === true } satisfies ThreadData,
+    // Not piscina's default 'sync': an idle thread would block its event loop in Atomics.wait, so a model
+    // load started at module load (or any native call's completion) would wait for the thread's next task.
+    atomics: 'async',
+    workerData: { testPlugins: opts.testPlugins === true, native } satisfies ThreadData,
     ...(opts.maxQueue === undefined ? {} : { maxQueue: opts.maxQueue }),
   });
   const pool: WorkerPool<In, R> = {
@@ -103,31 +119,70 @@ export function createWorkerPool<In, J extends WorkerJob, R>(opts: WorkerPoolOpt
     },
     async runDetailed(job, runOpts = {}) {
       const { port1, port2 } = new MessageChannel();
-      const onStart = runOpts.onStart;
-      if (onStart) port1.once('message', (m: { started?: boolean }) => m?.started === true && onStart());
+      // The hard signal: the job is told to stop (as by the soft limit), and its thread is terminated
+      // once the job has reached one (`received`, naming the thread's slot) and that thread is outside
+      // native code. A job still waiting for a thread answers the caller at once and leaves the queue
+      // as soon as a thread takes it (it sees the stop at its start).
+      const terminate = new AbortController();
+      const hard = runOpts.signal;
+      let slot: number | undefined;
+      let received = false;
+      let held: NodeJS.Timeout | undefined;
+      let answerEarly: ((err: Error) => void) | undefined;
+      const early = new Promise<never>((_, reject) => (answerEarly = reject));
+      early.catch(() => undefined);
+      const tryTerminate = () => {
+        if (terminate.signal.aborted || !received) return;
+        if (slot === undefined || mayStop(slot)) {
+          clearInterval(held);
+          terminate.abort(hard?.reason);
+        } else held ??= setInterval(tryTerminate, 5);
+      };
+      port1.on('message', (m: { received?: boolean; slot?: number; started?: boolean }) => {
+        if (m?.received === true) {
+          received = true;
+          slot = typeof m.slot === 'number' && m.slot >= 1 && m.slot <= NATIVE_SLOTS ? m.slot : undefined;
+          if (hard?.aborted) tryTerminate();
+        }
+        if (m?.started === true) runOpts.onStart?.();
+      });
       const onSoftAbort = () => port1.postMessage({ timeout: isTimeout(runOpts.softSignal?.reason) });
       if (runOpts.softSignal?.aborted) onSoftAbort();
       else runOpts.softSignal?.addEventListener('abort', onSoftAbort, { once: true });
+      const onHardAbort = () => {
+        port1.postMessage({ timeout: isTimeout(hard?.reason) });
+        if (!received) answerEarly?.(abortError(hard?.reason));
+        tryTerminate();
+      };
+      if (hard?.aborted) onHardAbort();
+      else hard?.addEventListener('abort', onHardAbort, { once: true });
+      const running = piscina.run({ ...opts.toJob(job), abortPort: port2 } as J, { transferList: [port2], ...(hard ? { signal: terminate.signal } : {}) });
+      void running
+        .catch(() => undefined)
+        .finally(() => {
+          // The job ended on its own (it saw the stop) before its thread was terminated: the thread lives on.
+          if (slot !== undefined && !terminate.signal.aborted) Atomics.store(native, stopIndex(slot), 0);
+          clearInterval(held);
+          runOpts.softSignal?.removeEventListener('abort', onSoftAbort);
+          hard?.removeEventListener('abort', onHardAbort);
+          port1.close();
+        });
       try {
-        const reply = await piscina.run({ ...opts.toJob(job), abortPort: port2 } as J, { transferList: [port2], ...(runOpts.signal ? { signal: runOpts.signal } : {}) });
+        const reply = await Promise.race([running, early]);
         opts.onTaskDone?.({ ...reply.meta, ok: reply.ok });
         if (reply.ok) return { result: reply.result, meta: reply.meta };
+        if (hard?.aborted) throw abortError(hard.reason); // the job stopped itself on the hard signal's stop
         throw Object.assign(new Error(reply.error.message), { name: reply.error.name, code: reply.error.code });
       } catch (err) {
-        if (runOpts.signal?.aborted && (err as Error | undefined)?.name === 'AbortError' && !('code' in (err as object))) {
-          const reason: unknown = runOpts.signal.reason;
-          throw Object.assign(new Error(isTimeout(reason) ? 'hard time limit reached: worker thread terminated' : 'task aborted: worker thread terminated', { cause: reason }), {
-            name: 'AbortError',
-            code: isTimeout(reason) ? 'timeout' : 'cancelled',
-          });
-        }
+        if (hard?.aborted && (err as Error | undefined)?.name === 'AbortError' && !('code' in (err as object))) throw abortError(hard.reason);
         throw err;
-      } finally {
-        runOpts.softSignal?.removeEventListener('abort', onSoftAbort);
-        port1.close();
       }
     },
-    destroy: () => piscina.destroy(),
+    async destroy() {
+      Atomics.store(native, STOP_ALL, 1);
+      for (const until = Date.now() + 30_000; anyInNative() && Date.now() < until;) await new Promise((r) => setTimeout(r, 5));
+      await piscina.destroy();
+    },
   };
   return pool;
 }
@@ -150,6 +205,14 @@ export async function runUnderLimits<In, R>(pool: Pick<WorkerPool<In, R>, 'runDe
   } finally {
     resume();
   }
+}
+
+/** The error of a job stopped by its hard signal: code `timeout` (its time limit) or `cancelled`. */
+function abortError(reason: unknown): Error {
+  return Object.assign(new Error(isTimeout(reason) ? 'hard time limit reached: worker thread terminated' : 'task aborted: worker thread terminated', { cause: reason }), {
+    name: 'AbortError',
+    code: isTimeout(reason) ? 'timeout' : 'cancelled',
+  });
 }
 
 function isTimeout(reason: unknown): boolean {
@@ -176,6 +239,49 @@ export interface JobRunnerOptions<J extends WorkerJob, P, R> {
 /** What the pool tells its threads (piscina's workerData). */
 interface ThreadData {
   testPlugins: boolean;
+  /** Calls into native code in flight, a slot per thread (see createWorkerPool and nativeCall). */
+  native?: Int32Array;
+}
+
+// The shared `native` array: [0] hands out slots; [slot] (1..NATIVE_SLOTS) a thread's native calls in
+// flight; [STOP_ALL] set by destroy(); [stopIndex(slot)] set when the pool is about to stop that thread.
+const NATIVE_SLOTS = 256;
+const STOP_ALL = NATIVE_SLOTS + 1;
+const stopIndex = (slot: number) => STOP_ALL + slot;
+const NATIVE_LENGTH = STOP_ALL + NATIVE_SLOTS + 1;
+let mySlot: number | undefined;
+
+/** This thread's slot in the pool's `native` array (claimed on first use; reused after 256 threads). */
+function threadSlot(): number | undefined {
+  const native = (workerData as ThreadData | null)?.native;
+  if (!native) return undefined;
+  if (mySlot === undefined) {
+    mySlot = (Atomics.add(native, 0, 1) % NATIVE_SLOTS) + 1;
+    Atomics.store(native, stopIndex(mySlot), 0);
+  }
+  return mySlot;
+}
+
+/**
+ * Runs `call` (a call into native code such as onnxruntime's session creation or session.run) marked as
+ * in flight for this pool thread, so the pool does not terminate the thread before it returns; once the
+ * pool is stopping the thread, the call is refused (code `cancelled`). Outside a pool thread it just runs
+ * `call`. Pass it as a model loader's guard (libs/models LoadOptions.guard).
+ */
+export async function nativeCall<T>(call: () => Promise<T>): Promise<T> {
+  const slot = threadSlot();
+  const native = (workerData as ThreadData | null)?.native;
+  if (slot === undefined || !native) return call();
+  Atomics.add(native, slot, 1);
+  if (Atomics.load(native, STOP_ALL) === 1 || Atomics.load(native, stopIndex(slot)) === 1) {
+    Atomics.sub(native, slot, 1);
+    throw Object.assign(new Error('the pool is stopping this thread'), { name: 'AbortError', code: 'cancelled' });
+  }
+  try {
+    return await call();
+  } finally {
+    Atomics.sub(native, slot, 1);
+  }
 }
 
 /**
@@ -184,9 +290,11 @@ interface ThreadData {
  */
 export function createJobRunner<J extends WorkerJob, P, R>(o: JobRunnerOptions<J, P, R>): (job: J) => Promise<WorkerReply<R>> {
   // Preload; a failure surfaces in the first task (which retries the load), not as an unhandled rejection.
-  o.loadModel().catch(() => undefined);
-  const plugins = (workerData as ThreadData | null)?.testPlugins && o.testPlugins ? new Map([...o.plugins, ...o.testPlugins]) : o.plugins;
+  const data = workerData as ThreadData | null;
+  nativeCall(() => o.loadModel()).catch(() => undefined); // a failure surfaces in the first task, which retries the load
+  const plugins = data?.testPlugins && o.testPlugins ? new Map([...o.plugins, ...o.testPlugins]) : o.plugins;
   return async function runJob(job: J): Promise<WorkerReply<R>> {
+    job.abortPort?.postMessage({ received: true, slot: threadSlot() });
     const started = performance.now();
     const controller = new AbortController();
     job.abortPort?.once('message', (m: { timeout?: boolean }) =>
@@ -194,7 +302,7 @@ export function createJobRunner<J extends WorkerJob, P, R>(o: JobRunnerOptions<J
     );
     const meta = (): TaskMeta => ({ plugin: job.plugin, threadId, durationMs: performance.now() - started, modelLoads: o.modelLoads() });
     try {
-      await o.loadModel(); // the preloaded session (memoised), or a retry if the preload failed
+      await nativeCall(() => o.loadModel()); // the preloaded session (memoised), or a retry if the preload failed
       job.abortPort?.postMessage({ started: true });
       const plugin = plugins.get(job.plugin);
       if (!plugin) throw Object.assign(new Error(`no ${o.kind} named "${job.plugin}" (have: ${[...plugins.keys()].join(', ')})`), { code: 'terminal' });

@@ -7,7 +7,7 @@
  * top-level await. (Compiled to dist/ it loads either way.)
  */
 import { loadSentimentModel, modelLoadCount } from '../../../libs/models/src/index.js';
-import { CHAOS_BUSY, busyWork, createJobRunner, type WorkerJob } from '@jetflow/worker/threads';
+import { CHAOS_BUSY, busyWork, createJobRunner, nativeCall, type WorkerJob } from '@jetflow/worker/threads';
 import { analyzers } from './analyzers/index.js';
 import { score } from './analyzers/sentiment.js';
 import type { Analyzer, Datasets, InputRecord, Report } from './analyzers/types.js';
@@ -26,7 +26,8 @@ export default createJobRunner<AnalyzerJob, Analyzer, Report>({
   kind: 'analyzer',
   // The analyzers, and the per-chunk classifier of the mapped insights flow (jetflow.task.analyst.score).
   plugins: new Map([...analyzers, [score.name, score]]),
-  loadModel: loadSentimentModel,
+  // Every onnxruntime call marked, so the pool never terminates this thread inside one (that aborts the process).
+  loadModel: () => loadSentimentModel({ guard: nativeCall }),
   modelLoads: modelLoadCount,
   run: (plugin, job, ctx) => plugin.analyze({ records: job.records, datasets: withDecoded(job.datasets ?? {}, job.encoded) }, ctx),
   // The fault suite's CPU-bound task (jetflow.task.test.busy), with JETFLOW_TEST_PLUGINS=1 only.

@@ -7,7 +7,7 @@
  * top-level await. (Compiled to dist/ it loads either way.)
  */
 import { loadEmbeddingModel, modelLoadCount } from '../../../libs/models/src/index.js';
-import { createJobRunner, type WorkerJob } from '@jetflow/worker/threads';
+import { createJobRunner, nativeCall, type WorkerJob } from '@jetflow/worker/threads';
 import { generators } from './generators/index.js';
 import { chunkGenerators } from './generators/insights-chunks.js';
 import type { DatasetGenerator, DatasetResult, InputRecord } from './generators/types.js';
@@ -22,7 +22,8 @@ export default createJobRunner<GeneratorJob, DatasetGenerator, DatasetResult>({
   kind: 'dataset generator',
   // The whole-batch generators (insights v1, and anyone's stage flows) and the mapped flow's chunk and merge steps.
   plugins: new Map([...generators, ...chunkGenerators]),
-  loadModel: loadEmbeddingModel,
+  // Every onnxruntime call marked, so the pool never terminates this thread inside one (that aborts the process).
+  loadModel: () => loadEmbeddingModel({ guard: nativeCall }),
   modelLoads: modelLoadCount,
   run: (plugin, job, ctx) => plugin.generate(job.records, ctx),
 });
