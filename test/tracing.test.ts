@@ -38,24 +38,45 @@ const hex = (bytes: number) => randomBytes(bytes).toString('hex');
 /** The orchestrator's start span: jetflow.submit for HTTP and gRPC (the ingest service's subject), jetflow.ingest for the NATS door. */
 const START = /^process jetflow\.(ingest|submit)$/;
 
-/** Waits for the whole trace of a flow: its callback delivery, the six task attempts and their results. */
-async function flowTrace(otlp: OtlpReceiver, flowId: string): Promise<ReceivedSpan[]> {
+/**
+ * Waits for the whole trace of a flow: its callback delivery, the start span, every task attempt with its
+ * result publish and the orchestrator's span of it, the door span, and a closed tree (every span's parent
+ * has arrived, but the door's). Each service exports its spans in its own batches, so spans arrive in any
+ * order across processes: a count alone lets the assertions read a trace whose last links are on their way.
+ * A span whose parent never comes (context lost) fails here, naming it.
+ */
+async function flowTrace(otlp: OtlpReceiver, flowId: string, isDoor: (s: ReceivedSpan) => boolean): Promise<ReceivedSpan[]> {
   const cbSpan = await otlp.waitFor(
     (r) => r.spans.find((s) => s.name === 'process jetflow.callback' && s.attributes['jetflow.flow_id'] === flowId),
     30_000,
     `the callback span of ${flowId}`,
   );
-  return otlp.waitFor(
-    (r) => {
-      const t = r.trace(cbSpan.traceId);
-      const tasks = t.filter((s) => s.kind === SPAN_KIND.consumer && s.name.startsWith('process jetflow.task.'));
-      const results = t.filter((s) => s.name === 'process jetflow.result');
-      const resultPublishes = t.filter((s) => s.name === 'publish jetflow.result' && s.service !== 'orchestrator');
-      return tasks.length >= 6 && results.length >= 6 && resultPublishes.length >= 6 && t.some((s) => START.test(s.name)) && t;
-    },
-    15_000,
-    `every span of ${flowId}`,
-  );
+  const missing = (t: ReceivedSpan[]): string[] => {
+    const ids = new Set(t.map((s) => s.spanId));
+    const gaps: string[] = [];
+    if (!t.some(isDoor)) gaps.push('the door span');
+    if (!t.some((s) => START.test(s.name))) gaps.push('the start span');
+    for (const task of TASKS) {
+      const w = t.find((s) => s.kind === SPAN_KIND.consumer && s.attributes['jetflow.task'] === task.name);
+      const pub = w && t.find((s) => s.parentSpanId === w.spanId && s.name === 'publish jetflow.result');
+      const proc = pub && t.find((s) => s.parentSpanId === pub.spanId && s.name === 'process jetflow.result');
+      if (!proc) gaps.push(`${task.name}: ${!w ? 'its attempt span' : !pub ? 'its result publish' : "the orchestrator's span of its result"}`);
+    }
+    for (const s of t) if (!isDoor(s) && !ids.has(s.parentSpanId)) gaps.push(`the parent ${s.parentSpanId || '(none)'} of ${s.service} "${s.name}"`);
+    return gaps;
+  };
+  try {
+    return await otlp.waitFor(
+      (r) => {
+        const t = r.trace(cbSpan.traceId);
+        return missing(t).length === 0 && t;
+      },
+      20_000,
+      `every span of ${flowId}`,
+    );
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; still missing: ${missing(otlp.trace(cbSpan.traceId)).join('; ')}`);
+  }
 }
 
 /**
@@ -178,7 +199,7 @@ describe('one trace per flow, through each front door', () => {
     assert.equal(res.status, 202);
     const { flowId } = (await res.json()) as { flowId: string };
     await cb.waitForFlows([flowId]);
-    const trace = await flowTrace(otlp, flowId);
+    const trace = await flowTrace(otlp, flowId, (s) => s.name === 'POST /v1/flows');
     const door = trace.find((s) => s.name === 'POST /v1/flows')!;
     assert.ok(door, 'the HTTP request span');
     assert.equal(door.traceId, clientTrace, "the caller's trace");
@@ -215,7 +236,7 @@ describe('one trace per flow, through each front door', () => {
     client.close();
     assert.equal(r.flowId, deriveFlowId('default', 'trace-grpc-1'));
     await cb.waitForFlows([r.flowId]);
-    const trace = await flowTrace(otlp, r.flowId);
+    const trace = await flowTrace(otlp, r.flowId, (x) => x.name === 'jetflow.v1.IngestService/SubmitFlow');
     const door = trace.find((x) => x.name === 'jetflow.v1.IngestService/SubmitFlow')!;
     assert.ok(door, 'the gRPC call span');
     assert.equal(door.service, 'ingest');
@@ -236,7 +257,7 @@ describe('one trace per flow, through each front door', () => {
     await j.nc.jetstream().publish('jetflow.ingest.default.insights', JSON.stringify(sampleSubmission(cb.url)), { headers: h });
     const flowId = deriveFlowId('default', 'trace-nats-1');
     await cb.waitForFlows([flowId]);
-    const trace = await flowTrace(otlp, flowId);
+    const trace = await flowTrace(otlp, flowId, (s) => s.name === 'process jetflow.ingest');
     const door = trace.find((s) => s.name === 'process jetflow.ingest')!;
     assert.equal(door.traceId, clientTrace);
     assert.equal(door.attributes['jetflow.tenant'], 'default');
@@ -253,7 +274,7 @@ describe('one trace per flow, through each front door', () => {
     await j.nc.jetstream().publish('jetflow.ingest.default.insights', JSON.stringify(sampleSubmission(cb.url)), { headers: h });
     const flowId = deriveFlowId('default', 'trace-nats-2');
     await cb.waitForFlows([flowId]);
-    const trace = await flowTrace(otlp, flowId);
+    const trace = await flowTrace(otlp, flowId, (s) => s.name === 'process jetflow.ingest');
     const door = trace.find((s) => s.name === 'process jetflow.ingest')!;
     assertFlowTrace(otlp, trace, flowId, door, '');
     const timeline = (await (await j.api(`/v1/flows/${flowId}/timeline`)).json()) as { traceId: string | null };
