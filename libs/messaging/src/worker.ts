@@ -1,4 +1,4 @@
-import { headers as natsHeaders, type JetStreamClient, type JsMsg, type KvEntry, type NatsConnection } from 'nats';
+import { Events, headers as natsHeaders, type JetStreamClient, type JsMsg, type KvEntry, type NatsConnection } from 'nats';
 import { TaskStatus, type Task } from '../../proto/src/index.js';
 import { codeOf, isTerminal, ErrorCodes } from '../../errors/src/index.js';
 import { flowLogger, type Logger } from '../../logging/src/index.js';
@@ -179,9 +179,9 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       else e.limits?.cancel(cancelGraceMs);
     }
   };
-  const cancelled = await watchCancellations(js, o.log, onCancel);
+  const cancelled = await watchCancellations(js, o.log, onCancel, o.nc);
   // Paused subjects (POST /v1/subjects/{subject}/pause): their pulls ask for nothing until resumed.
-  const paused = await watchPausedSubjects(js, o.log, wakeCapacity);
+  const paused = await watchPausedSubjects(js, o.log, wakeCapacity, o.nc);
 
   // In-progress heartbeats for every task held longer than heartbeatMs (waiting or running), and the
   // deadline of waiting ones: one timer for the whole worker.
@@ -256,9 +256,30 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     o.onOutcome?.(task, 'failed', 0);
   };
 
+  /**
+   * After a reconnect the views may be behind their buckets (a pause or a cancel set meanwhile): the
+   * task waits for them to catch up (heartbeated), up to a few seconds; then, while the paused subjects'
+   * view is still behind, it reads its subject's flag itself (held while that read fails).
+   */
+  const pausedWhileStale = async (m: JsMsg, subject: string): Promise<boolean> => {
+    for (let i = 0; i < 5 && (paused.stale || cancelled.stale) && !handingBack; i++) {
+      m.working();
+      if ((await paused.fresh(1_000)) && (await cancelled.fresh(1_000))) break;
+    }
+    if (!paused.stale) return paused.has(subject);
+    try {
+      return await paused.inStore(subject);
+    } catch (err) {
+      o.log.warn({ err: (err as Error).message, subject }, 'paused-subjects view behind and the flag not read; the task waits');
+      return true;
+    }
+  };
+
   const handle = async (m: JsMsg) => {
+    const subject = baseTaskSubject(m.subject);
     // Pulled by a fetch that was open when its subject was paused: it waits here, heartbeated, using no attempt.
-    while (paused.has(baseTaskSubject(m.subject)) && !handingBack) {
+    // The steady state costs one flag: the store is read only while the views are behind (after a reconnect).
+    while (!handingBack && (paused.has(subject) || ((paused.stale || cancelled.stale) && (await pausedWhileStale(m, subject))))) {
       m.working();
       await new Promise((r) => setTimeout(r, 1_000));
     }
@@ -588,12 +609,32 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
 /** The KV key (jetflow_pauses) of a paused task subject: `subject.<kind>.<name>` for jetflow.task.<kind>.<name>. */
 export const subjectPauseKey = (subject: string) => `subject.${subject.split('.').slice(2).join('.')}`;
 
+/** A KV view of the worker (paused subjects, cancelled flows) and whether it may be behind its bucket. */
+export interface KeyView {
+  /**
+   * True from a disconnect from NATS (or the end of its watch) until a new watch has caught up with the
+   * bucket again: a NATS restart loses the watch's ordered consumer, so the view would be blind until the
+   * library noticed the missing heartbeats. False while the view has never been current (no permission,
+   * the bucket missing: it works without it, as at start).
+   */
+  readonly stale: boolean;
+  /** Resolves once the view is not stale, or after timeoutMs; whether it is current. */
+  fresh(timeoutMs: number): Promise<boolean>;
+  stop(): void;
+}
+
 /**
  * The task subjects paused by the API, kept current by a watch of their flags in jetflow_pauses (no round
  * trip per pull); `onChange` is told when one is paused or resumed. Without the watch (no permission, the
- * bucket missing) nothing counts as paused, and the start does not wait for it.
+ * bucket missing) nothing counts as paused, and the start does not wait for it. While the view is stale
+ * (after a reconnect), `inStore` reads a subject's flag itself.
  */
-export async function watchPausedSubjects(js: JetStreamClient, log: Logger, onChange: () => void): Promise<{ has(subject: string): boolean; stop(): void }> {
+export async function watchPausedSubjects(
+  js: JetStreamClient,
+  log: Logger,
+  onChange: () => void,
+  nc?: NatsConnection,
+): Promise<KeyView & { has(subject: string): boolean; inStore(subject: string): Promise<boolean> }> {
   const keys = new Set<string>();
   const watch = await watchKeys(js, log, {
     bucket: BUCKETS.pauses,
@@ -601,22 +642,40 @@ export async function watchPausedSubjects(js: JetStreamClient, log: Logger, onCh
     what: 'paused-subjects',
     retryMs: 1_000,
     readyOnError: true,
-    onEntry(e) {
-      if (e.operation === 'PUT') keys.add(e.key);
-      else keys.delete(e.key);
+    ...(nc ? { nc } : {}),
+    onPut(key) {
+      keys.add(key);
       onChange();
     },
+    onDelete(key) {
+      keys.delete(key);
+      onChange();
+    },
+    has: (key) => keys.has(key),
+    keys: () => keys,
   });
-  return { has: (subject) => keys.has(subjectPauseKey(subject)), stop: () => watch.stop() };
+  return {
+    has: (subject) => keys.has(subjectPauseKey(subject)),
+    async inStore(subject) {
+      const e = await (await js.views.kv(BUCKETS.pauses, { bindOnly: true })).get(subjectPauseKey(subject));
+      return e?.operation === 'PUT';
+    },
+    get stale() {
+      return watch.stale;
+    },
+    fresh: (ms) => watch.fresh(ms),
+    stop: () => watch.stop(),
+  };
 }
 
 /** Keeps the set of cancelled flows current by watching the cancel bucket (no round trip per task); tells onCancel of each. */
 export async function watchCancellations(
   js: JetStreamClient,
   log: Logger,
-  /** Told of every flow cancelled from now on (and of the flags already set, at start). */
+  /** Told of every flow cancelled from now on (and of the flags already set, at start, and those set while the view was stale). */
   onCancel?: (flowId: string) => void,
-): Promise<{ has(flowId: string): boolean; stop(): void }> {
+  nc?: NatsConnection,
+): Promise<KeyView & { has(flowId: string): boolean }> {
   const set = new Set<string>();
   // Start serving only once the flags already set are known, so a queued task of a cancelled flow is skipped.
   const watch = await watchKeys(js, log, {
@@ -624,52 +683,168 @@ export async function watchCancellations(
     key: '>',
     what: 'cancel',
     retryMs: 500,
-    onEntry(e) {
-      if (e.operation !== 'PUT') set.delete(e.key);
-      else if (!set.has(e.key)) {
-        set.add(e.key);
-        onCancel?.(e.key);
-      }
+    ...(nc ? { nc } : {}),
+    onPut(key) {
+      set.add(key);
+      onCancel?.(key);
     },
+    onDelete: (key) => set.delete(key),
+    has: (key) => set.has(key),
+    keys: () => set,
   });
-  return { has: (id) => set.has(id), stop: () => watch.stop() };
+  return {
+    has: (id) => set.has(id),
+    get stale() {
+      return watch.stale;
+    },
+    fresh: (ms) => watch.fresh(ms),
+    stop: () => watch.stop(),
+  };
 }
 
 /**
- * The one watch loop of the worker's KV views (paused subjects, cancelled flows): every entry of `key` in
- * `bucket` goes to onEntry, the current values first; a failed watch is retried after retryMs until stop().
+ * The one watch loop of the worker's KV views (paused subjects, cancelled flows): the keys of `key` in
+ * `bucket` that are set, kept by the caller through onPut (a key newly set) and onDelete (a key deleted),
+ * the current values first; a failed watch is retried after retryMs until stop().
+ *
+ * A NATS restart loses the watch's consumer; the library only notices after its missed heartbeats
+ * (seconds), so on a disconnect (`nc`'s status) the view turns stale, and on the reconnect the watch is
+ * started again at once: its current values rebuild the view (keys it no longer lists are deleted) and
+ * the view is current again. The same when the watch ends or fails.
+ *
  * Resolves once the values already set have been seen, or after 5 s at most (at once on a failure when
  * readyOnError: a view that may be missing does not hold up the start).
  */
 async function watchKeys(
   js: JetStreamClient,
   log: Logger,
-  o: { bucket: string; key: string; what: string; retryMs: number; readyOnError?: boolean; onEntry: (e: KvEntry) => void },
-): Promise<{ stop(): void }> {
+  o: {
+    bucket: string;
+    key: string;
+    what: string;
+    retryMs: number;
+    readyOnError?: boolean;
+    nc?: NatsConnection;
+    onPut: (key: string) => void;
+    onDelete: (key: string) => void;
+    has: (key: string) => boolean;
+    keys: () => Iterable<string>;
+  },
+): Promise<KeyView> {
   let stopped = false;
   let w: { stop(): void } | undefined;
+  /** The view has been current once (so a stale one is worth waiting for). */
+  let everCurrent = false;
+  let stale = true;
+  let freshWaiters: Array<() => void> = [];
+  const markFresh = () => {
+    stale = false;
+    const f = freshWaiters;
+    freshWaiters = [];
+    for (const r of f) r();
+  };
   let markReady: () => void = () => undefined;
   const ready = new Promise<void>((r) => (markReady = r));
+  /** A reconnect asked for a new watch now (no pause before it); `wake` ends a pause between tries. */
+  let restartNow = false;
+  let wake: (() => void) | undefined;
+
   const run = async () => {
     while (!stopped) {
+      // Keys seen by this watch; once it has caught up, the others are no longer set.
+      const seen = new Set<string>();
+      let caughtUp = false;
+      let target = -1;
+      let processed = 0;
+      const catchUp = () => {
+        if (caughtUp) return;
+        caughtUp = true;
+        for (const k of [...o.keys()]) if (!seen.has(k)) o.onDelete(k);
+        everCurrent = true;
+        markFresh();
+        markReady();
+      };
       try {
         const kv = await js.views.kv(o.bucket);
-        const iter = await kv.watch({ key: o.key, initializedFn: () => markReady() });
+        let returned = false;
+        let early = false;
+        const iter = await kv.watch({
+          key: o.key,
+          // Called in order after the current values, or (before watch() returns) while some are still queued.
+          initializedFn: () => (returned ? catchUp() : (early = true)),
+        });
+        returned = true;
         w = iter;
-        for await (const e of iter) o.onEntry(e);
+        // Stopped, or a reconnect came while it was being set up: start again.
+        if (stopped || restartNow) iter.stop();
+        if (early) {
+          target = iter.getReceived();
+          if (target === 0) catchUp();
+        }
+        for await (const e of iter) {
+          if (!caughtUp) seen.add(e.key);
+          if (e.operation === 'PUT') {
+            if (!o.has(e.key)) o.onPut(e.key);
+          } else if (o.has(e.key)) o.onDelete(e.key);
+          if (++processed === target) catchUp();
+        }
       } catch (err) {
-        if (o.readyOnError) markReady();
+        if (o.readyOnError) {
+          if (!everCurrent) markFresh();
+          markReady();
+        }
         if (!stopped) log.warn({ err: (err as Error).message }, `${o.what} watch failed; retrying`);
       }
-      if (!stopped) await new Promise((r) => setTimeout(r, o.retryMs));
+      w = undefined;
+      if (stopped) break;
+      if (everCurrent) stale = true;
+      // A reconnect restarts the watch at once; a failure after retryMs.
+      if (!restartNow)
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, o.retryMs);
+          wake = () => (clearTimeout(t), r());
+        });
+      wake = undefined;
+      restartNow = false;
     }
   };
+  const status = o.nc?.status() as (AsyncIterable<{ type: string }> & { stop?: () => void }) | undefined;
+  if (status)
+    void (async () => {
+      for await (const s of status) {
+        if (stopped) break;
+        if (s.type === Events.Disconnect && everCurrent) stale = true;
+        else if (s.type === Events.Reconnect) {
+          if (everCurrent) stale = true;
+          // The watch's consumer may be gone with the server: start a new one now.
+          restartNow = true;
+          w?.stop();
+          wake?.();
+        }
+      }
+    })();
   void run();
   await Promise.race([ready, new Promise((r) => setTimeout(r, 5_000).unref())]);
   return {
+    get stale() {
+      return stale && everCurrent;
+    },
+    fresh(timeoutMs) {
+      if (!stale || !everCurrent) return Promise.resolve(true);
+      return new Promise<boolean>((res) => {
+        const t = setTimeout(() => {
+          freshWaiters = freshWaiters.filter((f) => f !== done);
+          res(false);
+        }, timeoutMs);
+        const done = () => (clearTimeout(t), res(true));
+        freshWaiters.push(done);
+      });
+    },
     stop() {
       stopped = true;
       w?.stop();
+      wake?.();
+      status?.stop?.();
     },
   };
 }
