@@ -1,4 +1,4 @@
-import { Events, headers as natsHeaders, type JetStreamClient, type JsMsg, type KvEntry, type NatsConnection } from 'nats';
+import { Events, headers as natsHeaders, type JetStreamClient, type JsMsg, type NatsConnection, type Status } from 'nats';
 import { TaskStatus, type Task } from '../../proto/src/index.js';
 import { codeOf, isTerminal, ErrorCodes } from '../../errors/src/index.js';
 import { flowLogger, type Logger } from '../../logging/src/index.js';
@@ -808,7 +808,7 @@ async function watchKeys(
       restartNow = false;
     }
   };
-  const status = o.nc?.status() as (AsyncIterable<{ type: string }> & { stop?: () => void }) | undefined;
+  const status = o.nc?.status() as (AsyncIterable<Status> & { stop?: () => void }) | undefined;
   if (status)
     void (async () => {
       for await (const s of status) {
