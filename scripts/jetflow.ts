@@ -8,6 +8,7 @@ import { cliVersion, resolveSettings } from './cli/config.js';
 import { EXIT, UsageError, exitCodeOfError } from './cli/exit.js';
 import { ago, c, clip, duration, status, table } from './cli/format.js';
 import { exitCodeOf, summary, watchFlow } from './cli/watch.js';
+import { withStart } from './cli/start.js';
 import { registerFlowsCommands } from './cli/flows.js';
 import { registerWorkersCommand } from './cli/workers.js';
 import { registerSchedulesCommands } from './cli/schedules.js';
@@ -59,7 +60,11 @@ program
   .argument('[file]', 'the submission JSON (README, "Submit a flow"; GET /docs on ingest), "-" or omitted for stdin')
   .option('-w, --watch', 'then follow it until it ends (exit code as for watch)')
   .option('-p, --priority <n>', 'priority 1..10 (default 5): under a backlog, higher first (README, "Priorities"); replaces the file\'s')
-  .action(async (file: string | undefined, o: { watch?: boolean; priority?: string }) => {
+  .option('--delay <ms|duration>', "start it later: milliseconds or a duration (90s, 5m, 1h30m); replaces the file's delayMs/startAt")
+  .option('--start-at <time>', "start it at an RFC 3339 time (2030-01-31T12:00:00Z); replaces the file's delayMs/startAt")
+  .action(async (file: string | undefined, o: { watch?: boolean; priority?: string; delay?: string; startAt?: string }) => {
+    // Refused before the submission is read: a usage error whatever the file holds.
+    if (o.delay !== undefined && o.startAt !== undefined) throw new UsageError('--delay and --start-at exclude each other: give one of them');
     let text = await readInput(file);
     let body: unknown;
     try {
@@ -71,6 +76,10 @@ program
       if (!/^([1-9]|10)$/.test(o.priority)) throw new UsageError(`--priority: expected an integer 1..10, got "${o.priority}"`);
       if (!body || typeof body !== 'object' || Array.isArray(body)) throw new UsageError('--priority: the submission is not a JSON object');
       text = JSON.stringify({ ...(body as Record<string, unknown>), priority: Number(o.priority) });
+    }
+    if (o.delay !== undefined || o.startAt !== undefined) {
+      if (!body || typeof body !== 'object' || Array.isArray(body)) throw new UsageError(`${o.delay !== undefined ? '--delay' : '--start-at'}: the submission is not a JSON object`);
+      text = JSON.stringify(withStart(JSON.parse(text) as Record<string, unknown>, o));
     }
     const r = await api().json<{ flowId: string; status: string }>('POST', '/v1/flows', text);
     if (globals().json) printJson(r);

@@ -146,6 +146,40 @@ describe('jetflow CLI', () => {
     assert.match(again.stderr, new RegExp(`dead letter ${seq}: not_found`));
   });
 
+  test("submit --delay and --start-at start the flow later (the file's own start replaced); both together, or a malformed one, are usage errors", async () => {
+    type View = { status: string; startAt?: string | null };
+    const before = Date.now();
+    const d = await cli(['submit', '--delay', '1h30m'], { input: JSON.stringify(sampleSubmission(cb.url, { startAt: '2030-01-01T00:00:00Z' })) });
+    ok(d, 'submit --delay');
+    // GET answers "accepted" until the orchestrator has written the flow's state (scheduled, with its start).
+    const scheduled = async (id: string) => {
+      for (const end = Date.now() + 20_000; ; await new Promise((r) => setTimeout(r, 200))) {
+        const v = JSON.parse((await cli(['get', id])).stdout) as View;
+        if (v.status !== 'accepted' || Date.now() > end) return v;
+      }
+    };
+    const delayed = await scheduled(d.stdout.trim());
+    const startAt = Date.parse(delayed.startAt ?? '');
+    assert.ok(startAt >= before + 90 * 60_000 && startAt <= Date.now() + 90 * 60_000, `startAt ${delayed.startAt} is 1h30m after the submit`);
+    assert.equal(delayed.status, 'scheduled');
+
+    const at = new Date(Date.now() + 3_600_000).toISOString();
+    const s = await cli(['submit', '--start-at', at], { input: JSON.stringify(sampleSubmission(cb.url, { delayMs: 5 })) });
+    ok(s, 'submit --start-at');
+    assert.equal((await scheduled(s.stdout.trim())).startAt, at);
+    for (const id of [d.stdout.trim(), s.stdout.trim()]) ok(await cli(['cancel', id]), 'cancel the delayed flow');
+
+    const both = await cli(['submit', '--delay', '5s', '--start-at', at], { input: JSON.stringify(sampleSubmission(cb.url)) });
+    assert.equal(both.code, EXIT.usage, both.stderr);
+    assert.match(both.stderr, /--delay and --start-at exclude each other/);
+    const badDelay = await cli(['submit', '--delay', '5 minutes'], { input: JSON.stringify(sampleSubmission(cb.url)) });
+    assert.equal(badDelay.code, EXIT.usage);
+    assert.match(badDelay.stderr, /--delay: expected milliseconds or a duration .*got "5 minutes"/);
+    const badAt = await cli(['submit', '--start-at', '2030-01-31 noon'], { input: JSON.stringify(sampleSubmission(cb.url)) });
+    assert.equal(badAt.code, EXIT.usage);
+    assert.match(badAt.stderr, /--start-at: expected an RFC 3339 time with an offset/);
+  });
+
   test('consumers prints every consumer', async () => {
     const r = await cli(['consumers']);
     ok(r, 'consumers');
