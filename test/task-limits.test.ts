@@ -8,7 +8,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -197,6 +197,42 @@ describe('task limits by key', () => {
       const inWindow = starts.filter((s) => s >= t && s < t + 1_000).length;
       assert.ok(inWindow <= 6, `${inWindow} starts in the second from ${t - starts[0]!} ms`);
     }
+  });
+
+  test('the flow view shows a task held back by its limit (HTTP and jetflow get): limit 1, the second flow waits while the first runs, then runs', async () => {
+    type View = { status: string; stages: Array<{ tasks: Array<{ name: string; status: string; waitingForLimit?: { kind: string; key: string; limit: number; since: string } }> }> };
+    const view = async (id: string) => (await (await j.api(`/v1/flows/${id}`)).json()) as View;
+    const work = (v: View) => v.stages.flatMap((st) => st.tasks).find((t) => t.name === 'work')!;
+    const first = await submit('bycustomer', { customerId: 'visible', holdMs: 5_000 });
+    for (const until = Date.now() + 20_000; !children.some((c) => c.starts.some((x) => x.start === first)); await new Promise((r) => setTimeout(r, 50)))
+      assert.ok(Date.now() < until, 'the first flow started');
+    const second = await submit('bycustomer', { customerId: 'visible', ms: 100 });
+    let shown: View | undefined;
+    for (const until = Date.now() + 20_000; !(shown = await view(second)) || !work(shown).waitingForLimit; await new Promise((r) => setTimeout(r, 100)))
+      assert.ok(Date.now() < until, `the second flow's task shows it waits for its limit: ${JSON.stringify(work(shown))}`);
+    const w = work(shown).waitingForLimit!;
+    assert.equal(work(shown).status, 'dispatched');
+    assert.deepEqual({ kind: w.kind, key: w.key, limit: w.limit }, { kind: 'concurrency', key: 'input.customerId', limit: 1 });
+    assert.ok(Number.isFinite(Date.parse(w.since)));
+    assert.equal(work(await view(first)).waitingForLimit, undefined, 'the running one does not wait');
+    assert.ok(!children.some((c) => c.starts.some((x) => x.start === second)), 'the waiting task has not started');
+    // jetflow get prints the same view.
+    const got = await new Promise<string>((res, rej) =>
+      execFile(
+        process.execPath,
+        [join(repoRoot(), 'dist', 'scripts', 'jetflow.js'), 'get', second],
+        { env: { PATH: process.env.PATH ?? '', JETFLOW_URL: j.http, JETFLOW_API_KEY: j.apiKey } },
+        (err, out) => (err ? rej(new Error(err.message)) : res(out)),
+      ),
+    );
+    const fromCli = work(JSON.parse(got) as View);
+    assert.ok(fromCli.status !== 'dispatched' || fromCli.waitingForLimit?.key === 'input.customerId', got);
+
+    // Once the first ends, the second runs (attempt 1: waiting was no attempt) and no longer shows the wait.
+    const [a, b] = await runsOf([first, second], 40_000);
+    assert.ok(b!.start >= a!.end, 'one at a time');
+    assert.equal(b!.attempt, 1);
+    assert.equal(work(await view(second)).waitingForLimit, undefined);
   });
 
   test('a task waiting for its limit is cancelled with its flow: it never starts, the flow ends cancelled with one callback', async () => {

@@ -14,3 +14,4 @@ export * from './kv-view.js';
 export * from './js-errors.js';
 export * from './worker-registry.js';
 export * from './bands.js';
+export { waitingKey, waitingOf, type WaitingForLimit } from './task-limiter.js';

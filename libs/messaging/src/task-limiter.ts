@@ -16,6 +16,9 @@ import { encodeUtf8 } from './utf8.js';
  *   timestamp) belongs to a dead worker: anyone may take it with a compare-and-set on that revision.
  * - `<kind>.<name>.r.<h>`: the next start time (ms) of a rate limit (GCRA with a burst of one: starts are
  *   spaced 1000/perSecond ms apart). A start reserves its time with a compare-and-set and waits until then.
+ * - `<kind>.<name>.w.<flowId>.<task>[.<chunk>]`: a task **waiting** for its limit (what the flow view shows as
+ *   `waitingForLimit`): put when it has to wait, renewed with its lease's rhythm, deleted when it may start.
+ *   An entry older than its `ttlMs` (a killed worker's) is not shown.
  *
  * The keys start with the served subject's tokens so a worker's NATS identity may write only the limits of
  * the subjects it serves.
@@ -48,6 +51,40 @@ export const limitKeyHash = (value: string) => createHash('sha256').update(value
 export function limitPrefix(subject: string): string | undefined {
   const m = /^jetflow\.task\.([a-z0-9_-]+)\.([a-z0-9_-]+)$/.exec(subject);
   return m ? `${m[1]}.${m[2]}` : undefined;
+}
+
+/** What a task waits for (KV jetflow_limits `<kind>.<name>.w.…`, the flow view's `waitingForLimit`). */
+export interface WaitingForLimit {
+  kind: 'concurrency' | 'rate';
+  /** The key's name (`tenant`, `input.customer`), never its value. */
+  key: string;
+  /** At most this many at once (concurrency), or starts per second (rate). */
+  limit: number;
+  /** When it began to wait (ms since epoch). */
+  since: number;
+}
+
+/** The KV key marking a task (or a mapped task's chunk) of `subject` as waiting for its limit; undefined off jetflow.task.<kind>.<name>. */
+export function waitingKey(subject: string, t: { flowId: string; task: string; chunk?: number }): string | undefined {
+  const prefix = limitPrefix(subject);
+  return prefix && `${prefix}.w.${t.flowId}.${t.task}${t.chunk !== undefined ? `.${t.chunk}` : ''}`;
+}
+
+/**
+ * A waiting mark read back (the flow view): what it waits for, or undefined when it is deleted, not ours, or
+ * older than its TTL by the server's timestamp (its worker was killed).
+ */
+export function waitingOf(e: KvEntry | null | undefined, now = Date.now()): WaitingForLimit | undefined {
+  if (!e || e.operation !== 'PUT') return undefined;
+  try {
+    const v = JSON.parse(e.string()) as Partial<WaitingForLimit> & { ttlMs?: unknown };
+    const ttl = typeof v.ttlMs === 'number' && Number.isFinite(v.ttlMs) ? Math.min(Math.max(v.ttlMs, 500), 300_000) : DEFAULT_LIMIT_LEASE_MS;
+    if (e.created.getTime() + ttl < now) return undefined;
+    if ((v.kind !== 'concurrency' && v.kind !== 'rate') || typeof v.key !== 'string' || typeof v.limit !== 'number' || typeof v.since !== 'number') return undefined;
+    return { kind: v.kind, key: v.key.slice(0, 200), limit: v.limit, since: v.since };
+  } catch {
+    return undefined;
+  }
 }
 
 /** A compare-and-set lost (wrong last sequence). */
@@ -147,6 +184,24 @@ export class TaskLimiter {
         }
       },
     };
+  }
+
+  /**
+   * Marks a task as waiting for its limit (the flow view's `waitingForLimit`); put again to renew it.
+   * `waiting.key` is the key's name (`tenant`, `input.customer`), never its value. Returns the KV key.
+   */
+  async markWaiting(subject: string, holder: { flowId: string; task: string; chunk?: number }, waiting: WaitingForLimit): Promise<string> {
+    const prefix = limitPrefix(subject);
+    if (!prefix) throw new Error(`subject ${subject} is not a task subject`);
+    const kv = await this.bucket();
+    const key = waitingKey(subject, holder)!;
+    await kv.put(key, encodeUtf8(JSON.stringify({ ...waiting, worker: this.o.workerId, ttlMs: this.leaseMs, at: Date.now() })));
+    return key;
+  }
+
+  /** The task no longer waits for its limit. */
+  async clearWaiting(key: string): Promise<void> {
+    await (await this.bucket()).delete(key);
   }
 
   /**

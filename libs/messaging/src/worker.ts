@@ -12,7 +12,7 @@ import { decodeTask, encodeTaskResult } from './fast-codec.js';
 import { encodeUtf8 } from './utf8.js';
 import { HardLimitError, TaskLimits } from './limits.js';
 import { announceWorker, type Announcer } from './worker-registry.js';
-import { TaskLimiter, type LimitLease } from './task-limiter.js';
+import { TaskLimiter, type LimitLease, type WaitingForLimit } from './task-limiter.js';
 
 export interface TaskContext {
   /** Aborted at the task's soft time limit, or at once when its flow is cancelled: the handler should wrap up. */
@@ -107,6 +107,8 @@ interface InFlight {
   lease?: LimitLease;
   /** The gate its concurrency slot came from (woken when the slot is released). */
   gateKey?: string;
+  /** Its mark in KV jetflow_limits while it waits for a limit (the flow view's `waitingForLimit`). */
+  waitMark?: { info: WaitingForLimit; subject: string; renewedAt: number; put: Promise<string | undefined> };
 }
 
 /** Tasks of one subject and key value waiting for a concurrency slot in this worker, served oldest first. */
@@ -200,6 +202,9 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       }
       for (const f of inflight.values()) {
         if (f.park && f.deadlineAt > 0 && now > f.deadlineAt) f.park('deadline');
+        // So is the mark of a task waiting for its limit.
+        const mark = f.waitMark;
+        if (mark && now - mark.renewedAt >= limiter.leaseMs / 3) putWaitMark(f, mark);
         // A concurrency slot is renewed while its task waits or runs (a third of its TTL at most apart).
         const lease = f.lease;
         if (lease && now - lease.renewedAt >= limiter.leaseMs / 3)
@@ -292,9 +297,46 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
     }
   };
 
-  /** A task that has to wait for its limit: the metric, and a `task.waiting` event on its flow (once per limit). */
-  const limitDelayed = (task: Task, subject: string, limit: 'concurrency' | 'rate', waitMs?: number) => {
+  const putWaitMark = (entry: InFlight, mark: NonNullable<InFlight['waitMark']>) => {
+    const t = entry.task;
+    mark.renewedAt = Date.now();
+    const prev = mark.put;
+    mark.put = prev.then(() =>
+      limiter.markWaiting(mark.subject, { flowId: t.flowId, task: t.task, ...(t.chunkCount > 0 ? { chunk: t.chunkIndex } : {}) }, mark.info).catch((err: unknown) => {
+        o.log.warn({ err: (err as Error).message, flowId: t.flowId, task: t.task }, 'waiting-for-limit mark not written (KV); the flow view may not show it');
+        return undefined;
+      }),
+    );
+  };
+  /** The task may start (or was turned away): its waiting mark goes. */
+  const clearWaitMark = (entry: InFlight) => {
+    const mark = entry.waitMark;
+    if (!mark) return;
+    entry.waitMark = undefined;
+    void mark.put
+      .then((key) => (key ? limiter.clearWaiting(key) : undefined))
+      .catch((err: unknown) => o.log.warn({ err: (err as Error).message, flowId: entry.task.flowId, task: entry.task.task }, 'waiting-for-limit mark not deleted; it expires at its TTL'));
+  };
+
+  /**
+   * A task that has to wait for its limit: the metric, a `task.waiting` event on its flow (once per limit),
+   * and its waiting mark in KV (the flow view's `waitingForLimit`).
+   */
+  const limitDelayed = (entry: InFlight, subject: string, limit: 'concurrency' | 'rate', waitMs?: number) => {
+    const task = entry.task;
     o.onLimitDelay?.(subject, limit);
+    if (entry.waitMark?.info.kind !== limit) {
+      const info: WaitingForLimit = {
+        kind: limit,
+        key: (limit === 'concurrency' ? task.concurrencyKey : task.rateKey).split('=')[0] ?? '',
+        limit: limit === 'concurrency' ? task.concurrencyLimit : task.ratePerSecond,
+        since: Date.now(),
+      };
+      const mark = entry.waitMark ?? { info, subject, renewedAt: 0, put: Promise.resolve(undefined) };
+      mark.info = info;
+      entry.waitMark = mark;
+      putWaitMark(entry, mark);
+    }
     const message =
       limit === 'concurrency'
         ? `waiting for its concurrency limit (${task.concurrencyLimit} at once per ${task.concurrencyKey.split('=')[0]})`
@@ -326,7 +368,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
         for (const w of gate.queue) {
           if (w.delayed) continue;
           w.delayed = true;
-          limitDelayed(w.entry.task, w.subject, 'concurrency');
+          limitDelayed(w.entry, w.subject, 'concurrency');
         }
         await new Promise<void>((r) => {
           const timer = setTimeout(r, 150 + Math.random() * 250);
@@ -383,7 +425,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
             o.log.warn({ err: (err as Error).message, subject }, 'rate limit start not reserved (KV); retrying');
           }
           if (waitMs === 0) break;
-          if (waitMs !== undefined) limitDelayed(task, subject, 'rate', waitMs);
+          if (waitMs) limitDelayed(entry, subject, 'rate', waitMs);
           const slept = await Promise.race([new Promise<'run'>((r) => setTimeout(() => r('run'), waitMs ?? 500)), away]);
           if (slept !== 'run') return slept;
           if (waitMs !== undefined) break;
@@ -392,6 +434,7 @@ export async function startTaskWorker(o: TaskWorkerOptions): Promise<TaskWorker>
       return 'run';
     } finally {
       entry.park = undefined;
+      clearWaitMark(entry);
     }
   };
 

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { CallbackPolicy, followDefinitions, taskSubjects } from '../../../libs/flows/src/index.js';
 import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology, watchWorkerRegistry } from '../../../libs/messaging/src/index.js';
+import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology, waitingKey, waitingOf, watchWorkerRegistry } from '../../../libs/messaging/src/index.js';
 import { loadConfig } from './config.js';
 import { FlowHandlers } from './handlers/flows.js';
 import { JetStreamGateway } from './adapters/gateway.js';
@@ -32,6 +32,8 @@ const [flowsKv, idemKv, cancelKv] = await Promise.all([openKv(nc, BUCKETS.flows)
 // Signal records: created once per signal id (a retry finds its own), so read from the leader.
 const signalsKv = await openKv(nc, BUCKETS.signals, { leader: true });
 const pausesKv = await openKv(nc, BUCKETS.pauses, { leader: true });
+// The marks of tasks waiting for their concurrency or rate limit (the flow view's waitingForLimit).
+const limitsKv = await openKv(nc, BUCKETS.limits);
 // Definitions: the file's seeded into KV jetflow_definitions, then the newest version of each name followed there.
 const definitions = await followDefinitions(await openKv(nc, BUCKETS.definitions, { leader: true }), registry, { log });
 const pub = new JetStreamPublisher(nc);
@@ -60,6 +62,12 @@ const flows = new FlowHandlers({
   inputRefPrefixes: cfg.storage.inputRefPrefixes ?? [],
   quota,
   workers,
+  limits: {
+    waiting: async (subject, flowId, task) => {
+      const key = waitingKey(subject, { flowId, task });
+      return key ? waitingOf(await limitsKv.get(key)) : undefined;
+    },
+  },
   ...(storage.history ? { history: storage.history } : {}),
 });
 const auth = new Authenticator(cfg.apiKeys, cfg.authDisabled);

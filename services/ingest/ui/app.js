@@ -972,6 +972,33 @@ function flowPage(id) {
           ),
         ),
       );
+    // Tasks a worker holds back for their concurrency or rate limit (dispatched, not running yet).
+    const waitingLimit = json && !t.finishedAt ? json.stages.flatMap((st) => st.tasks).filter((x) => x.waitingForLimit) : [];
+    if (waitingLimit.length)
+      parts.splice(
+        2,
+        0,
+        h(
+          'div',
+          { class: 'panel', id: 'waiting-for-limit' },
+          h('div', { class: 'panel-head' }, h('h2', {}, 'Waiting for a limit'), h('span', { class: 'sub' }, 'taken by a worker, held back until a slot of its limit frees')),
+          h(
+            'ul',
+            { class: 'errors-list' },
+            waitingLimit.map(({ name, waitingForLimit: w }) =>
+              h(
+                'li',
+                { dataset: { waitingLimit: name } },
+                mono(name),
+                chip('waiting', 'dispatched'),
+                h('span', {}, w.kind === 'rate' ? `rate limit ${w.limit}/s per ` : `concurrency limit ${w.limit} at once per `),
+                mono(w.key),
+                when(w.since),
+              ),
+            ),
+          ),
+        ),
+      );
     // Tasks waiting for a signal, and the signals the flow has received (taken by a task or kept).
     const waitingSignal = json && !t.finishedAt ? json.stages.flatMap((st) => st.tasks).filter((x) => x.waitingForSignal) : [];
     const signals = json?.signals ?? [];

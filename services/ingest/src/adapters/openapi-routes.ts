@@ -111,12 +111,21 @@ const flowTask = rec(
     worker: nullable(str('Worker instance')),
     waitingForWorker: bool('Dispatched, and no live worker in the registry serves its subject (absent until ingest has read the registry)'),
     waitingForSignal: str('A `waitFor` task that is ready and waits: the signal it waits for (POST /v1/flows/{id}/signals/{name})'),
+    waitingForLimit: rec(
+      {
+        kind: str('The limit it waits for', { enum: ['concurrency', 'rate'] }),
+        key: str("The limit's key (`tenant`, `input.customer`): its name, never its value"),
+        limit: { type: 'number', description: 'At most this many at once (concurrency), or starts per second (rate)' },
+        since: str('Waiting since', { format: 'date-time' }),
+      },
+      { description: 'Dispatched, taken by a worker, and held back by its concurrency or rate limit (not running yet)' },
+    ),
     chunks: rec(
       { count: int('Chunks of the mapped task'), succeeded: int('Succeeded'), failed: int('Failed or cancelled'), running: int('Dispatched, not settled') },
       { description: 'A mapped task (`map`): its chunks by state' },
     ),
   },
-  { optional: ['waitingForWorker', 'waitingForSignal', 'chunks'] },
+  { optional: ['waitingForWorker', 'waitingForSignal', 'waitingForLimit', 'chunks'] },
 );
 
 /** The callback's own state, apart from the flow's. */

@@ -21,6 +21,7 @@ import {
 import { noteFlowTrace } from '../../../../libs/logging/src/index.js';
 import { historyView, type FlowHistoryReader } from './flow-history.js';
 import { markWaitingForWorkers } from './workers.js';
+import { markWaitingForLimits, type LimitWaitReader } from './limits.js';
 
 /** What the flow handlers need from the broker (implemented over JetStream in adapters/gateway.ts). */
 export interface Gateway {
@@ -59,6 +60,8 @@ export interface FlowHandlersDeps {
   quota?: { check(tenant: string): void; accepted(tenant: string): void };
   /** The worker registry's live subjects: a dispatched task whose subject none serves says it waits for a worker. */
   workers?: { liveSubjects(): ReadonlySet<string> | undefined };
+  /** The waiting marks of tasks held back by their concurrency or rate limit (KV jetflow_limits). */
+  limits?: LimitWaitReader;
 }
 
 export interface SubmitResult {
@@ -142,7 +145,9 @@ export class FlowHandlers {
       throw new JetflowError(ErrorCodes.NOT_FOUND, `flow ${flowId} not found`);
     }
     const cb = isTerminal(s) && s.callbackUrl ? await this.d.gateway.getCallbackStatus(flowId) : undefined;
-    const view = publicView(s, this.d.registry.get(s.flow), cb);
+    const def = this.d.registry.get(s.flow);
+    const view = publicView(s, def, cb);
+    if (!isTerminal(s)) await markWaitingForLimits(view, def, flowId, this.d.limits);
     return markWaitingForWorkers(view, this.d.workers?.liveSubjects());
   }
 
