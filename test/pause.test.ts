@@ -129,6 +129,38 @@ describe('pause and resume a flow', () => {
     await assertExactlyOnce(j, cb, [id], { allowed: ['succeeded'], timeoutMs: 30_000 });
   });
 
+  test('a subject paused right after a NATS restart (through the API, as soon as ingest is back): its workers take none of its tasks until resumed', async (t) => {
+    const SUBJECT = 'jetflow.task.analyst.keywords';
+    const ids = await Promise.all(Array.from({ length: 4 }, () => submit('approvals')));
+    for (const id of ids) await approvalWaiting(id);
+    await j.nats!.restart();
+    const backAt = Date.now();
+    // Ingest answers 503, or its first request stalls, until it has reconnected: the pause goes in at the
+    // first try that is answered (a try is given up after 300 ms; a late one sets the same flag).
+    for (;;) {
+      assert.ok(Date.now() - backAt < 30_000, 'the pause is taken after the restart');
+      const r = await j.api(`/v1/subjects/${SUBJECT}/pause`, { method: 'POST', signal: AbortSignal.timeout(300) }).catch(() => undefined);
+      if (r?.status === 200) break;
+      await sleep(50);
+    }
+    t.diagnostic(`subject paused ${Date.now() - backAt} ms after the server was back`);
+    for (const id of ids) {
+      for (let r = await post(`/v1/flows/${id}/signals/approved`, 'ok'); r.status !== 202; r = await post(`/v1/flows/${id}/signals/approved`, 'ok')) {
+        assert.ok(Date.now() - backAt < 30_000, `signal ${id}: ${r.status}`);
+        await sleep(50);
+      }
+    }
+    for (const id of ids) await until(`${id} publish dispatched`, async () => (task(await view(id), 'publish')?.status === 'dispatched' ? true : undefined), 30_000);
+    // Longer than the client library's missed-heartbeat recovery of a watch lost with the server.
+    await sleep(8_000);
+    for (const id of ids) {
+      assert.equal(task(await view(id), 'publish')!.status, 'dispatched', `${id}: no worker takes it while its subject is paused`);
+      assert.equal(cb.byFlow(id).length, 0, `${id} has not ended`);
+    }
+    assert.match(await cli('resume', 'subject', SUBJECT), /resumed/);
+    await assertExactlyOnce(j, cb, ids, { allowed: ['succeeded'], timeoutMs: 30_000 });
+  });
+
   test('a pause control forged on the bus (no flag set) pauses nothing', async () => {
     const id = await submit('approvals');
     await approvalWaiting(id);
