@@ -2,8 +2,9 @@
  * The worker runtime's views of paused subjects and cancelled flows (KV jetflow_pauses, jetflow_cancel)
  * through a real nats-server restart (kill -9), in this process: a NATS restart loses the watches'
  * consumers, and the library would only notice after its missed heartbeats (seconds). A subject paused
- * right after the server is back takes none of its tasks until resumed, and a cancel written right after
- * the restart reaches the task that runs.
+ * right after the server is back takes none of its tasks until resumed, a pause set before a restart holds
+ * after it and a resume right after another is followed, and a cancel written right after the restart
+ * reaches the task that runs.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -133,6 +134,30 @@ describe('worker runtime: paused subjects and cancels right after a NATS restart
       assert.equal(r.status, TaskStatus.SUCCEEDED);
     }
     for (const id of ids) assert.equal(starts.filter((s) => s.flowId === id).length, 1, `${id} started once`);
+  });
+
+  it('the view rebuilt after a restart keeps a pause set before it, and follows the resume right after', async () => {
+    const { kv, close } = await freshKv(BUCKETS.pauses);
+    await kv.put(subjectPauseKey(PAUSED), new TextEncoder().encode('paused'));
+    await sleep(500); // the watch brings the flag
+    await nats.kill();
+    await nats.restart();
+    await close();
+    const ids = Array.from({ length: 2 }, () => `fwatch${++n}`);
+    for (const id of ids) await publishTask(id, 'work', PAUSED);
+    await sleep(3_000);
+    assert.deepEqual(
+      starts.filter((s) => ids.includes(s.flowId)),
+      [],
+      'still paused after the restart',
+    );
+    // Resumed through another restart: the new watch sees the flag deleted.
+    await nats.kill();
+    await nats.restart();
+    const again = await freshKv(BUCKETS.pauses);
+    await again.kv.delete(subjectPauseKey(PAUSED));
+    await again.close();
+    for (const id of ids) assert.equal((await until(`${id} ran after the resume`, () => results.find((x) => x.flowId === id))).status, TaskStatus.SUCCEEDED);
   });
 
   it('a cancel written right after a NATS restart reaches the running task', async () => {
