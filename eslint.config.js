@@ -54,7 +54,7 @@ export default defineConfig(
         {
           patterns: [
             {
-              regex: '(^|/)libs/(messaging|pool|errors)(/|$)|(^|/)libs/config/src/worker(\\.js)?$',
+              regex: '(^|/)libs/(messaging|pool|errors|worker-service)(/|$)|^@jetflow/(messaging|pool|errors|worker-service)$',
               message: 'A built-in worker uses the worker runtime through @jetflow/worker only (ARCHITECTURE.md, built-in workers on the SDK).',
             },
             { regex: '(^|/)packages/worker(/|$)|^@jetflow/worker/(?!threads$)', message: "Import '@jetflow/worker' or '@jetflow/worker/threads', not the SDK's files." },

@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 
 const SERVICES = ['services/analyst/src', 'services/dataset-generator/src'];
 // The worker runtime's libs, reached around the SDK; and the SDK's own files instead of its entries.
-const RUNTIME_DEEP = /(^|\/)libs\/(messaging|pool|errors)(\/|$)|(^|\/)libs\/config\/src\/worker(\.js)?$/;
+const RUNTIME_DEEP = /(^|\/)libs\/(messaging|pool|errors|worker-service)(\/|$)|^@jetflow\/(messaging|pool|errors|worker-service)$/;
 const SDK_DEEP = /(^|\/)packages\/worker(\/|$)|^@jetflow\/worker\/(?!threads$)/;
 const ENTRIES = new Set(['@jetflow/worker', '@jetflow/worker/threads']);
 

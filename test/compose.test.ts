@@ -46,7 +46,7 @@ function readByCode(variable: string): boolean {
   if (/^(OTEL_|AWS_)/.test(variable)) return true; // read by the OpenTelemetry SDK / the AWS SDK
   const files = [
     'libs/config/src/index.ts',
-    'libs/config/src/worker.ts',
+    'libs/worker-service/src/config.ts',
     'libs/config/src/nats.ts',
     'libs/telemetry/src/config.ts',
     'libs/flows/src/load.ts',

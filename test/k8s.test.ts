@@ -563,7 +563,7 @@ describe('names in the manifests are the ones the code provisions', () => {
   test('the variables the manifests set are ones the code reads', () => {
     const sources = [
       'libs/config/src/index.ts',
-      'libs/config/src/worker.ts',
+      'libs/worker-service/src/config.ts',
       'libs/config/src/storage.ts',
       'libs/config/src/nats.ts',
       'libs/telemetry/src/config.ts',

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError, type Env } from './index.js';
+import { ConfigError, type Env } from './env.js';
 
 /** How a service proves who it is to NATS, and where its replies come back. */
 export interface NatsAuth {

@@ -1,4 +1,4 @@
-import { int, oneOf, optStr, type Env } from './index.js';
+import { int, oneOf, optStr, type Env } from './env.js';
 
 /**
  * When the services use S3 and DynamoDB, from the standard AWS variables: a region or an endpoint

@@ -1,4 +1,4 @@
-import { ConfigError, type Env } from './index.js';
+import { ConfigError, type Env } from './env.js';
 
 /** What one tenant may do. `Infinity` means no limit (`off`). */
 export interface TenantLimit {

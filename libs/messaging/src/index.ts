@@ -6,7 +6,6 @@ export * from './dlq.js';
 export * from './worker.js';
 export * from './events.js';
 export * from './admission.js';
-export * from './worker-main.js';
 export * from './kv-writer.js';
 export * from './fast-codec.js';
 export * from './transient.js';

@@ -487,9 +487,9 @@ export const errorCodeOf = (err: unknown): string => codeOf(err);
  * announces itself in the worker registry, and on SIGTERM or SIGINT stops fetching, finishes what it
  * holds within cfg.graceMs, calls the handler's close() and exits 0. `makeHandler` runs once connected.
  */
-export { runWorkerService } from '../../../libs/messaging/src/worker-main.js';
+export { runWorkerService } from '../../../libs/worker-service/src/index.js';
 /** A worker service's settings from the environment (NATS_*, JETFLOW_TASK_SUBJECTS, JETFLOW_WORKER_THREADS, …: README, "Configuration"). */
-export { loadWorkerConfig, type WorkerConfig as WorkerServiceConfig } from '../../../libs/config/src/worker.js';
+export { loadWorkerConfig, type WorkerConfig as WorkerServiceConfig } from '../../../libs/worker-service/src/index.js';
 export type { Task } from '../../../libs/proto/src/index.js';
 export type {
   /** A worker service's handler: the raw Task message in, an output (a value, JSON bytes, or a stored reference) out. */

@@ -1,6 +1,6 @@
 import type { NatsConnection } from 'nats';
 import type { Task } from '../../proto/src/index.js';
-import type { WorkerConfig } from '../../config/src/worker.js';
+import type { WorkerConfig } from './config.js';
 import type { Logger } from '../../logging/src/index.js';
 import { ATTR, annotateActiveSpan, failActiveSpan, recordActiveSpanError, startTelemetry, tracingEnabled } from '../../telemetry/src/index.js';
 import {
@@ -14,9 +14,7 @@ import {
   taskRetriesCounter,
   zeroSeries,
 } from '../../metrics/src/index.js';
-import { onDeadLetter } from './dlq.js';
-import { CONSUMERS, STREAMS } from './topology.js';
-import type { TaskWorkerOptions } from './worker.js';
+import { CONSUMERS, STREAMS, onDeadLetter, type TaskWorkerOptions } from '../../messaging/src/index.js';
 
 type Outcome = Parameters<NonNullable<TaskWorkerOptions['onOutcome']>>[1];
 

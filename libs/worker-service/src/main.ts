@@ -3,12 +3,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from 'nats';
 import { knownSubjects, subjectMatches, taskSubjects } from '../../flows/src/index.js';
-import type { WorkerConfig } from '../../config/src/worker.js';
+import type { WorkerConfig } from './config.js';
 import { createLogger, reportError, type Logger } from '../../logging/src/index.js';
-import { connectNats } from './connect.js';
-import { provisionTopology } from './topology.js';
-import { startTaskWorker, type TaskHandler } from './worker.js';
-import { startWorkerObservability } from './worker-observability.js';
+import { connectNats, provisionTopology, startTaskWorker, type TaskHandler } from '../../messaging/src/index.js';
+import { startWorkerObservability } from './observability.js';
 
 /**
  * The composition of a task-worker process: connect, provision, serve the task subjects that match

@@ -1,9 +1,6 @@
-import { hostname } from 'node:os';
-import { availableParallelism } from 'node:os';
-import { int, list, natsServers, oneOf, optStr, replicas, str, bool, type Env } from './index.js';
-import { natsAuth, type NatsAuth } from './nats.js';
-import { loadFlowRegistry } from '../../flows/src/load.js';
-import type { FlowRegistry } from '../../flows/src/definitions.js';
+import { availableParallelism, hostname } from 'node:os';
+import { bool, int, list, natsAuth, natsServers, oneOf, optStr, replicas, str, type Env, type NatsAuth } from '../../config/src/index.js';
+import { loadFlowRegistry, type FlowRegistry } from '../../flows/src/index.js';
 import { telemetryConfig, type TelemetryConfig } from '../../telemetry/src/index.js';
 
 /** Settings shared by the two task-worker services (each has its own config.ts calling this). */
