@@ -10,8 +10,8 @@
  *   node --import tsx bench/insights-cpu.ts --n 50000 --only anomaly,keywords
  */
 import { performance } from 'node:perf_hooks';
-import { loadEmbeddingModel, loadSentimentModel } from '../libs/models/src/index.js';
-import { makeFeedbackBatch } from '../libs/testing/src/records.js';
+import { loadEmbeddingModel, loadSentimentModel } from '@jetflow/models';
+import { makeFeedbackBatch } from '@jetflow/testing';
 import { embeddingRowsOf, embeddingSummary } from '../services/dataset-generator/src/generators/embeddings.js';
 import { featurePartsOf, finishFeatures } from '../services/dataset-generator/src/generators/features.js';
 import { finishText, textRowsOf } from '../services/dataset-generator/src/generators/text.js';

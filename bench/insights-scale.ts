@@ -20,9 +20,8 @@ import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { resolve } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import { createS3Client } from '../libs/storage/src/index.js';
-import { makeFeedbackBatch } from '../libs/testing/src/records.js';
-import { startCallbackReceiver, startJetflow } from '../libs/testing/src/index.js';
+import { createS3Client } from '@jetflow/storage';
+import { makeFeedbackBatch, startCallbackReceiver, startJetflow } from '@jetflow/testing';
 import { cpuMs, selfCpuMs } from './proc.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { repoRoot } from '../libs/stack/src/index.js';
+import { repoRoot } from '@jetflow/stack';
 
 export interface AwsProcess {
   env: Record<string, string>;
@@ -17,7 +17,7 @@ export interface AwsProcess {
  */
 export async function startAwsProcess(): Promise<AwsProcess> {
   const root = repoRoot();
-  const js = join(root, 'dist', 'libs', 'storage', 'src', 'local-aws-main.js');
+  const js = join(root, 'libs', 'storage', 'dist', 'local-aws-main.js');
   const args = existsSync(js) ? [js] : ['--import', 'tsx', join(root, 'libs', 'storage', 'src', 'local-aws-main.ts')];
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));

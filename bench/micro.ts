@@ -12,11 +12,11 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { AckPolicy, DiscardPolicy, RetentionPolicy, StorageType, connect, headers as natsHeaders, nanos, type NatsConnection } from 'nats';
-import { FlowRegistry, INSIGHTS, newFlowState, validateSubmission, applyResult } from '../libs/flows/src/index.js';
-import { JetStreamPublisher, publishEvent, startPullLoop } from '../libs/messaging/src/index.js';
-import { createLogger } from '../libs/logging/src/index.js';
-import { TaskSchema, TaskResultSchema, TaskStatus } from '../libs/proto/src/index.js';
-import { startNatsServer } from '../libs/testing/src/nats-server.js';
+import { FlowRegistry, INSIGHTS, newFlowState, validateSubmission, applyResult } from '@jetflow/flows';
+import { JetStreamPublisher, publishEvent, startPullLoop } from '@jetflow/messaging';
+import { createLogger } from '@jetflow/logging';
+import { TaskSchema, TaskResultSchema, TaskStatus } from '@jetflow/proto';
+import { startNatsServer } from '@jetflow/testing';
 import { cpuMs, findPid, selfCpuMs } from './proc.js';
 
 export interface MicroResult {

@@ -10,8 +10,8 @@
  * callback arrival. Clock: every process reads the same machine clock, so the times are comparable.
  */
 import { parseArgs } from 'node:util';
-import { startCallbackReceiver, startJetflow, sampleSubmission } from '../libs/testing/src/index.js';
-import { deriveFlowId } from '../libs/flows/src/index.js';
+import { startCallbackReceiver, startJetflow, sampleSubmission } from '@jetflow/testing';
+import { deriveFlowId } from '@jetflow/flows';
 
 const { values } = parseArgs({ options: { rate: { type: 'string', default: '300' }, seconds: { type: 'string', default: '10' }, mode: { type: 'string', default: 'noop' } } });
 const rate = Number(values.rate);

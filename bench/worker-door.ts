@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { TEST_API_KEY, startJetflow, testNatsAuth } from '../libs/testing/src/index.js';
+import { TEST_API_KEY, startJetflow, testNatsAuth } from '@jetflow/testing';
 import { createWorker, defineTask, type WorkerLogger } from '../packages/worker/src/index.js';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '16' } } });

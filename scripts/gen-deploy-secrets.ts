@@ -4,8 +4,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parse } from 'yaml';
-import { loadFlowRegistry, taskSubjects } from '../libs/flows/src/index.js';
-import { checkPassword, hashPassword, natsSecurity, newPassword, secretEnv, verifyPassword, type NatsSecret } from '../libs/security/src/index.js';
+import { loadFlowRegistry, taskSubjects } from '@jetflow/flows';
+import { checkPassword, hashPassword, natsSecurity, newPassword, secretEnv, verifyPassword, type NatsSecret } from '@jetflow/security';
 
 /**
  * Renders the deployment's secrets from the one source of NATS identities (libs/security): the

@@ -6,12 +6,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { connect, type ConnectionOptions } from 'nats';
-import { int, pairs, type Env } from '../libs/config/src/index.js';
-import { natsAuth } from '../libs/config/src/nats.js';
-import { authOptions } from '../libs/messaging/src/connect.js';
-import { natsSecurity, secretEnv, securityInputFromEnv, type NatsSecurity } from '../libs/security/src/index.js';
-import { SERVICES, Stack, repoRoot, waitForHttp, type ServiceName } from '../libs/stack/src/index.js';
-import { startLocalAws } from '../libs/storage/src/index.js';
+import { int, pairs, type Env, natsAuth } from '@jetflow/config';
+import { authOptions } from '@jetflow/messaging';
+import { natsSecurity, secretEnv, securityInputFromEnv, type NatsSecurity } from '@jetflow/security';
+import { SERVICES, Stack, repoRoot, waitForHttp, type ServiceName } from '@jetflow/stack';
+import { startLocalAws } from '@jetflow/storage';
 import { apiKeyEntries, listenHost } from '../services/ingest/src/config.js';
 
 /** `.jetflow/local.json`: what the CLI reads to reach the local stack. */

@@ -13,9 +13,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
-import { CancelFlowsRequestSchema, type CancelFlowsResponse } from '../libs/proto/src/index.js';
-import { repoRoot } from '../libs/stack/src/index.js';
-import { assertExactlyOnce, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { CancelFlowsRequestSchema, type CancelFlowsResponse } from '@jetflow/proto';
+import { repoRoot } from '@jetflow/stack';
+import { assertExactlyOnce, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestServiceDefinition } from '../services/ingest/src/adapters/grpc.js';
 import { flowControlSuite } from './flow-control-suite.js';
 

@@ -6,10 +6,10 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { repoRoot } from '../libs/stack/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { repoRoot } from '@jetflow/stack';
 import { EXIT } from '../scripts/cli/exit.js';
-import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 // The jetflow CLI as a real child process (dist/scripts/jetflow.js) against a running stack.
 const CLI = join(repoRoot(), 'dist', 'scripts', 'jetflow.js');

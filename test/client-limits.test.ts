@@ -5,9 +5,9 @@ import { connect as tcpConnect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { create, toBinary } from '@bufbuild/protobuf';
-import { FlowEventSchema, type FlowEvent } from '../libs/proto/src/index.js';
-import { eventSubject } from '../libs/messaging/src/index.js';
-import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { FlowEventSchema, type FlowEvent } from '@jetflow/proto';
+import { eventSubject } from '@jetflow/messaging';
+import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 // Small bounds so the suite runs in seconds; the defaults are in services/ingest/src/config.ts.

@@ -45,7 +45,7 @@ const envFile = (file: string) =>
 function readByCode(variable: string): boolean {
   if (/^(OTEL_|AWS_)/.test(variable)) return true; // read by the OpenTelemetry SDK / the AWS SDK
   const files = [
-    'libs/config/src/index.ts',
+    'libs/config/src/env.ts',
     'libs/worker-service/src/config.ts',
     'libs/config/src/nats.ts',
     'libs/telemetry/src/config.ts',
@@ -196,7 +196,7 @@ describe('docker-compose.yml', () => {
     assert.deepEqual([...images], ['.|runtime'], 'one image');
     const aws = svc('local-aws');
     assert.deepEqual(aws.build, { context: '.', target: 'local-aws' }, 'local S3/DynamoDB: the dev-dependency target');
-    assert.deepEqual(aws.command?.slice(0, 2), ['node', 'dist/libs/storage/src/local-aws-main.js']);
+    assert.deepEqual(aws.command?.slice(0, 2), ['node', 'libs/storage/dist/local-aws-main.js']);
     assert.equal(aws.command?.[aws.command.indexOf('--s3-port') + 1], '4569');
     assert.equal(aws.command?.[aws.command.indexOf('--dynamo-port') + 1], '4567');
     assert.equal(aws.command?.[aws.command.indexOf('--host') + 1], '0.0.0.0');

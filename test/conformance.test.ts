@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BEHAVIOURS, CASE_NAMES, CONFORMANCE_SUBJECTS, formatReport, prepareConformance, runConformance, type CaseResult } from './conformance/kit.js';
 import { startRawWorker, type RawWorkerFault } from './conformance/raw-worker.js';
-import { startNatsServer, testNatsAuth, type NatsServerHandle, type TestNatsAuth } from '../libs/testing/src/index.js';
+import { startNatsServer, testNatsAuth, type NatsServerHandle, type TestNatsAuth } from '@jetflow/testing';
 
 // A definition naming the conformance subjects, so the worker identity's grants can be derived for them.
 const FLOWS = [

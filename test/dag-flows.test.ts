@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { headers as natsHeaders } from 'nats';
-import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '../libs/testing/src/index.js';
+import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '@jetflow/testing';
 import { createWorker, defineTask, type Worker } from '../packages/worker/src/index.js';
 import { ingestClient } from './grpc-client.js';
-import { childFlowKey, deriveFlowId } from '../libs/flows/src/index.js';
+import { childFlowKey, deriveFlowId } from '@jetflow/flows';
 
 const TOKENIZE = 'jetflow.task.custom.tokenize';
 const COUNT = 'jetflow.task.custom.count';

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { startCallbackReceiver, startJetflow, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
-import { encodeFlowEvent, eventSubject } from '../libs/messaging/src/index.js';
+import { startCallbackReceiver, startJetflow, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
+import { encodeFlowEvent, eventSubject } from '@jetflow/messaging';
 
 // The dashboard in real headless Chromium against the real services, at a desktop (1440 px) and a phone (420 px) width.
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';

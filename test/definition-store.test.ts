@@ -2,9 +2,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type KV, type NatsConnection } from 'nats';
-import { DefinitionStore, FlowRegistry, INSIGHTS, LiveDefinitions, definitionHash, definitionKey, followDefinitions, indexKey, type FlowDef } from '../libs/flows/src/index.js';
-import { BUCKETS, provisionTopology } from '../libs/messaging/src/index.js';
-import { startNatsServer, type NatsServerHandle } from '../libs/testing/src/index.js';
+import { DefinitionStore, FlowRegistry, INSIGHTS, LiveDefinitions, definitionHash, definitionKey, followDefinitions, indexKey, type FlowDef } from '@jetflow/flows';
+import { BUCKETS, provisionTopology } from '@jetflow/messaging';
+import { startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 
 /**
  * The definitions store on a real nats-server: concurrent registrations of one version (one wins), the

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { verifyPassword } from '../libs/security/src/index.js';
+import { verifyPassword } from '@jetflow/security';
 import { apiKeyEntries, sha256hex } from '../services/ingest/src/config.js';
 import { OPS_TENANT, generateDeploySecrets } from '../scripts/gen-deploy-secrets.js';
 

@@ -96,7 +96,8 @@ describe('Dockerfile', () => {
       ['prod-deps'],
       'node_modules from the production install only',
     );
-    assert.ok(!copies.some((c) => c.flags.from === 'build' && !/\/dist\s/.test(`${c.args} `)), 'from the build stage only dist/');
+    // dist/, and libs/: the workspace packages, whose package.json exports point into their built dist/.
+    assert.ok(!copies.some((c) => c.flags.from === 'build' && !/\/(dist|libs)\s/.test(`${c.args} `)), 'from the build stage only dist/ and the built libs');
     const users = lineage(runtime).flatMap((s) => s.instrs.filter((i) => i.op === 'USER'));
     assert.match(users[0]?.args ?? '', /^[1-9]\d*(:[1-9]\d*)?$/, 'USER is a numeric non-root uid (Kubernetes runAsNonRoot checks numbers)');
     assert.equal(users[0]!.args.split(':')[0], '1000', 'uid 1000, the runAsUser of deploy/k8s');
@@ -138,8 +139,12 @@ describe('Dockerfile', () => {
 
   test('what the services read from disk at run time is in the runtime image', () => {
     const copied = runtime.instrs.filter((i) => i.op === 'COPY').map((c) => c.args.split(/\s+/)[0]!.replace(/^\/app\//, ''));
-    // libs/models (assetsDir), the dashboard (services/ingest/ui), the version in the ops API (package.json).
-    for (const need of ['dist', 'libs/models/assets', 'services/ingest/ui', 'package.json', 'node_modules']) assert.ok(copied.includes(need), `runtime copies ${need}`);
+    // The built libs with libs/models/assets (assetsDir), the dashboard (services/ingest/ui), the version in the ops API (package.json).
+    for (const need of ['dist', 'libs', 'services/ingest/ui', 'package.json', 'node_modules']) assert.ok(copied.includes(need), `runtime copies ${need}`);
+    for (const lib of readdirSync('libs').filter((n) => existsSync(join('libs', n, 'package.json')))) {
+      const exp = (JSON.parse(readFileSync(join('libs', lib, 'package.json'), 'utf8')) as { exports: Record<string, { default: string }> }).exports['.']!;
+      assert.match(exp.default, /^\.\/dist\//, `@jetflow/${lib} runs from its built dist/`);
+    }
     for (const f of ['libs/models/assets/vocab.json', 'libs/models/assets/sentiment.onnx', 'services/ingest/ui/index.html']) assert.ok(existsSync(f));
   });
 
@@ -160,18 +165,25 @@ describe('Dockerfile', () => {
     assert.ok(commands.length >= 11, `${commands.length} commands`);
     for (const [where, cmd] of commands) {
       assert.equal(cmd[0], 'node', `${where}: runs node`);
-      assert.match(cmd[1]!, /^dist\//, `${where}: a compiled file`);
+      assert.match(cmd[1]!, /^(dist|libs\/[a-z0-9-]+\/dist)\//, `${where}: a compiled file`);
       assert.ok(existsSync(cmd[1]!), `${where}: ${cmd[1]} exists after npm run build`);
     }
   });
 
   test('the services need only production dependencies (every package their compiled code imports is in dependencies)', () => {
     assertBuilt();
+    /** A lib's package.json, by its workspace name `@jetflow/<name>`. */
+    const libPkg = (name: string) => {
+      const file = join('libs', name.slice('@jetflow/'.length), 'package.json');
+      return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { exports: Record<string, { default: string }>; dependencies?: Record<string, string> }) : undefined;
+    };
     const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
     const entries = ['ingest', 'orchestrator', 'dataset-generator', 'analyst'].map((s) => `dist/services/${s}/src/main.js`);
     for (const s of ['dataset-generator', 'analyst']) entries.push(`dist/services/${s}/src/pool-worker.js`);
     const seen = new Set<string>();
     const packages = new Map<string, string>();
+    // startLocalAws() (libs/storage) requires these lazily for the laptop stack and the tests; no service calls it.
+    const laptopOnly = new Set(['s3rver', 'dynalite']);
     const walk = (file: string) => {
       if (seen.has(file)) return;
       seen.add(file);
@@ -186,16 +198,24 @@ describe('Dockerfile', () => {
           walk(target);
         } else if (!builtins.has(spec)) {
           const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!;
+          const lib = name.startsWith('@jetflow/') ? libPkg(name) : undefined;
+          if (lib) {
+            // A workspace lib: its own built code, whose npm imports its package.json must declare.
+            const target = join('libs', name.slice('@jetflow/'.length), lib.exports['.']!.default);
+            assert.ok(existsSync(target), `${file}: ${spec} is built (${target})`);
+            walk(target);
+          }
+          const owner = /^libs\/([a-z0-9-]+)\/dist\//.exec(file)?.[1];
+          if (owner && !name.startsWith('@jetflow/'))
+            assert.ok(libPkg(`@jetflow/${owner}`)?.dependencies?.[name] || laptopOnly.has(name), `${file}: ${name} is in libs/${owner}/package.json dependencies`);
           if (!packages.has(name)) packages.set(name, file);
         }
       }
     };
     for (const e of entries) walk(e);
     assert.ok(packages.size > 10, `found ${packages.size} packages`);
-    // startLocalAws() (libs/storage) requires these lazily for the laptop stack and the tests; no service calls it.
-    const laptopOnly = new Set(['s3rver', 'dynalite']);
     for (const [name, from] of packages) {
-      if (laptopOnly.has(name) && from.endsWith('libs/storage/src/local-aws.js')) continue;
+      if (laptopOnly.has(name) && from.endsWith('libs/storage/dist/local-aws.js')) continue;
       assert.ok(pkg.dependencies[name], `${name} (imported by ${from}) is a production dependency`);
     }
   });

@@ -1,8 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { BAD_REQUEST_TYPE_URL, STATUS_DETAILS_TRAILER, decodeRpcStatus } from '../libs/errors/src/grpc-status.js';
-import { jetflowPerSuite, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { BAD_REQUEST_TYPE_URL, STATUS_DETAILS_TRAILER, decodeRpcStatus } from '@jetflow/errors';
+import { jetflowPerSuite, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 /** One body with two schema errors, a bad record and a callback to a private address (valid on both doors' wire). */

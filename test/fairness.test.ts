@@ -9,8 +9,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CONSUMERS, STREAMS } from '../libs/messaging/src/index.js';
-import { jetflowPerSuite, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { CONSUMERS, STREAMS } from '@jetflow/messaging';
+import { jetflowPerSuite, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 const MAX_RUNNING = 10;
 const FLOW_MS = 200;

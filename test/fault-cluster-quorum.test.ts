@@ -1,17 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { STREAMS } from '../libs/messaging/src/topology.js';
-import {
-  TEST_SECRET,
-  assertExactlyOnce,
-  sampleSubmission,
-  jetflowPerSuite,
-  steadyLoad,
-  type CallbackReceiver,
-  type JetflowUnderTest,
-  type NatsClusterHandle,
-} from '../libs/testing/src/index.js';
+import { STREAMS } from '@jetflow/messaging';
+import { TEST_SECRET, assertExactlyOnce, sampleSubmission, jetflowPerSuite, steadyLoad, type CallbackReceiver, type JetflowUnderTest, type NatsClusterHandle } from '@jetflow/testing';
 
 /**
  * Beyond what R3 promises to stay available through: two of three nodes down at once, so no stream has

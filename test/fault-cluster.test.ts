@@ -1,17 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BUCKETS, STREAMS } from '../libs/messaging/src/topology.js';
-import {
-  TEST_SECRET,
-  assertExactlyOnce,
-  sampleSubmission,
-  jetflowPerSuite,
-  steadyLoad,
-  type CallbackReceiver,
-  type JetflowUnderTest,
-  type NatsClusterHandle,
-} from '../libs/testing/src/index.js';
+import { BUCKETS, STREAMS } from '@jetflow/messaging';
+import { TEST_SECRET, assertExactlyOnce, sampleSubmission, jetflowPerSuite, steadyLoad, type CallbackReceiver, type JetflowUnderTest, type NatsClusterHandle } from '@jetflow/testing';
 
 describe('a three-node NATS cluster (R3) loses a stream leader twice under steady load: every accepted flow ends exactly once', () => {
   let cluster: NatsClusterHandle;

@@ -6,11 +6,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders } from 'nats';
-import { TaskResultSchema, TaskStatus } from '../libs/proto/src/index.js';
-import { BUCKETS, STREAMS, resultSubject } from '../libs/messaging/src/index.js';
-import { definitionHash, storedDefinition, type FlowDef } from '../libs/flows/src/index.js';
-import { SERVICES, waitForHttp } from '../libs/stack/src/index.js';
-import { assertExactlyOnce, jetflowPerSuite, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { TaskResultSchema, TaskStatus } from '@jetflow/proto';
+import { BUCKETS, STREAMS, resultSubject } from '@jetflow/messaging';
+import { definitionHash, storedDefinition, type FlowDef } from '@jetflow/flows';
+import { SERVICES, waitForHttp } from '@jetflow/stack';
+import { assertExactlyOnce, jetflowPerSuite, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 /**
  * A definition change never loses a flow: a flow finishes on the definition it started with after the

@@ -28,9 +28,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { repoRoot, waitForHttp } from '../libs/stack/src/index.js';
-import { assertExactlyOnce, TEST_API_KEY, testNatsAuth, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { repoRoot, waitForHttp } from '@jetflow/stack';
+import { assertExactlyOnce, TEST_API_KEY, testNatsAuth, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { flowControlSuite, type FlowView } from './flow-control-suite.js';
 
 const LIMITED = 'jetflow.task.custom.limited2';

@@ -1,8 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { waitForHttp, type ServiceName } from '../libs/stack/src/index.js';
-import { assertExactlyOnce, jetflowPerSuite, sampleSubmission, steadyLoad, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { waitForHttp, type ServiceName } from '@jetflow/stack';
+import { assertExactlyOnce, jetflowPerSuite, sampleSubmission, steadyLoad, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 describe('kill -9 of every service and a broker restart under steady load: every accepted flow ends exactly once', () => {
   let j: JetflowUnderTest;

@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCallbackReceiver, startJetflow, sampleSubmission, steadyLoad, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { startCallbackReceiver, startJetflow, sampleSubmission, steadyLoad, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 describe('replicas and an unreachable callback receiver', () => {
   let j: JetflowUnderTest;

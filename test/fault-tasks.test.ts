@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
 import { create, toBinary, fromBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders } from 'nats';
-import { TaskResultSchema, TaskStatus, FlowEventSchema } from '../libs/proto/src/index.js';
-import { resultSubject } from '../libs/messaging/src/index.js';
-import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
-import { waitForHttp } from '../libs/stack/src/index.js';
+import { TaskResultSchema, TaskStatus, FlowEventSchema } from '@jetflow/proto';
+import { resultSubject } from '@jetflow/messaging';
+import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
+import { waitForHttp } from '@jetflow/stack';
 
 type View = {
   status: string;

@@ -9,9 +9,9 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fromBinary } from '@bufbuild/protobuf';
-import { FlowEventSchema, TaskStatus } from '../libs/proto/src/index.js';
-import { decodeTaskResult } from '../libs/messaging/src/index.js';
-import { jetflowPerSuite, type CallbackReceiver, type Delivery, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { FlowEventSchema, TaskStatus } from '@jetflow/proto';
+import { decodeTaskResult } from '@jetflow/messaging';
+import { jetflowPerSuite, type CallbackReceiver, type Delivery, type JetflowUnderTest } from '@jetflow/testing';
 
 type View = { status: string; stages: Array<{ name: string; tasks: Array<{ name: string; status: string; attempts: number; dispatchedAt: string | null }> }> };
 type Results = Record<string, Record<string, unknown> & { status?: string }>;

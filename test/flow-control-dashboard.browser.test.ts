@@ -10,8 +10,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { BUCKETS, waitingKey } from '../libs/messaging/src/index.js';
-import { assertExactlyOnce, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { BUCKETS, waitingKey } from '@jetflow/messaging';
+import { assertExactlyOnce, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { flowControlSuite } from './flow-control-suite.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';

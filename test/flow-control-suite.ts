@@ -12,8 +12,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { repoRoot } from '../libs/stack/src/index.js';
-import { jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest, type StartOptions } from '../libs/testing/src/index.js';
+import { repoRoot } from '@jetflow/stack';
+import { jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest, type StartOptions } from '@jetflow/testing';
 
 export type ViewTask = {
   name: string;

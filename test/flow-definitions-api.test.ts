@@ -5,10 +5,10 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { definitionHash, deriveFlowId, type FlowDef } from '../libs/flows/src/index.js';
-import { repoRoot, waitForHttp } from '../libs/stack/src/index.js';
+import { definitionHash, deriveFlowId, type FlowDef } from '@jetflow/flows';
+import { repoRoot, waitForHttp } from '@jetflow/stack';
 import { EXIT } from '../scripts/cli/exit.js';
-import { assertExactlyOnce, jetflowPerSuite, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { assertExactlyOnce, jetflowPerSuite, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { createWorker, defineTask } from '../packages/worker/src/index.js';
 
 /**

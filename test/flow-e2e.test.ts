@@ -2,9 +2,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, headers as natsHeaders } from 'nats';
 import { create, toBinary } from '@bufbuild/protobuf';
-import { SubmitFlowRequestSchema } from '../libs/proto/src/index.js';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { startCallbackReceiver, startJetflow, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { SubmitFlowRequestSchema } from '@jetflow/proto';
+import { deriveFlowId } from '@jetflow/flows';
+import { startCallbackReceiver, startJetflow, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 async function waitForStatus(j: JetflowUnderTest, flowId: string, statuses: string[], timeoutMs = 20_000) {

@@ -14,11 +14,11 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { FlowRequestSchema, SubmitFlowResponseSchema } from '../libs/proto/src/index.js';
-import { INGEST_CONTENT_TYPE, STREAMS } from '../libs/messaging/src/index.js';
-import { mulberry32, type Rng } from '../libs/random/src/index.js';
-import { assertExactlyOnce, jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { FlowRequestSchema, SubmitFlowResponseSchema } from '@jetflow/proto';
+import { INGEST_CONTENT_TYPE, STREAMS } from '@jetflow/messaging';
+import { mulberry32, type Rng } from '@jetflow/random';
+import { assertExactlyOnce, jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 import { malformed, rawClient, validRequests } from './grpc-raw.js';
 

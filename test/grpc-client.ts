@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { ingestServiceDefinition } from '../services/ingest/src/adapters/grpc.js';
-import { SubmitFlowRequestSchema, type SubmitFlowResponse, type GetFlowResponse, type CancelFlowResponse, type FlowEvent } from '../libs/proto/src/index.js';
+import { SubmitFlowRequestSchema, type SubmitFlowResponse, type GetFlowResponse, type CancelFlowResponse, type FlowEvent } from '@jetflow/proto';
 
 /** A real gRPC client over a socket, built from the same generated descriptors. */
 export function ingestClient(address: string, apiKey?: string) {

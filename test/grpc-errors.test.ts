@@ -2,9 +2,9 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { fromBinary, type DescMessage } from '@bufbuild/protobuf';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { mulberry32 } from '../libs/random/src/index.js';
-import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { mulberry32 } from '@jetflow/random';
+import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 import { malformed, PROMPT_MS, rawClient, REQUEST_SCHEMAS, validRequests } from './grpc-raw.js';
 

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath } from 'grpc-health-check';
-import { Stack } from '../libs/stack/src/index.js';
-import { freePort, startNatsServer, type NatsServerHandle } from '../libs/testing/src/index.js';
+import { Stack } from '@jetflow/stack';
+import { freePort, startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 import { addHealth } from '../services/ingest/src/adapters/grpc-health.js';
 
 type Health = grpc.Client & {

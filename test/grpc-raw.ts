@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { create, toBinary } from '@bufbuild/protobuf';
-import { CancelFlowRequestSchema, GetFlowRequestSchema, IngestService, SubmitFlowRequestSchema, WatchFlowRequestSchema } from '../libs/proto/src/index.js';
-import type { Rng } from '../libs/random/src/index.js';
+import { CancelFlowRequestSchema, GetFlowRequestSchema, IngestService, SubmitFlowRequestSchema, WatchFlowRequestSchema } from '@jetflow/proto';
+import type { Rng } from '@jetflow/random';
 
 /** Long enough for a status on a busy 2-core box; far shorter than "hangs until the deadline". */
 export const PROMPT_MS = 5_000;

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { request } from 'node:http';
 import { headers as natsHeaders } from 'nats';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 /** Counts what would betray a created flow: flow states in KV and messages ever accepted by the ingest stream. */

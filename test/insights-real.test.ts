@@ -5,10 +5,9 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { headers as natsHeaders } from 'nats';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { createDynamoClient, createS3Client, parseS3Ref } from '../libs/storage/src/index.js';
-import { makeFeedbackBatch, type FeedbackRecord } from '../libs/testing/src/records.js';
-import { startCallbackReceiver, startJetflow, type CallbackReceiver, type Delivery, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { createDynamoClient, createS3Client, parseS3Ref } from '@jetflow/storage';
+import { makeFeedbackBatch, type FeedbackRecord, startCallbackReceiver, startJetflow, type CallbackReceiver, type Delivery, type JetflowUnderTest } from '@jetflow/testing';
 
 /**
  * The insights flow on real data, end to end: the plugins through the worker-thread pools, datasets in

@@ -3,10 +3,9 @@ import assert from 'node:assert/strict';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import * as grpc from '@grpc/grpc-js';
 import { headers as natsHeaders } from 'nats';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { createS3Client, parseS3Ref } from '../libs/storage/src/index.js';
-import { makeFeedbackBatch } from '../libs/testing/src/records.js';
-import { startCallbackReceiver, startJetflow, type CallbackReceiver, type Delivery, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { createS3Client, parseS3Ref } from '@jetflow/storage';
+import { makeFeedbackBatch, startCallbackReceiver, startJetflow, type CallbackReceiver, type Delivery, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 /**

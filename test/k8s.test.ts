@@ -5,11 +5,10 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { CONSUMERS, STREAMS } from '../libs/messaging/src/topology.js';
-import { BUILTIN_FLOWS, allTasks, loadFlowRegistry, subjectMatches, taskSubjects, validateDefinitions } from '../libs/flows/src/index.js';
-import { knownSubjects } from '../libs/flows/src/catalogue.js';
-import { natsServerBinary } from '../libs/testing/src/index.js';
-import { JETFLOW_ACCOUNT } from '../libs/security/src/index.js';
+import { CONSUMERS, STREAMS } from '@jetflow/messaging';
+import { BUILTIN_FLOWS, allTasks, loadFlowRegistry, subjectMatches, taskSubjects, validateDefinitions, knownSubjects } from '@jetflow/flows';
+import { natsServerBinary } from '@jetflow/testing';
+import { JETFLOW_ACCOUNT } from '@jetflow/security';
 import { generateDeploySecrets } from '../scripts/gen-deploy-secrets.js';
 import { MEASURED, cellCapacity, lagThreshold, sizingTable } from '../scripts/deploy/sizing.js';
 import { validateNatsTrigger, validateObject, type K8sObject } from './k8s-schema.js';
@@ -562,7 +561,7 @@ describe('names in the manifests are the ones the code provisions', () => {
 
   test('the variables the manifests set are ones the code reads', () => {
     const sources = [
-      'libs/config/src/index.ts',
+      'libs/config/src/env.ts',
       'libs/worker-service/src/config.ts',
       'libs/config/src/storage.ts',
       'libs/config/src/nats.ts',

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { headers as natsHeaders } from 'nats';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { flowTraceId } from '../libs/logging/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { flowTraceId } from '@jetflow/logging';
 import {
   TEST_API_KEY,
   TEST_SECRET,
@@ -15,7 +15,7 @@ import {
   type CallbackReceiver,
   type JetflowUnderTest,
   type OtlpReceiver,
-} from '../libs/testing/src/index.js';
+} from '@jetflow/testing';
 
 type Line = Record<string, unknown> & { msg?: string; flowId?: string; trace_id?: string; span_id?: string; task?: string; service?: string };
 

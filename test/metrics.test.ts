@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AckPolicy, headers as natsHeaders } from 'nats';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { METRICS } from '../libs/metrics/src/index.js';
-import { freePort, sampleSubmission, startCallbackReceiver, startJetflow, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { METRICS } from '@jetflow/metrics';
+import { freePort, sampleSubmission, startCallbackReceiver, startJetflow, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 interface Sample {

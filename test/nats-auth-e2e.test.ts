@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { connect, headers as natsHeaders } from 'nats';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { jetflowPerSuite, sampleSubmission, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { jetflowPerSuite, sampleSubmission, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 describe('Jetflow with NATS identities and permissions', () => {
   let j: JetflowUnderTest;

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigError } from '../libs/config/src/index.js';
+import { ConfigError } from '@jetflow/config';
 import { loadConfig as ingest } from '../services/ingest/src/config.js';
 import { loadConfig as orchestrator } from '../services/orchestrator/src/config.js';
 import { loadConfig as datasetGenerator } from '../services/dataset-generator/src/config.js';

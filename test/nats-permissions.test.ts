@@ -7,9 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { connect, type NatsConnection } from 'nats';
-import { TaskSchema } from '../libs/proto/src/index.js';
-import { loadFlowRegistry, taskSubjects } from '../libs/flows/src/index.js';
-import { createLogger } from '../libs/logging/src/index.js';
+import { TaskSchema } from '@jetflow/proto';
+import { loadFlowRegistry, taskSubjects } from '@jetflow/flows';
+import { createLogger } from '@jetflow/logging';
 import { AckPolicy } from 'nats';
 import {
   ADMISSION_SUBJECTS,
@@ -23,13 +23,13 @@ import {
   provisionTopology,
   startTaskWorker,
   watchWorkerRegistry,
-} from '../libs/messaging/src/index.js';
-import { tenantLimits } from '../libs/config/src/tenant-limits.js';
+  TaskLimiter,
+} from '@jetflow/messaging';
+import { tenantLimits } from '@jetflow/config';
 import { FairAdmission } from '../services/orchestrator/src/admission.js';
 import { IngestLanes } from '../services/orchestrator/src/ingest-lanes.js';
-import { startNatsServer, testNatsAuth, type NatsServerHandle, type TestNatsAuth } from '../libs/testing/src/index.js';
-import type { Role } from '../libs/security/src/index.js';
-import { TaskLimiter } from '../libs/messaging/src/task-limiter.js';
+import { startNatsServer, testNatsAuth, type NatsServerHandle, type TestNatsAuth } from '@jetflow/testing';
+import type { Role } from '@jetflow/security';
 
 const PARTITIONS = 2;
 /** A publish the server refuses: nats.js fails a request to a subject its user may not publish to. */

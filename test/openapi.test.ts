@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { validate as readmeValidate } from '@readme/openapi-parser';
-import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 // The served OpenAPI document, checked by two validators written by others, and real answers of a
 // running stack checked against it with ajv (JSON Schema 2020-12, OpenAPI 3.1's dialect).

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { repoRoot } from '../libs/stack/src/index.js';
+import { repoRoot } from '@jetflow/stack';
 import { EXIT } from '../scripts/cli/exit.js';
-import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { jetflowPerSuite, sampleSubmission, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 // The harness's keys: `default` holds an operator key (j.apiKey), `other` a plain tenant key.

@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders } from 'nats';
-import { FlowControlSchema } from '../libs/proto/src/index.js';
-import { resultSubject } from '../libs/messaging/src/index.js';
-import { assertExactlyOnce, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { FlowControlSchema } from '@jetflow/proto';
+import { resultSubject } from '@jetflow/messaging';
+import { assertExactlyOnce, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { flowControlSuite } from './flow-control-suite.js';
 
 describe('pause and resume a flow', () => {

@@ -10,9 +10,9 @@ import { join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { headers as natsHeaders } from 'nats';
-import { DLQ_HEADERS } from '../libs/messaging/src/index.js';
-import { repoRoot } from '../libs/stack/src/index.js';
-import { jetflowPerSuite, waitForConsumers, TEST_API_KEY, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { DLQ_HEADERS } from '@jetflow/messaging';
+import { repoRoot } from '@jetflow/stack';
+import { jetflowPerSuite, waitForConsumers, TEST_API_KEY, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 const PRIO_KEY = 'prio-key-0123456789abcdef';

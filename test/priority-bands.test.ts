@@ -18,9 +18,9 @@ import {
   encodeTaskShared,
   provisionTopology,
   startTaskWorker,
-} from '../libs/messaging/src/index.js';
-import { createLogger } from '../libs/logging/src/index.js';
-import { startNatsServer, type NatsServerHandle } from '../libs/testing/src/index.js';
+} from '@jetflow/messaging';
+import { createLogger } from '@jetflow/logging';
+import { startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 
 const SUBJECT = 'jetflow.task.test.bands';
 const log = createLogger('priority-bands-test', 'error');

@@ -5,8 +5,8 @@ import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { headers as natsHeaders } from 'nats';
-import { repoRoot } from '../libs/stack/src/index.js';
-import { freePort, sampleSubmission, startCallbackReceiver, startJetflow, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { repoRoot } from '@jetflow/stack';
+import { freePort, sampleSubmission, startCallbackReceiver, startJetflow, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 // Prometheus's own tools against Jetflow: promtool checks and unit-tests the rules in

@@ -12,8 +12,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { BEHAVIOURS, CASE_NAMES, formatReport, runConformance, type CaseResult } from './conformance/kit.js';
-import { TEST_API_KEY, freePort, startNatsServer, testNatsAuth, type NatsServerHandle, type TestNatsAuth } from '../libs/testing/src/index.js';
-import { serviceCommand, waitForHttp } from '../libs/stack/src/index.js';
+import { TEST_API_KEY, freePort, startNatsServer, testNatsAuth, type NatsServerHandle, type TestNatsAuth } from '@jetflow/testing';
+import { serviceCommand, waitForHttp } from '@jetflow/stack';
 
 const PYTHON = process.env.JETFLOW_PYTHON ?? '/usr/bin/python3';
 const KEY = 'conformance-worker-key-0123456789';

@@ -10,8 +10,7 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { makeFeedbackBatch } from '../libs/testing/src/records.js';
-import { TEST_API_KEY, startCallbackReceiver, startJetflow, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { makeFeedbackBatch, TEST_API_KEY, startCallbackReceiver, startJetflow, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 const PYTHON = process.env.JETFLOW_PYTHON ?? '/usr/bin/python3';
 const SDK = resolve('sdk/python');

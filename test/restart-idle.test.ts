@@ -1,8 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SERVICES } from '../libs/stack/src/index.js';
-import { jetflowPerSuite, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
-import { waitForHttp } from '../libs/stack/src/index.js';
+import { SERVICES, waitForHttp } from '@jetflow/stack';
+import { jetflowPerSuite, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 async function submitN(j: JetflowUnderTest, cb: CallbackReceiver, n: number, prefix: string): Promise<string[]> {
   const ids: string[] = [];

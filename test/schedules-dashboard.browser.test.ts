@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { startJetflow, sampleSubmission, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { startJetflow, sampleSubmission, type JetflowUnderTest } from '@jetflow/testing';
 
 // The dashboard's Schedules page in real headless Chromium against the real services.
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';

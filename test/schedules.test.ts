@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { headers as natsHeaders } from 'nats';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { repoRoot } from '../libs/stack/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { repoRoot } from '@jetflow/stack';
 import { EXIT } from '../scripts/cli/exit.js';
-import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { startCallbackReceiver, startJetflow, sampleSubmission, waitForConsumers, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 // Delayed starts and cron schedules against the real stack: two orchestrator replicas, noop workers.

@@ -12,10 +12,10 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
-import { FlowControlSchema, FlowRequestSchema, TaskResultSchema, TaskStatus } from '../libs/proto/src/index.js';
-import { INGEST_CONTENT_TYPE, STREAMS, resultSubject } from '../libs/messaging/src/index.js';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { assertExactlyOnce, jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { FlowControlSchema, FlowRequestSchema, TaskResultSchema, TaskStatus } from '@jetflow/proto';
+import { INGEST_CONTENT_TYPE, STREAMS, resultSubject } from '@jetflow/messaging';
+import { deriveFlowId } from '@jetflow/flows';
+import { assertExactlyOnce, jetflowPerSuite, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 
 const enc = new TextEncoder();
 const OTHER_KEY = 'other-key-0123456789abcdef';

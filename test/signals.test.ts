@@ -12,10 +12,10 @@ import * as grpc from '@grpc/grpc-js';
 import { create, fromJson, toBinary, type JsonValue } from '@bufbuild/protobuf';
 import { ValueSchema } from '@bufbuild/protobuf/wkt';
 import { headers as natsHeaders } from 'nats';
-import { FlowControlSchema, SignalFlowRequestSchema, type SignalFlowResponse } from '../libs/proto/src/index.js';
-import { STREAMS, resultSubject } from '../libs/messaging/src/index.js';
+import { FlowControlSchema, SignalFlowRequestSchema, type SignalFlowResponse } from '@jetflow/proto';
+import { STREAMS, resultSubject } from '@jetflow/messaging';
 import { ingestServiceDefinition } from '../services/ingest/src/adapters/grpc.js';
-import { assertExactlyOnce, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { assertExactlyOnce, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { flowControlSuite } from './flow-control-suite.js';
 
 type Callback = { status: string; results: Record<string, unknown>; datasets: Record<string, unknown>; errors: Array<{ task: string; code: string }> };

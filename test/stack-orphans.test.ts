@@ -15,7 +15,7 @@ const alive = (pid: number) => {
 test('services started by the supervisor stop when the supervisor is killed without stopping them', async () => {
   // A supervisor in its own process: starts nats-server and the stack, prints the service pids, waits.
   const script = `
-    import { startJetflow } from './libs/testing/src/index.ts';
+    import { startJetflow } from '@jetflow/testing';
     const j = await startJetflow();
     console.log(JSON.stringify({ pids: j.stack.procs.map((p) => p.proc.pid), nats: j.nats.pid }));
     await new Promise(() => {});

@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { connect, nanos, type NatsConnection } from 'nats';
-import { BUCKETS, CONSUMERS, STREAMS, consumerConfigs, provisionTopology, streamConfigs, type TopologyOptions } from '../libs/messaging/src/index.js';
-import { SERVICES, Stack, waitForHttp } from '../libs/stack/src/index.js';
-import { TEST_API_KEY, freePort, startNatsCluster, startNatsServer, testAuthDefault, testNatsAuth, waitForConsumers, type TestNatsAuth } from '../libs/testing/src/index.js';
+import { BUCKETS, CONSUMERS, STREAMS, consumerConfigs, provisionTopology, streamConfigs, type TopologyOptions } from '@jetflow/messaging';
+import { SERVICES, Stack, waitForHttp } from '@jetflow/stack';
+import { TEST_API_KEY, freePort, startNatsCluster, startNatsServer, testAuthDefault, testNatsAuth, waitForConsumers, type TestNatsAuth } from '@jetflow/testing';
 
 const topology: TopologyOptions = {
   partitions: 8,

@@ -7,9 +7,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from 'nats';
-import { BUCKETS, provisionTopology } from '../libs/messaging/src/topology.js';
-import { MAX_PROBES, TaskLimiter, limitKeyHash } from '../libs/messaging/src/task-limiter.js';
-import { startNatsServer, type NatsServerHandle } from '../libs/testing/src/index.js';
+import { BUCKETS, provisionTopology, MAX_PROBES, TaskLimiter, limitKeyHash } from '@jetflow/messaging';
+import { startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 
 const S = 'jetflow.task.custom.limiter';
 const who = { flowId: 'f1', task: 't' };

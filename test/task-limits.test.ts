@@ -13,9 +13,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
-import { repoRoot } from '../libs/stack/src/index.js';
-import { FlowEventSchema } from '../libs/proto/src/index.js';
-import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '../libs/testing/src/index.js';
+import { repoRoot } from '@jetflow/stack';
+import { FlowEventSchema } from '@jetflow/proto';
+import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '@jetflow/testing';
 
 const SUBJECTS = {
   limited: 'jetflow.task.custom.limited',

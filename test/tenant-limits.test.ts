@@ -9,9 +9,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { fromBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders } from 'nats';
-import { FlowEventSchema } from '../libs/proto/src/index.js';
-import { CONSUMERS, STREAMS } from '../libs/messaging/src/index.js';
-import { jetflowPerSuite, TEST_API_KEY, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '../libs/testing/src/index.js';
+import { FlowEventSchema } from '@jetflow/proto';
+import { CONSUMERS, STREAMS } from '@jetflow/messaging';
+import { jetflowPerSuite, TEST_API_KEY, TEST_SECRET, type CallbackReceiver, type JetflowUnderTest } from '@jetflow/testing';
 import { ingestClient } from './grpc-client.js';
 
 /** A tenant's running flows, followed through their lifecycle events, and the most seen at once. */

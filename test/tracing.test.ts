@@ -5,8 +5,8 @@ import { resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { headers as natsHeaders } from 'nats';
-import { deriveFlowId } from '../libs/flows/src/index.js';
-import { SubmitFlowRequestSchema, type SubmitFlowResponse } from '../libs/proto/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
+import { SubmitFlowRequestSchema, type SubmitFlowResponse } from '@jetflow/proto';
 import { ingestServiceDefinition } from '../services/ingest/src/adapters/grpc.js';
 import {
   SPAN_KIND,
@@ -18,7 +18,7 @@ import {
   type JetflowUnderTest,
   type OtlpReceiver,
   type ReceivedSpan,
-} from '../libs/testing/src/index.js';
+} from '@jetflow/testing';
 
 // insights v2: prepare and score (level 0, mapped: `<flow>:0:<task>:<chunk>`), then the datasets (level 1), then the analyses (level 2).
 const TASKS = [

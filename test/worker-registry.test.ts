@@ -12,10 +12,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { createWorker, defineTask, type Worker } from '../packages/worker/src/index.js';
-import { repoRoot } from '../libs/stack/src/index.js';
-import { BUCKETS } from '../libs/messaging/src/index.js';
+import { repoRoot } from '@jetflow/stack';
+import { BUCKETS } from '@jetflow/messaging';
 import { ingestClient } from './grpc-client.js';
-import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '../libs/testing/src/index.js';
+import { TEST_API_KEY, startCallbackReceiver, startJetflow, testNatsAuth, type CallbackReceiver, type JetflowUnderTest, type TestNatsAuth } from '@jetflow/testing';
 
 const SUBJECT = 'jetflow.task.custom.regtok';
 const FLOWS = [

@@ -7,24 +7,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
-import { FlowEventSchema, TaskStatus, type Task } from '../libs/proto/src/index.js';
+import { FlowEventSchema, TaskStatus, type Task } from '@jetflow/proto';
 import { fromBinary } from '@bufbuild/protobuf';
-import {
-  BUCKETS,
-  CONSUMERS,
-  STREAMS,
-  decodeTaskResult,
-  encodeTask,
-  encodeTaskShared,
-  provisionTopology,
-  startTaskWorker,
-  type TaskContext,
-  type TaskHandler,
-} from '../libs/messaging/src/index.js';
-import { createLogger } from '../libs/logging/src/index.js';
-import { CHAOS_BUSY, createWorkerPool, runUnderLimits, workerFileNextTo, type BusyReport } from '../libs/pool/src/index.js';
-import type { BusyJob } from '../libs/pool/src/busy-worker.js';
-import { startNatsServer, type NatsServerHandle } from '../libs/testing/src/index.js';
+import { BUCKETS, CONSUMERS, STREAMS, decodeTaskResult, encodeTask, encodeTaskShared, provisionTopology, startTaskWorker, type TaskContext, type TaskHandler } from '@jetflow/messaging';
+import { createLogger } from '@jetflow/logging';
+import { CHAOS_BUSY, createWorkerPool, runUnderLimits, workerFileNextTo, type BusyReport, type BusyJob } from '@jetflow/pool';
+import { startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 
 const SUBJECTS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map((s) => `jetflow.task.test.rt${s}`);
 const log = createLogger('worker-runtime-test', 'error');

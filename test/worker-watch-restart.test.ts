@@ -10,10 +10,10 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
-import { TaskStatus } from '../libs/proto/src/index.js';
-import { BUCKETS, decodeTaskResult, encodeTask, encodeTaskShared, provisionTopology, startTaskWorker, subjectPauseKey, type TaskWorker } from '../libs/messaging/src/index.js';
-import { createLogger } from '../libs/logging/src/index.js';
-import { startNatsServer, type NatsServerHandle } from '../libs/testing/src/index.js';
+import { TaskStatus } from '@jetflow/proto';
+import { BUCKETS, decodeTaskResult, encodeTask, encodeTaskShared, provisionTopology, startTaskWorker, subjectPauseKey, type TaskWorker } from '@jetflow/messaging';
+import { createLogger } from '@jetflow/logging';
+import { startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 
 const PAUSED = 'jetflow.task.test.watchpause';
 const LONG = 'jetflow.task.test.watchcancel';

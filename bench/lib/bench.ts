@@ -4,7 +4,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SERVICES, repoRoot } from '../../libs/stack/src/index.js';
+import { SERVICES, repoRoot } from '@jetflow/stack';
 import { measureCeiling } from '../ceiling.js';
 import { RssSampler, cpuMs, memMb, selfCpuMs, type Tracked } from '../proc.js';
 import { BenchReceiver } from '../receiver.js';

@@ -2,8 +2,8 @@ import { Agent, request } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { create, toBinary, type JsonObject } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
-import { IngestService, SubmitFlowRequestSchema } from '../../libs/proto/src/index.js';
-import { JetStreamPublisher } from '../../libs/messaging/src/index.js';
+import { IngestService, SubmitFlowRequestSchema } from '@jetflow/proto';
+import { JetStreamPublisher } from '@jetflow/messaging';
 import type { Door } from './options.js';
 
 /** How a driver reports one submission: accepted (PubAck, 202/200, gRPC OK) or refused with why. */

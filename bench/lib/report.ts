@@ -1,4 +1,4 @@
-import { SERVICES } from '../../libs/stack/src/index.js';
+import { SERVICES } from '@jetflow/stack';
 import { fmt, table } from '../stats.js';
 import type { BenchResult, StepResult } from './results.js';
 import { short } from './steps.js';

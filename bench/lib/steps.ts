@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConnection } from 'nats';
-import { deriveFlowId } from '../../libs/flows/src/index.js';
+import { deriveFlowId } from '@jetflow/flows';
 import type { CeilingResult } from '../ceiling.js';
 import type { RssSampler, Tracked } from '../proc.js';
 import type { Arrival } from '../receiver.js';

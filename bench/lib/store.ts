@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { NatsConnection } from 'nats';
-import { SERVICES } from '../../libs/stack/src/index.js';
+import { SERVICES } from '@jetflow/stack';
 
 /** What JetStream has stored and what the services exchanged, at one instant. */
 export interface StoreSnapshot {

@@ -2,8 +2,8 @@
 // so the tarball needs nothing but its declared dependencies; then emits the type declarations.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -35,3 +35,17 @@ await build({
   logLevel: 'warning',
 });
 execFileSync(process.execPath, [join(here, '../../node_modules/typescript/bin/tsc'), '-p', join(here, 'tsconfig.json')], { stdio: 'inherit' });
+// The libs' declarations ship next to the package's own (dist/types/libs/<name>/src): the workspace
+// names `@jetflow/<name>` they import each other by become relative paths an installed copy resolves.
+const types = join(here, 'dist', 'types');
+for (const entry of readdirSync(types, { recursive: true, withFileTypes: true })) {
+  if (!entry.isFile() || !entry.name.endsWith('.d.ts')) continue;
+  const dir = entry.parentPath ?? entry.path;
+  const file = join(dir, entry.name);
+  const text = readFileSync(file, 'utf8');
+  const next = text.replace(/(from\s*|import\(\s*)(['"])@jetflow\/([a-z0-9-]+)\2/g, (_, lead, q, lib) => {
+    const rel = relative(dir, join(types, 'libs', lib, 'src', 'index.js'));
+    return `${lead}${q}${rel.startsWith('.') ? rel : `./${rel}`}${q}`;
+  });
+  if (next !== text) writeFileSync(file, next);
+}

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { connect, type ConnectionOptions } from 'nats';
-import { CONSUMERS, STREAMS } from '../../libs/messaging/src/topology.js';
+import { CONSUMERS, STREAMS } from '@jetflow/messaging';
 import { CASE_NAMES, CONFORMANCE_SUBJECTS, formatReport, prepareConformance, runConformance } from './kit.js';
 
 const USAGE = `usage: npm run conformance -- --servers nats://host:4222 [--user U --password P | --token T] [--worker-cmd "CMD"]

@@ -19,8 +19,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { connect, headers as natsHeaders, type ConnectionOptions, type Msg, type MsgHdrs, type NatsConnection } from 'nats';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { TaskResultSchema, TaskSchema, TaskStatus, type TaskResult } from '../../libs/proto/src/index.js';
-import { BUCKETS, STREAMS, CONSUMERS, bandOf, bandSubject, partitionOf, provisionTopology } from '../../libs/messaging/src/topology.js';
+import { TaskResultSchema, TaskSchema, TaskStatus, type TaskResult } from '@jetflow/proto';
+import { BUCKETS, STREAMS, CONSUMERS, bandOf, bandSubject, partitionOf, provisionTopology } from '@jetflow/messaging';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -6,8 +6,8 @@
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type ConsumerMessages, type JsMsg, type NatsConnection } from 'nats';
-import { TaskResultSchema, TaskSchema, TaskStatus } from '../../libs/proto/src/index.js';
-import { CONSUMERS, STREAMS, partitionOf } from '../../libs/messaging/src/topology.js';
+import { TaskResultSchema, TaskSchema, TaskStatus } from '@jetflow/proto';
+import { CONSUMERS, STREAMS, partitionOf } from '@jetflow/messaging';
 import { BEHAVIOURS } from './kit.js';
 
 export type RawWorkerFault = 'none' | 'drop-token' | 'ack-before-publish' | 'random-msg-id' | 'wrong-partition';

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from 'nats';
 import { Registry } from 'prom-client';
-import { startNatsServer, type NatsServerHandle } from '../../testing/src/nats-server.js';
+import { startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 import { createKvCache } from './kv-cache.js';
 
 /** A loader that counts its calls and can be slowed down. */

@@ -1,6 +1,6 @@
 import type { KV, KvEntry, NatsConnection } from 'nats';
 import type { Registry } from 'prom-client';
-import { isCasConflict } from '../../messaging/src/js-errors.js';
+import { isCasConflict } from '@jetflow/messaging';
 import { toKvKey } from './keys.js';
 import { cacheCounters, type CacheCounters } from './metrics.js';
 

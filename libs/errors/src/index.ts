@@ -124,3 +124,5 @@ export function isTerminal(err: unknown): boolean {
   const c = codeOf(err);
   return c === 'terminal' || c === 'invalid_argument' || c === 'payload_too_large' || c === 'unsupported_media_type';
 }
+
+export * from './grpc-status.js';

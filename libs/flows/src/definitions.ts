@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { SUBJECTS } from '../../messaging/src/topology.js';
+import { SUBJECTS } from '@jetflow/messaging';
 import { ConcurrencySchema, RateLimitSchema } from './task-limits.js';
 
 /**

@@ -10,3 +10,4 @@ export * from './registrations.js';
 export * from './ids.js';
 export * from './plan.js';
 export * from './task-limits.js';
+export * from './schedules.js';

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError, optStr, type Env } from '../../config/src/index.js';
+import { ConfigError, optStr, type Env } from '@jetflow/config';
 import { BUILTIN_FLOWS, DefinitionError, FlowRegistry, validateDefinitions } from './definitions.js';
 
 /**

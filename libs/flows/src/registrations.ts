@@ -1,7 +1,7 @@
 import type { KV, KvEntry } from 'nats';
 import { z } from 'zod';
-import { ConfigError } from '../../config/src/index.js';
-import { isCasConflict } from '../../messaging/src/js-errors.js';
+import { ConfigError } from '@jetflow/config';
+import { isCasConflict } from '@jetflow/messaging';
 import { BUILTIN_FLOWS, DEFINITION_HASH_RE, DefinitionError, definitionHash, definitionKey, validateDefinitions, type FlowDef, type FlowRegistry } from './definitions.js';
 import { decodeStoredDefinition, storedDefinition } from './versions.js';
 

@@ -1,4 +1,4 @@
-import { CONSUMERS, STREAMS } from '../../messaging/src/topology.js';
+import { CONSUMERS, STREAMS } from '@jetflow/messaging';
 import { stagesOf, subjectMatches, taskSubjects, type FlowRegistry } from './definitions.js';
 
 export interface Route {

@@ -1,6 +1,6 @@
 import { Cron } from 'croner';
 import { z } from 'zod';
-import { invalid, type FieldIssue } from '../../errors/src/index.js';
+import { invalid, type FieldIssue } from '@jetflow/errors';
 import type { FlowRegistry } from './definitions.js';
 import { validateSubmission, type Submission } from './submission.js';
 

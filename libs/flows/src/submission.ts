@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { invalid, type FieldIssue } from '../../errors/src/index.js';
+import { invalid, type FieldIssue } from '@jetflow/errors';
 import type { FlowRegistry } from './definitions.js';
 import { DEFAULT_MAX_TASKS_PER_FLOW, mapCounts } from './plan.js';
 

@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { create, toBinary } from '@bufbuild/protobuf';
-import { AdmissionLoadSchema, FlowsEndedSchema } from '../../proto/src/index.js';
+import { AdmissionLoadSchema, FlowsEndedSchema } from '@jetflow/proto';
 import { ADMISSION_LIMITS, decodeEnded, decodeLoad, encodeEnded, encodeLoad } from './admission.js';
 
 const load = (v: Record<string, unknown>) => toBinary(AdmissionLoadSchema, create(AdmissionLoadSchema, v));

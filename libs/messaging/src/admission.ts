@@ -1,5 +1,5 @@
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { AdmissionLoadSchema, FlowsEndedSchema } from '../../proto/src/index.js';
+import { AdmissionLoadSchema, FlowsEndedSchema } from '@jetflow/proto';
 import { SUBJECTS } from './topology.js';
 
 /** Core NATS subjects of the orchestrator replicas' admission exchange (no stream: each report replaces the last). */

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import type { NatsConnection } from 'nats';
-import { startNatsServer, type NatsServerHandle } from '../../testing/src/nats-server.js';
+import { startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 import { connectNats } from './connect.js';
 
 let server: NatsServerHandle;

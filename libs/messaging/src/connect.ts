@@ -1,6 +1,6 @@
 import { Events, connect as natsConnect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
-import type { NatsAuth } from '../../config/src/nats.js';
-import type { Logger } from '../../logging/src/index.js';
+import type { NatsAuth } from '@jetflow/config';
+import type { Logger } from '@jetflow/logging';
 import { encodeUtf8, installFastUtf8 } from './utf8.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { NatsConnection } from 'nats';
 import { encodeFlowEvent } from './fast-codec.js';
-import { addActiveSpanEvent, tracingEnabled } from '../../telemetry/src/index.js';
+import { addActiveSpanEvent, tracingEnabled } from '@jetflow/telemetry';
 import { eventSubject } from './topology.js';
 
 export interface EventIn {

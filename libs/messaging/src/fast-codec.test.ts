@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { FlowEventSchema, TaskResultSchema, TaskSchema, TaskStatus } from '../../proto/src/index.js';
+import { FlowEventSchema, TaskResultSchema, TaskSchema, TaskStatus } from '@jetflow/proto';
 import { decodeTask, decodeTaskResult, encodeFlowEvent, encodeTask, encodeTaskResult, encodeTaskShared } from './fast-codec.js';
 
 const enc = new TextEncoder();

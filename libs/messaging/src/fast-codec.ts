@@ -1,5 +1,5 @@
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
-import type { Task, TaskInput, TaskResult } from '../../proto/src/index.js';
+import type { Task, TaskInput, TaskResult } from '@jetflow/proto';
 
 /**
  * Hand-written protobuf codecs for the messages of the hot path (FlowEvent, Task, TaskResult),

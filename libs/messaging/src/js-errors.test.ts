@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { AckPolicy, DiscardPolicy, connect, type JetStreamManager, type NatsConnection } from 'nats';
-import { codeOf } from '../../errors/src/index.js';
-import { startNatsServer, type NatsServerHandle } from '../../testing/src/nats-server.js';
+import { codeOf } from '@jetflow/errors';
+import { startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 import { JetStreamApiCodes as C, isCasConflict, isJsError, jsErrorCode, parseJsApiError } from './js-errors.js';
 import { KvWriter } from './kv-writer.js';
 import { JetStreamPublisher } from './publisher.js';

@@ -1,5 +1,5 @@
 import { headers as natsHeaders } from 'nats';
-import { CasConflictError } from '../../errors/src/index.js';
+import { CasConflictError } from '@jetflow/errors';
 import { JetStreamApiCodes } from './js-errors.js';
 import type { JetStreamPublisher } from './publisher.js';
 

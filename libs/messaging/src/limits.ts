@@ -1,4 +1,4 @@
-import { ErrorCodes } from '../../errors/src/index.js';
+import { ErrorCodes } from '@jetflow/errors';
 
 /**
  * A task's soft and hard time limits, and its cancellation. The clocks count running time only: they

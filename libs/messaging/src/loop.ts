@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JetStreamClient, JsMsg } from 'nats';
-import { reportError, type Logger } from '../../logging/src/index.js';
+import { reportError, type Logger } from '@jetflow/logging';
 import { traceMessages, type ConsumeTraceOptions } from './tracing.js';
 
 export interface PullLoopOptions {

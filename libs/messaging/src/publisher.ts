@@ -1,6 +1,6 @@
 import { createInbox, headers as natsHeaders, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
-import { CasConflictError, RetryableError } from '../../errors/src/index.js';
-import { tracingEnabled } from '../../telemetry/src/index.js';
+import { CasConflictError, RetryableError } from '@jetflow/errors';
+import { tracingEnabled } from '@jetflow/telemetry';
 import { JetStreamApiCodes, parseJsApiError, type JsApiError } from './js-errors.js';
 import { endPublishSpan, startPublishSpan } from './tracing.js';
 import { markTransient } from './transient.js';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from 'nats';
-import { startNatsCluster, startNatsServer, type NatsClusterHandle } from '../../testing/src/nats-server.js';
+import { startNatsCluster, startNatsServer, type NatsClusterHandle } from '@jetflow/testing';
 import { BUCKETS, STREAMS, provisionTopology } from './topology.js';
 
 const topology = { partitions: 2, taskSubjects: ['jetflow.task.dataset.text'] };

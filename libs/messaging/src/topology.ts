@@ -12,7 +12,7 @@ import {
   type ConsumerConfig,
   nanos,
 } from 'nats';
-import type { Logger } from '../../logging/src/index.js';
+import type { Logger } from '@jetflow/logging';
 import { JetStreamApiCodes as C, isJsError } from './js-errors.js';
 import { retryTransient } from './transient.js';
 

@@ -15,7 +15,7 @@ import {
   tracingEnabled,
   type Attributes,
   type Span,
-} from '../../telemetry/src/index.js';
+} from '@jetflow/telemetry';
 
 export interface ConsumeTraceOptions {
   stream: string;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RetryableError } from '../../errors/src/index.js';
+import { RetryableError } from '@jetflow/errors';
 import { isTransientNatsError, markTransient } from './transient.js';
 
 test('a broker that does not answer is transient; a refusal is not (by code, whatever the message says)', () => {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { MsgHdrsImpl, headers as natsHeaders } from 'nats';
-import { FlowEventSchema } from '../../proto/src/index.js';
+import { FlowEventSchema } from '@jetflow/proto';
 import { encodeUtf8, installFastUtf8 } from './utf8.js';
 
 const te = new TextEncoder();

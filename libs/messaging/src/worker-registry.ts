@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { KV, NatsConnection } from 'nats';
-import type { Logger } from '../../logging/src/index.js';
+import type { Logger } from '@jetflow/logging';
 import { BUCKETS, WORKER_REGISTRY_TTL_MS } from './topology.js';
 import { openKv } from './kv-view.js';
 

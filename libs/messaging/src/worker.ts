@@ -1,7 +1,7 @@
 import { Events, headers as natsHeaders, type JetStreamClient, type JsMsg, type NatsConnection, type Status } from 'nats';
-import { TaskStatus, type Task } from '../../proto/src/index.js';
-import { codeOf, isTerminal, ErrorCodes } from '../../errors/src/index.js';
-import { flowLogger, type Logger } from '../../logging/src/index.js';
+import { TaskStatus, type Task } from '@jetflow/proto';
+import { codeOf, isTerminal, ErrorCodes } from '@jetflow/errors';
+import { flowLogger, type Logger } from '@jetflow/logging';
 import { BAND_WEIGHTS, BUCKETS, CONSUMERS, PRIORITY_BANDS, STREAMS, baseTaskSubject, resultSubject } from './topology.js';
 import { JetStreamPublisher } from './publisher.js';
 import type { PullLoop } from './loop.js';

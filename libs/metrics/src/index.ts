@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, register as globalRegistry, type Registry } from 'prom-client';
-import { addErrorSink } from '../../logging/src/index.js';
+import { addErrorSink } from '@jetflow/logging';
 import { unexpectedErrorsCounter, zeroSeries } from './instruments.js';
 
 export * from './instruments.js';

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, register as globalRegistry, type Registry } from 'prom-client';
-import { ErrorCodes } from '../../errors/src/index.js';
+import { ErrorCodes } from '@jetflow/errors';
 
 /**
  * Every Jetflow metric name, in one place: the Grafana dashboard (deploy/grafana/jetflow.json) and the

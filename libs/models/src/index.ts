@@ -229,8 +229,8 @@ export function sentimentFeatures(text: string, vocab: ModelVocab, out?: Float32
 // Assets and sessions
 
 /**
- * The committed assets directory. tsc does not copy assets, so from dist/libs/models/src this walks
- * up to the repository's libs/models/assets; from libs/models/src (tsx) it is simply ../assets.
+ * The committed assets directory: ../assets from libs/models/src (tsx) and from libs/models/dist (built;
+ * tsc does not copy assets); from anywhere else, the nearest libs/models/assets above.
  */
 export function assetsDir(): string {
   const here = dirname(fileURLToPath(import.meta.url));

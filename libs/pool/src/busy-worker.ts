@@ -3,13 +3,8 @@
  * of the worker runtime over a real pool (createWorkerPool({ filename: workerFileNextTo(import.meta.url, 'busy-worker') })).
  * No top-level await (see index.ts).
  */
-import type { InputRecord } from '../../plugins/src/index.js';
 import { CHAOS_BUSY, busyWork, type BusyReport } from './chaos.js';
-import { createJobRunner, type WorkerJob } from './index.js';
-
-export interface BusyJob extends WorkerJob {
-  records: InputRecord[];
-}
+import { createJobRunner, type BusyJob } from './index.js';
 
 export default createJobRunner<BusyJob, string, BusyReport>({
   kind: 'plugin',

@@ -5,7 +5,7 @@
  * `fields.ignoreSignal` = 1, never looking at it, so only thread termination ends it.
  */
 import { threadId } from 'node:worker_threads';
-import { checkpoint, type InputRecord } from '../../plugins/src/index.js';
+import { checkpoint, type InputRecord } from '@jetflow/plugins';
 
 export const CHAOS_BUSY = 'chaos-busy';
 

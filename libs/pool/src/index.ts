@@ -20,6 +20,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, threadId, workerData, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
+import type { InputRecord } from '@jetflow/plugins';
 
 /** What every job sent to a worker carries; a service's job type adds its own fields. */
 export interface WorkerJob {
@@ -320,3 +321,8 @@ export function createJobRunner<J extends WorkerJob, P, R>(o: JobRunnerOptions<J
 }
 
 export { CHAOS_BUSY, busyWork, type BusyReport } from './chaos.js';
+
+/** A job of the chaos-busy pool worker (busy-worker.ts): records to be busy with. */
+export interface BusyJob extends WorkerJob {
+  records: InputRecord[];
+}

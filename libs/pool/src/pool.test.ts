@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { CHAOS_BUSY, createWorkerPool, workerFileNextTo, type BusyReport } from './index.js';
-import type { BusyJob } from './busy-worker.js';
+import { CHAOS_BUSY, createWorkerPool, workerFileNextTo, type BusyJob, type BusyReport } from './index.js';
 
 type Job = { busyMs: number; ignoreSignal?: boolean };
 

@@ -1,6 +1,6 @@
-import { pairs, type Env } from '../../config/src/index.js';
-import { loadFlowRegistry, taskSubjects } from '../../flows/src/index.js';
-import { DEFAULT_PARTITIONS } from '../../messaging/src/index.js';
+import { pairs, type Env } from '@jetflow/config';
+import { loadFlowRegistry, taskSubjects } from '@jetflow/flows';
+import { DEFAULT_PARTITIONS } from '@jetflow/messaging';
 import type { SecurityInput } from './roles.js';
 
 type WorkerService = 'dataset-generator' | 'analyst';

@@ -1,6 +1,6 @@
 import { RetentionPolicy } from 'nats';
-import { ID_RULES, subjectMatches } from '../../flows/src/index.js';
-import { ADMISSION_SUBJECTS, BUCKETS, CONSUMERS, LEGACY_INGEST_CONSUMER, STREAMS, SUBJECTS, consumerConfigs, streamConfigs } from '../../messaging/src/index.js';
+import { ID_RULES, subjectMatches } from '@jetflow/flows';
+import { ADMISSION_SUBJECTS, BUCKETS, CONSUMERS, LEGACY_INGEST_CONSUMER, STREAMS, SUBJECTS, consumerConfigs, streamConfigs } from '@jetflow/messaging';
 import {
   accountInfo,
   consume,

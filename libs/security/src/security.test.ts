@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CONSUMERS, STREAMS, consumerConfigs } from '../../messaging/src/index.js';
+import { CONSUMERS, STREAMS, consumerConfigs } from '@jetflow/messaging';
 import {
   JETFLOW_ACCOUNT,
   NEVER_GRANTED,

@@ -1,4 +1,4 @@
-import { SUBJECTS } from '../../messaging/src/index.js';
+import { SUBJECTS } from '@jetflow/messaging';
 import { hashPassword, type NatsSecret } from './credentials.js';
 import { JETFLOW_ACCOUNT, type Identity } from './roles.js';
 

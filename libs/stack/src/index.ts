@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export const SERVICES = ['ingest', 'orchestrator', 'dataset-generator', 'analyst'] as const;
 export type ServiceName = (typeof SERVICES)[number];
 
-/** The repository root, found from this file in both libs/stack/src and dist/libs/stack/src. */
+/** The repository root, found from this file in both libs/stack/src and libs/stack/dist. */
 export function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {

@@ -1,4 +1,4 @@
-import { RetryableError, TerminalError, type JetflowError } from '../../errors/src/index.js';
+import { RetryableError, TerminalError, type JetflowError } from '@jetflow/errors';
 import { isStorageError } from './errors.js';
 
 /**

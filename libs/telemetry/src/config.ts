@@ -1,4 +1,4 @@
-import { bool, list, optStr, type Env } from '../../config/src/index.js';
+import { bool, list, optStr, type Env } from '@jetflow/config';
 
 export interface TelemetryConfig {
   /** Start the OpenTelemetry SDK (and pay its load time) only when traces have somewhere to go. */

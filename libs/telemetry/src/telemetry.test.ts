@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { headers as natsHeaders, type JsMsg } from 'nats';
 import { activeTraceparent, formatTraceparent, natsHeaderGetter, subjectTemplate, telemetryConfig, tracingEnabled } from './index.js';
-import { traceMessages } from '../../messaging/src/tracing.js';
+import { traceMessages } from '@jetflow/messaging';
 
 describe('telemetry', () => {
   test('tracing starts only with somewhere to send spans, and OTEL_SDK_DISABLED / none win', () => {

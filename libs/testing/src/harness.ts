@@ -2,11 +2,11 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
-import { Stack, waitForHttp, type ServiceName } from '../../stack/src/index.js';
-import { startLocalAws, type LocalAws } from '../../storage/src/index.js';
+import { Stack, waitForHttp, type ServiceName } from '@jetflow/stack';
+import { startLocalAws, type LocalAws } from '@jetflow/storage';
 import { freePort, startNatsServer, type NatsServerHandle } from './nats-server.js';
 import { testNatsAuth, type TestNatsAuth } from './nats-auth.js';
-import { knownSubjects } from '../../flows/src/catalogue.js';
+import { knownSubjects } from '@jetflow/flows';
 
 const BUILT_IN_SUBJECTS = new Set(knownSubjects(true));
 

@@ -6,3 +6,4 @@ export * from './load.js';
 export * from './otlp-receiver.js';
 export * from './suite.js';
 export * from './outcomes.js';
+export * from './records.js';

@@ -1,7 +1,7 @@
 import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
-import type { Env } from '../../config/src/index.js';
-import { JETFLOW_ACCOUNT, hashPassword, natsSecurity, newPassword, secretEnv, securityInputFromEnv, type NatsSecurity, type Role, type SecurityInput } from '../../security/src/index.js';
-import type { ServiceName } from '../../stack/src/index.js';
+import type { Env } from '@jetflow/config';
+import { JETFLOW_ACCOUNT, hashPassword, natsSecurity, newPassword, secretEnv, securityInputFromEnv, type NatsSecurity, type Role, type SecurityInput } from '@jetflow/security';
+import type { ServiceName } from '@jetflow/stack';
 
 /**
  * NATS with identities for a test: the configuration libs/security derives (the same the deployments

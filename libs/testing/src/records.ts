@@ -6,7 +6,7 @@
  * The sentences are written here by hand and differ from the templates the models were trained on
  * (libs/models/scripts/build-models.ts), so tests over them say something about generalisation.
  */
-import { mulberry32 } from '../../random/src/index.js';
+import { mulberry32 } from '@jetflow/random';
 
 export type FieldValue = number | string | null;
 

@@ -1,7 +1,7 @@
 import { availableParallelism, hostname } from 'node:os';
-import { bool, int, list, natsAuth, natsServers, oneOf, optStr, replicas, str, type Env, type NatsAuth } from '../../config/src/index.js';
-import { loadFlowRegistry, type FlowRegistry } from '../../flows/src/index.js';
-import { telemetryConfig, type TelemetryConfig } from '../../telemetry/src/index.js';
+import { bool, int, list, natsAuth, natsServers, oneOf, optStr, replicas, str, type Env, type NatsAuth } from '@jetflow/config';
+import { loadFlowRegistry, type FlowRegistry } from '@jetflow/flows';
+import { telemetryConfig, type TelemetryConfig } from '@jetflow/telemetry';
 
 /** Settings shared by the two task-worker services (each has its own config.ts calling this). */
 export interface WorkerConfig {

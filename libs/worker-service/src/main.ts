@@ -2,10 +2,10 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from 'nats';
-import { knownSubjects, subjectMatches, taskSubjects } from '../../flows/src/index.js';
+import { knownSubjects, subjectMatches, taskSubjects } from '@jetflow/flows';
 import type { WorkerConfig } from './config.js';
-import { createLogger, reportError, type Logger } from '../../logging/src/index.js';
-import { connectNats, provisionTopology, startTaskWorker, type TaskHandler } from '../../messaging/src/index.js';
+import { createLogger, reportError, type Logger } from '@jetflow/logging';
+import { connectNats, provisionTopology, startTaskWorker, type TaskHandler } from '@jetflow/messaging';
 import { startWorkerObservability } from './observability.js';
 
 /**
@@ -56,15 +56,17 @@ export async function runWorkerService(service: string, cfg: WorkerConfig, makeH
   process.on('SIGINT', () => void shutdown('SIGINT'));
 }
 
-/** The version in the nearest package.json above this file (the repository's, or the image's). */
+/** The version in the nearest package.json above this file that is not a lib's own (the repository's, or the image's). */
 function packageVersion(): string {
   for (let dir = dirname(fileURLToPath(import.meta.url)); ;) {
     try {
-      return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version?: string }).version ?? '0.0.0';
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (!pkg.name?.startsWith('@jetflow/')) return pkg.version ?? '0.0.0';
     } catch {
-      const up = dirname(dir);
-      if (up === dir) return '0.0.0';
-      dir = up;
+      // no package.json here: look further up
     }
+    const up = dirname(dir);
+    if (up === dir) return '0.0.0';
+    dir = up;
   }
 }

@@ -1,8 +1,8 @@
 import type { NatsConnection } from 'nats';
-import type { Task } from '../../proto/src/index.js';
+import type { Task } from '@jetflow/proto';
 import type { WorkerConfig } from './config.js';
-import type { Logger } from '../../logging/src/index.js';
-import { ATTR, annotateActiveSpan, failActiveSpan, recordActiveSpanError, startTelemetry, tracingEnabled } from '../../telemetry/src/index.js';
+import type { Logger } from '@jetflow/logging';
+import { ATTR, annotateActiveSpan, failActiveSpan, recordActiveSpanError, startTelemetry, tracingEnabled } from '@jetflow/telemetry';
 import {
   LABEL_VALUES,
   deadLettersCounter,
@@ -13,8 +13,8 @@ import {
   taskLimitDelaysCounter,
   taskRetriesCounter,
   zeroSeries,
-} from '../../metrics/src/index.js';
-import { CONSUMERS, STREAMS, onDeadLetter, type TaskWorkerOptions } from '../../messaging/src/index.js';
+} from '@jetflow/metrics';
+import { CONSUMERS, STREAMS, onDeadLetter, type TaskWorkerOptions } from '@jetflow/messaging';
 
 type Outcome = Parameters<NonNullable<TaskWorkerOptions['onOutcome']>>[1];
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
-import { TaskSchema, TaskInputSchema } from '../../../libs/proto/src/index.js';
+import { TaskSchema, TaskInputSchema } from '@jetflow/proto';
 import { TerminalError, chunkItemsOf, defineTask, errorCodeOf, pluginOf, runChunkUnderLimits, runTask, taskInputOf, type RunOptions } from './index.js';
 
 const enc = new TextEncoder();

@@ -8,13 +8,22 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { connect, credsAuthenticator, type Authenticator, type NatsConnection } from 'nats';
 import { pino } from 'pino';
-import { RetryableError, TerminalError, codeOf } from '../../../libs/errors/src/index.js';
-import { STREAMS, consumerConfigs, ensureConsumer } from '../../../libs/messaging/src/topology.js';
-import { isJsError, JetStreamApiCodes } from '../../../libs/messaging/src/js-errors.js';
-import { startTaskWorker, type TaskContext as RuntimeContext, type TaskHandler } from '../../../libs/messaging/src/worker.js';
-import { WORKER_REGISTRY, checkAnnounceInterval, workerNameOfUser } from '../../../libs/messaging/src/worker-registry.js';
-import type { Task } from '../../../libs/proto/src/index.js';
-import { runUnderLimits, type LimitsContext, type TaskMeta, type WorkerPool } from '../../../libs/pool/src/index.js';
+import { RetryableError, TerminalError, codeOf } from '@jetflow/errors';
+import {
+  STREAMS,
+  consumerConfigs,
+  ensureConsumer,
+  isJsError,
+  JetStreamApiCodes,
+  startTaskWorker,
+  type TaskContext as RuntimeContext,
+  type TaskHandler,
+  WORKER_REGISTRY,
+  checkAnnounceInterval,
+  workerNameOfUser,
+} from '@jetflow/messaging';
+import type { Task } from '@jetflow/proto';
+import { runUnderLimits, type LimitsContext, type TaskMeta, type WorkerPool } from '@jetflow/pool';
 
 export { RetryableError, TerminalError };
 
@@ -487,17 +496,17 @@ export const errorCodeOf = (err: unknown): string => codeOf(err);
  * announces itself in the worker registry, and on SIGTERM or SIGINT stops fetching, finishes what it
  * holds within cfg.graceMs, calls the handler's close() and exits 0. `makeHandler` runs once connected.
  */
-export { runWorkerService } from '../../../libs/worker-service/src/index.js';
+export { runWorkerService } from '@jetflow/worker-service';
 /** A worker service's settings from the environment (NATS_*, JETFLOW_TASK_SUBJECTS, JETFLOW_WORKER_THREADS, …: README, "Configuration"). */
-export { loadWorkerConfig, type WorkerConfig as WorkerServiceConfig } from '../../../libs/worker-service/src/index.js';
-export type { Task } from '../../../libs/proto/src/index.js';
+export { loadWorkerConfig, type WorkerConfig as WorkerServiceConfig } from '@jetflow/worker-service';
+export type { Task } from '@jetflow/proto';
 export type {
   /** A worker service's handler: the raw Task message in, an output (a value, JSON bytes, or a stored reference) out. */
   TaskHandler as TaskMessageHandler,
   /** What such a handler gets: the limits' signals, the attempt, a logger, pauseLimits() for thread pools. */
   TaskContext as TaskMessageContext,
   TaskOutput as TaskMessageOutput,
-} from '../../../libs/messaging/src/worker.js';
+} from '@jetflow/messaging';
 
 /**
  * A pool of worker threads for CPU-bound plugins, every thread started (and its model loaded) at once;
@@ -518,7 +527,7 @@ export {
   type WorkerJob,
   type WorkerPool,
   type WorkerPoolOptions,
-} from '../../../libs/pool/src/index.js';
+} from '@jetflow/pool';
 
 const itemsDec = new TextDecoder();
 

@@ -7,4 +7,4 @@
  * Its own entry so that a thread loads only this (not NATS, the logger, the runtime). No top-level
  * await: under tsx on Node 20 a worker thread loads its file through require().
  */
-export { CHAOS_BUSY, busyWork, createJobRunner, nativeCall, type BusyReport, type JobRunnerOptions, type TaskMeta, type WorkerJob, type WorkerReply } from '../../../libs/pool/src/index.js';
+export { CHAOS_BUSY, busyWork, createJobRunner, nativeCall, type BusyReport, type JobRunnerOptions, type TaskMeta, type WorkerJob, type WorkerReply } from '@jetflow/pool';

@@ -1,6 +1,6 @@
 import { loadWorkerConfig, type WorkerServiceConfig as WorkerConfig } from '@jetflow/worker';
-import { int } from '../../../libs/config/src/index.js';
-import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
+import { int } from '@jetflow/config';
+import { storageConfigFromEnv, type StorageConfig } from '@jetflow/storage';
 
 export interface AnalystConfig extends WorkerConfig {
   /** S3 (datasets, claim-checked inputs, large reports): the standard AWS variables plus JETFLOW_S3_BUCKET. Unused in noop mode. */

@@ -12,10 +12,10 @@ const isChaos = (subject: string) => cfg.testPlugins && subject.startsWith('jetf
 await runWorkerService('analyst', cfg, async (log, nc) => {
   if (cfg.mode === 'noop') return { handler: async (task, ctx) => (isChaos(task.subject) ? chaosHandler(task, ctx) : NOOP_OUTPUT) };
   const [{ createStorage }, { analystHandler }, { createPool }, { createKvCache }] = await Promise.all([
-    import('../../../libs/storage/src/index.js'),
+    import('@jetflow/storage'),
     import('./handlers/analyze.js'),
     import('./pool.js'),
-    import('../../../libs/cache/src/index.js'),
+    import('@jetflow/cache'),
   ]);
   const storage = createStorage(cfg.storage);
   try {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { makeFeedbackBatch } from '../../../libs/testing/src/records.js';
+import { makeFeedbackBatch } from '@jetflow/testing';
 import { createPool } from './pool.js';
 
 // Terminating a worker thread while onnxruntime creates its InferenceSession aborts the whole process

@@ -6,7 +6,7 @@
  * so under tsx piscina loads this file through require(), and require() refuses a module with
  * top-level await. (Compiled to dist/ it loads either way.)
  */
-import { loadSentimentModel, modelLoadCount } from '../../../libs/models/src/index.js';
+import { loadSentimentModel, modelLoadCount } from '@jetflow/models';
 import { CHAOS_BUSY, busyWork, createJobRunner, nativeCall, type WorkerJob } from '@jetflow/worker/threads';
 import { analyzers } from './analyzers/index.js';
 import { score } from './analyzers/sentiment.js';

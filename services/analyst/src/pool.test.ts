@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { makeFeedbackBatch } from '../../../libs/testing/src/records.js';
+import { makeFeedbackBatch } from '@jetflow/testing';
 import { generators } from '../../dataset-generator/src/generators/index.js';
 import { analyzer as anomaly } from './analyzers/anomaly.js';
 import type { Datasets } from './analyzers/types.js';

@@ -1,5 +1,5 @@
 import { loadWorkerConfig, type WorkerServiceConfig as WorkerConfig } from '@jetflow/worker';
-import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
+import { storageConfigFromEnv, type StorageConfig } from '@jetflow/storage';
 
 export interface DatasetGeneratorConfig extends WorkerConfig {
   /** S3 (datasets, claim-checked inputs): the standard AWS variables plus JETFLOW_S3_BUCKET. Unused in noop mode. */

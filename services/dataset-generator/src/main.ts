@@ -7,7 +7,7 @@ const NOOP_OUTPUT = { outputJson: new TextEncoder().encode('{"noop":true}') };
 const cfg = loadConfig();
 await runWorkerService('dataset-generator', cfg, async (log) => {
   if (cfg.mode === 'noop') return { handler: async () => NOOP_OUTPUT };
-  const [{ createStorage }, { datasetHandler }, { createPool }] = await Promise.all([import('../../../libs/storage/src/index.js'), import('./handlers/dataset.js'), import('./pool.js')]);
+  const [{ createStorage }, { datasetHandler }, { createPool }] = await Promise.all([import('@jetflow/storage'), import('./handlers/dataset.js'), import('./pool.js')]);
   const storage = createStorage(cfg.storage);
   try {
     await storage.objects.ensureBucket();

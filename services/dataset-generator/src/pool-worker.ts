@@ -6,7 +6,7 @@
  * so under tsx piscina loads this file through require(), and require() refuses a module with
  * top-level await. (Compiled to dist/ it loads either way.)
  */
-import { loadEmbeddingModel, modelLoadCount } from '../../../libs/models/src/index.js';
+import { loadEmbeddingModel, modelLoadCount } from '@jetflow/models';
 import { createJobRunner, nativeCall, type WorkerJob } from '@jetflow/worker/threads';
 import { generators } from './generators/index.js';
 import { chunkGenerators } from './generators/insights-chunks.js';

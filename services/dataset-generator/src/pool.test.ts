@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { makeFeedbackBatch } from '../../../libs/testing/src/records.js';
+import { makeFeedbackBatch } from '@jetflow/testing';
 import { generator as features } from './generators/features.js';
 import { createPool, type TaskMeta } from './pool.js';
 

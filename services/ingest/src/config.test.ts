@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigError } from '../../../libs/config/src/index.js';
+import { ConfigError } from '@jetflow/config';
 import { clientLimits, loadConfig } from './config.js';
 
 test('client limits: defaults that bound every door, each variable overridable', () => {

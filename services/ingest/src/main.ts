@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
-import { CallbackPolicy, followDefinitions, taskSubjects } from '../../../libs/flows/src/index.js';
-import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology, waitingKey, waitingOf, watchWorkerRegistry } from '../../../libs/messaging/src/index.js';
+import { CallbackPolicy, followDefinitions, taskSubjects } from '@jetflow/flows';
+import { createLogger, reportError } from '@jetflow/logging';
+import { BUCKETS, JetStreamPublisher, connectNats, openKv, provisionTopology, waitingKey, waitingOf, watchWorkerRegistry } from '@jetflow/messaging';
 import { loadConfig } from './config.js';
 import { FlowHandlers } from './handlers/flows.js';
 import { JetStreamGateway } from './adapters/gateway.js';

@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CallbackPolicy, type Resolver } from '../../../libs/flows/src/index.js';
+import { CallbackPolicy, type Resolver } from '@jetflow/flows';
 import { deliver } from './callback.js';
 
 /** A real HTTP receiver on one address that records what reached it. */

@@ -4,13 +4,12 @@ import https from 'node:https';
 import type { LookupFunction } from 'node:net';
 import { fromBinary } from '@bufbuild/protobuf';
 import type { JsMsg, KV, NatsConnection } from 'nats';
-import { CallbackJobSchema, type CallbackJob } from '../../../libs/proto/src/index.js';
-import type { CallbackPolicy, ResolvedAddress, Resolver } from '../../../libs/flows/src/index.js';
-import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher, type KvWriter } from '../../../libs/messaging/src/index.js';
-import { flowLogger, type Logger } from '../../../libs/logging/src/index.js';
-import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
-import { ATTR, SpanKind, SpanStatusCode, annotateActiveSpan, context, inSpan, injectRecord, tracingEnabled } from '../../../libs/telemetry/src/index.js';
-import { isStorageError } from '../../../libs/storage/src/index.js';
+import { CallbackJobSchema, type CallbackJob } from '@jetflow/proto';
+import type { CallbackPolicy, ResolvedAddress, Resolver } from '@jetflow/flows';
+import { backoffDelay, deadLetter, publishEvent, type JetStreamPublisher, type KvWriter, encodeUtf8 } from '@jetflow/messaging';
+import { flowLogger, type Logger } from '@jetflow/logging';
+import { ATTR, SpanKind, SpanStatusCode, annotateActiveSpan, context, inSpan, injectRecord, tracingEnabled } from '@jetflow/telemetry';
+import { isStorageError } from '@jetflow/storage';
 import type { FlowHistory } from './history.js';
 
 export interface CallbackSenderDeps {

@@ -1,12 +1,25 @@
 import { hostname } from 'node:os';
-import { CallbackPolicy, DEFAULT_MAX_TASKS_PER_FLOW, loadFlowRegistry, type FlowRegistry } from '../../../libs/flows/src/index.js';
-import { ConfigError, int, list, natsServers, optStr, pairs, replicas, str, type Env } from '../../../libs/config/src/index.js';
-import { DEFAULT_PARTITIONS } from '../../../libs/messaging/src/index.js';
-import { telemetryConfig, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
-import { claimCheckBytes, historyMode } from '../../../libs/config/src/storage.js';
-import { natsAuth, type NatsAuth } from '../../../libs/config/src/nats.js';
-import { storageConfigFromEnv, type StorageConfig } from '../../../libs/storage/src/index.js';
-import { tenantLimits, type TenantLimits } from '../../../libs/config/src/tenant-limits.js';
+import { CallbackPolicy, DEFAULT_MAX_TASKS_PER_FLOW, loadFlowRegistry, type FlowRegistry } from '@jetflow/flows';
+import {
+  ConfigError,
+  int,
+  list,
+  natsServers,
+  optStr,
+  pairs,
+  replicas,
+  str,
+  type Env,
+  claimCheckBytes,
+  historyMode,
+  natsAuth,
+  type NatsAuth,
+  tenantLimits,
+  type TenantLimits,
+} from '@jetflow/config';
+import { DEFAULT_PARTITIONS } from '@jetflow/messaging';
+import { telemetryConfig, type TelemetryConfig } from '@jetflow/telemetry';
+import { storageConfigFromEnv, type StorageConfig } from '@jetflow/storage';
 
 export interface OrchestratorConfig {
   natsServers: string[];

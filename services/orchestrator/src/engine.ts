@@ -1,6 +1,6 @@
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type JsMsg, type KV, type NatsConnection } from 'nats';
-import { CallbackJobSchema, FlowControlSchema, FlowRequestSchema, SubmitFlowRequestSchema, TaskStatus, type FlowRequest } from '../../../libs/proto/src/index.js';
+import { CallbackJobSchema, FlowControlSchema, FlowRequestSchema, SubmitFlowRequestSchema, TaskStatus, type FlowRequest } from '@jetflow/proto';
 import {
   applyCancel,
   applyDeadline,
@@ -58,7 +58,11 @@ import {
   type FlowRegistry,
   type FlowState,
   type Transition,
-} from '../../../libs/flows/src/index.js';
+  keyNeedsInput,
+  resolveLimitKey,
+  type ConcurrencySpec,
+  type RateLimitSpec,
+} from '@jetflow/flows';
 import {
   BUCKETS,
   SUBJECTS,
@@ -76,19 +80,18 @@ import {
   bandSubject,
   type JetStreamPublisher,
   type KvWriter,
-} from '../../../libs/messaging/src/index.js';
-import { flowTraceparent, noteFlowTrace, type Logger } from '../../../libs/logging/src/index.js';
-import { encodeUtf8 } from '../../../libs/messaging/src/utf8.js';
-import { keyNeedsInput, resolveLimitKey, type ConcurrencySpec, type RateLimitSpec } from '../../../libs/flows/src/task-limits.js';
-import { ATTR, activeTraceparent, annotateActiveSpan } from '../../../libs/telemetry/src/index.js';
+  encodeUtf8,
+  INGEST_CONTENT_TYPE,
+} from '@jetflow/messaging';
+import { flowTraceparent, noteFlowTrace, type Logger } from '@jetflow/logging';
+import { ATTR, activeTraceparent, annotateActiveSpan } from '@jetflow/telemetry';
 
 const dec = new TextDecoder();
 
 /** A scheduled flow's start timer comes back at least this often, to rewrite its state before the KV TTL (24 h). */
 export const START_REFRESH_MS = 6 * 3_600_000;
 
-export { INGEST_CONTENT_TYPE } from '../../../libs/messaging/src/index.js';
-import { INGEST_CONTENT_TYPE } from '../../../libs/messaging/src/index.js';
+export { INGEST_CONTENT_TYPE } from '@jetflow/messaging';
 
 export interface EngineDeps {
   nc: NatsConnection;

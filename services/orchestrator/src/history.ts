@@ -1,4 +1,4 @@
-import type { FinalFlowStatus, FlowRecords, FlowTaskError } from '../../../libs/storage/src/index.js';
+import type { FinalFlowStatus, FlowRecords, FlowTaskError } from '@jetflow/storage';
 
 /** The callback body (libs/flows callbackBody) as the history reads it. */
 interface FinishedFlow {

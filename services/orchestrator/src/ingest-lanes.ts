@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { context } from '@opentelemetry/api';
 import { AckPolicy, DeliverPolicy, nanos, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection, type Subscription } from 'nats';
-import type { Logger } from '../../../libs/logging/src/index.js';
+import type { Logger } from '@jetflow/logging';
 import {
   ADMISSION_SUBJECTS,
   INGEST_CONSUMER_PREFIXES,
@@ -20,10 +20,10 @@ import {
   startPullLoop,
   tenantOfIngestConsumer,
   type PullLoop,
-} from '../../../libs/messaging/src/index.js';
+} from '@jetflow/messaging';
 import type { FairAdmission } from './admission.js';
 import { fromBinary } from '@bufbuild/protobuf';
-import { SubmitFlowRequestSchema } from '../../../libs/proto/src/index.js';
+import { SubmitFlowRequestSchema } from '@jetflow/proto';
 
 export interface IngestLanesOptions {
   nc: NatsConnection;

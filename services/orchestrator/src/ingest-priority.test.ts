@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders } from 'nats';
-import { SubmitFlowRequestSchema } from '../../../libs/proto/src/index.js';
-import { INGEST_CONTENT_TYPE } from '../../../libs/messaging/src/index.js';
+import { SubmitFlowRequestSchema } from '@jetflow/proto';
+import { INGEST_CONTENT_TYPE } from '@jetflow/messaging';
 import { ingestPriority } from './ingest-lanes.js';
 
 const enc = new TextEncoder();

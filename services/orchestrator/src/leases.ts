@@ -1,6 +1,6 @@
 import type { KV, KvEntry, QueuedIterator } from 'nats';
-import { retryTransient } from '../../../libs/messaging/src/index.js';
-import type { Logger } from '../../../libs/logging/src/index.js';
+import { retryTransient } from '@jetflow/messaging';
+import type { Logger } from '@jetflow/logging';
 
 export interface LeaseOptions {
   kv: KV;

@@ -1,18 +1,6 @@
-import { CallbackPolicy, followDefinitions, taskSubjects } from '../../../libs/flows/src/index.js';
-import { createLogger, reportError } from '../../../libs/logging/src/index.js';
-import {
-  BUCKETS,
-  CONSUMERS,
-  JetStreamPublisher,
-  KvWriter,
-  STREAMS,
-  connectNats,
-  openKv,
-  partitionOf,
-  provisionTopology,
-  startPullLoop,
-  type PullLoop,
-} from '../../../libs/messaging/src/index.js';
+import { CallbackPolicy, followDefinitions, taskSubjects } from '@jetflow/flows';
+import { createLogger, reportError } from '@jetflow/logging';
+import { BUCKETS, CONSUMERS, JetStreamPublisher, KvWriter, STREAMS, connectNats, openKv, partitionOf, provisionTopology, startPullLoop, type PullLoop } from '@jetflow/messaging';
 import { loadConfig } from './config.js';
 import { SagaEngine } from './engine.js';
 import { FairAdmission } from './admission.js';

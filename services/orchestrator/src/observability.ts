@@ -1,7 +1,7 @@
 import type { JsMsg, NatsConnection } from 'nats';
-import type { FlowState } from '../../../libs/flows/src/index.js';
-import type { Logger } from '../../../libs/logging/src/index.js';
-import { CONSUMERS, STREAMS, SUBJECTS, onDeadLetter } from '../../../libs/messaging/src/index.js';
+import type { FlowState } from '@jetflow/flows';
+import type { Logger } from '@jetflow/logging';
+import { CONSUMERS, STREAMS, SUBJECTS, onDeadLetter } from '@jetflow/messaging';
 import {
   LABEL_VALUES,
   callbackAttemptsCounter,
@@ -12,8 +12,8 @@ import {
   startMetricsServer,
   submissionsCounter,
   zeroSeries,
-} from '../../../libs/metrics/src/index.js';
-import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, tracingEnabled, type TelemetryConfig } from '../../../libs/telemetry/src/index.js';
+} from '@jetflow/metrics';
+import { ATTR, annotateActiveSpan, failActiveSpan, startTelemetry, tracingEnabled, type TelemetryConfig } from '@jetflow/telemetry';
 
 /**
  * The orchestrator's tracing and metrics: flow latency (observed when a flow ends), callback attempts,

@@ -1,8 +1,8 @@
 import { Gauge } from 'prom-client';
 import type { KV, KvWatchInclude } from 'nats';
-import { DEF_PAUSE_PREFIX } from '../../../libs/flows/src/index.js';
-import type { Logger } from '../../../libs/logging/src/index.js';
-import { registry } from '../../../libs/metrics/src/index.js';
+import { DEF_PAUSE_PREFIX } from '@jetflow/flows';
+import type { Logger } from '@jetflow/logging';
+import { registry } from '@jetflow/metrics';
 
 /** The gauge of paused things, by kind (flow, definition, subject): every orchestrator replica reports the same (use max). */
 export const PAUSED_GAUGE = 'jetflow_paused';

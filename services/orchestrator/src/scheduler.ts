@@ -1,11 +1,22 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type KV, type KvEntry } from 'nats';
-import { FlowRequestSchema } from '../../../libs/proto/src/index.js';
-import { deriveFlowId, idempotencyClaimKey, isValidId, submissionHash, type Submission } from '../../../libs/flows/src/index.js';
-import { fireKey, parseScheduleRecord, planFirings, QUEUED_GRACE_MS, scheduleKey, type ScheduleRecord } from '../../../libs/flows/src/schedules.js';
-import { INGEST_CONTENT_TYPE, isCasConflict, submitSubject, type JetStreamPublisher } from '../../../libs/messaging/src/index.js';
-import { LABEL_VALUES, scheduleFiringsCounter, zeroSeries } from '../../../libs/metrics/src/index.js';
-import type { Logger } from '../../../libs/logging/src/index.js';
+import { FlowRequestSchema } from '@jetflow/proto';
+import {
+  deriveFlowId,
+  idempotencyClaimKey,
+  isValidId,
+  submissionHash,
+  type Submission,
+  fireKey,
+  parseScheduleRecord,
+  planFirings,
+  QUEUED_GRACE_MS,
+  scheduleKey,
+  type ScheduleRecord,
+} from '@jetflow/flows';
+import { INGEST_CONTENT_TYPE, isCasConflict, submitSubject, type JetStreamPublisher } from '@jetflow/messaging';
+import { LABEL_VALUES, scheduleFiringsCounter, zeroSeries } from '@jetflow/metrics';
+import type { Logger } from '@jetflow/logging';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

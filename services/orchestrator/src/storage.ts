@@ -1,5 +1,5 @@
-import type { Logger } from '../../../libs/logging/src/index.js';
-import { createStorage, inputClaim, type Storage } from '../../../libs/storage/src/index.js';
+import type { Logger } from '@jetflow/logging';
+import { createStorage, inputClaim, type Storage } from '@jetflow/storage';
 import type { OrchestratorConfig } from './config.js';
 import { FlowHistory } from './history.js';
 

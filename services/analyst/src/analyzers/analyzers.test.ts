@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { makeFeedbackBatch } from '../../../../libs/testing/src/records.js';
+import { makeFeedbackBatch } from '@jetflow/testing';
 // The real generators make the datasets, so a drift between what they write and what the analyzers
 // read fails here (a test may cross the service boundary that the code itself does not).
 import { generators } from '../../../dataset-generator/src/generators/index.js';
-import { mulberry32 } from '../../../../libs/random/src/index.js';
+import { mulberry32 } from '@jetflow/random';
 import { analyzer as anomaly, neighbourDistances } from './anomaly.js';
 import { analyzers, registry } from './index.js';
 import { analyzer as keywords } from './keywords.js';

@@ -8,8 +8,8 @@
  * the `embeddings` dataset, how far a text is from its nearest neighbours (a text unlike the others)
  * and the embedding model's coverage of it (low: another language, another domain, gibberish).
  */
-import { tokenize } from '../../../../libs/models/src/index.js';
-import { mulberry32 } from '../../../../libs/random/src/index.js';
+import { tokenize } from '@jetflow/models';
+import { mulberry32 } from '@jetflow/random';
 import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer, type InputRecord } from './types.js';
 
 const Z_THRESHOLD = 3.5;

@@ -5,7 +5,7 @@
 import { analyzer as anomaly } from './anomaly.js';
 import { analyzer as keywords } from './keywords.js';
 import { analyzer as sentiment } from './sentiment.js';
-import { createRegistry } from '../../../../libs/plugins/src/index.js';
+import { createRegistry } from '@jetflow/plugins';
 import type { Analyzer } from './types.js';
 
 export type * from './types.js';

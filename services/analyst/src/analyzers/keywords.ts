@@ -3,8 +3,8 @@
  * language removed), and topics: k-means over the embeddings (k chosen by silhouette), each topic
  * named by its class-based TF-IDF terms (the BERTopic recipe) with representative records.
  */
-import { stopwordsFor, tokenize } from '../../../../libs/models/src/index.js';
-import { mulberry32 } from '../../../../libs/random/src/index.js';
+import { stopwordsFor, tokenize } from '@jetflow/models';
+import { mulberry32 } from '@jetflow/random';
 import { byId, checkpoint, type Analyzer } from './types.js';
 
 const TOP_KEYWORDS = 15;

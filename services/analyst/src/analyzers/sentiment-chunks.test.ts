@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
-import { makeFeedbackBatch } from '../../../../libs/testing/src/records.js';
+import { makeFeedbackBatch } from '@jetflow/testing';
 import { analyzer as sentiment, score, scoreRecords } from './sentiment.js';
 import type { PluginContext, ScoreRow, TextRow } from './types.js';
 

@@ -4,7 +4,7 @@
  */
 import { gzipSync } from 'node:zlib';
 import { sampleCorrelation } from 'simple-statistics';
-import { SENTIMENT_LABELS, knownWordShare, loadSentimentModel, loadVocab, type SentimentLabel } from '../../../../libs/models/src/index.js';
+import { SENTIMENT_LABELS, knownWordShare, loadSentimentModel, loadVocab, type SentimentLabel } from '@jetflow/models';
 import { CHUNK_SIZE, byId, checkpoint, snippet, type Analyzer, type InputRecord, type ScoreRow } from './types.js';
 
 // The model was trained on English feedback only: a verdict on another language, or on a text

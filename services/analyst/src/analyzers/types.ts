@@ -7,11 +7,11 @@
  * the dataset-generator service (services do not import each other): any extra fields are ignored.
  * Every dataset is optional, because a generator may have failed under a continue policy.
  */
-import type { InputRecord, PluginContext } from '../../../../libs/plugins/src/index.js';
+import type { InputRecord, PluginContext } from '@jetflow/plugins';
 
 // The record, the plugin context and the checkpoint helpers are shared with the dataset generators.
-export type { FieldValue, InputRecord, PluginContext } from '../../../../libs/plugins/src/index.js';
-export { CHUNK_SIZE, abortError, checkpoint } from '../../../../libs/plugins/src/index.js';
+export type { FieldValue, InputRecord, PluginContext } from '@jetflow/plugins';
+export { CHUNK_SIZE, abortError, checkpoint } from '@jetflow/plugins';
 
 /** Row of the `text` dataset. */
 export interface TextRow {

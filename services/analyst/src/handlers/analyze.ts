@@ -1,6 +1,6 @@
 import { TerminalError, pluginOf, runChunkUnderLimits, runUnderLimits, type Task, type TaskMessageContext, type TaskMessageHandler } from '@jetflow/worker';
-import type { KvCache } from '../../../../libs/cache/src/index.js';
-import { readInputObject, storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
+import type { KvCache } from '@jetflow/cache';
+import { readInputObject, storageTaskError, type ObjectStore } from '@jetflow/storage';
 import type { Datasets, InputRecord, Report } from '../analyzers/types.js';
 import { decodeJsonLines, type EncodedDatasets } from '../datasets.js';
 import type { AnalystPool } from '../pool.js';

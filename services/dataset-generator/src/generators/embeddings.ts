@@ -1,7 +1,7 @@
 /**
  * The embeddings dataset: one unit vector per record from the project's ONNX embedding model.
  */
-import { loadEmbeddingModel } from '../../../../libs/models/src/index.js';
+import { loadEmbeddingModel } from '@jetflow/models';
 import { CHUNK_SIZE, checkpoint, type DatasetGenerator, type DatasetRow, type InputRecord } from './types.js';
 
 export interface EmbeddingRow extends DatasetRow {

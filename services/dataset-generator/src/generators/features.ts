@@ -6,7 +6,7 @@
  * friends for what is derived from the text. They cannot collide, and a report can name them plainly.
  */
 import { mean, sampleCorrelation, sampleStandardDeviation } from 'simple-statistics';
-import { tokenize } from '../../../../libs/models/src/index.js';
+import { tokenize } from '@jetflow/models';
 import { CHUNK_SIZE, checkpoint, numericValue, type DatasetGenerator, type DatasetResult, type DatasetRow, type FieldValue, type InputRecord } from './types.js';
 
 export interface FeatureRow extends DatasetRow {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { francAll } from 'franc';
-import { TEXT_LANGUAGES, normalizeText } from '../../../../libs/models/src/index.js';
-import { makeFeedbackBatch } from '../../../../libs/testing/src/records.js';
+import { TEXT_LANGUAGES, normalizeText } from '@jetflow/models';
+import { makeFeedbackBatch } from '@jetflow/testing';
 import { generator as embeddings } from './embeddings.js';
 import { generator as features, quantileSorted } from './features.js';
 import { generators, registry } from './index.js';

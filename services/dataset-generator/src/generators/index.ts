@@ -5,7 +5,7 @@
 import { generator as embeddings } from './embeddings.js';
 import { generator as features } from './features.js';
 import { generator as text } from './text.js';
-import { createRegistry } from '../../../../libs/plugins/src/index.js';
+import { createRegistry } from '@jetflow/plugins';
 import type { DatasetGenerator } from './types.js';
 
 export type * from './types.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { makeFeedbackBatch } from '../../../../libs/testing/src/records.js';
+import { makeFeedbackBatch } from '@jetflow/testing';
 import { embeddingSummary, generator as embeddings, type EmbeddingPartial } from './embeddings.js';
 import { generator as features } from './features.js';
 import { chunkGenerators, decodeParts, mergeFeatures, mergeText, prepare } from './insights-chunks.js';

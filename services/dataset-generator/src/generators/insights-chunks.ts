@@ -9,7 +9,7 @@
  * bottleneck of a 50,000-record flow). Parts are temporary, so they take gzip level 1.
  */
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { createRegistry } from '../../../../libs/plugins/src/index.js';
+import { createRegistry } from '@jetflow/plugins';
 import { embeddingRowsOf } from './embeddings.js';
 import { featurePartsOf, finishFeatures, type FeaturePartRow } from './features.js';
 import { finishText, textRowsOf, type TextPartRow } from './text.js';

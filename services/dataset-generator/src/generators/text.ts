@@ -1,7 +1,7 @@
 /**
  * The NLP dataset: per record the normalised text, word tokens, bigrams and language.
  */
-import { TEXT_LANGUAGES, normalizeText, stopwordsFor, tokenize } from '../../../../libs/models/src/index.js';
+import { TEXT_LANGUAGES, normalizeText, stopwordsFor, tokenize } from '@jetflow/models';
 import { createLanguageDetector } from './language.js';
 import { CHUNK_SIZE, checkpoint, type DatasetGenerator, type DatasetResult, type DatasetRow, type InputRecord } from './types.js';
 

@@ -4,11 +4,11 @@
  * stores `rows` (gzip JSON lines) and passes `summary` on.
  */
 
-import type { FieldValue, InputRecord, PluginContext } from '../../../../libs/plugins/src/index.js';
+import type { FieldValue, InputRecord, PluginContext } from '@jetflow/plugins';
 
 // The record, the plugin context and the checkpoint helpers are shared with the analyzers.
-export type { FieldValue, InputRecord, PluginContext } from '../../../../libs/plugins/src/index.js';
-export { CHUNK_SIZE, abortError, checkpoint } from '../../../../libs/plugins/src/index.js';
+export type { FieldValue, InputRecord, PluginContext } from '@jetflow/plugins';
+export { CHUNK_SIZE, abortError, checkpoint } from '@jetflow/plugins';
 
 /** Rows as gzip JSON lines, one row per line. */
 export interface EncodedRows {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
-import { TaskSchema } from '../../../../libs/proto/src/index.js';
+import { TaskSchema } from '@jetflow/proto';
 import { partKey, preparedChunks } from './dataset.js';
 
 const enc = new TextEncoder();

@@ -1,5 +1,5 @@
 import { TerminalError, pluginOf, runChunkUnderLimits, runUnderLimits, type Task, type TaskMessageContext, type TaskMessageHandler } from '@jetflow/worker';
-import { readInputObject, storageTaskError, type ObjectStore } from '../../../../libs/storage/src/index.js';
+import { readInputObject, storageTaskError, type ObjectStore } from '@jetflow/storage';
 import type { EmbeddingPartial } from '../generators/embeddings.js';
 import { embeddingSummary } from '../generators/embeddings.js';
 import type { InputRecord } from '../generators/types.js';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { JetflowError, STATUS } from '../../../../libs/errors/src/index.js';
+import { JetflowError, STATUS } from '@jetflow/errors';
 import { apiKeyEntries, loadConfig, sha256hex } from '../config.js';
 import { Authenticator, requireOperator } from './auth.js';
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
+import { JetflowError, ErrorCodes } from '@jetflow/errors';
 
 /** Who a request comes from: the tenant its key names, and whether the key is an operator key. */
 export interface Principal {

@@ -1,6 +1,6 @@
 import type { ConsumerInfo, NatsConnection } from 'nats';
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { JetStreamApiCodes, STREAMS, isJsError } from '../../../../libs/messaging/src/index.js';
+import { JetflowError, ErrorCodes } from '@jetflow/errors';
+import { JetStreamApiCodes, STREAMS, isJsError } from '@jetflow/messaging';
 import type { ConsumerCounters, ConsumerSource, StreamCounters } from '../handlers/consumers.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
+import { JetflowError, ErrorCodes } from '@jetflow/errors';
 import {
   DefinitionError,
   DefinitionStoreError,
@@ -11,7 +11,7 @@ import {
   type FlowRegistry,
   type LiveDefinitions,
   type StoredVersion,
-} from '../../../../libs/flows/src/index.js';
+} from '@jetflow/flows';
 import { requireOperator, type Authenticator } from './auth.js';
 
 export interface DefinitionRoutesDeps {

@@ -1,8 +1,8 @@
 import { fromBinary } from '@bufbuild/protobuf';
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from 'nats';
-import { CallbackJobSchema, TaskSchema } from '../../../../libs/proto/src/index.js';
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { DLQ_HEADERS, JetStreamApiCodes, STREAMS, SUBJECTS, isJsError, type JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
+import { CallbackJobSchema, TaskSchema } from '@jetflow/proto';
+import { JetflowError, ErrorCodes } from '@jetflow/errors';
+import { DLQ_HEADERS, JetStreamApiCodes, STREAMS, SUBJECTS, isJsError, type JetStreamPublisher } from '@jetflow/messaging';
 import type { DeadLetterDetail, DeadLetterRecord, DeadLetterStore } from '../handlers/deadletters.js';
 import { scanNewestFirst } from './stream-scan.js';
 

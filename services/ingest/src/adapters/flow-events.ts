@@ -1,7 +1,7 @@
 import { fromBinary } from '@bufbuild/protobuf';
 import { AckPolicy, DeliverPolicy, type NatsConnection } from 'nats';
-import { FlowEventSchema } from '../../../../libs/proto/src/index.js';
-import { STREAMS, eventSubject } from '../../../../libs/messaging/src/index.js';
+import { FlowEventSchema } from '@jetflow/proto';
+import { STREAMS, eventSubject } from '@jetflow/messaging';
 import type { FlowEventRecord } from '../handlers/attempts.js';
 
 /**

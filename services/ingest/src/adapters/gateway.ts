@@ -1,20 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Events, headers as natsHeaders, type KV, type NatsConnection } from 'nats';
-import { FlowControlSchema, FlowRequestSchema } from '../../../../libs/proto/src/index.js';
-import { defPauseKey, idempotencyClaimKey, msgIds, pauseFlagKey, pausedByDefinition, signalRecordKey, type FlowState, type Submission } from '../../../../libs/flows/src/index.js';
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import {
-  INGEST_CONTENT_TYPE,
-  JetStreamApiCodes,
-  isCasConflict,
-  isJsError,
-  resultSubject,
-  retryTransient,
-  subjectPauseKey,
-  submitSubject,
-  type JetStreamPublisher,
-} from '../../../../libs/messaging/src/index.js';
+import { FlowControlSchema, FlowRequestSchema } from '@jetflow/proto';
+import { defPauseKey, idempotencyClaimKey, msgIds, pauseFlagKey, pausedByDefinition, signalRecordKey, type FlowState, type Submission } from '@jetflow/flows';
+import { JetflowError, ErrorCodes } from '@jetflow/errors';
+import { INGEST_CONTENT_TYPE, JetStreamApiCodes, isCasConflict, isJsError, resultSubject, retryTransient, subjectPauseKey, submitSubject, type JetStreamPublisher } from '@jetflow/messaging';
 import type { Gateway } from '../handlers/flows.js';
 
 const enc = new TextEncoder();

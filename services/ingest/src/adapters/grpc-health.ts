@@ -1,6 +1,6 @@
 import type * as grpc from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
-import { IngestService } from '../../../../libs/proto/src/index.js';
+import { IngestService } from '@jetflow/proto';
 
 export interface GrpcHealth {
   /** Reports NOT_SERVING from now on (shutdown: probes and balancers stop sending before the server closes). */

@@ -2,7 +2,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { toBinary, type DescFile } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import { ReflectionService } from '@grpc/reflection';
-import { file_jetflow_v1_ingest, file_jetflow_v1_worker } from '../../../../libs/proto/src/index.js';
+import { file_jetflow_v1_ingest, file_jetflow_v1_worker } from '@jetflow/proto';
 
 /**
  * gRPC server reflection (v1 and v1alpha), so generic clients (grpcurl, Postman, grpcui) can list

@@ -17,11 +17,10 @@ import {
   type CancelFlowRequest,
   type WatchFlowRequest,
   type FlowEvent,
-} from '../../../../libs/proto/src/index.js';
-import { ErrorCodes, JetflowError, STATUS, codeOf } from '../../../../libs/errors/src/index.js';
-import { STATUS_DETAILS_TRAILER, encodeRpcStatus } from '../../../../libs/errors/src/grpc-status.js';
-import { eventSubject } from '../../../../libs/messaging/src/index.js';
-import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
+} from '@jetflow/proto';
+import { ErrorCodes, JetflowError, STATUS, codeOf, STATUS_DETAILS_TRAILER, encodeRpcStatus } from '@jetflow/errors';
+import { eventSubject } from '@jetflow/messaging';
+import { reportError, type Logger } from '@jetflow/logging';
 import type { FlowHandlers } from '../handlers/flows.js';
 import type { BulkHandlers } from '../handlers/bulk.js';
 import type { Authenticator, Principal } from './auth.js';

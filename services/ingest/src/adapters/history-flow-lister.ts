@@ -1,6 +1,6 @@
-import { invalid } from '../../../../libs/errors/src/index.js';
-import type { FlowRegistry } from '../../../../libs/flows/src/index.js';
-import { isStorageError, type FinalFlowStatus, type FlowRecords, type FlowSummary as HistorySummary } from '../../../../libs/storage/src/index.js';
+import { invalid } from '@jetflow/errors';
+import type { FlowRegistry } from '@jetflow/flows';
+import { isStorageError, type FinalFlowStatus, type FlowRecords, type FlowSummary as HistorySummary } from '@jetflow/storage';
 import { summaryFromHistory } from '../handlers/flow-history.js';
 import { matchesSearch, type FlowLister, type FlowPage, type FlowSummary, type ListFlowsQuery } from '../handlers/flow-lister.js';
 

@@ -1,10 +1,10 @@
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { fromBinary, toJson } from '@bufbuild/protobuf';
 import type { NatsConnection } from 'nats';
-import { FlowEventSchema } from '../../../../libs/proto/src/index.js';
-import { JetflowError, ErrorCodes, STATUS, codeOf } from '../../../../libs/errors/src/index.js';
-import { eventSubject } from '../../../../libs/messaging/src/index.js';
-import { reportError, type Logger } from '../../../../libs/logging/src/index.js';
+import { FlowEventSchema } from '@jetflow/proto';
+import { JetflowError, ErrorCodes, STATUS, codeOf } from '@jetflow/errors';
+import { eventSubject } from '@jetflow/messaging';
+import { reportError, type Logger } from '@jetflow/logging';
 import type { FlowHandlers } from '../handlers/flows.js';
 import type { ClientLimits } from '../config.js';
 import { requireOperator, type Authenticator } from './auth.js';

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { DiscardPolicy, RetentionPolicy, connect, headers as natsHeaders, type NatsConnection } from 'nats';
-import type { Submission } from '../../../../libs/flows/src/index.js';
-import { BUCKETS, DLQ_HEADERS, JetStreamPublisher, STREAMS, SUBJECTS, provisionTopology } from '../../../../libs/messaging/src/index.js';
-import { startNatsServer, type NatsServerHandle } from '../../../../libs/testing/src/nats-server.js';
+import type { Submission } from '@jetflow/flows';
+import { BUCKETS, DLQ_HEADERS, JetStreamPublisher, STREAMS, SUBJECTS, provisionTopology } from '@jetflow/messaging';
+import { startNatsServer, type NatsServerHandle } from '@jetflow/testing';
 import { JetStreamConsumerSource } from './consumer-source.js';
 import { JetStreamDeadLetterStore } from './dlq-store.js';
 import { JetStreamGateway } from './gateway.js';

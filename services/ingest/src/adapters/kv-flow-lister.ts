@@ -1,7 +1,7 @@
 import type { NatsConnection } from 'nats';
-import { invalid } from '../../../../libs/errors/src/index.js';
-import { BUCKETS } from '../../../../libs/messaging/src/index.js';
-import type { FlowState } from '../../../../libs/flows/src/index.js';
+import { invalid } from '@jetflow/errors';
+import { BUCKETS } from '@jetflow/messaging';
+import type { FlowState } from '@jetflow/flows';
 import { matchesSearch, summarize, type FlowLister, type FlowPage, type FlowSummary, type ListFlowsQuery } from '../handlers/flow-lister.js';
 import { scanNewestFirst } from './stream-scan.js';
 

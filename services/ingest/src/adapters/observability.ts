@@ -1,23 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { NatsConnection } from 'nats';
-import type { Logger } from '../../../../libs/logging/src/index.js';
-import { STREAMS } from '../../../../libs/messaging/src/index.js';
-import { LABEL_VALUES, initMetrics, metricsText, registerConsumerGauges, submissionsCounter, zeroSeries } from '../../../../libs/metrics/src/index.js';
-import {
-  ATTR,
-  ROOT_CONTEXT,
-  SpanKind,
-  SpanStatusCode,
-  propagation,
-  recordError,
-  startTelemetry,
-  trace,
-  tracer,
-  tracingEnabled,
-  type Span,
-  type TelemetryConfig,
-} from '../../../../libs/telemetry/src/index.js';
+import type { Logger } from '@jetflow/logging';
+import { STREAMS } from '@jetflow/messaging';
+import { LABEL_VALUES, initMetrics, metricsText, registerConsumerGauges, submissionsCounter, zeroSeries } from '@jetflow/metrics';
+import { ATTR, ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, recordError, startTelemetry, trace, tracer, tracingEnabled, type Span, type TelemetryConfig } from '@jetflow/telemetry';
 
 type Submissions = ReturnType<typeof submissionsCounter>;
 

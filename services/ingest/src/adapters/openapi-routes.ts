@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { STATUS, type ErrorCode } from '../../../../libs/errors/src/index.js';
-import { FLOW_ID_RE, FlowDefSchema, INPUT_SCHEMAS, SubmissionSchema } from '../../../../libs/flows/src/index.js';
+import { STATUS, type ErrorCode } from '@jetflow/errors';
+import { FLOW_ID_RE, FlowDefSchema, INPUT_SCHEMAS, SubmissionSchema } from '@jetflow/flows';
 import { ListQuerySchema } from '../handlers/flow-lister.js';
 import { DeadLetterQuerySchema } from '../handlers/deadletters.js';
 import { BulkCancelSchema, BulkRedriveSchema, MAX_BULK, MAX_DRY_RUN_COUNT, MAX_IDS } from '../handlers/bulk.js';

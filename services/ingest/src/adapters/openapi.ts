@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { ErrorCodes } from '../../../../libs/errors/src/index.js';
+import { ErrorCodes } from '@jetflow/errors';
 import { COMPONENT_SCHEMAS, ROUTE_DOCS, errorTable, responsesOf } from './openapi-routes.js';
 
 /**

@@ -1,11 +1,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { fromBinary, toJson } from '@bufbuild/protobuf';
 import type { NatsConnection } from 'nats';
-import { FlowEventSchema } from '../../../../libs/proto/src/index.js';
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import { FLOW_ID_RE, isTerminal, type FlowRegistry } from '../../../../libs/flows/src/index.js';
-import { eventSubject } from '../../../../libs/messaging/src/index.js';
-import type { Logger } from '../../../../libs/logging/src/index.js';
+import { FlowEventSchema } from '@jetflow/proto';
+import { JetflowError, ErrorCodes } from '@jetflow/errors';
+import { FLOW_ID_RE, isTerminal, type FlowRegistry } from '@jetflow/flows';
+import { eventSubject } from '@jetflow/messaging';
+import type { Logger } from '@jetflow/logging';
 import type { FlowHandlers } from '../handlers/flows.js';
 import { parseListQuery, type FlowLister } from '../handlers/flow-lister.js';
 import type { DeadLetterHandlers } from '../handlers/deadletters.js';

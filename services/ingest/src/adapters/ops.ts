@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { NatsConnection } from 'nats';
-import { taskSubjects, type DefinitionStore, type FlowRegistry, type LiveDefinitions } from '../../../../libs/flows/src/index.js';
-import type { JetStreamPublisher } from '../../../../libs/messaging/src/index.js';
-import type { Logger } from '../../../../libs/logging/src/index.js';
+import { taskSubjects, type DefinitionStore, type FlowRegistry, type LiveDefinitions } from '@jetflow/flows';
+import type { JetStreamPublisher } from '@jetflow/messaging';
+import type { Logger } from '@jetflow/logging';
 import type { FlowHandlers, Gateway } from '../handlers/flows.js';
 import type { FlowLister } from '../handlers/flow-lister.js';
 import { DeadLetterHandlers } from '../handlers/deadletters.js';

@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { KV, NatsConnection } from 'nats';
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import type { FlowRegistry } from '../../../../libs/flows/src/index.js';
-import { BUCKETS, isCasConflict, openKv } from '../../../../libs/messaging/src/index.js';
+import { JetflowError, ErrorCodes } from '@jetflow/errors';
+import type { FlowRegistry } from '@jetflow/flows';
+import { BUCKETS, isCasConflict, openKv } from '@jetflow/messaging';
 import { ScheduleHandlers, type ScheduleStore } from '../handlers/schedules.js';
 import type { Authenticator } from './auth.js';
 

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Logger } from '../../../../libs/logging/src/index.js';
+import type { Logger } from '@jetflow/logging';
 import type { ClientLimits } from '../config.js';
 
 export interface SseStream {

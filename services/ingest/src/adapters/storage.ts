@@ -1,7 +1,7 @@
 import type { NatsConnection } from 'nats';
-import type { FlowRegistry } from '../../../../libs/flows/src/index.js';
-import type { Logger } from '../../../../libs/logging/src/index.js';
-import { createStorage, inputClaim, type FlowRecords, type Storage } from '../../../../libs/storage/src/index.js';
+import type { FlowRegistry } from '@jetflow/flows';
+import type { Logger } from '@jetflow/logging';
+import { createStorage, inputClaim, type FlowRecords, type Storage } from '@jetflow/storage';
 import type { IngestConfig } from '../config.js';
 import type { FlowLister } from '../handlers/flow-lister.js';
 import type { InputClaimCheck } from './gateway.js';

@@ -1,6 +1,6 @@
 import type { NatsConnection, Subscription } from 'nats';
-import { ADMISSION_SUBJECTS, decodeLoad, type AdmissionLoad } from '../../../../libs/messaging/src/index.js';
-import type { Logger } from '../../../../libs/logging/src/index.js';
+import { ADMISSION_SUBJECTS, decodeLoad, type AdmissionLoad } from '@jetflow/messaging';
+import type { Logger } from '@jetflow/logging';
 import type { InflightView } from '../handlers/quota.js';
 
 /**

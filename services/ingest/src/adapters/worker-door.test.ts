@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { create } from '@bufbuild/protobuf';
-import { WorkerHelloSchema } from '../../../../libs/proto/src/index.js';
-import { ConfigError } from '../../../../libs/config/src/index.js';
-import { codeOf, isTerminal } from '../../../../libs/errors/src/index.js';
+import { WorkerHelloSchema } from '@jetflow/proto';
+import { ConfigError } from '@jetflow/config';
+import { codeOf, isTerminal } from '@jetflow/errors';
 import { sha256hex, workerKeys } from '../config.js';
 import { checkHello, failureError, outputOf } from './worker-door.js';
 

@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
-import type { FlowStatus } from '../../../../libs/flows/src/index.js';
+import { JetflowError, ErrorCodes } from '@jetflow/errors';
+import type { FlowStatus } from '@jetflow/flows';
 import { BulkHandlers, MAX_IDS } from './bulk.js';
 import { DeadLetterHandlers, type DeadLetterDetail, type DeadLetterRecord, type DeadLetterStore } from './deadletters.js';
 import { matchesSearch, parseListQuery, type FlowLister, type FlowSummary, type ListFlowsQuery } from './flow-lister.js';

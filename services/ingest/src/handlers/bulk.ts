@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { codeOf, invalid } from '../../../../libs/errors/src/index.js';
-import type { FlowStatus } from '../../../../libs/flows/src/index.js';
+import { codeOf, invalid } from '@jetflow/errors';
+import type { FlowStatus } from '@jetflow/flows';
 import { FlowFilterSchema, MAX_LIST_LIMIT, filterOf, type FlowFilter, type FlowLister } from './flow-lister.js';
 import { DeadLetterFilterSchema, cursorOf, deadLetterFilterOf, seqOfCursor, type DeadLetterHandlers } from './deadletters.js';
 import type { FlowHandlers } from './flows.js';

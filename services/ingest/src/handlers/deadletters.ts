@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { JetflowError, ErrorCodes, invalid } from '../../../../libs/errors/src/index.js';
-import { FLOW_ID_RE, ID_RULES, subjectMatches, type FlowState } from '../../../../libs/flows/src/index.js';
+import { JetflowError, ErrorCodes, invalid } from '@jetflow/errors';
+import { FLOW_ID_RE, ID_RULES, subjectMatches, type FlowState } from '@jetflow/flows';
 
 /** One dead letter as read from the dead-letter stream (parsed by the adapter). */
 export interface DeadLetterRecord {

@@ -1,5 +1,5 @@
-import { allTasks, stagesOf, type FlowDef, type FlowStatus } from '../../../../libs/flows/src/index.js';
-import type { FlowRecord, FlowSummary as HistorySummary } from '../../../../libs/storage/src/index.js';
+import { allTasks, stagesOf, type FlowDef, type FlowStatus } from '@jetflow/flows';
+import type { FlowRecord, FlowSummary as HistorySummary } from '@jetflow/storage';
 import type { FlowSummary } from './flow-lister.js';
 
 /** Finished flows kept after their KV state expires (implemented by libs/storage FlowRecords over DynamoDB). */

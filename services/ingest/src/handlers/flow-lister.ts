@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { JetflowError, ErrorCodes, invalid } from '../../../../libs/errors/src/index.js';
-import { ID_RULES, type FlowState, type FlowStatus } from '../../../../libs/flows/src/index.js';
+import { JetflowError, ErrorCodes, invalid } from '@jetflow/errors';
+import { ID_RULES, type FlowState, type FlowStatus } from '@jetflow/flows';
 
 /**
  * Listing of a tenant's recent flows. Implemented over the flows KV bucket for now

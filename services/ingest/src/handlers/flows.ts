@@ -1,4 +1,4 @@
-import { JetflowError, ErrorCodes, invalid } from '../../../../libs/errors/src/index.js';
+import { JetflowError, ErrorCodes, invalid } from '@jetflow/errors';
 import {
   deriveFlowId,
   isTerminal,
@@ -17,8 +17,8 @@ import {
   type FlowRegistry,
   type FlowState,
   type Submission,
-} from '../../../../libs/flows/src/index.js';
-import { noteFlowTrace } from '../../../../libs/logging/src/index.js';
+} from '@jetflow/flows';
+import { noteFlowTrace } from '@jetflow/logging';
 import { historyView, type FlowHistoryReader } from './flow-history.js';
 import { markWaitingForWorkers } from './workers.js';
 import { markWaitingForLimits, type LimitWaitReader } from './limits.js';

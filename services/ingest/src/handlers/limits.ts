@@ -1,5 +1,5 @@
-import { allTasks, type FlowDef } from '../../../../libs/flows/src/index.js';
-import type { WaitingForLimit } from '../../../../libs/messaging/src/index.js';
+import { allTasks, type FlowDef } from '@jetflow/flows';
+import type { WaitingForLimit } from '@jetflow/messaging';
 
 /** Reads a task's waiting mark (KV jetflow_limits `<kind>.<name>.w.<flowId>.<task>`, written by its worker). */
 export interface LimitWaitReader {

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { FlowState } from '../../../../libs/flows/src/index.js';
+import type { FlowState } from '@jetflow/flows';
 import { ConsumerStats, type ConsumerCounters } from './consumers.js';
 import { DeadLetterHandlers, type DeadLetterDetail, type DeadLetterRecord, type DeadLetterStore } from './deadletters.js';
 import { parseListQuery } from './flow-lister.js';

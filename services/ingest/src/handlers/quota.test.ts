@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { JetflowError, STATUS } from '../../../../libs/errors/src/index.js';
-import { tenantLimits } from '../../../../libs/config/src/tenant-limits.js';
+import { JetflowError, STATUS } from '@jetflow/errors';
+import { tenantLimits } from '@jetflow/config';
 import { TenantQuota } from './quota.js';
 import { TenantLoad } from '../adapters/tenant-load.js';
 

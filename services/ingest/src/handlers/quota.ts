@@ -1,4 +1,4 @@
-import { JetflowError, ErrorCodes } from '../../../../libs/errors/src/index.js';
+import { JetflowError, ErrorCodes } from '@jetflow/errors';
 
 /** Per tenant: the submission rate (token bucket) and the flows in flight it may have. */
 export interface QuotaLimits {

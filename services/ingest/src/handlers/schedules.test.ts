@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadFlowRegistry } from '../../../../libs/flows/src/index.js';
+import { loadFlowRegistry } from '@jetflow/flows';
 import { MAX_SCHEDULE_BYTES, ScheduleHandlers, type ScheduleStore } from './schedules.js';
 
 class Conflict extends Error {}

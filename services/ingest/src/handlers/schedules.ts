@@ -1,6 +1,5 @@
-import { JetflowError, ErrorCodes, invalid } from '../../../../libs/errors/src/index.js';
-import type { FlowRegistry } from '../../../../libs/flows/src/index.js';
-import { newScheduleRecord, parseScheduleRecord, scheduleKey, scheduleView, setPaused, validateSchedule, SCHEDULE_ID_RE, type ScheduleRecord } from '../../../../libs/flows/src/schedules.js';
+import { JetflowError, ErrorCodes, invalid } from '@jetflow/errors';
+import { type FlowRegistry, newScheduleRecord, parseScheduleRecord, scheduleKey, scheduleView, setPaused, validateSchedule, SCHEDULE_ID_RE, type ScheduleRecord } from '@jetflow/flows';
 
 /** What the schedule handlers need from KV jetflow_schedules (adapters/schedule-routes.ts implements it over JetStream). */
 export interface ScheduleStore {

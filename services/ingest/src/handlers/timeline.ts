@@ -1,4 +1,4 @@
-import { stagesOf, type FlowDef, type FlowState } from '../../../../libs/flows/src/index.js';
+import { stagesOf, type FlowDef, type FlowState } from '@jetflow/flows';
 
 /**
  * The trace id of a W3C traceparent (00-<trace id>-<span id>-<flags>) whose trace is recorded (the

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { WorkerInstance } from '../../../../libs/messaging/src/index.js';
+import type { WorkerInstance } from '@jetflow/messaging';
 import { WorkerHandlers, markWaitingForWorkers } from './workers.js';
 import type { ConsumerCounters } from './consumers.js';
 

@@ -1,4 +1,4 @@
-import { CONSUMERS, STREAMS, WORKER_REGISTRY, baseTaskSubject, summarizeSubjects, type WorkerInstance } from '../../../../libs/messaging/src/index.js';
+import { CONSUMERS, STREAMS, WORKER_REGISTRY, baseTaskSubject, summarizeSubjects, type WorkerInstance } from '@jetflow/messaging';
 import type { ConsumerSource } from './consumers.js';
 
 /** The registry as ingest reads it (libs/messaging watchWorkerRegistry). */
