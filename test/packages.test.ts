@@ -50,13 +50,28 @@ function packageOf(spec: string): string | undefined {
   return spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
 }
 
+/** The subpaths (`./threads`) each package of packages/* exports besides its main entry, by package name. */
+const packageSubpaths = new Map(
+  readdirSync('packages')
+    .filter((p) => existsSync(join('packages', p, 'package.json')))
+    .map((p) => {
+      const pkg = readJson<Pkg>(join('packages', p, 'package.json'));
+      return [pkg.name, new Set(Object.keys(pkg.exports ?? {}).filter((k) => k !== '.'))] as const;
+    }),
+);
+
 /**
  * Why an import from `file` breaks the package rules, if it does: a relative path into another package's
- * directory, or a `@jetflow/<name>/…` subpath. The entry of packages/* (their src/index) by path is the
- * one exception: ingest and the bench use @jetflow/worker's source, which its build bundles.
+ * directory, or a `@jetflow/<name>/…` subpath a lib (one entry) or a package's exports do not have. The
+ * entry of packages/* (their src/index) by path is the one exception: ingest and the bench use
+ * @jetflow/worker's source, which its build bundles.
  */
-function deepImport(file: string, spec: string): string | undefined {
-  if (spec.startsWith(SCOPE) && spec.split('/').length > 2) return `${spec} names a file inside the package; import ${spec.split('/').slice(0, 2).join('/')}`;
+function deepImport(file: string, spec: string, subpaths: ReadonlyMap<string, ReadonlySet<string>> = packageSubpaths): string | undefined {
+  if (spec.startsWith(SCOPE) && spec.split('/').length > 2) {
+    const name = spec.split('/').slice(0, 2).join('/');
+    if (subpaths.get(name)?.has(`./${spec.split('/').slice(2).join('/')}`)) return undefined;
+    return `${spec} names a file inside the package; import ${name}`;
+  }
   if (!spec.startsWith('.')) return undefined;
   const target = relative('.', resolve(dirname(file), spec));
   const into = ownerOf(target);
@@ -96,6 +111,8 @@ describe('workspace packages', () => {
     assert.match(deepImport('services/ingest/src/main.ts', '../../../libs/messaging/src/utf8.js') ?? '', /reaches into libs\/messaging; import @jetflow\/messaging/);
     assert.match(deepImport('libs/flows/src/a.ts', '../../messaging/src/index.js') ?? '', /reaches into libs\/messaging/);
     assert.match(deepImport('test/x.test.ts', '@jetflow/flows/src/ids.js') ?? '', /names a file inside the package/);
+    assert.equal(deepImport('services/a/src/t.ts', '@jetflow/sdk/threads', new Map([['@jetflow/sdk', new Set(['./threads'])]])), undefined, 'an exported subpath');
+    assert.match(deepImport('services/a/src/t.ts', '@jetflow/sdk/src/x.js', new Map([['@jetflow/sdk', new Set(['./threads'])]])) ?? '', /names a file inside/);
     assert.equal(deepImport('libs/flows/src/a.ts', './ids.js'), undefined);
     assert.equal(deepImport('services/ingest/src/a.ts', '@jetflow/flows'), undefined);
     assert.deepEqual(
