@@ -105,6 +105,9 @@ function noteBare(owner, spec, test) {
   const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
   if (name === `${SCOPE}${owner.split('/')[1]}` && owner.startsWith('libs/')) return;
   use(owner, name, test);
+  // The root's build compiles the packages' sources it imports (ingest uses @jetflow/worker's), so what they
+  // import of the libs the root's dist needs at run time too.
+  if (owner.startsWith('packages/') && name.startsWith(SCOPE)) use('.', name, test);
 }
 
 /** `import { a } from 'P'` and `import { type b } from 'P'` (or `import type { b }`) as one statement per @jetflow package. */
