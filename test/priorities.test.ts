@@ -172,7 +172,7 @@ describe('flow priorities', () => {
     console.log(`# through the faults: mean finish rank of the 9s ${mean(9).toFixed(1)}, of the 1s ${mean(1).toFixed(1)}; order ${order.map((k) => prio.get(k)).join(',')}`);
     assert.ok(mean(9) < mean(1), `the 9s finish earlier on average (${mean(9)} vs ${mean(1)})`);
     // Each flow's state kept its priority (KV, through the NATS restart).
-    const byKey = new Map(mine().map((d) => [d.body.idempotencyKey as string, d.body.flowId as string]));
+    const byKey = new Map(mine().map((d) => [d.body.idempotencyKey as string, d.body.flowId]));
     for (const key of ['prio-fault-0', 'prio-fault-1']) assert.equal((await getFlow(byKey.get(key)!, PRIO_KEY)).priority, prio.get(key), key);
   });
 });
