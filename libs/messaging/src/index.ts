@@ -13,7 +13,6 @@ export * from './kv-view.js';
 export * from './js-errors.js';
 export * from './worker-registry.js';
 export * from './bands.js';
-export { waitingKey, waitingOf, type WaitingForLimit } from './task-limiter.js';
 export * from './task-limiter.js';
 export * from './utf8.js';
 export * from './tracing.js';
