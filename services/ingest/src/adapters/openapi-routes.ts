@@ -608,6 +608,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
             errors: [],
             metadata: { source: 'crm' },
             idempotencyKey: 'order-123',
+            priority: 5,
             traceId: null,
             traceUrl: null,
             callback: { deliveryId: `dlv_${FLOW_ID}`, status: 'delivered', attempts: 1, lastStatusCode: 200, deliveredAt: T1 },
