@@ -4,6 +4,9 @@ import { reportError, type Logger } from '@jetflow/logging';
 import { traceMessages } from './tracing.js';
 import type { PullLoop } from './loop.js';
 
+/** How long a no-wait pull may go unanswered before it counts as lost (an answer takes milliseconds). */
+const NO_WAIT_GUARD_MS = 5_000;
+
 /**
  * Smooth weighted round robin over the priority bands that have a backlog (nginx's): with weights 6:3:1
  * and every band busy, ten turns go high ×6, normal ×3, low ×1, interleaved; a band without a backlog takes
@@ -108,10 +111,17 @@ export function startBandedPullLoop(o: BandedPullLoopOptions): PullLoop {
   const fetchNow = async (i: number, n: number): Promise<number> => {
     // The consumer API's fetch waits at least a second; the no-wait request is only in the older one.
     const iter = o.js.fetch(o.stream, o.consumers[i]!, { batch: n, no_wait: true });
+    // A no-wait request has no client-side timer: one lost with the connection (a broker restart while it
+    // was on its way) would never end, and this subject's loop would pull no band again.
+    const guard = setTimeout(() => iter.stop(new Error(`no answer to a no-wait pull on ${o.consumers[i]} in ${NO_WAIT_GUARD_MS} ms`)), NO_WAIT_GUARD_MS);
     let got = 0;
-    for await (const m of iter) {
-      got++;
-      run(i, m);
+    try {
+      for await (const m of iter) {
+        got++;
+        run(i, m);
+      }
+    } finally {
+      clearTimeout(guard);
     }
     return got;
   };
