@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Consumer, JetStreamClient, JsMsg } from 'nats';
 import { reportError, type Logger } from '@jetflow/logging';
 import { traceMessages } from './tracing.js';
-import type { PullLoop } from './loop.js';
+import { pauseAfterPullFailure, type PullLoop } from './loop.js';
 
 /** How long a no-wait pull may go unanswered before it counts as lost (an answer takes milliseconds). */
 const NO_WAIT_GUARD_MS = 5_000;
@@ -188,8 +188,7 @@ export function startBandedPullLoop(o: BandedPullLoopOptions): PullLoop {
       } catch (err) {
         if (stopped) break;
         failures++;
-        if (failures === 1 || failures % 20 === 0) o.log.warn({ err: (err as Error).message, consumer: o.consumers.join(',') }, 'pull failed; retrying');
-        await sleep(Math.min(2_000, 50 * 2 ** Math.min(failures, 6)));
+        await pauseAfterPullFailure(o.log, err, o.consumers.join(','), failures);
       }
     }
   })();

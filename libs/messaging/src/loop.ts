@@ -3,6 +3,15 @@ import type { JetStreamClient, JsMsg } from 'nats';
 import { reportError, type Logger } from '@jetflow/logging';
 import { traceMessages, type ConsumeTraceOptions } from './tracing.js';
 
+/**
+ * After a pull loop's `failures`-th failure in a row: logs the first and every 20th (a broker restart fails
+ * every pull for a while), then waits 100 ms doubling up to 2 s.
+ */
+export async function pauseAfterPullFailure(log: Logger, err: unknown, consumer: string, failures: number): Promise<void> {
+  if (failures === 1 || failures % 20 === 0) log.warn({ err: (err as Error).message, consumer }, 'pull failed; retrying');
+  await sleep(Math.min(2_000, 50 * 2 ** Math.min(failures, 6)));
+}
+
 export interface PullLoopOptions {
   js: JetStreamClient;
   stream: string;
@@ -98,8 +107,7 @@ export function startPullLoop(o: PullLoopOptions): PullLoop {
       } catch (err) {
         if (stopped) break;
         failures++;
-        if (failures === 1 || failures % 20 === 0) o.log.warn({ err: (err as Error).message, consumer: o.consumer }, 'pull failed; retrying');
-        await sleep(Math.min(2_000, 50 * 2 ** Math.min(failures, 6)));
+        await pauseAfterPullFailure(o.log, err, o.consumer, failures);
       }
     }
   })();
